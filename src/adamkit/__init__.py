@@ -1,0 +1,29 @@
+"""adamkit: the modern Adam family of optimizers for PyTorch, exact to the authors' code."""
+from .optim import ADOPT, AGD, AdaBelief, Adam, AdamkitOptimizer, AdamW, AMSGrad, EAdam
+from .param_groups import param_groups_weight_decay
+from .registry import (
+    create_optimizer,
+    create_optimizer_from_config,
+    get_optimizer_class,
+    list_optimizers,
+    load_optimizer_config,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdamkitOptimizer",
+    "Adam",
+    "AdamW",
+    "AMSGrad",
+    "EAdam",
+    "AdaBelief",
+    "ADOPT",
+    "AGD",
+    "create_optimizer",
+    "create_optimizer_from_config",
+    "get_optimizer_class",
+    "list_optimizers",
+    "load_optimizer_config",
+    "param_groups_weight_decay",
+]

@@ -1,0 +1,278 @@
+"""The engine shared by every adamkit optimizer.
+
+An algorithm module declares
+  * its hyperparameters and their checks (``hyperparameters``),
+  * the state tensors it keeps (``state_names``),
+  * the per-step scalars, computed in double precision from an integer step
+    count (``coefficients``), and
+  * its element-wise update, written once (``update``): a function of the
+    parameter, the gradient, the state tensors and those scalars.
+
+The engine does the rest, the same way for every algorithm: argument checks,
+param groups, lazy state, one step counter per parameter, grouping tensors by
+device / dtype / step so that one call covers many tensors, choosing the
+implementation, mixed precision, complex parameters, ``maximize``, closures and
+an optional loss value, and a ``state_dict`` that keeps every flag and every
+state dtype.
+
+Implementations (selected per group, like torch):
+  * ``foreach=False``: ``update`` is called with one tensor at a time (the
+    readable reference path);
+  * ``foreach=True``: ``update`` is called with :class:`TensorList` arguments,
+    i.e. as ``torch._foreach_*`` multi-tensor kernels;
+  * ``fused=True``: a fused kernel implementing the same math (see
+    ``adamkit.kernels``), registered per algorithm.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from itertools import chain
+from types import SimpleNamespace
+from typing import Any, Callable, ClassVar, Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+from ..kernels.tensorlist import TensorList
+from . import _checks
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+#: hyperparameters every adamkit optimizer has, with their checks
+COMMON_HYPERPARAMETERS: dict[str, _checks.Check] = {
+    "lr": _checks.learning_rate,
+    "maximize": _checks.flag,
+    "foreach": _checks.optional_flag,
+    "fused": _checks.optional_flag,
+}
+
+
+def math_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the update is computed in (and the state is kept in) for a parameter dtype."""
+    if dtype in _LOW_PRECISION:
+        return torch.float32
+    if dtype == torch.complex32:
+        return torch.complex64
+    return dtype
+
+
+def _real_view(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+class AdamkitOptimizer(torch.optim.Optimizer):
+    """Base class of adamkit's optimizers (see the module docstring)."""
+
+    #: name in the registry (``adamkit.create_optimizer``)
+    name: ClassVar[str] = ""
+    #: hyperparameter name -> check, on top of COMMON_HYPERPARAMETERS
+    hyperparameters: ClassVar[dict[str, _checks.Check]] = {}
+    #: True for an optimizer whose update uses the loss value (AdamL): step() then needs a closure or loss=
+    requires_loss: ClassVar[bool] = False
+
+    def __init__(self, params: Iterable, defaults: Mapping[str, Any]):
+        self._checks = {**COMMON_HYPERPARAMETERS, **self.hyperparameters}
+        missing = set(self._checks) - set(defaults)
+        if missing:  # a programming error in a subclass, not a user error
+            raise AssertionError(f"{type(self).__name__} gives no default for {sorted(missing)}")
+        defaults = self._checked(dict(defaults))
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ groups
+    def _checked(self, group: dict[str, Any]) -> dict[str, Any]:
+        for key, check in self._checks.items():
+            if key in group:
+                group[key] = check(key, group[key])
+        if group.get("foreach") and group.get("fused"):
+            raise ValueError("foreach=True and fused=True cannot both be set; choose one implementation")
+        self.check_group(group)
+        return group
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        """Checks across hyperparameters of one group (override where needed)."""
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group; its hyperparameters are checked like the constructor's."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        unknown = set(param_group) - set(self.defaults) - {"params", "param_names", "initial_lr"}
+        if unknown:
+            raise ValueError(
+                f"unknown hyperparameter(s) {sorted(unknown)} for {type(self).__name__}; "
+                f"valid: {sorted(self.defaults)}"
+            )
+        merged = {**self.defaults, **param_group}
+        self._checked(merged)
+        param_group.update({k: merged[k] for k in param_group if k in self._checks})
+        super().add_param_group(param_group)
+
+    # ------------------------------------------------------------ per algorithm
+    def state_names(self, group: Mapping[str, Any]) -> tuple[str, ...]:
+        """Names of the state tensors kept for each parameter of ``group``."""
+        raise NotImplementedError
+
+    def init_state_tensor(self, name: str, param: Tensor, group: Mapping[str, Any]) -> Tensor:
+        """A new state tensor for ``param``: zeros in the parameter's math dtype."""
+        return torch.zeros_like(param, dtype=math_dtype(param.dtype), memory_format=torch.preserve_format)
+
+    def coefficients(self, group: Mapping[str, Any], step: int, loss: float | None) -> SimpleNamespace:
+        """Scalars of one step, in double precision; ``step`` counts the calls made before this one."""
+        raise NotImplementedError
+
+    @staticmethod
+    def update(param, grad, state: dict, c: SimpleNamespace) -> None:
+        """The element-wise update: tensors (or TensorLists) in, state and ``param`` changed in place.
+
+        ``grad`` is never written to (it may be the user's ``p.grad``).
+        """
+        raise NotImplementedError
+
+    #: the fused kernel, ``fused_update(params, grads, states, c)`` over lists, or None
+    fused_update: ClassVar[Callable | None] = None
+
+    # ------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:
+        """Perform one optimisation step.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (as in torch.optim).
+            loss: the current loss value, for loss-aware optimizers; the other
+                optimizers accept and return it, so one training loop serves all.
+
+        Returns:
+            The loss returned by ``closure``, else ``loss``.
+        """
+        if closure is not None:
+            if loss is not None:
+                raise ValueError("pass either closure or loss=, not both")
+            with torch.enable_grad():
+                loss = closure()
+        loss_value = None
+        if self.requires_loss:
+            if loss is None:
+                raise ValueError(
+                    f"{type(self).__name__} uses the loss value: call step(closure) or step(loss=loss)"
+                )
+            loss_value = _loss_to_float(loss)
+        for group in self.param_groups:
+            self._step_group(group, loss_value)
+        return loss
+
+    def _step_group(self, group: dict[str, Any], loss: float | None) -> None:
+        names = self.state_names(group)
+        params = []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+            for name in names:
+                if name not in state:
+                    state[name] = self.init_state_tensor(name, p, group)
+            params.append(p)
+        if not params:
+            return
+        impl = self._implementation(group, params)
+        if impl == "loop":
+            for p in params:
+                self._step_bucket(group, [p], names, loss, impl)
+        else:
+            buckets: dict[tuple, list[Tensor]] = defaultdict(list)
+            for p in params:
+                buckets[(p.device, p.dtype, self.state[p]["step"])].append(p)
+            for bucket in buckets.values():
+                self._step_bucket(group, bucket, names, loss, impl)
+
+    def _implementation(self, group: Mapping[str, Any], params: list[Tensor]) -> str:
+        if group["fused"]:
+            if type(self).fused_update is None:
+                raise RuntimeError(f"{type(self).__name__} has no fused implementation in this build")
+            return "fused"
+        if group["foreach"]:
+            return "foreach"
+        if group["foreach"] is None and group["fused"] is None:
+            return self._default_implementation(params)
+        return "loop"
+
+    def _default_implementation(self, params: list[Tensor]) -> str:
+        """With neither foreach nor fused given: multi-tensor on accelerators, one tensor at a time on CPU."""
+        return "foreach" if params[0].device.type != "cpu" else "loop"
+
+    def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str) -> None:
+        step = self.state[bucket[0]]["step"]
+        c = self.coefficients(group, step, loss)
+        grads = [p.grad for p in bucket]
+        states = {name: [self.state[p][name] for p in bucket] for name in names}
+        if impl == "fused":
+            type(self).fused_update(bucket, grads, states, c, maximize=group["maximize"])
+        else:
+            params = [_real_view(p) for p in bucket]
+            grads = [_real_view(g) for g in grads]
+            states = {name: [_real_view(s) for s in tensors] for name, tensors in states.items()}
+            low = params[0].dtype in _LOW_PRECISION
+            work = [p.float() for p in params] if low else params
+            if low:  # float32 copies; the user's gradient is never written to
+                grads = [g.to(torch.float32, copy=True) for g in grads]
+            if group["maximize"]:
+                grads = [g.neg_() for g in grads] if low else [torch.neg(g) for g in grads]
+            if impl == "loop":
+                self.update(work[0], grads[0], {n: s[0] for n, s in states.items()}, c)
+            else:
+                self.update(
+                    TensorList(work), TensorList(grads), {n: TensorList(s) for n, s in states.items()}, c
+                )
+            if low:
+                torch._foreach_copy_(params, work)
+        for p in bucket:
+            self.state[p]["step"] = step + 1
+
+    # ------------------------------------------------------------ state dict
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict, keeping each state tensor's dtype (torch would cast it to the parameter's).
+
+        Integer step counters are restored as ``int``; a step saved as a tensor
+        (as the reference implementations do) is converted. Flags missing from
+        an older or foreign checkpoint take this optimizer's defaults.
+        """
+        saved_state = state_dict["state"]
+        super().load_state_dict(state_dict)
+        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = chain.from_iterable(g["params"] for g in self.param_groups)
+        for saved_id, p in zip(saved_ids, params):
+            if saved_id not in saved_state:
+                continue
+            restored = {}
+            for key, value in saved_state[saved_id].items():
+                if key == "step":
+                    value = int(value.item()) if isinstance(value, Tensor) else int(value)
+                elif isinstance(value, Tensor):
+                    value = value.detach().to(device=p.device, copy=True)
+                restored[key] = value
+            self.state[p] = restored
+        for group in self.param_groups:
+            for key, default in self.defaults.items():
+                group.setdefault(key, default)
+            self._checked(group)
+
+    # ------------------------------------------------------------ utilities
+    @staticmethod
+    def bias_corrections(betas: tuple[float, float], t: int) -> tuple[float, float]:
+        """``(1 - beta1**t, 1 - beta2**t)`` in double precision."""
+        beta1, beta2 = betas
+        return 1.0 - beta1**t, 1.0 - beta2**t
+
+
+def _loss_to_float(loss: Any) -> float:
+    if isinstance(loss, Tensor):
+        if loss.numel() != 1:
+            raise ValueError(f"the loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
+        loss = loss.detach().item()
+    value = float(loss)
+    if not math.isfinite(value):
+        raise ValueError(f"the loss must be finite, got {value}")
+    return value

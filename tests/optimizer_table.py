@@ -1,0 +1,124 @@
+"""One table of facts about every optimizer; the generic tests are driven by it.
+
+Each entry says how to build the optimizer, which golden file replays it, how the
+upstream keyword names of that file translate to adamkit's, and which
+hyperparameter settings exercise every branch of its update.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import adamkit
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = Path(os.environ.get("ADAMKIT_GOLDEN_DIR", ROOT.parent / "shared" / "golden"))
+
+
+def _same(hyper: dict[str, Any]) -> dict[str, Any]:
+    out = dict(hyper)
+    if "betas" in out:
+        out["betas"] = tuple(out["betas"])
+    return out
+
+
+def _adopt(hyper: dict[str, Any]) -> dict[str, Any]:
+    out = _same(hyper)
+    if "clip_lambda" in out:
+        spec = out["clip_lambda"]
+        if spec is None:
+            out["clip_lambda"] = None
+        elif spec.get("type") == "power":
+            out["clip_lambda"] = float(spec["exponent"])
+        else:  # pragma: no cover - a new encoding in the golden files
+            raise ValueError(f"unknown clip_lambda encoding {spec!r}")
+    return out
+
+
+def _amsgrad(hyper: dict[str, Any]) -> dict[str, Any]:
+    out = _same(hyper)
+    if out.pop("amsgrad", True) is not True:
+        raise ValueError("amsgrad golden cases must have amsgrad=True")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerInfo:
+    name: str
+    cls: type
+    golden: str | None  # stem of the golden file
+    translate: Callable[[dict[str, Any]], dict[str, Any]]
+    #: settings that together reach every branch of the update (used by the path-agreement tests)
+    variants: tuple[dict[str, Any], ...]
+    #: name of the epsilon-like hyperparameter
+    eps_name: str = "eps"
+    #: ADOPT's first call does not move the parameter
+    first_step_moves: bool = True
+
+    def make(self, params, **kwargs):
+        return self.cls(params, **kwargs)
+
+
+OPTIMIZERS: tuple[OptimizerInfo, ...] = (
+    OptimizerInfo(
+        "adam", adamkit.Adam, "adam", _same,
+        ({}, {"weight_decay": 0.1}, {"amsgrad": True}, {"decoupled_weight_decay": True, "weight_decay": 0.1}),
+    ),
+    OptimizerInfo("adamw", adamkit.AdamW, "adamw", _same, ({}, {"amsgrad": True}, {"weight_decay": 0.0})),
+    OptimizerInfo(
+        "amsgrad", adamkit.AMSGrad, "amsgrad", _amsgrad,
+        ({}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ),
+    OptimizerInfo("eadam", adamkit.EAdam, "eadam", _same, ({}, {"weight_decay": 0.1}, {"amsgrad": True})),
+    OptimizerInfo(
+        "adabelief", adamkit.AdaBelief, "adabelief", _same,
+        (
+            {},
+            {"rectify": False},
+            {"rectify": False, "amsgrad": True},
+            {"amsgrad": True},
+            {"amsgrad": True, "rectified_amsgrad": True},
+            {"degenerated_to_sgd": False, "weight_decay": 0.1},
+            {"weight_decouple": False, "weight_decay": 0.1},
+            {"fixed_decay": True, "weight_decay": 0.01},
+        ),
+    ),
+    OptimizerInfo(
+        "adopt", adamkit.ADOPT, "adopt", _adopt,
+        ({}, {"clip_lambda": None}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decouple": True},
+         {"clip_lambda": lambda t: 0.5 + t}),
+        first_step_moves=False,
+    ),
+    OptimizerInfo(
+        "agd", adamkit.AGD, "agd", _same,
+        (
+            {},
+            {"amsgrad": True},
+            {"clip": 0.5},
+            {"weight_decouple": False, "weight_decay": 0.1},
+            {"fixed_decay": True, "weight_decay": 0.01},
+            {"win": True, "weight_decay": 0.1},
+            {"win": True, "win_z_init": "params"},
+            {"delta": 1e-2},
+        ),
+        eps_name="delta",
+    ),
+)
+
+BY_NAME = {info.name: info for info in OPTIMIZERS}
+
+
+def golden_cases():
+    """(info, document, case) for every case of every golden file."""
+    for info in OPTIMIZERS:
+        if info.golden is None:
+            continue
+        path = GOLDEN_DIR / f"{info.golden}.json"
+        if not path.exists():
+            continue
+        doc = json.loads(path.read_text())
+        for case in doc["cases"]:
+            yield info, doc, case
