@@ -61,6 +61,28 @@ def _real_view(t: Tensor) -> Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+try:  # DTensor (FSDP2, tensor parallel); absent from very old torch builds
+    from torch.distributed.tensor import DTensor, Partial
+except ImportError:  # pragma: no cover
+    DTensor = Partial = None
+
+
+def local_tensor(t: Tensor) -> Tensor:
+    """The local shard of a DTensor (the tensor itself otherwise).
+
+    Every update rule is element-wise, so stepping each rank's shard of the
+    parameter, gradient and state is exact; no kernel needs a sharding rule.
+    """
+    if DTensor is not None and isinstance(t, DTensor):
+        if any(isinstance(placement, Partial) for placement in t.placements):
+            raise RuntimeError(
+                "adamkit got a DTensor with a Partial placement (an unreduced gradient); "
+                "reduce it before optimizer.step()"
+            )
+        return t.to_local()
+    return t
+
+
 class AdamkitOptimizer(torch.optim.Optimizer):
     """Base class of adamkit's optimizers (see the module docstring)."""
 
@@ -206,12 +228,13 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str) -> None:
         step = self.state[bucket[0]]["step"]
         c = self.coefficients(group, step, loss)
-        grads = [p.grad for p in bucket]
-        states = {name: [self.state[p][name] for p in bucket] for name in names}
+        params = [local_tensor(p) for p in bucket]
+        grads = [local_tensor(p.grad) for p in bucket]
+        states = {name: [local_tensor(self.state[p][name]) for p in bucket] for name in names}
         if impl == "fused":
-            type(self).fused_update(bucket, grads, states, c, maximize=group["maximize"])
+            type(self).fused_update(params, grads, states, c, maximize=group["maximize"])
         else:
-            params = [_real_view(p) for p in bucket]
+            params = [_real_view(p) for p in params]
             grads = [_real_view(g) for g in grads]
             states = {name: [_real_view(s) for s in tensors] for name, tensors in states.items()}
             low = params[0].dtype in _LOW_PRECISION
