@@ -45,6 +45,11 @@ def _amsgrad(hyper: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def clip_one_plus_half_t(t: int) -> float:
+    """A custom ADOPT clipping schedule (module-level, so it pickles)."""
+    return 1.0 + 0.5 * t
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerInfo:
     name: str
@@ -89,7 +94,7 @@ OPTIMIZERS: tuple[OptimizerInfo, ...] = (
     OptimizerInfo(
         "adopt", adamkit.ADOPT, "adopt", _adopt,
         ({}, {"clip_lambda": None}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decouple": True},
-         {"clip_lambda": lambda t: 0.5 + t}),
+         {"clip_lambda": clip_one_plus_half_t}),
         first_step_moves=False,
     ),
     OptimizerInfo(
