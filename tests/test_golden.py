@@ -7,7 +7,18 @@ import torch
 from optimizer_table import GOLDEN_DIR, golden_cases
 
 CASES = list(golden_cases())
-PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True)}
+PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+
+
+def _skip_unavailable(path):
+    """The fused CPU kernel needs a C compiler; without one its cases are skipped, saying why."""
+    if path == "fused":
+        from adamkit.kernels import fused_cpu
+
+        try:
+            fused_cpu.load()
+        except fused_cpu.FusedKernelUnavailable as exc:
+            pytest.skip(str(exc))
 
 
 def replay(info, case, path_kwargs, dtype=torch.float64):
@@ -37,6 +48,7 @@ def test_golden_files_present():
     "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
 )
 def test_golden_replay(info, doc, case, path):
+    _skip_unavailable(path)
     results, _ = replay(info, case, PATHS[path])
     tol = doc["tolerance"]
     for key, per_param in case["expected"].items():

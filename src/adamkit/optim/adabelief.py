@@ -5,6 +5,7 @@ import math
 from types import SimpleNamespace
 
 from . import _checks
+from ..kernels import fused_cpu
 from .base import AdamkitOptimizer
 
 
@@ -67,6 +68,7 @@ class AdaBelief(AdamkitOptimizer):
     """
 
     name = "adabelief"
+    fused_update = staticmethod(fused_cpu.adabelief)  # the same math as update(), one C kernel call per bucket
     hyperparameters = {
         "betas": _checks.betas,
         "eps": _checks.non_negative,

@@ -6,6 +6,7 @@ import numbers
 from types import SimpleNamespace
 
 from . import _checks
+from ..kernels import fused_cpu
 from .base import AdamkitOptimizer
 
 
@@ -66,6 +67,7 @@ class ADOPT(AdamkitOptimizer):
     """
 
     name = "adopt"
+    fused_update = staticmethod(fused_cpu.adopt)  # the same math as update(), one C kernel call per bucket
     hyperparameters = {
         "betas": _checks.betas,
         "eps": _checks.non_negative,

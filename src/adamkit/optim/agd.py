@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import torch
 
 from . import _checks
+from ..kernels import fused_cpu
 from .base import AdamkitOptimizer, math_dtype
 
 
@@ -55,6 +56,7 @@ class AGD(AdamkitOptimizer):
     """
 
     name = "agd"
+    fused_update = staticmethod(fused_cpu.agd)  # the same math as update(), one C kernel call per bucket
     hyperparameters = {
         "betas": _checks.betas,
         "delta": _checks.non_negative,

@@ -20,8 +20,17 @@ Implementations (selected per group, like torch):
     readable reference path);
   * ``foreach=True``: ``update`` is called with :class:`TensorList` arguments,
     i.e. as ``torch._foreach_*`` multi-tensor kernels;
-  * ``fused=True``: a fused kernel implementing the same math (see
-    ``adamkit.kernels``), registered per algorithm.
+  * ``fused=True``: on CPU the fused C kernel (``adamkit.kernels.fused_cpu``,
+    one pass over memory, one call per bucket), registered per algorithm; on
+    other devices the compiled path;
+  * ``fused="compiled"``: ``update`` compiled with ``torch.compile``, scalars
+    passed as tensors so that a learning-rate schedule never recompiles
+    (``adamkit.kernels.compiled``; CPU and CUDA).
+
+With neither given, each device gets its fastest correct path, chosen by
+measurement (``adamkit speed``): the fused kernel on CPU (the loop where no C
+compiler is available; never foreach, slower than the loop on CPU), multi-tensor
+foreach elsewhere.
 """
 from __future__ import annotations
 
@@ -34,6 +43,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping
 import torch
 from torch import Tensor
 
+from ..kernels import fused_cpu
 from ..kernels.tensorlist import TensorList
 from . import _checks
 
@@ -44,8 +54,17 @@ COMMON_HYPERPARAMETERS: dict[str, _checks.Check] = {
     "lr": _checks.learning_rate,
     "maximize": _checks.flag,
     "foreach": _checks.optional_flag,
-    "fused": _checks.optional_flag,
+    "fused": lambda name, value: _fused_flag(name, value),
 }
+
+
+def _fused_flag(name: str, value: Any) -> bool | str | None:
+    """``fused``: None, True, False or "compiled" (the torch.compile path)."""
+    if isinstance(value, str):
+        if value != "compiled":
+            raise ValueError(f'{name} must be None, True, False or "compiled", got {value!r}')
+        return value
+    return _checks.optional_flag(name, value)
 
 
 def math_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -212,8 +231,11 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def _implementation(self, group: Mapping[str, Any], params: list[Tensor]) -> str:
         if group["fused"]:
+            if group["fused"] == "compiled" or params[0].device.type != "cpu":
+                return "compiled"
             if type(self).fused_update is None:
                 raise RuntimeError(f"{type(self).__name__} has no fused implementation in this build")
+            fused_cpu.load()  # raises FusedKernelUnavailable, saying why
             return "fused"
         if group["foreach"]:
             return "foreach"
@@ -222,8 +244,12 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         return "loop"
 
     def _default_implementation(self, params: list[Tensor]) -> str:
-        """With neither foreach nor fused given: multi-tensor on accelerators, one tensor at a time on CPU."""
-        return "foreach" if params[0].device.type != "cpu" else "loop"
+        """With neither foreach nor fused given: the fused kernel on CPU (else the loop), multi-tensor elsewhere."""
+        if params[0].device.type != "cpu":
+            return "foreach"
+        if type(self).fused_update is not None and fused_cpu.supports(params) and fused_cpu.available():
+            return "fused"
+        return "loop"
 
     def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str) -> None:
         step = self.state[bucket[0]]["step"]
@@ -232,8 +258,21 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         grads = [local_tensor(p.grad) for p in bucket]
         states = {name: [local_tensor(self.state[p][name]) for p in bucket] for name in names}
         if impl == "fused":
-            type(self).fused_update(params, grads, states, c, maximize=group["maximize"])
-        else:
+            try:
+                type(self).fused_update(params, grads, states, c, maximize=group["maximize"])
+            except fused_cpu.Unsupported:  # raised before any tensor is written
+                if group["fused"]:
+                    raise
+                impl = "loop"  # the default path: step these tensors one at a time instead
+        if impl == "compiled":
+            from ..kernels import compiled
+
+            compiled.step(self, group, params, grads, states, c)
+        elif impl == "loop" and len(params) > 1:
+            for p in bucket:
+                self._step_bucket(group, [p], names, loss, impl)
+            return
+        elif impl != "fused":
             params = [_real_view(p) for p in params]
             grads = [_real_view(g) for g in grads]
             states = {name: [_real_view(s) for s in tensors] for name, tensors in states.items()}

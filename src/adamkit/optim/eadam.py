@@ -5,6 +5,7 @@ import math
 from types import SimpleNamespace
 
 from . import _checks
+from ..kernels import fused_cpu
 from .base import AdamkitOptimizer
 
 
@@ -35,6 +36,7 @@ class EAdam(AdamkitOptimizer):
     """
 
     name = "eadam"
+    fused_update = staticmethod(fused_cpu.eadam)  # the same math as update(), one C kernel call per bucket
     hyperparameters = {
         "betas": _checks.betas,
         "eps": _checks.non_negative,

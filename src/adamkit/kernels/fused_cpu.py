@@ -1,0 +1,353 @@
+"""The fused CPU kernels (``fused=True`` on CPU, and the CPU default where available).
+
+``fused_cpu.c`` (plain C, no torch headers) holds one kernel per algorithm:
+one pass over memory, vectorised (``-O3 -march=native``) and parallel over the
+elements of all the tensors of a bucket (OpenMP, ``torch.get_num_threads()``
+threads). It is compiled on first use with the system C compiler (``$CC``,
+else ``cc``/``gcc``/``clang``), which takes about a second, into a cache
+directory keyed by a hash of the source, the compiler and its flags:
+``$ADAMKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/adamkit``, else
+``~/.cache/adamkit``. It is loaded with ``ctypes``; one call steps every tensor
+of a bucket, so many small tensors cost one dispatch.
+
+Without a working compiler :func:`available` is False: ``fused=True`` on CPU
+then raises :class:`FusedKernelUnavailable` saying why, and the default path
+falls back to the per-tensor loop. ``ADAMKIT_DISABLE_FUSED=1`` forces that
+fallback (for testing and for platforms where the build misbehaves).
+
+Memory layout: each parameter, its gradient and its state tensors are stepped
+as flat arrays. Contiguous tensors (the usual case) are used in place; tensors
+that share one dense layout (e.g. channels_last parameters with state created
+by ``zeros_like``) are too, and any other layout is copied to a contiguous
+buffer and back.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("fused_cpu.c")
+
+ALGORITHMS = {"adam": 0, "eadam": 1, "adabelief": 2, "adopt": 3, "agd": 4}
+DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+STATE_DTYPE = {torch.float32: torch.float32, torch.float64: torch.float64,
+               torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
+F_MAXIMIZE, F_AMSGRAD, F_DECAY, F_COUPLED, F_CLIP = 1, 2, 4, 8, 16
+F_INIT, F_WIN, F_RECT_AMS, F_DECOUPLED = 32, 64, 128, 256
+MODE_SHIFT = 12
+MODES = {"adaptive": 0, "rectified": 1, "sgd": 2, "none": 3}
+
+#: below this many elements per thread a call runs on one thread
+GRAIN = 32768
+
+_BASE_FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=off"]
+# tried in order; the first that compiles is used
+_FLAG_SETS = (
+    ["-march=native", "-fopenmp"],
+    ["-fopenmp"],
+    ["-march=native"],
+    [],
+)
+
+
+class FusedKernelUnavailable(RuntimeError):
+    """The fused CPU kernel could not be built or loaded here."""
+
+
+class Unsupported(TypeError):
+    """Tensors the fused kernel does not step (raised before any tensor is written)."""
+
+
+_lock = threading.Lock()
+_lib = None
+_error: str | None = None
+
+
+def cache_dir() -> Path:
+    if os.environ.get("ADAMKIT_CACHE_DIR"):
+        return Path(os.environ["ADAMKIT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "adamkit"
+
+
+def _compiler() -> str | None:
+    for cand in ([os.environ["CC"]] if os.environ.get("CC") else []) + ["cc", "gcc", "clang"]:
+        path = shutil.which(cand.split()[0])
+        if path:
+            return path
+    return None
+
+
+def _build(cc: str) -> Path:
+    source = SOURCE.read_bytes()
+    errors = []
+    directory = cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    for extra in _FLAG_SETS:
+        flags = _BASE_FLAGS + extra
+        key = hashlib.sha256(
+            b"\0".join([source, cc.encode(), " ".join(flags).encode(), platform.machine().encode(),
+                        platform.node().encode() if "-march=native" in extra else b""])
+        ).hexdigest()[:20]
+        target = directory / f"fused_cpu-{key}.so"
+        if target.exists():
+            return target
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+        os.close(fd)
+        try:
+            proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"],
+                                  capture_output=True, text=True, timeout=120)
+            if proc.returncode == 0:
+                os.replace(tmp, target)  # atomic: concurrent builders agree
+                return target
+            errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(f"{' '.join(flags)}: {exc}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise FusedKernelUnavailable("the C compiler failed:\n" + "\n".join(errors))
+
+
+def load():
+    """The loaded kernel library (built on first use); raises :class:`FusedKernelUnavailable`."""
+    global _lib, _error
+    if _lib is not None:
+        return _lib
+    if os.environ.get("ADAMKIT_DISABLE_FUSED", "") not in ("", "0"):
+        raise FusedKernelUnavailable("the fused CPU kernel is disabled by ADAMKIT_DISABLE_FUSED")
+    with _lock:
+        if _lib is not None:
+            return _lib
+        if _error is not None:
+            raise FusedKernelUnavailable(_error)
+        try:
+            if sys.platform == "win32":
+                raise FusedKernelUnavailable("the fused CPU kernel is built for POSIX systems only")
+            cc = _compiler()
+            if cc is None:
+                raise FusedKernelUnavailable(
+                    "no C compiler found (set $CC, or install gcc or clang); "
+                    "pass fused=False or leave fused unset to use the reference path"
+                )
+            lib = ctypes.CDLL(str(_build(cc)))
+            lib.adamkit_step.restype = ctypes.c_int
+            lib.adamkit_step.argtypes = [
+                ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
+            ]
+            if lib.adamkit_abi_version() != 1:
+                raise FusedKernelUnavailable("stale fused kernel in the cache (ABI mismatch)")
+        except FusedKernelUnavailable as exc:
+            _error = f"adamkit's fused CPU kernel is unavailable: {exc}"
+            raise FusedKernelUnavailable(_error) from None
+        except OSError as exc:
+            _error = f"adamkit's fused CPU kernel could not be loaded: {exc}"
+            raise FusedKernelUnavailable(_error) from None
+        _lib = lib
+        return lib
+
+
+def available() -> bool:
+    """Whether the fused CPU kernel can be used (building it if needed)."""
+    try:
+        load()
+        return True
+    except FusedKernelUnavailable:
+        return False
+
+
+def has_openmp() -> bool:
+    return bool(load().adamkit_has_openmp())
+
+
+def supports(tensors: Sequence[Tensor]) -> bool:
+    """Whether the fused kernel steps parameters like these (CPU, a supported real or complex dtype)."""
+    t = tensors[0]
+    dtype = t.dtype
+    if dtype.is_complex:
+        dtype = torch.view_as_real(t).dtype
+    return t.device.type == "cpu" and dtype in DTYPES
+
+
+# ---------------------------------------------------------------- layout
+def _dense_strides(t: Tensor) -> bool:
+    """True when ``t`` covers its memory densely without overlap (any dimension order)."""
+    dims = sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1)
+    expected = 1
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+class _Prepared:
+    """The flat, same-layout tensors handed to the kernel, and what must be copied back."""
+
+    __slots__ = ("params", "grads", "states", "writeback")
+
+    def __init__(self):
+        self.params, self.grads, self.states, self.writeback = [], [], [], []
+
+
+def _prepare(params, grads, states, names, param_dtype, state_dtype) -> _Prepared:
+    out = _Prepared()
+    out.states = [[] for _ in names]
+    columns = [states[n] if n is not None else [None] * len(params) for n in names]
+    for i, p in enumerate(params):
+        g = grads[i]
+        ss = [col[i] for col in columns]
+        hole = None in ss  # an unused state slot (AGD's win without amsgrad)
+        if hole:
+            slot = ss.index(None)
+            ss = [s for s in ss if s is not None]
+        if p.is_complex():
+            p, g, ss = torch.view_as_real(p), torch.view_as_real(g), [torch.view_as_real(s) for s in ss]
+        if p.dtype != param_dtype or g.dtype != param_dtype:
+            raise Unsupported(
+                f"fused kernel: all parameters and gradients of a call must be {param_dtype}, "
+                f"got parameter {p.dtype} with gradient {g.dtype}"
+            )
+        for n, s in zip([n for n in names if n is not None], ss):
+            if s.dtype != state_dtype:
+                raise Unsupported(
+                    f"fused kernel: state '{n}' is {s.dtype} but {state_dtype} is needed for {param_dtype} "
+                    "parameters (a checkpoint with other state dtypes: use fused=False)"
+                )
+            if s.shape != p.shape:
+                raise Unsupported(f"fused kernel: state '{n}' has shape {tuple(s.shape)}, parameter {tuple(p.shape)}")
+        if g.shape != p.shape:
+            raise Unsupported(f"fused kernel: gradient shape {tuple(g.shape)} != parameter shape {tuple(p.shape)}")
+        if not (p.is_contiguous() and g.is_contiguous() and all(s.is_contiguous() for s in ss)):
+            stride = p.stride()
+            if _dense_strides(p):
+                if g.stride() != stride:
+                    g = torch.empty_like(p, dtype=g.dtype).copy_(g)  # a same-layout read-only copy
+                fixed = []
+                for s in ss:
+                    if s.stride() != stride:
+                        work = torch.empty_like(p, dtype=s.dtype).copy_(s)
+                        out.writeback.append((s, work))
+                        s = work
+                    fixed.append(s)
+                ss = fixed
+            else:  # overlapping or gapped parameter: step contiguous copies
+                work = p.contiguous()
+                out.writeback.append((p, work))
+                p = work
+                g = g.contiguous()
+                fixed = []
+                for s in ss:
+                    if not s.is_contiguous():
+                        work = s.contiguous()
+                        out.writeback.append((s, work))
+                        s = work
+                    fixed.append(s)
+                ss = fixed
+        if hole:
+            ss.insert(slot, None)
+        out.params.append(p)
+        out.grads.append(g)
+        for col, s in zip(out.states, ss):
+            col.append(s)
+    return out
+
+
+def launch(algorithm: str, params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
+           names: Sequence[str], scalars: Sequence[float], flags: int) -> None:
+    """Step ``params`` in place with one kernel call (see the module docstring)."""
+    lib = load()
+    if not params:
+        return
+    first = params[0]
+    if first.device.type != "cpu":
+        raise Unsupported(f"the fused CPU kernel got a tensor on {first.device}")
+    param_dtype = torch.view_as_real(first).dtype if first.is_complex() else first.dtype
+    if param_dtype not in DTYPES:
+        raise Unsupported(f"the fused CPU kernel supports float32/float64/float16/bfloat16, got {first.dtype}")
+    state_dtype = STATE_DTYPE[param_dtype]
+    prep = _prepare(params, grads, states, names, param_dtype, state_dtype)
+    count = len(prep.params)
+    n_states = len(names)
+    ptrs = (ctypes.c_void_p * (count * (2 + n_states)))()
+    ptrs[0:count] = [p.data_ptr() for p in prep.params]
+    ptrs[count:2 * count] = [g.data_ptr() for g in prep.grads]
+    for k, col in enumerate(prep.states):
+        ptrs[(2 + k) * count:(3 + k) * count] = [0 if s is None else s.data_ptr() for s in col]
+    numel = (ctypes.c_int64 * count)(*[p.numel() for p in prep.params])
+    sc = (ctypes.c_double * 16)(*scalars)
+    base = ctypes.addressof(ptrs)
+    size = ctypes.sizeof(ctypes.c_void_p)
+    rc = lib.adamkit_step(
+        ALGORITHMS[algorithm], DTYPES[param_dtype], count, numel, base, base + count * size,
+        base + 2 * count * size, n_states, sc, flags, torch.get_num_threads(), GRAIN,
+    )
+    if rc != 0:  # pragma: no cover - argument checks above make this unreachable
+        raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
+    for dst, src in prep.writeback:
+        dst.copy_(src)
+
+
+# ------------------------------------------------------------------ per algorithm
+# Each takes the engine's arguments: lists of local tensors of one device / dtype /
+# step, the state lists by name, and the scalars from the algorithm's coefficients().
+def _flag(cond: bool, bit: int) -> int:
+    return bit if cond else 0
+
+
+def adam(params, grads, states, c, maximize=False):
+    names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if c.amsgrad else ("exp_avg", "exp_avg_sq")
+    flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.amsgrad, F_AMSGRAD) | _flag(c.decay_factor != 1.0, F_DECAY)
+             | _flag(c.coupled_wd != 0.0, F_COUPLED))
+    sc = (c.beta1, c.beta2, c.eps, c.decay_factor, c.coupled_wd, c.step_size, c.sqrt_bc2)
+    launch("adam", params, grads, states, names, sc, flags)
+
+
+def eadam(params, grads, states, c, maximize=False):
+    names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if c.amsgrad else ("exp_avg", "exp_avg_sq")
+    flags = _flag(maximize, F_MAXIMIZE) | _flag(c.amsgrad, F_AMSGRAD) | _flag(c.weight_decay != 0.0, F_COUPLED)
+    sc = (c.beta1, c.beta2, c.eps, c.weight_decay, c.step_size)
+    launch("eadam", params, grads, states, names, sc, flags)
+
+
+def adabelief(params, grads, states, c, maximize=False):
+    names = ("exp_avg", "exp_avg_var", "max_exp_avg_var") if c.amsgrad else ("exp_avg", "exp_avg_var")
+    flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.amsgrad, F_AMSGRAD) | _flag(c.decay_factor != 1.0, F_DECAY)
+             | _flag(c.coupled_wd != 0.0, F_COUPLED) | _flag(c.rectified_amsgrad, F_RECT_AMS)
+             | (MODES[c.mode] << MODE_SHIFT))
+    sc = (c.beta1, c.beta2, c.eps, c.decay_factor, c.coupled_wd, c.step_size, c.sgd_step, c.rectified_step,
+          c.sqrt_bc2)
+    launch("adabelief", params, grads, states, names, sc, flags)
+
+
+def adopt(params, grads, states, c, maximize=False):
+    flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.initialise, F_INIT) | _flag(c.coupled_wd != 0.0, F_COUPLED)
+             | _flag(c.decoupled_wd != 0.0, F_DECOUPLED) | _flag(c.clip is not None, F_CLIP))
+    sc = (c.beta1, c.beta2, c.eps, c.lr, c.coupled_wd, c.decoupled_wd, 0.0 if c.clip is None else c.clip)
+    launch("adopt", params, grads, states, ("exp_avg", "exp_avg_sq"), sc, flags)
+
+
+def agd(params, grads, states, c, maximize=False):
+    names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if c.amsgrad else ()) + (("z",) if c.win else ())
+    if c.win and not c.amsgrad:  # the kernel finds z in the fourth state slot
+        names = ("exp_avg", "exp_avg_sq", None, "z")
+    flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.first, F_INIT) | _flag(c.amsgrad, F_AMSGRAD)
+             | _flag(c.decay_factor != 1.0, F_DECAY) | _flag(c.coupled_wd != 0.0, F_COUPLED)
+             | _flag(c.clip is not None, F_CLIP) | _flag(c.win, F_WIN))
+    sc = (c.beta1, c.beta2, c.bc1, c.bc1_prev, c.decay_factor, c.coupled_wd, c.floor,
+          0.0 if c.clip is None else c.clip, c.lr_adjust, c.z_factor, c.tau)
+    launch("agd", params, grads, states, names, sc, flags)
