@@ -1,5 +1,6 @@
 """adamkit: the modern Adam family of optimizers for PyTorch, exact to the authors' code."""
 from .optim import ADOPT, AGD, AdaBelief, Adam, AdamkitOptimizer, AdamW, AMSGrad, EAdam
+from . import distributed
 from .param_groups import param_groups_weight_decay
 from .registry import (
     create_optimizer,

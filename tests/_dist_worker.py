@@ -1,0 +1,320 @@
+"""One process of the gloo process groups started by tests/test_distributed.py.
+
+Run as ``python tests/_dist_worker.py OUT_DIR CHECKPOINT_DIR`` with RANK, WORLD_SIZE,
+MASTER_ADDR=127.0.0.1 and MASTER_PORT set (the test starts two of them). Every
+optimizer of tests/optimizer_table.py, every variant and every implementation path
+is trained for a few steps under DDP, ZeroRedundancyOptimizer and FSDP2 in this one
+launch (process start-up costs seconds, the runs milliseconds); each rank writes
+what it saw to ``OUT_DIR/rank{RANK}.pt`` and the test compares it with single-process
+runs of the same configurations (``make_model``, ``data``, ``train`` below are shared
+with the test, so the two sides train the very same problem).
+
+Sharded checkpoints: the FSDP2 runs are saved with torch.distributed.checkpoint after
+SAVE_AT steps on 2 ranks and on 1 rank (rank 0 alone in a sub-group) and resumed on
+2 ranks (2 -> 2, 1 -> 2) and on 1 rank (2 -> 1).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from optimizer_table import OPTIMIZERS  # noqa: E402
+
+import adamkit  # noqa: E402
+
+STEPS = 4
+SAVE_AT = 2
+LR = 1e-2
+BATCH = 8
+PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+
+
+# ----------------------------------------------------------------- shared with the test
+def make_model(dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A small MLP whose shapes shard unevenly over 2 ranks (5 rows: 3 + 2; 1 row: 1 + 0, an empty shard)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).to(dtype)
+
+
+class ComplexModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(6, 3, dtype=torch.complex64) * 0.5)
+
+    def forward(self, x):
+        return (x.to(torch.complex64) @ self.w).abs().sum(dim=1, keepdim=True)
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(BATCH, 6, generator=g), torch.randn(BATCH, 1, generator=g)
+
+
+def train(model, opt, x, y, steps: int, part: int = 0, parts: int = 1) -> None:
+    """``steps`` steps on this rank's share (``part`` of ``parts``) of the batch: the mean loss of the share."""
+    x, y = x.chunk(parts)[part], y.chunk(parts)[part]
+    dtype = next(model.parameters()).dtype
+    if not dtype.is_complex:
+        x = x.to(dtype)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.mse_loss(model(x).float(), y).backward()
+        opt.step()
+
+
+def fused_available(info) -> bool:
+    """Whether ``fused=True`` builds and steps for this optimizer in this build of adamkit."""
+    p = torch.zeros(3, requires_grad=True)
+    p.grad = torch.ones(3)
+    try:
+        info.make([p], lr=LR, fused=True).step()
+    except (RuntimeError, ValueError, NotImplementedError, TypeError):
+        return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    key: str
+    name: str
+    variant: int
+    path: str
+
+    @property
+    def info(self):
+        return next(info for info in OPTIMIZERS if info.name == self.name)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"lr": LR, **self.info.variants[self.variant], **PATHS[self.path]}
+
+    @property
+    def checkpointable(self) -> bool:
+        """A callable hyperparameter (ADOPT's clip_lambda as a lambda) cannot be pickled into a checkpoint."""
+        return not any(callable(v) for v in self.info.variants[self.variant].values())
+
+    def make(self, params):
+        return self.info.make(params, **self.kwargs())
+
+
+def configs() -> list[Config]:
+    out = []
+    for info in OPTIMIZERS:
+        paths = ["loop", "foreach"] + (["fused"] if fused_available(info) else [])
+        for index in range(len(info.variants)):
+            for path in paths:
+                out.append(Config(f"{info.name}-{index}-{path}", info.name, index, path))
+    return out
+
+
+# ----------------------------------------------------------------- the distributed runs
+def _full(params) -> list[torch.Tensor]:
+    from torch.distributed.tensor import DTensor
+
+    return [(p.full_tensor() if isinstance(p, DTensor) else p).detach().clone() for p in params]
+
+
+def _fsdp(model, mesh):
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def _state_is_sharded_like_params(opt) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state[p].items():
+                if key == "step":
+                    if type(value) is not int:
+                        return False
+                elif not (isinstance(value, DTensor) and value.placements == p.placements
+                          and value.shape == p.shape):
+                    return False
+    return True
+
+
+def _steps(opt) -> list:
+    return [opt.state[p].get("step") for g in opt.param_groups for p in g["params"]]
+
+
+def run_ddp(cfgs, x, y, rank, world, out):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    for cfg in cfgs:
+        model = make_model()
+        ddp = DDP(model)
+        train(ddp, cfg.make(ddp.parameters()), x, y, STEPS, rank, world)
+        out["ddp"][cfg.key] = _full(model.parameters())
+
+
+def run_zero(cfgs, x, y, rank, world, out):
+    import torch.distributed as dist
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    def build(state=None):
+        model = make_model()
+        if state is not None:
+            model.load_state_dict(state)
+        ddp = DDP(model)
+        params = list(model.parameters())
+        # the defaults go in as keyword arguments; the second group goes through add_param_group
+        zero = ZeroRedundancyOptimizer(params[:2], optimizer_class=cfg.info.cls, **cfg.kwargs())
+        zero.add_param_group({"params": params[2:]})
+        return model, ddp, zero
+
+    for cfg in cfgs:
+        model, ddp, zero = build()
+        train(ddp, zero, x, y, SAVE_AT, rank, world)
+        if cfg.checkpointable:
+            zero.consolidate_state_dict(to=0)
+            # deep copies: the state dict holds the live state tensors, which the next steps change
+            saved = [copy.deepcopy(zero.state_dict()) if rank == 0 else None,
+                     {k: v.clone() for k, v in model.state_dict().items()}]
+            dist.broadcast_object_list(saved, src=0)
+        train(ddp, zero, x, y, STEPS - SAVE_AT, rank, world)
+        out["zero"][cfg.key] = _full(model.parameters())
+        if cfg.checkpointable:
+            model, ddp, zero = build(saved[1])
+            zero.load_state_dict(saved[0])
+            out["checks"][f"zero-steps-{cfg.key}"] = _steps(zero.optim)
+            train(ddp, zero, x, y, STEPS - SAVE_AT, rank, world)
+            out["zero_resumed"][cfg.key] = _full(model.parameters())
+
+
+def run_fsdp(cfgs, x, y, rank, world, ckpt, out):
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+    from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world,))
+    solo = dist.new_group([0])  # rank 0 alone: the 1-rank job of the resharding checks
+    flat = StateDictOptions(flatten_optimizer_state_dict=True)
+    saved = [c for c in cfgs if c.checkpointable]
+
+    def resume(mesh, path, options, group, part, parts, use_init_state):
+        """Fresh models and optimizers, loaded from one checkpoint of all configs, trained to STEPS."""
+        runs, states = {}, {}
+        for cfg in saved:
+            model = _fsdp(make_model(), mesh)
+            opt = cfg.make(model.parameters())
+            before = [p.to_local().clone() for p in model.parameters()]
+            if use_init_state:
+                adamkit.distributed.init_state(opt)
+            # on an optimizer without state, this runs DCP's step with zero gradients and lr=0
+            msd, osd = get_state_dict(model, opt, options=options)
+            moved = any(not torch.equal(b, p.to_local()) for b, p in zip(before, model.parameters()))
+            out["checks"][f"init-moved-{use_init_state}-{cfg.key}"] = moved
+            out["checks"][f"init-steps-{use_init_state}-{cfg.key}"] = _steps(opt)
+            runs[cfg.key], states[cfg.key] = (model, opt), {"model": msd, "optim": osd}
+        dcp.load(states, checkpoint_id=path, process_group=group)
+        result = {}
+        for cfg in saved:
+            model, opt = runs[cfg.key]
+            set_state_dict(model, opt, model_state_dict=states[cfg.key]["model"],
+                           optim_state_dict=states[cfg.key]["optim"], options=options)
+            out["checks"][f"resumed-steps-{path.name}-{cfg.key}"] = _steps(opt)
+            out["checks"][f"resumed-sharded-{path.name}-{cfg.key}"] = _state_is_sharded_like_params(opt)
+            train(model, opt, x, y, STEPS - SAVE_AT, part, parts)
+            result[cfg.key] = _full(model.parameters())
+        return result
+
+    # 1 rank: train to SAVE_AT and save (flattened optimizer state dict)
+    if rank == 0:
+        mesh1 = DeviceMesh.from_group(solo, "cpu")
+        states = {}
+        for cfg in saved:
+            model = _fsdp(make_model(), mesh1)
+            opt = cfg.make(model.parameters())
+            train(model, opt, x, y, SAVE_AT)
+            msd, osd = get_state_dict(model, opt, options=flat)
+            states[cfg.key] = {"model": msd, "optim": osd}
+        dcp.save(states, checkpoint_id=ckpt / "n1", process_group=solo)
+    dist.barrier()
+
+    # 2 ranks: train to SAVE_AT, save, train on to STEPS
+    runs, states = {}, {}
+    for cfg in cfgs:
+        model = _fsdp(make_model(), mesh)
+        opt = cfg.make(model.parameters())
+        train(model, opt, x, y, SAVE_AT, rank, world)
+        out["checks"][f"sharded-{cfg.key}"] = _state_is_sharded_like_params(opt)
+        runs[cfg.key] = model, opt
+        if cfg.checkpointable:
+            msd, osd = get_state_dict(model, opt)
+            states[cfg.key] = {"model": msd, "optim": osd}
+    dcp.save(states, checkpoint_id=ckpt / "n2")
+    for cfg in cfgs:
+        model, opt = runs[cfg.key]
+        train(model, opt, x, y, STEPS - SAVE_AT, rank, world)
+        out["fsdp"][cfg.key] = _full(model.parameters())
+    del runs, states
+
+    out["fsdp_2to2"] = resume(mesh, ckpt / "n2", None, None, rank, world, use_init_state=False)
+    out["fsdp_1to2"] = resume(mesh, ckpt / "n1", flat, None, rank, world, use_init_state=True)
+    if rank == 0:
+        out["fsdp_2to1"] = resume(DeviceMesh.from_group(solo, "cpu"), ckpt / "n2", None, solo, 0, 1,
+                                  use_init_state=False)
+    dist.barrier()
+
+
+def run_fsdp_dtypes(cfgs, x, y, rank, world, out):
+    """bfloat16 and complex64 parameters under FSDP2 (the first variant of each optimizer, every path)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    for cfg in cfgs:
+        if cfg.variant != 0:
+            continue
+        model = _fsdp(make_model(torch.bfloat16), mesh)
+        opt = cfg.make(model.parameters())
+        train(model, opt, x, y, STEPS, rank, world)
+        out["fsdp_bf16"][cfg.key] = _full(model.parameters())
+        out["checks"][f"bf16-state-{cfg.key}"] = [
+            v.dtype for p in model.parameters() for k, v in opt.state[p].items() if k != "step"
+        ]
+        model = fully_shard(ComplexModel(), mesh=mesh)
+        opt = cfg.make(model.parameters())
+        train(model, opt, x, y, STEPS, rank, world)
+        out["fsdp_complex"][cfg.key] = _full(model.parameters())
+
+
+def main(out_dir: str, ckpt_dir: str) -> None:
+    import torch.distributed as dist
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    cfgs = configs()
+    x, y = data()
+    out: dict[str, Any] = {k: {} for k in ("ddp", "zero", "zero_resumed", "fsdp", "fsdp_bf16", "fsdp_complex",
+                                           "checks")}
+    out["configs"] = [c.key for c in cfgs]
+    out["checks"]["reduce_loss"] = adamkit.distributed.reduce_loss(torch.tensor(1.5 + rank)).item()
+    run_ddp(cfgs, x, y, rank, world, out)
+    run_zero(cfgs, x, y, rank, world, out)
+    run_fsdp(cfgs, x, y, rank, world, Path(ckpt_dir), out)
+    run_fsdp_dtypes(cfgs, x, y, rank, world, out)
+    torch.save(out, Path(out_dir) / f"rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
