@@ -1,0 +1,188 @@
+"""Reinforcement learning: a small PPO agent (clipped surrogate, GAE, separate actor and critic
+MLPs of 64-64) on gymnasium's CartPole-v1 (discrete) and Pendulum-v1 (continuous, Gaussian policy).
+
+One ``train_step`` is one optimizer step on one mini-batch; a fresh rollout is collected whenever
+the previous one has been used for ``ppo_epochs`` epochs. Metrics: ``train_return`` (mean return of
+the last 10 finished training episodes) and ``eval_return`` (deterministic policy, fresh seeds)."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..problem import Instance
+from ..registry import register
+from ._common import Task, as_float, seeded
+
+
+def _mlp(n_in: int, n_out: int, out_gain: float) -> nn.Sequential:
+    net = nn.Sequential(nn.Linear(n_in, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, n_out))
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            nn.init.orthogonal_(layer.weight, gain=np.sqrt(2))
+            nn.init.zeros_(layer.bias)
+    nn.init.orthogonal_(net[-1].weight, gain=out_gain)
+    return net
+
+
+class PPOInstance(Instance):
+    def __init__(self, task: "_PPOTask", seed: int):
+        import gymnasium as gym
+
+        self.gen = seeded(seed)
+        self.task, self.seed = task, int(seed)
+        self.env = gym.make(task.env_id)
+        self.eval_env = gym.make(task.env_id)
+        self.obs, _ = self.env.reset(seed=self.seed)
+        self.env.action_space.seed(self.seed)
+        n_obs = self.env.observation_space.shape[0]
+        self.discrete = hasattr(self.env.action_space, "n")
+        n_act = self.env.action_space.n if self.discrete else self.env.action_space.shape[0]
+        self.actor = _mlp(n_obs, n_act, 0.01)
+        self.critic = _mlp(n_obs, 1, 1.0)
+        self.log_std = nn.Parameter(torch.full((n_act,), -0.5)) if not self.discrete else None
+        if not self.discrete:
+            self.low = torch.as_tensor(self.env.action_space.low)
+            self.high = torch.as_tensor(self.env.action_space.high)
+        self.default_steps = task.steps
+        per_rollout = task.ppo_epochs * (task.rollout // task.minibatch)
+        self.steps_per_epoch = per_rollout
+        self.buffer = None
+        self._order: list[torch.Tensor] = []
+        self.returns: list[float] = []
+        self._episode_return = 0.0
+        self.env_steps = 0
+
+    def parameters(self):
+        params = [*self.actor.parameters(), *self.critic.parameters()]
+        return params + ([self.log_std] if self.log_std is not None else [])
+
+    def _dist(self, obs):
+        out = self.actor(obs)
+        if self.discrete:
+            return torch.distributions.Categorical(logits=out)
+        return torch.distributions.Normal(out, self.log_std.exp())
+
+    @torch.no_grad()
+    def _collect(self):
+        t = self.task
+        obs_l, act_l, logp_l, rew_l, done_l, val_l, term_l = [], [], [], [], [], [], []
+        for _ in range(t.rollout):
+            obs = torch.as_tensor(self.obs, dtype=torch.float32)
+            dist = self._dist(obs)
+            action = dist.sample()
+            logp = dist.log_prob(action)
+            if not self.discrete:
+                logp = logp.sum()
+                env_action = torch.clamp(action, self.low, self.high).numpy()
+            else:
+                env_action = int(action)
+            nxt, reward, terminated, truncated, _ = self.env.step(env_action)
+            self.env_steps += 1
+            self._episode_return += float(reward)
+            obs_l.append(obs); act_l.append(action); logp_l.append(logp)
+            rew_l.append(float(reward) * t.reward_scale); val_l.append(float(self.critic(obs)))
+            done = terminated or truncated
+            done_l.append(done); term_l.append(terminated)
+            if done:
+                self.returns = (self.returns + [self._episode_return])[-10:]
+                self._episode_return = 0.0
+                nxt, _ = self.env.reset()
+            self.obs = nxt
+        # generalised advantage estimation; a truncated episode bootstraps from its last value
+        last_value = float(self.critic(torch.as_tensor(self.obs, dtype=torch.float32)))
+        adv = np.zeros(t.rollout, np.float32)
+        gae = 0.0
+        for i in reversed(range(t.rollout)):
+            next_value = last_value if i == t.rollout - 1 else val_l[i + 1]
+            if done_l[i]:
+                next_value = 0.0 if term_l[i] else val_l[i]
+                gae = 0.0
+            delta = rew_l[i] + t.gamma * next_value - val_l[i]
+            gae = delta + t.gamma * t.lam * gae
+            adv[i] = gae
+        adv_t = torch.as_tensor(adv)
+        self.buffer = {"obs": torch.stack(obs_l), "act": torch.stack(act_l), "logp": torch.stack(logp_l),
+                       "adv": adv_t, "ret": adv_t + torch.as_tensor(val_l, dtype=torch.float32)}
+        self._order = []
+        for _ in range(t.ppo_epochs):
+            self._order += list(torch.randperm(t.rollout, generator=self.gen).split(t.minibatch))
+        self._order = [i for i in self._order if len(i) == t.minibatch]
+
+    def train_step(self, optimizer, step):
+        if not self._order:
+            self._collect()
+        idx = self._order.pop(0)
+        b = {k: v[idx] for k, v in self.buffer.items()}
+        adv = (b["adv"] - b["adv"].mean()) / (b["adv"].std() + 1e-8)
+        t = self.task
+
+        def closure():
+            optimizer.zero_grad()
+            dist = self._dist(b["obs"])
+            logp = dist.log_prob(b["act"])
+            entropy = dist.entropy()
+            if not self.discrete:
+                logp, entropy = logp.sum(-1), entropy.sum(-1)
+            ratio = (logp - b["logp"]).exp()
+            surrogate = torch.min(ratio * adv, ratio.clamp(1 - t.clip_ratio, 1 + t.clip_ratio) * adv)
+            value_loss = (self.critic(b["obs"]).squeeze(-1) - b["ret"]).pow(2).mean()
+            loss = -surrogate.mean() + 0.5 * value_loss - t.entropy_coef * entropy.mean()
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.parameters(), 0.5)
+            return loss
+
+        return as_float(optimizer.step(closure))
+
+    @torch.no_grad()
+    def evaluate(self):
+        total = 0.0
+        for episode in range(self.task.eval_episodes):
+            obs, _ = self.eval_env.reset(seed=10_000 + 1000 * self.seed + episode)
+            done = False
+            while not done:
+                out = self.actor(torch.as_tensor(obs, dtype=torch.float32))
+                action = int(out.argmax()) if self.discrete else torch.clamp(out, self.low, self.high).numpy()
+                obs, reward, terminated, truncated, _ = self.eval_env.step(action)
+                total += float(reward)
+                done = terminated or truncated
+        out = {"eval_return": total / max(1, self.task.eval_episodes), "env_steps": float(self.env_steps)}
+        if self.returns:
+            out["train_return"] = float(np.mean(self.returns))
+        return out
+
+
+class _PPOTask(Task):
+    selection_metric = "eval_return"
+    maximize_metric = True
+    target_metric = "eval_return"
+    stands_for = "reinforcement learning (the papers' policy-gradient experiments)"
+    lr_range = (1e-5, 1e-2)
+    env_id: ClassVar[str]
+
+    def make(self, seed):
+        return PPOInstance(self, seed)
+
+
+@register
+class CartPolePPO(_PPOTask):
+    name = "cartpole_ppo"
+    env_id = "CartPole-v1"
+    description = "gymnasium CartPole-v1, PPO (actor/critic MLP 64-64), 1024-step rollouts"
+    defaults = {"rollout": 1024, "minibatch": 256, "ppo_epochs": 4, "gamma": 0.99, "lam": 0.95,
+                "clip_ratio": 0.2, "entropy_coef": 0.01, "reward_scale": 1.0, "eval_episodes": 3}
+    default_steps = 16 * 50  # 50 rollouts = 51,200 environment steps
+    target = 475.0
+
+
+@register
+class PendulumPPO(_PPOTask):
+    name = "pendulum_ppo"
+    env_id = "Pendulum-v1"
+    description = "gymnasium Pendulum-v1, PPO with a Gaussian policy, 2048-step rollouts"
+    defaults = {"rollout": 2048, "minibatch": 256, "ppo_epochs": 10, "gamma": 0.95, "lam": 0.95,
+                "clip_ratio": 0.2, "entropy_coef": 0.0, "reward_scale": 0.1, "eval_episodes": 3}
+    default_steps = 80 * 100  # 100 rollouts = 204,800 environment steps
+    target = -300.0
