@@ -1,0 +1,296 @@
+"""GANs: a DCGAN and a WGAN-GP on Fashion-MNIST, and a data-free GAN on a ring of 8 Gaussians.
+
+A GAN has two players and so two optimizers, both the optimizer under test with the same
+hyperparameters. The runner builds one over ``parameters()`` (the generator); the instance builds
+the discriminator's from ``optimizer_factory`` when a runner sets one (``instance.optimizer_factory
+= lambda params: ...``), else as a copy of the runner's optimizer (same class, same hyperparameters,
+:func:`~._common.clone_optimizer`), and keeps its learning rate equal to the generator's.
+
+Fashion-MNIST GANs are scored by a Fréchet distance in the 128-d feature space of a Fashion-MNIST
+classifier (trained once with adamkit's Adam and cached under the data cache's ``derived/``) against
+the test set, and by class coverage: how many of the 10 classes the classifier finds among the
+samples (a class counts when it holds at least 2% of them)."""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import adamkit
+
+from ..data import loaders
+from ..data.store import cache_dir
+from ..problem import Instance
+from ..registry import register
+from ._common import Task, as_float, frechet_distance, make_second_optimizer, seeded, sync_lr
+from .vision import small_cnn
+
+# ----------------------------------------------------------------------------- feature classifier
+
+_FEATURES: dict[tuple, tuple] = {}
+
+
+def _fmnist_images(data_dir, synthetic):
+    xtr, ytr, xte, yte = loaders.fashion_mnist(data_dir, synthetic=synthetic)
+    scale = lambda x: torch.tensor(np.asarray(x), dtype=torch.float32).div(127.5).sub(1).unsqueeze(1)  # noqa: E731
+    return scale(xtr), torch.tensor(ytr), scale(xte), torch.tensor(yte)
+
+
+def feature_classifier(data_dir=None, synthetic: bool = False, steps: int = 1500):
+    """The cached Fashion-MNIST classifier (images in [-1, 1]) and the test set's feature statistics.
+
+    Returns ``(net, mu, sigma, test_accuracy)``; the penultimate layer (128 units) gives the features.
+    Trained once per (steps, synthetic) and stored in ``<cache>/derived/``.
+    """
+    key = (str(cache_dir(data_dir)), bool(synthetic), int(steps))
+    if key in _FEATURES:
+        return _FEATURES[key]
+    net = small_cnn()
+    path = cache_dir(data_dir) / "derived" / f"fmnist_classifier_v1_s{steps}{'_synthetic' if synthetic else ''}.pt"
+    _, _, xte, yte = _fmnist_images(data_dir, synthetic)
+    if path.is_file():
+        blob = torch.load(path, weights_only=True)
+        net.load_state_dict(blob["state"])
+    else:
+        xtr, ytr, _, _ = _fmnist_images(data_dir, synthetic)
+        gen = torch.Generator().manual_seed(0)
+        torch.manual_seed(0)
+        net = small_cnn()
+        opt = adamkit.Adam(net.parameters(), lr=1e-3)
+        for step in range(steps):
+            idx = torch.randint(0, len(ytr), (128,), generator=gen)
+            opt.zero_grad()
+            F.cross_entropy(net(xtr[idx]), ytr[idx]).backward()
+            opt.step()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+        torch.save({"state": net.state_dict()}, tmp)
+        os.replace(tmp, path)
+    net.eval().requires_grad_(False)
+    feats, logits = _features(net, xte)
+    accuracy = float((logits.argmax(1) == yte).float().mean())
+    mu, sigma = feats.mean(0), np.cov(feats, rowvar=False)
+    _FEATURES[key] = (net, mu, sigma, accuracy)
+    return _FEATURES[key]
+
+
+@torch.no_grad()
+def _features(net: nn.Sequential, x: torch.Tensor):
+    feats, logits = [], []
+    for i in range(0, len(x), 1000):
+        h = net[:-1](x[i:i + 1000])
+        feats.append(h)
+        logits.append(net[-1](h))
+    return torch.cat(feats).double().numpy(), torch.cat(logits)
+
+
+# ----------------------------------------------------------------------------- models
+
+class Generator(nn.Module):
+    def __init__(self, z: int = 64, width: int = 64):
+        super().__init__()
+        self.z = z
+        self.fc = nn.Sequential(nn.Linear(z, 2 * width * 7 * 7), nn.BatchNorm1d(2 * width * 7 * 7), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, 1, 4, 2, 1), nn.Tanh())
+        self.width = width
+
+    def forward(self, z):
+        return self.net(self.fc(z).view(-1, 2 * self.width, 7, 7))
+
+
+def discriminator(width: int = 64, batchnorm: bool = True) -> nn.Sequential:
+    norm = nn.BatchNorm2d(2 * width) if batchnorm else nn.Identity()
+    return nn.Sequential(
+        nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2),
+        nn.Conv2d(width, 2 * width, 4, 2, 1), norm, nn.LeakyReLU(0.2),
+        nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1))
+
+
+def _mlp(n_in, n_out, width=128):
+    return nn.Sequential(nn.Linear(n_in, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, n_out))
+
+
+# ----------------------------------------------------------------------------- training
+
+class GANInstance(Instance):
+    #: a runner may set this to build the discriminator's optimizer (params -> optimizer)
+    optimizer_factory = None
+
+    def __init__(self, task: "_GANTask", seed: int):
+        self.gen = seeded(seed)
+        self.task = task
+        self.G, self.D = task.models()
+        self.d_opt = None
+        self.default_steps = task.steps
+        self.d_loss = math.nan
+        self.sample_real = task.real_sampler(self.gen)
+
+    def parameters(self):
+        return list(self.G.parameters())
+
+    def noise(self, n):
+        return torch.randn(n, self.G_z, generator=self.gen)
+
+    @property
+    def G_z(self):
+        return self.task.z_dim
+
+    def train_step(self, optimizer, step):
+        if self.d_opt is None:
+            self.d_opt = make_second_optimizer(self, optimizer, self.D.parameters())
+        sync_lr(optimizer, self.d_opt)
+        t = self.task
+        self.G.train(); self.D.train()
+        for _ in range(t.n_critic):
+            real = self.sample_real(t.batch_size)
+            fake = self.G(self.noise(t.batch_size)).detach()
+
+            def d_closure():
+                self.d_opt.zero_grad()
+                loss = t.d_loss(self.D, real, fake)
+                loss.backward()
+                return loss
+
+            self.d_loss = as_float(self.d_opt.step(d_closure))
+        z = self.noise(t.batch_size)
+
+        def g_closure():
+            optimizer.zero_grad()
+            loss = t.g_loss(self.D(self.G(z)))
+            loss.backward()
+            return loss
+
+        return as_float(optimizer.step(g_closure))
+
+    @torch.no_grad()
+    def samples(self, n):
+        self.G.eval()
+        gen = torch.Generator().manual_seed(999)  # the same latent points at every evaluation
+        return torch.cat([self.G(torch.randn(min(500, n - i), self.G_z, generator=gen)) for i in range(0, n, 500)])
+
+    def evaluate(self):
+        return {**self.task.score(self.samples(self.task.eval_samples)), "d_loss": self.d_loss}
+
+
+def _bce_d(D, real, fake):
+    return (F.binary_cross_entropy_with_logits(D(real), torch.ones(len(real), 1))
+            + F.binary_cross_entropy_with_logits(D(fake), torch.zeros(len(fake), 1)))
+
+
+def _bce_g(logits):  # non-saturating generator loss
+    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+
+class _GANTask(Task):
+    stands_for = "GAN training (the papers' DCGAN/WGAN experiments, AdaBelief's GAN claims)"
+    lr_range = (1e-5, 1e-2)
+    n_critic_default: ClassVar[int] = 1
+    betas: ClassVar[tuple[float, float]] = (0.5, 0.999)
+
+    def make(self, seed):
+        return GANInstance(self, seed)
+
+    def optimizer_overrides(self, optimizer: str) -> dict[str, Any]:
+        """GANs train with beta1 = 0.5 (DCGAN and WGAN-GP practice), for every optimizer that has betas."""
+        accepted = inspect.signature(adamkit.get_optimizer_class(optimizer).__init__).parameters
+        return {"betas": self.betas} if "betas" in accepted else {}
+
+    d_loss = staticmethod(_bce_d)
+    g_loss = staticmethod(_bce_g)
+
+
+class _FashionGAN(_GANTask):
+    selection_metric = "fd"
+    target_metric = "fd"
+    defaults = {"batch_size": 64, "z_dim": 64, "width": 64, "eval_samples": 2000, "classifier_steps": 1500,
+                "n_critic": 1}
+    default_steps = 3000
+
+    def models(self):
+        return Generator(self.z_dim, self.width), discriminator(self.width, batchnorm=self.batchnorm)
+
+    batchnorm: ClassVar[bool] = True
+
+    def real_sampler(self, gen):
+        xtr, _, _, _ = _fmnist_images(self.data_dir, self.synthetic)
+        return lambda n: xtr[torch.randint(0, len(xtr), (n,), generator=gen)]
+
+    def score(self, x):
+        net, mu, sigma, _ = feature_classifier(self.data_dir, self.synthetic, self.classifier_steps)
+        feats, logits = _features(net, x)
+        share = torch.bincount(logits.argmax(1), minlength=10).double() / len(x)
+        nz = share[share > 0]
+        return {"fd": frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), mu, sigma),
+                "classes_covered": float((share >= 0.02).sum()),
+                "class_entropy": float(-(nz * nz.log()).sum() / math.log(10))}
+
+
+@register
+class DCGANFashion(_FashionGAN):
+    name = "dcgan_fmnist"
+    description = "DCGAN (2 transposed convs / 2 convs, batch norm) on Fashion-MNIST; Fréchet distance in classifier features"
+
+
+def _gradient_penalty(D, real, fake):
+    alpha = torch.rand(len(real), *([1] * (real.dim() - 1)))
+    mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    grad, = torch.autograd.grad(D(mix).sum(), mix, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+@register
+class WGANFashion(_FashionGAN):
+    name = "wgan_fmnist"
+    description = "WGAN-GP (5 critic steps per generator step, no batch norm in the critic) on Fashion-MNIST"
+    defaults = {**_FashionGAN.defaults, "n_critic": 5, "gp": 10.0}
+    default_steps = 2000
+    batchnorm = False
+    betas = (0.5, 0.9)
+
+    def d_loss(self, D, real, fake):
+        return D(fake).mean() - D(real).mean() + self.gp * _gradient_penalty(D, real, fake)
+
+    @staticmethod
+    def g_loss(scores):
+        return -scores.mean()
+
+
+@register
+class RingGAN(_GANTask):
+    name = "gan_ring8"
+    description = "GAN on a ring of 8 Gaussians (radius 2, std 0.02): modes covered, high-quality share"
+    selection_metric = "fd"
+    target_metric = "modes_covered"
+    defaults = {"batch_size": 256, "z_dim": 16, "eval_samples": 2000, "n_critic": 1}
+    default_steps = 5000
+    radius, std = 2.0, 0.02
+
+    def centers(self):
+        angles = torch.arange(8) * (2 * math.pi / 8)
+        return self.radius * torch.stack([angles.cos(), angles.sin()], 1)
+
+    def models(self):
+        return _mlp(self.z_dim, 2), _mlp(2, 1)
+
+    def real_sampler(self, gen):
+        centers = self.centers()
+        return lambda n: centers[torch.randint(0, 8, (n,), generator=gen)] + self.std * torch.randn(n, 2, generator=gen)
+
+    def score(self, x):
+        dist = torch.cdist(x.double(), self.centers().double())
+        nearest, mode = dist.min(1)
+        good = nearest < 3 * self.std
+        counts = torch.bincount(mode[good], minlength=8)
+        true_cov = (self.radius ** 2 / 2 + self.std ** 2) * np.eye(2)
+        x64 = x.double().numpy()
+        return {"fd": frechet_distance(x64.mean(0), np.cov(x64, rowvar=False), np.zeros(2), true_cov),
+                "modes_covered": float((counts >= 0.01 * len(x)).sum()),
+                "high_quality": float(good.double().mean())}
