@@ -19,6 +19,8 @@ class Instance(abc.ABC):
 
     #: default number of optimizer steps of a run
     default_steps: int = 100
+    #: optimizer steps in one epoch, for tasks whose suite budget is given in epochs (None: steps only)
+    steps_per_epoch: int | None = None
 
     @abc.abstractmethod
     def parameters(self) -> Iterable[torch.Tensor] | list[dict[str, Any]]:
@@ -53,6 +55,14 @@ class Problem(abc.ABC):
     maximize_metric: ClassVar[bool] = False
     #: the kind of experiment of the papers this stands in for
     stands_for: ClassVar[str] = ""
+    #: one line for ``adamkit bench list``
+    description: ClassVar[str] = ""
+    #: the learning-rate range (low, high) of the tuning search, unless the suite gives one
+    lr_range: ClassVar[tuple[float, float]] = (1e-4, 1e-1)
+    #: a run "reaches the target" when ``target_metric`` (default: ``selection_metric``) is at or
+    #: below ``target`` (above it, when ``maximize_metric``); None: no default target
+    target: ClassVar[float | None] = None
+    target_metric: ClassVar[str] = ""
 
     @abc.abstractmethod
     def make(self, seed: int) -> Instance:
@@ -60,6 +70,13 @@ class Problem(abc.ABC):
 
     def config(self) -> dict[str, Any]:
         """The problem's own settings (part of a run's identity in the results store)."""
+        return {}
+
+    def optimizer_overrides(self, optimizer: str) -> dict[str, Any]:
+        """Hyperparameters this problem fixes for every optimizer (e.g. ``betas`` of a β2 sweep).
+
+        They apply on top of each optimizer's defaults in every arm; tuning never changes them.
+        """
         return {}
 
 

@@ -1,0 +1,139 @@
+"""Executors: where the runs of a sweep execute. Each maps run specs to results, yielding as they finish.
+
+- ``local`` (default): a pool of ``jobs`` worker processes on this machine (``jobs = 1`` runs in this
+  process). A worker that dies (segfault, out of memory) breaks the pool: the pool is rebuilt and the
+  runs that were in flight are tried again once, then recorded as failed.
+- ``ray``: tasks on a Ray cluster (``address``) or on a local Ray instance started for the sweep
+  (``pip install 'adamkit[ray]'``). The workers must be able to import adamkit.
+
+Both call :func:`adamkit.bench.runner.execute` on the same specs, with one torch thread per run, so
+the same suite stores the same results on both.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+from typing import Any, Iterator
+
+from .runner import execute
+
+Job = tuple[str, dict[str, Any]]  # (run hash, spec)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, jobs: int = 1):
+        if jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {jobs}")
+        self.jobs = jobs
+
+    def map(self, jobs: list[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        if self.jobs == 1:
+            for h, spec in jobs:
+                yield h, spec, execute(spec)
+            return
+        pending = list(reversed(jobs))
+        attempts: dict[str, int] = {}
+        while pending:
+            ctx = multiprocessing.get_context("spawn")
+            pool = cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_worker_init)
+            inflight: dict[cf.Future, Job] = {}
+            try:
+                while pending or inflight:
+                    while pending and len(inflight) < 2 * self.jobs:
+                        job = pending.pop()
+                        inflight[pool.submit(execute, job[1])] = job
+                    done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        h, spec = inflight.pop(fut)
+                        try:
+                            result = fut.result()
+                        except cf.process.BrokenProcessPool:
+                            raise
+                        except Exception as exc:  # e.g. an unpicklable result
+                            result = {"status": "failed", "final": None, "curve": None,
+                                      "error": f"{type(exc).__name__}: {exc}", "seconds": None, "worker": "local"}
+                        yield h, spec, result
+            except cf.process.BrokenProcessPool:
+                # a worker died: retry what was in flight once (the culprit fails twice), then record it
+                for fut, (h, spec) in list(inflight.items()):
+                    attempts[h] = attempts.get(h, 0) + 1
+                    if attempts[h] >= 2:
+                        yield h, spec, {"status": "failed", "final": None, "curve": None, "seconds": None,
+                                        "worker": "local", "error": "the worker process died during this run "
+                                        "(crash or out of memory), twice"}
+                    else:
+                        pending.append((h, spec))
+                inflight.clear()
+            finally:
+                for fut in inflight:
+                    fut.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, jobs: int = 1, address: str | None = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise RuntimeError("the Ray executor needs ray: pip install 'adamkit[ray]'") from None
+        self.jobs, self.address = jobs, address
+
+    def map(self, jobs: list[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        import ray
+
+        started_here = not ray.is_initialized()
+        if started_here:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.jobs, include_dashboard=False, log_to_driver=False)
+        remote = ray.remote(num_cpus=1, max_retries=1)(_ray_execute)
+        window = 2 * max(self.jobs, int(ray.cluster_resources().get("CPU", 1)))
+        pending = list(reversed(jobs))
+        inflight: dict[Any, Job] = {}
+        try:
+            while pending or inflight:
+                while pending and len(inflight) < window:
+                    job = pending.pop()
+                    inflight[remote.remote(job[1])] = job
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                for ref in ready:
+                    h, spec = inflight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # the worker died, or the task could not run
+                        result = {"status": "failed", "final": None, "curve": None, "seconds": None,
+                                  "worker": "ray", "error": f"{type(exc).__name__}: {exc}"}
+                    yield h, spec, result
+        finally:
+            for ref in inflight:
+                ray.cancel(ref, force=True)
+            if started_here:
+                ray.shutdown()
+
+
+def _ray_execute(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    return execute(spec)
+
+
+def make_executor(name: str, jobs: int = 1, address: str | None = None):
+    if name == "local":
+        if address:
+            raise ValueError("--address is for --executor ray")
+        return LocalExecutor(jobs)
+    if name == "ray":
+        return RayExecutor(jobs, address)
+    raise ValueError(f"unknown executor {name!r}; choose local or ray")

@@ -1,0 +1,120 @@
+"""The convex counterexamples on which Adam fails to converge, with β2 as a problem setting.
+
+Both minimise a linear function over θ ∈ [-1, 1] (θ is projected back after each step), so the
+minimiser is θ* = -1 and ``gap`` = ``dist`` = θ + 1 ∈ [0, 2]. The β2 (and β1) of the sweep are
+fixed for every optimizer through :meth:`Problem.optimizer_overrides`; the learning rate decays as
+α/√t, as in the convergence analyses.
+
+- ``adopt_counterexample`` (Taniguchi et al. 2024, §3): f(θ) = θ, stochastic gradient k² with
+  probability 1/k and −k otherwise (mean 1). Adam diverges to θ = +1 when β2 is small relative
+  to k; ADOPT converges for any β2.
+- ``reddi_counterexample`` (Reddi, Kale & Kumar 2018, Thm. 1): online f_t(θ) = Cθ when
+  t mod 3 = 1 and −θ otherwise (C > 2, so the average is minimised at θ = −1); deterministic.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..problem import Instance, Problem
+from ..registry import register
+
+
+class _LinearInstance(Instance):
+    def __init__(self, problem: "_Counterexample", seed: int):
+        self.problem = problem
+        self.theta = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.default_steps = problem.default_steps
+
+    def parameters(self):
+        return [self.theta]
+
+    def train_step(self, optimizer, step: int) -> float:
+        g = self.problem.gradient(step, self.gen)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = self.theta.sum() * g  # a linear loss whose gradient is the sampled g
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure)
+        with torch.no_grad():
+            self.theta.clamp_(-1.0, 1.0)
+        return float(loss.detach())
+
+    def evaluate(self) -> dict[str, float]:
+        theta = float(self.theta.detach())
+        return {"gap": theta + 1.0, "dist": theta + 1.0, "theta": theta}
+
+    def lr_scheduler(self, optimizer, total_steps: int):
+        if self.problem.schedule == "sqrt":
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0 / math.sqrt(t + 1))
+        return None
+
+
+class _Counterexample(Problem):
+    tier = "A"
+    selection_metric = "gap"
+    target_metric = "gap"
+    target = 0.1
+    lr_range = (1e-3, 1.0)
+    default_steps = 2000
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, schedule: str = "sqrt"):
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
+        if schedule not in ("sqrt", "constant"):
+            raise ValueError(f"schedule must be 'sqrt' or 'constant', got {schedule!r}")
+        self.beta1, self.beta2, self.schedule = float(beta1), float(beta2), schedule
+
+    def config(self) -> dict[str, Any]:
+        return {"beta1": self.beta1, "beta2": self.beta2, "schedule": self.schedule}
+
+    def optimizer_overrides(self, optimizer: str) -> dict[str, Any]:
+        return {"betas": (self.beta1, self.beta2)}
+
+    def make(self, seed: int) -> Instance:
+        return _LinearInstance(self, seed)
+
+
+@register
+class AdoptCounterexample(_Counterexample):
+    name = "adopt_counterexample"
+    description = "f(θ)=θ on [-1,1], gradient k² w.p. 1/k else -k (ADOPT §3); β2 a setting"
+    stands_for = "ADOPT's Figure 1: Adam fails for small β2, ADOPT converges for any β2"
+
+    def __init__(self, k: int = 10, beta1: float = 0.9, beta2: float = 0.999, schedule: str = "sqrt"):
+        super().__init__(beta1, beta2, schedule)
+        if int(k) != k or k < 2:
+            raise ValueError(f"k must be an integer >= 2, got {k}")
+        self.k = int(k)
+
+    def config(self) -> dict[str, Any]:
+        return {"k": self.k, **super().config()}
+
+    def gradient(self, step: int, gen: torch.Generator) -> float:
+        rare = float(torch.rand((), generator=gen, dtype=torch.float64)) < 1.0 / self.k
+        return float(self.k**2) if rare else -float(self.k)
+
+
+@register
+class ReddiCounterexample(_Counterexample):
+    name = "reddi_counterexample"
+    description = "online f_t(θ)=Cθ if t mod 3 = 1 else -θ on [-1,1] (Reddi et al. 2018); deterministic"
+    stands_for = "AMSGrad's counterexample: Adam converges to the worst point"
+
+    def __init__(self, C: float = 3.0, beta1: float = 0.0, beta2: float = 0.1, schedule: str = "sqrt"):
+        super().__init__(beta1, beta2, schedule)
+        if not C > 2:
+            raise ValueError(f"C must be > 2, got {C}")
+        self.C = float(C)
+
+    def config(self) -> dict[str, Any]:
+        return {"C": self.C, **super().config()}
+
+    def gradient(self, step: int, gen: torch.Generator) -> float:
+        return self.C if (step + 1) % 3 == 1 else -1.0

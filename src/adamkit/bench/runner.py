@@ -1,0 +1,109 @@
+"""One run: build the problem instance from its seed, train with one optimizer, record the metrics.
+
+:func:`execute` never raises for a failing run: it returns ``status = "failed"`` with the error and its
+traceback, so a sweep goes on. A loss that becomes non-finite ends the run early as ``diverged``.
+
+For testing the sweep's error handling, ``ADAMKIT_BENCH_FAIL=<optimizer>`` in the environment makes every
+run of that optimizer raise.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import traceback
+from typing import Any
+
+import torch
+
+import adamkit
+
+from . import registry
+
+
+class RunTimeout(RuntimeError):
+    pass
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def execute(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``spec`` (see :func:`adamkit.bench.protocol.make_spec`); return status, final metrics and curves."""
+    started = time.perf_counter()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        torch.set_num_threads(1)
+        final, curve = _train(spec, started)
+        return {"status": "done", "final": final, "curve": curve, "error": None,
+                "seconds": time.perf_counter() - started, "worker": worker}
+    except Exception as exc:  # recorded, the sweep goes on
+        return {"status": "failed", "final": None, "curve": None,
+                "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}",
+                "seconds": time.perf_counter() - started, "worker": worker}
+
+
+def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    if os.environ.get("ADAMKIT_BENCH_FAIL") and os.environ["ADAMKIT_BENCH_FAIL"] == spec["optimizer"]:
+        raise RuntimeError("failure injected by ADAMKIT_BENCH_FAIL (testing the sweep's error handling)")
+    problem = registry.create_problem(spec["problem"], spec["params"])
+    seed = int(spec["seed"])
+    torch.manual_seed(seed)
+    instance = problem.make(seed)
+    if spec.get("steps"):
+        steps = int(spec["steps"])
+    elif spec.get("epochs"):
+        if not instance.steps_per_epoch:
+            raise ValueError(f"problem {spec['problem']!r} gives no steps_per_epoch; give `steps` in the suite")
+        steps = int(spec["epochs"]) * int(instance.steps_per_epoch)
+    else:
+        steps = int(instance.default_steps)
+    hparams = {**problem.optimizer_overrides(spec["optimizer"]), **spec["hparams"]}
+    hparams = {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.items()}
+    optimizer = adamkit.create_optimizer(spec["optimizer"], instance.parameters(), **hparams)
+    scheduler = instance.lr_scheduler(optimizer, steps)
+    eval_every, record_every = int(spec["eval_every"]), int(spec["record_every"])
+    timeout = float(spec.get("timeout") or 0)
+
+    train_steps: list[int] = []
+    train_loss: list[float] = []
+    eval_steps: list[int] = []
+    evals: dict[str, list[float]] = {}
+
+    def record_eval(step: int) -> dict[str, float]:
+        metrics = instance.evaluate()
+        eval_steps.append(step)
+        for k, v in metrics.items():
+            evals.setdefault(k, [math.nan] * (len(eval_steps) - 1)).append(float(v))
+        for k in evals:
+            if len(evals[k]) < len(eval_steps):
+                evals[k].append(math.nan)
+        return metrics
+
+    metrics = record_eval(0)
+    diverged = False
+    done = 0
+    for step in range(steps):
+        loss = instance.train_step(optimizer, step)
+        if scheduler is not None:
+            scheduler.step()
+        done = step + 1
+        if done % record_every == 0 or done == steps:
+            train_steps.append(done)
+            train_loss.append(float(loss))
+        if not _finite(loss):
+            diverged = True
+            break
+        if done % eval_every == 0 or done == steps:
+            metrics = record_eval(done)
+        if timeout and time.perf_counter() - started > timeout:
+            raise RunTimeout(f"run exceeded its timeout of {timeout:g} s after {done} of {steps} steps")
+    if diverged and (not eval_steps or eval_steps[-1] != done):
+        metrics = record_eval(done)
+    final = {k: float(v) for k, v in metrics.items()}
+    final.update({"diverged": diverged, "steps": done, "budget_steps": steps,
+                  "final_loss": float(train_loss[-1]) if train_loss else math.nan})
+    curve = {"train_step": train_steps, "loss": train_loss, "eval_step": eval_steps, **{f"eval:{k}": v for k, v in evals.items()}}
+    return final, curve

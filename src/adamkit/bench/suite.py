@@ -1,0 +1,343 @@
+"""Suites: which problems and tasks, which optimizers, budgets, seeds and targets — TOML files.
+
+A suite is a shipped name (``smoke``, ``quick``, ``full``: ``src/adamkit/bench/suites/*.toml``) or
+the path of a user's file. The format::
+
+    name = "my-suite"
+    description = "what it shows"
+    optimizers = ["adam", "adabelief", "adopt"]     # default: every registered optimizer
+
+    [protocol]
+    trials = 8            # random-search trials per optimizer and problem (the same for every optimizer)
+    tune_seeds = [0]      # seeds each trial runs on (a number n means 0..n-1)
+    final_seeds = 5       # paired seeds of the winner and of the defaults arm (n means 1000..1000+n-1)
+    search_seed = 0       # seed of the random search
+    defaults_arm = true   # also run every optimizer with the paper defaults (and let tuning pick them)
+    lr = [1e-4, 1e-1]     # learning-rate range (else each problem's own range)
+
+    [protocol.search.agd] # ε/δ ranges on an optimizer's own scale (defaults: protocol.SEARCH_SPACES)
+    delta = [1e-14, 1e-5]
+
+    [[problems]]                    # (``[[tasks]]`` is the same table, for Tier B tasks)
+    name = "rosenbrock"             # a registered problem or task
+    params = { noise = 0.0 }        # its settings
+    grid = { noise = [0.0, 0.1] }   # settings to sweep: one instance per combination
+    steps = 500                     # budget in optimizer steps  (or: epochs = 3, for tasks)
+    eval_every = 1                  # evaluate every n steps (and at the start and the end)
+    target = 1e-3                   # "reached the target" threshold of the problem's target metric
+    lr = [1e-3, 1.0]                # this problem's learning-rate range
+    tune = true                     # false: no search, run `hparams` (on the defaults) on the final seeds
+    hparams = { lr = 0.01 }         # hyperparameters fixed for every optimizer and arm
+    optimizers = ["adam", "adopt"]  # a subset for this problem
+    trials = 8, tune_seeds = ..., final_seeds = ...   # per-problem protocol overrides
+    timeout = 600                   # seconds one run may take (Tier B); 0: no limit
+
+Errors name the file and the key, e.g. ``suite 'x.toml': problems[2].grid.beta2: expected a list``.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import adamkit
+
+from . import registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; the message names the file and the key."""
+
+
+SHIPPED = ("smoke", "quick", "full")
+
+
+@dataclass(frozen=True)
+class ProblemInstanceSpec:
+    """One problem of a suite with one combination of its settings, and its budget."""
+
+    key: str  # unique label in the suite, e.g. "adopt_counterexample[k=10,beta2=0.1]"
+    problem: str
+    params: dict[str, Any]
+    tier: str
+    steps: int | None
+    epochs: int | None
+    eval_every: int
+    record_every: int
+    target: float | None
+    target_metric: str
+    selection_metric: str
+    maximize: bool
+    lr_range: tuple[float, float]
+    tune: bool
+    hparams: dict[str, Any]
+    optimizers: tuple[str, ...]
+    trials: int
+    tune_seeds: tuple[int, ...]
+    final_seeds: tuple[int, ...]
+    timeout: float
+    group: str  # the suite entry it came from (its problem name, or the entry's label)
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    optimizers: tuple[str, ...]
+    trials: int
+    tune_seeds: tuple[int, ...]
+    final_seeds: tuple[int, ...]
+    search_seed: int
+    defaults_arm: bool
+    search: dict[str, dict[str, tuple[float, float]]]
+    problems: list[ProblemInstanceSpec] = field(default_factory=list)
+    source: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"source": self.source, "suite": self.raw}, sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Suite":
+        data = json.loads(text)
+        return parse_suite(data["suite"], data.get("source", "stored suite"))
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def shipped_suite_path(name: str) -> Path:
+    return Path(str(resources.files("adamkit.bench").joinpath("suites", f"{name}.toml")))
+
+
+def list_suites() -> list[tuple[str, str]]:
+    """(name, description) of the shipped suites."""
+    out = []
+    for name in SHIPPED:
+        try:
+            suite = load_suite(name)
+            out.append((name, suite.description))
+        except (SuiteError, FileNotFoundError) as exc:
+            out.append((name, f"(cannot be loaded: {exc})"))
+    return out
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A shipped suite by name, or a suite file by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if text in SHIPPED and not path.exists():
+        path = shipped_suite_path(text)
+    elif not path.exists():
+        raise SuiteError(f"no suite {text!r}: not a file, and not a shipped suite ({', '.join(SHIPPED)})")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"suite {str(path)!r}: not valid TOML ({exc})") from None
+    return parse_suite(data, str(path))
+
+
+def _fail(source: str, key: str, message: str):
+    raise SuiteError(f"suite {source!r}: {key}: {message}")
+
+
+def _check_keys(source, where, table, allowed):
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        _fail(source, f"{where}{unknown[0]}" if where else unknown[0],
+              f"unknown key; allowed here: {', '.join(sorted(allowed))}")
+
+
+def _int(source, key, value, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(source, key, f"expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float(source, key, value, positive=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (positive and value <= 0):
+        _fail(source, key, f"expected a {'positive ' if positive else ''}number, got {value!r}")
+    return float(value)
+
+
+def _range(source, key, value):
+    if not (isinstance(value, list) and len(value) == 2):
+        _fail(source, key, f"expected a range [low, high], got {value!r}")
+    low, high = (_float(source, key, v) for v in value)
+    if low > high:
+        _fail(source, key, f"low {low} is above high {high}")
+    return (low, high)
+
+
+def _seeds(source, key, value, base):
+    if isinstance(value, list):
+        if not value:
+            _fail(source, key, "expected at least one seed")
+        return tuple(_int(source, f"{key}[{i}]", v) for i, v in enumerate(value))
+    n = _int(source, key, value, minimum=1)
+    return tuple(range(base, base + n))
+
+
+def _optimizers(source, key, value):
+    names = adamkit.list_optimizers()
+    if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        _fail(source, key, f"expected a non-empty list of optimizer names, got {value!r}")
+    for i, v in enumerate(value):
+        if v.lower() not in names:
+            _fail(source, f"{key}[{i}]", f"unknown optimizer {v!r}; choose from {', '.join(names)}")
+    return tuple(v.lower() for v in value)
+
+
+def _label(problem: str, params: Mapping[str, Any], varying: list[str]) -> str:
+    if not varying:
+        return problem
+    return problem + "[" + ",".join(f"{k}={params[k]}" for k in varying) + "]"
+
+
+PROTOCOL_KEYS = {"trials", "tune_seeds", "final_seeds", "search_seed", "defaults_arm", "lr", "search"}
+ENTRY_KEYS = {"name", "label", "params", "grid", "steps", "epochs", "eval_every", "record_every", "target", "lr",
+              "tune", "hparams", "optimizers", "trials", "tune_seeds", "final_seeds", "timeout"}
+
+
+def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
+    """Check a suite's tables and expand its grids; raise SuiteError naming the key on any problem."""
+    from .protocol import SEARCH_SPACES  # (protocol imports nothing from here at import time)
+
+    _check_keys(source, "", data, {"name", "description", "optimizers", "protocol", "problems", "tasks"})
+    name = data.get("name", Path(source).stem)
+    if not isinstance(name, str) or not name:
+        _fail(source, "name", f"expected a non-empty string, got {name!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        _fail(source, "description", "expected a string")
+    optimizers = _optimizers(source, "optimizers", data.get("optimizers", adamkit.list_optimizers()))
+
+    proto = data.get("protocol", {})
+    if not isinstance(proto, dict):
+        _fail(source, "protocol", "expected a table")
+    _check_keys(source, "protocol.", proto, PROTOCOL_KEYS)
+    trials = _int(source, "protocol.trials", proto.get("trials", 8))
+    tune_seeds = _seeds(source, "protocol.tune_seeds", proto.get("tune_seeds", [0]), 0)
+    final_seeds = _seeds(source, "protocol.final_seeds", proto.get("final_seeds", 5), 1000)
+    search_seed = _int(source, "protocol.search_seed", proto.get("search_seed", 0))
+    defaults_arm = proto.get("defaults_arm", True)
+    if not isinstance(defaults_arm, bool):
+        _fail(source, "protocol.defaults_arm", f"expected true or false, got {defaults_arm!r}")
+    suite_lr = _range(source, "protocol.lr", proto["lr"]) if "lr" in proto else None
+    search = {opt: dict(space) for opt, space in SEARCH_SPACES.items()}
+    user_search = proto.get("search", {})
+    if not isinstance(user_search, dict):
+        _fail(source, "protocol.search", "expected a table of optimizer tables")
+    for opt, space in user_search.items():
+        key = f"protocol.search.{opt}"
+        if opt not in search:
+            _fail(source, key, f"unknown optimizer; choose from {', '.join(search)}")
+        if not isinstance(space, dict):
+            _fail(source, key, "expected a table such as { eps = [1e-10, 1e-6] }")
+        for hp, rng in space.items():
+            if hp not in search[opt]:
+                _fail(source, f"{key}.{hp}", f"not searched for {opt}; searched: {', '.join(search[opt])}")
+            search[opt][hp] = _range(source, f"{key}.{hp}", rng)
+
+    entries = []
+    for table in ("problems", "tasks"):
+        value = data.get(table, [])
+        if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+            _fail(source, table, "expected an array of tables ([[" + table + "]])")
+        entries += [(f"{table}[{i}]", e) for i, e in enumerate(value)]
+    if not entries:
+        _fail(source, "problems", "the suite names no problem (add a [[problems]] table)")
+
+    instances: list[ProblemInstanceSpec] = []
+    seen: dict[str, str] = {}
+    for where, entry in entries:
+        _check_keys(source, where + ".", entry, ENTRY_KEYS)
+        pname = entry.get("name")
+        if not isinstance(pname, str):
+            _fail(source, f"{where}.name", "expected the name of a registered problem")
+        try:
+            cls = registry.get_problem_class(pname)
+        except ValueError as exc:
+            _fail(source, f"{where}.name", str(exc))
+        params = entry.get("params", {})
+        grid = entry.get("grid", {})
+        if not isinstance(params, dict):
+            _fail(source, f"{where}.params", "expected a table")
+        if not isinstance(grid, dict):
+            _fail(source, f"{where}.grid", "expected a table of lists")
+        for k, v in grid.items():
+            if not isinstance(v, list) or not v:
+                _fail(source, f"{where}.grid.{k}", f"expected a non-empty list of values, got {v!r}")
+            if k in params:
+                _fail(source, f"{where}.grid.{k}", "also given in params")
+        if "steps" in entry and "epochs" in entry:
+            _fail(source, f"{where}.epochs", "give steps or epochs, not both")
+        steps = _int(source, f"{where}.steps", entry["steps"], 1) if "steps" in entry else None
+        epochs = _int(source, f"{where}.epochs", entry["epochs"], 1) if "epochs" in entry else None
+        eval_every = _int(source, f"{where}.eval_every", entry.get("eval_every", 1 if cls.tier == "A" else 100), 1)
+        record_every = _int(source, f"{where}.record_every", entry.get("record_every", 1), 1)
+        target = entry.get("target", cls.target)
+        if target is not None:
+            target = _float(source, f"{where}.target", target, positive=False)
+        lr_range = _range(source, f"{where}.lr", entry["lr"]) if "lr" in entry else (suite_lr or tuple(cls.lr_range))
+        tune = entry.get("tune", True)
+        if not isinstance(tune, bool):
+            _fail(source, f"{where}.tune", f"expected true or false, got {tune!r}")
+        hparams = entry.get("hparams", {})
+        if not isinstance(hparams, dict):
+            _fail(source, f"{where}.hparams", "expected a table of optimizer hyperparameters")
+        opts = _optimizers(source, f"{where}.optimizers", entry["optimizers"]) if "optimizers" in entry else optimizers
+        for opt in opts:
+            _check_hparams(source, f"{where}.hparams", opt, hparams)
+        e_trials = _int(source, f"{where}.trials", entry.get("trials", trials))
+        e_tune = _seeds(source, f"{where}.tune_seeds", entry["tune_seeds"], 0) if "tune_seeds" in entry else tune_seeds
+        e_final = _seeds(source, f"{where}.final_seeds", entry["final_seeds"], 1000) if "final_seeds" in entry \
+            else final_seeds
+        timeout = _float(source, f"{where}.timeout", entry.get("timeout", 0), positive=False)
+        label = entry.get("label", pname)
+        if not isinstance(label, str) or not label:
+            _fail(source, f"{where}.label", "expected a non-empty string")
+        varying = list(grid)
+        for combo in itertools.product(*grid.values()) if grid else [()]:
+            full = {**params, **dict(zip(varying, combo))}
+            try:
+                problem = registry.create_problem(pname, full)
+            except (ValueError, TypeError) as exc:
+                _fail(source, f"{where}.params", str(exc))
+            key = _label(label, full, varying)
+            if key in seen:
+                _fail(source, where, f"instance {key!r} is also produced by {seen[key]} (give a `label`)")
+            seen[key] = where
+            instances.append(ProblemInstanceSpec(
+                key=key, problem=pname, params=problem.config() or full, tier=cls.tier, steps=steps, epochs=epochs,
+                eval_every=eval_every, record_every=record_every, target=target,
+                target_metric=cls.target_metric or cls.selection_metric, selection_metric=cls.selection_metric,
+                maximize=bool(cls.maximize_metric), lr_range=lr_range, tune=tune and e_trials > 0, hparams=hparams,
+                optimizers=opts, trials=e_trials if tune else 0, tune_seeds=e_tune, final_seeds=e_final,
+                timeout=timeout, group=label,
+            ))
+    return Suite(name=name, description=description, optimizers=optimizers, trials=trials, tune_seeds=tune_seeds,
+                 final_seeds=final_seeds, search_seed=search_seed, defaults_arm=defaults_arm, search=search,
+                 problems=instances, source=source, raw=dict(data))
+
+
+def _check_hparams(source, key, optimizer, hparams):
+    import inspect
+
+    cls = adamkit.get_optimizer_class(optimizer)
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
+    for hp in hparams:
+        if hp not in valid:
+            _fail(source, f"{key}.{hp}", f"not an argument of {optimizer}; valid: {', '.join(valid)}")

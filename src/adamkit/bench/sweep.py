@@ -1,0 +1,126 @@
+"""A sweep: run a suite's protocol on an executor, storing every run as it finishes; resumable.
+
+Phase 1 runs the tuning trials and the paper-defaults arm; phase 2 selects each optimizer's winner
+from the stored tuning results and re-runs it on the paired final seeds. Runs already in the store
+(by hash) are skipped, so a sweep that was interrupted — Ctrl-C, a kill, a crash — continues where
+it stopped when the same command runs again.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+from . import protocol
+from .store import ResultStore
+from .suite import Suite
+
+
+@dataclass
+class SweepStats:
+    planned: int = 0
+    skipped: int = 0  # found in the store
+    done: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+class Progress:
+    """One status line: runs done of the total, failures, elapsed time and ETA."""
+
+    def __init__(self, stream: TextIO | None = sys.stderr, every: float = 1.0):
+        self.stream, self.every = stream, every
+        self.tty = bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+        self.last = 0.0
+        self.start = time.monotonic()
+
+    def __call__(self, phase: str, done: int, total: int, failed: int, final: bool = False) -> None:
+        if self.stream is None:
+            return
+        now = time.monotonic()
+        if not final and now - self.last < (self.every if self.tty else max(self.every, 10.0)):
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / done * (total - done) if done else float("nan")
+        line = (f"[{phase}] {done}/{total} runs" + (f", {failed} failed" if failed else "")
+                + f", {_clock(elapsed)} elapsed" + (f", ETA {_clock(eta)}" if done and done < total else ""))
+        if self.tty:
+            self.stream.write("\r" + line.ljust(78) + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool = False,
+              progress: Callable | None = None) -> SweepStats:
+    """Run ``suite`` on ``executor`` into ``store``; returns counts (planned, skipped, done, failed)."""
+    store.set_meta("suite", suite.to_json())
+    stats = SweepStats()
+    start = time.monotonic()
+    phase1 = protocol.plan_first_phase(suite)
+    # the total is known up front: phase 2 has one winner per tuned (instance, optimizer) and final seed
+    n_final = sum(len(i.final_seeds) * len(i.optimizers) for i in suite.problems if i.tune)
+    unique1 = _unique(phase1)
+    statuses = store.statuses()
+    total_new = [0]
+    total_done = [0]
+
+    def todo(runs):
+        jobs = []
+        for h, spec in runs.items():
+            status = statuses.get(h)
+            if status == "done" or (status == "failed" and not retry_failed):
+                stats.skipped += 1
+            else:
+                jobs.append((h, spec))
+        return jobs
+
+    def execute(jobs, phase, total):
+        for h, spec, result in executor.map(jobs):
+            store.put(h, spec, result)
+            statuses[h] = result["status"]
+            total_done[0] += 1
+            if result["status"] == "done":
+                stats.done += 1
+            else:
+                stats.failed += 1
+                first = (result.get("error") or "").splitlines()[0] if result.get("error") else "?"
+                stats.failures.append(f"{spec['problem']} {spec['optimizer']} seed {spec['seed']}: {first}")
+            if progress:
+                progress(phase, total_done[0], total, stats.failed)
+
+    jobs1 = todo(unique1)
+    # estimate phase 2's new runs as its planned count less what is stored (exact once phase 1 is done)
+    total_new[0] = len(jobs1) + n_final
+    stats.planned = len(unique1) + n_final
+    execute(jobs1, "tuning", total_new[0])
+
+    winners = protocol.select(suite, store.finals())
+    phase2 = protocol.plan_final_phase(suite, winners)
+    unique2 = {h: s for h, s in _unique(phase2).items() if h not in unique1}
+    stats.planned = len(unique1) + len(unique2)
+    jobs2 = todo(unique2)
+    total_new[0] = len(jobs1) + len(jobs2)
+    execute(jobs2, "final", total_new[0])
+    if progress:
+        progress("final", total_done[0], total_new[0], stats.failed, final=True)
+    stats.seconds = time.monotonic() - start
+    return stats
+
+
+def _unique(runs: list[protocol.PlannedRun]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for r in runs:
+        out.setdefault(r.hash, r.spec)
+    return out
