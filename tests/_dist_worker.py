@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,11 @@ class Config:
     def checkpointable(self) -> bool:
         """A callable hyperparameter (ADOPT's clip_lambda as a lambda) cannot be pickled into a checkpoint."""
         return not any(callable(v) for v in self.info.variants[self.variant].values())
+
+    @property
+    def resharded(self) -> bool:
+        """Resumed on another number of ranks too: every variant on the loop path, the first on every path."""
+        return self.checkpointable and (self.path == "loop" or self.variant == 0)
 
     def make(self, params):
         return self.info.make(params, **self.kwargs())
@@ -206,8 +212,9 @@ def run_fsdp(cfgs, x, y, rank, world, ckpt, out):
     solo = dist.new_group([0])  # rank 0 alone: the 1-rank job of the resharding checks
     flat = StateDictOptions(flatten_optimizer_state_dict=True)
     saved = [c for c in cfgs if c.checkpointable]
+    resharded = [c for c in cfgs if c.resharded]
 
-    def resume(mesh, path, options, group, part, parts, use_init_state):
+    def resume(saved, mesh, path, options, group, part, parts, use_init_state):
         """Fresh models and optimizers, loaded from one checkpoint of all configs, trained to STEPS."""
         runs, states = {}, {}
         for cfg in saved:
@@ -238,7 +245,7 @@ def run_fsdp(cfgs, x, y, rank, world, ckpt, out):
     if rank == 0:
         mesh1 = DeviceMesh.from_group(solo, "cpu")
         states = {}
-        for cfg in saved:
+        for cfg in resharded:
             model = _fsdp(make_model(), mesh1)
             opt = cfg.make(model.parameters())
             train(model, opt, x, y, SAVE_AT)
@@ -265,10 +272,10 @@ def run_fsdp(cfgs, x, y, rank, world, ckpt, out):
         out["fsdp"][cfg.key] = _full(model.parameters())
     del runs, states
 
-    out["fsdp_2to2"] = resume(mesh, ckpt / "n2", None, None, rank, world, use_init_state=False)
-    out["fsdp_1to2"] = resume(mesh, ckpt / "n1", flat, None, rank, world, use_init_state=True)
+    out["fsdp_2to2"] = resume(saved, mesh, ckpt / "n2", None, None, rank, world, use_init_state=False)
+    out["fsdp_1to2"] = resume(resharded, mesh, ckpt / "n1", flat, None, rank, world, use_init_state=True)
     if rank == 0:
-        out["fsdp_2to1"] = resume(DeviceMesh.from_group(solo, "cpu"), ckpt / "n2", None, solo, 0, 1,
+        out["fsdp_2to1"] = resume(resharded, DeviceMesh.from_group(solo, "cpu"), ckpt / "n2", None, solo, 0, 1,
                                   use_init_state=False)
     dist.barrier()
 
@@ -307,10 +314,12 @@ def main(out_dir: str, ckpt_dir: str) -> None:
                                            "checks")}
     out["configs"] = [c.key for c in cfgs]
     out["checks"]["reduce_loss"] = adamkit.distributed.reduce_loss(torch.tensor(1.5 + rank)).item()
-    run_ddp(cfgs, x, y, rank, world, out)
-    run_zero(cfgs, x, y, rank, world, out)
-    run_fsdp(cfgs, x, y, rank, world, Path(ckpt_dir), out)
-    run_fsdp_dtypes(cfgs, x, y, rank, world, out)
+    out["seconds"] = {}
+    for name, run, args in [("ddp", run_ddp, ()), ("zero", run_zero, ()), ("fsdp", run_fsdp, (Path(ckpt_dir),)),
+                            ("fsdp_dtypes", run_fsdp_dtypes, ())]:
+        start = time.perf_counter()
+        run(cfgs, x, y, rank, world, *args, out)
+        out["seconds"][name] = round(time.perf_counter() - start, 2)
     torch.save(out, Path(out_dir) / f"rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
