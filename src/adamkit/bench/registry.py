@@ -24,7 +24,7 @@ from typing import Any
 from .problem import Problem
 
 _REGISTRY: dict[str, type[Problem]] = {}
-_LOADED = False
+_LOADED: set[str] = set()
 #: packages whose modules are imported by load_all(); each module registers its own classes
 PROBLEM_PACKAGES = ("adamkit.bench.problems", "adamkit.bench.tasks")
 #: modules that failed to import in load_all() (name -> error), shown by ``adamkit bench list``
@@ -47,13 +47,12 @@ def register(cls: type[Problem]) -> type[Problem]:
     return cls
 
 
-def load_all() -> None:
+def load_all(packages: tuple[str, ...] = PROBLEM_PACKAGES) -> None:
     """Import every module of the problem packages (once); each registers its problems."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    for package_name in PROBLEM_PACKAGES:
+    for package_name in packages:
+        if package_name in _LOADED:
+            continue
+        _LOADED.add(package_name)
         try:
             package = importlib.import_module(package_name)
         except ModuleNotFoundError as exc:
@@ -77,7 +76,9 @@ def list_problems(tier: str | None = None) -> list[str]:
 
 
 def get_problem_class(name: str) -> type[Problem]:
-    load_all()
+    load_all(PROBLEM_PACKAGES[:1])  # the Tier A problems; the task modules only when needed (heavier imports)
+    if name not in _REGISTRY:
+        load_all()
     try:
         return _REGISTRY[name]
     except KeyError:

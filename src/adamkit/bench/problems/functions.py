@@ -282,7 +282,8 @@ class Rastrigin(TestFunction):
 
     @staticmethod
     def f(t):
-        return 10 * t.numel() + (t * t - 10 * torch.cos(2 * math.pi * t)).sum()
+        x, y = _xy(t)
+        return 20 + x * x - 10 * torch.cos(2 * math.pi * x) + y * y - 10 * torch.cos(2 * math.pi * y)
 
 
 @register

@@ -1,0 +1,236 @@
+"""From a results store to numbers: per-arm summaries, paired win rates, steps-to-target, performance profiles.
+
+Everything is recomputed from the stored runs and the suite stored with them: the tuning selection is
+deterministic, so the report finds each arm's runs by their hashes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import protocol
+from .store import ResultStore
+from .suite import ProblemInstanceSpec, Suite
+
+FINAL_ARMS = ("tuned", "fixed", "defaults")
+
+
+@dataclass
+class ArmSummary:
+    instance: str
+    optimizer: str
+    arm: str
+    hparams: dict[str, Any]
+    seeds: list[int]
+    hashes: list[str]
+    values: list[float]  # final target metric per seed (nan: missing or failed)
+    dists: list[float]
+    steps_to_target: list[float]  # inf: never reached
+    failed: int
+    missing: int
+    diverged: int
+
+    @property
+    def n(self) -> int:
+        return sum(1 for v in self.values if not math.isnan(v))
+
+    def quantiles(self) -> tuple[float, float, float]:
+        vals = [v for v in self.values if not math.isnan(v)]
+        if not vals:
+            return (math.nan, math.nan, math.nan)
+        q = np.quantile(np.array(vals, dtype=float), [0.25, 0.5, 0.75])
+        return float(q[0]), float(q[1]), float(q[2])
+
+    @property
+    def median(self) -> float:
+        return self.quantiles()[1]
+
+    @property
+    def converged(self) -> float:
+        """The share of seeds (start points) that reached the target."""
+        if not self.values:
+            return math.nan
+        return sum(1 for s in self.steps_to_target if math.isfinite(s)) / len(self.values)
+
+    @property
+    def median_steps(self) -> float:
+        """Median steps to the target over the seeds (inf when fewer than half reach it)."""
+        if not self.steps_to_target:
+            return math.inf
+        return float(np.median(np.array(self.steps_to_target, dtype=float)))
+
+
+@dataclass
+class Results:
+    suite: Suite
+    store: ResultStore
+    finals: dict[str, dict[str, Any] | None]
+    phase1: list[protocol.PlannedRun]
+    phase2: list[protocol.PlannedRun]
+    winners: dict[tuple[str, str], dict[str, Any]]
+    arms: dict[tuple[str, str, str], ArmSummary] = field(default_factory=dict)
+
+    @property
+    def instances(self) -> list[ProblemInstanceSpec]:
+        return self.suite.problems
+
+    def instance(self, key: str) -> ProblemInstanceSpec:
+        return next(i for i in self.suite.problems if i.key == key)
+
+    def main_arm(self, inst: ProblemInstanceSpec) -> str:
+        return "tuned" if inst.tune else "fixed"
+
+    def arm(self, instance: str, optimizer: str, arm: str) -> ArmSummary | None:
+        return self.arms.get((instance, optimizer, arm))
+
+    def tuning_runs(self, instance: str, optimizer: str) -> list[protocol.PlannedRun]:
+        return [r for r in self.phase1 if r.arm == "tune" and r.instance == instance and r.optimizer == optimizer]
+
+
+def load(where: str | Path) -> Results:
+    """The results of a sweep directory (or store file)."""
+    store = ResultStore.open_results(where)
+    text = store.get_meta("suite")
+    if text is None:
+        raise ValueError(f"{where}: no sweep stored here (run `adamkit bench run SUITE --out DIR` first)")
+    suite = Suite.from_json(text)
+    finals = store.finals()
+    phase1 = protocol.plan_first_phase(suite)
+    winners = protocol.select(suite, finals)
+    phase2 = protocol.plan_final_phase(suite, winners)
+    res = Results(suite, store, finals, phase1, phase2, winners)
+    statuses = store.statuses()
+    insts = {i.key: i for i in suite.problems}
+    groups: dict[tuple[str, str, str], list[protocol.PlannedRun]] = {}
+    for r in phase1 + phase2:
+        if r.arm in FINAL_ARMS:
+            groups.setdefault((r.instance, r.optimizer, r.arm), []).append(r)
+    for key, runs in groups.items():
+        inst = insts[key[0]]
+        values, dists, steps = [], [], []
+        failed = missing = diverged = 0
+        for r in runs:
+            final = finals.get(r.hash)
+            if r.hash not in statuses:
+                missing += 1
+            elif final is None:
+                failed += 1
+            elif final.get("diverged"):
+                diverged += 1
+            v = _metric(final, inst.target_metric)
+            values.append(v)
+            dists.append(_metric(final, "dist"))
+            steps.append(_steps_to_target(store, r.hash, inst) if final is not None else math.inf)
+        res.arms[key] = ArmSummary(key[0], key[1], key[2], runs[0].spec["hparams"], [r.seed for r in runs],
+                                   [r.hash for r in runs], values, dists, steps, failed, missing, diverged)
+    return res
+
+
+def _metric(final: dict[str, Any] | None, name: str) -> float:
+    if final is None:
+        return math.nan
+    if final.get("diverged"):
+        return math.inf
+    v = final.get(name)
+    return float(v) if isinstance(v, (int, float)) else math.nan
+
+
+def _reached(value: float, inst: ProblemInstanceSpec) -> bool:
+    if inst.target is None or not isinstance(value, (int, float)) or math.isnan(value):
+        return False
+    return value >= inst.target if inst.maximize else value <= inst.target
+
+
+def _steps_to_target(store: ResultStore, run_hash: str, inst: ProblemInstanceSpec) -> float:
+    if inst.target is None:
+        return math.inf
+    curve = store.curve(run_hash)
+    for step, value in zip(curve.get("step", []), curve.get(inst.target_metric, [])):
+        if _reached(value, inst):
+            return float(step)
+    return math.inf
+
+
+def paired_win_rates(res: Results, instances: list[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Win rate of row optimizer over column optimizer on the same (instance, seed) pairs of the main arm.
+
+    A win is a smaller final target metric (larger when the problem maximises); ties (equal within 1e-12
+    relative) count one half; a failed or diverged run loses to a finished one. Returns (names, rate, count).
+    """
+    names = list(res.suite.optimizers)
+    wins = np.zeros((len(names), len(names)))
+    count = np.zeros((len(names), len(names)))
+    for inst in res.instances:
+        if instances is not None and inst.key not in instances:
+            continue
+        arm = res.main_arm(inst)
+        per_opt = {}
+        for o in inst.optimizers:
+            a = res.arm(inst.key, o, arm)
+            if a:
+                per_opt[o] = dict(zip(a.seeds, a.values))
+        for i, a in enumerate(names):
+            for j, b in enumerate(names):
+                if i == j or a not in per_opt or b not in per_opt:
+                    continue
+                for seed, va in per_opt[a].items():
+                    vb = per_opt[b].get(seed)
+                    if vb is None or (math.isnan(va) and math.isnan(vb)):
+                        continue
+                    sa = _sortable(va, inst.maximize)
+                    sb = _sortable(vb, inst.maximize)
+                    count[i, j] += 1
+                    if sa == sb or (math.isfinite(sa) and math.isfinite(sb)
+                                    and abs(sa - sb) <= 1e-12 * max(abs(sa), abs(sb), 1e-300)):
+                        wins[i, j] += 0.5
+                    elif sa < sb:
+                        wins[i, j] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(count > 0, wins / np.maximum(count, 1), np.nan)
+    return names, rate, count
+
+
+def _sortable(v: float, maximize: bool) -> float:
+    if math.isnan(v):
+        return math.inf
+    return -v if maximize else v
+
+
+def performance_profile(res: Results, measure: str, taus: np.ndarray) -> dict[str, np.ndarray]:
+    """Dolan–Moré profiles over the instances: share of instances an optimizer solves within τ × the best.
+
+    ``measure``: ``"steps"`` (median steps to the target; not reaching it = ∞) or ``"final"`` (median final
+    target metric, floored at 1e-12 so that exact zeros compare; for maximised metrics, the shortfall from
+    the best). Instances where no optimizer has a finite cost are left out.
+    """
+    costs: list[dict[str, float]] = []
+    for inst in res.instances:
+        arm = res.main_arm(inst)
+        row = {}
+        for o in res.suite.optimizers:
+            a = res.arm(inst.key, o, arm)
+            if a is None:
+                row[o] = math.inf
+                continue
+            if measure == "steps":
+                row[o] = a.median_steps if inst.target is not None else math.inf
+            else:
+                m = a.median
+                row[o] = math.inf if (math.isnan(m) or not math.isfinite(m)) else (
+                    (1.0 - m) if inst.maximize else max(m, 1e-12))
+        if any(math.isfinite(v) for v in row.values()):
+            costs.append(row)
+    out = {}
+    for o in res.suite.optimizers:
+        ratios = []
+        for row in costs:
+            best = min(v for v in row.values() if math.isfinite(v))
+            ratios.append(row[o] / best if math.isfinite(row[o]) and best > 0 else (1.0 if row[o] == best else math.inf))
+        ratios_arr = np.array(ratios, dtype=float)
+        out[o] = np.array([(ratios_arr <= t).mean() if len(ratios_arr) else np.nan for t in taus])
+    out["_n"] = np.array([len(costs)])
+    return out
