@@ -42,18 +42,20 @@ def _fmnist_images(data_dir, synthetic):
     return scale(xtr), torch.tensor(ytr), scale(xte), torch.tensor(yte)
 
 
-def feature_classifier(data_dir=None, synthetic: bool = False, steps: int = 1500):
+def feature_classifier(data_dir=None, synthetic: bool = False, steps: int = 1500, ref_size: int = 10_000):
     """The cached Fashion-MNIST classifier (images in [-1, 1]) and the test set's feature statistics.
 
     Returns ``(net, mu, sigma, test_accuracy)``; the penultimate layer (128 units) gives the features.
-    Trained once per (steps, synthetic) and stored in ``<cache>/derived/``.
+    Trained once per (steps, synthetic) and stored in ``<cache>/derived/``; the reference statistics
+    use the first ``ref_size`` test images.
     """
-    key = (str(cache_dir(data_dir)), bool(synthetic), int(steps))
+    key = (str(cache_dir(data_dir)), bool(synthetic), int(steps), int(ref_size))
     if key in _FEATURES:
         return _FEATURES[key]
     net = small_cnn()
     path = cache_dir(data_dir) / "derived" / f"fmnist_classifier_v1_s{steps}{'_synthetic' if synthetic else ''}.pt"
     _, _, xte, yte = _fmnist_images(data_dir, synthetic)
+    xte, yte = xte[:ref_size], yte[:ref_size]
     if path.is_file():
         blob = torch.load(path, weights_only=True)
         net.load_state_dict(blob["state"])
@@ -211,7 +213,7 @@ class _FashionGAN(_GANTask):
     selection_metric = "fd"
     target_metric = "fd"
     defaults = {"batch_size": 64, "z_dim": 64, "width": 64, "eval_samples": 2000, "classifier_steps": 1500,
-                "n_critic": 1}
+                "ref_size": 10_000, "n_critic": 1}
     default_steps = 3000
 
     def models(self):
@@ -224,7 +226,7 @@ class _FashionGAN(_GANTask):
         return lambda n: xtr[torch.randint(0, len(xtr), (n,), generator=gen)]
 
     def score(self, x):
-        net, mu, sigma, _ = feature_classifier(self.data_dir, self.synthetic, self.classifier_steps)
+        net, mu, sigma, _ = feature_classifier(self.data_dir, self.synthetic, self.classifier_steps, self.ref_size)
         feats, logits = _features(net, x)
         share = torch.bincount(logits.argmax(1), minlength=10).double() / len(x)
         nz = share[share > 0]

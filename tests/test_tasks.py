@@ -1,0 +1,145 @@
+"""Tier B tasks: one very short run of every task (real data when present, else skipped with the
+command that fetches it), the same on the tiny synthetic fallbacks (always), and behaviour checks."""
+import math
+
+import pytest
+import torch
+
+import adamkit
+from adamkit.bench.data import store
+from adamkit.bench.registry import create_problem, list_problems
+
+#: task -> (steps, params of a very short run, optimizer hyperparameters)
+SMOKE = {
+    "fmnist_mlp": (20, {"eval_size": 500}),
+    "fmnist_mlp_nodecay": (10, {"eval_size": 500}),
+    "fmnist_cnn": (8, {"eval_size": 300}),
+    "fmnist_cnn_nodecay": (4, {"eval_size": 300}),
+    "digits_mlp": (20, {}),
+    "mnist1d_mlp": (20, {"eval_size": 500}),
+    "mnist1d_cnn": (20, {"eval_size": 500}),
+    "char_lstm1": (4, {"eval_chars": 2000, "hidden": 32}),
+    "char_lstm2": (3, {"eval_chars": 2000, "hidden": 32}),
+    "tiny_gpt_b8": (4, {"eval_chars": 2000}),
+    "tiny_gpt_b64": (3, {"eval_chars": 2000}),
+    "fm_movielens": (10, {}),
+    "deepfm_movielens": (10, {}),
+    "fm_synthetic_ctr": (5, {"n_train": 5000, "n_eval": 2000}),
+    "deepfm_synthetic_ctr": (5, {"n_train": 5000, "n_eval": 2000}),
+    "cartpole_ppo": (3, {"rollout": 128, "minibatch": 64, "eval_episodes": 1}),
+    "pendulum_ppo": (2, {"rollout": 128, "minibatch": 64, "eval_episodes": 1}),
+    "dcgan_fmnist": (2, {"width": 8, "eval_samples": 200, "classifier_steps": 30, "ref_size": 1000}),
+    "wgan_fmnist": (1, {"width": 8, "eval_samples": 200, "classifier_steps": 30, "ref_size": 1000, "n_critic": 2}),
+    "gan_ring8": (10, {"eval_samples": 500}),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The runner trains with one thread; so do these tests (the machine is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_every_task_is_registered_and_smoked():
+    tasks = set(list_problems("B"))
+    assert set(SMOKE) <= tasks
+    assert not (tasks - set(SMOKE)), f"tasks without a smoke run: {tasks - set(SMOKE)}"
+
+
+def run(name, steps, params, seed=0, optimizer="adam", **hparams):
+    torch.manual_seed(seed)
+    problem = create_problem(name, params)
+    instance = problem.make(seed)
+    hp = {**problem.optimizer_overrides(optimizer), **hparams}
+    opt = adamkit.create_optimizer(optimizer, instance.parameters(), **hp)
+    scheduler = instance.lr_scheduler(opt, steps)
+    first = instance.evaluate()
+    losses = []
+    for step in range(steps):
+        losses.append(instance.train_step(opt, step))
+        if scheduler is not None:
+            scheduler.step()
+    return problem, instance, first, instance.evaluate(), losses, opt
+
+
+def _check(name, problem, first, last, losses):
+    assert problem.tier == "B"
+    assert all(math.isfinite(x) for x in losses), losses
+    assert problem.selection_metric in last and problem.selection_metric in first
+    assert all(isinstance(v, float) for v in last.values())
+    assert math.isfinite(last[problem.selection_metric])
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_short_run_on_real_data(name):
+    for artefact in store.artefacts_for(name):
+        if store.status(artefact) == "missing":
+            pytest.skip(f"{artefact} not in {store.cache_dir()}; fetch it with: adamkit data prepare {name}")
+    steps, params = SMOKE[name]
+    problem, _, first, last, losses, _ = run(name, steps, params)
+    _check(name, problem, first, last, losses)
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_short_run_on_synthetic_fallback(name, tmp_path, monkeypatch):
+    monkeypatch.setenv(store.ENV_VAR, str(tmp_path))  # empty cache: only the fallback can work
+    steps, params = SMOKE[name]
+    problem, _, first, last, losses, _ = run(name, 2, {**params, "synthetic": True})
+    _check(name, problem, first, last, losses)
+    assert problem.config()["synthetic"] is True  # synthetic runs are labelled
+
+
+def test_unknown_task_argument():
+    with pytest.raises(ValueError, match="unknown argument"):
+        create_problem("digits_mlp", {"no_such_option": 1})
+
+
+def test_same_seed_same_run():
+    a = run("digits_mlp", 15, {})[4]
+    b = run("digits_mlp", 15, {})[4]
+    c = run("digits_mlp", 15, {}, seed=1)[4]
+    assert a == b and a != c
+
+
+def test_digits_mlp_learns_and_decays_lr():
+    _, inst, first, last, _, opt = run("digits_mlp", 120, {}, lr=3e-3)
+    assert first["val_accuracy"] < 0.3 and last["val_accuracy"] > 0.85 and last["test_accuracy"] > 0.85
+    assert math.isclose(opt.param_groups[0]["lr"], 3e-4)  # x0.1 at 75% of training
+
+
+def test_nodecay_variant_keeps_lr():
+    _, _, _, _, _, opt = run("fmnist_mlp_nodecay", 4, {"synthetic": True, "eval_size": 100}, lr=3e-3)
+    assert opt.param_groups[0]["lr"] == 3e-3
+
+
+def test_gan_trains_two_optimizers_of_the_same_kind():
+    _, inst, _, _, _, opt = run("gan_ring8", 5, {"eval_samples": 200}, optimizer="adabelief", lr=1e-3)
+    assert type(inst.d_opt) is type(opt) and inst.d_opt is not opt
+    assert inst.d_opt.param_groups[0]["betas"] == (0.5, 0.999) == opt.param_groups[0]["betas"]
+    d_params = {id(p) for p in inst.D.parameters()}
+    assert d_params.isdisjoint(id(p) for p in inst.parameters())
+    assert all(len(inst.d_opt.state[p]) > 0 for p in inst.D.parameters())
+
+
+def test_gan_uses_a_factory_when_the_runner_gives_one():
+    problem = create_problem("gan_ring8", {"eval_samples": 200})
+    inst = problem.make(0)
+    built = []
+    inst.optimizer_factory = lambda params: built.append(1) or adamkit.AdamW(params, lr=1e-3)
+    inst.train_step(adamkit.AdamW(inst.parameters(), lr=1e-3), 0)
+    assert built == [1] and isinstance(inst.d_opt, adamkit.AdamW)
+
+
+def test_synthetic_ctr_reports_the_planted_optimum():
+    _, _, _, last, _, _ = run("fm_synthetic_ctr", 60, {"n_train": 20000, "n_eval": 5000}, lr=1e-2)
+    assert 0.8 < last["best_test_auc"] < 0.95
+    assert 0.55 < last["test_auc"] < last["best_test_auc"]
+    assert math.isclose(last["auc_gap"], last["best_test_auc"] - last["test_auc"])
+
+
+def test_cartpole_ppo_improves():
+    _, _, first, last, _, _ = run("cartpole_ppo", 64, {"rollout": 256, "minibatch": 64, "eval_episodes": 1}, lr=3e-3)
+    assert last["train_return"] > 35 and last["env_steps"] == 256 * 4
