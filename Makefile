@@ -8,20 +8,25 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.adamkit-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean data
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,tasks]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/adamkit demo
 
-test: $(STAMP)
+# data of the Tier B tasks (checked, idempotent); tests of a task whose data is missing are skipped
+data: $(STAMP)
+	-@if [ "$$(id -u)" = 0 ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; fi
+	-$(VENV)/bin/adamkit data prepare
+
+test: $(STAMP) data
 	$(PY) -m pytest -q
 
 clean:
