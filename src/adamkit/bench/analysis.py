@@ -33,6 +33,8 @@ class ArmSummary:
     failed: int
     missing: int
     diverged: int
+    target: float | None = None
+    maximize: bool = False
 
     @property
     def n(self) -> int:
@@ -51,10 +53,11 @@ class ArmSummary:
 
     @property
     def converged(self) -> float:
-        """The share of seeds (start points) that reached the target."""
-        if not self.values:
+        """The share of seeds (start points) whose final value meets the target."""
+        if not self.values or self.target is None:
             return math.nan
-        return sum(1 for s in self.steps_to_target if math.isfinite(s)) / len(self.values)
+        ok = [(v >= self.target) if self.maximize else (v <= self.target) for v in self.values if not math.isnan(v)]
+        return sum(ok) / len(self.values)
 
     @property
     def median_steps(self) -> float:
@@ -126,7 +129,8 @@ def load(where: str | Path) -> Results:
             dists.append(_metric(final, "dist"))
             steps.append(_steps_to_target(store, r.hash, inst) if final is not None else math.inf)
         res.arms[key] = ArmSummary(key[0], key[1], key[2], runs[0].spec["hparams"], [r.seed for r in runs],
-                                   [r.hash for r in runs], values, dists, steps, failed, missing, diverged)
+                                   [r.hash for r in runs], values, dists, steps, failed, missing, diverged,
+                                   inst.target, inst.maximize)
     return res
 
 

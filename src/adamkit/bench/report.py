@@ -1,0 +1,648 @@
+"""``adamkit bench report DIR``: a folder a person opens — report.md, a self-contained report.html, PNG plots.
+
+Plots (matplotlib, Agg): trajectories over the contours of each 2-D function, loss curves with seed
+bands, learning-rate sensitivity of the tuning trials, performance profiles, the β2 sweeps of the
+counterexamples; and the table "paper claim vs what we measured", filled from the results.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import analysis, registry
+from .analysis import Results
+
+COLORS = {"adam": "#1f77b4", "adamw": "#17becf", "amsgrad": "#9467bd", "eadam": "#8c564b",
+          "adabelief": "#d62728", "adopt": "#2ca02c", "agd": "#ff7f0e"}
+ADABELIEF_FUNCTIONS = ["abs_sum", "abs_rotated", "quad_rotated", "abs_scaled"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 100, "font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8})
+    return plt
+
+
+def _color(name: str) -> str:
+    return COLORS.get(name, "#333333")
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e4 or abs(v) < 1e-3:
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}"
+
+
+def _hp(hparams: dict[str, Any]) -> str:
+    if not hparams:
+        return "paper defaults"
+    return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in hparams.items())
+
+
+# ----------------------------------------------------------------------------------------------- plots
+
+
+def plot_trajectories(res: Results, inst, out: Path) -> Path | None:
+    problem = registry.create_problem(inst.problem, inst.params)
+    if getattr(problem, "dim", None) != 2 or not hasattr(problem, "f"):
+        return None
+    import torch
+
+    plt = _plt()
+    box = problem.plot_box or problem.box
+    lo, hi = np.array(box[0], float), np.array(box[1], float)
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    xs, ys = np.linspace(lo[0], hi[0], 220), np.linspace(lo[1], hi[1], 220)
+    gx, gy = np.meshgrid(xs, ys)
+    with torch.no_grad():
+        z = problem.f(torch.tensor(np.stack([gx, gy]))).numpy() - problem.f_star
+    z = np.log10(np.maximum(z, 0) + 1e-3) if problem.log_contours else z
+    arm_name = res.main_arm(inst)
+    opts = [o for o in res.suite.optimizers if res.arm(inst.key, o, arm_name)]
+    ncol = 4
+    nrow = math.ceil(len(opts) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.0 * nrow + 0.6), squeeze=False)
+    for ax in axes.flat[len(opts):]:
+        ax.axis("off")
+    for ax, o in zip(axes.flat, opts):
+        arm = res.arm(inst.key, o, arm_name)
+        ax.contourf(gx, gy, z, levels=30, cmap="Greys_r", alpha=0.55)
+        ax.contour(gx, gy, z, levels=15, colors="k", linewidths=0.3, alpha=0.4)
+        for m in problem.minimizers:
+            ax.plot(m[0], m[1], marker="*", color="gold", markersize=13, markeredgecolor="k", zorder=5)
+        for h, final in zip(arm.hashes, arm.values):
+            c = res.store.curve(h)
+            if not c.get("x"):
+                continue
+            x, y = np.array(c["x"], float), np.array(c["y"], float)
+            ok = inst.target is not None and final <= inst.target
+            ax.plot(x, y, color=_color(o), lw=1.1, alpha=0.9 if ok else 0.5, ls="-" if ok else ":")
+            ax.plot(x[0], y[0], "o", color=_color(o), markersize=4, markeredgecolor="k", markeredgewidth=0.5)
+            ax.plot(x[-1], y[-1], "x", color="k", markersize=5)
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_title(f"{o}: {arm.converged:.0%} of starts reach gap ≤ {_fmt(inst.target)}", fontsize=8.5)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"{inst.key}: {problem.description}\npaths from {len(arm.seeds)} random starts (•) to the end (×), "
+                 f"each optimizer with its tuned hyperparameters; ★ global minima; dotted: missed the target",
+                 fontsize=9)
+    fig.tight_layout()
+    path = out / f"traj_{_safe(inst.key)}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(res: Results, inst, out: Path) -> Path | None:
+    plt = _plt()
+    arm_name = res.main_arm(inst)
+    metric = inst.target_metric
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    drawn = False
+    for o in res.suite.optimizers:
+        arm = res.arm(inst.key, o, arm_name)
+        if arm is None:
+            continue
+        series = [res.store.curve(h) for h in arm.hashes]
+        series = [c for c in series if c.get(metric)]
+        if not series:
+            continue
+        length = max(len(c["step"]) for c in series)
+        steps = next(c["step"] for c in series if len(c["step"]) == length)
+        mat = np.full((len(series), length), np.nan)
+        for i, c in enumerate(series):
+            v = np.array(c[metric], float)
+            mat[i, :len(v)] = v
+            if len(v) < length:  # a diverged run: it stays where it blew up
+                mat[i, len(v):] = np.inf
+        mat = np.where(np.isfinite(mat), mat, np.nan if inst.maximize else 1e300)
+        if not inst.maximize:
+            mat = np.maximum(mat, 1e-16)
+        with np.errstate(all="ignore"):
+            med = np.nanmedian(mat, axis=0)
+            q25, q75 = np.nanquantile(mat, 0.25, axis=0), np.nanquantile(mat, 0.75, axis=0)
+        ax.plot(steps, med, color=_color(o), lw=1.5, label=f"{o} ({_hp(arm.hparams)})")
+        ax.fill_between(steps, q25, q75, color=_color(o), alpha=0.18, lw=0)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    if not inst.maximize:
+        ax.set_yscale("log")
+        top = ax.get_ylim()[1]
+        ax.set_ylim(top=min(top, 1e12))
+    if inst.target is not None:
+        ax.axhline(inst.target, color="k", ls="--", lw=0.8, label=f"target {_fmt(inst.target)}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(_metric_label(metric))
+    ax.set_title(f"{inst.key}: median over {len(inst.final_seeds)} seeds, band = 25–75 %")
+    ax.grid(alpha=0.3, which="both", lw=0.4)
+    ax.legend(fontsize=6.5, loc="best")
+    fig.tight_layout()
+    path = out / f"curve_{_safe(inst.key)}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
+    if not inst.tune:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    metric = inst.selection_metric
+    worst = []
+    points = {}
+    for o in inst.optimizers:
+        pts = []
+        for r in res.tuning_runs(inst.key, o):
+            final = res.finals.get(r.hash)
+            v = analysis._metric(final, metric) if r.hash in res.finals else math.nan
+            lr = r.spec["hparams"].get("lr", 1e-3)
+            pts.append((lr, v, r.trial))
+        points[o] = pts
+        worst += [v for _, v, _ in pts if math.isfinite(v)]
+    if not worst:
+        plt.close(fig)
+        return None
+    ceiling = max(worst) * 10 if max(worst) > 0 else 1.0
+    for o, pts in points.items():
+        trials = sorted((lr, v) for lr, v, t in pts if t >= 0)
+        if trials:
+            lrs = [p[0] for p in trials]
+            vals = [v if math.isfinite(v) else ceiling for _, v in trials]
+            ax.plot(lrs, vals, "-o", color=_color(o), ms=3.5, lw=1.0, label=o)
+        for lr, v, t in pts:
+            if t < 0:
+                ax.plot([lr], [v if math.isfinite(v) else ceiling], "D", color=_color(o), mfc="none", ms=7)
+        win = res.winners.get((inst.key, o))
+        if win:
+            v = win["score"]
+            lr = win["hparams"].get("lr", 1e-3)
+            if math.isfinite(v):
+                ax.plot([lr], [-v if inst.maximize else v], "*", color=_color(o), ms=11, mec="k", mew=0.5)
+    ax.set_xscale("log")
+    if not inst.maximize and min(worst) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("learning rate (log-uniform random search; ε/δ drawn on each optimizer's own scale)")
+    ax.set_ylabel(f"final {_metric_label(metric)} (tuning seeds)")
+    ax.set_title(f"{inst.key}: learning-rate sensitivity — ★ selected, ◇ paper defaults; failures drawn at the top",
+                 fontsize=8.5)
+    ax.grid(alpha=0.3, which="both", lw=0.4)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = out / f"lr_{_safe(inst.key)}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_profiles(res: Results, out: Path) -> list[tuple[Path, str]]:
+    plt = _plt()
+    taus = np.logspace(0, 3, 200)
+    paths = []
+    for measure, title, what in (
+        ("steps", "steps to the target", "median steps to reach each problem's target (never reached = ∞)"),
+        ("final", "final value", "median final suboptimality/metric, floored at 1e-12"),
+    ):
+        prof = analysis.performance_profile(res, measure, taus)
+        n = int(prof.pop("_n")[0])
+        if n == 0:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        for o, y in prof.items():
+            ax.step(taus, y, where="post", color=_color(o), lw=1.6, label=f"{o} (best on {y[0]:.0%})")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("τ: within this factor of the best optimizer on a problem")
+        ax.set_ylabel("share of problems")
+        ax.set_title(f"Performance profile, {title} ({n} problems)")
+        ax.grid(alpha=0.3, which="both", lw=0.4)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.text(0.01, 0.01, f"cost = {what}; higher and further left is better", fontsize=6.5)
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        path = out / f"profile_{measure}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append((path, f"Performance profile on {title}: {what}."))
+    return paths
+
+
+def beta2_sweeps(res: Results) -> dict[str, dict[str, Any]]:
+    """group -> {"param_sets": [...], per optimizer: {(other params, β2): ArmSummary}} for the counterexamples."""
+    out: dict[str, dict[str, Any]] = {}
+    for inst in res.instances:
+        if "beta2" not in inst.params or inst.problem not in ("adopt_counterexample", "reddi_counterexample"):
+            continue
+        g = out.setdefault(inst.group, {"problem": inst.problem, "rows": []})
+        other = tuple((k, v) for k, v in sorted(inst.params.items()) if k not in ("beta2", "beta1", "schedule"))
+        for o in inst.optimizers:
+            arm = res.arm(inst.key, o, res.main_arm(inst))
+            if arm is not None:
+                g["rows"].append((other, inst.params["beta2"], o, arm))
+    return out
+
+
+def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
+    plt = _plt()
+    paths = []
+    for group, data in beta2_sweeps(res).items():
+        others = sorted({r[0] for r in data["rows"]})
+        fig, axes = plt.subplots(1, len(others), figsize=(4.6 * len(others), 3.8), squeeze=False)
+        for ax, other in zip(axes.flat, others):
+            rows = [r for r in data["rows"] if r[0] == other]
+            betas = sorted({r[1] for r in rows})
+            pos = {b: i for i, b in enumerate(betas)}
+            opts = [o for o in res.suite.optimizers if any(r[2] == o for r in rows)]
+            width = 0.8 / max(len(opts), 1)
+            for k, o in enumerate(opts):
+                xs, med, lo, hi = [], [], [], []
+                for _, b, oo, arm in rows:
+                    if oo != o:
+                        continue
+                    q = arm.quantiles()
+                    # theta = gap - 1
+                    xs.append(pos[b] - 0.4 + width * (k + 0.5))
+                    med.append(q[1] - 1)
+                    lo.append(q[1] - q[0])
+                    hi.append(q[2] - q[1])
+                ax.errorbar(xs, med, yerr=[lo, hi], fmt="o", color=_color(o), ms=5, capsize=2, label=o)
+            ax.axhline(-1, color="k", lw=0.8, ls="--")
+            ax.text(len(betas) - 0.5, -0.97, "optimum θ* = -1", ha="right", va="bottom", fontsize=7)
+            ax.axhline(1, color="grey", lw=0.6, ls=":")
+            ax.set_xticks(range(len(betas)))
+            ax.set_xticklabels([str(b) for b in betas])
+            ax.set_ylim(-1.1, 1.1)
+            ax.set_xlabel("β2")
+            ax.set_ylabel("final θ (median, bar = 25–75 % over seeds)")
+            label = ", ".join(f"{k}={v}" for k, v in other)
+            ax.set_title(f"{data['problem']} {label}".strip(), fontsize=9)
+            ax.grid(alpha=0.3, lw=0.4)
+        axes.flat[0].legend(fontsize=7, loc="center left")
+        fig.suptitle("Convergence on the counterexample across β2: θ should reach -1 (lower is better)", fontsize=9.5)
+        fig.tight_layout()
+        path = out / f"beta2_{_safe(group)}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append((path, f"β2 sweep on {data['problem']}: final θ per optimizer; converging means θ ≈ -1."))
+    return paths
+
+
+def _metric_label(metric: str) -> str:
+    return {"gap": "suboptimality f − f*", "dist": "distance to the minimiser", "val_loss": "validation loss"}.get(
+        metric, metric)
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_")
+
+
+# ----------------------------------------------------------------------------------------------- claims
+
+
+def claims(res: Results) -> list[dict[str, str]]:
+    rows = []
+    sweeps = beta2_sweeps(res)
+
+    def converged_betas(problem: str, optimizer: str):
+        got, total = [], []
+        for g in sweeps.values():
+            if g["problem"] != problem:
+                continue
+            for other, b, o, arm in g["rows"]:
+                if o == optimizer:
+                    total.append((other, b))
+                    if arm.converged >= 0.5:
+                        got.append((other, b))
+        return got, total
+
+    def describe(problem, optimizer):
+        got, total = converged_betas(problem, optimizer)
+        if not total:
+            return None, None
+        failed = sorted({b for (o, b) in total if (o, b) not in got})
+        return (f"{optimizer}: {len(got)}/{len(total)}" + (f" (fails at β2 = {', '.join(map(str, failed))})"
+                                                            if failed else "")), (len(got), len(total))
+
+    # ADOPT
+    parts, counts = [], {}
+    for o in ("adopt", "adam", "amsgrad"):
+        text, c = describe("adopt_counterexample", o)
+        if text:
+            parts.append(text)
+            counts[o] = c
+    if "adopt" in counts and ("adam" in counts or "amsgrad" in counts):
+        adopt_all = counts["adopt"][0] == counts["adopt"][1]
+        others_fail = any(counts[o][0] < counts[o][1] for o in ("adam", "amsgrad") if o in counts)
+        verdict = "supported" if adopt_all and others_fail else ("not reproduced" if not adopt_all else
+                                                                  "partly: Adam/AMSGrad did not fail here")
+        measured = "runs (problem settings × β2) where the median run reaches θ ≤ -0.9: " + "; ".join(parts)
+    else:
+        verdict, measured = "not measured in this suite", "–"
+    rows.append({"paper": "ADOPT (Taniguchi et al. 2024)",
+                 "claim": "On f(θ)=θ with gradient k² w.p. 1/k, else −k, ADOPT converges for any β2, while Adam "
+                          "(and AMSGrad) fail when β2 is small.",
+                 "measured": measured, "verdict": verdict})
+    # Reddi
+    parts, counts = [], {}
+    for o in ("adam", "amsgrad", "adopt"):
+        text, c = describe("reddi_counterexample", o)
+        if text:
+            parts.append(text)
+            counts[o] = c
+    if "adam" in counts and "amsgrad" in counts:
+        adam_fails = counts["adam"][0] < counts["adam"][1]
+        ams_ok = counts["amsgrad"][0] == counts["amsgrad"][1]
+        verdict = "supported" if adam_fails and ams_ok else "mixed" if adam_fails or ams_ok else "not reproduced"
+        measured = "settings where the run reaches θ ≤ -0.9: " + "; ".join(parts)
+    else:
+        verdict, measured = "not measured in this suite", "–"
+    rows.append({"paper": "AMSGrad (Reddi et al. 2018)",
+                 "claim": "On the online problem Cθ / −θ, Adam converges to the worst point θ = +1 for small β2; "
+                          "AMSGrad converges to the optimum.",
+                 "measured": measured, "verdict": verdict})
+    # AdaBelief
+    per_fn = []
+    fastest = faster_than_adam = n_fn = 0
+    for inst in res.instances:
+        if inst.problem not in ADABELIEF_FUNCTIONS or inst.params.get("noise", 0):
+            continue
+        arm = res.main_arm(inst)
+        steps = {o: res.arm(inst.key, o, arm).median_steps for o in inst.optimizers if res.arm(inst.key, o, arm)}
+        if "adabelief" not in steps:
+            continue
+        n_fn += 1
+        best = min(steps.values())
+        ab = steps["adabelief"]
+        if math.isfinite(ab) and ab <= best:
+            fastest += 1
+        if "adam" in steps and ab < steps["adam"]:
+            faster_than_adam += 1
+        rank = 1 + sum(1 for v in steps.values() if v < ab)
+        per_fn.append(f"{inst.key}: AdaBelief {_fmt(ab)} steps (rank {rank}/{len(steps)}), Adam "
+                      f"{_fmt(steps.get('adam', math.nan))}, best {_fmt(best)}")
+    if n_fn:
+        verdict = ("supported" if fastest == n_fn else "partly" if faster_than_adam > n_fn / 2 else "not reproduced")
+        measured = (f"median steps to the target (tuned, paired starts): fastest on {fastest}/{n_fn}, faster than "
+                    f"Adam on {faster_than_adam}/{n_fn}. " + "; ".join(per_fn))
+    else:
+        verdict, measured = "not measured in this suite", "–"
+    rows.append({"paper": "AdaBelief (Zhuang et al. 2020)",
+                 "claim": "On |x|+|y|, |x+y|+|x−y|/10, (x+y)²+(x−y)²/10 and |x|/10+|y| AdaBelief reaches the "
+                          "optimum fastest of the adaptive methods (Fig. 4).",
+                 "measured": measured, "verdict": verdict})
+    # AGD and EAdam: paired win rates over every instance
+    names, rate, count = analysis.paired_win_rates(res)
+    idx = {n: i for i, n in enumerate(names)}
+
+    def wr(a, b):
+        if a not in idx or b not in idx or count[idx[a], idx[b]] == 0:
+            return None
+        return rate[idx[a], idx[b]], int(count[idx[a], idx[b]])
+
+    def wr_text(a, b):
+        w = wr(a, b)
+        return f"{a} beats {b} on {w[0]:.0%} of {w[1]} paired runs" if w else None
+
+    agd = [t for t in (wr_text("agd", "adam"), wr_text("agd", "adabelief"), wr_text("agd", "adamw")) if t]
+    if agd:
+        ws = [w[0] for w in (wr("agd", "adam"), wr("agd", "adabelief")) if w]
+        verdict = "supported" if all(w > 0.5 for w in ws) else "not supported" if all(w < 0.5 for w in ws) else "mixed"
+        measured = "; ".join(agd) + " (final target metric, tuned arm, Tier A problems)"
+    else:
+        verdict, measured = "not measured in this suite", "–"
+    rows.append({"paper": "AGD (Yue et al. 2023)",
+                 "claim": "AGD, preconditioning by the stepwise gradient difference with an automatic switch to SGD, "
+                          "converges faster than Adam and AdaBelief (toy functions and real tasks).",
+                 "measured": measured, "verdict": verdict + " (Tier A only: the papers' real tasks are Tier B)"})
+    e = wr("eadam", "adam")
+    if e:
+        verdict = "supported" if e[0] > 0.55 else "not supported" if e[0] < 0.45 else "no clear difference"
+        measured = wr_text("eadam", "adam") + " (final target metric, tuned arm)"
+    else:
+        verdict, measured = "not measured in this suite", "–"
+    rows.append({"paper": "EAdam (Yuan & Gao 2020)",
+                 "claim": "Adding ε to v at every step (ε inside the root) improves on Adam.",
+                 "measured": measured, "verdict": verdict + " (Tier A only; the paper's evidence is image "
+                                                            "classification, NLP, detection)"})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- document
+
+
+class Doc:
+    """Blocks rendered to Markdown and to HTML."""
+
+    def __init__(self):
+        self.blocks: list[tuple] = []
+
+    def h(self, level: int, text: str):
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str):
+        self.blocks.append(("p", text))
+
+    def table(self, header: list[str], rows: list[list[str]]):
+        self.blocks.append(("table", header, rows))
+
+    def img(self, path: Path, caption: str):
+        self.blocks.append(("img", path, caption))
+
+    def markdown(self, root: Path) -> str:
+        out = []
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append("#" * b[1] + " " + b[2])
+            elif b[0] == "p":
+                out.append(b[1])
+            elif b[0] == "table":
+                out.append("| " + " | ".join(b[1]) + " |")
+                out.append("|" + "---|" * len(b[1]))
+                out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in b[2]]
+            elif b[0] == "img":
+                out.append(f"![{b[2]}]({os.path.relpath(b[1], root)})\n\n*{b[2]}*")
+            out.append("")
+        return "\n".join(out)
+
+    def html(self, title: str) -> str:
+        out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+               "body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}"
+               "table{border-collapse:collapse;margin:0.6em 0;font-size:0.85em}td,th{border:1px solid #ccc;"
+               "padding:3px 6px;text-align:left;vertical-align:top}th{background:#f2f2f2}img{max-width:100%;"
+               "border:1px solid #ddd}figure{margin:1em 0}figcaption{font-size:0.85em;color:#555}"
+               "code{background:#f5f5f5;padding:0 3px}</style></head><body>"]
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append(f"<h{b[1]}>{_inline(b[2])}</h{b[1]}>")
+            elif b[0] == "p":
+                out.append(f"<p>{_inline(b[1])}</p>")
+            elif b[0] == "table":
+                out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in b[1]) + "</tr>")
+                out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b[2]]
+                out.append("</table>")
+            elif b[0] == "img":
+                data = base64.b64encode(Path(b[1]).read_bytes()).decode()
+                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b[2])}'>"
+                           f"<figcaption>{_inline(b[2])}</figcaption></figure>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    """Escape, then render **bold** and `code`."""
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+def write_report(where: str | Path, out: str | Path | None = None, log=print) -> Path:
+    """Write report.md, report.html and plots/ for the sweep in ``where``; returns the report folder."""
+    started = time.monotonic()
+    res = analysis.load(where)
+    where = Path(where)
+    out = Path(out) if out else (where if where.is_dir() else where.parent) / "report"
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    for old in plots.glob("*.png"):
+        old.unlink()
+    suite = res.suite
+    counts = res.store.count()
+    doc = Doc()
+    doc.h(1, f"adamkit bench — suite `{suite.name}`")
+    doc.p(suite.description)
+    doc.p(f"{counts.get('done', 0)} runs finished, {counts.get('failed', 0)} failed, stored in "
+          f"`{res.store.path}`; report written {time.strftime('%Y-%m-%d %H:%M')}. Optimizers: "
+          f"{', '.join(suite.optimizers)}.")
+    doc.p(f"**Protocol.** Every optimizer gets the same budget on every problem: {suite.trials} random-search trials "
+          f"(log-uniform learning rate over the problem's range, the same for all; ε/δ log-uniform on each "
+          f"optimizer's own scale; trial i of every optimizer sits at the same quantiles), plus its paper defaults "
+          f"as one more candidate, each run on tuning seeds {list(suite.tune_seeds)}. The candidate with the best "
+          f"validation metric is re-run on the final seeds {list(suite.final_seeds)} (paired: the same seeds, i.e. "
+          f"the same start points and noise, for every optimizer); the paper-defaults arm runs on them too. "
+          f"Numbers below are medians over the final seeds with the 25–75 % range.")
+    missing = sum(a.missing for a in res.arms.values())
+    if missing:
+        doc.p(f"**Incomplete sweep:** {missing} final runs are not in the store yet; re-run `adamkit bench run` "
+              f"with the same suite and folder to finish it.")
+
+    # claims
+    doc.h(2, "Paper claims vs what we measured")
+    doc.table(["paper", "claim", "what we measured", "verdict"],
+              [[c["paper"], c["claim"], c["measured"], c["verdict"]] for c in claims(res)])
+
+    # overview table
+    doc.h(2, "Overview: median final value per problem (tuned)")
+    doc.p("Each cell: median final target metric over the final seeds, and in brackets the share of seeds that "
+          "reached the problem's target. **Bold**: the best median.")
+    header = ["problem", "metric (target)"] + list(suite.optimizers)
+    rows = []
+    for inst in res.instances:
+        arm = res.main_arm(inst)
+        meds = {o: res.arm(inst.key, o, arm) for o in suite.optimizers}
+        vals = {o: a.median for o, a in meds.items() if a is not None and not math.isnan(a.median)}
+        best = (max if inst.maximize else min)(vals.values()) if vals else None
+        row = [inst.key, f"{inst.target_metric} (≤ {_fmt(inst.target)})" if inst.target is not None else inst.target_metric]
+        for o in suite.optimizers:
+            a = meds[o]
+            if a is None:
+                row.append("")
+                continue
+            cell = f"{_fmt(a.median)} ({a.converged:.0%})"
+            if a.failed:
+                cell += f" [{a.failed} failed]"
+            row.append(f"**{cell}**" if best is not None and a.median == best else cell)
+        rows.append(row)
+    doc.table(header, rows)
+
+    # win rates
+    names, rate, count = analysis.paired_win_rates(res)
+    if np.nansum(count) > 0:
+        doc.h(2, "Paired win rates")
+        doc.p("Share of paired runs (same problem, same seed) in which the row optimizer ends with a better final "
+              "target metric than the column optimizer (ties count ½), over every problem of the suite.")
+        doc.table(["row beats column"] + names,
+                  [[a] + ["" if i == j else (f"{rate[i, j]:.0%}" if count[i, j] else "–") for j in range(len(names))]
+                   for i, a in enumerate(names)])
+
+    # profiles
+    doc.h(2, "Performance profiles")
+    for path, caption in plot_profiles(res, plots):
+        doc.img(path, caption)
+    # beta2
+    b2 = plot_beta2(res, plots)
+    if b2:
+        doc.h(2, "Counterexamples: the β2 sweep")
+        for path, caption in b2:
+            doc.img(path, caption)
+
+    # per problem
+    doc.h(2, "Problems")
+    for inst in res.instances:
+        doc.h(3, inst.key)
+        try:
+            desc = registry.get_problem_class(inst.problem).description
+        except ValueError:
+            desc = ""
+        budget = f"{inst.steps} steps" if inst.steps else (f"{inst.epochs} epochs" if inst.epochs else "default steps")
+        doc.p(f"{desc} — settings {inst.params or 'default'}; budget {budget}; selection on `{inst.selection_metric}`; "
+              f"target `{inst.target_metric}` ≤ {_fmt(inst.target)}; lr range {list(inst.lr_range)}.")
+        rows = []
+        for o in inst.optimizers:
+            for arm_name in ("tuned", "fixed", "defaults"):
+                a = res.arm(inst.key, o, arm_name)
+                if a is None:
+                    continue
+                q = a.quantiles()
+                rows.append([o, arm_name, _hp(a.hparams), f"{_fmt(q[1])} [{_fmt(q[0])}, {_fmt(q[2])}]",
+                             _fmt(float(np.nanmedian(a.dists))) if any(not math.isnan(d) for d in a.dists) else "–",
+                             f"{a.converged:.0%}", _fmt(a.median_steps),
+                             f"{a.failed} failed, {a.diverged} diverged" if (a.failed or a.diverged) else ""])
+        doc.table(["optimizer", "arm", "hyperparameters", f"final {inst.target_metric} median [25 %, 75 %]",
+                   "distance to minimiser", "reached target", "median steps to target", "problems"], rows)
+        for fn in (plot_trajectories, plot_curves, plot_lr_sensitivity):
+            try:
+                path = fn(res, inst, plots)
+            except Exception as exc:  # a plot that cannot be drawn must not lose the report
+                doc.p(f"(plot {fn.__name__} failed: {type(exc).__name__}: {exc})")
+                continue
+            if path is not None:
+                caption = {"plot_trajectories": "Trajectories over the contours (log scale where marked).",
+                           "plot_curves": f"{_metric_label(inst.target_metric)} over steps, median and 25–75 % "
+                                          "band over the final seeds.",
+                           "plot_lr_sensitivity": "Final validation metric of every tuning trial against its "
+                                                  "learning rate."}[fn.__name__]
+                doc.img(path, f"{inst.key}: {caption}")
+
+    failures = [r for r in res.store.runs() if r["status"] == "failed"]
+    if failures:
+        doc.h(2, "Failed runs")
+        doc.table(["problem", "optimizer", "seed", "error"],
+                  [[f["problem"], f["optimizer"], str(f["seed"]), (f["error"] or "").splitlines()[0][:200]]
+                   for f in failures[:200]])
+    (out / "report.md").write_text(doc.markdown(out), encoding="utf-8")
+    (out / "report.html").write_text(doc.html(f"adamkit bench — {suite.name}"), encoding="utf-8")
+    if log:
+        log(f"report written in {time.monotonic() - started:.0f} s: {out / 'report.html'} (and report.md, "
+            f"{len(list(plots.glob('*.png')))} plots in {plots})")
+    return out
