@@ -1,7 +1,8 @@
 """One process of the gloo process groups started by tests/test_distributed.py.
 
-Run as ``python tests/_dist_worker.py OUT_DIR CHECKPOINT_DIR`` with RANK, WORLD_SIZE,
-MASTER_ADDR=127.0.0.1 and MASTER_PORT set (the test starts two of them). Every
+Run as ``python tests/_dist_worker.py OUT_DIR CHECKPOINT_DIR INIT_METHOD`` with RANK and WORLD_SIZE
+set (the test starts two of them; INIT_METHOD is a ``file://`` rendezvous, so that nothing listens on
+a TCP port, and GLOO_SOCKET_IFNAME=lo keeps gloo's connections on 127.0.0.1). Every
 optimizer of tests/optimizer_table.py, every variant and every implementation path
 is trained for a few steps under DDP, ZeroRedundancyOptimizer and FSDP2 in this one
 launch (process start-up costs seconds, the runs milliseconds); each rank writes
@@ -302,11 +303,11 @@ def run_fsdp_dtypes(cfgs, x, y, rank, world, out):
         out["fsdp_complex"][cfg.key] = _full(model.parameters())
 
 
-def main(out_dir: str, ckpt_dir: str) -> None:
+def main(out_dir: str, ckpt_dir: str, init_method: str) -> None:
     import torch.distributed as dist
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     torch.set_num_threads(1)
     cfgs = configs()
     x, y = data()
@@ -326,4 +327,4 @@ def main(out_dir: str, ckpt_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])

@@ -1,7 +1,7 @@
 """Every optimizer, variant and implementation path under DDP, ZeroRedundancyOptimizer and FSDP2, and
 resumed from torch.distributed.checkpoint (DCP) checkpoints, against single-process runs.
 
-One gloo process group of 2 CPU processes (127.0.0.1 only) runs everything (tests/_dist_worker.py);
+One gloo process group of 2 CPU processes (a file:// rendezvous, gloo on the loopback interface) runs everything (tests/_dist_worker.py);
 the tests below compare what each rank saw with the same training run in this process:
   * DDP, ZeRO, FSDP2 vs one process: max |Δ| <= 1e-6 · max |θ| per tensor (float32 rounding of the
     gradient averages; the optimizers themselves step shards exactly);
@@ -11,9 +11,6 @@ the tests below compare what each rank saw with the same training run in this pr
 from __future__ import annotations
 
 import functools
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import pytest
 import torch
 
 import _dist_worker as W
+from _dist_launch import launch
 import adamkit
 
 HERE = Path(__file__).resolve().parent
@@ -34,43 +32,13 @@ SAVED = [c.key for c in CONFIGS if c.checkpointable]
 RESHARDED = [c.key for c in CONFIGS if c.resharded]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(script: Path, args: list[str], world: int = 2, timeout: float = 300) -> list[str]:
-    """Run ``script`` in ``world`` processes of one gloo group on 127.0.0.1; return their logs, raise on failure."""
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(world),
-           "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    procs = [
-        subprocess.Popen([sys.executable, str(script), *args], env={**env, "RANK": str(rank)},
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for rank in range(world)
-    ]
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=timeout)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    if any(proc.returncode for proc in procs):
-        raise AssertionError("distributed workers failed:\n" + "\n".join(
-            f"--- rank {rank} (exit {proc.returncode})\n{log[-4000:]}" for rank, (proc, log) in enumerate(zip(procs, logs))
-        ))
-    return logs
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """What ranks 0 and 1 recorded (one launch for the whole module)."""
     out = tmp_path_factory.mktemp("dist_out")
     ckpt = tmp_path_factory.mktemp("dist_ckpt")
-    launch(HERE / "_dist_worker.py", [str(out), str(ckpt)])
+    store = tmp_path_factory.mktemp("dist_store") / "rendezvous"
+    launch([sys.executable, str(HERE / "_dist_worker.py"), str(out), str(ckpt), f"file://{store}"])
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
