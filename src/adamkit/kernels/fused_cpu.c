@@ -15,7 +15,7 @@
  * others (float32, and float16 / bfloat16 whose state is float32).  Must be
  * built without -ffast-math: NaN and Inf propagate as in the reference.
  */
-#include <math.h>
+#include <tgmath.h> /* sqrt is sqrtf on float: float math stays float */
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP

@@ -125,10 +125,10 @@ def _build(cc: str) -> Path:
 def load():
     """The loaded kernel library (built on first use); raises :class:`FusedKernelUnavailable`."""
     global _lib, _error
+    if os.environ.get("ADAMKIT_DISABLE_FUSED", "") not in ("", "0"):
+        raise FusedKernelUnavailable("adamkit's fused CPU kernel is disabled by ADAMKIT_DISABLE_FUSED")
     if _lib is not None:
         return _lib
-    if os.environ.get("ADAMKIT_DISABLE_FUSED", "") not in ("", "0"):
-        raise FusedKernelUnavailable("the fused CPU kernel is disabled by ADAMKIT_DISABLE_FUSED")
     with _lock:
         if _lib is not None:
             return _lib
@@ -195,100 +195,96 @@ def _dense_strides(t: Tensor) -> bool:
     return True
 
 
-class _Prepared:
-    """The flat, same-layout tensors handed to the kernel, and what must be copied back."""
+def _check_column(name, col, numels, dtype):
+    if any(t.dtype != dtype for t in col):
+        bad = next(t.dtype for t in col if t.dtype != dtype)
+        raise Unsupported(
+            f"fused kernel: {name} is {bad} but {dtype} is needed here "
+            "(state from a checkpoint with other dtypes: use fused=False)"
+        )
+    if [t.numel() for t in col] != numels:  # the kernel trusts the sizes: check them
+        raise Unsupported(f"fused kernel: {name} has a different number of elements than its parameter")
 
-    __slots__ = ("params", "grads", "states", "writeback")
 
-    def __init__(self):
-        self.params, self.grads, self.states, self.writeback = [], [], [], []
-
-
-def _prepare(params, grads, states, names, param_dtype, state_dtype) -> _Prepared:
-    out = _Prepared()
-    out.states = [[] for _ in names]
-    columns = [states[n] if n is not None else [None] * len(params) for n in names]
-    for i, p in enumerate(params):
-        g = grads[i]
-        ss = [col[i] for col in columns]
-        hole = None in ss  # an unused state slot (AGD's win without amsgrad)
-        if hole:
-            slot = ss.index(None)
-            ss = [s for s in ss if s is not None]
-        if p.is_complex():
-            p, g, ss = torch.view_as_real(p), torch.view_as_real(g), [torch.view_as_real(s) for s in ss]
-        if p.dtype != param_dtype or g.dtype != param_dtype:
-            raise Unsupported(
-                f"fused kernel: all parameters and gradients of a call must be {param_dtype}, "
-                f"got parameter {p.dtype} with gradient {g.dtype}"
-            )
-        for n, s in zip([n for n in names if n is not None], ss):
-            if s.dtype != state_dtype:
-                raise Unsupported(
-                    f"fused kernel: state '{n}' is {s.dtype} but {state_dtype} is needed for {param_dtype} "
-                    "parameters (a checkpoint with other state dtypes: use fused=False)"
-                )
-            if s.shape != p.shape:
-                raise Unsupported(f"fused kernel: state '{n}' has shape {tuple(s.shape)}, parameter {tuple(p.shape)}")
-        if g.shape != p.shape:
-            raise Unsupported(f"fused kernel: gradient shape {tuple(g.shape)} != parameter shape {tuple(p.shape)}")
-        if not (p.is_contiguous() and g.is_contiguous() and all(s.is_contiguous() for s in ss)):
-            stride = p.stride()
-            if _dense_strides(p):
-                if g.stride() != stride:
-                    g = torch.empty_like(p, dtype=g.dtype).copy_(g)  # a same-layout read-only copy
-                fixed = []
-                for s in ss:
-                    if s.stride() != stride:
-                        work = torch.empty_like(p, dtype=s.dtype).copy_(s)
-                        out.writeback.append((s, work))
-                        s = work
-                    fixed.append(s)
-                ss = fixed
-            else:  # overlapping or gapped parameter: step contiguous copies
-                work = p.contiguous()
-                out.writeback.append((p, work))
-                p = work
-                g = g.contiguous()
-                fixed = []
-                for s in ss:
-                    if not s.is_contiguous():
-                        work = s.contiguous()
-                        out.writeback.append((s, work))
-                        s = work
-                    fixed.append(s)
-                ss = fixed
-        if hole:
-            ss.insert(slot, None)
-        out.params.append(p)
-        out.grads.append(g)
-        for col, s in zip(out.states, ss):
-            col.append(s)
-    return out
+def _flat(p: Tensor, g: Tensor, ss: list, writeback: list):
+    """Same-layout dense versions of one parameter's tensors (copies where needed, noted in writeback)."""
+    if _dense_strides(p):  # e.g. channels_last: step the memory as it lies, if the others share the layout
+        stride = p.stride()
+        if g.stride() != stride:
+            g = torch.empty_like(p, dtype=g.dtype).copy_(g)  # a same-layout read-only copy
+        fixed = []
+        for s in ss:
+            if s is not None and s.stride() != stride:
+                work = torch.empty_like(p, dtype=s.dtype).copy_(s)
+                writeback.append((s, work))
+                s = work
+            fixed.append(s)
+        return p, g, fixed
+    # overlapping or gapped parameter: step contiguous copies and write them back
+    work = p.contiguous()
+    writeback.append((p, work))
+    fixed = []
+    for s in ss:
+        if s is not None and not s.is_contiguous():
+            copy = s.contiguous()
+            writeback.append((s, copy))
+            s = copy
+        fixed.append(s)
+    return work, g.contiguous(), fixed
 
 
 def launch(algorithm: str, params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
-           names: Sequence[str], scalars: Sequence[float], flags: int) -> None:
-    """Step ``params`` in place with one kernel call (see the module docstring)."""
+           names: Sequence, scalars: Sequence[float], flags: int) -> None:
+    """Step ``params`` in place with one kernel call (see the module docstring).
+
+    ``names`` are the state slots the kernel reads, in order; None marks an unused slot.
+    Every check happens before any tensor is written (:class:`Unsupported` otherwise).
+    """
     lib = load()
     if not params:
         return
     first = params[0]
     if first.device.type != "cpu":
         raise Unsupported(f"the fused CPU kernel got a tensor on {first.device}")
-    param_dtype = torch.view_as_real(first).dtype if first.is_complex() else first.dtype
+    columns = [states[n] if n is not None else None for n in names]
+    if first.is_complex():
+        params = [torch.view_as_real(p) for p in params]
+        grads = [torch.view_as_real(g) for g in grads]
+        columns = [None if col is None else [torch.view_as_real(s) for s in col] for col in columns]
+    param_dtype = params[0].dtype
     if param_dtype not in DTYPES:
         raise Unsupported(f"the fused CPU kernel supports float32/float64/float16/bfloat16, got {first.dtype}")
     state_dtype = STATE_DTYPE[param_dtype]
-    prep = _prepare(params, grads, states, names, param_dtype, state_dtype)
-    count = len(prep.params)
+    count = len(params)
+    numels = [p.numel() for p in params]
+    _check_column("a parameter", params, numels, param_dtype)
+    _check_column("a gradient", grads, numels, param_dtype)
+    for name, col in zip(names, columns):
+        if col is not None:
+            _check_column(f"state '{name}'", col, numels, state_dtype)
+    writeback: list = []
+    used = [col for col in columns if col is not None]
+    if not (all(p.is_contiguous() for p in params) and all(g.is_contiguous() for g in grads)
+            and all(s.is_contiguous() for col in used for s in col)):
+        params, grads, columns = list(params), list(grads), [None if c is None else list(c) for c in columns]
+        for i in range(count):
+            ss = [None if col is None else col[i] for col in columns]
+            if params[i].is_contiguous() and grads[i].is_contiguous() and all(
+                s is None or s.is_contiguous() for s in ss
+            ):
+                continue
+            params[i], grads[i], ss = _flat(params[i], grads[i], ss, writeback)
+            for col, s in zip(columns, ss):
+                if col is not None:
+                    col[i] = s
     n_states = len(names)
     ptrs = (ctypes.c_void_p * (count * (2 + n_states)))()
-    ptrs[0:count] = [p.data_ptr() for p in prep.params]
-    ptrs[count:2 * count] = [g.data_ptr() for g in prep.grads]
-    for k, col in enumerate(prep.states):
-        ptrs[(2 + k) * count:(3 + k) * count] = [0 if s is None else s.data_ptr() for s in col]
-    numel = (ctypes.c_int64 * count)(*[p.numel() for p in prep.params])
+    ptrs[0:count] = [p.data_ptr() for p in params]
+    ptrs[count:2 * count] = [g.data_ptr() for g in grads]
+    for k, col in enumerate(columns):
+        if col is not None:
+            ptrs[(2 + k) * count:(3 + k) * count] = [s.data_ptr() for s in col]
+    numel = (ctypes.c_int64 * count)(*numels)
     sc = (ctypes.c_double * 16)(*scalars)
     base = ctypes.addressof(ptrs)
     size = ctypes.sizeof(ctypes.c_void_p)
@@ -296,9 +292,9 @@ def launch(algorithm: str, params: list[Tensor], grads: list[Tensor], states: di
         ALGORITHMS[algorithm], DTYPES[param_dtype], count, numel, base, base + count * size,
         base + 2 * count * size, n_states, sc, flags, torch.get_num_threads(), GRAIN,
     )
-    if rc != 0:  # pragma: no cover - argument checks above make this unreachable
+    if rc != 0:  # pragma: no cover - the checks above make this unreachable
         raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
-    for dst, src in prep.writeback:
+    for dst, src in writeback:
         dst.copy_(src)
 
 
