@@ -1,0 +1,384 @@
+"""``adamkit speed``: step time and memory of every optimizer and implementation path.
+
+Every candidate is timed side by side, in one process, against
+``torch.optim.AdamW(fused=True)``, torch's fastest CPU optimizer: within each
+repetition the reference is timed first and every candidate's median step is
+divided by it, so the ratios compare like with like on a busy machine.
+Reported per (layout, optimizer, path):
+
+* median step time over the repetitions, and its spread (min-max);
+* the ratio to torch's fused AdamW of the same repetition (median, min-max);
+* the achieved bandwidth: the least memory traffic a step needs (read
+  parameter, gradient and state, write parameter and state) over its time, and
+  that as a share of this machine's streaming bandwidth (measured first, a
+  large ``copy_``);
+* optimizer-state bytes per parameter;
+* peak memory during a step above the memory held before it (the temporaries
+  a step allocates), as a share of the parameter bytes (Linux: VmHWM).
+
+Layouts: ``resnet18`` (the 62 parameter tensors of ResNet-18, 11.7M
+elements), ``many-small`` (2,000 tensors of 1-4K elements), ``one-big`` (one
+64M-element tensor). torch's own implementations (fused, foreach, loop) and,
+where installed, pytorch-optimizer and timm are timed alongside.
+
+Use from Python: ``adamkit.speed.measure(...)`` returns the rows;
+``markdown(rows)`` renders them.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Callable
+
+import torch
+
+LAYOUTS = ("resnet18", "many-small", "one-big")
+ALGORITHMS = ("adam", "adamw", "amsgrad", "eadam", "adabelief", "adopt", "agd")
+PATHS = ("default", "fused", "loop", "foreach")  # adamkit's; "default" is what users get
+TORCH_PATHS = ("fused", "foreach", "loop")
+
+
+# ------------------------------------------------------------------ layouts
+def layout_shapes(name: str) -> list[tuple[int, ...]]:
+    """Parameter shapes of a layout."""
+    if name == "resnet18":
+        shapes: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
+        cin = 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            for block in range(2):
+                first_in = cin if block == 0 else cout
+                shapes += [(cout, first_in, 3, 3), (cout,), (cout,), (cout, cout, 3, 3), (cout,), (cout,)]
+                if block == 0 and (stride != 1 or cin != cout):
+                    shapes += [(cout, cin, 1, 1), (cout,), (cout,)]
+            cin = cout
+        return shapes + [(1000, 512), (1000,)]
+    if name == "many-small":
+        gen = torch.Generator().manual_seed(0)
+        return [(int(n),) for n in torch.randint(1024, 4097, (2000,), generator=gen)]
+    if name == "one-big":
+        return [(64 * 2**20,)]
+    raise ValueError(f"unknown layout {name!r}; choose from {', '.join(LAYOUTS)}")
+
+
+# --------------------------------------------------------------- candidates
+@dataclass(frozen=True)
+class Candidate:
+    library: str  # adamkit / torch / pytorch-optimizer / timm
+    optimizer: str
+    path: str
+    make: Callable = field(compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.library}:{self.optimizer}:{self.path}"
+
+
+def _adamkit_candidates(algorithms, paths):
+    import adamkit
+
+    classes = {
+        "adam": adamkit.Adam, "adamw": adamkit.AdamW, "amsgrad": adamkit.AMSGrad, "eadam": adamkit.EAdam,
+        "adabelief": adamkit.AdaBelief, "adopt": adamkit.ADOPT, "agd": adamkit.AGD,
+    }
+    kwargs = {"default": {}, "fused": dict(fused=True), "loop": dict(foreach=False, fused=False),
+              "foreach": dict(foreach=True)}
+    out = []
+    for algo in algorithms:
+        for path in paths:
+            cls, kw = classes[algo], kwargs[path]
+            out.append(Candidate("adamkit", algo, path, lambda ps, cls=cls, kw=kw: cls(ps, **kw)))
+    return out
+
+
+def _torch_candidates(algorithms, paths):
+    kw = {"fused": dict(fused=True), "foreach": dict(foreach=True), "loop": dict(foreach=False)}
+    out = []
+    for path in paths:
+        out.append(Candidate("torch", "adamw", path, lambda ps, k=kw[path]: torch.optim.AdamW(ps, **k)))
+        if "amsgrad" in algorithms:
+            out.append(Candidate("torch", "amsgrad", path,
+                                 lambda ps, k=kw[path]: torch.optim.Adam(ps, amsgrad=True, **k)))
+    return out
+
+
+def _third_party_candidates(algorithms):
+    """pytorch-optimizer and timm, only where installed (never a dependency)."""
+    out = []
+    try:
+        import pytorch_optimizer as po
+
+        for algo, name in (("adabelief", "AdaBelief"), ("adopt", "ADOPT"), ("adamw", "AdamW")):
+            if algo in algorithms and hasattr(po, name):
+                out.append(Candidate("pytorch-optimizer", algo, "default", lambda ps, c=getattr(po, name): c(ps)))
+    except ImportError:
+        pass
+    try:
+        import timm.optim as to
+
+        for algo, name in (("adabelief", "AdaBelief"), ("adopt", "Adopt")):
+            if algo in algorithms and hasattr(to, name):
+                out.append(Candidate("timm", algo, "default", lambda ps, c=getattr(to, name): c(ps)))
+    except ImportError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------ memory
+def _vm(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def stream_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """This machine's streaming bandwidth in bytes/s: the best of a few large copies (read + write)."""
+    src = torch.ones(nbytes // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best
+
+
+# ------------------------------------------------------------------ timing
+@dataclass
+class Sample:
+    seconds: float  # median of the timed steps
+    state_bytes: int
+    param_bytes: int
+    traffic_bytes: int
+    peak_extra_bytes: int | None
+
+
+def _time_candidate(cand: Candidate, init: list[torch.Tensor], grads: list[torch.Tensor], steps: int) -> Sample:
+    params = [t.clone() for t in init]
+    for p, g in zip(params, grads):
+        p.grad = g  # shared: no optimizer writes to the gradient
+    opt = cand.make(params)
+    opt.step()  # the state is created, the kernel built
+    state_bytes = sum(
+        v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)
+        and v.dim() > 0
+    )
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    grad_bytes = sum(g.numel() * g.element_size() for g in grads)
+    traffic = 2 * param_bytes + grad_bytes + 2 * state_bytes
+    gc.collect()
+    times, peak = [], None
+    for _ in range(steps):
+        rss = _vm("VmRSS")
+        tracking = rss is not None and _reset_peak()
+        t0 = time.perf_counter()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+        if tracking:
+            hwm = _vm("VmHWM")
+            if hwm is not None:
+                peak = max(peak or 0, hwm - rss)
+    del opt, params
+    gc.collect()
+    return Sample(statistics.median(times), state_bytes, param_bytes, traffic, peak)
+
+
+def _spread(values):
+    return [min(values), max(values)] if values else None
+
+
+def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), torch_paths=TORCH_PATHS,
+            repeats: int = 5, steps: int = 3, third_party: bool = True, log=print) -> dict:
+    """Time every candidate; returns {"machine": ..., "rows": [...]} (see the module docstring)."""
+    bandwidth = stream_bandwidth()
+    log(f"streaming bandwidth {bandwidth / 1e9:.1f} GB/s, {torch.get_num_threads()} threads")
+    reference = Candidate("torch", "adamw", "fused", lambda ps: torch.optim.AdamW(ps, fused=True))
+    cands = _adamkit_candidates(algorithms, paths) + [
+        c for c in _torch_candidates(algorithms, torch_paths) if c.label != reference.label
+    ]
+    if third_party:
+        cands += _third_party_candidates(algorithms)
+    rows = []
+    for layout in layouts:
+        shapes = layout_shapes(layout)
+        gen = torch.Generator().manual_seed(0)
+        init = [torch.randn(s, generator=gen) for s in shapes]
+        grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
+        log(f"{layout}: {len(shapes)} tensors, {sum(t.numel() for t in init) / 1e6:.2f}M parameters")
+        samples: dict[str, list[Sample]] = {c.label: [] for c in [reference] + cands}
+        ratios: dict[str, list[float]] = {c.label: [] for c in [reference] + cands}
+        for rep in range(repeats):
+            ref = _time_candidate(reference, init, grads, steps)
+            samples[reference.label].append(ref)
+            ratios[reference.label].append(1.0)
+            for cand in cands:
+                s = _time_candidate(cand, init, grads, steps)
+                samples[cand.label].append(s)
+                ratios[cand.label].append(s.seconds / ref.seconds)
+            log(f"  repetition {rep + 1}/{repeats} done")
+        for cand in [reference] + cands:
+            ss = samples[cand.label]
+            secs = [s.seconds for s in ss]
+            med = statistics.median(secs)
+            peaks = [s.peak_extra_bytes for s in ss if s.peak_extra_bytes is not None]
+            rows.append(dict(
+                layout=layout, library=cand.library, optimizer=cand.optimizer, path=cand.path,
+                implementation=_implementation_name(cand),
+                step_ms=med * 1e3, step_ms_spread=[x * 1e3 for x in _spread(secs)],
+                ratio_to_torch_fused_adamw=statistics.median(ratios[cand.label]),
+                ratio_spread=_spread(ratios[cand.label]),
+                bandwidth_gbs=ss[0].traffic_bytes / med / 1e9,
+                bandwidth_share=ss[0].traffic_bytes / med / bandwidth,
+                state_bytes_per_param=ss[0].state_bytes / (ss[0].param_bytes / init[0].element_size()),
+                peak_extra_share=(statistics.median(peaks) / ss[0].param_bytes) if peaks else None,
+                repeats=repeats,
+            ))
+        del init, grads
+        gc.collect()
+    return dict(machine=machine_info(bandwidth), rows=rows)
+
+
+def _implementation_name(cand: Candidate) -> str:
+    if cand.library != "adamkit" or cand.path != "default":
+        return cand.path
+    from .kernels import fused_cpu
+
+    return "fused" if fused_cpu.available() else "loop"
+
+
+def machine_info(bandwidth: float | None = None) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return dict(date=date.today().isoformat(), cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(),
+                torch=torch.__version__, python=platform.python_version(),
+                stream_bandwidth_gbs=None if bandwidth is None else bandwidth / 1e9)
+
+
+# ------------------------------------------------------------- first step
+_FIRST_STEP = r"""
+import json, sys, time, torch, adamkit
+from adamkit.speed import layout_shapes
+cls = {"adabelief": adamkit.AdaBelief, "adopt": adamkit.ADOPT, "adam": adamkit.Adam, "adamw": adamkit.AdamW,
+       "amsgrad": adamkit.AMSGrad, "eadam": adamkit.EAdam, "agd": adamkit.AGD}[sys.argv[1]]
+params = [torch.randn(s) for s in layout_shapes(sys.argv[2])]
+for p in params: p.grad = torch.randn_like(p)
+opt = cls(params)
+t = []
+for _ in range(4):
+    t0 = time.perf_counter(); opt.step(); t.append(time.perf_counter() - t0)
+print(json.dumps({"first": t[0], "later": sorted(t[1:])[1]}))
+"""
+
+
+def first_step(algorithm: str, layout: str = "resnet18") -> dict:
+    """First step of a new process (state allocation, kernel loading) against a later step, in seconds."""
+    out = subprocess.run([sys.executable, "-c", _FIRST_STEP, algorithm, layout], capture_output=True, text=True,
+                         check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------- reporting
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, "
+        f"float32; streaming bandwidth {m['stream_bandwidth_gbs']:.1f} GB/s. Times are medians over "
+        f"{result['rows'][0]['repeats'] if result['rows'] else 0} repetitions (min-max); the ratio is to "
+        "torch.optim.AdamW(fused=True) timed in the same repetition (lower is faster).",
+        "",
+        "| layout | library | optimizer | path | step ms (min-max) | × torch fused AdamW (min-max) | GB/s "
+        "(% stream) | state B/param | peak extra |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        path = r["path"] if r["path"] != "default" else f"default ({r['implementation']})"
+        peak = "n/a" if r["peak_extra_share"] is None else f"{100 * r['peak_extra_share']:.1f}%"
+        lines.append(
+            f"| {r['layout']} | {r['library']} | {r['optimizer']} | {path} | "
+            f"{r['step_ms']:.1f} ({r['step_ms_spread'][0]:.1f}-{r['step_ms_spread'][1]:.1f}) | "
+            f"{r['ratio_to_torch_fused_adamw']:.2f} ({r['ratio_spread'][0]:.2f}-{r['ratio_spread'][1]:.2f}) | "
+            f"{r['bandwidth_gbs']:.1f} ({100 * r['bandwidth_share']:.0f}%) | {r['state_bytes_per_param']:.0f} | "
+            f"{peak} |"
+        )
+    if result.get("first_step"):
+        lines += ["", "First step of a new process (ResNet-18 layout, kernel already built):", "",
+                  "| optimizer | first step s | later step s | difference s |", "|---|---|---|---|"]
+        for algo, fs in result["first_step"].items():
+            lines.append(f"| {algo} | {fs['first']:.3f} | {fs['later']:.3f} | {fs['first'] - fs['later']:.3f} |")
+    return "\n".join(lines)
+
+
+def _csv(value: str, valid) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in valid]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(valid)}")
+    return items
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layouts", type=lambda v: _csv(v, LAYOUTS), default=list(LAYOUTS),
+                        help=f"comma-separated, from {','.join(LAYOUTS)} (default: all)")
+    parser.add_argument("--algorithms", type=lambda v: _csv(v, ALGORITHMS), default=list(ALGORITHMS),
+                        help=f"comma-separated, from {','.join(ALGORITHMS)} (default: all)")
+    parser.add_argument("--paths", type=lambda v: _csv(v, PATHS), default=["default", "loop"],
+                        help=f"adamkit paths, from {','.join(PATHS)} (default: default,loop)")
+    parser.add_argument("--torch-paths", type=lambda v: _csv(v, TORCH_PATHS), default=list(TORCH_PATHS),
+                        help="torch's paths timed alongside (default: fused,foreach,loop; fused AdamW always)")
+    parser.add_argument("--repeats", type=int, default=5, help="repetitions (default 5)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per candidate and repetition (default 3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--first-step", type=lambda v: _csv(v, ALGORITHMS), default=["adabelief", "adopt"],
+                        help="algorithms whose first step in a new process is timed (default adabelief,adopt; "
+                             "'' for none)")
+    parser.add_argument("--no-third-party", action="store_true", help="skip pytorch-optimizer / timm")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run: 2 repetitions, 2 steps, the default path only, torch fused only")
+    parser.add_argument("--json", default="speed.json", help="write the results here (default speed.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.repeats, args.steps, args.paths, args.torch_paths = 2, 2, ["default"], ["fused"]
+    if args.repeats < 1 or args.steps < 1:
+        raise SystemExit("--repeats and --steps must be at least 1")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
+    result = measure(args.layouts, args.algorithms, args.paths, args.torch_paths, args.repeats, args.steps,
+                     third_party=not args.no_third_party, log=log)
+    if args.first_step:
+        result["first_step"] = {a: first_step(a) for a in args.first_step}
+    print(markdown(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+        log(f"wrote {args.json}")
+    return 0
