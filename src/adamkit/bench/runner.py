@@ -61,7 +61,8 @@ def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[s
     else:
         steps = int(instance.default_steps)
     hparams = {**problem.optimizer_overrides(spec["optimizer"]), **spec["hparams"]}
-    hparams = {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.items()}
+    # TOML has no null: the string "none" stands for None (e.g. ADOPT's clip_lambda = "none", no clipping)
+    hparams = {k: tuple(v) if isinstance(v, list) else (None if v == "none" else v) for k, v in hparams.items()}
     optimizer = adamkit.create_optimizer(spec["optimizer"], instance.parameters(), **hparams)
     scheduler = instance.lr_scheduler(optimizer, steps)
     eval_every, record_every = int(spec["eval_every"]), int(spec["record_every"])

@@ -57,6 +57,7 @@ class FunctionInstance(Instance):
 class TestFunction(Problem):
     """A deterministic function with known global minimisers."""
 
+    __test__ = False  # not a pytest test class
     tier = "A"
     selection_metric = "gap"
     target_metric = "gap"

@@ -1,0 +1,200 @@
+"""Sweeps: resumable after a kill, failures recorded, the report written, the CLI, the Ray executor."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adamkit.bench import analysis, protocol
+from adamkit.bench.executors import LocalExecutor
+from adamkit.bench.store import ResultStore
+from adamkit.bench.suite import load_suite
+from adamkit.bench.sweep import run_sweep
+
+TINY = """
+name = "tiny"
+description = "a test suite"
+optimizers = ["adam", "adabelief", "adopt", "agd"]
+[protocol]
+trials = 2
+final_seeds = 2
+[[problems]]
+name = "rosenbrock"
+steps = {steps}
+[[problems]]
+name = "adopt_counterexample"
+grid = {{ beta2 = [0.1, 0.999] }}
+steps = 60
+eval_every = 10
+tune = false
+hparams = {{ lr = 0.01 }}
+optimizers = ["adam", "adopt"]
+"""
+
+
+def _suite(tmp_path, steps=40):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(steps=steps))
+    return path
+
+
+def _all_planned(suite, store):
+    phase1 = protocol.plan_first_phase(suite)
+    phase2 = protocol.plan_final_phase(suite, protocol.select(suite, store.finals()))
+    return {r.hash for r in phase1 + phase2}
+
+
+def test_sweep_stores_every_run_once_and_resumes_without_redoing(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    store = ResultStore(tmp_path / "r.sqlite")
+    stats = run_sweep(suite, store, LocalExecutor(1))
+    planned = _all_planned(suite, store)
+    assert stats.failed == 0 and stats.done == len(planned) == len(store.statuses())
+    assert set(store.statuses()) == planned
+    before = {r["hash"]: (r["finished_at"], r["seconds"]) for r in store.runs()}
+    again = run_sweep(suite, store, LocalExecutor(1))
+    assert again.done == 0 and again.skipped == len(planned)
+    assert {r["hash"]: (r["finished_at"], r["seconds"]) for r in store.runs()} == before
+    # per-step metrics are stored with each run
+    some = next(iter(planned))
+    assert len(store.curve(some)["step"]) >= 2 and store.curve(some, "train")["loss"]
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    suite = load_suite(_suite(tmp_path))
+    store = ResultStore(tmp_path / "r.sqlite")
+    monkeypatch.setenv("ADAMKIT_BENCH_FAIL", "agd")
+    stats = run_sweep(suite, store, LocalExecutor(1))
+    runs = store.runs()
+    failed = [r for r in runs if r["status"] == "failed"]
+    assert failed and all(r["optimizer"] == "agd" for r in failed)
+    assert "failure injected" in failed[0]["error"]
+    assert stats.failed == len(failed) and stats.done == len(runs) - len(failed) > 0
+    # failed runs are not retried by default, and are with retry_failed once the cause is gone
+    monkeypatch.delenv("ADAMKIT_BENCH_FAIL")
+    assert run_sweep(suite, store, LocalExecutor(1)).done == 0
+    retry = run_sweep(suite, store, LocalExecutor(1), retry_failed=True)
+    assert retry.failed == 0 and retry.done >= len(failed)
+    assert all(r["status"] == "done" for r in store.runs())
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "adamkit.cli", "bench", *args]
+
+
+def test_killed_sweep_resumes_where_it_stopped(tmp_path):
+    suite_path = _suite(tmp_path, steps=400)
+    out = tmp_path / "out"
+    db = out / "results.sqlite"
+    proc = subprocess.Popen(_cli("run", str(suite_path), "--out", str(out), "--jobs", "1", "--quiet"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        n = 0
+        while time.monotonic() < deadline:
+            if db.exists():
+                try:
+                    with sqlite3.connect(db) as con:
+                        n = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+                except sqlite3.OperationalError:
+                    n = 0
+                if n >= 8:
+                    break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+        assert n >= 8, "the sweep did not store runs in time"
+        os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+    finally:
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    store = ResultStore(db)
+    before = {r["hash"]: (r["finished_at"], r["seconds"], r["worker"]) for r in store.runs()}
+    suite = load_suite(suite_path)
+    assert 8 <= len(before) < len(protocol.plan_first_phase(suite)), "killed mid-sweep"
+    stats = run_sweep(suite, store, LocalExecutor(1))
+    after = {r["hash"]: (r["finished_at"], r["seconds"], r["worker"]) for r in store.runs()}
+    assert stats.skipped == len(before), "every finished run is found"
+    assert {h: after[h] for h in before} == before, "no finished run was redone"
+    assert set(after) == _all_planned(suite, store), "no run is lost"
+    assert stats.done == len(after) - len(before) and all(r["status"] == "done" for r in store.runs())
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    """`adamkit bench run smoke` through the CLI, with the process pool (as `make test` runs it)."""
+    out = tmp_path_factory.mktemp("smoke") / "out"
+    done = subprocess.run(_cli("run", "smoke", "--out", str(out), "--jobs", "2"), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out, done.stdout + done.stderr
+
+
+def test_bench_run_smoke(smoke_results):
+    out, text = smoke_results
+    assert "runs done, 0 failed" in text and "median final target metric" in text
+    res = analysis.load(out)
+    assert not any(a.missing or a.failed for a in res.arms.values())
+    for inst in res.instances:
+        for o in inst.optimizers:
+            assert res.arm(inst.key, o, res.main_arm(inst)).n == len(inst.final_seeds)
+    # a second run finds everything stored
+    again = subprocess.run(_cli("run", "smoke", "--out", str(out), "--jobs", "1", "--quiet"), capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and "0 runs done" in again.stdout
+
+
+def test_report_is_written_with_its_plots(smoke_results, tmp_path):
+    out, _ = smoke_results
+    done = subprocess.run(_cli("report", str(out), "--out", str(tmp_path / "rep")), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    rep = tmp_path / "rep"
+    md, html = (rep / "report.md").read_text(), (rep / "report.html").read_text()
+    plots = sorted(p.name for p in (rep / "plots").glob("*.png"))
+    for expected in ("traj_rosenbrock.png", "traj_abs_sum.png", "curve_rosenbrock.png", "lr_rosenbrock.png",
+                     "profile_final.png", "beta2_adopt_counterexample.png"):
+        assert expected in plots
+        assert (rep / "plots" / expected).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plots/{expected}" in md
+    assert html.count("data:image/png;base64,") == len(plots), "the html embeds every plot"
+    assert "Paper claims vs what we measured" in md and "ADOPT (Taniguchi et al. 2024)" in html
+    assert "<script" not in html and "http" not in html.split("<body>")[1], "self-contained"
+
+
+def test_report_of_an_empty_folder_fails_clearly(tmp_path, capsys):
+    from adamkit.cli import main
+
+    assert main(["bench", "report", str(tmp_path)]) == 2
+    assert "no sweep stored here" in capsys.readouterr().err
+
+
+def test_bench_list_and_bad_suite(tmp_path, capsys):
+    from adamkit.cli import main
+
+    assert main(["bench", "list"]) == 0
+    text = capsys.readouterr().out
+    for name in ("rosenbrock", "adopt_counterexample", "logreg_breast_cancer", "smoke", "quick", "full"):
+        assert name in text
+    (tmp_path / "bad.toml").write_text('[[problems]]\nname = "rosenbrok"\n')
+    assert main(["bench", "run", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert "problems[0].name: unknown problem 'rosenbrok'" in capsys.readouterr().err
+
+
+def test_ray_executor_stores_the_same_results_as_local(tmp_path):
+    pytest.importorskip("ray")
+    from adamkit.bench.executors import RayExecutor
+
+    suite = load_suite(_suite(tmp_path, steps=30))
+    local = ResultStore(tmp_path / "local.sqlite")
+    run_sweep(suite, local, LocalExecutor(1))
+    ray_store = ResultStore(tmp_path / "ray.sqlite")
+    stats = run_sweep(suite, ray_store, RayExecutor(jobs=2))
+    assert stats.failed == 0
+    assert local.finals() == ray_store.finals()
+    assert set(local.statuses()) == set(ray_store.statuses())
