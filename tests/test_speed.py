@@ -1,0 +1,32 @@
+"""adamkit speed: the layouts it measures and the report it writes (timing itself is not asserted)."""
+import argparse
+
+import pytest
+
+from adamkit import speed
+
+
+def test_layouts_have_the_documented_sizes():
+    resnet = speed.layout_shapes("resnet18")
+    assert len(resnet) == 62
+    total = sum(__import__("math").prod(s) for s in resnet)
+    assert total == 11_689_512  # torchvision's resnet18 parameter count
+    small = speed.layout_shapes("many-small")
+    assert len(small) == 2000 and all(1024 <= s[0] <= 4096 for s in small)
+    assert speed.layout_shapes("one-big") == [(64 * 2**20,)]
+    with pytest.raises(ValueError):
+        speed.layout_shapes("nope")
+
+
+def test_options_and_markdown():
+    parser = argparse.ArgumentParser()
+    speed.configure(parser)
+    args = parser.parse_args(["--layouts", "resnet18", "--algorithms", "adopt,agd", "--quick"])
+    assert args.layouts == ["resnet18"] and args.algorithms == ["adopt", "agd"] and args.quick
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--algorithms", "sgd"])
+    row = dict(layout="resnet18", library="adamkit", optimizer="adopt", path="default", implementation="fused",
+               step_ms=10.0, step_ms_spread=[9.0, 12.0], ratio_to_torch_fused_adamw=0.9, ratio_spread=[0.8, 1.1],
+               bandwidth_gbs=20.0, bandwidth_share=0.5, state_bytes_per_param=8.0, peak_extra_share=0.01, repeats=3)
+    text = speed.markdown(dict(machine=speed.machine_info(1e10), rows=[row]))
+    assert "| resnet18 | adamkit | adopt | default (fused) | 10.0 (9.0-12.0) | 0.90 (0.80-1.10) |" in text
