@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import adamkit
+from adamkit.kernels import fused_cpu
 from optimizer_table import OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]
@@ -17,6 +18,9 @@ VARIANTS = [(info, variant) for info in OPTIMIZERS for variant in info.variants]
 VARIANT_IDS = [f"{info.name}-{i}" for info in OPTIMIZERS for i, _ in enumerate(info.variants)]
 PATHS = [dict(foreach=False), dict(foreach=True)]
 PATH_IDS = ["loop", "foreach"]
+if fused_cpu.available():  # without a C compiler test_golden/test_fused say why the fused path is skipped
+    PATHS.append(dict(fused=True))
+    PATH_IDS.append("fused")
 
 
 def make_params(dtype=torch.float64, seed=0, shapes=((4, 3), (5,), (2, 2, 2))):
@@ -42,11 +46,12 @@ def run(info, variant, params, steps, **kw):
 
 
 # ----------------------------------------------------------------- paths agree
+@pytest.mark.parametrize("path", PATHS[1:], ids=PATH_IDS[1:])
 @pytest.mark.parametrize("info,variant", VARIANTS, ids=VARIANT_IDS)
-def test_loop_and_foreach_agree(info, variant):
+def test_every_path_agrees_with_the_loop(info, variant, path):
     a, b = make_params(), make_params()
     run(info, variant, a, 12, foreach=False)
-    run(info, variant, b, 12, foreach=True)
+    run(info, variant, b, 12, **path)
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=1e-13, atol=1e-15)
 
