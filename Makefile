@@ -15,11 +15,13 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,tasks]'
+	$(PY) -m pip install --quiet -e '.[test,tasks,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/adamkit demo
+	$(VENV)/bin/adamkit bench run quick --out bench-out/quick
+	$(VENV)/bin/adamkit bench report bench-out/quick
+	@echo "report: bench-out/quick/report/report.html (and report.md)"
 
 # data of the Tier B tasks (checked, idempotent); tests of a task whose data is missing are skipped
 data: $(STAMP)

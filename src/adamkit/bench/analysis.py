@@ -44,7 +44,8 @@ class ArmSummary:
         vals = [v for v in self.values if not math.isnan(v)]
         if not vals:
             return (math.nan, math.nan, math.nan)
-        q = np.quantile(np.array(vals, dtype=float), [0.25, 0.5, 0.75])
+        # no interpolation: it would turn two infinite values (diverged runs) into nan
+        q = np.quantile(np.array(vals, dtype=float), [0.25, 0.5, 0.75], method="nearest")
         return float(q[0]), float(q[1]), float(q[2])
 
     @property

@@ -266,7 +266,7 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
     paths = []
     for group, data in beta2_sweeps(res).items():
         others = sorted({r[0] for r in data["rows"]})
-        fig, axes = plt.subplots(1, len(others), figsize=(4.6 * len(others), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(others), figsize=(max(6.4, 4.6 * len(others)), 4.0), squeeze=False)
         for ax, other in zip(axes.flat, others):
             rows = [r for r in data["rows"] if r[0] == other]
             betas = sorted({r[1] for r in rows})
@@ -297,7 +297,7 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
             ax.set_title(f"{data['problem']} {label}".strip(), fontsize=9)
             ax.grid(alpha=0.3, lw=0.4)
         axes.flat[0].legend(fontsize=7, loc="center left")
-        fig.suptitle("Convergence on the counterexample across β2: θ should reach -1 (lower is better)", fontsize=9.5)
+        fig.suptitle(f"{group}: final θ across β2 (started at 0; the optimum is -1, lower is better)", fontsize=9.5)
         fig.tight_layout()
         path = out / f"beta2_{_safe(group)}.png"
         fig.savefig(path)
