@@ -21,6 +21,7 @@ import argparse
 import ast
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -157,6 +158,19 @@ def main() -> None:
             dist.barrier()
             if rank == 0:
                 latest.write_text(name + "\n")
+    shutdown()
+
+
+def shutdown() -> None:
+    """Leave the process group.
+
+    gloo frees the tensors of a finished collective on its own worker thread, which needs the
+    GIL for that; a process that goes straight on to exit can start interpreter shutdown first,
+    and that thread then aborts the process ("terminate called without an active exception",
+    seen with torch 2.13 on CPU). A last barrier and a moment without the GIL let it finish.
+    """
+    dist.barrier()
+    time.sleep(0.05)
     dist.destroy_process_group()
 
 

@@ -323,6 +323,9 @@ def main(out_dir: str, ckpt_dir: str, init_method: str) -> None:
         out["seconds"][name] = round(time.perf_counter() - start, 2)
     torch.save(out, Path(out_dir) / f"rank{rank}.pt")
     dist.barrier()
+    # gloo frees a finished collective's tensors on its worker thread, which needs the GIL: give it the
+    # moment it needs before interpreter shutdown, or it may abort the process (see examples/train_fsdp.py)
+    time.sleep(0.05)
     dist.destroy_process_group()
 
 
