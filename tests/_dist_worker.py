@@ -36,7 +36,12 @@ STEPS = 4
 SAVE_AT = 2
 LR = 1e-2
 BATCH = 8
-PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True},
+         "compiled": {"fused": "compiled"}}
+#: the torch.compile path costs many seconds of compilation per process: only on request, first variants only
+WITH_COMPILED = os.environ.get("ADAMKIT_TEST_COMPILED") == "1"
+if WITH_COMPILED:  # one process steps every optimizer and shard shape: more graphs than dynamo's default 8
+    torch._dynamo.config.recompile_limit = 256
 
 
 # ----------------------------------------------------------------- shared with the test
@@ -117,7 +122,7 @@ def configs() -> list[Config]:
     for info in OPTIMIZERS:
         paths = ["loop", "foreach"] + (["fused"] if fused_available(info) else [])
         for index in range(len(info.variants)):
-            for path in paths:
+            for path in paths + (["compiled"] if WITH_COMPILED and index == 0 else []):
                 out.append(Config(f"{info.name}-{index}-{path}", info.name, index, path))
     return out
 

@@ -1,12 +1,15 @@
 """Every optimizer, variant and implementation path under DDP, ZeroRedundancyOptimizer and FSDP2, and
 resumed from torch.distributed.checkpoint (DCP) checkpoints, against single-process runs.
 
-One gloo process group of 2 CPU processes (a file:// rendezvous, gloo on the loopback interface) runs everything (tests/_dist_worker.py);
-the tests below compare what each rank saw with the same training run in this process:
+One gloo process group of 2 CPU processes runs everything (tests/_dist_worker.py; a file:// rendezvous,
+gloo on the loopback interface). The tests below compare what each rank saw with the same training run
+in this process:
   * DDP, ZeRO, FSDP2 vs one process: max |Δ| <= 1e-6 · max |θ| per tensor (float32 rounding of the
     gradient averages; the optimizers themselves step shards exactly);
   * DCP save on 2 ranks, resume on 2 ranks: bit-exact with the run that was not interrupted;
   * DCP save on 1 rank -> resume on 2, save on 2 -> resume on 1: 1e-6 against one process.
+ADAMKIT_TEST_COMPILED=1 adds the torch.compile path (fused="compiled") for the first variant of each
+optimizer; it compiles for minutes, so it is not on by default.
 """
 from __future__ import annotations
 
