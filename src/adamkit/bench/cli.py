@@ -18,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="the registered problems and tasks, and the shipped suites")
     p.add_argument("--tier", choices=("A", "B"), help="only this tier")
     p = sub.add_parser("run", help="run a suite (a shipped name or a TOML file) into a results folder; resumable")
-    p.add_argument("suite", help="smoke, quick, full, or the path of a suite TOML file")
+    p.add_argument("suite", help="smoke, quick, full, tasks_quick, or the path of a suite TOML file")
     p.add_argument("--out", required=True, help="results folder (holds results.sqlite; re-run to resume)")
     p.add_argument("--store", help="the SQLite results file (default: OUT/results.sqlite)")
     p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: the number of CPUs, at most 2)")
@@ -47,7 +47,7 @@ def _list(args) -> int:
         print(f"  (module {module} could not be imported: {error})")
     print("\nShipped suites (adamkit bench run NAME --out DIR):")
     for name, description in list_suites():
-        print(f"  {name:<8} {description}")
+        print(f"  {name:<12} {description}")
     return 0
 
 
@@ -84,13 +84,18 @@ def _run(args) -> int:
           f"{suite.trials} trials + defaults each; {args.executor} executor, {jobs} job(s); results in {store.path}")
     try:
         stats = run_sweep(suite, store, executor, retry_failed=args.retry_failed,
-                          progress=None if args.quiet else Progress())
+                          progress=None if args.quiet else Progress(), check_data=args.executor == "local")
     except KeyboardInterrupt:
         counts = store.count()
         print(f"\ninterrupted: {counts.get('done', 0)} runs are stored; run the same command again to resume",
               file=sys.stderr)
         return 130
     print(f"{stats.done} runs done, {stats.failed} failed, {stats.skipped} already stored, in {stats.seconds:.0f} s")
+    if stats.no_data:
+        names = sorted({c.split()[-1] for c in stats.no_data.values()})
+        print(f"skipped {len(stats.no_data)} task instance(s) whose data is not in the cache "
+              f"({', '.join(stats.no_data)}); fetch it with: adamkit data prepare {' '.join(names)} "
+              f"(or `make data`), then run the same command again")
     for line in stats.failures[:10]:
         print(f"  failed: {line}")
     if len(stats.failures) > 10:

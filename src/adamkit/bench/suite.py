@@ -59,7 +59,7 @@ class SuiteError(ValueError):
     """A suite file that cannot be used; the message names the file and the key."""
 
 
-SHIPPED = ("smoke", "quick", "full")
+SHIPPED = ("smoke", "quick", "full", "tasks_quick")
 
 
 @dataclass(frozen=True)

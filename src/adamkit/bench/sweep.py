@@ -25,6 +25,8 @@ class SweepStats:
     failed: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    #: instances left out because their data is not in the cache: instance key -> fetch command
+    no_data: dict[str, str] = field(default_factory=dict)
 
 
 class Progress:
@@ -62,15 +64,48 @@ def _clock(seconds: float) -> str:
         else f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
+def missing_data(suite: Suite) -> dict[str, str]:
+    """Instances of Tier B tasks whose data artefact is not in the cache: key -> the command that fetches it.
+
+    Checked on this machine (the cache of ``$ADAMKIT_DATA_DIR`` or the instance's ``data_dir``); only file
+    presence, like the loaders. Synthetic instances need no data.
+    """
+    try:
+        from .data.store import ARTEFACTS, DataMissing, locate
+    except ImportError:  # pragma: no cover
+        return {}
+    out: dict[str, str] = {}
+    for inst in suite.problems:
+        if inst.tier != "B" or inst.params.get("synthetic"):
+            continue
+        for artefact in ARTEFACTS.values():
+            if inst.problem not in artefact.tasks:
+                continue
+            try:
+                locate(artefact.name, inst.params.get("data_dir"))
+            except DataMissing:
+                out[inst.key] = artefact.fetch_command()
+    return out
+
+
 def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool = False,
-              progress: Callable | None = None) -> SweepStats:
-    """Run ``suite`` on ``executor`` into ``store``; returns counts (planned, skipped, done, failed)."""
+              progress: Callable | None = None, check_data: bool = True) -> SweepStats:
+    """Run ``suite`` on ``executor`` into ``store``; returns counts (planned, skipped, done, failed).
+
+    With ``check_data`` (the local executor: the workers share this machine's data cache), the instances of
+    tasks whose data is missing are left out, not run and not stored, and listed in ``stats.no_data`` with
+    the command that fetches their data: once it is fetched, the same command runs them. (On a cluster the
+    check is off; a worker without the data stores the run as failed, the error naming that command.)
+    """
     store.set_meta("suite", suite.to_json())
     stats = SweepStats()
     start = time.monotonic()
-    phase1 = protocol.plan_first_phase(suite)
+    if check_data:
+        stats.no_data = missing_data(suite)
+    phase1 = [r for r in protocol.plan_first_phase(suite) if r.instance not in stats.no_data]
     # the total is known up front: phase 2 has one winner per tuned (instance, optimizer) and final seed
-    n_final = sum(len(i.final_seeds) * len(i.optimizers) for i in suite.problems if i.tune)
+    n_final = sum(len(i.final_seeds) * len(i.optimizers) for i in suite.problems
+                  if i.tune and i.key not in stats.no_data)
     unique1 = _unique(phase1)
     statuses = store.statuses()
     total_new = [0]
@@ -107,7 +142,7 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
     execute(jobs1, "tuning", total_new[0])
 
     winners = protocol.select(suite, store.finals())
-    phase2 = protocol.plan_final_phase(suite, winners)
+    phase2 = [r for r in protocol.plan_final_phase(suite, winners) if r.instance not in stats.no_data]
     unique2 = {h: s for h, s in _unique(phase2).items() if h not in unique1}
     stats.planned = len(unique1) + len(unique2)
     jobs2 = todo(unique2)
