@@ -219,15 +219,12 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         if not params:
             return
         impl = self._implementation(group, params)
-        if impl == "loop":
-            for p in params:
-                self._step_bucket(group, [p], names, loss, impl)
-        else:
-            buckets: dict[tuple, list[Tensor]] = defaultdict(list)
-            for p in params:
-                buckets[(p.device, p.dtype, self.state[p]["step"])].append(p)
-            for bucket in buckets.values():
-                self._step_bucket(group, bucket, names, loss, impl)
+        # one call covers the tensors that share the per-step scalars
+        buckets: dict[tuple, list[Tensor]] = defaultdict(list)
+        for p in params:
+            buckets[(p.device, p.dtype, self.state[p]["step"])].append(p)
+        for bucket in buckets.values():
+            self._step_bucket(group, bucket, names, loss, impl)
 
     def _implementation(self, group: Mapping[str, Any], params: list[Tensor]) -> str:
         if group["fused"]:
@@ -257,41 +254,48 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         params = [local_tensor(p) for p in bucket]
         grads = [local_tensor(p.grad) for p in bucket]
         states = {name: [local_tensor(self.state[p][name]) for p in bucket] for name in names}
-        if impl == "fused":
-            try:
-                type(self).fused_update(params, grads, states, c, maximize=group["maximize"])
-            except fused_cpu.Unsupported:  # raised before any tensor is written
-                if group["fused"]:
-                    raise
-                impl = "loop"  # the default path: step these tensors one at a time instead
+        if impl == "fused" and not self._fused_step(group, params, grads, states, c):
+            impl = "loop"
         if impl == "compiled":
             from ..kernels import compiled
 
             compiled.step(self, group, params, grads, states, c)
-        elif impl == "loop" and len(params) > 1:
-            for p in bucket:
-                self._step_bucket(group, [p], names, loss, impl)
-            return
-        elif impl != "fused":
-            params = [_real_view(p) for p in params]
-            grads = [_real_view(g) for g in grads]
-            states = {name: [_real_view(s) for s in tensors] for name, tensors in states.items()}
-            low = params[0].dtype in _LOW_PRECISION
-            work = [p.float() for p in params] if low else params
-            if low:  # float32 copies; the user's gradient is never written to
-                grads = [g.to(torch.float32, copy=True) for g in grads]
-            if group["maximize"]:
-                grads = [g.neg_() for g in grads] if low else [torch.neg(g) for g in grads]
-            if impl == "loop":
-                self.update(work[0], grads[0], {n: s[0] for n, s in states.items()}, c)
-            else:
-                self.update(
-                    TensorList(work), TensorList(grads), {n: TensorList(s) for n, s in states.items()}, c
-                )
-            if low:
-                torch._foreach_copy_(params, work)
+        elif impl == "foreach":
+            self._eager_step(params, grads, states, c, group["maximize"], multi_tensor=True)
+        elif impl == "loop":
+            for i, (p, g) in enumerate(zip(params, grads)):
+                one = {name: [tensors[i]] for name, tensors in states.items()}
+                self._eager_step([p], [g], one, c, group["maximize"], multi_tensor=False)
         for p in bucket:
             self.state[p]["step"] = step + 1
+
+    def _fused_step(self, group, params, grads, states, c) -> bool:
+        """Run the fused kernel; False when the default path meets tensors the kernel does not take."""
+        try:
+            type(self).fused_update(params, grads, states, c, maximize=group["maximize"])
+        except fused_cpu.Unsupported:  # raised before any tensor is written
+            if group["fused"]:
+                raise
+            return False
+        return True
+
+    def _eager_step(self, params, grads, states, c, maximize: bool, multi_tensor: bool) -> None:
+        """Run ``update`` on the real views, in float32 for half parameters: on one tensor or as TensorLists."""
+        params = [_real_view(p) for p in params]
+        grads = [_real_view(g) for g in grads]
+        states = {name: [_real_view(s) for s in tensors] for name, tensors in states.items()}
+        low = params[0].dtype in _LOW_PRECISION
+        work = [p.float() for p in params] if low else params
+        if low:  # float32 copies; the user's gradient is never written to
+            grads = [g.to(torch.float32, copy=True) for g in grads]
+        if maximize:
+            grads = [g.neg_() for g in grads] if low else [torch.neg(g) for g in grads]
+        if multi_tensor:
+            self.update(TensorList(work), TensorList(grads), {n: TensorList(s) for n, s in states.items()}, c)
+        else:
+            self.update(work[0], grads[0], {n: s[0] for n, s in states.items()}, c)
+        if low:
+            torch._foreach_copy_(params, work)
 
     # ------------------------------------------------------------ state dict
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
