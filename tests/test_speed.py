@@ -27,6 +27,23 @@ def test_options_and_markdown():
         parser.parse_args(["--algorithms", "sgd"])
     row = dict(layout="resnet18", library="adamkit", optimizer="adopt", path="default", implementation="fused",
                step_ms=10.0, step_ms_spread=[9.0, 12.0], ratio_to_torch_fused_adamw=0.9, ratio_spread=[0.8, 1.1],
+               reference="torch adamw fused", ratio_to_reference=0.9, ratio_to_reference_spread=[0.8, 1.1],
                bandwidth_gbs=20.0, bandwidth_share=0.5, state_bytes_per_param=8.0, peak_extra_share=0.01, repeats=3)
     text = speed.markdown(dict(machine=speed.machine_info(1e10), rows=[row]))
-    assert "| resnet18 | adamkit | adopt | default (fused) | 10.0 (9.0-12.0) | 0.90 (0.80-1.10) |" in text
+    assert "| resnet18 | adamkit | adopt | default (fused) | 10.0 (9.0-12.0) | 0.90 (0.80-1.10) | 0.90 |" in text
+
+
+def test_measure_times_amsgrad_against_torchs_fused_amsgrad(monkeypatch):
+    monkeypatch.setattr(speed, "layout_shapes", lambda name: [(256,), (64, 3)])
+    real_probe = speed.stream_bandwidth
+    monkeypatch.setattr(speed, "stream_bandwidth", lambda: real_probe(nbytes=2**20, repeats=1))
+    result = speed.measure(["tiny"], ["adam", "amsgrad"], paths=["default"], torch_paths=["fused"], repeats=2,
+                           steps=1, third_party=False, log=lambda msg: None)
+    rows = {(r["library"], r["optimizer"], r["path"]): r for r in result["rows"]}
+    assert set(rows) == {("torch", "adamw", "fused"), ("torch", "amsgrad", "fused"),
+                         ("adamkit", "adam", "default"), ("adamkit", "amsgrad", "default")}
+    assert rows["adamkit", "amsgrad", "default"]["reference"] == rows["torch", "amsgrad", "fused"]["reference"]
+    assert rows["adamkit", "amsgrad", "default"]["reference"] != rows["adamkit", "adam", "default"]["reference"]
+    assert rows["torch", "adamw", "fused"]["ratio_to_torch_fused_adamw"] == 1.0
+    assert rows["torch", "amsgrad", "fused"]["ratio_to_reference"] == 1.0
+    assert rows["adamkit", "amsgrad", "default"]["state_bytes_per_param"] == 12
