@@ -1,9 +1,11 @@
 """``adamkit speed``: step time and memory of every optimizer and implementation path.
 
 Every candidate is timed side by side, in one process, against
-``torch.optim.AdamW(fused=True)``, torch's fastest CPU optimizer: within each
-repetition the reference is timed first and every candidate's median step is
-divided by it, so the ratios compare like with like on a busy machine.
+``torch.optim.AdamW(fused=True)``, torch's fastest CPU optimizer, and against
+its own torch reference (the same, except ``Adam(amsgrad=True, fused=True)``
+for AMSGrad): within each repetition the references are timed first and every
+candidate's median step is divided by them, so the ratios compare like with
+like on a busy machine.
 Reported per (layout, optimizer, path):
 
 * median step time over the repetitions, and its spread (min-max);
