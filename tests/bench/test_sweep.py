@@ -13,9 +13,10 @@ import pytest
 
 from adamkit.bench import analysis, protocol
 from adamkit.bench.executors import LocalExecutor
+from adamkit.bench.registry import list_problems
 from adamkit.bench.store import ResultStore
 from adamkit.bench.suite import load_suite
-from adamkit.bench.sweep import run_sweep
+from adamkit.bench.sweep import missing_data, run_sweep
 
 TINY = """
 name = "tiny"
@@ -139,10 +140,18 @@ def test_bench_run_smoke(smoke_results):
     out, text = smoke_results
     assert "runs done, 0 failed" in text and "median final target metric" in text
     res = analysis.load(out)
-    assert not any(a.missing or a.failed for a in res.arms.values())
+    # every Tier B task ran through the sweep, except those whose data is missing here: skipped, with the command
+    no_data = missing_data(res.suite)
+    for key, command in no_data.items():
+        assert key in text and command.split()[-1] in text and "adamkit data prepare" in text
+    assert {i.problem for i in res.instances if i.tier == "B" and i.key not in no_data} | {
+        res.instance(k).problem for k in no_data} == set(list_problems("B"))
+    assert not any(a.failed for a in res.arms.values())
     for inst in res.instances:
         for o in inst.optimizers:
-            assert res.arm(inst.key, o, res.main_arm(inst)).n == len(inst.final_seeds)
+            arm = res.arm(inst.key, o, res.main_arm(inst))
+            assert arm.n == (0 if inst.key in no_data else len(inst.final_seeds)), inst.key
+            assert arm.missing == (len(inst.final_seeds) if inst.key in no_data else 0)
     # a second run finds everything stored
     again = subprocess.run(_cli("run", "smoke", "--out", str(out), "--jobs", "1", "--quiet"), capture_output=True,
                            text=True, timeout=300)
@@ -158,12 +167,14 @@ def test_report_is_written_with_its_plots(smoke_results, tmp_path):
     md, html = (rep / "report.md").read_text(), (rep / "report.html").read_text()
     plots = sorted(p.name for p in (rep / "plots").glob("*.png"))
     for expected in ("traj_rosenbrock.png", "traj_abs_sum.png", "curve_rosenbrock.png", "lr_rosenbrock.png",
-                     "profile_final.png", "beta2_adopt_counterexample.png"):
+                     "profile_final.png", "beta2_adopt_counterexample.png",
+                     "curve_digits_mlp.png", "train_digits_mlp.png"):  # (a task on packaged data: always run)
         assert expected in plots
         assert (rep / "plots" / expected).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{expected}" in md
     assert html.count("data:image/png;base64,") == len(plots), "the html embeds every plot"
     assert "Paper claims vs what we measured" in md and "ADOPT (Taniguchi et al. 2024)" in html
+    assert "Click-through prediction: AGD" in md and "AdamL (Xia &amp; Massei 2023)" in html
     assert "<script" not in html and "http" not in html.split("<body>")[1], "self-contained"
 
 
@@ -179,7 +190,8 @@ def test_bench_list_and_bad_suite(tmp_path, capsys):
 
     assert main(["bench", "list"]) == 0
     text = capsys.readouterr().out
-    for name in ("rosenbrock", "adopt_counterexample", "logreg_breast_cancer", "smoke", "quick", "full"):
+    for name in ("rosenbrock", "adopt_counterexample", "logreg_breast_cancer", "smoke", "quick", "full",
+                 "tasks_quick", "fmnist_cnn"):
         assert name in text
     (tmp_path / "bad.toml").write_text('[[problems]]\nname = "rosenbrok"\n')
     assert main(["bench", "run", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o")]) == 2

@@ -153,7 +153,8 @@ def plot_curves(res: Results, inst, out: Path) -> Path | None:
         ax.axhline(inst.target, color="k", ls="--", lw=0.8, label=f"target {_fmt(inst.target)}")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(_metric_label(metric))
-    ax.set_title(f"{inst.key}: median over {len(inst.final_seeds)} seeds, band = 25–75 %")
+    n = len(inst.final_seeds)
+    ax.set_title(f"{inst.key}: median over {n} seeds, band = 25–75 %" if n > 1 else f"{inst.key}: one seed")
     ax.grid(alpha=0.3, which="both", lw=0.4)
     ax.legend(fontsize=6.5, loc="best")
     fig.tight_layout()
@@ -338,7 +339,10 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
 
 
 def _metric_label(metric: str) -> str:
-    return {"gap": "suboptimality f − f*", "dist": "distance to the minimiser", "val_loss": "validation loss"}.get(
+    return {"gap": "suboptimality f − f*", "dist": "distance to the minimiser", "val_loss": "validation loss",
+            "test_accuracy": "test accuracy", "test_bpc": "test bits per character", "test_auc": "test AUC",
+            "fd": "Fréchet distance (lower is better)", "eval_return": "evaluation return (deterministic policy)",
+            "modes_covered": "modes covered"}.get(
         metric, metric)
 
 
@@ -516,7 +520,7 @@ def _compare(res: Results, tasks: tuple[str, ...], metric: str, better: str, bas
             continue
         diff = (a - b) if higher else (b - a)  # > 0: `better` is better
         signs.append(1 if diff > margin else -1 if diff < -margin else 0)
-        parts.append(f"{inst.key}: {better} {_fmt(a)}{unit} vs {baseline} {_fmt(b)}{unit} ({min(na, nb)} seed"
+        parts.append(f"{inst.key} ({_budget(inst)}): {better} {_fmt(a)}{unit} vs {baseline} {_fmt(b)}{unit} ({min(na, nb)} seed"
                      f"{'s' if min(na, nb) > 1 else ''})")
     if not parts:
         if ran:
@@ -555,6 +559,10 @@ def task_claims(res: Results) -> list[dict[str, str]]:
     return rows
 
 
+def _budget(inst) -> str:
+    return f"{inst.steps} steps" if inst.steps else f"{inst.epochs} epochs" if inst.epochs else "default budget"
+
+
 def _adopt_spikes(res: Results) -> dict[str, str]:
     parts, adam_small, adopt_small = [], [], []
     for inst in res.instances:
@@ -569,7 +577,7 @@ def _adopt_spikes(res: Results) -> dict[str, str]:
                 if inst.problem == "tiny_gpt_b8":
                     (adam_small if o == "adam" else adopt_small).append(spikes)
         if cells:
-            parts.append(f"{inst.key}: " + ", ".join(cells))
+            parts.append(f"{inst.key} ({_budget(inst)}): " + ", ".join(cells))
     if not parts:
         measured, verdict = NO_DATA, "not measured in this suite"
     else:

@@ -1,0 +1,129 @@
+"""Tier B tasks in the shipped suites, the sweep's handling of missing data, and the task rows of the
+report's claims table (filled from a small stored result set: no training)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from adamkit.bench import analysis, protocol, report
+from adamkit.bench.executors import LocalExecutor
+from adamkit.bench.registry import list_problems
+from adamkit.bench.store import ResultStore
+from adamkit.bench.suite import SHIPPED, load_suite, parse_suite
+from adamkit.bench.sweep import run_sweep
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "full"])
+def test_shipped_suite_runs_every_task(name):
+    suite = load_suite(name)
+    tasks = {i.problem for i in suite.problems if i.tier == "B"}
+    assert tasks == set(list_problems("B")), f"{name} lacks {set(list_problems('B')) - tasks}"
+    assert {i.problem for i in suite.problems if i.tier == "A"}, "the Tier A content stays"
+
+
+def test_smoke_and_quick_task_runs_are_short_and_full_tunes():
+    for name, most in (("smoke", 20), ("quick", 300)):
+        for inst in load_suite(name).problems:
+            if inst.tier == "B":
+                assert not inst.tune and inst.steps is not None and inst.steps <= most, (name, inst.key)
+                assert len(inst.final_seeds) == 1
+    quick = [i for i in load_suite("quick").problems if i.tier == "B"]
+    # the optimizers the task claims compare are in every quick task run
+    assert all({"adam", "eadam", "adabelief", "adopt", "agd"} <= set(i.optimizers) for i in quick)
+    full = [i for i in load_suite("full").problems if i.tier == "B"]
+    assert all(i.tune and i.trials >= 8 and len(i.final_seeds) >= 3 for i in full)
+    assert "tasks_quick" in SHIPPED and {i.problem for i in load_suite("tasks_quick").problems} == set(
+        list_problems("B"))
+
+
+def test_a_task_without_data_is_skipped_with_the_command_that_fetches_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAMKIT_DATA_DIR", str(tmp_path / "empty"))
+    suite = parse_suite({
+        "name": "t", "optimizers": ["adam"], "protocol": {"final_seeds": 1},
+        "problems": [{"name": "rosenbrock", "steps": 5, "tune": False}],
+        "tasks": [{"name": "fmnist_mlp", "steps": 2, "tune": False},
+                  {"name": "digits_mlp", "steps": 2, "tune": False}],
+    })
+    store = ResultStore(tmp_path / "r.sqlite")
+    stats = run_sweep(suite, store, LocalExecutor(1))
+    assert stats.no_data == {"fmnist_mlp": "adamkit data prepare fashion-mnist"}
+    assert stats.failed == 0 and stats.done == 2  # rosenbrock and digits (packaged data) ran
+    assert {r["problem"] for r in store.runs()} == {"rosenbrock", "digits_mlp"}
+    res = analysis.load(tmp_path / "r.sqlite")
+    assert res.arm("fmnist_mlp", "adam", "fixed").missing == 1  # the report sees it as not run yet
+
+
+TASKS = ["fmnist_cnn", "fmnist_cnn_nodecay", "dcgan_fmnist", "tiny_gpt_b8", "tiny_gpt_b64", "fm_movielens",
+         "fm_synthetic_ctr"]
+OPTS = ["adam", "eadam", "adabelief", "adopt", "agd"]
+
+#: the stored final metrics: task -> optimizer -> metrics
+FINALS = {
+    "fmnist_cnn": {o: {"test_accuracy": v, "val_accuracy": v} for o, v in
+                   zip(OPTS, [0.90, 0.905, 0.91, 0.90, 0.89])},
+    "fmnist_cnn_nodecay": {o: {"test_accuracy": v, "val_accuracy": v} for o, v in
+                           zip(OPTS, [0.88, 0.89, 0.905, 0.88, 0.88])},
+    "dcgan_fmnist": {o: {"fd": v} for o, v in zip(OPTS, [40.0, 45.0, 30.0, 50.0, 60.0])},
+    "tiny_gpt_b8": {o: {"loss_spikes": s, "test_bpc": 2.5, "val_bpc": 2.5} for o, s in
+                    zip(OPTS, [6.0, 5.0, 4.0, 1.0, 3.0])},
+    "tiny_gpt_b64": {o: {"loss_spikes": 0.0, "test_bpc": 2.4, "val_bpc": 2.4} for o in OPTS},
+    "fm_movielens": {o: {"test_auc": v, "val_auc": v} for o, v in zip(OPTS, [0.75, 0.75, 0.76, 0.74, 0.78])},
+    "fm_synthetic_ctr": {o: {"test_auc": v, "val_auc": v} for o, v in zip(OPTS, [0.80, 0.80, 0.80, 0.80, 0.79])},
+}
+
+
+def _stored(tmp_path, tasks):
+    suite = parse_suite({"name": "claims", "optimizers": OPTS, "protocol": {"final_seeds": 2},
+                         "tasks": [{"name": t, "steps": 10, "tune": False} for t in tasks]})
+    path = tmp_path / "r.sqlite"
+    store = ResultStore(path)
+    store.set_meta("suite", suite.to_json())
+    for run in protocol.plan_first_phase(suite):
+        final = {**FINALS[run.spec["problem"]][run.optimizer], "diverged": False, "steps": 10}
+        store.put(run.hash, run.spec, {"status": "done", "final": final, "curve": None, "seconds": 0.1})
+    store.close()
+    return analysis.load(path)
+
+
+def _row(rows, paper, claim_start):
+    found = [r for r in rows if r["paper"].startswith(paper) and r["claim"].startswith(claim_start)]
+    assert len(found) == 1, [(r["paper"], r["claim"][:30]) for r in rows]
+    return found[0]
+
+
+def test_claims_table_has_the_task_rows_filled_from_the_store(tmp_path):
+    rows = report.claims(_stored(tmp_path, TASKS))
+    ab = _row(rows, "AdaBelief", "Image classification")
+    assert "fmnist_cnn (10 steps): adabelief 0.91 vs adam 0.9 (2 seeds)" in ab["measured"]
+    assert ab["verdict"].startswith("supported")
+    ea = _row(rows, "EAdam", "Image classification")
+    assert "eadam 0.905 vs adam 0.9" in ea["measured"] and ea["verdict"].startswith("supported")
+    gan = _row(rows, "AdaBelief", "GANs")
+    assert "dcgan_fmnist (10 steps): adabelief 30 vs adam 40" in gan["measured"] and gan["verdict"].startswith("supported")
+    spikes = _row(rows, "ADOPT", "Small-batch GPT-2")
+    assert "tiny_gpt_b8 (10 steps): adam 6 spikes" in spikes["measured"] and "adopt 1 spikes" in spikes["measured"]
+    assert "tiny_gpt_b64 (10 steps): adam 0 spikes" in spikes["measured"] and spikes["verdict"] == "supported"
+    agd = _row(rows, "AGD", "Click-through")
+    # better on MovieLens, worse on the synthetic log: mixed
+    assert "fm_movielens (10 steps): agd 0.78 vs adam 0.75" in agd["measured"] and "fm_synthetic_ctr" in agd["measured"]
+    assert agd["verdict"].startswith("mixed")
+    decay = _row(rows, "AdamL", "Vanilla CNNs")
+    assert "fmnist_cnn: adam 0.88 vs 0.9" in decay["measured"]
+    assert "at most 0.02" in decay["verdict"]
+    # the Tier A claims do not count the task runs
+    assert _row(rows, "EAdam", "Adding ε")["verdict"].startswith("not measured")
+
+
+def test_claim_rows_say_no_data_when_the_suite_did_not_run_the_task(tmp_path):
+    rows = report.claims(_stored(tmp_path, ["fmnist_cnn"]))
+    assert _row(rows, "AdaBelief", "Image classification")["verdict"].startswith("supported")
+    for paper, claim in (("AdaBelief", "GANs"), ("ADOPT", "Small-batch"), ("AGD", "Click-through"),
+                         ("AdamL", "Vanilla CNNs")):
+        row = _row(rows, paper, claim)
+        assert row["measured"].startswith("no data") and row["verdict"] == "not measured in this suite"
+    res = _stored(tmp_path / "b", ["fmnist_cnn"])
+    inst = res.instance("fmnist_cnn")
+    assert report.task_metric(res, inst, "adabelief", "test_accuracy") == (0.91, 2)
+    value, n = report.task_metric(res, inst, "adam", "fd")  # a metric the task does not report
+    assert math.isnan(value) and n == 0
