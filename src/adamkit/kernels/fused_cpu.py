@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -233,13 +233,13 @@ def _flat(p: Tensor, g: Tensor, ss: list, writeback: list):
     return work, g.contiguous(), fixed
 
 
-def launch(algorithm: str, params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
-           names: Sequence, scalars: Sequence[float], flags: int) -> None:
+def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]]) -> None:
     """Step ``params`` in place with one kernel call (see the module docstring).
 
-    ``names`` are the state slots the kernel reads, in order; None marks an unused slot.
+    ``call.names`` are the state slots the kernel reads, in order; None marks an unused slot.
     Every check happens before any tensor is written (:class:`Unsupported` otherwise).
     """
+    algorithm, names, scalars, flags = call
     lib = load()
     if not params:
         return
@@ -298,46 +298,121 @@ def launch(algorithm: str, params: list[Tensor], grads: list[Tensor], states: di
         dst.copy_(src)
 
 
+class CachedLaunch:
+    """The kernel's pointer table for one bucket, kept between steps.
+
+    For a group of plain contiguous CPU tensors the pointers of the parameters
+    and of the state tensors stay the same from step to step; only the
+    gradients change. Rebuilding the table costs a few microseconds per tensor,
+    which for thousands of small tensors is most of a step, so the engine keeps
+    one of these and, each step, checks that it still applies (:meth:`matches`)
+    and fills in the gradients (:meth:`run`).
+    """
+
+    def __init__(self, names: tuple, params: list[Tensor], states: dict[str, list[Tensor]]):
+        self.names = names
+        self.count = count = len(params)
+        self.param_ptrs = [p.data_ptr() for p in params]
+        self.state_tensors = [(name, states[name]) for name in names if name is not None]
+        self.numel = (ctypes.c_int64 * count)(*[p.numel() for p in params])
+        self.dtype = DTYPES[params[0].dtype]
+        self.ptrs = (ctypes.c_void_p * (count * (2 + len(names))))()
+        self.ptrs[0:count] = self.param_ptrs
+        for k, name in enumerate(names):
+            if name is not None:
+                self.ptrs[(2 + k) * count:(3 + k) * count] = [s.data_ptr() for s in states[name]]
+
+    @staticmethod
+    def eligible(names: tuple, params: list[Tensor], states: dict[str, list[Tensor]]) -> bool:
+        """Whether a table can stand for these tensors: contiguous, real, the kernel's dtypes, on the CPU."""
+        if not params or params[0].device.type != "cpu" or params[0].dtype not in DTYPES:
+            return False
+        dtype, state_dtype = params[0].dtype, STATE_DTYPE[params[0].dtype]
+        numels = [p.numel() for p in params]
+        if any(type(p) is not torch.Tensor and type(p) is not torch.nn.Parameter for p in params):
+            return False  # tensor subclasses (DTensor, ...) take the general path
+        if not all(p.dtype == dtype and p.is_contiguous() for p in params):
+            return False
+        for name in names:
+            if name is not None and not all(
+                s.dtype == state_dtype and s.is_contiguous() and s.numel() == n for s, n in zip(states[name], numels)
+            ):
+                return False
+        return True
+
+    def matches(self, names: tuple, params: list[Tensor], states: list[dict]) -> bool:
+        """Whether the parameters and state tensors are still the ones the table points at."""
+        if names != self.names or [p.data_ptr() for p in params] != self.param_ptrs:
+            return False
+        return all(
+            all(state[name] is tensor for state, tensor in zip(states, tensors)) for name, tensors in self.state_tensors
+        )
+
+    def run(self, call: "KernelCall", grads: list[Tensor]) -> bool:
+        """One kernel call with these gradients; False (nothing written) if a gradient does not fit the table."""
+        if not all(g.is_contiguous() for g in grads):
+            return False
+        count = self.count
+        self.ptrs[count:2 * count] = [g.data_ptr() for g in grads]
+        sc = (ctypes.c_double * 16)(*call.scalars)
+        base = ctypes.addressof(self.ptrs)
+        size = ctypes.sizeof(ctypes.c_void_p)
+        rc = load().adamkit_step(
+            ALGORITHMS[call.algorithm], self.dtype, count, self.numel, base, base + count * size,
+            base + 2 * count * size, len(self.names), sc, call.flags, torch.get_num_threads(), GRAIN,
+        )
+        if rc != 0:  # pragma: no cover - eligible() and matches() make this unreachable
+            raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
+        return True
+
+
 # ------------------------------------------------------------------ per algorithm
-# Each takes the engine's arguments: lists of local tensors of one device / dtype /
-# step, the state lists by name, and the scalars from the algorithm's coefficients().
+# Each turns the scalars of the algorithm's coefficients() into the kernel's
+# arguments: the state slots it reads, its scalars and its flags.
+class KernelCall(NamedTuple):
+    algorithm: str
+    names: tuple
+    scalars: tuple
+    flags: int
+
+
 def _flag(cond: bool, bit: int) -> int:
     return bit if cond else 0
 
 
-def adam(params, grads, states, c, maximize=False):
+def adam(c, maximize: bool) -> KernelCall:
     names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if c.amsgrad else ("exp_avg", "exp_avg_sq")
     flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.amsgrad, F_AMSGRAD) | _flag(c.decay_factor != 1.0, F_DECAY)
              | _flag(c.coupled_wd != 0.0, F_COUPLED))
     sc = (c.beta1, c.beta2, c.eps, c.decay_factor, c.coupled_wd, c.step_size, c.sqrt_bc2)
-    launch("adam", params, grads, states, names, sc, flags)
+    return KernelCall("adam", names, sc, flags)
 
 
-def eadam(params, grads, states, c, maximize=False):
+def eadam(c, maximize: bool) -> KernelCall:
     names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if c.amsgrad else ("exp_avg", "exp_avg_sq")
     flags = _flag(maximize, F_MAXIMIZE) | _flag(c.amsgrad, F_AMSGRAD) | _flag(c.weight_decay != 0.0, F_COUPLED)
     sc = (c.beta1, c.beta2, c.eps, c.weight_decay, c.step_size)
-    launch("eadam", params, grads, states, names, sc, flags)
+    return KernelCall("eadam", names, sc, flags)
 
 
-def adabelief(params, grads, states, c, maximize=False):
+def adabelief(c, maximize: bool) -> KernelCall:
     names = ("exp_avg", "exp_avg_var", "max_exp_avg_var") if c.amsgrad else ("exp_avg", "exp_avg_var")
     flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.amsgrad, F_AMSGRAD) | _flag(c.decay_factor != 1.0, F_DECAY)
              | _flag(c.coupled_wd != 0.0, F_COUPLED) | _flag(c.rectified_amsgrad, F_RECT_AMS)
              | (MODES[c.mode] << MODE_SHIFT))
     sc = (c.beta1, c.beta2, c.eps, c.decay_factor, c.coupled_wd, c.step_size, c.sgd_step, c.rectified_step,
           c.sqrt_bc2)
-    launch("adabelief", params, grads, states, names, sc, flags)
+    return KernelCall("adabelief", names, sc, flags)
 
 
-def adopt(params, grads, states, c, maximize=False):
+def adopt(c, maximize: bool) -> KernelCall:
     flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.initialise, F_INIT) | _flag(c.coupled_wd != 0.0, F_COUPLED)
              | _flag(c.decoupled_wd != 0.0, F_DECOUPLED) | _flag(c.clip is not None, F_CLIP))
     sc = (c.beta1, c.beta2, c.eps, c.lr, c.coupled_wd, c.decoupled_wd, 0.0 if c.clip is None else c.clip)
-    launch("adopt", params, grads, states, ("exp_avg", "exp_avg_sq"), sc, flags)
+    return KernelCall("adopt", ("exp_avg", "exp_avg_sq"), sc, flags)
 
 
-def agd(params, grads, states, c, maximize=False):
+def agd(c, maximize: bool) -> KernelCall:
     names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if c.amsgrad else ()) + (("z",) if c.win else ())
     if c.win and not c.amsgrad:  # the kernel finds z in the fourth state slot
         names = ("exp_avg", "exp_avg_sq", None, "z")
@@ -346,4 +421,4 @@ def agd(params, grads, states, c, maximize=False):
              | _flag(c.clip is not None, F_CLIP) | _flag(c.win, F_WIN))
     sc = (c.beta1, c.beta2, c.bc1, c.bc1_prev, c.decay_factor, c.coupled_wd, c.floor,
           0.0 if c.clip is None else c.clip, c.lr_adjust, c.z_factor, c.tau)
-    launch("agd", params, grads, states, names, sc, flags)
+    return KernelCall("agd", names, sc, flags)

@@ -68,7 +68,7 @@ class AdaBelief(AdamkitOptimizer):
     """
 
     name = "adabelief"
-    fused_update = staticmethod(fused_cpu.adabelief)  # the same math as update(), one C kernel call per bucket
+    fused_call = staticmethod(fused_cpu.adabelief)  # the kernel's arguments for the same math as update()
     hyperparameters = {
         "betas": _checks.betas,
         "eps": _checks.non_negative,

@@ -42,7 +42,7 @@ class Adam(AdamkitOptimizer):
     """
 
     name = "adam"
-    fused_update = staticmethod(fused_cpu.adam)  # the same math as update(), one C kernel call per bucket
+    fused_call = staticmethod(fused_cpu.adam)  # the kernel's arguments for the same math as update()
     hyperparameters = {
         "betas": _checks.betas,
         "eps": _checks.non_negative,

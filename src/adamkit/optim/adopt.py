@@ -67,7 +67,7 @@ class ADOPT(AdamkitOptimizer):
     """
 
     name = "adopt"
-    fused_update = staticmethod(fused_cpu.adopt)  # the same math as update(), one C kernel call per bucket
+    fused_call = staticmethod(fused_cpu.adopt)  # the kernel's arguments for the same math as update()
     hyperparameters = {
         "betas": _checks.betas,
         "eps": _checks.non_negative,

@@ -56,7 +56,7 @@ class AGD(AdamkitOptimizer):
     """
 
     name = "agd"
-    fused_update = staticmethod(fused_cpu.agd)  # the same math as update(), one C kernel call per bucket
+    fused_call = staticmethod(fused_cpu.agd)  # the kernel's arguments for the same math as update()
     hyperparameters = {
         "betas": _checks.betas,
         "delta": _checks.non_negative,

@@ -169,8 +169,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """
         raise NotImplementedError
 
-    #: the fused kernel, ``fused_update(params, grads, states, c)`` over lists, or None
-    fused_update: ClassVar[Callable | None] = None
+    #: the fused CPU kernel's arguments for a step, ``fused_call(c, maximize) -> KernelCall``, or None
+    fused_call: ClassVar[Callable | None] = None
 
     # ------------------------------------------------------------------- step
     @torch.no_grad()
@@ -203,6 +203,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def _step_group(self, group: dict[str, Any], loss: float | None) -> None:
         names = self.state_names(group)
+        if self._cached_fused_step(group, names, loss):
+            return
         params = []
         for p in group["params"]:
             if p.grad is None:
@@ -224,13 +226,54 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         for p in params:
             buckets[(p.device, p.dtype, self.state[p]["step"])].append(p)
         for bucket in buckets.values():
-            self._step_bucket(group, bucket, names, loss, impl)
+            call = self._step_bucket(group, bucket, names, loss, impl)
+        if call is not None and len(buckets) == 1 and len(params) == len(group["params"]):
+            self._remember_fused_table(group, names, params, call.names)
+
+    # The fused kernel's pointer table of a group, kept between steps: with
+    # thousands of small tensors, building it is most of a step's cost. It is
+    # used only while it provably still applies (same parameter objects and
+    # storage, same state tensors, one step count, every gradient present and
+    # contiguous); otherwise the general path above runs and may rebuild it.
+    def _remember_fused_table(self, group, names, params, kernel_names) -> None:
+        states = {n: [self.state[p][n] for p in params] for n in kernel_names if n is not None}
+        tables = self.__dict__.setdefault("_fused_tables", {})
+        if fused_cpu.CachedLaunch.eligible(kernel_names, params, states):
+            tables[id(group)] = (group, self.state, names, fused_cpu.CachedLaunch(kernel_names, params, states))
+        else:
+            tables.pop(id(group), None)
+
+    def _cached_fused_step(self, group, names, loss) -> bool:
+        entry = self.__dict__.get("_fused_tables", {}).get(id(group))
+        if entry is None:
+            return False
+        cached_group, cached_state, cached_names, table = entry
+        params = group["params"]
+        if (cached_group is not group or cached_state is not self.state or cached_names != names
+                or len(params) != table.count or self._implementation(group, params) != "fused"):
+            return False
+        grads = [p.grad for p in params]
+        if any(g is None or g.layout != torch.strided for g in grads):
+            return False
+        states = [self.state.get(p) for p in params]
+        if any(s is None for s in states):
+            return False
+        step = states[0]["step"]
+        if any(s["step"] != step for s in states):
+            return False
+        c = self.coefficients(group, step, loss)
+        call = type(self).fused_call(c, group["maximize"])
+        if not table.matches(call.names, params, states) or not table.run(call, grads):
+            return False
+        for s in states:
+            s["step"] = step + 1
+        return True
 
     def _implementation(self, group: Mapping[str, Any], params: list[Tensor]) -> str:
         if group["fused"]:
             if group["fused"] == "compiled" or params[0].device.type != "cpu":
                 return "compiled"
-            if type(self).fused_update is None:
+            if type(self).fused_call is None:
                 raise RuntimeError(f"{type(self).__name__} has no fused implementation in this build")
             fused_cpu.load()  # raises FusedKernelUnavailable, saying why
             return "fused"
@@ -244,17 +287,19 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """With neither foreach nor fused given: the fused kernel on CPU (else the loop), multi-tensor elsewhere."""
         if params[0].device.type != "cpu":
             return "foreach"
-        if type(self).fused_update is not None and fused_cpu.supports(params) and fused_cpu.available():
+        if type(self).fused_call is not None and fused_cpu.supports(params) and fused_cpu.available():
             return "fused"
         return "loop"
 
-    def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str) -> None:
+    def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str):
+        """Step one bucket; returns the fused kernel's call when the fused kernel ran it, else None."""
         step = self.state[bucket[0]]["step"]
         c = self.coefficients(group, step, loss)
         params = [local_tensor(p) for p in bucket]
         grads = [local_tensor(p.grad) for p in bucket]
         states = {name: [local_tensor(self.state[p][name]) for p in bucket] for name in names}
-        if impl == "fused" and not self._fused_step(group, params, grads, states, c):
+        call = self._fused_step(group, params, grads, states, c) if impl == "fused" else None
+        if impl == "fused" and call is None:
             impl = "loop"
         if impl == "compiled":
             from ..kernels import compiled
@@ -268,16 +313,18 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                 self._eager_step([p], [g], one, c, group["maximize"], multi_tensor=False)
         for p in bucket:
             self.state[p]["step"] = step + 1
+        return call
 
-    def _fused_step(self, group, params, grads, states, c) -> bool:
-        """Run the fused kernel; False when the default path meets tensors the kernel does not take."""
+    def _fused_step(self, group, params, grads, states, c):
+        """Run the fused kernel and return its call; None when the default path meets tensors it does not take."""
+        call = type(self).fused_call(c, group["maximize"])
         try:
-            type(self).fused_update(params, grads, states, c, maximize=group["maximize"])
+            fused_cpu.launch(call, params, grads, states)
         except fused_cpu.Unsupported:  # raised before any tensor is written
             if group["fused"]:
                 raise
-            return False
-        return True
+            return None
+        return call
 
     def _eager_step(self, params, grads, states, c, maximize: bool, multi_tensor: bool) -> None:
         """Run ``update`` on the real views, in float32 for half parameters: on one tensor or as TensorLists."""

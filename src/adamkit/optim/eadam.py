@@ -36,7 +36,7 @@ class EAdam(AdamkitOptimizer):
     """
 
     name = "eadam"
-    fused_update = staticmethod(fused_cpu.eadam)  # the same math as update(), one C kernel call per bucket
+    fused_call = staticmethod(fused_cpu.eadam)  # the kernel's arguments for the same math as update()
     hyperparameters = {
         "betas": _checks.betas,
         "eps": _checks.non_negative,
