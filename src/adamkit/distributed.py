@@ -67,10 +67,5 @@ def init_state(optimizer: AdamkitOptimizer) -> AdamkitOptimizer:
     for group in optimizer.param_groups:
         names = optimizer.state_names(group)
         for p in group["params"]:
-            state = optimizer.state[p]
-            if not state:
-                state["step"] = 0
-            for name in names:
-                if name not in state:
-                    state[name] = optimizer.init_state_tensor(name, p, group)
+            optimizer.init_param_state(p, group, names)
     return optimizer

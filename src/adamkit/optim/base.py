@@ -153,6 +153,16 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """Names of the state tensors kept for each parameter of ``group``."""
         raise NotImplementedError
 
+    def init_param_state(self, param: Tensor, group: Mapping[str, Any], names: tuple[str, ...] | None = None) -> dict:
+        """The state of ``param``: created lazily (step 0 and every state tensor ``group`` needs), as a first step would."""
+        state = self.state[param]
+        if not state:
+            state["step"] = 0
+        for name in self.state_names(group) if names is None else names:
+            if name not in state:
+                state[name] = self.init_state_tensor(name, param, group)
+        return state
+
     def init_state_tensor(self, name: str, param: Tensor, group: Mapping[str, Any]) -> Tensor:
         """A new state tensor for ``param``: zeros in the parameter's math dtype."""
         return torch.zeros_like(param, dtype=math_dtype(param.dtype), memory_format=torch.preserve_format)
@@ -211,12 +221,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            state = self.state[p]
-            if not state:
-                state["step"] = 0
-            for name in names:
-                if name not in state:
-                    state[name] = self.init_state_tensor(name, p, group)
+            self.init_param_state(p, group, names)
             params.append(p)
         if not params:
             return

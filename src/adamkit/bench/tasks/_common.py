@@ -79,17 +79,13 @@ class Batches:
         return idx
 
 
-class ClassifierInstance(Instance):
-    """A classifier trained on mini-batches; validation and test metrics on held-out data."""
+class MinibatchInstance(Instance):
+    """A model trained on mini-batches of ``data["x_train"]``, ``data["y_train"]`` with the loss ``loss_fn``.
 
-    def __init__(self, model: torch.nn.Module, data: dict[str, torch.Tensor], batch_size: int,
-                 gen: torch.Generator, steps: int, lr_decay: bool, eval_size: int | None = None):
-        self.model, self.data, self.lr_decay = model, data, lr_decay
-        self.batches = Batches(len(data["y_train"]), batch_size, gen)
-        self.steps_per_epoch = self.batches.steps_per_epoch
-        self.default_steps = steps
-        self.eval_size = eval_size
-        self._recent: list[float] = []
+    Subclasses set ``model``, ``data`` and ``batches`` and say how they evaluate.
+    """
+
+    loss_fn = staticmethod(F.cross_entropy)
 
     def parameters(self):
         return list(self.model.parameters())
@@ -101,13 +97,26 @@ class ClassifierInstance(Instance):
 
         def closure():
             optimizer.zero_grad()
-            loss = F.cross_entropy(self.model(x), y)
+            loss = self.loss_fn(self.model(x), y)
             loss.backward()
             return loss
 
         loss = as_float(optimizer.step(closure))
         self._recent = (self._recent + [loss])[-50:]
         return loss
+
+
+class ClassifierInstance(MinibatchInstance):
+    """A classifier trained on mini-batches; validation and test metrics on held-out data."""
+
+    def __init__(self, model: torch.nn.Module, data: dict[str, torch.Tensor], batch_size: int,
+                 gen: torch.Generator, steps: int, lr_decay: bool, eval_size: int | None = None):
+        self.model, self.data, self.lr_decay = model, data, lr_decay
+        self.batches = Batches(len(data["y_train"]), batch_size, gen)
+        self.steps_per_epoch = self.batches.steps_per_epoch
+        self.default_steps = steps
+        self.eval_size = eval_size
+        self._recent: list[float] = []
 
     @torch.no_grad()
     def _scores(self, split: str) -> dict[str, float]:

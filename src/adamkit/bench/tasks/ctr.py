@@ -10,9 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import loaders
-from ..problem import Instance
 from ..registry import register
-from ._common import Batches, Task, as_float, roc_auc, seeded
+from ._common import Batches, MinibatchInstance, Task, roc_auc, seeded
 
 ML_FIELDS = ("user", "item", "age", "gender", "occupation", "genre")
 
@@ -53,7 +52,9 @@ class DeepFM(FM):
         return fm + self.mlp(e.flatten(1)).squeeze(1)
 
 
-class CTRInstance(Instance):
+class CTRInstance(MinibatchInstance):
+    loss_fn = staticmethod(F.binary_cross_entropy_with_logits)
+
     def __init__(self, task: "_CTR", seed: int, data: dict, n_features: int, extra: dict[str, float]):
         self.gen = seeded(seed)
         self.task, self.data, self.extra = task, data, extra
@@ -63,24 +64,6 @@ class CTRInstance(Instance):
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.default_steps = task.steps
         self._recent: list[float] = []
-
-    def parameters(self):
-        return list(self.model.parameters())
-
-    def train_step(self, optimizer, step):
-        idx = self.batches.next()
-        x, y = self.data["x_train"][idx], self.data["y_train"][idx]
-        self.model.train()
-
-        def closure():
-            optimizer.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(self.model(x), y)
-            loss.backward()
-            return loss
-
-        loss = as_float(optimizer.step(closure))
-        self._recent = (self._recent + [loss])[-50:]
-        return loss
 
     @torch.no_grad()
     def _scores(self, split):
