@@ -96,7 +96,9 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False)
             else:
-                ray.init(num_cpus=self.jobs, include_dashboard=False, log_to_driver=False)
+                # a private single-machine instance: keep all of Ray's traffic on the loopback interface
+                ray.init(num_cpus=self.jobs, include_dashboard=False, log_to_driver=False,
+                         _node_ip_address="127.0.0.1")
         remote = ray.remote(num_cpus=1, max_retries=1)(_ray_execute)
         window = 2 * max(self.jobs, int(ray.cluster_resources().get("CPU", 1)))
         pending = list(reversed(jobs))
