@@ -107,3 +107,16 @@ def test_changed_flags_take_effect():
     def to_loop(a, b, oa, ob):
         oa.param_groups[0]["fused"] = False
     step_both(a, b, oa, ob, 3, to_loop)
+
+
+def test_gradients_swapped_behind_torchs_back_are_not_trusted():
+    """``p.grad.data = ...`` skips torch's checks of dtype and size; the table must not trust such a gradient."""
+    a, b, oa, ob = twin_runs()
+    step_both(a, b, oa, ob, 0)
+    for p in a:
+        p.grad = torch.zeros_like(p)
+    a[0].grad.data = torch.zeros(a[0].numel() + 4, dtype=torch.float64)  # a bigger buffer than the parameter
+    before = [p.detach().clone() for p in a]
+    with pytest.raises(Exception):
+        oa.step()  # the general path refuses it, before anything is written
+    assert all(torch.equal(p, q) for p, q in zip(a, before))

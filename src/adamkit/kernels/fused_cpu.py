@@ -314,7 +314,9 @@ class CachedLaunch:
         self.count = count = len(params)
         self.param_ptrs = [p.data_ptr() for p in params]
         self.state_tensors = [(name, states[name]) for name in names if name is not None]
-        self.numel = (ctypes.c_int64 * count)(*[p.numel() for p in params])
+        self.numels = [p.numel() for p in params]
+        self.numel = (ctypes.c_int64 * count)(*self.numels)
+        self.torch_dtype = params[0].dtype
         self.dtype = DTYPES[params[0].dtype]
         self.ptrs = (ctypes.c_void_p * (count * (2 + len(names))))()
         self.ptrs[0:count] = self.param_ptrs
@@ -350,8 +352,9 @@ class CachedLaunch:
 
     def run(self, call: "KernelCall", grads: list[Tensor]) -> bool:
         """One kernel call with these gradients; False (nothing written) if a gradient does not fit the table."""
-        if not all(g.is_contiguous() for g in grads):
-            return False
+        dtype = self.torch_dtype
+        if not all(g.dtype == dtype and g.is_contiguous() for g in grads) or [g.numel() for g in grads] != self.numels:
+            return False  # torch checks assigned gradients, but ``p.grad.data = ...`` goes around it
         count = self.count
         self.ptrs[count:2 * count] = [g.data_ptr() for g in grads]
         sc = (ctypes.c_double * 16)(*call.scalars)
