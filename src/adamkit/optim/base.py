@@ -23,9 +23,9 @@ Implementations (selected per group, like torch):
   * ``fused=True``: on CPU the fused C kernel (``adamkit.kernels.fused_cpu``,
     one pass over memory, one call per bucket), registered per algorithm; on
     other devices the compiled path;
-  * ``fused="compiled"``: ``update`` compiled with ``torch.compile``, scalars
-    passed as tensors so that a learning-rate schedule never recompiles
-    (``adamkit.kernels.compiled``; CPU and CUDA).
+  * ``fused="compiled"``: each rule restated with its scalars as tensors
+    (``adamkit.kernels.compiled``, checked against ``update``) and compiled with
+    ``torch.compile``, so that a learning-rate schedule never recompiles (CPU and CUDA).
 
 With neither given, each device gets its fastest correct path, chosen by
 measurement (``adamkit speed``): the fused kernel on CPU (the loop where no C
