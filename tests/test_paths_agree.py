@@ -1,11 +1,14 @@
-"""The loop and multi-tensor paths agree on random shapes and hyperparameters (property-based)."""
+"""Every implementation path agrees with the loop on random shapes and hyperparameters (property-based)."""
 from __future__ import annotations
 
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adamkit.kernels import fused_cpu
 from optimizer_table import OPTIMIZERS
+
+PATHS = [dict(foreach=False), dict(foreach=True)] + ([dict(fused=True)] if fused_cpu.available() else [])
 
 shapes = st.lists(st.lists(st.integers(0, 5), min_size=0, max_size=3).map(tuple), min_size=1, max_size=4)
 
@@ -27,19 +30,20 @@ def configurations(draw):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configurations(), shapes, st.integers(1, 8), st.integers(0, 2**31 - 1))
-def test_loop_and_foreach_agree_on_random_problems(config, shape_list, steps, seed):
+def test_every_path_agrees_with_the_loop_on_random_problems(config, shape_list, steps, seed):
     info, hyper = config
     g = torch.Generator().manual_seed(seed)
     start = [torch.randn(s, generator=g, dtype=torch.float64) for s in shape_list]
     grads = [[torch.randn(s, generator=g, dtype=torch.float64) for s in shape_list] for _ in range(steps)]
     results = []
-    for foreach in (False, True):
+    for path in PATHS:
         params = [p.clone().requires_grad_() for p in start]
-        opt = info.make(params, foreach=foreach, **hyper)
+        opt = info.make(params, **path, **hyper)
         for step_grads in grads:
             for p, grad in zip(params, step_grads):
                 p.grad = grad.clone()
             opt.step()
         results.append(params)
-    for x, y in zip(*results):
-        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14, equal_nan=True)
+    for other in results[1:]:
+        for x, y in zip(results[0], other):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14, equal_nan=True)
