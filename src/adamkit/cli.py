@@ -35,7 +35,9 @@ def _optional_subcommands() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     _optional_subcommands()
-    parser = argparse.ArgumentParser(prog="adamkit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="adamkit", description="adamkit: the Adam family of optimizers, their benchmark suite and tools"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, text) in SUBCOMMANDS.items():
