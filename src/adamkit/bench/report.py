@@ -104,11 +104,7 @@ def plot_trajectories(res: Results, inst, out: Path) -> Path | None:
     fig.suptitle(f"{inst.key}: {problem.description}\npaths from {len(arm.seeds)} random starts (•) to the end (×), "
                  f"each optimizer with its tuned hyperparameters; ★ global minima; dotted: missed the target",
                  fontsize=9)
-    fig.tight_layout()
-    path = out / f"traj_{_safe(inst.key)}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"traj_{_safe(inst.key)}.png")
 
 
 def plot_curves(res: Results, inst, out: Path) -> Path | None:
@@ -157,11 +153,7 @@ def plot_curves(res: Results, inst, out: Path) -> Path | None:
     ax.set_title(f"{inst.key}: median over {n} seeds, band = 25–75 %" if n > 1 else f"{inst.key}: one seed")
     ax.grid(alpha=0.3, which="both", lw=0.4)
     ax.legend(fontsize=6.5, loc="best")
-    fig.tight_layout()
-    path = out / f"curve_{_safe(inst.key)}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"curve_{_safe(inst.key)}.png")
 
 
 def plot_train_loss(res: Results, inst, out: Path) -> Path | None:
@@ -188,11 +180,7 @@ def plot_train_loss(res: Results, inst, out: Path) -> Path | None:
     ax.set_title(f"{inst.key}: training loss per step, first final seed", fontsize=9)
     ax.grid(alpha=0.3, lw=0.4)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = out / f"train_{_safe(inst.key)}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"train_{_safe(inst.key)}.png")
 
 
 def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
@@ -240,11 +228,7 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
                  fontsize=8.5)
     ax.grid(alpha=0.3, which="both", lw=0.4)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = out / f"lr_{_safe(inst.key)}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"lr_{_safe(inst.key)}.png")
 
 
 def plot_profiles(res: Results, out: Path) -> list[tuple[Path, str]]:
@@ -270,10 +254,7 @@ def plot_profiles(res: Results, out: Path) -> list[tuple[Path, str]]:
         ax.grid(alpha=0.3, which="both", lw=0.4)
         ax.legend(fontsize=7, loc="lower right")
         fig.text(0.01, 0.01, f"cost = {what}; higher and further left is better", fontsize=6.5)
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        path = out / f"profile_{measure}.png"
-        fig.savefig(path)
-        plt.close(fig)
+        path = _save(fig, out / f"profile_{measure}.png", rect=(0, 0.03, 1, 1))
         paths.append((path, f"Performance profile on {title}: {what}."))
     return paths
 
@@ -330,10 +311,7 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
             ax.grid(alpha=0.3, lw=0.4)
         axes.flat[0].legend(fontsize=7, loc="center left")
         fig.suptitle(f"{group}: final θ across β2 (started at 0; the optimum is -1, lower is better)", fontsize=9.5)
-        fig.tight_layout()
-        path = out / f"beta2_{_safe(group)}.png"
-        fig.savefig(path)
-        plt.close(fig)
+        path = _save(fig, out / f"beta2_{_safe(group)}.png")
         paths.append((path, f"β2 sweep on {data['problem']}: final θ per optimizer; converging means θ ≈ -1."))
     return paths
 
@@ -344,6 +322,16 @@ def _metric_label(metric: str) -> str:
             "fd": "Fréchet distance (lower is better)", "eval_return": "evaluation return (deterministic policy)",
             "modes_covered": "modes covered"}.get(
         metric, metric)
+
+
+def _save(fig, path: Path, rect=None) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    fig.tight_layout(**({} if rect is None else {"rect": rect}))
+    fig.savefig(path)
+    import matplotlib.pyplot as plt  # loaded already: the figure came from it
+
+    plt.close(fig)
+    return path
 
 
 def _safe(text: str) -> str:
