@@ -10,7 +10,7 @@ from adamkit.bench import protocol
 from adamkit.bench.suite import SuiteError, load_suite, parse_suite
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "full"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "full", "paper"])
 def test_every_optimizer_gets_the_same_budget(name):
     suite = load_suite(name)
     runs = protocol.plan_first_phase(suite)

@@ -191,7 +191,7 @@ def test_bench_list_and_bad_suite(tmp_path, capsys):
     assert main(["bench", "list"]) == 0
     text = capsys.readouterr().out
     for name in ("rosenbrock", "adopt_counterexample", "logreg_breast_cancer", "smoke", "quick", "full",
-                 "tasks_quick", "fmnist_cnn"):
+                 "tasks_quick", "paper", "fmnist_cnn"):
         assert name in text
     (tmp_path / "bad.toml").write_text('[[problems]]\nname = "rosenbrok"\n')
     assert main(["bench", "run", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o")]) == 2

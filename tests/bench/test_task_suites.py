@@ -14,7 +14,7 @@ from adamkit.bench.suite import SHIPPED, load_suite, parse_suite
 from adamkit.bench.sweep import run_sweep
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "full"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "full", "paper"])
 def test_shipped_suite_runs_every_task(name):
     suite = load_suite(name)
     tasks = {i.problem for i in suite.problems if i.tier == "B"}
@@ -31,8 +31,16 @@ def test_smoke_and_quick_task_runs_are_short_and_full_tunes():
     quick = [i for i in load_suite("quick").problems if i.tier == "B"]
     # the optimizers the task claims compare are in every quick task run
     assert all({"adam", "eadam", "adabelief", "adopt", "agd"} <= set(i.optimizers) for i in quick)
-    full = [i for i in load_suite("full").problems if i.tier == "B"]
-    assert all(i.tune and i.trials >= 8 and len(i.final_seeds) >= 3 for i in full)
+    # `full` tunes every task at 2-core budgets; `paper` at paper-scale budgets (more trials, seeds, steps)
+    full = {i.problem: i for i in load_suite("full").problems if i.tier == "B"}
+    paper = {i.problem: i for i in load_suite("paper").problems if i.tier == "B"}
+    assert all(i.tune and i.trials >= 2 and len(i.final_seeds) >= 2 for i in full.values())
+    assert all(i.tune and i.trials >= 8 and len(i.final_seeds) >= 3 for i in paper.values())
+    for name, inst in full.items():
+        assert inst.trials <= paper[name].trials and len(inst.final_seeds) <= len(paper[name].final_seeds)
+        # the final seeds of RL tasks are several, in both
+        if name.endswith("_ppo"):
+            assert len(inst.final_seeds) >= 4 and len(paper[name].final_seeds) >= 5
     assert "tasks_quick" in SHIPPED and {i.problem for i in load_suite("tasks_quick").problems} == set(
         list_problems("B"))
 

@@ -18,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="the registered problems and tasks, and the shipped suites")
     p.add_argument("--tier", choices=("A", "B"), help="only this tier")
     p = sub.add_parser("run", help="run a suite (a shipped name or a TOML file) into a results folder; resumable")
-    p.add_argument("suite", help="smoke, quick, full, tasks_quick, or the path of a suite TOML file")
+    p.add_argument("suite", help="smoke, quick, full, tasks_quick, paper, or the path of a suite TOML file")
     p.add_argument("--out", required=True, help="results folder (holds results.sqlite; re-run to resume)")
     p.add_argument("--store", help="the SQLite results file (default: OUT/results.sqlite)")
     p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: the number of CPUs, at most 2)")

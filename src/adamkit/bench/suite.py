@@ -1,7 +1,7 @@
 """Suites: which problems and tasks, which optimizers, budgets, seeds and targets — TOML files.
 
-A suite is a shipped name (``smoke``, ``quick``, ``full``: ``src/adamkit/bench/suites/*.toml``) or
-the path of a user's file. The format::
+A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``paper``:
+``src/adamkit/bench/suites/*.toml``) or the path of a user's file. The format::
 
     name = "my-suite"
     description = "what it shows"
@@ -59,7 +59,7 @@ class SuiteError(ValueError):
     """A suite file that cannot be used; the message names the file and the key."""
 
 
-SHIPPED = ("smoke", "quick", "full", "tasks_quick")
+SHIPPED = ("smoke", "quick", "full", "tasks_quick", "paper")
 
 
 @dataclass(frozen=True)
