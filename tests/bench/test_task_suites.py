@@ -135,3 +135,23 @@ def test_claim_rows_say_no_data_when_the_suite_did_not_run_the_task(tmp_path):
     assert report.task_metric(res, inst, "adabelief", "test_accuracy") == (0.91, 2)
     value, n = report.task_metric(res, inst, "adam", "fd")  # a metric the task does not report
     assert math.isnan(value) and n == 0
+
+
+def test_report_states_each_problems_protocol_and_the_direction_of_its_target(tmp_path):
+    lines = report.protocol_summary(load_suite("full"))
+    by_tasks = {line.split(": ", 1)[1]: line.split(": ", 1)[0] for line in lines}
+    cnn = next(k for names, k in by_tasks.items() if "fmnist_cnn" in names.split(", "))
+    assert cnn == "2 trials + defaults on 1 tuning seed (0), 2 final seeds (1000, 1001)"
+    rl = next(k for names, k in by_tasks.items() if "cartpole_ppo" in names.split(", "))
+    assert rl.endswith("4 final seeds (1000–1003)")
+    assert any(k.startswith("no tuning") and "adopt_counterexample_noclip" in names for names, k in by_tasks.items())
+    # every problem of the suite is named exactly once
+    named = [n for names in by_tasks for n in names.split(", ")]
+    assert sorted(named) == sorted({i.group for i in load_suite("full").problems})
+
+    _stored(tmp_path, ["fmnist_cnn", "dcgan_fmnist"])
+    md = (report.write_report(tmp_path / "r.sqlite", tmp_path / "rep", log=lambda *a: None) / "report.md").read_text()
+    assert "| fmnist_cnn | test_accuracy (≥ 0.91) |" in md  # accuracy: higher is better
+    row = next(line for line in md.splitlines() if line.startswith("| dcgan_fmnist |"))
+    assert "nan" not in row and "%" not in row  # no target: no share of seeds reaching it
+    assert "- no tuning (fixed hyperparameters), 2 final seeds (1000, 1001): fmnist_cnn, dcgan_fmnist" in md

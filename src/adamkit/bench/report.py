@@ -633,6 +633,9 @@ class Doc:
     def table(self, header: list[str], rows: list[list[str]]):
         self.blocks.append(("table", header, rows))
 
+    def bullets(self, items: list[str]):
+        self.blocks.append(("bullets", items))
+
     def img(self, path: Path, caption: str):
         self.blocks.append(("img", path, caption))
 
@@ -647,6 +650,8 @@ class Doc:
                 out.append("| " + " | ".join(b[1]) + " |")
                 out.append("|" + "---|" * len(b[1]))
                 out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in b[2]]
+            elif b[0] == "bullets":
+                out += [f"- {item}" for item in b[1]]
             elif b[0] == "img":
                 out.append(f"![{b[2]}]({os.path.relpath(b[1], root)})\n\n*{b[2]}*")
             out.append("")
@@ -668,12 +673,42 @@ class Doc:
                 out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in b[1]) + "</tr>")
                 out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b[2]]
                 out.append("</table>")
+            elif b[0] == "bullets":
+                out.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in b[1]) + "</ul>")
             elif b[0] == "img":
                 data = base64.b64encode(Path(b[1]).read_bytes()).decode()
                 out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b[2])}'>"
                            f"<figcaption>{_inline(b[2])}</figcaption></figure>")
         out.append("</body></html>")
         return "\n".join(out)
+
+
+def _seeds_text(seeds: tuple[int, ...], kind: str) -> str:
+    """``5 final seeds (1000–1004)``, ``1 tuning seed (0)``."""
+    noun = f"{kind} seed" + ("s" if len(seeds) != 1 else "")
+    if len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{len(seeds)} {noun} ({seeds[0]}–{seeds[-1]})"
+    return f"{len(seeds)} {noun} ({', '.join(map(str, seeds))})"
+
+
+def protocol_summary(suite) -> list[str]:
+    """One line per distinct protocol of the suite's problems: trials, tuning and final seeds, and which problems."""
+    groups: dict[str, list[str]] = {}
+    for inst in suite.problems:
+        if inst.tune:
+            defaults = " + defaults" if suite.defaults_arm else ""
+            key = (f"{inst.trials} trials{defaults} on {_seeds_text(inst.tune_seeds, 'tuning')}, "
+                   f"{_seeds_text(inst.final_seeds, 'final')}")
+        else:
+            key = f"no tuning (fixed hyperparameters), {_seeds_text(inst.final_seeds, 'final')}"
+        names = groups.setdefault(key, [])
+        if inst.group not in names:
+            names.append(inst.group)
+    return [f"{key}: {', '.join(names)}" for key, names in groups.items()]
+
+
+def _target_text(inst) -> str:
+    return f"{'≥' if inst.maximize else '≤'} {_fmt(inst.target)}"
 
 
 def _inline(text: str) -> str:
@@ -703,13 +738,16 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
     doc.p(f"{counts.get('done', 0)} runs finished, {counts.get('failed', 0)} failed, stored in "
           f"`{res.store.path}`; report written {time.strftime('%Y-%m-%d %H:%M')}. Optimizers: "
           f"{', '.join(suite.optimizers)}.")
-    doc.p(f"**Protocol.** Every optimizer gets the same budget on every problem: {suite.trials} random-search trials "
-          f"(log-uniform learning rate over the problem's range, the same for all; ε/δ log-uniform on each "
-          f"optimizer's own scale; trial i of every optimizer sits at the same quantiles), plus its paper defaults "
-          f"as one more candidate, each run on tuning seeds {list(suite.tune_seeds)}. The candidate with the best "
-          f"validation metric is re-run on the final seeds {list(suite.final_seeds)} (paired: the same seeds, i.e. "
-          f"the same start points and noise, for every optimizer); the paper-defaults arm runs on them too. "
-          f"Numbers below are medians over the final seeds with the 25–75 % range.")
+    doc.p("**Protocol.** Every optimizer gets the same budget on every problem: random-search trials "
+          "(log-uniform learning rate over the problem's range, the same for all; ε/δ log-uniform on each "
+          "optimizer's own scale; trial i of every optimizer sits at the same quantiles)"
+          + (", plus its paper defaults as one more candidate" if suite.defaults_arm else "")
+          + ", each run on the tuning seeds. The candidate with the best validation metric is re-run on the final "
+          "seeds (paired: the same seeds, i.e. the same start points and noise, for every optimizer)"
+          + ("; the paper-defaults arm runs on them too" if suite.defaults_arm else "")
+          + ". A problem without tuning runs its fixed hyperparameters on the final seeds. Numbers below are "
+          "medians over the final seeds with the 25–75 % range. Per problem:")
+    doc.bullets(protocol_summary(suite))
     missing = sum(a.missing for a in res.arms.values())
     if missing:
         doc.p(f"**Incomplete sweep:** {missing} final runs are not in the store yet; re-run `adamkit bench run` "
@@ -731,13 +769,13 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         meds = {o: res.arm(inst.key, o, arm) for o in suite.optimizers}
         vals = {o: a.median for o, a in meds.items() if a is not None and not math.isnan(a.median)}
         best = (max if inst.maximize else min)(vals.values()) if vals else None
-        row = [inst.key, f"{inst.target_metric} (≤ {_fmt(inst.target)})" if inst.target is not None else inst.target_metric]
+        row = [inst.key, f"{inst.target_metric} ({_target_text(inst)})" if inst.target is not None else inst.target_metric]
         for o in suite.optimizers:
             a = meds[o]
             if a is None:
                 row.append("")
                 continue
-            cell = f"{_fmt(a.median)} ({a.converged:.0%})"
+            cell = f"{_fmt(a.median)} ({a.converged:.0%})" if inst.target is not None else _fmt(a.median)
             if a.failed:
                 cell += f" [{a.failed} failed]"
             row.append(f"**{cell}**" if best is not None and a.median == best else cell)
@@ -775,7 +813,8 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
             desc = ""
         budget = f"{inst.steps} steps" if inst.steps else (f"{inst.epochs} epochs" if inst.epochs else "default steps")
         doc.p(f"{desc} — settings {inst.params or 'default'}; budget {budget}; selection on `{inst.selection_metric}`; "
-              f"target `{inst.target_metric}` ≤ {_fmt(inst.target)}; lr range {list(inst.lr_range)}.")
+              + (f"target `{inst.target_metric}` {_target_text(inst)}; " if inst.target is not None else "")
+              + f"lr range {list(inst.lr_range)}.")
         rows = []
         for o in inst.optimizers:
             for arm_name in ("tuned", "fixed", "defaults"):
