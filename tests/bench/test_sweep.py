@@ -16,7 +16,7 @@ from adamkit.bench.executors import LocalExecutor
 from adamkit.bench.registry import list_problems
 from adamkit.bench.store import ResultStore
 from adamkit.bench.suite import load_suite
-from adamkit.bench.sweep import missing_data, run_sweep
+from adamkit.bench.sweep import WorkEstimate, missing_data, run_sweep
 
 TINY = """
 name = "tiny"
@@ -54,9 +54,15 @@ def _all_planned(suite, store):
 def test_sweep_stores_every_run_once_and_resumes_without_redoing(tmp_path):
     suite = load_suite(_suite(tmp_path))
     store = ResultStore(tmp_path / "r.sqlite")
-    stats = run_sweep(suite, store, LocalExecutor(1))
+    calls = []
+    stats = run_sweep(suite, store, LocalExecutor(1), progress=lambda *a, **k: calls.append((a, k)))
     planned = _all_planned(suite, store)
     assert stats.failed == 0 and stats.done == len(planned) == len(store.statuses())
+    # progress after every run, with the sweep's own estimate of the time left: 0 once nothing is left
+    per_run = [(a, k) for a, k in calls if not k.get("final")]
+    assert [a[1] for a, _ in per_run] == list(range(1, len(planned) + 1))
+    assert all(k["eta"] >= 0 for _, k in per_run) and per_run[-1][1]["eta"] == 0
+    assert calls[-1][1].get("final") and calls[-1][0][1] == len(planned)  # the closing line
     assert set(store.statuses()) == planned
     before = {r["hash"]: (r["finished_at"], r["seconds"]) for r in store.runs()}
     again = run_sweep(suite, store, LocalExecutor(1))
@@ -65,6 +71,26 @@ def test_sweep_stores_every_run_once_and_resumes_without_redoing(tmp_path):
     # per-step metrics are stored with each run
     some = next(iter(planned))
     assert len(store.curve(some)["step"]) >= 2 and store.curve(some, "train")["loss"]
+
+
+def test_time_left_weighs_each_pending_run_by_the_cost_of_its_own_problem():
+    work = WorkEstimate()
+    work.start -= 10.0  # the sweep has run for 10 s of wall time ...
+    for _ in range(4):
+        work.observe("cheap", 1.0)
+    work.observe("costly", 16.0)  # ... and got through 20 s of runs: 2 runs at a time
+    work.add_pending({f"c{i}": "cheap" for i in range(10)} | {"x1": "costly", "x2": "costly"})
+    assert work.eta() == pytest.approx((10 * 1.0 + 2 * 16.0) / 2.0, rel=1e-3)
+    # a finished run leaves the pending set; an instance never seen costs the mean run so far
+    work.observe("cheap", 1.0, run_hash="c0")
+    work.later = {"unseen": 3}
+    mean = (5 * 1.0 + 16.0) / 6
+    assert work.eta() == pytest.approx((9 * 1.0 + 2 * 16.0 + 3 * mean) / (21.0 / 10.0), rel=1e-3)
+    # runs stored by an earlier sweep teach costs but are not work done in this one
+    fresh = WorkEstimate()
+    fresh.observe("cheap", 5.0, here=False)
+    fresh.add_pending({"a": "cheap"})
+    assert fresh.eta() != fresh.eta()  # nothing done here yet: no rate, no estimate (nan)
 
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):

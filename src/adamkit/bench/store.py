@@ -114,6 +114,10 @@ class ResultStore:
         """hash -> status of every stored run."""
         return dict(self.db.execute("SELECT hash, status FROM runs"))
 
+    def durations(self) -> dict[str, float]:
+        """hash -> seconds of every finished (done) run."""
+        return dict(self.db.execute("SELECT hash, seconds FROM runs WHERE status = 'done' AND seconds IS NOT NULL"))
+
     def finals(self, hashes: Iterable[str] | None = None) -> dict[str, dict[str, Any] | None]:
         """hash -> final metrics (None for a failed run) of the stored runs."""
         out = {}

@@ -29,6 +29,49 @@ class SweepStats:
     no_data: dict[str, str] = field(default_factory=dict)
 
 
+class WorkEstimate:
+    """The time left in a sweep, from what its runs have cost so far.
+
+    Runs of one problem instance share a budget, so a pending run is expected to cost the mean of the
+    finished runs of its instance (of any optimizer; the mean of all finished runs while its instance has
+    none). That work divided by the rate at which this sweep has been getting through work (seconds of
+    runs finished per second of wall time: the parallelism actually achieved) is the ETA. Counting runs
+    instead would be off by the ratio of the costliest to the cheapest problem (100x in ``full``).
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, list[float]] = {}  # instance -> run seconds (finished here or stored earlier)
+        self.pending: dict[str, str] = {}  # run hash -> instance
+        self.later: dict[str, int] = {}  # instance -> runs not planned yet (phase 2's winners)
+        self.worked = 0.0  # run seconds finished in this sweep
+        self.start = time.monotonic()
+
+    def add_pending(self, runs: dict[str, str]) -> None:
+        self.pending.update(runs)
+
+    def observe(self, instance: str, seconds: float, *, run_hash: str | None = None, here: bool = True) -> None:
+        if seconds is not None and seconds == seconds:
+            self.seconds.setdefault(instance, []).append(float(seconds))
+            if here:
+                self.worked += float(seconds)
+        if run_hash is not None:
+            self.pending.pop(run_hash, None)
+
+    def _mean(self, instance: str | None) -> float:
+        values = self.seconds.get(instance) if instance is not None else None
+        if not values:
+            values = [v for vs in self.seconds.values() for v in vs]
+        return sum(values) / len(values) if values else float("nan")
+
+    def eta(self) -> float:
+        elapsed = time.monotonic() - self.start
+        if self.worked <= 0 or elapsed <= 0:
+            return float("nan")
+        left = (sum(self._mean(inst) for inst in self.pending.values())
+                + sum(n * self._mean(inst) for inst, n in self.later.items()))
+        return left / (self.worked / elapsed)
+
+
 class Progress:
     """One status line: runs done of the total, failures, elapsed time and ETA."""
 
@@ -38,7 +81,10 @@ class Progress:
         self.last = 0.0
         self.start = time.monotonic()
 
-    def __call__(self, phase: str, done: int, total: int, failed: int, final: bool = False) -> None:
+    def __call__(self, phase: str, done: int, total: int, failed: int, final: bool = False,
+                 eta: float | None = None) -> None:
+        """``eta``: seconds left as the sweep estimates them (:class:`WorkEstimate`); by default the mean
+        time per run so far times the runs left."""
         if self.stream is None:
             return
         now = time.monotonic()
@@ -46,7 +92,8 @@ class Progress:
             return
         self.last = now
         elapsed = now - self.start
-        eta = elapsed / done * (total - done) if done else float("nan")
+        if eta is None:
+            eta = elapsed / done * (total - done) if done else float("nan")
         line = (f"[{phase}] {done}/{total} runs" + (f", {failed} failed" if failed else "")
                 + f", {_clock(elapsed)} elapsed" + (f", ETA {_clock(eta)}" if done and done < total else ""))
         if self.tty:
@@ -110,6 +157,11 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
     statuses = store.statuses()
     total_new = [0]
     total_done = [0]
+    instance_of = {r.hash: r.instance for r in phase1}
+    work = WorkEstimate()
+    for h, seconds in store.durations().items():  # what earlier, interrupted sweeps learned of each cost
+        if h in instance_of:
+            work.observe(instance_of[h], seconds, here=False)
 
     def todo(runs):
         jobs = []
@@ -119,12 +171,14 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
                 stats.skipped += 1
             else:
                 jobs.append((h, spec))
+        work.add_pending({h: instance_of[h] for h, _ in jobs})
         return jobs
 
     def execute(jobs, phase, total):
         for h, spec, result in executor.map(jobs):
             store.put(h, spec, result)
             statuses[h] = result["status"]
+            work.observe(instance_of[h], result.get("seconds"), run_hash=h)
             total_done[0] += 1
             if result["status"] == "done":
                 stats.done += 1
@@ -133,17 +187,21 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
                 first = (result.get("error") or "").splitlines()[0] if result.get("error") else "?"
                 stats.failures.append(f"{spec['problem']} {spec['optimizer']} seed {spec['seed']}: {first}")
             if progress:
-                progress(phase, total_done[0], total, stats.failed)
+                progress(phase, total_done[0], total, stats.failed, eta=work.eta())
 
     jobs1 = todo(unique1)
     # estimate phase 2's new runs as its planned count less what is stored (exact once phase 1 is done)
     total_new[0] = len(jobs1) + n_final
+    work.later = {i.key: len(i.final_seeds) * len(i.optimizers) for i in suite.problems
+                  if i.tune and i.key not in stats.no_data}
     stats.planned = len(unique1) + n_final
     execute(jobs1, "tuning", total_new[0])
 
     winners = protocol.select(suite, store.finals())
     phase2 = [r for r in protocol.plan_final_phase(suite, winners) if r.instance not in stats.no_data]
     unique2 = {h: s for h, s in _unique(phase2).items() if h not in unique1}
+    instance_of.update({r.hash: r.instance for r in phase2})
+    work.later = {}
     stats.planned = len(unique1) + len(unique2)
     jobs2 = todo(unique2)
     total_new[0] = len(jobs1) + len(jobs2)
