@@ -257,3 +257,37 @@ def test_kernel_is_cached_by_source_hash():
     lib_path = fused_cpu._build(fused_cpu._compiler())  # already built: found, not rebuilt
     assert lib_path.exists() and lib_path.parent == fused_cpu.cache_dir()
     assert lib_path.name.startswith("fused_cpu-")
+
+
+def test_cache_prune_removes_only_stale_builds_and_leftovers(tmp_path):
+    import os
+    import time
+
+    day = 24 * 3600
+    old = time.time() - 40 * day
+
+    def make(name, mtime):
+        path = tmp_path / name
+        path.write_bytes(b"\0")
+        os.utime(path, (mtime, mtime))
+        return path
+
+    stale = make("fused_cpu-aaaa.so", old)
+    kept = make("fused_cpu-bbbb.so", old)  # the build being made: never removed
+    recent = make("fused_cpu-cccc.so", time.time() - 2 * day)  # another version's build in use lately
+    leftover = make("tmpx1y2.so", time.time() - 2 * day)  # a killed build's output
+    fresh_tmp = make("tmpz9.so", time.time())  # a build in progress right now
+    other = make("notes.txt", old)
+    removed = fused_cpu.prune_cache(tmp_path, keep=kept)
+    assert sorted(removed) == sorted([stale, leftover])
+    assert all(p.exists() for p in (kept, recent, fresh_tmp, other)) and not stale.exists()
+
+
+@needs_kernel
+def test_loading_a_cached_build_marks_it_used():
+    import os
+
+    lib_path = fused_cpu._build(fused_cpu._compiler())
+    os.utime(lib_path, (1, 1))
+    assert fused_cpu._build(fused_cpu._compiler()) == lib_path
+    assert lib_path.stat().st_mtime > 1e9

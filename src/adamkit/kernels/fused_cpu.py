@@ -8,7 +8,8 @@ else ``cc``/``gcc``/``clang``), which takes about a second, into a cache
 directory keyed by a hash of the source, the compiler and its flags:
 ``$ADAMKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/adamkit``, else
 ``~/.cache/adamkit``. It is loaded with ``ctypes``; one call steps every tensor
-of a bucket, so many small tensors cost one dispatch.
+of a bucket, so many small tensors cost one dispatch. A new build removes the
+builds nobody has loaded for 30 days (:func:`prune_cache`).
 
 Without a working compiler :func:`available` is False: ``fused=True`` on CPU
 then raises :class:`FusedKernelUnavailable` saying why, and the default path
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -104,6 +106,7 @@ def _build(cc: str) -> Path:
         ).hexdigest()[:20]
         target = directory / f"fused_cpu-{key}.so"
         if target.exists():
+            _touch(target)
             return target
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
         os.close(fd)
@@ -112,6 +115,7 @@ def _build(cc: str) -> Path:
                                   capture_output=True, text=True, timeout=120)
             if proc.returncode == 0:
                 os.replace(tmp, target)  # atomic: concurrent builders agree
+                prune_cache(directory, keep=target)
                 return target
             errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
         except (OSError, subprocess.SubprocessError) as exc:
@@ -120,6 +124,36 @@ def _build(cc: str) -> Path:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     raise FusedKernelUnavailable("the C compiler failed:\n" + "\n".join(errors))
+
+
+#: builds not used for this long are removed when a new build is made (other versions, compilers, hosts)
+STALE_AFTER_S = 30 * 24 * 3600
+
+
+def _touch(path: Path) -> None:
+    try:  # a build in use stays fresh (its mtime is its last use), even on noatime file systems
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def prune_cache(directory: Path, keep: Path | None = None, max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove kernel builds (``fused_cpu-*.so``) unused for ``max_age_s`` and compiler leftovers of killed
+    builds (``tmp*.so``, older than a day); returns what was removed. A build another process has loaded
+    stays mapped in that process; a later process rebuilds it if it needs it."""
+    now = time.time()
+    removed = []
+    for pattern, age in (("fused_cpu-*.so", max_age_s), ("tmp*.so", min(max_age_s, 24 * 3600))):
+        for path in directory.glob(pattern):
+            if keep is not None and path == keep:
+                continue
+            try:
+                if now - path.stat().st_mtime > age:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:  # another process pruned it first, or it is not ours to remove
+                pass
+    return removed
 
 
 def load():
