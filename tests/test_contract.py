@@ -222,9 +222,18 @@ def test_per_group_hyperparameters_and_add_param_group(info):
     assert opt.param_groups[-1]["betas"] == opt.defaults["betas"]
     with pytest.raises(ValueError, match="lr"):
         opt.add_param_group({"params": make_params(seed=4, shapes=((2,),)), "lr": -1.0})
-    with pytest.raises(ValueError, match="unknown hyperparameter"):
-        opt.add_param_group({"params": make_params(seed=5, shapes=((2,),)), "not_an_option": 1})
+    with pytest.raises(ValueError, match="did you mean 'weight_decay'"):  # a typo of a setting
+        opt.add_param_group({"params": make_params(seed=5, shapes=((2,),)), "weight_decy": 0.1})
+    with pytest.raises(ValueError, match="'momentum' is a hyperparameter of .*torch.optim.SGD"):  # would be ignored
+        opt.add_param_group({"params": make_params(seed=5, shapes=((2,),)), "momentum": 0.9})
     assert len(opt.param_groups) == 3
+    # metadata keys (a group's name, timm's lr_scale) are kept and unused, as torch keeps them
+    d = make_params(seed=6, shapes=((2,),))
+    opt.add_param_group({"params": d, "name": "head", "lr_scale": 0.5})
+    assert opt.param_groups[-1]["name"] == "head" and opt.param_groups[-1]["lr_scale"] == 0.5
+    set_grads(a + b + c + d, 7)
+    opt.step()
+    assert opt.state_dict()["param_groups"][-1]["lr_scale"] == 0.5
 
 
 @pytest.mark.parametrize("info", OPTIMIZERS, ids=INFO_IDS)

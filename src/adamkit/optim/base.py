@@ -34,6 +34,8 @@ foreach elsewhere.
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from collections import defaultdict
 from itertools import chain
@@ -102,6 +104,36 @@ def local_tensor(t: Tensor) -> Tensor:
     return t
 
 
+_FOREIGN: dict[str, str] | None = None
+
+
+def _foreign_hyperparameters() -> dict[str, str]:
+    """Hyperparameter name -> the optimizers that take it, over every adamkit optimizer class and the
+    constructors of ``torch.optim``: param-group keys that are settings somewhere, so never mere metadata."""
+    global _FOREIGN
+    if _FOREIGN is None:
+        owners: dict[str, list[str]] = defaultdict(list)
+        pending = list(AdamkitOptimizer.__subclasses__())
+        while pending:
+            cls = pending.pop()
+            pending += cls.__subclasses__()
+            for key in {**COMMON_HYPERPARAMETERS, **cls.hyperparameters}:
+                owners[key].append(f"adamkit.{cls.__name__}")
+        for name in dir(torch.optim):
+            cls = getattr(torch.optim, name)
+            if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer:
+                try:
+                    names = inspect.signature(cls.__init__).parameters
+                except (TypeError, ValueError):
+                    continue
+                for key in names:
+                    if key not in ("self", "params", "args", "kwargs"):
+                        owners[key].append(f"torch.optim.{name}")
+        _FOREIGN = {k: ", ".join(sorted(set(v))[:3]) + (" and others" if len(set(v)) > 3 else "")
+                    for k, v in owners.items()}
+    return _FOREIGN
+
+
 class AdamkitOptimizer(torch.optim.Optimizer):
     """Base class of adamkit's optimizers (see the module docstring)."""
 
@@ -133,16 +165,30 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     def check_group(self, group: dict[str, Any]) -> None:
         """Checks across hyperparameters of one group (override where needed)."""
 
+    def _check_extra_group_key(self, key: Any) -> None:
+        valid = sorted(self.defaults)
+        owner = _foreign_hyperparameters().get(key)
+        if owner is not None:
+            raise ValueError(f"param group key {key!r} is a hyperparameter of {owner}, not of "
+                             f"{type(self).__name__}, which would ignore it; valid: {valid}")
+        if isinstance(key, str):
+            near = difflib.get_close_matches(key, valid, n=1, cutoff=0.8)
+            if near:
+                raise ValueError(f"unknown hyperparameter {key!r} for {type(self).__name__}: did you mean "
+                                 f"{near[0]!r}? valid: {valid}")
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group; its hyperparameters are checked like the constructor's."""
+        """Add a param group; its hyperparameters are checked like the constructor's.
+
+        Other keys are kept in the group and not used, as torch does: metadata such as a group's ``name`` or
+        timm's ``lr_scale`` (read by its schedulers). A key that would be a silently ignored *setting* raises:
+        a hyperparameter of another adamkit or ``torch.optim`` optimizer (``momentum``, ``delta``,
+        ``capturable``, ...) and a near-miss of one of this optimizer's own (``weight_decy``).
+        """
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        unknown = set(param_group) - set(self.defaults) - {"params", "param_names", "initial_lr"}
-        if unknown:
-            raise ValueError(
-                f"unknown hyperparameter(s) {sorted(unknown)} for {type(self).__name__}; "
-                f"valid: {sorted(self.defaults)}"
-            )
+        for key in set(param_group) - set(self.defaults) - {"params", "param_names", "initial_lr"}:
+            self._check_extra_group_key(key)
         merged = {**self.defaults, **param_group}
         self._checked(merged)
         param_group.update({k: merged[k] for k in param_group if k in self._checks})
