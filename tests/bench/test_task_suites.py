@@ -132,8 +132,8 @@ def test_claim_rows_say_no_data_when_the_suite_did_not_run_the_task(tmp_path):
         assert row["measured"].startswith("no data") and row["verdict"] == "not measured in this suite"
     res = _stored(tmp_path / "b", ["fmnist_cnn"])
     inst = res.instance("fmnist_cnn")
-    assert report.task_metric(res, inst, "adabelief", "test_accuracy") == (0.91, 2)
-    value, n = report.task_metric(res, inst, "adam", "fd")  # a metric the task does not report
+    assert report.task_metric(res, inst, "adabelief", "test_accuracy", higher=True) == (0.91, 2)
+    value, n = report.task_metric(res, inst, "adam", "fd", higher=False)  # a metric the task does not report
     assert math.isnan(value) and n == 0
 
 
@@ -155,3 +155,47 @@ def test_report_states_each_problems_protocol_and_the_direction_of_its_target(tm
     row = next(line for line in md.splitlines() if line.startswith("| dcgan_fmnist |"))
     assert "nan" not in row and "%" not in row  # no target: no share of seeds reaching it
     assert "- no tuning (fixed hyperparameters), 2 final seeds (1000, 1001): fmnist_cnn, dcgan_fmnist" in md
+
+
+def test_medians_interpolate_and_a_diverged_run_is_the_worst_value_in_either_direction():
+    assert analysis.quantile([0.86, 0.88], 0.5) == pytest.approx(0.87)  # two seeds: their mean, not one of them
+    assert analysis.quantile([3.0, 1.0, 2.0], 0.5) == 2.0 and math.isnan(analysis.quantile([], 0.5))
+    assert analysis.quantile([1.0, math.inf], 0.5) == math.inf and analysis.quantile([math.inf] * 2, 0.5) == math.inf
+    assert analysis.quantile([-math.inf, 0.5], 0.25) == -math.inf
+    diverged = {"diverged": True, "test_accuracy": float("nan")}
+    assert analysis._metric(diverged, "test_accuracy", maximize=True) == -math.inf  # not "the best accuracy"
+    assert analysis._metric(diverged, "loss", maximize=False) == math.inf
+    arm = analysis.ArmSummary("t", "adam", "tuned", {}, [0, 1], ["a", "b"], [0.9, -math.inf], [], [], 0, 0, 1,
+                              target=0.85, maximize=True)
+    assert arm.converged == 0.5 and arm.median == -math.inf
+
+
+def test_claims_count_a_diverged_task_run_as_the_worst_value(tmp_path):
+    res = _stored(tmp_path, ["fmnist_cnn"])
+    inst = res.instance("fmnist_cnn")
+    h = res.arm("fmnist_cnn", "adabelief", "fixed").hashes[0]
+    res.finals[h] = {"diverged": True, "test_accuracy": float("nan"), "steps": 3}
+    assert report.task_metric(res, inst, "adabelief", "test_accuracy", higher=True) == (-math.inf, 2)
+    assert report.task_metric(res, inst, "adabelief", "loss_spikes", higher=False)[0] == math.inf
+
+
+def test_adopt_claim_is_judged_per_setting_of_k(tmp_path):
+    suite = parse_suite({
+        "name": "ce", "optimizers": ["adam", "adopt"], "protocol": {"final_seeds": 1},
+        "problems": [{"name": "adopt_counterexample", "grid": {"k": [10, 50], "beta2": [0.1, 0.999]},
+                      "steps": 10, "tune": False, "hparams": {"lr": 0.01}}]})
+    path = tmp_path / "r.sqlite"
+    store = ResultStore(path)
+    store.set_meta("suite", suite.to_json())
+    for run in protocol.plan_first_phase(suite):
+        k, beta2 = run.spec["params"]["k"], run.spec["params"]["beta2"]
+        # ADOPT reaches θ = -1 at k = 10 for both β2 and nowhere at k = 50; Adam fails at β2 = 0.1 only
+        ok = (k == 10) if run.optimizer == "adopt" else beta2 > 0.5
+        final = {"gap": 0.0 if ok else 2.0, "dist": 0.0 if ok else 2.0, "diverged": False, "steps": 10}
+        store.put(run.hash, run.spec, {"status": "done", "final": final, "curve": None, "seconds": 0.1})
+    store.close()
+    row = _row(report.claims(analysis.load(path)), "ADOPT", "On f(θ)=θ")
+    assert row["verdict"] == ("supported in adopt_counterexample k=10; not in adopt_counterexample k=50 "
+                              "(ADOPT fails at some β2)")
+    assert "adopt in adopt_counterexample: 2/4 (not at k=50: β2 = 0.1, 0.999)" in row["measured"]
+    assert "adam in adopt_counterexample: 2/4 (not at k=10: β2 = 0.1; k=50: β2 = 0.1)" in row["measured"]

@@ -42,11 +42,7 @@ class ArmSummary:
 
     def quantiles(self) -> tuple[float, float, float]:
         vals = [v for v in self.values if not math.isnan(v)]
-        if not vals:
-            return (math.nan, math.nan, math.nan)
-        # no interpolation: it would turn two infinite values (diverged runs) into nan
-        q = np.quantile(np.array(vals, dtype=float), [0.25, 0.5, 0.75], method="nearest")
-        return float(q[0]), float(q[1]), float(q[2])
+        return quantile(vals, 0.25), quantile(vals, 0.5), quantile(vals, 0.75)
 
     @property
     def median(self) -> float:
@@ -125,7 +121,7 @@ def load(where: str | Path) -> Results:
                 failed += 1
             elif final.get("diverged"):
                 diverged += 1
-            v = _metric(final, inst.target_metric)
+            v = _metric(final, inst.target_metric, inst.maximize)
             values.append(v)
             dists.append(_metric(final, "dist"))
             steps.append(_steps_to_target(store, r.hash, inst) if final is not None else math.inf)
@@ -135,11 +131,27 @@ def load(where: str | Path) -> Results:
     return res
 
 
-def _metric(final: dict[str, Any] | None, name: str) -> float:
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile with linear interpolation (the median of two values is their mean), where
+    infinite values (diverged runs) stay infinite instead of turning into nan; nan for no values."""
+    vals = sorted(values)
+    if not vals:
+        return math.nan
+    pos = q * (len(vals) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    if vals[lo] == vals[hi]:
+        return float(vals[lo])
+    if math.isinf(vals[lo]) or math.isinf(vals[hi]):  # between -inf (or +inf) and a number: that infinity
+        return float(vals[lo] if math.isinf(vals[lo]) else vals[hi])
+    return float(vals[lo] + (vals[hi] - vals[lo]) * (pos - lo))
+
+
+def _metric(final: dict[str, Any] | None, name: str, maximize: bool = False) -> float:
+    """A run's final ``name``; nan for a failed run, the worst value (±inf) for a diverged one."""
     if final is None:
         return math.nan
     if final.get("diverged"):
-        return math.inf
+        return -math.inf if maximize else math.inf
     v = final.get(name)
     return float(v) if isinstance(v, (int, float)) else math.nan
 

@@ -351,15 +351,25 @@ def claims(res: Results) -> list[dict[str, str]]:
         for group, g in sweeps.items():
             if g["problem"] != problem:
                 continue
+            several = len({row[0] for row in g["rows"]}) > 1  # e.g. k = 10 and k = 50: name them
             for other, b, o, arm in g["rows"]:
                 if o in optimizers:
                     ok, bad = out.setdefault((group, o), ([], []))
-                    (ok if arm.converged >= 0.5 else bad).append(b)
+                    (ok if arm.converged >= 0.5 else bad).append((other if several else (), b))
         return out
+
+    def failed_at(bad) -> str:
+        """``k=10: β2 = 0.1, 0.5; k=50: β2 = 0.1`` (β2 alone where the sweep has one setting of the rest)."""
+        parts = []
+        for other in sorted({o for o, _ in bad}):
+            label = ", ".join(f"{k}={v}" for k, v in other)
+            betas = ", ".join(map(str, sorted(b for o, b in bad if o == other)))
+            parts.append((f"{label}: " if label else "") + f"β2 = {betas}")
+        return "; ".join(parts)
 
     def describe(results):
         return "; ".join(f"{o} in {group}: {len(ok)}/{len(ok) + len(bad)}"
-                         + (f" (not at β2 = {', '.join(map(str, sorted(set(bad))))})" if bad else "")
+                         + (f" (not at {failed_at(bad)})" if bad else "")
                          for (group, o), (ok, bad) in results.items())
 
     def goal(problem):
@@ -371,15 +381,20 @@ def claims(res: Results) -> list[dict[str, str]]:
     adopt = {k: v for k, v in r.items() if k[1] == "adopt"}
     others = {k: v for k, v in r.items() if k[1] != "adopt"}
     if adopt and others:
-        passing = [g for (g, o), (ok, bad) in adopt.items() if not bad]
-        failing = [g for (g, o), (ok, bad) in adopt.items() if bad]
-        others_fail = any(bad for ok, bad in others.values())
+        # per setting of the rest of the grid (k = 10, k = 50) of each group (clipped ADOPT, unclipped ADOPT)
+        passing, failing, others_fail = [], [], False
+        for (group, _), (ok, bad) in adopt.items():
+            for setting in sorted({o for o, _ in ok + bad}):
+                label = " ".join([group] + [f"{k}={v}" for k, v in setting])
+                (failing if any(o == setting for o, _ in bad) else passing).append(label)
+                for (other_group, _), (_, other_bad) in others.items():
+                    others_fail |= other_group == group and any(o == setting for o, _ in other_bad)
         if not passing:
             verdict = "not reproduced within this budget"
         elif not others_fail:
             verdict = "partly: Adam/AMSGrad did not fail here"
         elif failing:
-            verdict = f"supported only in {', '.join(passing)}; not in {', '.join(failing)}"
+            verdict = f"supported in {', '.join(passing)}; not in {', '.join(failing)} (ADOPT fails at some β2)"
         else:
             verdict = "supported"
         measured = (f"β2 values at which the median run ends at {goal('adopt_counterexample')} (started at 0): "
@@ -459,7 +474,8 @@ def claims(res: Results) -> list[dict[str, str]]:
     rows.append({"paper": "AGD (Yue et al. 2023)",
                  "claim": "AGD, preconditioning by the stepwise gradient difference with an automatic switch to SGD, "
                           "converges faster than Adam and AdaBelief (toy functions and real tasks).",
-                 "measured": measured, "verdict": verdict + " (Tier A only: the papers' real tasks are Tier B)"})
+                 "measured": measured, "verdict": verdict + " (the toy functions; the real tasks have rows of their "
+                                                            "own below)"})
     e = wr("eadam", "adam")
     if e:
         verdict = "supported" if e[0] > 0.55 else "not supported" if e[0] < 0.45 else "no clear difference"
@@ -468,8 +484,9 @@ def claims(res: Results) -> list[dict[str, str]]:
         verdict, measured = "not measured in this suite", "–"
     rows.append({"paper": "EAdam (Yuan & Gao 2020)",
                  "claim": "Adding ε to v at every step (ε inside the root) improves on Adam.",
-                 "measured": measured, "verdict": verdict + " (Tier A only; the paper's evidence is image "
-                                                            "classification, NLP, detection)"})
+                 "measured": measured, "verdict": verdict + " (Tier A problems; the paper's evidence is image "
+                                                            "classification, NLP, detection: see the image "
+                                                            "classification row)"})
     rows += task_claims(res)
     return rows
 
@@ -477,15 +494,23 @@ def claims(res: Results) -> list[dict[str, str]]:
 NO_DATA = "no data: the suite did not run this task (or its data was missing: `adamkit data prepare`)"
 
 
-def task_metric(res: Results, inst, optimizer: str, metric: str) -> tuple[float, int]:
-    """(median of ``metric`` over the finished final runs of the instance's main arm, number of those runs)."""
+def task_metric(res: Results, inst, optimizer: str, metric: str, *, higher: bool) -> tuple[float, int]:
+    """(median of ``metric`` over the finished final runs of the instance's main arm, number of those runs).
+
+    A diverged run counts as the worst value (-inf when ``higher`` is better, else +inf), as in the overview;
+    a failed run, or one that does not report ``metric``, is left out."""
     arm = res.arm(inst.key, optimizer, res.main_arm(inst))
     if arm is None:
         return math.nan, 0
-    vals = [float(f[metric]) for f in (res.finals.get(h) for h in arm.hashes)
-            if f is not None and not f.get("diverged") and isinstance(f.get(metric), (int, float))]
-    vals = [v for v in vals if math.isfinite(v)]
-    return (float(np.median(vals)) if vals else math.nan), len(vals)
+    vals = []
+    for final in (res.finals.get(h) for h in arm.hashes):
+        if final is None:
+            continue
+        if final.get("diverged"):
+            vals.append(-math.inf if higher else math.inf)
+        elif isinstance(final.get(metric), (int, float)) and not math.isnan(final[metric]):
+            vals.append(float(final[metric]))
+    return analysis.quantile(vals, 0.5), len(vals)
 
 
 def _compare(res: Results, tasks: tuple[str, ...], metric: str, better: str, baseline: str, higher: bool,
@@ -502,8 +527,8 @@ def _compare(res: Results, tasks: tuple[str, ...], metric: str, better: str, bas
         ran.append(inst.key)
         if better not in inst.optimizers or baseline not in inst.optimizers:
             continue
-        a, na = task_metric(res, inst, better, metric)
-        b, nb = task_metric(res, inst, baseline, metric)
+        a, na = task_metric(res, inst, better, metric, higher=higher)
+        b, nb = task_metric(res, inst, baseline, metric, higher=higher)
         if not (na and nb):
             continue
         diff = (a - b) if higher else (b - a)  # > 0: `better` is better
@@ -548,7 +573,11 @@ def task_claims(res: Results) -> list[dict[str, str]]:
 
 
 def _budget(inst) -> str:
-    return f"{inst.steps} steps" if inst.steps else f"{inst.epochs} epochs" if inst.epochs else "default budget"
+    if inst.steps:
+        return f"{inst.steps} steps"
+    if inst.epochs:
+        return f"{inst.epochs} epoch{'s' if inst.epochs != 1 else ''}"
+    return "default budget"
 
 
 def _adopt_spikes(res: Results) -> dict[str, str]:
@@ -558,8 +587,8 @@ def _adopt_spikes(res: Results) -> dict[str, str]:
             continue
         cells = []
         for o in ("adam", "adopt"):
-            spikes, n = task_metric(res, inst, o, "loss_spikes")
-            bpc, _ = task_metric(res, inst, o, "test_bpc")
+            spikes, n = task_metric(res, inst, o, "loss_spikes", higher=False)
+            bpc, _ = task_metric(res, inst, o, "test_bpc", higher=False)
             if n:
                 cells.append(f"{o} {_fmt(spikes)} spikes, {_fmt(bpc)} bits/char")
                 if inst.problem == "tiny_gpt_b8":
@@ -594,8 +623,8 @@ def _no_decay(res: Results) -> dict[str, str]:
         for o in a.optimizers:
             if o not in b.optimizers:
                 continue
-            dec, n1 = task_metric(res, a, o, "test_accuracy")
-            flat, n2 = task_metric(res, b, o, "test_accuracy")
+            dec, n1 = task_metric(res, a, o, "test_accuracy", higher=True)
+            flat, n2 = task_metric(res, b, o, "test_accuracy", higher=True)
             if n1 and n2:
                 cells.append(f"{o} {_fmt(flat)} vs {_fmt(dec)}")
                 gaps.append(dec - flat)
@@ -811,7 +840,7 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
             desc = registry.get_problem_class(inst.problem).description
         except ValueError:
             desc = ""
-        budget = f"{inst.steps} steps" if inst.steps else (f"{inst.epochs} epochs" if inst.epochs else "default steps")
+        budget = _budget(inst)
         doc.p(f"{desc} — settings {inst.params or 'default'}; budget {budget}; selection on `{inst.selection_metric}`; "
               + (f"target `{inst.target_metric}` {_target_text(inst)}; " if inst.target is not None else "")
               + f"lr range {list(inst.lr_range)}.")
