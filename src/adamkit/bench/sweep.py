@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
@@ -40,35 +41,41 @@ class WorkEstimate:
     """
 
     def __init__(self):
-        self.seconds: dict[str, list[float]] = {}  # instance -> run seconds (finished here or stored earlier)
+        self.sums: dict[str, list[float]] = {}  # instance -> [seconds, runs] (finished here or stored earlier)
+        self.all = [0.0, 0]  # the same over every instance
         self.pending: dict[str, str] = {}  # run hash -> instance
+        self.pending_per_instance: Counter[str] = Counter()
         self.later: dict[str, int] = {}  # instance -> runs not planned yet (phase 2's winners)
         self.worked = 0.0  # run seconds finished in this sweep
         self.start = time.monotonic()
 
     def add_pending(self, runs: dict[str, str]) -> None:
-        self.pending.update(runs)
+        for run_hash, instance in runs.items():
+            if run_hash not in self.pending:
+                self.pending[run_hash] = instance
+                self.pending_per_instance[instance] += 1
 
     def observe(self, instance: str, seconds: float, *, run_hash: str | None = None, here: bool = True) -> None:
         if seconds is not None and seconds == seconds:
-            self.seconds.setdefault(instance, []).append(float(seconds))
+            for acc in (self.sums.setdefault(instance, [0.0, 0]), self.all):
+                acc[0] += float(seconds)
+                acc[1] += 1
             if here:
                 self.worked += float(seconds)
-        if run_hash is not None:
-            self.pending.pop(run_hash, None)
+        if run_hash is not None and run_hash in self.pending:
+            self.pending_per_instance[self.pending.pop(run_hash)] -= 1
 
-    def _mean(self, instance: str | None) -> float:
-        values = self.seconds.get(instance) if instance is not None else None
-        if not values:
-            values = [v for vs in self.seconds.values() for v in vs]
-        return sum(values) / len(values) if values else float("nan")
+    def _mean(self, instance: str) -> float:
+        total, runs = self.sums.get(instance) or self.all
+        return total / runs if runs else float("nan")
 
     def eta(self) -> float:
+        """Seconds left; nan until a run has finished in this sweep. Costs O(instances), not O(runs)."""
         elapsed = time.monotonic() - self.start
         if self.worked <= 0 or elapsed <= 0:
             return float("nan")
-        left = (sum(self._mean(inst) for inst in self.pending.values())
-                + sum(n * self._mean(inst) for inst, n in self.later.items()))
+        left = sum(n * self._mean(inst) for counts in (self.pending_per_instance, self.later)
+                   for inst, n in counts.items() if n)
         return left / (self.worked / elapsed)
 
 
