@@ -93,7 +93,7 @@ def _run(args) -> int:
     print(f"{stats.done} runs done, {stats.failed} failed, {stats.skipped} already stored, in {stats.seconds:.0f} s")
     if stats.no_data:
         names = sorted({c.split()[-1] for c in stats.no_data.values()})
-        print(f"skipped {len(stats.no_data)} task instance(s) whose data is not in the cache "
+        print(f"skipped {len(stats.no_data)} task instance(s) whose data is missing or damaged in the cache "
               f"({', '.join(stats.no_data)}); fetch it with: adamkit data prepare {' '.join(names)} "
               f"(or `make data`), then run the same command again")
     for line in stats.failures[:10]:

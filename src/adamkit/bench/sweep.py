@@ -119,13 +119,14 @@ def _clock(seconds: float) -> str:
 
 
 def missing_data(suite: Suite) -> dict[str, str]:
-    """Instances of Tier B tasks whose data artefact is not in the cache: key -> the command that fetches it.
+    """Instances of Tier B tasks whose data artefact is missing or damaged in the cache: key -> the command that
+    fetches or repairs it.
 
-    Checked on this machine (the cache of ``$ADAMKIT_DATA_DIR`` or the instance's ``data_dir``); only file
-    presence, like the loaders. Synthetic instances need no data.
+    Checked on this machine (the cache of ``$ADAMKIT_DATA_DIR`` or the instance's ``data_dir``) as the loaders
+    check it: present, and matching its pinned sha256 (hashed once per file). Synthetic instances need no data.
     """
     try:
-        from .data.store import ARTEFACTS, DataMissing, locate
+        from .data.store import ARTEFACTS, ChecksumMismatch, DataMissing, locate
     except ImportError:  # pragma: no cover
         return {}
     out: dict[str, str] = {}
@@ -137,7 +138,7 @@ def missing_data(suite: Suite) -> dict[str, str]:
                 continue
             try:
                 locate(artefact.name, inst.params.get("data_dir"))
-            except DataMissing:
+            except (DataMissing, ChecksumMismatch):
                 out[inst.key] = artefact.fetch_command()
     return out
 
