@@ -228,3 +228,20 @@ def test_a_fashion_mnist_checksum_failure_says_to_run_data_prepare(tmp_path):
         (folder / fname).write_bytes(b"\x1f\x8b\x08\x00" + rng.bytes(2000))  # a gzip header, then garbage
     with pytest.raises(store.ChecksumMismatch, match="adamkit data prepare fashion-mnist"):
         loaders.fashion_mnist(tmp_path)
+
+
+def test_data_prepare_into_a_read_only_cache_is_one_line_error(tmp_path, capsys, fake_debian_artefact):
+    """Issue 14 item 11 (the `adamkit data` side): exit status 2, one line naming the file and what to do."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _faults import read_only
+
+    art, _ = fake_debian_artefact
+    with read_only(tmp_path / "cache") as cache:
+        assert main(["data", "--cache-dir", str(cache), "prepare", art.name]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "Traceback" not in captured.out + captured.err and "\n" not in err, err
+    assert err.startswith(f"adamkit data: {art.name}: FAILED: cannot write {cache}") and "writable --cache-dir" in err

@@ -14,9 +14,15 @@ Tables:
   ``{"train_step": [...], "loss": [...], "eval_step": [...], "eval:gap": [...], ...}`` — read them with
   :meth:`ResultStore.curve`;
 - ``meta``: key/value (the suite of the sweep, as JSON).
+
+Faults never surface as a bare ``sqlite3`` or ``OSError`` traceback: every error of the database (a file that
+is not a store, a damaged or truncated one, a read-only folder, a full disk) is a :class:`StoreError` whose
+one-line message names the file and what to do. A store is checked (``PRAGMA quick_check``) when opened.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import sqlite3
@@ -24,6 +30,104 @@ import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterable
+
+
+class StoreError(RuntimeError):
+    """The results store cannot be opened, read or written; the message names the file and what to do."""
+
+
+def _sqlite_code(exc: BaseException) -> str:
+    return getattr(exc, "sqlite_errorname", "") or ""
+
+
+def store_error(path: Path, exc: BaseException) -> StoreError:
+    """The :class:`StoreError` (one line: the file, the cause, what to do) of a sqlite3 or OS error on ``path``."""
+    code, text = _sqlite_code(exc), str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    err_no = getattr(exc, "errno", None)
+    if code == "SQLITE_NOTADB" or "file is not a database" in text:
+        return StoreError(f"{path} is not an adamkit results store ({text}): give another --out (or --store), "
+                          "or move that file away")
+    if code.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return StoreError(f"{path} is damaged ({text}): restore it from a copy, or move it away and run the same "
+                          "command again to redo its runs")
+    if code.startswith("SQLITE_FULL") or err_no == errno.ENOSPC or "disk is full" in text:
+        return StoreError(f"cannot write {path}: no space left on the device (disk is full); free some space and "
+                          "run the same command again (the runs stored so far are kept)")
+    if (code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"))
+            or err_no in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text):
+        return StoreError(f"cannot write {path} ({text}): its folder is read-only or not ours; give a writable "
+                          "--out (or --store)")
+    return StoreError(f"{path}: {type(exc).__name__}: {text}")
+
+
+@contextlib.contextmanager
+def _translated(path: Path):
+    try:
+        yield
+    except StoreError:
+        raise
+    except (sqlite3.Error, OSError) as exc:
+        raise store_error(path, exc) from None
+
+
+class _Cursor:
+    """A sqlite3 cursor whose errors (raised while rows are read, too) are :class:`StoreError`."""
+
+    def __init__(self, cursor: sqlite3.Cursor, path: Path):
+        self._cursor, self._path = cursor, path
+
+    def __iter__(self):
+        while True:
+            with _translated(self._path):
+                row = self._cursor.fetchone()
+            if row is None:
+                return
+            yield row
+
+    def fetchone(self):
+        with _translated(self._path):
+            return self._cursor.fetchone()
+
+    def fetchall(self):
+        with _translated(self._path):
+            return self._cursor.fetchall()
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
+class _Connection:
+    """A sqlite3 connection whose errors are :class:`StoreError` naming the file (``with`` = one transaction)."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path):
+        self._con, self._path = connection, path
+
+    def execute(self, *args) -> _Cursor:
+        with _translated(self._path):
+            return _Cursor(self._con.execute(*args), self._path)
+
+    def executemany(self, *args) -> _Cursor:
+        with _translated(self._path):
+            return _Cursor(self._con.executemany(*args), self._path)
+
+    def executescript(self, script: str) -> _Cursor:
+        with _translated(self._path):
+            return _Cursor(self._con.executescript(script), self._path)
+
+    def commit(self) -> None:
+        with _translated(self._path):
+            self._con.commit()
+
+    def __enter__(self):
+        self._con.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        with _translated(self._path):
+            return self._con.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -55,24 +159,64 @@ def _dumps(value: Any) -> str:
 
 
 class ResultStore:
-    """A results database (created when missing)."""
+    """A results database: created when missing (``create=True``, for writing), else opened as it is (for
+    reading: nothing is created, and a store in a read-only folder is opened read-only)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.path}: no sweep stored here (no results store; run `adamkit bench run SUITE "
+                             f"--out DIR` first)")
+        try:
+            self.db = self._open(create)
+        except StoreError as exc:
+            if create or "read-only" not in str(exc):
+                raise
+            self.db = self._open_read_only()
+
+    def _open(self, create: bool) -> _Connection:
+        with _translated(self.path):
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = _Connection(sqlite3.connect(str(self.path), timeout=60), self.path)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._check(db)
+            db.executescript(SCHEMA)
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open_read_only(self) -> _Connection:
+        """A store in a folder this process cannot write (its readers still work)."""
+        last = None
+        for query in ("mode=ro", "immutable=1"):  # (a WAL store without its -shm file needs immutable)
+            try:
+                con = sqlite3.connect(f"{self.path.resolve().as_uri()}?{query}", uri=True, timeout=60)
+                db = _Connection(con, self.path)
+                self._check(db)
+                return db
+            except StoreError as exc:
+                last = exc
+        raise last
+
+    def _check(self, db: _Connection) -> None:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise StoreError(f"{self.path} is damaged ({problems[0]}): restore it from a copy, or move it away and "
+                             "run the same command again to redo its runs")
 
     @classmethod
-    def open_results(cls, where: str | Path) -> "ResultStore":
-        """The store of a results directory (its ``results.sqlite``) or a store file itself."""
+    def open_results(cls, where: str | Path, create: bool = True) -> "ResultStore":
+        """The store of a results directory (its ``results.sqlite``) or a store file itself; ``create=False``
+        opens an existing one only (for reading: a missing folder is not created)."""
         where = Path(where)
         if where.is_dir() or not where.suffix:
             where = where / DEFAULT_NAME
-        return cls(where)
+        return cls(where, create=create)
 
     def close(self) -> None:
         self.db.close()
