@@ -147,3 +147,34 @@ def test_report_on_a_missing_folder_does_not_create_it(tmp_path, capsys):
     assert main(["bench", "report", str(empty)]) == 2
     _one_line_error(capsys, "no sweep stored here")
     assert list(empty.iterdir()) == [], "no empty store is created"
+
+
+# ------------------------------------------------------------------ item 12: suite values checked at load time
+
+@pytest.mark.parametrize("entry, key, message", [
+    ("hparams = { lr = -1.0 }", "problems[0].hparams.lr", "lr must be a finite number >= 0"),
+    ("hparams = { betas = [0.9] }", "problems[0].hparams.betas", "betas must be a pair"),
+    ("hparams = { betas = [0.9, 1.5] }", "problems[0].hparams.betas", "betas[1] must be in [0, 1)"),
+    ("hparams = { eps = -1e-8 }", "problems[0].hparams.eps", "eps must be a finite number >= 0"),
+    ("hparams = { lr = nan }", "problems[0].hparams.lr", "lr must not be NaN"),
+    ("timeout = -1", "problems[0].timeout", "expected seconds >= 0"),
+])
+def test_suite_values_are_checked_when_the_suite_loads(tmp_path, capsys, entry, key, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'optimizers = ["adam", "adopt"]\n[[problems]]\nname = "rosenbrock"\nsteps = 5\n{entry}\n')
+    from adamkit.bench.suite import SuiteError
+
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    assert str(err.value).startswith(f"suite {str(path)!r}: {key}: ") and message in str(err.value), str(err.value)
+    out = tmp_path / "out"
+    assert main(["bench", "run", str(path), "--out", str(out), "--quiet"]) == 2
+    _one_line_error(capsys, key, message)
+    assert not out.exists(), "nothing is run or stored"
+
+
+def test_every_shipped_suite_passes_the_value_checks():
+    from adamkit.bench.suite import SHIPPED
+
+    for name in SHIPPED:
+        assert load_suite(name).problems

@@ -45,6 +45,16 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
                 "seconds": time.perf_counter() - started, "worker": worker}
 
 
+def optimizer_kwargs(problem, optimizer: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments a run gives its optimizer: the problem's overrides, then the run's hyperparameters.
+
+    TOML has no null: the string "none" stands for None (e.g. ADOPT's clip_lambda = "none", no clipping);
+    lists become tuples. (Suites check these values when they are loaded, with the optimizers' own checks.)
+    """
+    merged = {**problem.optimizer_overrides(optimizer), **hparams}
+    return {k: tuple(v) if isinstance(v, list) else (None if v == "none" else v) for k, v in merged.items()}
+
+
 def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[str, Any]]:
     if os.environ.get("ADAMKIT_BENCH_FAIL") and os.environ["ADAMKIT_BENCH_FAIL"] == spec["optimizer"]:
         raise RuntimeError("failure injected by ADAMKIT_BENCH_FAIL (testing the sweep's error handling)")
@@ -60,9 +70,7 @@ def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[s
         steps = int(spec["epochs"]) * int(instance.steps_per_epoch)
     else:
         steps = int(instance.default_steps)
-    hparams = {**problem.optimizer_overrides(spec["optimizer"]), **spec["hparams"]}
-    # TOML has no null: the string "none" stands for None (e.g. ADOPT's clip_lambda = "none", no clipping)
-    hparams = {k: tuple(v) if isinstance(v, list) else (None if v == "none" else v) for k, v in hparams.items()}
+    hparams = optimizer_kwargs(problem, spec["optimizer"], spec["hparams"])
     optimizer = adamkit.create_optimizer(spec["optimizer"], instance.parameters(), **hparams)
     scheduler = instance.lr_scheduler(optimizer, steps)
     eval_every, record_every = int(spec["eval_every"]), int(spec["record_every"])
