@@ -178,3 +178,90 @@ def test_every_shipped_suite_passes_the_value_checks():
 
     for name in SHIPPED:
         assert load_suite(name).problems
+
+
+# ------------------------------------------------------------------ item 16: concurrent sweeps share the work
+
+
+def test_two_concurrent_sweeps_on_one_store_never_do_the_same_run(tmp_path, suite_file, monkeypatch):
+    import threading
+    import time
+    from collections import Counter
+
+    from adamkit.bench import executors
+    from adamkit.bench.protocol import run_hash as protocol_hash
+
+    executed = Counter()
+    real = executors.execute
+
+    def slow_execute(spec):
+        executed[protocol_hash(spec)] += 1
+        time.sleep(0.02)  # long enough for the two sweeps to overlap all along
+        return real(spec)
+
+    monkeypatch.setattr(executors, "execute", slow_execute)
+    suite = load_suite(suite_file)
+    db = tmp_path / "r.sqlite"
+    ResultStore(db).close()
+    stats, errors = {}, []
+
+    def sweep(name):
+        try:
+            with ResultStore(db) as store:
+                stats[name] = run_sweep(suite, store, LocalExecutor(1))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sweep, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    with ResultStore(db) as store:
+        stored = store.statuses()
+        assert set(stored.values()) == {"done"}
+    assert set(executed) == set(stored) and max(executed.values()) == 1, "no run was done twice"
+    assert stats["a"].done + stats["b"].done == len(stored)
+    assert stats["a"].done and stats["b"].done, "both sweeps worked"
+    assert stats["a"].shared + stats["b"].shared >= 1
+
+
+def test_claims_of_a_dead_or_expired_sweep_are_taken_over(tmp_path):
+    import socket
+
+    from adamkit.bench.store import owner_alive
+
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        other_host = "elsewhere:1:abc"
+        assert store.claim("h1", other_host, lease=60) == "claimed"
+        assert store.claim("h1", "me:2:def", lease=60, alive=owner_alive) == "busy"  # live lease elsewhere
+        assert store.claim("h2", other_host, lease=-1) == "claimed"  # expired at once
+        assert store.claim("h2", "me:2:def", lease=60, alive=owner_alive) == "claimed"
+        dead = f"{socket.gethostname()}:{2 ** 22 + 12345}:x"  # no such pid on this host
+        assert not owner_alive(dead) and owner_alive(f"{socket.gethostname()}:{os.getpid()}:y")
+        assert store.claim("h3", dead, lease=600) == "claimed"
+        assert store.claim("h3", "me:2:def", lease=60, alive=owner_alive) == "claimed"  # its owner died (kill -9)
+        store.put("h4", {"problem": "p", "optimizer": "adam", "seed": 0}, {"status": "done", "final": {}})
+        assert store.claim("h4", "me:2:def", lease=60) == "stored"
+        store.release_owner("me:2:def")
+        assert store.claim("h3", other_host, lease=60, alive=owner_alive) == "claimed"
+
+
+# ------------------------------------------------------------------ item 19: a missing package skips, never fails
+
+
+def test_a_task_whose_package_is_missing_is_skipped_with_the_install_command(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "rl.toml"
+    path.write_text('optimizers = ["adam"]\n[protocol]\ntrials = 1\nfinal_seeds = 1\n'
+                    '[[problems]]\nname = "rosenbrock"\nsteps = 10\n'
+                    '[[tasks]]\nname = "cartpole_ppo"\nsteps = 2\n'
+                    'params = { rollout = 64, minibatch = 32, eval_episodes = 1 }\n')
+    monkeypatch.setitem(sys.modules, "gymnasium", None)  # `import gymnasium` raises ModuleNotFoundError
+    out = tmp_path / "out"
+    assert main(["bench", "run", str(path), "--out", str(out), "--jobs", "1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "cartpole_ppo" in text and "pip install 'adamkit[tasks]'" in text and "gymnasium" in text
+    with ResultStore.open_results(out) as store:
+        runs = store.runs()
+    assert runs and all(r["status"] == "done" and r["problem"] == "rosenbrock" for r in runs), "never stored"

@@ -115,13 +115,21 @@ def _run_sweep(args, out: Path) -> int:
           f"{suite.trials} trials + defaults each; {args.executor} executor, {jobs} job(s); results in {store.path}")
     try:
         stats = run_sweep(suite, store, executor, retry_failed=args.retry_failed,
-                          progress=None if args.quiet else Progress(), check_data=args.executor == "local")
+                          progress=None if args.quiet else Progress(), check_data=args.executor == "local",
+                          notify=lambda line: print(line, file=sys.stderr))
     except KeyboardInterrupt:
         counts = store.count()
         print(f"\ninterrupted: {counts.get('done', 0)} runs are stored; run the same command again to resume",
               file=sys.stderr)
         return 130
-    print(f"{stats.done} runs done, {stats.failed} failed, {stats.skipped} already stored, in {stats.seconds:.0f} s")
+    shared = f", {stats.shared} done by another `bench run` on this store" if stats.shared else ""
+    print(f"{stats.done} runs done, {stats.failed} failed, {stats.skipped} already stored{shared}, "
+          f"in {stats.seconds:.0f} s")
+    if stats.no_package:
+        missing = ", ".join(f"{key} (needs {module})" for key, (module, _) in stats.no_package.items())
+        commands = " ".join(sorted({command for _, command in stats.no_package.values()}))
+        print(f"skipped {len(stats.no_package)} task instance(s) whose Python package is not installed "
+              f"({missing}); install it with: {commands}, then run the same command again")
     if stats.no_data:
         names = sorted({c.split()[-1] for c in stats.no_data.values()})
         print(f"skipped {len(stats.no_data)} task instance(s) whose data is missing or damaged in the cache "

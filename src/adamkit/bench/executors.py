@@ -12,8 +12,9 @@ the same suite stores the same results on both.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import multiprocessing
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .runner import execute
 
@@ -34,28 +35,43 @@ class LocalExecutor:
             raise ValueError(f"--jobs must be >= 1, got {jobs}")
         self.jobs = jobs
 
-    def map(self, jobs: list[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    def map(self, jobs: Iterable[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """Run ``jobs``, yielding each result as it arrives. ``jobs`` is read lazily, one job per free slot
+        (so a sweep can claim each run just before it starts); no worker starts before the first job."""
+        source = iter(jobs)
         if self.jobs == 1:
-            for h, spec in jobs:
+            for h, spec in source:
                 yield h, spec, execute(spec)
             return
-        pending = list(reversed(jobs))
+        first = next(source, None)
+        if first is None:
+            return
+        retry: list[Job] = [first]  # runs to (re)submit before new ones
+
+        def take() -> Job | None:
+            return retry.pop() if retry else next(source, None)
+
         attempts: dict[str, int] = {}
-        while pending:
+        while True:
             ctx = multiprocessing.get_context("spawn")
             pool = cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_worker_init)
             inflight: dict[cf.Future, Job] = {}
             try:
-                while pending or inflight:
-                    while pending and len(inflight) < 2 * self.jobs:
-                        job = pending.pop()
+                while True:
+                    while len(inflight) < 2 * self.jobs:
+                        job = take()
+                        if job is None:
+                            break
                         inflight[pool.submit(execute, job[1])] = job
+                    if not inflight:
+                        return
                     done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
                     for fut in done:
                         h, spec = inflight.pop(fut)
                         try:
                             result = fut.result()
                         except cf.process.BrokenProcessPool:
+                            inflight[fut] = (h, spec)
                             raise
                         except Exception as exc:  # e.g. an unpicklable result
                             result = {"status": "failed", "final": None, "curve": None,
@@ -70,7 +86,7 @@ class LocalExecutor:
                                         "worker": "local", "error": "the worker process died during this run "
                                         "(crash or out of memory), twice"}
                     else:
-                        pending.append((h, spec))
+                        retry.append((h, spec))
                 inflight.clear()
             finally:
                 for fut in inflight:
@@ -88,9 +104,15 @@ class RayExecutor:
             raise RuntimeError("the Ray executor needs ray: pip install 'adamkit[ray]'") from None
         self.jobs, self.address = jobs, address
 
-    def map(self, jobs: list[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    def map(self, jobs: Iterable[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """Run ``jobs`` (read lazily, as slots free up) on Ray, yielding each result as it arrives."""
         import ray
 
+        source = iter(jobs)
+        try:  # nothing to run: do not start Ray
+            source = itertools.chain([next(source)], source)
+        except StopIteration:
+            return
         started_here = not ray.is_initialized()
         if started_here:
             if self.address:
@@ -101,13 +123,16 @@ class RayExecutor:
                          _node_ip_address="127.0.0.1")
         remote = ray.remote(num_cpus=1, max_retries=1)(_ray_execute)
         window = 2 * max(self.jobs, int(ray.cluster_resources().get("CPU", 1)))
-        pending = list(reversed(jobs))
         inflight: dict[Any, Job] = {}
         try:
-            while pending or inflight:
-                while pending and len(inflight) < window:
-                    job = pending.pop()
+            while True:
+                while len(inflight) < window:
+                    job = next(source, None)
+                    if job is None:
+                        break
                     inflight[remote.remote(job[1])] = job
+                if not inflight:
+                    break
                 ready, _ = ray.wait(list(inflight), num_returns=1)
                 for ref in ready:
                     h, spec = inflight.pop(ref)

@@ -1,7 +1,9 @@
 """One run: build the problem instance from its seed, train with one optimizer, record the metrics.
 
 :func:`execute` never raises for a failing run: it returns ``status = "failed"`` with the error and its
-traceback, so a sweep goes on. A loss that becomes non-finite ends the run early as ``diverged``.
+traceback, so a sweep goes on. A run that fails because a third-party module is not installed also names it
+(``missing_module``): the sweep skips such a run, with the install command, instead of storing it. A loss
+that becomes non-finite ends the run early as ``diverged``.
 
 For testing the sweep's error handling, ``ADAMKIT_BENCH_FAIL=<optimizer>`` in the environment makes every
 run of that optimizer raise.
@@ -39,6 +41,14 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
         final, curve = _train(spec, started)
         return {"status": "done", "final": final, "curve": curve, "error": None,
                 "seconds": time.perf_counter() - started, "worker": worker}
+    except ModuleNotFoundError as exc:
+        module = (exc.name or "").split(".")[0]
+        result = {"status": "failed", "final": None, "curve": None,
+                  "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}",
+                  "seconds": time.perf_counter() - started, "worker": worker}
+        if module and module != "adamkit":  # a package is not installed: the sweep skips, never stores, this run
+            result["missing_module"] = module
+        return result
     except Exception as exc:  # recorded, the sweep goes on
         return {"status": "failed", "final": None, "curve": None,
                 "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}",

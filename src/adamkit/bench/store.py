@@ -13,7 +13,11 @@ Tables:
 - ``curves``: the per-step metrics of each run, columnar (zlib-compressed JSON, 7 significant digits):
   ``{"train_step": [...], "loss": [...], "eval_step": [...], "eval:gap": [...], ...}`` — read them with
   :meth:`ResultStore.curve`;
-- ``meta``: key/value (the suite of the sweep, as JSON).
+- ``meta``: key/value (the suite of the sweep, as JSON);
+- ``claims``: ``hash``, ``owner`` (``host:pid:token`` of a running sweep), ``expires`` (Unix time): the runs
+  a sweep is doing right now, so that two sweeps on one store never do the same run (:meth:`ResultStore.claim`).
+  A sweep renews its claims while it lives (a heartbeat); the claims of a sweep that died — killed, even with
+  ``kill -9`` — are taken over at once when its pid is gone on this host, else when their lease expires.
 
 Faults never surface as a bare ``sqlite3`` or ``OSError`` traceback: every error of the database (a file that
 is not a store, a damaged or truncated one, a read-only folder, a full disk) is a :class:`StoreError` whose
@@ -145,6 +149,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS curves (hash TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (hash TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 """
 
 DEFAULT_NAME = "results.sqlite"
@@ -156,6 +161,29 @@ def _short(v):
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, allow_nan=True)
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the sweep ``owner`` (``host:pid:token``) may still be running: False only when it ran on this host
+    and its process is gone (or a zombie); on another host its lease decides."""
+    import os
+    import socket
+
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class ResultStore:
@@ -301,6 +329,50 @@ class ResultStore:
         out = {"step": raw.get("eval_step", [])}
         out.update({k[5:]: v for k, v in raw.items() if k.startswith("eval:")})
         return out
+
+    def failed_attempts(self) -> dict[str, str]:
+        """hash -> finished_at of every failed run (what a sweep with ``--retry-failed`` means to replace)."""
+        return dict(self.db.execute("SELECT hash, finished_at FROM runs WHERE status = 'failed'"))
+
+    # ------------------------------------------------------------------ claims (concurrent sweeps)
+    def claim(self, run_hash: str, owner: str, lease: float, redo: str | None = None, alive=None) -> str:
+        """Claim a run for the sweep ``owner`` for ``lease`` seconds, atomically; returns
+
+        - ``"stored"``: its result is in the store (done, or failed and not to be redone: ``redo`` is the
+          ``finished_at`` of the failed attempt the sweep means to replace, which does not count);
+        - ``"busy"``: another sweep holds an unexpired claim and (``alive(owner)``, if given) still lives;
+        - ``"claimed"``: it is now this sweep's to run.
+        """
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")  # read and write under one lock: two sweeps cannot both claim
+            row = self.db.execute("SELECT status, finished_at FROM runs WHERE hash = ?", (run_hash,)).fetchone()
+            if row is not None and (row[0] == "done" or row[1] != redo):
+                return "stored"
+            held = self.db.execute("SELECT owner, expires FROM claims WHERE hash = ?", (run_hash,)).fetchone()
+            if held is not None and held[0] != owner and held[1] > now and (alive is None or alive(held[0])):
+                return "busy"
+            self.db.execute("INSERT OR REPLACE INTO claims (hash, owner, expires) VALUES (?, ?, ?)",
+                            (run_hash, owner, now + lease))
+            return "claimed"
+
+    def claim_holder(self, run_hash: str) -> str | None:
+        row = self.db.execute("SELECT owner FROM claims WHERE hash = ?", (run_hash,)).fetchone()
+        return row[0] if row else None
+
+    def renew(self, owner: str, lease: float) -> None:
+        """Extend every claim of ``owner`` by ``lease`` seconds from now (the sweep's heartbeat)."""
+        with self.db:
+            self.db.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + lease, owner))
+
+    def release(self, run_hash: str, owner: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM claims WHERE hash = ? AND owner = ?", (run_hash, owner))
+
+    def release_owner(self, owner: str) -> None:
+        """Drop every claim of ``owner`` (a sweep that ends, or is interrupted)."""
+        with self.db:
+            self.db.execute("DELETE FROM claims WHERE owner = ?", (owner,))
 
     def count(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"))
