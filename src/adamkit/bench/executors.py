@@ -4,7 +4,8 @@
   process). A worker that dies (segfault, out of memory) breaks the pool: the pool is rebuilt and the
   runs that were in flight are tried again once, then recorded as failed.
 - ``ray``: tasks on a Ray cluster (``address``) or on a local Ray instance started for the sweep
-  (``pip install 'adamkit[ray]'``). The workers must be able to import adamkit.
+  (``pip install 'adamkit[ray]'``), which listens on 127.0.0.1 only (:func:`start_local_ray`). The workers
+  must be able to import adamkit.
 
 Both call :func:`adamkit.bench.runner.execute` on the same specs, with one torch thread per run, so
 the same suite stores the same results on both.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import itertools
 import multiprocessing
+import os
 from typing import Any, Iterable, Iterator
 
 from .runner import execute
@@ -118,9 +120,7 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False)
             else:
-                # a private single-machine instance: keep all of Ray's traffic on the loopback interface
-                ray.init(num_cpus=self.jobs, include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1")
+                start_local_ray(self.jobs)
         remote = ray.remote(num_cpus=1, max_retries=1)(_ray_execute)
         window = 2 * max(self.jobs, int(ray.cluster_resources().get("CPU", 1)))
         inflight: dict[Any, Job] = {}
@@ -147,6 +147,72 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
             if started_here:
                 ray.shutdown()
+
+
+#: Ray reads this at import (``ray._private.ray_constants.ENABLE_RAY_CLUSTER``): "0" makes a locally started
+#: instance take 127.0.0.1 as its node address. Without it, Ray (2.60) turns ``_node_ip_address="127.0.0.1"``
+#: into the host's interface address, and the GCS, raylet and workers listen on every interface.
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    host = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost"
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def ray_addresses() -> dict[str, str]:
+    """The addresses the running Ray instance reports: its GCS and each node's raylet (component -> host)."""
+    import ray
+
+    out = {"gcs": ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]}
+    for node in ray.nodes():
+        out[f"raylet {node['NodeID'][:8]}"] = node["NodeManagerAddress"]
+    return out
+
+
+def start_local_ray(jobs: int) -> None:
+    """Start a private single-machine Ray instance whose every component listens on 127.0.0.1 only.
+
+    The node address is the loopback one (``_node_ip_address``, and :data:`RAY_LOOPBACK_ENV` so that Ray keeps
+    it instead of resolving it to the host's interface; set only while Ray starts, its processes inherit it), no
+    dashboard. Every gRPC server of Ray (GCS, raylet, object manager, workers, the driver) binds to 127.0.0.1
+    when the node address is 127.0.0.1, and the runtime-env agent listens on the node address. The addresses
+    Ray reports are checked: a non-loopback one shuts the instance down and raises RuntimeError.
+    """
+    import ray
+
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # pragma: no cover - another layout: the check below still guards
+        ray_constants = None
+    saved_env = os.environ.get(RAY_LOOPBACK_ENV)
+    saved_flag = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[RAY_LOOPBACK_ENV] = "0"
+    if saved_flag is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False  # (read at import; ray may be imported already)
+    try:
+        ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    finally:
+        if saved_env is None:
+            os.environ.pop(RAY_LOOPBACK_ENV, None)
+        else:
+            os.environ[RAY_LOOPBACK_ENV] = saved_env
+        if saved_flag is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+    exposed = {name: host for name, host in ray_addresses().items() if not _is_loopback(host)}
+    if exposed:
+        ray.shutdown()
+        raise RuntimeError(
+            "the local Ray instance would listen beyond 127.0.0.1 ("
+            + ", ".join(f"{k} on {v}" for k, v in exposed.items())
+            + "); refusing to run. Use --executor local, or start a Ray cluster yourself and pass --address")
 
 
 def _ray_execute(spec: dict[str, Any]) -> dict[str, Any]:
