@@ -265,3 +265,19 @@ def test_a_task_whose_package_is_missing_is_skipped_with_the_install_command(tmp
     with ResultStore.open_results(out) as store:
         runs = store.runs()
     assert runs and all(r["status"] == "done" and r["problem"] == "rosenbrock" for r in runs), "never stored"
+
+
+def test_a_ray_instance_that_would_listen_beyond_loopback_is_refused_in_one_line(tmp_path, suite_file, capsys,
+                                                                                monkeypatch):
+    """Issue 14 item 20: the refusal of the Ray executor is a one-line CLI error too."""
+    pytest.importorskip("ray")
+    from adamkit.bench import executors
+
+    def exposed(jobs):
+        raise executors.ExecutorError("the local Ray instance would listen beyond 127.0.0.1 (gcs on 192.0.2.2); "
+                                      "refusing to run")
+
+    monkeypatch.setattr(executors, "start_local_ray", exposed)
+    assert main(["bench", "run", str(suite_file), "--out", str(tmp_path / "out"), "--executor", "ray",
+                 "--quiet"]) == 2
+    _one_line_error(capsys, "beyond 127.0.0.1", "refusing to run")

@@ -80,12 +80,13 @@ def _default_jobs() -> int:
 
 
 def _run(args) -> int:
+    from .executors import ExecutorError
     from .store import StoreError
 
     out = Path(args.out)
     try:
         return _run_sweep(args, out)
-    except StoreError as exc:
+    except (StoreError, ExecutorError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(_os_message(exc, out, "give a writable --out"))

@@ -23,6 +23,10 @@ from .runner import execute
 Job = tuple[str, dict[str, Any]]  # (run hash, spec)
 
 
+class ExecutorError(RuntimeError):
+    """An executor cannot start (Ray unreachable, or not confined to loopback); the message says what to do."""
+
+
 def _worker_init() -> None:
     import torch
 
@@ -118,7 +122,14 @@ class RayExecutor:
         started_here = not ray.is_initialized()
         if started_here:
             if self.address:
-                ray.init(address=self.address, log_to_driver=False)
+                try:
+                    ray.init(address=self.address, log_to_driver=False)
+                except Exception as exc:  # unreachable, refused (authentication), version mismatch, ...
+                    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                    raise ExecutorError(
+                        f"cannot connect to the Ray cluster at --address {self.address} ({type(exc).__name__}: "
+                        f"{first}); check the address, and RAY_AUTH_MODE=token with the cluster's token "
+                        f"(RAY_AUTH_TOKEN) when it uses token authentication") from None
             else:
                 start_local_ray(self.jobs)
         remote = ray.remote(num_cpus=1, max_retries=1)(_ray_execute)
@@ -184,7 +195,7 @@ def start_local_ray(jobs: int) -> None:
     it instead of resolving it to the host's interface; set only while Ray starts, its processes inherit it), no
     dashboard. Every gRPC server of Ray (GCS, raylet, object manager, workers, the driver) binds to 127.0.0.1
     when the node address is 127.0.0.1, and the runtime-env agent listens on the node address. The addresses
-    Ray reports are checked: a non-loopback one shuts the instance down and raises RuntimeError.
+    Ray reports are checked: a non-loopback one shuts the instance down and raises :class:`ExecutorError`.
     """
     import ray
 
@@ -209,7 +220,7 @@ def start_local_ray(jobs: int) -> None:
     exposed = {name: host for name, host in ray_addresses().items() if not _is_loopback(host)}
     if exposed:
         ray.shutdown()
-        raise RuntimeError(
+        raise ExecutorError(
             "the local Ray instance would listen beyond 127.0.0.1 ("
             + ", ".join(f"{k} on {v}" for k, v in exposed.items())
             + "); refusing to run. Use --executor local, or start a Ray cluster yourself and pass --address")
