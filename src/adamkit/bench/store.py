@@ -61,6 +61,9 @@ def store_error(path: Path, exc: BaseException) -> StoreError:
             or err_no in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text):
         return StoreError(f"cannot write {path} ({text}): its folder is read-only or not ours; give a writable "
                           "--out (or --store)")
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return StoreError(f"{path} stayed locked by another process for over a minute ({text}): wait for it, or "
+                          "stop it, then run the same command again")
     return StoreError(f"{path}: {type(exc).__name__}: {text}")
 
 
