@@ -281,3 +281,20 @@ def test_a_ray_instance_that_would_listen_beyond_loopback_is_refused_in_one_line
     assert main(["bench", "run", str(suite_file), "--out", str(tmp_path / "out"), "--executor", "ray",
                  "--quiet"]) == 2
     _one_line_error(capsys, "beyond 127.0.0.1", "refusing to run")
+
+
+# ------------------------------------------------------------------ item 1: a sweep never runs on damaged data
+
+
+def test_a_sweep_skips_a_task_whose_cached_data_is_damaged(tmp_path, monkeypatch):
+    from adamkit.bench.data import store as data_store
+    from adamkit.bench.sweep import missing_data
+
+    cache = tmp_path / "cache"
+    (cache / "fashion-mnist").mkdir(parents=True)
+    for fname in data_store.ARTEFACTS["fashion-mnist"].files:
+        (cache / "fashion-mnist" / fname).write_bytes(b"\x1f\x8b" + os.urandom(100))  # present, but damaged
+    monkeypatch.setenv(data_store.ENV_VAR, str(cache))
+    path = tmp_path / "t.toml"
+    path.write_text('optimizers = ["adam"]\n[[tasks]]\nname = "fmnist_mlp"\nsteps = 2\ntune = false\n')
+    assert missing_data(load_suite(path)) == {"fmnist_mlp": "adamkit data prepare fashion-mnist"}
