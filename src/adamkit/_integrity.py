@@ -70,3 +70,34 @@ def problem(path: str | os.PathLike, expected_sha256: str | None = None) -> str 
     if expected_sha256 is not None and actual != expected_sha256.lower():
         return f"{path} has sha256 {actual[:12]}…, expected {expected_sha256[:12]}…"
     return None
+
+
+#: files this process has verified: (path, size, mtime_ns, inode, expected sha256, record's mtime_ns)
+_VERIFIED: set[tuple] = set()
+
+
+def problem_once(path: str | os.PathLike, expected_sha256: str | None = None) -> str | None:
+    """:func:`problem`, hashing each file once per process: cheap on repeated use.
+
+    A file that passed is remembered under its size, mtime, inode (and its record's mtime); any later call
+    re-reads only its metadata (``stat``). A file that is rewritten, replaced or truncated gets another size,
+    mtime or inode and is hashed again, so only a same-size in-place edit that also restores the mtime would go
+    unseen within one process (every new process hashes again). Failures are never remembered.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"{path} is missing"
+    try:
+        rec_mtime = record_path(path).stat().st_mtime_ns
+    except FileNotFoundError:
+        rec_mtime = None
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino,
+           expected_sha256.lower() if expected_sha256 else None, rec_mtime)
+    if key in _VERIFIED:
+        return None
+    found = problem(path, expected_sha256)
+    if found is None:
+        _VERIFIED.add(key)
+    return found

@@ -224,8 +224,20 @@ def test_bench_list_and_bad_suite(tmp_path, capsys):
     assert "problems[0].name: unknown problem 'rosenbrok'" in capsys.readouterr().err
 
 
-def test_ray_executor_stores_the_same_results_as_local(tmp_path):
-    pytest.importorskip("ray")
+@pytest.fixture(scope="module")
+def local_ray():
+    """The Ray instance the Ray executor starts for itself (``start_local_ray``), shared by the tests below."""
+    ray = pytest.importorskip("ray")
+    from adamkit.bench.executors import start_local_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    start_local_ray(2)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_executor_stores_the_same_results_as_local(tmp_path, local_ray):
     from adamkit.bench.executors import RayExecutor
 
     suite = load_suite(_suite(tmp_path, steps=30))
@@ -236,3 +248,89 @@ def test_ray_executor_stores_the_same_results_as_local(tmp_path):
     assert stats.failed == 0
     assert local.finals() == ray_store.finals()
     assert set(local.statuses()) == set(ray_store.statuses())
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    address = ipaddress.ip_address(host.strip("[]"))
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def _listening_sockets(pids: set[int]) -> list[tuple[int, str, int]]:
+    """(pid, host, port) of every listening TCP socket of ``pids`` (Linux: /proc/net/tcp{,6})."""
+    import ipaddress
+
+    listening = {}
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hexaddr, hexport = fields[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))  # each 32-bit word little-endian
+            listening[fields[9]] = (str(ipaddress.ip_address(raw)), int(hexport, 16))
+    out = []
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in listening:
+                out.append((pid, *listening[target[8:-1]]))
+    return out
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the listening sockets from /proc")
+def test_the_local_ray_instance_listens_only_on_loopback(local_ray):
+    """Issue 14 item 20: GCS, raylet, object manager, runtime-env agent, workers and driver: 127.0.0.1 only."""
+    ray = local_ray
+    from adamkit.bench.executors import ray_addresses
+
+    @ray.remote(num_cpus=1)
+    def where():
+        import ray as r
+
+        return r._private.worker.global_worker.node_ip_address, os.getpid()
+
+    worker_hosts = ray.get([where.remote() for _ in range(2)])  # (so that workers run)
+    assert all(host == "127.0.0.1" for host, _ in worker_hosts), worker_hosts
+    assert all(_loopback(host) for host in ray_addresses().values()), ray_addresses()
+    assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ray.nodes())
+    sockets = _listening_sockets(_descendants(os.getpid()))
+    exposed = [s for s in sockets if not _loopback(s[1])]
+    assert not exposed, f"Ray components listen beyond loopback: {exposed}"
+    assert len({pid for pid, _, _ in sockets}) >= 4, sockets  # driver, GCS, raylet, a worker at least
+    assert {pid for _, pid in worker_hosts} <= {pid for pid, _, _ in sockets}, "the workers' servers were seen"
+    # what the session logs say ("Listening to address ...", "Initializing worker at address: HOST:PORT")
+    import re
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    text = "\n".join(p.read_text(errors="replace") for p in logs.glob("*") if p.is_file())
+    listening = re.findall(r"Listening to address (\S+?),", text)
+    workers = re.findall(r"Initializing worker at address: (\S+?):\d+", text)
+    assert listening and workers, "the session logs name the addresses"
+    assert all(_loopback(h) for h in listening + workers), (listening, workers)

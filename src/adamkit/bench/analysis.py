@@ -93,7 +93,7 @@ class Results:
 
 def load(where: str | Path) -> Results:
     """The results of a sweep directory (or store file)."""
-    store = ResultStore.open_results(where)
+    store = ResultStore.open_results(where, create=False)  # reading: a missing folder is not created
     text = store.get_meta("suite")
     if text is None:
         raise ValueError(f"{where}: no sweep stored here (run `adamkit bench run SUITE --out DIR` first)")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import sys
 from pathlib import Path
@@ -35,6 +36,27 @@ def run(args: argparse.Namespace) -> int:
     return {"list": _list, "run": _run, "report": _report}[args.bench_command](args)
 
 
+def _fail(message: str) -> int:
+    """Every error of ``adamkit bench``: one line on stderr, exit status 2."""
+    print(f"adamkit bench: {message}", file=sys.stderr)
+    return 2
+
+
+_OS_REASONS = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+               errno.EPERM: "operation not permitted", errno.ENOSPC: "no space left on the device",
+               errno.EDQUOT: "disk quota exceeded", errno.EEXIST: "a file is in the way",
+               errno.ENOTDIR: "a file is in the way"}
+
+
+def _os_message(exc: OSError, where: Path, fix: str) -> str:
+    """One line for an OSError while writing under ``where``: the file, the reason, what to do."""
+    reason = _OS_REASONS.get(exc.errno, exc.strerror or str(exc))
+    target = exc.filename or where
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space and run the same command again (the runs stored so far are kept)"
+    return f"cannot write {target}: {reason}; {fix}"
+
+
 def _list(args) -> int:
     from . import registry
     from .suite import list_suites
@@ -58,6 +80,19 @@ def _default_jobs() -> int:
 
 
 def _run(args) -> int:
+    from .executors import ExecutorError
+    from .store import StoreError
+
+    out = Path(args.out)
+    try:
+        return _run_sweep(args, out)
+    except (StoreError, ExecutorError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(_os_message(exc, out, "give a writable --out"))
+
+
+def _run_sweep(args, out: Path) -> int:
     from .executors import make_executor
     from .store import ResultStore
     from .suite import SuiteError, load_suite
@@ -66,9 +101,7 @@ def _run(args) -> int:
     try:
         suite = load_suite(args.suite)
     except SuiteError as exc:
-        print(f"adamkit bench: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
+        return _fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(args.store) if args.store else ResultStore.open_results(out)
     if args.store:
@@ -77,23 +110,30 @@ def _run(args) -> int:
     try:
         executor = make_executor(args.executor, jobs, args.address)
     except (RuntimeError, ValueError) as exc:
-        print(f"adamkit bench: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     n_inst = len(suite.problems)
     print(f"suite {suite.name!r}: {n_inst} problem instances, optimizers {', '.join(suite.optimizers)}; "
           f"{suite.trials} trials + defaults each; {args.executor} executor, {jobs} job(s); results in {store.path}")
     try:
         stats = run_sweep(suite, store, executor, retry_failed=args.retry_failed,
-                          progress=None if args.quiet else Progress(), check_data=args.executor == "local")
+                          progress=None if args.quiet else Progress(), check_data=args.executor == "local",
+                          notify=lambda line: print(line, file=sys.stderr))
     except KeyboardInterrupt:
         counts = store.count()
         print(f"\ninterrupted: {counts.get('done', 0)} runs are stored; run the same command again to resume",
               file=sys.stderr)
         return 130
-    print(f"{stats.done} runs done, {stats.failed} failed, {stats.skipped} already stored, in {stats.seconds:.0f} s")
+    shared = f", {stats.shared} done by another `bench run` on this store" if stats.shared else ""
+    print(f"{stats.done} runs done, {stats.failed} failed, {stats.skipped} already stored{shared}, "
+          f"in {stats.seconds:.0f} s")
+    if stats.no_package:
+        missing = ", ".join(f"{key} (needs {module})" for key, (module, _) in stats.no_package.items())
+        commands = " ".join(sorted({command for _, command in stats.no_package.values()}))
+        print(f"skipped {len(stats.no_package)} task instance(s) whose Python package is not installed "
+              f"({missing}); install it with: {commands}, then run the same command again")
     if stats.no_data:
         names = sorted({c.split()[-1] for c in stats.no_data.values()})
-        print(f"skipped {len(stats.no_data)} task instance(s) whose data is not in the cache "
+        print(f"skipped {len(stats.no_data)} task instance(s) whose data is missing or damaged in the cache "
               f"({', '.join(stats.no_data)}); fetch it with: adamkit data prepare {' '.join(names)} "
               f"(or `make data`), then run the same command again")
     for line in stats.failures[:10]:
@@ -137,10 +177,15 @@ def _summary(where) -> None:
 
 def _report(args) -> int:
     from .report import write_report
+    from .store import StoreError
 
+    results = Path(args.results)
+    out = Path(args.out) if args.out else (results if results.is_dir() else results.parent) / "report"
     try:
         write_report(args.results, args.out)
-    except ValueError as exc:
-        print(f"adamkit bench: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, StoreError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        default = "" if args.out else f" (by default the report goes to {out})"
+        return _fail(_os_message(exc, out, f"give a writable folder with --out{default}"))
     return 0

@@ -4,7 +4,8 @@
   process). A worker that dies (segfault, out of memory) breaks the pool: the pool is rebuilt and the
   runs that were in flight are tried again once, then recorded as failed.
 - ``ray``: tasks on a Ray cluster (``address``) or on a local Ray instance started for the sweep
-  (``pip install 'adamkit[ray]'``). The workers must be able to import adamkit.
+  (``pip install 'adamkit[ray]'``), which listens on 127.0.0.1 only (:func:`start_local_ray`). The workers
+  must be able to import adamkit.
 
 Both call :func:`adamkit.bench.runner.execute` on the same specs, with one torch thread per run, so
 the same suite stores the same results on both.
@@ -12,12 +13,18 @@ the same suite stores the same results on both.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import multiprocessing
-from typing import Any, Iterator
+import os
+from typing import Any, Iterable, Iterator
 
 from .runner import execute
 
 Job = tuple[str, dict[str, Any]]  # (run hash, spec)
+
+
+class ExecutorError(RuntimeError):
+    """An executor cannot start (Ray unreachable, or not confined to loopback); the message says what to do."""
 
 
 def _worker_init() -> None:
@@ -34,28 +41,43 @@ class LocalExecutor:
             raise ValueError(f"--jobs must be >= 1, got {jobs}")
         self.jobs = jobs
 
-    def map(self, jobs: list[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    def map(self, jobs: Iterable[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """Run ``jobs``, yielding each result as it arrives. ``jobs`` is read lazily, one job per free slot
+        (so a sweep can claim each run just before it starts); no worker starts before the first job."""
+        source = iter(jobs)
         if self.jobs == 1:
-            for h, spec in jobs:
+            for h, spec in source:
                 yield h, spec, execute(spec)
             return
-        pending = list(reversed(jobs))
+        first = next(source, None)
+        if first is None:
+            return
+        retry: list[Job] = [first]  # runs to (re)submit before new ones
+
+        def take() -> Job | None:
+            return retry.pop() if retry else next(source, None)
+
         attempts: dict[str, int] = {}
-        while pending:
+        while True:
             ctx = multiprocessing.get_context("spawn")
             pool = cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_worker_init)
             inflight: dict[cf.Future, Job] = {}
             try:
-                while pending or inflight:
-                    while pending and len(inflight) < 2 * self.jobs:
-                        job = pending.pop()
+                while True:
+                    while len(inflight) < 2 * self.jobs:
+                        job = take()
+                        if job is None:
+                            break
                         inflight[pool.submit(execute, job[1])] = job
+                    if not inflight:
+                        return
                     done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
                     for fut in done:
                         h, spec = inflight.pop(fut)
                         try:
                             result = fut.result()
                         except cf.process.BrokenProcessPool:
+                            inflight[fut] = (h, spec)
                             raise
                         except Exception as exc:  # e.g. an unpicklable result
                             result = {"status": "failed", "final": None, "curve": None,
@@ -70,7 +92,7 @@ class LocalExecutor:
                                         "worker": "local", "error": "the worker process died during this run "
                                         "(crash or out of memory), twice"}
                     else:
-                        pending.append((h, spec))
+                        retry.append((h, spec))
                 inflight.clear()
             finally:
                 for fut in inflight:
@@ -88,26 +110,40 @@ class RayExecutor:
             raise RuntimeError("the Ray executor needs ray: pip install 'adamkit[ray]'") from None
         self.jobs, self.address = jobs, address
 
-    def map(self, jobs: list[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    def map(self, jobs: Iterable[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """Run ``jobs`` (read lazily, as slots free up) on Ray, yielding each result as it arrives."""
         import ray
 
+        source = iter(jobs)
+        try:  # nothing to run: do not start Ray
+            source = itertools.chain([next(source)], source)
+        except StopIteration:
+            return
         started_here = not ray.is_initialized()
         if started_here:
             if self.address:
-                ray.init(address=self.address, log_to_driver=False)
+                try:
+                    ray.init(address=self.address, log_to_driver=False)
+                except Exception as exc:  # unreachable, refused (authentication), version mismatch, ...
+                    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                    raise ExecutorError(
+                        f"cannot connect to the Ray cluster at --address {self.address} ({type(exc).__name__}: "
+                        f"{first}); check the address, and RAY_AUTH_MODE=token with the cluster's token "
+                        f"(RAY_AUTH_TOKEN) when it uses token authentication") from None
             else:
-                # a private single-machine instance: keep all of Ray's traffic on the loopback interface
-                ray.init(num_cpus=self.jobs, include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1")
+                start_local_ray(self.jobs)
         remote = ray.remote(num_cpus=1, max_retries=1)(_ray_execute)
         window = 2 * max(self.jobs, int(ray.cluster_resources().get("CPU", 1)))
-        pending = list(reversed(jobs))
         inflight: dict[Any, Job] = {}
         try:
-            while pending or inflight:
-                while pending and len(inflight) < window:
-                    job = pending.pop()
+            while True:
+                while len(inflight) < window:
+                    job = next(source, None)
+                    if job is None:
+                        break
                     inflight[remote.remote(job[1])] = job
+                if not inflight:
+                    break
                 ready, _ = ray.wait(list(inflight), num_returns=1)
                 for ref in ready:
                     h, spec = inflight.pop(ref)
@@ -122,6 +158,72 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
             if started_here:
                 ray.shutdown()
+
+
+#: Ray reads this at import (``ray._private.ray_constants.ENABLE_RAY_CLUSTER``): "0" makes a locally started
+#: instance take 127.0.0.1 as its node address. Without it, Ray (2.60) turns ``_node_ip_address="127.0.0.1"``
+#: into the host's interface address, and the GCS, raylet and workers listen on every interface.
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    host = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost"
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def ray_addresses() -> dict[str, str]:
+    """The addresses the running Ray instance reports: its GCS and each node's raylet (component -> host)."""
+    import ray
+
+    out = {"gcs": ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]}
+    for node in ray.nodes():
+        out[f"raylet {node['NodeID'][:8]}"] = node["NodeManagerAddress"]
+    return out
+
+
+def start_local_ray(jobs: int) -> None:
+    """Start a private single-machine Ray instance whose every component listens on 127.0.0.1 only.
+
+    The node address is the loopback one (``_node_ip_address``, and :data:`RAY_LOOPBACK_ENV` so that Ray keeps
+    it instead of resolving it to the host's interface; set only while Ray starts, its processes inherit it), no
+    dashboard. Every gRPC server of Ray (GCS, raylet, object manager, workers, the driver) binds to 127.0.0.1
+    when the node address is 127.0.0.1, and the runtime-env agent listens on the node address. The addresses
+    Ray reports are checked: a non-loopback one shuts the instance down and raises :class:`ExecutorError`.
+    """
+    import ray
+
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # pragma: no cover - another layout: the check below still guards
+        ray_constants = None
+    saved_env = os.environ.get(RAY_LOOPBACK_ENV)
+    saved_flag = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[RAY_LOOPBACK_ENV] = "0"
+    if saved_flag is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False  # (read at import; ray may be imported already)
+    try:
+        ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    finally:
+        if saved_env is None:
+            os.environ.pop(RAY_LOOPBACK_ENV, None)
+        else:
+            os.environ[RAY_LOOPBACK_ENV] = saved_env
+        if saved_flag is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+    exposed = {name: host for name, host in ray_addresses().items() if not _is_loopback(host)}
+    if exposed:
+        ray.shutdown()
+        raise ExecutorError(
+            "the local Ray instance would listen beyond 127.0.0.1 ("
+            + ", ".join(f"{k} on {v}" for k, v in exposed.items())
+            + "); refusing to run. Use --executor local, or start a Ray cluster yourself and pass --address")
 
 
 def _ray_execute(spec: dict[str, Any]) -> dict[str, Any]:

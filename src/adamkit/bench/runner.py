@@ -1,7 +1,9 @@
 """One run: build the problem instance from its seed, train with one optimizer, record the metrics.
 
 :func:`execute` never raises for a failing run: it returns ``status = "failed"`` with the error and its
-traceback, so a sweep goes on. A loss that becomes non-finite ends the run early as ``diverged``.
+traceback, so a sweep goes on. A run that fails because a third-party module is not installed also names it
+(``missing_module``): the sweep skips such a run, with the install command, instead of storing it. A loss
+that becomes non-finite ends the run early as ``diverged``.
 
 For testing the sweep's error handling, ``ADAMKIT_BENCH_FAIL=<optimizer>`` in the environment makes every
 run of that optimizer raise.
@@ -39,10 +41,28 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
         final, curve = _train(spec, started)
         return {"status": "done", "final": final, "curve": curve, "error": None,
                 "seconds": time.perf_counter() - started, "worker": worker}
+    except ModuleNotFoundError as exc:
+        module = (exc.name or "").split(".")[0]
+        result = {"status": "failed", "final": None, "curve": None,
+                  "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}",
+                  "seconds": time.perf_counter() - started, "worker": worker}
+        if module and module != "adamkit":  # a package is not installed: the sweep skips, never stores, this run
+            result["missing_module"] = module
+        return result
     except Exception as exc:  # recorded, the sweep goes on
         return {"status": "failed", "final": None, "curve": None,
                 "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}",
                 "seconds": time.perf_counter() - started, "worker": worker}
+
+
+def optimizer_kwargs(problem, optimizer: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments a run gives its optimizer: the problem's overrides, then the run's hyperparameters.
+
+    TOML has no null: the string "none" stands for None (e.g. ADOPT's clip_lambda = "none", no clipping);
+    lists become tuples. (Suites check these values when they are loaded, with the optimizers' own checks.)
+    """
+    merged = {**problem.optimizer_overrides(optimizer), **hparams}
+    return {k: tuple(v) if isinstance(v, list) else (None if v == "none" else v) for k, v in merged.items()}
 
 
 def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -60,9 +80,7 @@ def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[s
         steps = int(spec["epochs"]) * int(instance.steps_per_epoch)
     else:
         steps = int(instance.default_steps)
-    hparams = {**problem.optimizer_overrides(spec["optimizer"]), **spec["hparams"]}
-    # TOML has no null: the string "none" stands for None (e.g. ADOPT's clip_lambda = "none", no clipping)
-    hparams = {k: tuple(v) if isinstance(v, list) else (None if v == "none" else v) for k, v in hparams.items()}
+    hparams = optimizer_kwargs(problem, spec["optimizer"], spec["hparams"])
     optimizer = adamkit.create_optimizer(spec["optimizer"], instance.parameters(), **hparams)
     scheduler = instance.lr_scheduler(optimizer, steps)
     eval_every, record_every = int(spec["eval_every"]), int(spec["record_every"])

@@ -13,10 +13,20 @@ Tables:
 - ``curves``: the per-step metrics of each run, columnar (zlib-compressed JSON, 7 significant digits):
   ``{"train_step": [...], "loss": [...], "eval_step": [...], "eval:gap": [...], ...}`` — read them with
   :meth:`ResultStore.curve`;
-- ``meta``: key/value (the suite of the sweep, as JSON).
+- ``meta``: key/value (the suite of the sweep, as JSON);
+- ``claims``: ``hash``, ``owner`` (``host:pid:token`` of a running sweep), ``expires`` (Unix time): the runs
+  a sweep is doing right now, so that two sweeps on one store never do the same run (:meth:`ResultStore.claim`).
+  A sweep renews its claims while it lives (a heartbeat); the claims of a sweep that died — killed, even with
+  ``kill -9`` — are taken over at once when its pid is gone on this host, else when their lease expires.
+
+Faults never surface as a bare ``sqlite3`` or ``OSError`` traceback: every error of the database (a file that
+is not a store, a damaged or truncated one, a read-only folder, a full disk) is a :class:`StoreError` whose
+one-line message names the file and what to do. A store is checked (``PRAGMA quick_check``) when opened.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import sqlite3
@@ -24,6 +34,107 @@ import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterable
+
+
+class StoreError(RuntimeError):
+    """The results store cannot be opened, read or written; the message names the file and what to do."""
+
+
+def _sqlite_code(exc: BaseException) -> str:
+    return getattr(exc, "sqlite_errorname", "") or ""
+
+
+def store_error(path: Path, exc: BaseException) -> StoreError:
+    """The :class:`StoreError` (one line: the file, the cause, what to do) of a sqlite3 or OS error on ``path``."""
+    code, text = _sqlite_code(exc), str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    err_no = getattr(exc, "errno", None)
+    if code == "SQLITE_NOTADB" or "file is not a database" in text:
+        return StoreError(f"{path} is not an adamkit results store ({text}): give another --out (or --store), "
+                          "or move that file away")
+    if code.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return StoreError(f"{path} is damaged ({text}): restore it from a copy, or move it away and run the same "
+                          "command again to redo its runs")
+    if code.startswith("SQLITE_FULL") or err_no == errno.ENOSPC or "disk is full" in text:
+        return StoreError(f"cannot write {path}: no space left on the device (disk is full); free some space and "
+                          "run the same command again (the runs stored so far are kept)")
+    if (code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"))
+            or err_no in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text):
+        return StoreError(f"cannot write {path} ({text}): its folder is read-only or not ours; give a writable "
+                          "--out (or --store)")
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return StoreError(f"{path} stayed locked by another process for over a minute ({text}): wait for it, or "
+                          "stop it, then run the same command again")
+    return StoreError(f"{path}: {type(exc).__name__}: {text}")
+
+
+@contextlib.contextmanager
+def _translated(path: Path):
+    try:
+        yield
+    except StoreError:
+        raise
+    except (sqlite3.Error, OSError) as exc:
+        raise store_error(path, exc) from None
+
+
+class _Cursor:
+    """A sqlite3 cursor whose errors (raised while rows are read, too) are :class:`StoreError`."""
+
+    def __init__(self, cursor: sqlite3.Cursor, path: Path):
+        self._cursor, self._path = cursor, path
+
+    def __iter__(self):
+        while True:
+            with _translated(self._path):
+                row = self._cursor.fetchone()
+            if row is None:
+                return
+            yield row
+
+    def fetchone(self):
+        with _translated(self._path):
+            return self._cursor.fetchone()
+
+    def fetchall(self):
+        with _translated(self._path):
+            return self._cursor.fetchall()
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
+class _Connection:
+    """A sqlite3 connection whose errors are :class:`StoreError` naming the file (``with`` = one transaction)."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path):
+        self._con, self._path = connection, path
+
+    def execute(self, *args) -> _Cursor:
+        with _translated(self._path):
+            return _Cursor(self._con.execute(*args), self._path)
+
+    def executemany(self, *args) -> _Cursor:
+        with _translated(self._path):
+            return _Cursor(self._con.executemany(*args), self._path)
+
+    def executescript(self, script: str) -> _Cursor:
+        with _translated(self._path):
+            return _Cursor(self._con.executescript(script), self._path)
+
+    def commit(self) -> None:
+        with _translated(self._path):
+            self._con.commit()
+
+    def __enter__(self):
+        self._con.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        with _translated(self._path):
+            return self._con.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -41,6 +152,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS curves (hash TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (hash TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 """
 
 DEFAULT_NAME = "results.sqlite"
@@ -54,25 +166,88 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, allow_nan=True)
 
 
-class ResultStore:
-    """A results database (created when missing)."""
+def owner_alive(owner: str) -> bool:
+    """Whether the sweep ``owner`` (``host:pid:token``) may still be running: False only when it ran on this host
+    and its process is gone (or a zombie); on another host its lease decides."""
+    import os
+    import socket
 
-    def __init__(self, path: str | Path):
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class ResultStore:
+    """A results database: created when missing (``create=True``, for writing), else opened as it is (for
+    reading: nothing is created, and a store in a read-only folder is opened read-only)."""
+
+    def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.path}: no sweep stored here (no results store; run `adamkit bench run SUITE "
+                             f"--out DIR` first)")
+        try:
+            self.db = self._open(create)
+        except StoreError as exc:
+            if create or "read-only" not in str(exc):
+                raise
+            self.db = self._open_read_only()
+
+    def _open(self, create: bool) -> _Connection:
+        with _translated(self.path):
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = _Connection(sqlite3.connect(str(self.path), timeout=60), self.path)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._check(db)
+            db.executescript(SCHEMA)
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open_read_only(self) -> _Connection:
+        """A store in a folder this process cannot write (its readers still work)."""
+        last = None
+        for query in ("mode=ro", "immutable=1"):  # (a WAL store without its -shm file needs immutable)
+            try:
+                con = sqlite3.connect(f"{self.path.resolve().as_uri()}?{query}", uri=True, timeout=60)
+                db = _Connection(con, self.path)
+                self._check(db)
+                return db
+            except StoreError as exc:
+                last = exc
+        raise last
+
+    def _check(self, db: _Connection) -> None:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise StoreError(f"{self.path} is damaged ({problems[0]}): restore it from a copy, or move it away and "
+                             "run the same command again to redo its runs")
 
     @classmethod
-    def open_results(cls, where: str | Path) -> "ResultStore":
-        """The store of a results directory (its ``results.sqlite``) or a store file itself."""
+    def open_results(cls, where: str | Path, create: bool = True) -> "ResultStore":
+        """The store of a results directory (its ``results.sqlite``) or a store file itself; ``create=False``
+        opens an existing one only (for reading: a missing folder is not created)."""
         where = Path(where)
         if where.is_dir() or not where.suffix:
             where = where / DEFAULT_NAME
-        return cls(where)
+        return cls(where, create=create)
 
     def close(self) -> None:
         self.db.close()
@@ -157,6 +332,50 @@ class ResultStore:
         out = {"step": raw.get("eval_step", [])}
         out.update({k[5:]: v for k, v in raw.items() if k.startswith("eval:")})
         return out
+
+    def failed_attempts(self) -> dict[str, str]:
+        """hash -> finished_at of every failed run (what a sweep with ``--retry-failed`` means to replace)."""
+        return dict(self.db.execute("SELECT hash, finished_at FROM runs WHERE status = 'failed'"))
+
+    # ------------------------------------------------------------------ claims (concurrent sweeps)
+    def claim(self, run_hash: str, owner: str, lease: float, redo: str | None = None, alive=None) -> str:
+        """Claim a run for the sweep ``owner`` for ``lease`` seconds, atomically; returns
+
+        - ``"stored"``: its result is in the store (done, or failed and not to be redone: ``redo`` is the
+          ``finished_at`` of the failed attempt the sweep means to replace, which does not count);
+        - ``"busy"``: another sweep holds an unexpired claim and (``alive(owner)``, if given) still lives;
+        - ``"claimed"``: it is now this sweep's to run.
+        """
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")  # read and write under one lock: two sweeps cannot both claim
+            row = self.db.execute("SELECT status, finished_at FROM runs WHERE hash = ?", (run_hash,)).fetchone()
+            if row is not None and (row[0] == "done" or row[1] != redo):
+                return "stored"
+            held = self.db.execute("SELECT owner, expires FROM claims WHERE hash = ?", (run_hash,)).fetchone()
+            if held is not None and held[0] != owner and held[1] > now and (alive is None or alive(held[0])):
+                return "busy"
+            self.db.execute("INSERT OR REPLACE INTO claims (hash, owner, expires) VALUES (?, ?, ?)",
+                            (run_hash, owner, now + lease))
+            return "claimed"
+
+    def claim_holder(self, run_hash: str) -> str | None:
+        row = self.db.execute("SELECT owner FROM claims WHERE hash = ?", (run_hash,)).fetchone()
+        return row[0] if row else None
+
+    def renew(self, owner: str, lease: float) -> None:
+        """Extend every claim of ``owner`` by ``lease`` seconds from now (the sweep's heartbeat)."""
+        with self.db:
+            self.db.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + lease, owner))
+
+    def release(self, run_hash: str, owner: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM claims WHERE hash = ? AND owner = ?", (run_hash, owner))
+
+    def release_owner(self, owner: str) -> None:
+        """Drop every claim of ``owner`` (a sweep that ends, or is interrupted)."""
+        with self.db:
+            self.db.execute("DELETE FROM claims WHERE owner = ?", (owner,))
 
     def count(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"))

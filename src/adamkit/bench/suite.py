@@ -306,6 +306,8 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
         e_final = _seeds(source, f"{where}.final_seeds", entry["final_seeds"], 1000) if "final_seeds" in entry \
             else final_seeds
         timeout = _float(source, f"{where}.timeout", entry.get("timeout", 0), positive=False)
+        if timeout < 0:
+            _fail(source, f"{where}.timeout", f"expected seconds >= 0 (0: no limit), got {entry['timeout']!r}")
         label = entry.get("label", pname)
         if not isinstance(label, str) or not label:
             _fail(source, f"{where}.label", "expected a non-empty string")
@@ -316,6 +318,8 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
                 problem = registry.create_problem(pname, full)
             except (ValueError, TypeError) as exc:
                 _fail(source, f"{where}.params", str(exc))
+            for opt in opts:
+                _check_values(source, where, problem, opt, hparams, lr_range, search.get(opt, {}))
             key = _label(label, full, varying)
             if key in seen:
                 _fail(source, where, f"instance {key!r} is also produced by {seen[key]} (give a `label`)")
@@ -341,3 +345,56 @@ def _check_hparams(source, key, optimizer, hparams):
     for hp in hparams:
         if hp not in valid:
             _fail(source, f"{key}.{hp}", f"not an argument of {optimizer}; valid: {', '.join(valid)}")
+
+
+def _check_values(source, where, problem, optimizer, hparams, lr_range, search_space):
+    """Check a suite entry's hyperparameter values with the optimizer's own checks, at load time.
+
+    The optimizer is built on a one-element dummy parameter with exactly what a run would give it (the
+    problem's overrides and ``hparams``, see :func:`adamkit.bench.runner.optimizer_kwargs`), and with each end
+    of the learning-rate range and of its search ranges; whatever adamkit's registry and the class reject
+    (``lr = -1.0``, ``betas = [0.9]``, ...) is a SuiteError naming the file and the key.
+    """
+    from .runner import optimizer_kwargs
+
+    def rejects(kwargs):
+        return _rejection(optimizer, tuple(sorted(kwargs.items(), key=lambda kv: kv[0])))
+
+    kwargs = optimizer_kwargs(problem, optimizer, hparams)
+    error = rejects(kwargs)
+    if error is not None:
+        culprit = next((k for k in hparams if rejects({k: kwargs[k]}) is not None), None)
+        key = f"{where}.hparams.{culprit}" if culprit else f"{where}.hparams"
+        _fail(source, key, f"{optimizer} rejects it: {error}")
+    for name, (low, high), key in [("lr", lr_range, f"{where}.lr"),
+                                   *[(hp, rng, f"protocol.search.{optimizer}.{hp}") for hp, rng in search_space.items()]]:
+        if name in hparams:
+            continue  # fixed by hparams: the range is not used
+        for value in (low, high):
+            error = rejects({**kwargs, name: value})
+            if error is not None:
+                _fail(source, key, f"{optimizer} rejects {name} = {value!r}: {error}")
+
+
+_REJECTIONS: dict[tuple, str | None] = {}
+
+
+def _rejection(optimizer: str, items: tuple) -> str | None:
+    """Why the optimizer refuses these keyword arguments (None: it accepts them); memoised, suites repeat them."""
+    import torch
+
+    key = (optimizer, items)
+    try:
+        return _REJECTIONS[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable value: not memoised
+        key = None
+    try:
+        adamkit.create_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], **dict(items))
+        found = None
+    except (ValueError, TypeError, OverflowError) as exc:
+        found = str(exc)
+    if key is not None:
+        _REJECTIONS[key] = found
+    return found

@@ -4,18 +4,45 @@ Phase 1 runs the tuning trials and the paper-defaults arm; phase 2 selects each 
 from the stored tuning results and re-runs it on the paired final seeds. Runs already in the store
 (by hash) are skipped, so a sweep that was interrupted — Ctrl-C, a kill, a crash — continues where
 it stopped when the same command runs again.
+
+Two sweeps on one store (two ``bench run`` on one ``--out``, or on several machines sharing a ``--store``)
+share the work: a sweep claims each run in the store just before it starts it (:meth:`ResultStore.claim`),
+skips the runs another live sweep holds, and waits at the end of each phase for those to be stored (or for
+their claims to be dropped: a sweep that dies, even by ``kill -9``, loses them at once on this host, else
+when their lease runs out), so no run is done twice. A run whose task needs a Python package that is not
+installed is not stored: its instance is skipped and listed with the install command.
 """
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import sqlite3
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
 from . import protocol
-from .store import ResultStore
+from .store import ResultStore, owner_alive
 from .suite import Suite
+
+#: seconds a claim lasts without renewal (a sweep renews its claims every LEASE / 4 seconds)
+LEASE = 60.0
+#: seconds between two looks at the runs another sweep is doing
+POLL = 0.5
+
+#: the extra of adamkit's package that brings each third-party module a problem or task imports
+EXTRA_OF_MODULE = {"gymnasium": "tasks", "pandas": "tasks", "pyarrow": "tasks", "mnist1d": "tasks",
+                   "sklearn": "tasks", "matplotlib": "bench", "scipy": "bench", "ray": "ray"}
+
+
+def install_command(module: str) -> str:
+    """The command that installs a missing module: ``pip install 'adamkit[tasks]'`` for the tasks' packages."""
+    extra = EXTRA_OF_MODULE.get(module)
+    return f"pip install 'adamkit[{extra}]'" if extra else f"pip install {module}"
 
 
 @dataclass
@@ -28,6 +55,10 @@ class SweepStats:
     failures: list[str] = field(default_factory=list)
     #: instances left out because their data is not in the cache: instance key -> fetch command
     no_data: dict[str, str] = field(default_factory=dict)
+    #: instances left out because a Python package is missing: instance key -> (module, install command)
+    no_package: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: runs another sweep on the same store did while this one ran (not done twice)
+    shared: int = 0
 
 
 class WorkEstimate:
@@ -119,13 +150,14 @@ def _clock(seconds: float) -> str:
 
 
 def missing_data(suite: Suite) -> dict[str, str]:
-    """Instances of Tier B tasks whose data artefact is not in the cache: key -> the command that fetches it.
+    """Instances of Tier B tasks whose data artefact is missing or damaged in the cache: key -> the command that
+    fetches or repairs it.
 
-    Checked on this machine (the cache of ``$ADAMKIT_DATA_DIR`` or the instance's ``data_dir``); only file
-    presence, like the loaders. Synthetic instances need no data.
+    Checked on this machine (the cache of ``$ADAMKIT_DATA_DIR`` or the instance's ``data_dir``) as the loaders
+    check it: present, and matching its pinned sha256 (hashed once per file). Synthetic instances need no data.
     """
     try:
-        from .data.store import ARTEFACTS, DataMissing, locate
+        from .data.store import ARTEFACTS, ChecksumMismatch, DataMissing, locate
     except ImportError:  # pragma: no cover
         return {}
     out: dict[str, str] = {}
@@ -137,20 +169,59 @@ def missing_data(suite: Suite) -> dict[str, str]:
                 continue
             try:
                 locate(artefact.name, inst.params.get("data_dir"))
-            except DataMissing:
+            except (DataMissing, ChecksumMismatch):
                 out[inst.key] = artefact.fetch_command()
     return out
 
 
+class _Heartbeat(threading.Thread):
+    """Renews a sweep's claims every ``LEASE / 4`` seconds, on its own connection, while the sweep lives."""
+
+    def __init__(self, path, owner: str):
+        super().__init__(daemon=True, name="adamkit-sweep-heartbeat")
+        self.path, self.owner, self.stop = str(path), owner, threading.Event()
+
+    def run(self) -> None:
+        con = sqlite3.connect(self.path, timeout=LEASE / 4)
+        try:
+            while not self.stop.wait(LEASE / 4):
+                try:
+                    with con:
+                        con.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + LEASE, self.owner))
+                except sqlite3.Error:  # busy or full: the next beat tries again (the main thread reports faults)
+                    pass
+        finally:
+            con.close()
+
+
 def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool = False,
-              progress: Callable | None = None, check_data: bool = True) -> SweepStats:
-    """Run ``suite`` on ``executor`` into ``store``; returns counts (planned, skipped, done, failed).
+              progress: Callable | None = None, check_data: bool = True,
+              notify: Callable[[str], None] | None = None) -> SweepStats:
+    """Run ``suite`` on ``executor`` into ``store``; returns counts (planned, skipped, done, failed, shared).
 
     With ``check_data`` (the local executor: the workers share this machine's data cache), the instances of
     tasks whose data is missing are left out, not run and not stored, and listed in ``stats.no_data`` with
     the command that fetches their data: once it is fetched, the same command runs them. (On a cluster the
     check is off; a worker without the data stores the run as failed, the error naming that command.)
+    A run that fails because a third-party module is missing is not stored either: its instance is left out
+    and listed in ``stats.no_package`` with the install command. ``notify`` gets one-line notes (waiting for
+    another sweep's runs).
     """
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    heartbeat = _Heartbeat(store.path, owner)
+    heartbeat.start()
+    try:
+        return _sweep(suite, store, executor, owner, retry_failed=retry_failed, progress=progress,
+                      check_data=check_data, notify=notify)
+    finally:
+        heartbeat.stop.set()
+        try:
+            store.release_owner(owner)
+        except Exception:  # (the store's own error, if any, is already on its way up)
+            pass
+
+
+def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data, notify) -> SweepStats:
     store.set_meta("suite", suite.to_json())
     stats = SweepStats()
     start = time.monotonic()
@@ -162,6 +233,7 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
                   if i.tune and i.key not in stats.no_data)
     unique1 = _unique(phase1)
     statuses = store.statuses()
+    redo = store.failed_attempts() if retry_failed else {}
     total_new = [0]
     total_done = [0]
     instance_of = {r.hash: r.instance for r in phase1}
@@ -181,20 +253,62 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
         work.add_pending({h: instance_of[h] for h, _ in jobs})
         return jobs
 
+    def record(h, spec, result, phase, total):
+        store.put(h, spec, result)
+        store.release(h, owner)
+        statuses[h] = result["status"]
+        work.observe(instance_of[h], result.get("seconds"), run_hash=h)
+        total_done[0] += 1
+        if result["status"] == "done":
+            stats.done += 1
+        else:
+            stats.failed += 1
+            first = (result.get("error") or "").splitlines()[0] if result.get("error") else "?"
+            stats.failures.append(f"{spec['problem']} {spec['optimizer']} seed {spec['seed']}: {first}")
+        if progress:
+            progress(phase, total_done[0], total, stats.failed, eta=work.eta())
+
     def execute(jobs, phase, total):
-        for h, spec, result in executor.map(jobs):
-            store.put(h, spec, result)
-            statuses[h] = result["status"]
-            work.observe(instance_of[h], result.get("seconds"), run_hash=h)
-            total_done[0] += 1
-            if result["status"] == "done":
-                stats.done += 1
-            else:
-                stats.failed += 1
-                first = (result.get("error") or "").splitlines()[0] if result.get("error") else "?"
-                stats.failures.append(f"{spec['problem']} {spec['optimizer']} seed {spec['seed']}: {first}")
-            if progress:
-                progress(phase, total_done[0], total, stats.failed, eta=work.eta())
+        remaining, waited = list(jobs), False
+        while remaining:
+            busy: list[tuple[str, dict]] = []
+
+            def claimed():
+                """The runs this sweep may start now, claimed one by one as the executor asks for them."""
+                for h, spec in remaining:
+                    if instance_of[h] in stats.no_package:
+                        work.observe(instance_of[h], None, run_hash=h)
+                        continue
+                    state = store.claim(h, owner, LEASE, redo=redo.get(h), alive=owner_alive)
+                    if state == "claimed":
+                        yield h, spec
+                    elif state == "busy":
+                        busy.append((h, spec))
+                    else:  # stored meanwhile by another sweep
+                        row = store.run(h)
+                        statuses[h] = row["status"]
+                        stats.shared += 1
+                        total_done[0] += 1
+                        work.observe(instance_of[h], None, run_hash=h)
+                        if progress:
+                            progress(phase, total_done[0], total, stats.failed, eta=work.eta())
+
+            for h, spec, result in executor.map(claimed()):
+                module = result.get("missing_module")
+                if module:  # not stored: the instance is skipped, with the install command
+                    stats.no_package.setdefault(instance_of[h], (module, install_command(module)))
+                    store.release(h, owner)
+                    work.observe(instance_of[h], None, run_hash=h)
+                    continue
+                record(h, spec, result, phase, total)
+            remaining = busy
+            if remaining:
+                if notify and not waited:
+                    holder = store.claim_holder(remaining[0][0])
+                    notify(f"waiting for {len(remaining)} run(s) that another `adamkit bench run`"
+                           + (f" ({holder}, host:pid)" if holder else "") + " is doing on this store")
+                waited = True
+                time.sleep(POLL)
 
     jobs1 = todo(unique1)
     # estimate phase 2's new runs as its planned count less what is stored (exact once phase 1 is done)
@@ -205,7 +319,8 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
     execute(jobs1, "tuning", total_new[0])
 
     winners = protocol.select(suite, store.finals())
-    phase2 = [r for r in protocol.plan_final_phase(suite, winners) if r.instance not in stats.no_data]
+    left_out = set(stats.no_data) | set(stats.no_package)
+    phase2 = [r for r in protocol.plan_final_phase(suite, winners) if r.instance not in left_out]
     unique2 = {h: s for h, s in _unique(phase2).items() if h not in unique1}
     instance_of.update({r.hash: r.instance for r in phase2})
     work.later = {}

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import sys
 
 from . import store
 
@@ -39,13 +41,26 @@ def run(args: argparse.Namespace) -> int:
         for target in args.targets or ["all"]:
             names += [n for n in store.artefacts_for(target) if n not in names]
     except KeyError as err:
-        print(f"error: {err.args[0]}")
+        print(f"adamkit data: {err.args[0]}", file=sys.stderr)
         return 2
     failed = 0
     for name in names:
         try:
             store.prepare(name, root, force=args.force)
-        except Exception as err:  # report every artefact, then fail
-            print(f"{name}: FAILED: {err}")
+        except OSError as err:  # report every artefact (one line each), then fail
+            reason = err.strerror or str(err)
+            fix = ("free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+                   else "give a writable --cache-dir (or $ADAMKIT_DATA_DIR)")
+            where = f" {err.filename}" if err.filename else ""
+            print(f"adamkit data: {name}: FAILED: cannot write{where}: {reason}; {fix}, then run the same "
+                  f"command again" if err.filename or err.errno in (errno.EROFS, errno.EACCES, errno.ENOSPC)
+                  else f"adamkit data: {name}: FAILED: {_one_line(err)}", file=sys.stderr)
             failed += 1
-    return 1 if failed else 0
+        except Exception as err:
+            print(f"adamkit data: {name}: FAILED: {_one_line(err)}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__

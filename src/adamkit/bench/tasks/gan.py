@@ -7,14 +7,17 @@ the discriminator's from ``optimizer_factory`` when a runner sets one (``instanc
 :func:`~._common.clone_optimizer`), and keeps its learning rate equal to the generator's.
 
 Fashion-MNIST GANs are scored by a Fréchet distance in the 128-d feature space of a Fashion-MNIST
-classifier (trained once with adamkit's Adam and cached under the data cache's ``derived/``) against
-the test set, and by class coverage: how many of the 10 classes the classifier finds among the
+classifier (trained once with adamkit's Adam and cached under the data cache's ``derived/``, verified
+against its size+hash record before every use and retrained when damaged; with a read-only data cache it is
+cached in ``$XDG_CACHE_HOME/adamkit/derived`` or, failing that, kept in memory) against the test set, and by class coverage: how many of the 10 classes the classifier finds among the
 samples (a class counts when it holds at least 2% of them)."""
 from __future__ import annotations
 
 import inspect
 import math
 import os
+import warnings
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import adamkit
+from adamkit import _integrity
 
 from ..data import loaders
 from ..data.store import cache_dir
@@ -46,20 +50,20 @@ def feature_classifier(data_dir=None, synthetic: bool = False, steps: int = 1500
     """The cached Fashion-MNIST classifier (images in [-1, 1]) and the test set's feature statistics.
 
     Returns ``(net, mu, sigma, test_accuracy)``; the penultimate layer (128 units) gives the features.
-    Trained once per (steps, synthetic) and stored in ``<cache>/derived/``; the reference statistics
+    Trained once per (steps, synthetic) and stored in ``<cache>/derived/`` (else the first writable folder
+    of :func:`derived_dirs`, else kept in memory) with its size+hash record; a cached file that does not
+    match its record or does not load is retrained, with a warning naming it. The reference statistics
     use the first ``ref_size`` test images.
     """
     key = (str(cache_dir(data_dir)), bool(synthetic), int(steps), int(ref_size))
     if key in _FEATURES:
         return _FEATURES[key]
-    net = small_cnn()
-    path = cache_dir(data_dir) / "derived" / f"fmnist_classifier_v1_s{steps}{'_synthetic' if synthetic else ''}.pt"
+    name = f"fmnist_classifier_v1_s{steps}{'_synthetic' if synthetic else ''}.pt"
+    folders = derived_dirs(data_dir)
     _, _, xte, yte = _fmnist_images(data_dir, synthetic)
     xte, yte = xte[:ref_size], yte[:ref_size]
-    if path.is_file():
-        blob = torch.load(path, weights_only=True)
-        net.load_state_dict(blob["state"])
-    else:
+    net = next((n for n in (_load_verified(folder / name) for folder in folders) if n is not None), None)
+    if net is None:
         xtr, ytr, _, _ = _fmnist_images(data_dir, synthetic)
         gen = torch.Generator().manual_seed(0)
         torch.manual_seed(0)
@@ -70,16 +74,63 @@ def feature_classifier(data_dir=None, synthetic: bool = False, steps: int = 1500
             opt.zero_grad()
             F.cross_entropy(net(xtr[idx]), ytr[idx]).backward()
             opt.step()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-        torch.save({"state": net.state_dict()}, tmp)
-        os.replace(tmp, path)
+        _save_verified(net, folders, name)
     net.eval().requires_grad_(False)
     feats, logits = _features(net, xte)
     accuracy = float((logits.argmax(1) == yte).float().mean())
     mu, sigma = feats.mean(0), np.cov(feats, rowvar=False)
     _FEATURES[key] = (net, mu, sigma, accuracy)
     return _FEATURES[key]
+
+
+def derived_dirs(data_dir=None) -> list[Path]:
+    """Where derived models are cached, in the order they are tried: the data cache's ``derived/``, then the
+    user's cache (``$XDG_CACHE_HOME/adamkit/derived``, default ``~/.cache/adamkit/derived``) for a read-only
+    data cache. (Real-data models depend only on the pinned data, so any of them serves every cache.)"""
+    user = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "adamkit" / "derived"
+    return [cache_dir(data_dir) / "derived", user]
+
+
+def _load_verified(path: Path) -> nn.Sequential | None:
+    """The classifier cached at ``path`` if it matches its size+hash record and loads; else None (retrain)."""
+    if not path.is_file():
+        return None
+    found = _integrity.problem_once(path)
+    if found is not None:
+        warnings.warn(f"retraining the GAN feature classifier: {found}", RuntimeWarning, stacklevel=3)
+        return None
+    net = small_cnn()
+    try:
+        net.load_state_dict(torch.load(path, weights_only=True)["state"])
+    except Exception as exc:  # a file that matches its record but does not load: written by something else
+        warnings.warn(f"retraining the GAN feature classifier: {path} does not load ({type(exc).__name__}: {exc})",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return net
+
+
+def _save_verified(net: nn.Sequential, folders: list[Path], name: str) -> Path | None:
+    """Cache ``net`` (atomically, with its size+hash record) in the first folder that can be written."""
+    reasons = []
+    for folder in folders:
+        path = folder / name
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save({"state": net.state_dict()}, tmp)
+            _integrity.record_path(path).unlink(missing_ok=True)
+            os.replace(tmp, path)
+            _integrity.record(path)
+            return path
+        except (OSError, RuntimeError) as exc:  # read-only or full (torch.save raises RuntimeError on write errors)
+            reasons.append(f"{folder}: {exc}")
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+    warnings.warn("the GAN feature classifier could not be cached (" + "; ".join(reasons) + "); it is kept in "
+                  "memory for this process only", RuntimeWarning, stacklevel=3)
+    return None
 
 
 @torch.no_grad()

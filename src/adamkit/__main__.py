@@ -1,0 +1,4 @@
+"""``python -m adamkit``: the ``adamkit`` command."""
+from adamkit.cli import main
+
+raise SystemExit(main())
