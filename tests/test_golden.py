@@ -1,4 +1,4 @@
-"""Every case of ../shared/golden replayed through every implementation path, float64, rtol 1e-10."""
+"""Every golden case (tests/golden, plus $ADAMKIT_GOLDEN_DIR) replayed through every implementation path, float64, rtol 1e-10."""
 from __future__ import annotations
 
 import pytest
@@ -39,7 +39,7 @@ def replay(info, case, path_kwargs, dtype=torch.float64):
 
 
 def test_golden_files_present():
-    assert CASES, f"no golden cases found under {GOLDEN_DIR} (set ADAMKIT_GOLDEN_DIR)"
+    assert CASES, f"no golden cases found under {GOLDEN_DIR} (tests/golden ships with the repository)"
     assert {info.name for info, _, _ in CASES} >= {"adam", "adamw", "amsgrad", "eadam", "adabelief", "adopt", "agd"}
 
 
