@@ -37,9 +37,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import textwrap
 from collections import defaultdict
 from itertools import chain
-from types import SimpleNamespace
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
@@ -48,16 +48,13 @@ from torch import Tensor
 from ..kernels import fused_cpu
 from ..kernels.tensorlist import TensorList
 from . import _checks
+from .declaration import Coefficients, FusedKernel, Hyperparameter, make_init
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
-#: hyperparameters every adamkit optimizer has, with their checks
-COMMON_HYPERPARAMETERS: dict[str, _checks.Check] = {
-    "lr": _checks.learning_rate,
-    "maximize": _checks.flag,
-    "foreach": _checks.optional_flag,
-    "fused": lambda name, value: _fused_flag(name, value),
-}
+def learning_rate(default: float = 1e-3) -> Hyperparameter:
+    """The ``lr`` every adamkit optimizer takes."""
+    return Hyperparameter(default, _checks.learning_rate, "learning rate α (a number, or a one-element tensor)")
 
 
 def _fused_flag(name: str, value: Any) -> bool | str | None:
@@ -67,6 +64,19 @@ def _fused_flag(name: str, value: Any) -> bool | str | None:
             raise ValueError(f'{name} must be None, True, False or "compiled", got {value!r}')
         return value
     return _checks.optional_flag(name, value)
+
+
+MAXIMIZE = Hyperparameter(False, _checks.flag, "maximise the objective", keyword_only=True)
+FOREACH = Hyperparameter(None, _checks.optional_flag,
+                         "True: multi-tensor (torch._foreach_*); False: one tensor at a time; None: adamkit chooses",
+                         keyword_only=True)
+FUSED = Hyperparameter(None, _fused_flag, 'True: the fused kernel (C on CPU, compiled elsewhere); "compiled": '
+                       "torch.compile of the update; None: adamkit chooses", keyword_only=True)
+
+#: hyperparameters every adamkit optimizer has (``lr``'s default is the algorithm's own)
+COMMON_HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    "lr": learning_rate(), "maximize": MAXIMIZE, "foreach": FOREACH, "fused": FUSED,
+}
 
 
 def math_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -139,13 +149,43 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     #: name in the registry (``adamkit.create_optimizer``)
     name: ClassVar[str] = ""
-    #: hyperparameter name -> check, on top of COMMON_HYPERPARAMETERS
-    hyperparameters: ClassVar[dict[str, _checks.Check]] = {}
+    #: the declaration: ``{name: Hyperparameter}`` in signature order, the common ones included
+    #: (see :mod:`adamkit.optim.declaration`); the constructor, defaults and checks come from it
+    hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
+    #: the two records ``coefficients()`` returns (NamedTuple types): static choices, numbers of one step
+    Flags: ClassVar[type] = tuple
+    Scalars: ClassVar[type] = tuple
+    #: the fused C kernel's body and state slots, or None (no fused kernel)
+    fused_kernel: ClassVar[FusedKernel | None] = None
     #: True for an optimizer whose update uses the loss value (AdamL): step() then needs a closure or loss=
     requires_loss: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "hyperparameters" not in cls.__dict__:
+            return
+        missing = set(COMMON_HYPERPARAMETERS) - set(cls.hyperparameters)
+        if missing:  # a programming error in an algorithm module, not a user error
+            raise AssertionError(f"{cls.__name__} does not declare {sorted(missing)}")
+        if "__init__" not in cls.__dict__:
+            cls.__init__ = make_init(cls, cls.hyperparameters, AdamkitOptimizer._init_declared)
+            if cls.__doc__:
+                cls.__doc__ = cls.__doc__.rstrip() + "\n\n" + textwrap.indent(cls.__init__.__doc__.split("\n\n", 1)[1], "    ")
+
+    @staticmethod
+    def _init_declared(self, params: Iterable, given: Mapping[str, Any]) -> None:
+        """The generated constructors end here: fixed values added, compatibility-only arguments checked and dropped."""
+        defaults = {}
+        for name, h in type(self).hyperparameters.items():
+            value = given[name] if h.in_signature else h.default
+            if h.stored:
+                defaults[name] = value
+            else:
+                h.check(name, value)
+        AdamkitOptimizer.__init__(self, params, defaults)
+
     def __init__(self, params: Iterable, defaults: Mapping[str, Any]):
-        self._checks = {**COMMON_HYPERPARAMETERS, **self.hyperparameters}
+        self._checks = {n: h.check for n, h in self.hyperparameters.items() if h.stored}
         missing = set(self._checks) - set(defaults)
         if missing:  # a programming error in a subclass, not a user error
             raise AssertionError(f"{type(self).__name__} gives no default for {sorted(missing)}")
@@ -213,20 +253,19 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """A new state tensor for ``param``: zeros in the parameter's math dtype."""
         return torch.zeros_like(param, dtype=math_dtype(param.dtype), memory_format=torch.preserve_format)
 
-    def coefficients(self, group: Mapping[str, Any], step: int, loss: float | None) -> SimpleNamespace:
-        """Scalars of one step, in double precision; ``step`` counts the calls made before this one."""
+    def coefficients(self, group: Mapping[str, Any], step: int, loss: float | None) -> Coefficients:
+        """``Coefficients(Flags(...), Scalars(...))`` of one step: the static choices and the numbers, the
+        numbers in double precision; ``step`` counts the calls made before this one."""
         raise NotImplementedError
 
     @staticmethod
-    def update(param, grad, state: dict, c: SimpleNamespace) -> None:
+    def update(param, grad, state: dict, c: Coefficients) -> None:
         """The element-wise update: tensors (or TensorLists) in, state and ``param`` changed in place.
 
+        Branches on ``c.flags`` only; ``c.scalars`` may be numbers or 0-dim tensors (the compiled path).
         ``grad`` is never written to (it may be the user's ``p.grad``).
         """
         raise NotImplementedError
-
-    #: the fused CPU kernel's arguments for a step, ``fused_call(c, maximize) -> KernelCall``, or None
-    fused_call: ClassVar[Callable | None] = None
 
     # ------------------------------------------------------------------- step
     @torch.no_grad()
@@ -313,7 +352,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         if any(s["step"] != step for s in states):
             return False
         c = self.coefficients(group, step, loss)
-        call = type(self).fused_call(c, group["maximize"])
+        call = fused_cpu.kernel_call(type(self), c, names, group["maximize"])
         if not table.matches(call.names, params, states) or not table.run(call, grads):
             return False
         for s in states:
@@ -324,7 +363,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         if group["fused"]:
             if group["fused"] == "compiled" or params[0].device.type != "cpu":
                 return "compiled"
-            if type(self).fused_call is None:
+            if type(self).fused_kernel is None:
                 raise RuntimeError(f"{type(self).__name__} has no fused implementation in this build")
             fused_cpu.load()  # raises FusedKernelUnavailable, saying why
             return "fused"
@@ -338,7 +377,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """With neither foreach nor fused given: the fused kernel on CPU (else the loop), multi-tensor elsewhere."""
         if params[0].device.type != "cpu":
             return "foreach"
-        if type(self).fused_call is not None and fused_cpu.supports(params) and fused_cpu.available():
+        if type(self).fused_kernel is not None and fused_cpu.supports(params) and fused_cpu.available():
             return "fused"
         return "loop"
 
@@ -349,7 +388,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         params = [local_tensor(p) for p in bucket]
         grads = [local_tensor(p.grad) for p in bucket]
         states = {name: [local_tensor(self.state[p][name]) for p in bucket] for name in names}
-        call = self._fused_step(group, params, grads, states, c) if impl == "fused" else None
+        call = self._fused_step(group, params, grads, states, names, c) if impl == "fused" else None
         if impl == "fused" and call is None:
             impl = "loop"
         if impl == "compiled":
@@ -366,9 +405,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             self.state[p]["step"] = step + 1
         return call
 
-    def _fused_step(self, group, params, grads, states, c):
+    def _fused_step(self, group, params, grads, states, names, c):
         """Run the fused kernel and return its call; None when the default path meets tensors it does not take."""
-        call = type(self).fused_call(c, group["maximize"])
+        call = fused_cpu.kernel_call(type(self), c, names, group["maximize"])
         try:
             fused_cpu.launch(call, params, grads, states)
         except fused_cpu.Unsupported:  # raised before any tensor is written
