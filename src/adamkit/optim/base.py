@@ -279,7 +279,26 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
         Returns:
             The loss returned by ``closure``, else ``loss``.
+
+        Under ``torch.compile`` (``torch.compile(lambda: opt.step())``, or a compiled
+        training step) the engine's bookkeeping (state, step counters, grouping)
+        stays eager Python and the update is compiled: a bucket that would take the
+        loop or foreach path takes the compiled path (:mod:`adamkit.kernels.compiled`),
+        whose graph is specialised on the flags only, so a learning-rate schedule
+        (``lr`` a float or a tensor) never recompiles; the fused C kernel, where it
+        is the path, stays (it is faster than any compiled step on CPU).
         """
+        return self._step(closure, loss, torch.compiler.is_compiling())
+
+    @torch._disable_dynamo
+    def _step(self, closure, loss, compiling: bool) -> Any:
+        self._under_compile = compiling
+        try:
+            return self._step_groups(closure, loss)
+        finally:
+            self._under_compile = False
+
+    def _step_groups(self, closure, loss) -> Any:
         if closure is not None:
             if loss is not None:
                 raise ValueError("pass either closure or loss=, not both")
@@ -311,6 +330,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         if not params:
             return
         impl = self._implementation(group, params)
+        if impl in ("loop", "foreach") and self.__dict__.get("_under_compile"):
+            impl = "compiled"
         # one call covers the tensors that share the per-step scalars
         buckets: dict[tuple, list[Tensor]] = defaultdict(list)
         for p in params:
