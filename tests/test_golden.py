@@ -6,8 +6,11 @@ import torch
 
 from optimizer_table import GOLDEN_DIR, golden_cases
 
+from adamkit.kernels import BACKENDS, compiled
+
 CASES = list(golden_cases())
-PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+#: every backend, by the options that choose it
+PATHS = {name: dict(backend.options) for name, backend in BACKENDS.items()}
 
 
 def _skip_unavailable(path):
@@ -19,6 +22,19 @@ def _skip_unavailable(path):
             fused_cpu.load()
         except fused_cpu.FusedKernelUnavailable as exc:
             pytest.skip(str(exc))
+
+
+@pytest.fixture
+def traced_compiled_path(monkeypatch):
+    """The compiled path with the update traced by dynamo and AOT autograd (tensor scalars, one graph per flag
+    set) but no code generation, so that every case stays cheap; inductor itself is in test_compiled.py."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    counters.clear()  # each case's shapes are new graphs: keep within the recompile budget
+    yield
+    torch._dynamo.reset()
 
 
 def replay(info, case, path_kwargs, dtype=torch.float64):
@@ -47,9 +63,15 @@ def test_golden_files_present():
 @pytest.mark.parametrize(
     "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
 )
-def test_golden_replay(info, doc, case, path):
+def test_golden_replay(info, doc, case, path, request):
     _skip_unavailable(path)
+    if path == "compiled":
+        request.getfixturevalue("traced_compiled_path")
     results, _ = replay(info, case, PATHS[path])
+    if path == "compiled":
+        from torch._dynamo.utils import counters
+
+        assert counters["stats"]["unique_graphs"] >= 1  # the update really went through torch.compile
     tol = doc["tolerance"]
     for key, per_param in case["expected"].items():
         for name, ref in per_param.items():

@@ -24,6 +24,7 @@ import types
 import torch
 
 from ..optim.declaration import Coefficients
+from .backend import Backend, register
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -67,3 +68,15 @@ def step(opt, group, params, grads, states, c) -> None:
     vec = torch.tensor([float(x) for x in c.scalars], dtype=torch.float64).to(device=params[0].device, dtype=math)
     cls = type(opt)
     compiled_body(cls)(cls.update, c.flags, type(c.scalars), params, grads, states, vec, bool(group["maximize"]), low)
+
+
+class Compiled(Backend):
+    name = "compiled"
+    options = {"fused": "compiled"}
+
+    def step(self, opt, group, params, grads, states, names, c, *, whole_group):
+        step(opt, group, params, grads, states, c)
+        return True
+
+
+COMPILED = register(Compiled())
