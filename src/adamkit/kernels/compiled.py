@@ -11,8 +11,9 @@ rectification) is one more graph, once per run. ``update`` is written against
 tensor methods that take a number or a 0-dim tensor alike, so no algorithm has a
 rule here: the same function the loop path calls is the one compiled.
 
-Each algorithm gets its own compiled function (its own code object, so its own
-recompile budget). Inductor fuses each tensor's update into one loop (C++/OpenMP
+Each algorithm and bucket layout (shapes, dtype, device) gets its own compiled
+function (its own code object, so its own recompile budget: only its flags
+recompile it, a handful of times per run at most). Inductor fuses each tensor's update into one loop (C++/OpenMP
 on CPU, Triton on CUDA) without temporaries. Compiling costs seconds to tens of
 seconds per process and bucket layout; on CPU the fused C kernel is faster and the
 default, so this is mainly the GPU path.
@@ -47,11 +48,12 @@ def _body(update, flags, scalars_type, params, grads, states, vec, maximize: boo
 _compiled: dict[tuple, object] = {}
 
 
-def compiled_body(cls):
-    """The compiled step of ``cls`` (built on first use): ``_body`` under its own code object."""
-    key = (cls, BACKEND)
+def compiled_body(layout: tuple):
+    """The compiled step of ``layout`` (the optimizer class, then the bucket's device, dtype, shapes and state
+    names), built on first use: ``_body`` under a code object of its own."""
+    key = (layout, BACKEND)
     if key not in _compiled:
-        code = _body.__code__.replace(co_name=f"_step_{cls.__name__}")
+        code = _body.__code__.replace(co_name=f"_step_{layout[0].__name__}")
         body = types.FunctionType(code, _body.__globals__, code.co_name, _body.__defaults__)
         _compiled[key] = torch.compile(body, fullgraph=True, dynamic=False, backend=BACKEND)
     return _compiled[key]
@@ -67,7 +69,12 @@ def step(opt, group, params, grads, states, c) -> None:
     math = torch.float32 if low else params[0].dtype
     vec = torch.tensor([float(x) for x in c.scalars], dtype=torch.float64).to(device=params[0].device, dtype=math)
     cls = type(opt)
-    compiled_body(cls)(cls.update, c.flags, type(c.scalars), params, grads, states, vec, bool(group["maximize"]), low)
+    args = (cls.update, c.flags, type(c.scalars), params, grads, states, vec, bool(group["maximize"]), low)
+    layout = (cls, params[0].device, params[0].dtype, tuple(p.shape for p in params), tuple(states))
+    try:
+        compiled_body(layout)(*args)
+    except torch._dynamo.exc.FailOnRecompileLimitHit:  # raised before the graph runs: nothing written yet
+        _body(*args)  # the same update, eagerly, with the same tensor scalars
 
 
 class Compiled(Backend):
