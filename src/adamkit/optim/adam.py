@@ -131,3 +131,4 @@ class AMSGrad(Adam):
 
     name = "amsgrad"
     hyperparameters = variant(Adam.hyperparameters, fixed={"amsgrad": True})
+    torch_reference = ("Adam", {"amsgrad": True})  # keeps a third state tensor: compared with its own torch twin

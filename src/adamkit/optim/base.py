@@ -150,6 +150,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     Scalars: ClassVar[type] = tuple
     #: the fused C kernel's body and state slots, or None (no fused kernel)
     fused_kernel: ClassVar[FusedKernel | None] = None
+    #: the torch optimizer computing the same math, when its cost differs from torch's AdamW:
+    #: ``(name in torch.optim, keyword arguments)``; ``adamkit speed`` times it as this optimizer's own reference
+    torch_reference: ClassVar[tuple[str, dict] | None] = None
     #: True for an optimizer whose update uses the loss value (AdamL): step() then needs a closure or loss=
     requires_loss: ClassVar[bool] = False
 
