@@ -149,3 +149,21 @@ def test_torch_compile_recipe_with_inductor():
     ref, _ = _recipe(info, {"foreach": False}, compile_step=False, steps=8)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_torch_compile_recipe_keeps_the_fused_kernel_on_cpu():
+    """The default CPU path under torch.compile is still the C kernel: no graph, the same numbers as eager."""
+    from adamkit.kernels import fused_cpu
+    from torch._dynamo.utils import counters
+
+    if not fused_cpu.available():
+        pytest.skip("the fused CPU kernel is unavailable here")
+    torch._dynamo.reset()
+    counters.clear()
+    info = next(i for i in OPTIMIZERS if i.name == "agd")
+    got, opt = _recipe(info, {}, compile_step=True)
+    assert counters["stats"]["unique_graphs"] == 0
+    assert "_fused_tables" in opt.__dict__  # the kernel's pointer table was used
+    ref, _ = _recipe(info, {}, compile_step=False)
+    for a, b in zip(got, ref):
+        assert torch.equal(a, b)

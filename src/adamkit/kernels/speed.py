@@ -54,6 +54,8 @@ LAYOUTS = ("resnet18", "many-small", "many-small-new-grads", "one-big")
 #: layouts whose gradients are new tensors at every step (zero_grad(set_to_none=True) then backward)
 NEW_GRADS = ("many-small-new-grads",)
 ALGORITHMS = tuple(list_optimizers())
+#: the row name of torch's fused AdamW, every candidate's yardstick
+TORCH_ADAMW = torch.optim.AdamW.__name__.lower()
 
 
 def _step_dependent(name: str) -> bool:
@@ -132,7 +134,7 @@ def _torch_candidates(algorithms, paths):
     kw = {"fused": dict(fused=True), "foreach": dict(foreach=True), "loop": dict(foreach=False)}
     out = []
     for path in paths:
-        out.append(Candidate("torch", "adamw", path, lambda ps, k=kw[path]: torch.optim.AdamW(ps, **k)))
+        out.append(Candidate("torch", TORCH_ADAMW, path, lambda ps, k=kw[path]: torch.optim.AdamW(ps, **k)))
         out += [c for c in (_torch_reference(a, **kw[path]) for a in algorithms) if c is not None]
     return out
 
@@ -257,7 +259,7 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
     """Time every candidate; returns {"machine": ..., "rows": [...]} (see the module docstring)."""
     bandwidth = stream_bandwidth()
     log(f"streaming bandwidth {bandwidth / 1e9:.1f} GB/s, {torch.get_num_threads()} threads")
-    reference = Candidate("torch", "adamw", "fused", lambda ps: torch.optim.AdamW(ps, fused=True))
+    reference = Candidate("torch", TORCH_ADAMW, "fused", lambda ps: torch.optim.AdamW(ps, fused=True))
     # the reference of each optimizer: torch's fused AdamW, or the torch optimizer its class declares, fused
     own = {a: _torch_reference(a, fused=True) for a in algorithms}
     references = {reference.label: reference, **{c.label: c for c in own.values() if c is not None}}
