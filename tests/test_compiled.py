@@ -6,7 +6,7 @@ import torch
 
 import adamkit
 from adamkit.kernels import compiled
-from optimizer_table import OPTIMIZERS
+from optimizer_table import BY_NAME, OPTIMIZERS
 
 VARIANTS = [
     pytest.param(info, variant, id=f"{info.name}-{i}") for info in OPTIMIZERS for i, variant in enumerate(info.variants)
@@ -39,7 +39,7 @@ def test_compiled_rules_match_the_reference(info, variant, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.complex64])
 def test_compiled_rules_low_precision_and_complex(dtype, monkeypatch):
     monkeypatch.setattr(compiled, "compiled_body", lambda rule: compiled._body)
-    info = OPTIMIZERS[1]
+    info = BY_NAME["adamw"]
     ref = _run(info, {}, dict(foreach=False), dtype=dtype)
     got = _run(info, {}, dict(fused="compiled"), dtype=dtype)
     for a, b in zip(got, ref):
@@ -84,7 +84,7 @@ def test_fused_true_on_cpu_is_not_the_compiled_path():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_cuda_fused_is_compiled_and_matches():  # pragma: no cover - needs a GPU
-    info = OPTIMIZERS[1]
+    info = BY_NAME["adamw"]
     gen = torch.Generator().manual_seed(0)
     init = [torch.randn(s, generator=gen) for s in [(64, 32), (32,)]]
     gpu = [t.cuda() for t in init]
@@ -143,7 +143,7 @@ def test_torch_compile_recipe_with_inductor():
 
     torch._dynamo.reset()
     counters.clear()
-    info = next(i for i in OPTIMIZERS if i.name == "adopt")
+    info = BY_NAME["adopt"]
     got, _ = _recipe(info, {"foreach": False}, compile_step=True, steps=8)
     assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
     ref, _ = _recipe(info, {"foreach": False}, compile_step=False, steps=8)
@@ -160,7 +160,7 @@ def test_torch_compile_recipe_keeps_the_fused_kernel_on_cpu():
         pytest.skip("the fused CPU kernel is unavailable here")
     torch._dynamo.reset()
     counters.clear()
-    info = next(i for i in OPTIMIZERS if i.name == "agd")
+    info = BY_NAME["agd"]
     got, opt = _recipe(info, {}, compile_step=True)
     assert counters["stats"]["unique_graphs"] == 0
     assert "_fused_tables" in opt.__dict__  # the kernel's pointer table was used
