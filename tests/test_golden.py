@@ -37,20 +37,21 @@ def traced_compiled_path(monkeypatch):
     torch._dynamo.reset()
 
 
-def replay(info, case, path_kwargs, dtype=torch.float64):
+def replay(info, case, path_kwargs, dtype=torch.float64, device="cpu"):
     names = case["param_order"]
     params = [
-        torch.tensor(case["params"][n]["initial"], dtype=dtype).reshape(case["params"][n]["shape"]) for n in names
+        torch.tensor(case["params"][n]["initial"], dtype=dtype).reshape(case["params"][n]["shape"]).to(device)
+        for n in names
     ]
     opt = info.make(params, **info.translate(case["hyperparameters"]), **path_kwargs)
     results = {}
     for rec in case["steps"]:
         for n, p in zip(names, params):
-            p.grad = torch.tensor(rec["grads"][n], dtype=dtype).reshape(p.shape)
+            p.grad = torch.tensor(rec["grads"][n], dtype=dtype).reshape(p.shape).to(device)
         opt.step()
         key = str(rec["step"])
         if key in case["expected"]:
-            results[key] = {n: p.detach().clone() for n, p in zip(names, params)}
+            results[key] = {n: p.detach().cpu().clone() for n, p in zip(names, params)}
     return results, opt
 
 
@@ -98,3 +99,19 @@ def test_golden_final_state(info, doc, case):
             got = state[key].reshape(-1)
             ref = torch.tensor(ref, dtype=torch.float64)
             assert torch.allclose(got, ref, rtol=1e-8, atol=1e-14), f"{info.name}/{case['name']} {name}.{key}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.parametrize("path", ["foreach", "compiled"])
+@pytest.mark.parametrize(
+    "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
+)
+def test_golden_replay_cuda(info, doc, case, path):  # pragma: no cover - needs a GPU
+    """float64 on CUDA: the multi-tensor path and the compiled one (``fused=True`` on CUDA), inductor included."""
+    torch._dynamo.reset()
+    results, _ = replay(info, case, {"foreach": True} if path == "foreach" else {"fused": True}, device="cuda")
+    tol = doc["tolerance"]
+    for key, per_param in case["expected"].items():
+        for name, ref in per_param.items():
+            got = results[key][name].reshape(-1)
+            assert torch.allclose(got, torch.tensor(ref, dtype=torch.float64), rtol=tol["rtol"], atol=tol["atol"])
