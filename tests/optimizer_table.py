@@ -14,8 +14,14 @@ from typing import Any, Callable
 
 import adamkit
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get("ADAMKIT_GOLDEN_DIR", ROOT.parent / "shared" / "golden"))
+#: the public golden cases, shipped with the tests
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+
+
+def golden_dirs() -> list[Path]:
+    """tests/golden, then each folder of ``$ADAMKIT_GOLDEN_DIR`` (``os.pathsep``-separated), e.g. a private split."""
+    extra = [Path(d) for d in os.environ.get("ADAMKIT_GOLDEN_DIR", "").split(os.pathsep) if d]
+    return [GOLDEN_DIR] + [d for d in extra if d.resolve() != GOLDEN_DIR]
 
 
 def _same(hyper: dict[str, Any]) -> dict[str, Any]:
@@ -117,13 +123,22 @@ BY_NAME = {info.name: info for info in OPTIMIZERS}
 
 
 def golden_cases():
-    """(info, document, case) for every case of every golden file."""
-    for info in OPTIMIZERS:
-        if info.golden is None:
-            continue
-        path = GOLDEN_DIR / f"{info.golden}.json"
-        if not path.exists():
-            continue
-        doc = json.loads(path.read_text())
-        for case in doc["cases"]:
-            yield info, doc, case
+    """(info, document, case) for every case of every golden file of :func:`golden_dirs`.
+
+    A case met twice (same optimizer, split and name, e.g. an extra folder holding the public files
+    again) is replayed once.
+    """
+    seen = set()
+    for directory in golden_dirs():
+        for info in OPTIMIZERS:
+            if info.golden is None:
+                continue
+            path = directory / f"{info.golden}.json"
+            if not path.exists():
+                continue
+            doc = json.loads(path.read_text())
+            for case in doc["cases"]:
+                key = (info.name, doc.get("split"), case["name"])
+                if key not in seen:
+                    seen.add(key)
+                    yield info, doc, case

@@ -9,7 +9,7 @@ import torch
 
 import adamkit
 from adamkit.kernels import fused_cpu
-from optimizer_table import OPTIMIZERS
+from optimizer_table import BY_NAME, OPTIMIZERS
 
 try:
     fused_cpu.load()
@@ -98,7 +98,7 @@ def test_many_random_shapes_cross_thread_boundaries():
     try:
         for nt in (1, 2, 3):
             torch.set_num_threads(nt)
-            for info in (OPTIMIZERS[0], OPTIMIZERS[4], OPTIMIZERS[6]):
+            for info in (BY_NAME["adam"], BY_NAME["adabelief"], BY_NAME["agd"]):
                 ref, _ = _run(info, {}, dict(foreach=False), torch.float32, shapes, steps=3)
                 got, _ = _run(info, {}, dict(fused=True), torch.float32, shapes, steps=3)
                 _assert_close(got, ref, torch.float32, f"{info.name} {nt} threads")
@@ -118,7 +118,7 @@ def _layouts():
 
 @needs_kernel
 @pytest.mark.parametrize("layout", [name for name, _ in _layouts()])
-@pytest.mark.parametrize("info", [OPTIMIZERS[0], OPTIMIZERS[4], OPTIMIZERS[6]], ids=lambda i: i.name)
+@pytest.mark.parametrize("info", [BY_NAME["adam"], BY_NAME["adabelief"], BY_NAME["agd"]], ids=lambda i: i.name)
 def test_non_contiguous_tensors(info, layout):
     """Non-contiguous parameters and gradients are stepped in place, like the reference path does."""
     make = dict(_layouts())[layout]

@@ -1,4 +1,4 @@
-"""Every case of ../shared/golden replayed through every implementation path, float64, rtol 1e-10."""
+"""Every golden case (tests/golden, plus $ADAMKIT_GOLDEN_DIR) replayed through every implementation path, float64, rtol 1e-10."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +6,11 @@ import torch
 
 from optimizer_table import GOLDEN_DIR, golden_cases
 
+from adamkit.kernels import BACKENDS, compiled
+
 CASES = list(golden_cases())
-PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+#: every backend, by the options that choose it
+PATHS = {name: dict(backend.options) for name, backend in BACKENDS.items()}
 
 
 def _skip_unavailable(path):
@@ -21,25 +24,39 @@ def _skip_unavailable(path):
             pytest.skip(str(exc))
 
 
-def replay(info, case, path_kwargs, dtype=torch.float64):
+@pytest.fixture
+def traced_compiled_path(monkeypatch):
+    """The compiled path with the update traced by dynamo and AOT autograd (tensor scalars, one graph per flag
+    set) but no code generation, so that every case stays cheap; inductor itself is in test_compiled.py."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    counters.clear()  # each case's shapes are new graphs: keep within the recompile budget
+    yield
+    torch._dynamo.reset()
+
+
+def replay(info, case, path_kwargs, dtype=torch.float64, device="cpu"):
     names = case["param_order"]
     params = [
-        torch.tensor(case["params"][n]["initial"], dtype=dtype).reshape(case["params"][n]["shape"]) for n in names
+        torch.tensor(case["params"][n]["initial"], dtype=dtype).reshape(case["params"][n]["shape"]).to(device)
+        for n in names
     ]
     opt = info.make(params, **info.translate(case["hyperparameters"]), **path_kwargs)
     results = {}
     for rec in case["steps"]:
         for n, p in zip(names, params):
-            p.grad = torch.tensor(rec["grads"][n], dtype=dtype).reshape(p.shape)
+            p.grad = torch.tensor(rec["grads"][n], dtype=dtype).reshape(p.shape).to(device)
         opt.step()
         key = str(rec["step"])
         if key in case["expected"]:
-            results[key] = {n: p.detach().clone() for n, p in zip(names, params)}
+            results[key] = {n: p.detach().cpu().clone() for n, p in zip(names, params)}
     return results, opt
 
 
 def test_golden_files_present():
-    assert CASES, f"no golden cases found under {GOLDEN_DIR} (set ADAMKIT_GOLDEN_DIR)"
+    assert CASES, f"no golden cases found under {GOLDEN_DIR} (tests/golden ships with the repository)"
     assert {info.name for info, _, _ in CASES} >= {"adam", "adamw", "amsgrad", "eadam", "adabelief", "adopt", "agd"}
 
 
@@ -47,9 +64,15 @@ def test_golden_files_present():
 @pytest.mark.parametrize(
     "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
 )
-def test_golden_replay(info, doc, case, path):
+def test_golden_replay(info, doc, case, path, request):
     _skip_unavailable(path)
+    if path == "compiled":
+        request.getfixturevalue("traced_compiled_path")
     results, _ = replay(info, case, PATHS[path])
+    if path == "compiled":
+        from torch._dynamo.utils import counters
+
+        assert counters["stats"]["unique_graphs"] >= 1  # the update really went through torch.compile
     tol = doc["tolerance"]
     for key, per_param in case["expected"].items():
         for name, ref in per_param.items():
@@ -76,3 +99,19 @@ def test_golden_final_state(info, doc, case):
             got = state[key].reshape(-1)
             ref = torch.tensor(ref, dtype=torch.float64)
             assert torch.allclose(got, ref, rtol=1e-8, atol=1e-14), f"{info.name}/{case['name']} {name}.{key}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.parametrize("path", ["foreach", "compiled"])
+@pytest.mark.parametrize(
+    "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
+)
+def test_golden_replay_cuda(info, doc, case, path):  # pragma: no cover - needs a GPU
+    """float64 on CUDA: the multi-tensor path and the compiled one (``fused=True`` on CUDA), inductor included."""
+    torch._dynamo.reset()
+    results, _ = replay(info, case, {"foreach": True} if path == "foreach" else {"fused": True}, device="cuda")
+    tol = doc["tolerance"]
+    for key, per_param in case["expected"].items():
+        for name, ref in per_param.items():
+            got = results[key][name].reshape(-1)
+            assert torch.allclose(got, torch.tensor(ref, dtype=torch.float64), rtol=tol["rtol"], atol=tol["atol"])

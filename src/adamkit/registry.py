@@ -9,16 +9,45 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from .optim import ADOPT, AGD, AdaBelief, Adam, AdamkitOptimizer, AdamW, AMSGrad, EAdam
+from . import optim
+from .optim import AdamkitOptimizer
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-_OPTIMIZERS: dict[str, type[AdamkitOptimizer]] = {
-    cls.name: cls for cls in (Adam, AdamW, AMSGrad, EAdam, AdaBelief, ADOPT, AGD)
-}
+def _declared() -> dict[str, type[AdamkitOptimizer]]:
+    """The algorithms of ``adamkit.optim`` (in its ``__all__`` order): every class that declares its own ``name``."""
+    out = {}
+    for attr in optim.__all__:
+        cls = getattr(optim, attr)
+        if isinstance(cls, type) and issubclass(cls, AdamkitOptimizer) and cls.__dict__.get("name"):
+            out[cls.name] = cls
+    return out
+
+
+_OPTIMIZERS: dict[str, type[AdamkitOptimizer]] = _declared()
+
+
+def algorithm_classes() -> list[type[AdamkitOptimizer]]:
+    """The registered optimizer classes, in registry order (the bench and ``adamkit speed`` discover them here)."""
+    return list(_OPTIMIZERS.values())
+
+
+def register(cls: type[AdamkitOptimizer]) -> type[AdamkitOptimizer]:
+    """Register an algorithm declared outside ``adamkit.optim`` under ``cls.name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, AdamkitOptimizer) and cls.__dict__.get("name")):
+        raise TypeError(f"register takes an AdamkitOptimizer subclass that declares its own name, got {cls!r}")
+    if _OPTIMIZERS.get(cls.name, cls) is not cls:
+        raise ValueError(f"an optimizer named {cls.name!r} is already registered ({_OPTIMIZERS[cls.name].__name__})")
+    _OPTIMIZERS[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a registered optimizer (tests that register a temporary algorithm)."""
+    _OPTIMIZERS.pop(name.lower(), None)
 
 
 def list_optimizers() -> list[str]:

@@ -1,174 +1,89 @@
-"""The compiled path: ``torch.compile`` of each algorithm's update, with every number a tensor
+"""The compiled path: ``torch.compile`` of each algorithm's own ``update``, with its scalars as tensors
 (``fused="compiled"`` on any device; ``fused=True`` on CUDA and other non-CPU devices).
 
-Why not compile the algorithm's ``update`` itself: it takes its scalars as
-Python floats and branches on their values (``if c.decay_factor != 1.0``);
-dynamo specialises such floats, so every new learning rate or bias correction
-would recompile. Here the same math is written against 0-dim tensors: the
-numbers of ``coefficients()`` (learning rate, betas, bias corrections, step
-sizes, decay factors, clip thresholds) travel in one float64 tensor on the
-parameters' device, and only the *structure* is Python: which options are on
-(amsgrad, decay, clip, win, maximize) and the step-dependent switches that
-change which operations run (ADOPT's initialising call, AGD's first step,
-AdaBelief's rectification mode). So a learning-rate schedule never recompiles;
-a structural switch is one more graph, once per training run.
+``coefficients()`` splits a step into **flags** (static choices: which operations
+run) and **scalars** (numbers). Here the scalars travel as one tensor on the
+parameters' device (unpacked into 0-dim tensors inside the graph) and the flags
+stay Python values, so the graph is specialised on the flags only: a
+learning-rate schedule or a new bias correction never recompiles, and a flag
+that changes with the step (ADOPT's and AGD's first step, AdaBelief's
+rectification) is one more graph, once per run. ``update`` is written against
+tensor methods that take a number or a 0-dim tensor alike, so no algorithm has a
+rule here: the same function the loop path calls is the one compiled.
 
-The formulas follow each module's ``update`` operation by operation and are
-checked against it (tests/test_compiled.py). Inductor fuses each tensor's update
-into one loop (C++/OpenMP on CPU, Triton on CUDA) without temporaries. Compiling
-costs seconds to tens of seconds per process and bucket layout (and a very long
-time for thousands of tensors); on CPU the fused C kernel is faster and the
+Each algorithm and bucket layout (shapes, dtype, device) gets its own compiled
+function (its own code object, so its own recompile budget: only its flags
+recompile it, a handful of times per run at most). Inductor fuses each tensor's update into one loop (C++/OpenMP
+on CPU, Triton on CUDA) without temporaries. Compiling costs seconds to tens of
+seconds per process and bucket layout; on CPU the fused C kernel is faster and the
 default, so this is mainly the GPU path.
 """
 from __future__ import annotations
 
+import types
+
 import torch
-from torch import Tensor
+
+from ..optim.declaration import Coefficients
+from .backend import Backend, register
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
-
-def _max_(dst: Tensor, other: Tensor) -> Tensor:
-    dst.copy_(torch.maximum(dst, other))
-    return dst
+#: the torch.compile backend (tests use "eager" / "aot_eager" to count graphs without code generation)
+BACKEND = "inductor"
 
 
-def _adam(p, g, st, s, f):
-    if f["decay"]:
-        p.mul_(s["decay_factor"])
-    if f["coupled"]:
-        g = g + s["coupled_wd"] * p
-    m, v = st["exp_avg"], st["exp_avg_sq"]
-    m.lerp_(g, 1 - s["beta1"])
-    v.mul_(s["beta2"]).add_((1 - s["beta2"]) * (g * g))
-    sec = _max_(st["max_exp_avg_sq"], v) if f["amsgrad"] else v
-    p.sub_(s["step_size"] * (m / (sec.sqrt() / s["sqrt_bc2"] + s["eps"])))
-
-
-def _eadam(p, g, st, s, f):
-    if f["coupled"]:
-        g = g + s["weight_decay"] * p
-    m, v = st["exp_avg"], st["exp_avg_sq"]
-    m.mul_(s["beta1"]).add_((1 - s["beta1"]) * g)
-    v.mul_(s["beta2"]).add_((1 - s["beta2"]) * (g * g))
-    if f["amsgrad"]:
-        denom = _max_(st["max_exp_avg_sq"], v).sqrt() + s["eps"]
-    else:
-        denom = v.add_(s["eps"]).sqrt()
-    p.sub_(s["step_size"] * (m / denom))
-
-
-def _adabelief(p, g, st, s, f):
-    if f["decay"]:
-        p.mul_(s["decay_factor"])
-    if f["coupled"]:
-        g = g + s["coupled_wd"] * p
-    m, var = st["exp_avg"], st["exp_avg_var"]
-    m.mul_(s["beta1"]).add_((1 - s["beta1"]) * g)
-    r = g - m
-    var.mul_(s["beta2"]).add_((1 - s["beta2"]) * (r * r)).add_(s["eps"])
-    sec = _max_(st["max_exp_avg_var"], var) if f["amsgrad"] else var
-    if f["mode"] == "adaptive":
-        p.sub_(s["step_size"] * (m / (sec.sqrt() / s["sqrt_bc2"] + s["eps"])))
-    elif f["mode"] == "rectified":
-        p.sub_(s["rectified_step"] * (m / ((sec if f["rectified_amsgrad"] else var).sqrt() + s["eps"])))
-    elif f["mode"] == "sgd":
-        p.sub_(s["sgd_step"] * m)
-
-
-def _adopt(p, g, st, s, f):
-    if f["coupled"]:
-        g = g + s["coupled_wd"] * p
-    m, v = st["exp_avg"], st["exp_avg_sq"]
-    if f["initialise"]:
-        v.add_(g * g)
-        return
-    if f["decoupled"]:
-        p.sub_(s["decoupled_wd"] * p)
-    n = g / torch.clamp(v.sqrt(), min=s["eps"])
-    if f["clip"]:
-        n = torch.clamp(n, min=-s["clip"], max=s["clip"])
-    m.lerp_(n, 1 - s["beta1"])
-    p.sub_(s["lr"] * m)
-    v.mul_(s["beta2"]).add_((1 - s["beta2"]) * (g * g))
-
-
-def _agd(p, g, st, s, f):
-    if f["decay"]:
-        p.mul_(s["decay_factor"])
-    if f["coupled"]:
-        g = g + s["coupled_wd"] * p
-    m, sq = st["exp_avg"], st["exp_avg_sq"]
-    prev = None if f["first"] else m.clone()
-    m.mul_(s["beta1"]).add_((1 - s["beta1"]) * g)
-    diff = m / s["bc1"]
-    if prev is not None:
-        diff = diff - prev / s["bc1_prev"]
-    sq.mul_(s["beta2"]).add_((1 - s["beta2"]) * (diff * diff))
-    sec = _max_(st["max_exp_avg_sq"], sq) if f["amsgrad"] else sq
-    q = m / torch.clamp(sec.sqrt(), min=s["floor"])
-    if f["clip"]:
-        q = torch.clamp(q, min=-s["clip"], max=s["clip"])
-    if not f["win"]:
-        p.sub_(s["lr_adjust"] * q)
-    else:
-        z = st["z"]
-        z.sub_(s["lr_adjust"] * q).mul_(s["z_factor"])
-        p.mul_(s["tau"]).sub_((2 * s["tau"] * s["lr_adjust"]) * q).add_((2 * s["tau"]) * z)
-
-
-RULES = {"adam": _adam, "adamw": _adam, "amsgrad": _adam, "eadam": _eadam, "adabelief": _adabelief,
-         "adopt": _adopt, "agd": _agd}
-
-
-def structure(c) -> dict:
-    """The Python-level choices of one step (what the graph is specialised on); numbers are left out."""
-    f = {k: v for k, v in vars(c).items() if isinstance(v, (bool, str))}
-    f["decay"] = getattr(c, "decay_factor", 1.0) != 1.0
-    f["coupled"] = getattr(c, "coupled_wd", getattr(c, "weight_decay", 0.0)) != 0.0
-    f["decoupled"] = getattr(c, "decoupled_wd", 0.0) != 0.0
-    f["clip"] = getattr(c, "clip", None) is not None
-    return f
-
-
-def numbers(c) -> tuple[tuple[str, ...], list[float]]:
-    names = tuple(k for k, v in vars(c).items() if isinstance(v, float))
-    return names, [float(getattr(c, k)) for k in names]
-
-
-def _body(rule, params, grads, states, names, vec, f, maximize: bool, low: bool):
-    s = {name: vec[i] for i, name in enumerate(names)}
+def _body(update, flags, scalars_type, params, grads, states, vec, maximize: bool, low: bool):
+    c = Coefficients(flags, scalars_type(*vec.unbind(0)))
     for i, p in enumerate(params):
         work = p.float() if low else p
         g = grads[i].float() if low else grads[i]
         if maximize:
             g = -g
-        rule(work, g, {k: v[i] for k, v in states.items()}, s, f)
+        update(work, g, {k: v[i] for k, v in states.items()}, c)
         if low:
             p.copy_(work)
 
 
-_compiled = {}
+_compiled: dict[tuple, object] = {}
 
 
-def compiled_body(rule):
-    """The compiled step of one update rule (built on first use)."""
-    if rule not in _compiled:
-        _compiled[rule] = torch.compile(_body, fullgraph=True, dynamic=False)
-    return _compiled[rule]
+def compiled_body(layout: tuple):
+    """The compiled step of ``layout`` (the optimizer class, then the bucket's device, dtype, shapes and state
+    names), built on first use: ``_body`` under a code object of its own."""
+    key = (layout, BACKEND)
+    if key not in _compiled:
+        code = _body.__code__.replace(co_name=f"_step_{layout[0].__name__}")
+        body = types.FunctionType(code, _body.__globals__, code.co_name, _body.__defaults__)
+        _compiled[key] = torch.compile(body, fullgraph=True, dynamic=False, backend=BACKEND)
+    return _compiled[key]
 
 
 def step(opt, group, params, grads, states, c) -> None:
     """Step one bucket (lists of local tensors of one device / dtype / step) with the compiled update."""
-    rule = RULES.get(type(opt).name)
-    if rule is None:
-        raise RuntimeError(f"{type(opt).__name__} has no compiled implementation")
     real = (lambda t: torch.view_as_real(t)) if params[0].is_complex() else (lambda t: t)
     params = [real(p) for p in params]
     grads = [real(g) for g in grads]
     states = {k: [real(s) for s in v] for k, v in states.items()}
     low = params[0].dtype in _LOW_PRECISION
-    names, values = numbers(c)
     math = torch.float32 if low else params[0].dtype
-    vec = torch.tensor(values, dtype=torch.float64).to(device=params[0].device, dtype=math)
-    compiled_body(rule)(rule, params, grads, states, names, vec, structure(c), bool(group["maximize"]), low)
+    vec = torch.tensor([float(x) for x in c.scalars], dtype=torch.float64).to(device=params[0].device, dtype=math)
+    cls = type(opt)
+    args = (cls.update, c.flags, type(c.scalars), params, grads, states, vec, bool(group["maximize"]), low)
+    layout = (cls, params[0].device, params[0].dtype, tuple(p.shape for p in params), tuple(states))
+    try:
+        compiled_body(layout)(*args)
+    except torch._dynamo.exc.FailOnRecompileLimitHit:  # raised before the graph runs: nothing written yet
+        _body(*args)  # the same update, eagerly, with the same tensor scalars
+
+
+class Compiled(Backend):
+    name = "compiled"
+    options = {"fused": "compiled"}
+
+    def step(self, opt, group, params, grads, states, names, c, *, whole_group):
+        step(opt, group, params, grads, states, c)
+        return True
+
+
+COMPILED = register(Compiled())

@@ -35,22 +35,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("fused_cpu.c")
 
-ALGORITHMS = {"adam": 0, "eadam": 1, "adabelief": 2, "adopt": 3, "agd": 4}
+from .fused_spec import ALGORITHMS, KernelCall, kernel_call  # noqa: F401 - the seam, generated from the declarations
+
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 STATE_DTYPE = {torch.float32: torch.float32, torch.float64: torch.float64,
                torch.float16: torch.float32, torch.bfloat16: torch.float32}
-
-F_MAXIMIZE, F_AMSGRAD, F_DECAY, F_COUPLED, F_CLIP = 1, 2, 4, 8, 16
-F_INIT, F_WIN, F_RECT_AMS, F_DECOUPLED = 32, 64, 128, 256
-MODE_SHIFT = 12
-MODES = {"adaptive": 0, "rectified": 1, "sgd": 2, "none": 3}
 
 #: below this many elements per thread a call runs on one thread
 GRAIN = 32768
@@ -401,61 +397,3 @@ class CachedLaunch:
         if rc != 0:  # pragma: no cover - eligible() and matches() make this unreachable
             raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
         return True
-
-
-# ------------------------------------------------------------------ per algorithm
-# Each turns the scalars of the algorithm's coefficients() into the kernel's
-# arguments: the state slots it reads, its scalars and its flags.
-class KernelCall(NamedTuple):
-    algorithm: str
-    names: tuple
-    scalars: tuple
-    flags: int
-
-
-def _flag(cond: bool, bit: int) -> int:
-    return bit if cond else 0
-
-
-def adam(c, maximize: bool) -> KernelCall:
-    names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if c.amsgrad else ("exp_avg", "exp_avg_sq")
-    flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.amsgrad, F_AMSGRAD) | _flag(c.decay_factor != 1.0, F_DECAY)
-             | _flag(c.coupled_wd != 0.0, F_COUPLED))
-    sc = (c.beta1, c.beta2, c.eps, c.decay_factor, c.coupled_wd, c.step_size, c.sqrt_bc2)
-    return KernelCall("adam", names, sc, flags)
-
-
-def eadam(c, maximize: bool) -> KernelCall:
-    names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if c.amsgrad else ("exp_avg", "exp_avg_sq")
-    flags = _flag(maximize, F_MAXIMIZE) | _flag(c.amsgrad, F_AMSGRAD) | _flag(c.weight_decay != 0.0, F_COUPLED)
-    sc = (c.beta1, c.beta2, c.eps, c.weight_decay, c.step_size)
-    return KernelCall("eadam", names, sc, flags)
-
-
-def adabelief(c, maximize: bool) -> KernelCall:
-    names = ("exp_avg", "exp_avg_var", "max_exp_avg_var") if c.amsgrad else ("exp_avg", "exp_avg_var")
-    flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.amsgrad, F_AMSGRAD) | _flag(c.decay_factor != 1.0, F_DECAY)
-             | _flag(c.coupled_wd != 0.0, F_COUPLED) | _flag(c.rectified_amsgrad, F_RECT_AMS)
-             | (MODES[c.mode] << MODE_SHIFT))
-    sc = (c.beta1, c.beta2, c.eps, c.decay_factor, c.coupled_wd, c.step_size, c.sgd_step, c.rectified_step,
-          c.sqrt_bc2)
-    return KernelCall("adabelief", names, sc, flags)
-
-
-def adopt(c, maximize: bool) -> KernelCall:
-    flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.initialise, F_INIT) | _flag(c.coupled_wd != 0.0, F_COUPLED)
-             | _flag(c.decoupled_wd != 0.0, F_DECOUPLED) | _flag(c.clip is not None, F_CLIP))
-    sc = (c.beta1, c.beta2, c.eps, c.lr, c.coupled_wd, c.decoupled_wd, 0.0 if c.clip is None else c.clip)
-    return KernelCall("adopt", ("exp_avg", "exp_avg_sq"), sc, flags)
-
-
-def agd(c, maximize: bool) -> KernelCall:
-    names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if c.amsgrad else ()) + (("z",) if c.win else ())
-    if c.win and not c.amsgrad:  # the kernel finds z in the fourth state slot
-        names = ("exp_avg", "exp_avg_sq", None, "z")
-    flags = (_flag(maximize, F_MAXIMIZE) | _flag(c.first, F_INIT) | _flag(c.amsgrad, F_AMSGRAD)
-             | _flag(c.decay_factor != 1.0, F_DECAY) | _flag(c.coupled_wd != 0.0, F_COUPLED)
-             | _flag(c.clip is not None, F_CLIP) | _flag(c.win, F_WIN))
-    sc = (c.beta1, c.beta2, c.bc1, c.bc1_prev, c.decay_factor, c.coupled_wd, c.floor,
-          0.0 if c.clip is None else c.clip, c.lr_adjust, c.z_factor, c.tau)
-    return KernelCall("agd", names, sc, flags)

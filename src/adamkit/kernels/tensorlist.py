@@ -106,6 +106,9 @@ class TensorList:
         torch._foreach_sqrt_(self.tensors)
         return self
 
+    def sign(self) -> "TensorList":
+        return TensorList(torch._foreach_sign(self.tensors))
+
     def maximum(self, other: "TensorList") -> "TensorList":
         return TensorList(torch._foreach_maximum(self.tensors, other.tensors))
 

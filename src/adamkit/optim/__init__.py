@@ -1,9 +1,9 @@
-"""adamkit's optimizers: one engine (``base``), one module per algorithm."""
-from .adabelief import AdaBelief
+"""adamkit's optimizers: one engine (``base``), one module per algorithm; the registry lists ``__all__``'s."""
 from .adam import Adam, AdamW, AMSGrad
+from .eadam import EAdam
+from .adabelief import AdaBelief
 from .adopt import ADOPT
 from .agd import AGD
 from .base import AdamkitOptimizer
-from .eadam import EAdam
 
 __all__ = ["AdamkitOptimizer", "Adam", "AdamW", "AMSGrad", "EAdam", "AdaBelief", "ADOPT", "AGD"]

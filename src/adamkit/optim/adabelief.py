@@ -1,12 +1,44 @@
 """AdaBelief (Zhuang et al., NeurIPS 2020), as the package adabelief-pytorch 0.2.1 computes it."""
 from __future__ import annotations
 
+import enum
 import math
-from types import SimpleNamespace
+from typing import NamedTuple
 
 from . import _checks
-from ..kernels import fused_cpu
-from .base import AdamkitOptimizer
+from .base import FOREACH, FUSED, AdamkitOptimizer, learning_rate
+from .declaration import Coefficients, FusedKernel, Hyperparameter as H
+
+
+class Mode(enum.IntEnum):
+    """Which step a call takes."""
+
+    ADAPTIVE = 0  # unrectified (the paper's Algorithm 2)
+    RECTIFIED = 1  # ρt ≥ 5
+    SGD = 2  # ρt < 5 with degenerated_to_sgd
+    NONE = 3  # ρt < 5 otherwise: no update
+
+
+class AdaBeliefFlags(NamedTuple):
+    amsgrad: bool
+    #: θ ← θ·decay_factor
+    decoupled_decay: bool
+    #: g ← g + λ·θ
+    coupled_decay: bool
+    mode: Mode
+    rectified_amsgrad: bool
+
+
+class AdaBeliefScalars(NamedTuple):
+    beta1: float
+    beta2: float
+    eps: float
+    decay_factor: float
+    coupled_decay: float
+    step_size: float
+    sgd_step: float
+    rectified_step: float
+    sqrt_bc2: float
 
 
 def rectification(beta2: float, t: int) -> tuple[float, float]:
@@ -54,13 +86,6 @@ class AdaBelief(AdamkitOptimizer):
       * ``rectified_amsgrad=True`` makes the rectified branch use the AMSGrad
         maximum s̄ (the reference keeps s̄ but ignores it once ``ρt ≥ 5``).
 
-    Args:
-        lr (1e-3), betas ((0.9, 0.999)), eps (1e-16; the authors use 1e-8 for image
-        classification), weight_decay (0), amsgrad (False), weight_decouple (True),
-        fixed_decay (False), rectify (True), degenerated_to_sgd (True),
-        rectified_amsgrad (False), maximize (False), foreach / fused (None: adamkit chooses),
-        print_change_log: accepted for compatibility with the reference; adamkit prints nothing.
-
     The paper's algorithm is ``rectify=False, weight_decay=0, amsgrad=False``.
 
     State per parameter: ``step``, ``exp_avg`` (m), ``exp_avg_var`` (s, with the
@@ -68,57 +93,26 @@ class AdaBelief(AdamkitOptimizer):
     """
 
     name = "adabelief"
-    fused_call = staticmethod(fused_cpu.adabelief)  # the kernel's arguments for the same math as update()
     hyperparameters = {
-        "betas": _checks.betas,
-        "eps": _checks.non_negative,
-        "weight_decay": _checks.non_negative,
-        "amsgrad": _checks.flag,
-        "weight_decouple": _checks.flag,
-        "fixed_decay": _checks.flag,
-        "rectify": _checks.flag,
-        "degenerated_to_sgd": _checks.flag,
-        "rectified_amsgrad": _checks.flag,
+        "lr": learning_rate(1e-3),
+        "betas": H((0.9, 0.999), _checks.betas, "(β1, β2), each in [0, 1)"),
+        "eps": H(1e-16, _checks.non_negative, "ε (the authors use 1e-8 for image classification)"),
+        "weight_decay": H(0.0, _checks.non_negative, "λ"),
+        "amsgrad": H(False, _checks.flag, "keep the running maximum s̄ of s"),
+        "weight_decouple": H(True, _checks.flag, "decoupled decay θ ← θ·(1 - α·λ) (else coupled L2)"),
+        "fixed_decay": H(False, _checks.flag, "decoupled decay without the learning rate: θ ← θ·(1 - λ)"),
+        "rectify": H(True, _checks.flag, "RAdam-style rectification (the package default)"),
+        "degenerated_to_sgd": H(True, _checks.flag, "while ρt < 5, an SGD-with-momentum step (else none)"),
+        "print_change_log": H(False, _checks.flag, "accepted for compatibility with the reference; prints nothing",
+                              stored=False),
+        "rectified_amsgrad": H(False, _checks.flag, "the rectified branch uses s̄ (the reference ignores it)",
+                               keyword_only=True),
+        "maximize": H(False, _checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
+        "foreach": FOREACH,
+        "fused": FUSED,
     }
-
-    def __init__(
-        self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-16,
-        weight_decay=0.0,
-        amsgrad=False,
-        weight_decouple=True,
-        fixed_decay=False,
-        rectify=True,
-        degenerated_to_sgd=True,
-        print_change_log=False,
-        *,
-        rectified_amsgrad=False,
-        maximize=False,
-        foreach=None,
-        fused=None,
-    ):
-        _checks.flag("print_change_log", print_change_log)
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                betas=betas,
-                eps=eps,
-                weight_decay=weight_decay,
-                amsgrad=amsgrad,
-                weight_decouple=weight_decouple,
-                fixed_decay=fixed_decay,
-                rectify=rectify,
-                degenerated_to_sgd=degenerated_to_sgd,
-                rectified_amsgrad=rectified_amsgrad,
-                maximize=maximize,
-                foreach=foreach,
-                fused=fused,
-            ),
-        )
+    Flags, Scalars = AdaBeliefFlags, AdaBeliefScalars
+    fused_kernel = FusedKernel("adabelief", ("exp_avg", "exp_avg_var", "max_exp_avg_var"))
 
     def check_group(self, group):
         if group.get("rectified_amsgrad") and not (group.get("amsgrad") and group.get("rectify")):
@@ -135,56 +129,51 @@ class AdaBelief(AdamkitOptimizer):
         bc1, bc2 = self.bias_corrections(group["betas"], t)
         lr = float(group["lr"])
         wd = group["weight_decay"]
-        # mode: "adaptive" (unrectified), "rectified", "sgd" or "none"
         rectified_step = 0.0
         if not group["rectify"]:
-            mode = "adaptive"
+            mode = Mode.ADAPTIVE
         else:
             rho_t, r = rectification(beta2, t)
             if rho_t >= 5.0:
-                mode, rectified_step = "rectified", r / bc1 * lr
+                mode, rectified_step = Mode.RECTIFIED, r / bc1 * lr
             elif group["degenerated_to_sgd"]:
-                mode = "sgd"
+                mode = Mode.SGD
             else:
-                mode = "none"
-        if group["weight_decouple"]:
+                mode = Mode.NONE
+        decouple = group["weight_decouple"]
+        if decouple:
             decay_factor = 1.0 - wd if group["fixed_decay"] else 1.0 - lr * wd
         else:
             decay_factor = 1.0
-        return SimpleNamespace(
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            amsgrad=group["amsgrad"],
-            rectified_amsgrad=group["rectified_amsgrad"],
-            decay_factor=decay_factor,
-            coupled_wd=0.0 if group["weight_decouple"] else wd,
-            mode=mode,
-            step_size=lr / bc1,
-            sgd_step=1.0 / bc1 * lr,
-            rectified_step=rectified_step,
-            sqrt_bc2=math.sqrt(bc2),
+        return Coefficients(
+            AdaBeliefFlags(amsgrad=group["amsgrad"], decoupled_decay=decouple and wd != 0.0,
+                           coupled_decay=not decouple and wd != 0.0, mode=mode,
+                           rectified_amsgrad=group["rectified_amsgrad"]),
+            AdaBeliefScalars(beta1=beta1, beta2=beta2, eps=group["eps"], decay_factor=decay_factor,
+                             coupled_decay=0.0 if decouple else wd, step_size=lr / bc1, sgd_step=1.0 / bc1 * lr,
+                             rectified_step=rectified_step, sqrt_bc2=math.sqrt(bc2)),
         )
 
     @staticmethod
     def update(param, grad, state, c):
-        if c.decay_factor != 1.0:
-            param.mul_(c.decay_factor)
-        if c.coupled_wd != 0.0:
-            grad = grad.add(param, alpha=c.coupled_wd)
+        f, s = c
+        if f.decoupled_decay:
+            param.mul_(s.decay_factor)
+        if f.coupled_decay:
+            grad = grad.add(param.mul(s.coupled_decay))
         exp_avg, exp_avg_var = state["exp_avg"], state["exp_avg_var"]
-        exp_avg.mul_(c.beta1).add_(grad, alpha=1 - c.beta1)
+        exp_avg.mul_(s.beta1).add_(grad.mul(1 - s.beta1))
         residual = grad.sub(exp_avg)
-        exp_avg_var.mul_(c.beta2).addcmul_(residual, residual, value=1 - c.beta2).add_(c.eps)
+        exp_avg_var.mul_(s.beta2).add_(residual.mul(residual).mul_(1 - s.beta2)).add_(s.eps)
         second = exp_avg_var
-        if c.amsgrad:
+        if f.amsgrad:
             second = state["max_exp_avg_var"]
             second.copy_(second.maximum(exp_avg_var))
-        if c.mode == "adaptive":
-            denom = second.sqrt().div_(c.sqrt_bc2).add_(c.eps)
-            param.addcdiv_(exp_avg, denom, value=-c.step_size)
-        elif c.mode == "rectified":
-            denom = (second if c.rectified_amsgrad else exp_avg_var).sqrt().add_(c.eps)
-            param.addcdiv_(exp_avg, denom, value=-c.rectified_step)
-        elif c.mode == "sgd":
-            param.add_(exp_avg, alpha=-c.sgd_step)
+        if f.mode == Mode.ADAPTIVE:
+            denom = second.sqrt().div_(s.sqrt_bc2).add_(s.eps)
+            param.sub_(exp_avg.div(denom).mul_(s.step_size))
+        elif f.mode == Mode.RECTIFIED:
+            denom = (second if f.rectified_amsgrad else exp_avg_var).sqrt().add_(s.eps)
+            param.sub_(exp_avg.div(denom).mul_(s.rectified_step))
+        elif f.mode == Mode.SGD:
+            param.sub_(exp_avg.mul(s.sgd_step))

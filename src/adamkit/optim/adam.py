@@ -2,11 +2,37 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
+from typing import NamedTuple
 
 from . import _checks
-from ..kernels import fused_cpu
-from .base import AdamkitOptimizer
+from .base import FOREACH, FUSED, MAXIMIZE, AdamkitOptimizer, learning_rate
+from .declaration import Coefficients, FusedKernel, Hyperparameter as H, variant
+
+
+class AdamFlags(NamedTuple):
+    amsgrad: bool
+    #: θ ← θ·decay_factor (AdamW)
+    decoupled_decay: bool
+    #: g ← g + λ·θ (L2)
+    coupled_decay: bool
+
+
+class AdamScalars(NamedTuple):
+    beta1: float
+    beta2: float
+    eps: float
+    decay_factor: float
+    coupled_decay: float
+    step_size: float
+    sqrt_bc2: float
+
+
+#: torch compatibility: accepted, only False is supported
+TORCH_ONLY_FALSE = {
+    "capturable": H(False, _checks.must_be_false, "accepted for torch compatibility; only False", keyword_only=True),
+    "differentiable": H(False, _checks.must_be_false, "accepted for torch compatibility; only False",
+                        keyword_only=True),
+}
 
 
 class Adam(AdamkitOptimizer):
@@ -25,66 +51,25 @@ class Adam(AdamkitOptimizer):
     i.e. ``θ_t = θ_{t-1} - α·m̂_t/(sqrt(v̂_t) + ε)``, Algorithm 1 of the paper. The
     paper's "more efficient" form with an uncorrected ε is not what this computes.
 
-    Args:
-        params: parameters or param-group dicts.
-        lr: learning rate α (default 1e-3).
-        betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
-        eps: ε added to the denominator (default 1e-8).
-        weight_decay: λ (default 0).
-        amsgrad: keep the running maximum of v (torch's AMSGrad variant, default False).
-        decoupled_weight_decay: apply λ as AdamW does (default False).
-        maximize: maximise the objective (default False).
-        foreach, fused: implementation; None lets adamkit choose the fastest correct one.
-        capturable, differentiable: accepted for torch compatibility; only False is supported.
-
     State per parameter: ``step`` (int), ``exp_avg`` (m), ``exp_avg_sq`` (v),
     ``max_exp_avg_sq`` (v̄, with amsgrad).
     """
 
     name = "adam"
-    fused_call = staticmethod(fused_cpu.adam)  # the kernel's arguments for the same math as update()
     hyperparameters = {
-        "betas": _checks.betas,
-        "eps": _checks.non_negative,
-        "weight_decay": _checks.non_negative,
-        "amsgrad": _checks.flag,
-        "decoupled_weight_decay": _checks.flag,
-        "capturable": _checks.must_be_false,
-        "differentiable": _checks.must_be_false,
+        "lr": learning_rate(1e-3),
+        "betas": H((0.9, 0.999), _checks.betas, "(β1, β2), each in [0, 1)"),
+        "eps": H(1e-8, _checks.non_negative, "ε added to the denominator"),
+        "weight_decay": H(0.0, _checks.non_negative, "λ"),
+        "amsgrad": H(False, _checks.flag, "keep the running maximum of v (torch's AMSGrad variant)"),
+        "decoupled_weight_decay": H(False, _checks.flag, "apply λ as AdamW does", keyword_only=True),
+        "maximize": MAXIMIZE,
+        "foreach": FOREACH,
+        "fused": FUSED,
+        **TORCH_ONLY_FALSE,
     }
-
-    def __init__(
-        self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        amsgrad=False,
-        *,
-        decoupled_weight_decay=False,
-        maximize=False,
-        foreach=None,
-        fused=None,
-        capturable=False,
-        differentiable=False,
-    ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                betas=betas,
-                eps=eps,
-                weight_decay=weight_decay,
-                amsgrad=amsgrad,
-                decoupled_weight_decay=decoupled_weight_decay,
-                maximize=maximize,
-                foreach=foreach,
-                fused=fused,
-                capturable=capturable,
-                differentiable=differentiable,
-            ),
-        )
+    Flags, Scalars = AdamFlags, AdamScalars
+    fused_kernel = FusedKernel("adam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
 
     def state_names(self, group):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
@@ -96,33 +81,29 @@ class Adam(AdamkitOptimizer):
         lr = float(group["lr"])
         wd = group["weight_decay"]
         decoupled = group["decoupled_weight_decay"]
-        return SimpleNamespace(
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            amsgrad=group["amsgrad"],
-            # decoupled decay multiplies θ by this factor (1.0: no decay)
-            decay_factor=1.0 - lr * wd if decoupled else 1.0,
-            coupled_wd=0.0 if decoupled else wd,
-            step_size=lr / bc1,
-            sqrt_bc2=math.sqrt(bc2),
+        return Coefficients(
+            AdamFlags(amsgrad=group["amsgrad"], decoupled_decay=decoupled and wd != 0.0,
+                      coupled_decay=not decoupled and wd != 0.0),
+            AdamScalars(beta1=beta1, beta2=beta2, eps=group["eps"], decay_factor=1.0 - lr * wd if decoupled else 1.0,
+                        coupled_decay=0.0 if decoupled else wd, step_size=lr / bc1, sqrt_bc2=math.sqrt(bc2)),
         )
 
     @staticmethod
     def update(param, grad, state, c):
-        if c.decay_factor != 1.0:
-            param.mul_(c.decay_factor)
-        if c.coupled_wd != 0.0:
-            grad = grad.add(param, alpha=c.coupled_wd)
+        f, s = c
+        if f.decoupled_decay:
+            param.mul_(s.decay_factor)
+        if f.coupled_decay:
+            grad = grad.add(param.mul(s.coupled_decay))
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, 1 - c.beta1)
-        exp_avg_sq.mul_(c.beta2).addcmul_(grad, grad, value=1 - c.beta2)
+        exp_avg.lerp_(grad, 1 - s.beta1)
+        exp_avg_sq.mul_(s.beta2).add_(grad.mul(grad).mul_(1 - s.beta2))
         second = exp_avg_sq
-        if c.amsgrad:
+        if f.amsgrad:
             second = state["max_exp_avg_sq"]
             second.copy_(second.maximum(exp_avg_sq))
-        denom = second.sqrt().div_(c.sqrt_bc2).add_(c.eps)
-        param.addcdiv_(exp_avg, denom, value=-c.step_size)
+        denom = second.sqrt().div_(s.sqrt_bc2).add_(s.eps)
+        param.sub_(exp_avg.div(denom).mul_(s.step_size))
 
 
 class AdamW(Adam):
@@ -134,36 +115,8 @@ class AdamW(Adam):
     """
 
     name = "adamw"
-
-    def __init__(
-        self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=1e-2,
-        amsgrad=False,
-        *,
-        maximize=False,
-        foreach=None,
-        fused=None,
-        capturable=False,
-        differentiable=False,
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            decoupled_weight_decay=True,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
+    hyperparameters = variant(Adam.hyperparameters, defaults={"weight_decay": 1e-2},
+                              fixed={"decoupled_weight_decay": True})
 
 
 class AMSGrad(Adam):
@@ -177,33 +130,5 @@ class AMSGrad(Adam):
     """
 
     name = "amsgrad"
-
-    def __init__(
-        self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        *,
-        decoupled_weight_decay=False,
-        maximize=False,
-        foreach=None,
-        fused=None,
-        capturable=False,
-        differentiable=False,
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=True,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
+    hyperparameters = variant(Adam.hyperparameters, fixed={"amsgrad": True})
+    torch_reference = ("Adam", {"amsgrad": True})  # keeps a third state tensor: compared with its own torch twin

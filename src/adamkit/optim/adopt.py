@@ -3,11 +3,32 @@ from __future__ import annotations
 
 import math
 import numbers
-from types import SimpleNamespace
+from typing import NamedTuple
 
 from . import _checks
-from ..kernels import fused_cpu
-from .base import AdamkitOptimizer
+from .adam import TORCH_ONLY_FALSE
+from .base import FOREACH, FUSED, MAXIMIZE, AdamkitOptimizer, learning_rate
+from .declaration import Coefficients, FusedKernel, Hyperparameter as H
+
+
+class ADOPTFlags(NamedTuple):
+    #: the first call only initialises v
+    first_step: bool
+    #: g ← g + λ·θ
+    coupled_decay: bool
+    #: θ ← θ - α·λ·θ
+    decoupled_decay: bool
+    clip: bool
+
+
+class ADOPTScalars(NamedTuple):
+    beta1: float
+    beta2: float
+    eps: float
+    lr: float
+    coupled_decay: float
+    decoupled_decay: float
+    clip: float
 
 
 def _clip_lambda(name, value):
@@ -52,64 +73,27 @@ class ADOPT(AdamkitOptimizer):
 
     ``clip_lambda=None`` gives the unclipped algorithm of the first paper version.
 
-    Args:
-        lr (1e-3), betas ((0.9, **0.9999**)), eps (**1e-6**),
-        clip_lambda: the clipping threshold as a function of the update index t:
-            a callable ``t -> c_t`` (as the reference), a number p meaning ``t**p``
-            (default 0.25, the reference's ``step**0.25``; a number keeps the
-            state dict serialisable) or None for no clipping.
-        weight_decay (0), decouple (False: coupled L2; True: AdamW-style),
-        maximize (False), foreach / fused (None: adamkit chooses),
-        capturable, differentiable: accepted for compatibility; only False is supported.
-
     State per parameter: ``step`` (calls made, the initialising one included),
     ``exp_avg`` (m), ``exp_avg_sq`` (v).
     """
 
     name = "adopt"
-    fused_call = staticmethod(fused_cpu.adopt)  # the kernel's arguments for the same math as update()
     hyperparameters = {
-        "betas": _checks.betas,
-        "eps": _checks.non_negative,
-        "clip_lambda": _clip_lambda,
-        "weight_decay": _checks.non_negative,
-        "decouple": _checks.flag,
-        "capturable": _checks.must_be_false,
-        "differentiable": _checks.must_be_false,
+        "lr": learning_rate(1e-3),
+        "betas": H((0.9, 0.9999), _checks.betas, "(β1, β2), each in [0, 1)"),
+        "eps": H(1e-6, _checks.non_negative, "ε, a floor of sqrt(v) (not an additive term)"),
+        "clip_lambda": H(0.25, _clip_lambda, "the clipping threshold as a function of the update index t: a "
+                         "callable t -> c_t (as the reference), a number p meaning t**p (0.25: the reference's "
+                         "step**0.25; a number keeps the state dict serialisable) or None for no clipping"),
+        "weight_decay": H(0.0, _checks.non_negative, "λ"),
+        "decouple": H(False, _checks.flag, "False: coupled L2; True: AdamW-style decay"),
+        "foreach": FOREACH,
+        "maximize": MAXIMIZE,
+        **TORCH_ONLY_FALSE,
+        "fused": FUSED,
     }
-
-    def __init__(
-        self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.9999),
-        eps=1e-6,
-        clip_lambda=0.25,
-        weight_decay=0.0,
-        decouple=False,
-        *,
-        foreach=None,
-        maximize=False,
-        capturable=False,
-        differentiable=False,
-        fused=None,
-    ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                betas=betas,
-                eps=eps,
-                clip_lambda=clip_lambda,
-                weight_decay=weight_decay,
-                decouple=decouple,
-                maximize=maximize,
-                foreach=foreach,
-                fused=fused,
-                capturable=capturable,
-                differentiable=differentiable,
-            ),
-        )
+    Flags, Scalars = ADOPTFlags, ADOPTScalars
+    fused_kernel = FusedKernel("adopt", ("exp_avg", "exp_avg_sq"))
 
     def state_names(self, group):
         return ("exp_avg", "exp_avg_sq")
@@ -118,30 +102,29 @@ class ADOPT(AdamkitOptimizer):
         beta1, beta2 = group["betas"]
         lr = float(group["lr"])
         wd = group["weight_decay"]
-        return SimpleNamespace(
-            initialise=step == 0,
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            lr=lr,
-            coupled_wd=0.0 if group["decouple"] else wd,
-            decoupled_wd=lr * wd if group["decouple"] else 0.0,
-            clip=None if step == 0 else clip_threshold(group["clip_lambda"], step),
+        decouple = group["decouple"]
+        clip = None if step == 0 else clip_threshold(group["clip_lambda"], step)
+        return Coefficients(
+            ADOPTFlags(first_step=step == 0, coupled_decay=not decouple and wd != 0.0,
+                       decoupled_decay=decouple and wd != 0.0, clip=group["clip_lambda"] is not None),
+            ADOPTScalars(beta1=beta1, beta2=beta2, eps=group["eps"], lr=lr, coupled_decay=0.0 if decouple else wd,
+                         decoupled_decay=lr * wd if decouple else 0.0, clip=0.0 if clip is None else clip),
         )
 
     @staticmethod
     def update(param, grad, state, c):
-        if c.coupled_wd != 0.0:
-            grad = grad.add(param, alpha=c.coupled_wd)
+        f, s = c
+        if f.coupled_decay:
+            grad = grad.add(param.mul(s.coupled_decay))
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        if c.initialise:
+        if f.first_step:
             exp_avg_sq.addcmul_(grad, grad)
             return
-        if c.decoupled_wd != 0.0:
-            param.add_(param, alpha=-c.decoupled_wd)
-        normed = grad.div(exp_avg_sq.sqrt().clamp_min_(c.eps))
-        if c.clip is not None:
-            normed.clamp_(-c.clip, c.clip)
-        exp_avg.lerp_(normed, 1 - c.beta1)
-        param.add_(exp_avg, alpha=-c.lr)
-        exp_avg_sq.mul_(c.beta2).addcmul_(grad, grad, value=1 - c.beta2)
+        if f.decoupled_decay:
+            param.sub_(param.mul(s.decoupled_decay))
+        normed = grad.div(exp_avg_sq.sqrt().clamp_min_(s.eps))
+        if f.clip:
+            normed.clamp_(-s.clip, s.clip)
+        exp_avg.lerp_(normed, 1 - s.beta1)
+        param.sub_(exp_avg.mul(s.lr))
+        exp_avg_sq.mul_(s.beta2).add_(grad.mul(grad).mul_(1 - s.beta2))

@@ -2,13 +2,42 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
 
 from . import _checks
-from ..kernels import fused_cpu
-from .base import AdamkitOptimizer, math_dtype
+from .base import FOREACH, FUSED, AdamkitOptimizer, learning_rate, math_dtype
+from .declaration import Coefficients, FusedKernel, Hyperparameter as H
+
+
+class AGDFlags(NamedTuple):
+    #: no previous momentum: u = m/bc1
+    first_step: bool
+    amsgrad: bool
+    #: θ ← θ·decay_factor
+    decoupled_decay: bool
+    #: g ← g + λ·θ
+    coupled_decay: bool
+    clip: bool
+    win: bool
+
+
+class AGDScalars(NamedTuple):
+    beta1: float
+    beta2: float
+    bc1: float
+    bc1_prev: float
+    decay_factor: float
+    coupled_decay: float
+    floor: float
+    clip: float
+    lr_adjust: float
+    #: Win: z ← (z - α'·q)·z_factor;  θ ← τ·θ - win_step·q + win_z_weight·z
+    z_factor: float
+    tau: float
+    win_step: float
+    win_z_weight: float
 
 
 class AGD(AdamkitOptimizer):
@@ -44,67 +73,29 @@ class AGD(AdamkitOptimizer):
     The scalars (β^t, bc1, bc2, α', δ·sqrt(bc2)) are computed in double precision;
     the reference rounds them to the default dtype (float32 normally).
 
-    Args:
-        lr (1e-3; the authors suggest about 1/10 of AdamW's), betas ((0.9, 0.999)),
-        delta (1e-5; the authors use 1e-14 for transformers), weight_decay (0),
-        amsgrad (False), win (False), clip (None; the authors suggest 5 when unstable),
-        weight_decouple (True), fixed_decay (False), win_z_init ("zeros"),
-        maximize (False), foreach / fused (None: adamkit chooses).
-
     State per parameter: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (s),
     ``max_exp_avg_sq`` (s̄, amsgrad), ``z`` (win).
     """
 
     name = "agd"
-    fused_call = staticmethod(fused_cpu.agd)  # the kernel's arguments for the same math as update()
     hyperparameters = {
-        "betas": _checks.betas,
-        "delta": _checks.non_negative,
-        "weight_decay": _checks.non_negative,
-        "amsgrad": _checks.flag,
-        "win": _checks.flag,
-        "clip": _checks.optional_positive,
-        "weight_decouple": _checks.flag,
-        "fixed_decay": _checks.flag,
-        "win_z_init": _checks.one_of("zeros", "params"),
+        "lr": learning_rate(1e-3),
+        "betas": H((0.9, 0.999), _checks.betas, "(β1, β2), each in [0, 1)"),
+        "delta": H(1e-5, _checks.non_negative, "δ, the floor of sqrt(ŝ) (the authors use 1e-14 for transformers)"),
+        "weight_decay": H(0.0, _checks.non_negative, "λ"),
+        "amsgrad": H(False, _checks.flag, "keep the running maximum s̄ of s"),
+        "win": H(False, _checks.flag, "the Win acceleration (z state)"),
+        "clip": H(None, _checks.optional_positive, "clamp q to [-clip, clip] (the authors suggest 5 when unstable)"),
+        "weight_decouple": H(True, _checks.flag, "decoupled decay (else coupled L2)"),
+        "fixed_decay": H(False, _checks.flag, "decoupled decay without the learning rate"),
+        "win_z_init": H("zeros", _checks.one_of("zeros", "params"), "z's start: the reference's zeros, or θ",
+                        keyword_only=True),
+        "maximize": H(False, _checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
+        "foreach": FOREACH,
+        "fused": FUSED,
     }
-
-    def __init__(
-        self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        delta=1e-5,
-        weight_decay=0.0,
-        amsgrad=False,
-        win=False,
-        clip=None,
-        weight_decouple=True,
-        fixed_decay=False,
-        *,
-        win_z_init="zeros",
-        maximize=False,
-        foreach=None,
-        fused=None,
-    ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                betas=betas,
-                delta=delta,
-                weight_decay=weight_decay,
-                amsgrad=amsgrad,
-                win=win,
-                clip=clip,
-                weight_decouple=weight_decouple,
-                fixed_decay=fixed_decay,
-                win_z_init=win_z_init,
-                maximize=maximize,
-                foreach=foreach,
-                fused=fused,
-            ),
-        )
+    Flags, Scalars = AGDFlags, AGDScalars
+    fused_kernel = FusedKernel("agd", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "z"))
 
     def state_names(self, group):
         names = ("exp_avg", "exp_avg_sq")
@@ -128,50 +119,46 @@ class AGD(AdamkitOptimizer):
         sqrt_bc2 = math.sqrt(bc2)
         lr_adjust = lr * sqrt_bc2 / bc1
         win = group["win"]
-        if win or not group["weight_decouple"]:
+        decouple = group["weight_decouple"]
+        if win or not decouple:
             decay_factor = 1.0
         else:
             decay_factor = 1.0 - wd if group["fixed_decay"] else 1.0 - lr * wd
-        return SimpleNamespace(
-            first=t == 1,
-            beta1=beta1,
-            beta2=beta2,
-            bc1=bc1,
-            bc1_prev=1.0 - beta1 ** (t - 1),
-            decay_factor=decay_factor,
-            coupled_wd=wd if not (win or group["weight_decouple"]) else 0.0,
-            amsgrad=group["amsgrad"],
-            floor=group["delta"] * sqrt_bc2,
-            clip=group["clip"],
-            lr_adjust=lr_adjust,
-            win=win,
-            z_factor=1.0 / (1.0 + wd * lr_adjust),
-            tau=1.0 / (3.0 + 2.0 * lr_adjust * wd),
+        tau = 1.0 / (3.0 + 2.0 * lr_adjust * wd)
+        return Coefficients(
+            AGDFlags(first_step=t == 1, amsgrad=group["amsgrad"], decoupled_decay=not win and decouple and wd != 0.0,
+                     coupled_decay=not (win or decouple) and wd != 0.0, clip=group["clip"] is not None, win=win),
+            AGDScalars(beta1=beta1, beta2=beta2, bc1=bc1, bc1_prev=1.0 - beta1 ** (t - 1), decay_factor=decay_factor,
+                       coupled_decay=wd if not (win or decouple) else 0.0, floor=group["delta"] * sqrt_bc2,
+                       clip=0.0 if group["clip"] is None else group["clip"], lr_adjust=lr_adjust,
+                       z_factor=1.0 / (1.0 + wd * lr_adjust), tau=tau, win_step=2.0 * tau * lr_adjust,
+                       win_z_weight=2.0 * tau),
         )
 
     @staticmethod
     def update(param, grad, state, c):
-        if c.decay_factor != 1.0:
-            param.mul_(c.decay_factor)
-        if c.coupled_wd != 0.0:
-            grad = grad.add(param, alpha=c.coupled_wd)
+        f, s = c
+        if f.decoupled_decay:
+            param.mul_(s.decay_factor)
+        if f.coupled_decay:
+            grad = grad.add(param.mul(s.coupled_decay))
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        previous = None if c.first else exp_avg.clone()
-        exp_avg.mul_(c.beta1).add_(grad, alpha=1 - c.beta1)
-        diff = exp_avg.div(c.bc1)
+        previous = None if f.first_step else exp_avg.clone()
+        exp_avg.mul_(s.beta1).add_(grad.mul(1 - s.beta1))
+        diff = exp_avg.div(s.bc1)
         if previous is not None:
-            diff.sub_(previous.div_(c.bc1_prev))
-        exp_avg_sq.mul_(c.beta2).addcmul_(diff, diff, value=1 - c.beta2)
+            diff.sub_(previous.div_(s.bc1_prev))
+        exp_avg_sq.mul_(s.beta2).add_(diff.mul(diff).mul_(1 - s.beta2))
         second = exp_avg_sq
-        if c.amsgrad:
+        if f.amsgrad:
             second = state["max_exp_avg_sq"]
             second.copy_(second.maximum(exp_avg_sq))
-        q = exp_avg.div(second.sqrt().clamp_min_(c.floor))
-        if c.clip is not None:
-            q.clamp_(-c.clip, c.clip)
-        if not c.win:
-            param.add_(q, alpha=-c.lr_adjust)
+        q = exp_avg.div(second.sqrt().clamp_min_(s.floor))
+        if f.clip:
+            q.clamp_(-s.clip, s.clip)
+        if not f.win:
+            param.sub_(q.mul(s.lr_adjust))
         else:
             z = state["z"]
-            z.add_(q, alpha=-c.lr_adjust).mul_(c.z_factor)
-            param.mul_(c.tau).add_(q, alpha=-2.0 * c.tau * c.lr_adjust).add_(z, alpha=2.0 * c.tau)
+            z.sub_(q.mul(s.lr_adjust)).mul_(s.z_factor)
+            param.mul_(s.tau).sub_(q.mul(s.win_step)).add_(z.mul(s.win_z_weight))

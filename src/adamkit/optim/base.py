@@ -1,31 +1,29 @@
 """The engine shared by every adamkit optimizer.
 
-An algorithm module declares
-  * its hyperparameters and their checks (``hyperparameters``),
+An algorithm module declares (see :mod:`adamkit.optim.declaration`)
+  * its hyperparameters, once: default, check and doc (``hyperparameters``),
+    from which its constructor, defaults and checks are generated,
   * the state tensors it keeps (``state_names``),
-  * the per-step scalars, computed in double precision from an integer step
-    count (``coefficients``), and
-  * its element-wise update, written once (``update``): a function of the
-    parameter, the gradient, the state tensors and those scalars.
+  * the coefficients of a step (``coefficients``): static flags and the scalars,
+    computed in double precision from an integer step count,
+  * its element-wise update, written once (``update``), and
+  * its fused C kernel (``fused_kernel``).
 
 The engine does the rest, the same way for every algorithm: argument checks,
 param groups, lazy state, one step counter per parameter, grouping tensors by
 device / dtype / step so that one call covers many tensors, choosing the
-implementation, mixed precision, complex parameters, ``maximize``, closures and
-an optional loss value, and a ``state_dict`` that keeps every flag and every
-state dtype.
-
-Implementations (selected per group, like torch):
-  * ``foreach=False``: ``update`` is called with one tensor at a time (the
+backend, closures and an optional loss value, and a ``state_dict`` that keeps
+every flag and every state dtype. How a bucket runs is the backend's business
+(``adamkit.kernels.BACKENDS``; mixed precision, complex parameters and
+``maximize`` are handled there):
+  * ``foreach=False``: ``loop``, ``update`` called with one tensor at a time (the
     readable reference path);
-  * ``foreach=True``: ``update`` is called with :class:`TensorList` arguments,
-    i.e. as ``torch._foreach_*`` multi-tensor kernels;
-  * ``fused=True``: on CPU the fused C kernel (``adamkit.kernels.fused_cpu``,
-    one pass over memory, one call per bucket), registered per algorithm; on
-    other devices the compiled path;
-  * ``fused="compiled"``: each rule restated with its scalars as tensors
-    (``adamkit.kernels.compiled``, checked against ``update``) and compiled with
-    ``torch.compile``, so that a learning-rate schedule never recompiles (CPU and CUDA).
+  * ``foreach=True``: ``foreach``, ``update`` called with :class:`TensorList`
+    arguments, i.e. as ``torch._foreach_*`` multi-tensor kernels;
+  * ``fused=True``: on CPU ``fused``, the C kernel (one pass over memory, one call
+    per bucket); on other devices the compiled path;
+  * ``fused="compiled"``: ``compiled``, ``update`` itself compiled with its
+    scalars as tensors, so that a learning-rate schedule never recompiles.
 
 With neither given, each device gets its fastest correct path, chosen by
 measurement (``adamkit speed``): the fused kernel on CPU (the loop where no C
@@ -37,27 +35,23 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import textwrap
 from collections import defaultdict
 from itertools import chain
-from types import SimpleNamespace
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
-from ..kernels import fused_cpu
-from ..kernels.tensorlist import TensorList
 from . import _checks
+from .declaration import Coefficients, FusedKernel, Hyperparameter, make_init
+from ..kernels import BACKENDS
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
-#: hyperparameters every adamkit optimizer has, with their checks
-COMMON_HYPERPARAMETERS: dict[str, _checks.Check] = {
-    "lr": _checks.learning_rate,
-    "maximize": _checks.flag,
-    "foreach": _checks.optional_flag,
-    "fused": lambda name, value: _fused_flag(name, value),
-}
+def learning_rate(default: float = 1e-3) -> Hyperparameter:
+    """The ``lr`` every adamkit optimizer takes."""
+    return Hyperparameter(default, _checks.learning_rate, "learning rate α (a number, or a one-element tensor)")
 
 
 def _fused_flag(name: str, value: Any) -> bool | str | None:
@@ -69,6 +63,19 @@ def _fused_flag(name: str, value: Any) -> bool | str | None:
     return _checks.optional_flag(name, value)
 
 
+MAXIMIZE = Hyperparameter(False, _checks.flag, "maximise the objective", keyword_only=True)
+FOREACH = Hyperparameter(None, _checks.optional_flag,
+                         "True: multi-tensor (torch._foreach_*); False: one tensor at a time; None: adamkit chooses",
+                         keyword_only=True)
+FUSED = Hyperparameter(None, _fused_flag, 'True: the fused kernel (C on CPU, compiled elsewhere); "compiled": '
+                       "torch.compile of the update; None: adamkit chooses", keyword_only=True)
+
+#: hyperparameters every adamkit optimizer has (``lr``'s default is the algorithm's own)
+COMMON_HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    "lr": learning_rate(), "maximize": MAXIMIZE, "foreach": FOREACH, "fused": FUSED,
+}
+
+
 def math_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the update is computed in (and the state is kept in) for a parameter dtype."""
     if dtype in _LOW_PRECISION:
@@ -76,10 +83,6 @@ def math_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype == torch.complex32:
         return torch.complex64
     return dtype
-
-
-def _real_view(t: Tensor) -> Tensor:
-    return torch.view_as_real(t) if t.is_complex() else t
 
 
 try:  # DTensor (FSDP2, tensor parallel); absent from very old torch builds
@@ -139,13 +142,46 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     #: name in the registry (``adamkit.create_optimizer``)
     name: ClassVar[str] = ""
-    #: hyperparameter name -> check, on top of COMMON_HYPERPARAMETERS
-    hyperparameters: ClassVar[dict[str, _checks.Check]] = {}
+    #: the declaration: ``{name: Hyperparameter}`` in signature order, the common ones included
+    #: (see :mod:`adamkit.optim.declaration`); the constructor, defaults and checks come from it
+    hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
+    #: the two records ``coefficients()`` returns (NamedTuple types): static choices, numbers of one step
+    Flags: ClassVar[type] = tuple
+    Scalars: ClassVar[type] = tuple
+    #: the fused C kernel's body and state slots, or None (no fused kernel)
+    fused_kernel: ClassVar[FusedKernel | None] = None
+    #: the torch optimizer computing the same math, when its cost differs from torch's AdamW:
+    #: ``(name in torch.optim, keyword arguments)``; ``adamkit speed`` times it as this optimizer's own reference
+    torch_reference: ClassVar[tuple[str, dict] | None] = None
     #: True for an optimizer whose update uses the loss value (AdamL): step() then needs a closure or loss=
     requires_loss: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "hyperparameters" not in cls.__dict__:
+            return
+        missing = set(COMMON_HYPERPARAMETERS) - set(cls.hyperparameters)
+        if missing:  # a programming error in an algorithm module, not a user error
+            raise AssertionError(f"{cls.__name__} does not declare {sorted(missing)}")
+        if "__init__" not in cls.__dict__:
+            cls.__init__ = make_init(cls, cls.hyperparameters, AdamkitOptimizer._init_declared)
+            if cls.__doc__:
+                cls.__doc__ = cls.__doc__.rstrip() + "\n\n" + textwrap.indent(cls.__init__.__doc__.split("\n\n", 1)[1], "    ")
+
+    @staticmethod
+    def _init_declared(self, params: Iterable, given: Mapping[str, Any]) -> None:
+        """The generated constructors end here: fixed values added, compatibility-only arguments checked and dropped."""
+        defaults = {}
+        for name, h in type(self).hyperparameters.items():
+            value = given[name] if h.in_signature else h.default
+            if h.stored:
+                defaults[name] = value
+            else:
+                h.check(name, value)
+        AdamkitOptimizer.__init__(self, params, defaults)
+
     def __init__(self, params: Iterable, defaults: Mapping[str, Any]):
-        self._checks = {**COMMON_HYPERPARAMETERS, **self.hyperparameters}
+        self._checks = {n: h.check for n, h in self.hyperparameters.items() if h.stored}
         missing = set(self._checks) - set(defaults)
         if missing:  # a programming error in a subclass, not a user error
             raise AssertionError(f"{type(self).__name__} gives no default for {sorted(missing)}")
@@ -213,20 +249,19 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """A new state tensor for ``param``: zeros in the parameter's math dtype."""
         return torch.zeros_like(param, dtype=math_dtype(param.dtype), memory_format=torch.preserve_format)
 
-    def coefficients(self, group: Mapping[str, Any], step: int, loss: float | None) -> SimpleNamespace:
-        """Scalars of one step, in double precision; ``step`` counts the calls made before this one."""
+    def coefficients(self, group: Mapping[str, Any], step: int, loss: float | None) -> Coefficients:
+        """``Coefficients(Flags(...), Scalars(...))`` of one step: the static choices and the numbers, the
+        numbers in double precision; ``step`` counts the calls made before this one."""
         raise NotImplementedError
 
     @staticmethod
-    def update(param, grad, state: dict, c: SimpleNamespace) -> None:
+    def update(param, grad, state: dict, c: Coefficients) -> None:
         """The element-wise update: tensors (or TensorLists) in, state and ``param`` changed in place.
 
+        Branches on ``c.flags`` only; ``c.scalars`` may be numbers or 0-dim tensors (the compiled path).
         ``grad`` is never written to (it may be the user's ``p.grad``).
         """
         raise NotImplementedError
-
-    #: the fused CPU kernel's arguments for a step, ``fused_call(c, maximize) -> KernelCall``, or None
-    fused_call: ClassVar[Callable | None] = None
 
     # ------------------------------------------------------------------- step
     @torch.no_grad()
@@ -240,7 +275,26 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
         Returns:
             The loss returned by ``closure``, else ``loss``.
+
+        Under ``torch.compile`` (``torch.compile(lambda: opt.step())``, or a compiled
+        training step) the engine's bookkeeping (state, step counters, grouping)
+        stays eager Python and the update is compiled: a bucket that would take the
+        loop or foreach path takes the compiled path (:mod:`adamkit.kernels.compiled`),
+        whose graph is specialised on the flags only, so a learning-rate schedule
+        (``lr`` a float or a tensor) never recompiles; the fused C kernel, where it
+        is the path, stays (it is faster than any compiled step on CPU).
         """
+        return self._step(closure, loss, torch.compiler.is_compiling())
+
+    @torch._disable_dynamo
+    def _step(self, closure, loss, compiling: bool) -> Any:
+        self._under_compile = compiling
+        try:
+            return self._step_groups(closure, loss)
+        finally:
+            self._under_compile = False
+
+    def _step_groups(self, closure, loss) -> Any:
         if closure is not None:
             if loss is not None:
                 raise ValueError("pass either closure or loss=, not both")
@@ -259,7 +313,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def _step_group(self, group: dict[str, Any], loss: float | None) -> None:
         names = self.state_names(group)
-        if self._cached_fused_step(group, names, loss):
+        if any(backend.resume(self, group, names, loss) for backend in BACKENDS.values()):
             return
         params = []
         for p in group["params"]:
@@ -272,61 +326,22 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         if not params:
             return
         impl = self._implementation(group, params)
+        if impl in ("loop", "foreach") and self.__dict__.get("_under_compile"):
+            impl = "compiled"
         # one call covers the tensors that share the per-step scalars
         buckets: dict[tuple, list[Tensor]] = defaultdict(list)
         for p in params:
             buckets[(p.device, p.dtype, self.state[p]["step"])].append(p)
+        whole_group = len(buckets) == 1 and len(params) == len(group["params"])
         for bucket in buckets.values():
-            call = self._step_bucket(group, bucket, names, loss, impl)
-        if call is not None and len(buckets) == 1 and len(params) == len(group["params"]):
-            self._remember_fused_table(group, names, params, call.names)
-
-    # The fused kernel's pointer table of a group, kept between steps: with
-    # thousands of small tensors, building it is most of a step's cost. It is
-    # used only while it provably still applies (same parameter objects and
-    # storage, same state tensors, one step count, every gradient present and
-    # contiguous); otherwise the general path above runs and may rebuild it.
-    def _remember_fused_table(self, group, names, params, kernel_names) -> None:
-        states = {n: [self.state[p][n] for p in params] for n in kernel_names if n is not None}
-        tables = self.__dict__.setdefault("_fused_tables", {})
-        if fused_cpu.CachedLaunch.eligible(kernel_names, params, states):
-            tables[id(group)] = (group, self.state, names, fused_cpu.CachedLaunch(kernel_names, params, states))
-        else:
-            tables.pop(id(group), None)
-
-    def _cached_fused_step(self, group, names, loss) -> bool:
-        entry = self.__dict__.get("_fused_tables", {}).get(id(group))
-        if entry is None:
-            return False
-        cached_group, cached_state, cached_names, table = entry
-        params = group["params"]
-        if (cached_group is not group or cached_state is not self.state or cached_names != names
-                or len(params) != table.count or self._implementation(group, params) != "fused"):
-            return False
-        grads = [p.grad for p in params]
-        if any(g is None or g.layout != torch.strided for g in grads):
-            return False
-        states = [self.state.get(p) for p in params]
-        if any(s is None for s in states):
-            return False
-        step = states[0]["step"]
-        if any(s["step"] != step for s in states):
-            return False
-        c = self.coefficients(group, step, loss)
-        call = type(self).fused_call(c, group["maximize"])
-        if not table.matches(call.names, params, states) or not table.run(call, grads):
-            return False
-        for s in states:
-            s["step"] = step + 1
-        return True
+            self._step_bucket(group, bucket, names, loss, impl, whole_group)
 
     def _implementation(self, group: Mapping[str, Any], params: list[Tensor]) -> str:
+        """The backend (a name of ``adamkit.kernels.BACKENDS``) that steps ``params`` of ``group``."""
         if group["fused"]:
             if group["fused"] == "compiled" or params[0].device.type != "cpu":
                 return "compiled"
-            if type(self).fused_call is None:
-                raise RuntimeError(f"{type(self).__name__} has no fused implementation in this build")
-            fused_cpu.load()  # raises FusedKernelUnavailable, saying why
+            BACKENDS["fused"].require(type(self))
             return "fused"
         if group["foreach"]:
             return "foreach"
@@ -338,62 +353,19 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """With neither foreach nor fused given: the fused kernel on CPU (else the loop), multi-tensor elsewhere."""
         if params[0].device.type != "cpu":
             return "foreach"
-        if type(self).fused_call is not None and fused_cpu.supports(params) and fused_cpu.available():
-            return "fused"
-        return "loop"
+        return "fused" if BACKENDS["fused"].takes(type(self), params) else "loop"
 
-    def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str):
-        """Step one bucket; returns the fused kernel's call when the fused kernel ran it, else None."""
+    def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str, whole_group: bool) -> None:
+        """Step one bucket (one device, dtype and step count) on backend ``impl``; the loop takes what it refuses."""
         step = self.state[bucket[0]]["step"]
         c = self.coefficients(group, step, loss)
         params = [local_tensor(p) for p in bucket]
         grads = [local_tensor(p.grad) for p in bucket]
         states = {name: [local_tensor(self.state[p][name]) for p in bucket] for name in names}
-        call = self._fused_step(group, params, grads, states, c) if impl == "fused" else None
-        if impl == "fused" and call is None:
-            impl = "loop"
-        if impl == "compiled":
-            from ..kernels import compiled
-
-            compiled.step(self, group, params, grads, states, c)
-        elif impl == "foreach":
-            self._eager_step(params, grads, states, c, group["maximize"], multi_tensor=True)
-        elif impl == "loop":
-            for i, (p, g) in enumerate(zip(params, grads)):
-                one = {name: [tensors[i]] for name, tensors in states.items()}
-                self._eager_step([p], [g], one, c, group["maximize"], multi_tensor=False)
+        if not BACKENDS[impl].step(self, group, params, grads, states, names, c, whole_group=whole_group):
+            BACKENDS["loop"].step(self, group, params, grads, states, names, c, whole_group=whole_group)
         for p in bucket:
             self.state[p]["step"] = step + 1
-        return call
-
-    def _fused_step(self, group, params, grads, states, c):
-        """Run the fused kernel and return its call; None when the default path meets tensors it does not take."""
-        call = type(self).fused_call(c, group["maximize"])
-        try:
-            fused_cpu.launch(call, params, grads, states)
-        except fused_cpu.Unsupported:  # raised before any tensor is written
-            if group["fused"]:
-                raise
-            return None
-        return call
-
-    def _eager_step(self, params, grads, states, c, maximize: bool, multi_tensor: bool) -> None:
-        """Run ``update`` on the real views, in float32 for half parameters: on one tensor or as TensorLists."""
-        params = [_real_view(p) for p in params]
-        grads = [_real_view(g) for g in grads]
-        states = {name: [_real_view(s) for s in tensors] for name, tensors in states.items()}
-        low = params[0].dtype in _LOW_PRECISION
-        work = [p.float() for p in params] if low else params
-        if low:  # float32 copies; the user's gradient is never written to
-            grads = [g.to(torch.float32, copy=True) for g in grads]
-        if maximize:
-            grads = [g.neg_() for g in grads] if low else [torch.neg(g) for g in grads]
-        if multi_tensor:
-            self.update(TensorList(work), TensorList(grads), {n: TensorList(s) for n, s in states.items()}, c)
-        else:
-            self.update(work[0], grads[0], {n: s[0] for n, s in states.items()}, c)
-        if low:
-            torch._foreach_copy_(params, work)
 
     # ------------------------------------------------------------ state dict
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -2,11 +2,25 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
+from typing import NamedTuple
 
 from . import _checks
-from ..kernels import fused_cpu
-from .base import AdamkitOptimizer
+from .base import FOREACH, FUSED, MAXIMIZE, AdamkitOptimizer, learning_rate
+from .declaration import Coefficients, FusedKernel, Hyperparameter as H
+
+
+class EAdamFlags(NamedTuple):
+    amsgrad: bool
+    #: g ← g + λ·θ
+    coupled_decay: bool
+
+
+class EAdamScalars(NamedTuple):
+    beta1: float
+    beta2: float
+    eps: float
+    coupled_decay: float
+    step_size: float
 
 
 class EAdam(AdamkitOptimizer):
@@ -28,48 +42,22 @@ class EAdam(AdamkitOptimizer):
     With the default β2 the accumulated ε makes ``v̂ ≈ EMA(g²)/bc2 + 1000·ε``.
     A checkpointed ``exp_avg_sq`` already contains the accumulated ε.
 
-    Args:
-        lr (1e-3), betas ((0.9, 0.999)), eps (1e-8), weight_decay (0, coupled),
-        amsgrad (False), maximize (False; not in the reference), foreach / fused (None: adamkit chooses).
-
     State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` (with ε), ``max_exp_avg_sq`` (amsgrad).
     """
 
     name = "eadam"
-    fused_call = staticmethod(fused_cpu.eadam)  # the kernel's arguments for the same math as update()
     hyperparameters = {
-        "betas": _checks.betas,
-        "eps": _checks.non_negative,
-        "weight_decay": _checks.non_negative,
-        "amsgrad": _checks.flag,
+        "lr": learning_rate(1e-3),
+        "betas": H((0.9, 0.999), _checks.betas, "(β1, β2), each in [0, 1)"),
+        "eps": H(1e-8, _checks.non_negative, "ε, accumulated in v every step"),
+        "weight_decay": H(0.0, _checks.non_negative, "λ (coupled L2)"),
+        "amsgrad": H(False, _checks.flag, "the reference's AMSGrad branch"),
+        "maximize": H(False, _checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
+        "foreach": FOREACH,
+        "fused": FUSED,
     }
-
-    def __init__(
-        self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        amsgrad=False,
-        *,
-        maximize=False,
-        foreach=None,
-        fused=None,
-    ):
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                betas=betas,
-                eps=eps,
-                weight_decay=weight_decay,
-                amsgrad=amsgrad,
-                maximize=maximize,
-                foreach=foreach,
-                fused=fused,
-            ),
-        )
+    Flags, Scalars = EAdamFlags, EAdamScalars
+    fused_kernel = FusedKernel("eadam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
 
     def state_names(self, group):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
@@ -78,26 +66,25 @@ class EAdam(AdamkitOptimizer):
         t = step + 1
         beta1, beta2 = group["betas"]
         bc1, bc2 = self.bias_corrections(group["betas"], t)
-        return SimpleNamespace(
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            amsgrad=group["amsgrad"],
-            weight_decay=group["weight_decay"],
-            step_size=float(group["lr"]) * math.sqrt(bc2) / bc1,
+        wd = group["weight_decay"]
+        return Coefficients(
+            EAdamFlags(amsgrad=group["amsgrad"], coupled_decay=wd != 0.0),
+            EAdamScalars(beta1=beta1, beta2=beta2, eps=group["eps"], coupled_decay=wd,
+                         step_size=float(group["lr"]) * math.sqrt(bc2) / bc1),
         )
 
     @staticmethod
     def update(param, grad, state, c):
-        if c.weight_decay != 0.0:
-            grad = grad.add(param, alpha=c.weight_decay)
+        f, s = c
+        if f.coupled_decay:
+            grad = grad.add(param.mul(s.coupled_decay))
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.mul_(c.beta1).add_(grad, alpha=1 - c.beta1)
-        exp_avg_sq.mul_(c.beta2).addcmul_(grad, grad, value=1 - c.beta2)
-        if c.amsgrad:
+        exp_avg.mul_(s.beta1).add_(grad.mul(1 - s.beta1))
+        exp_avg_sq.mul_(s.beta2).add_(grad.mul(grad).mul_(1 - s.beta2))
+        if f.amsgrad:
             max_sq = state["max_exp_avg_sq"]
             max_sq.copy_(max_sq.maximum(exp_avg_sq))
-            denom = max_sq.sqrt().add_(c.eps)
+            denom = max_sq.sqrt().add_(s.eps)
         else:
-            denom = exp_avg_sq.add_(c.eps).sqrt()
-        param.addcdiv_(exp_avg, denom, value=-c.step_size)
+            denom = exp_avg_sq.add_(s.eps).sqrt()
+        param.sub_(exp_avg.div(denom).mul_(s.step_size))

@@ -19,11 +19,16 @@ Reported per (layout, optimizer, path):
   a step allocates), as a share of the parameter bytes (Linux: VmHWM).
 
 Layouts: ``resnet18`` (the 62 parameter tensors of ResNet-18, 11.7M
-elements), ``many-small`` (2,000 tensors of 1-4K elements), ``one-big`` (one
-64M-element tensor). torch's own implementations (fused, foreach, loop) and,
+elements), ``many-small`` (2,000 tensors of 1-4K elements), ``many-small-new-grads``
+(the same, but every step brings new gradient tensors, as training with
+``zero_grad(set_to_none=True)`` does: the gradients are replaced, untimed, before
+each timed step), ``one-big`` (one 64M-element tensor). The algorithms are the
+registry's (``adamkit.list_optimizers()``); an optimizer class whose
+``torch_reference`` names a torch optimizer (AMSGrad: ``Adam(amsgrad=True)``) is
+also compared with that one, fused. torch's own implementations (fused, foreach, loop) and,
 where installed, pytorch-optimizer and timm are timed alongside.
 
-Use from Python: ``adamkit.speed.measure(...)`` returns the rows;
+Use from Python: ``adamkit.kernels.speed.measure(...)`` returns the rows;
 ``markdown(rows)`` renders them.
 """
 from __future__ import annotations
@@ -43,8 +48,25 @@ from typing import Callable
 
 import torch
 
-LAYOUTS = ("resnet18", "many-small", "one-big")
-ALGORITHMS = ("adam", "adamw", "amsgrad", "eadam", "adabelief", "adopt", "agd")
+from ..registry import get_optimizer_class, list_optimizers
+
+LAYOUTS = ("resnet18", "many-small", "many-small-new-grads", "one-big")
+#: layouts whose gradients are new tensors at every step (zero_grad(set_to_none=True) then backward)
+NEW_GRADS = ("many-small-new-grads",)
+ALGORITHMS = tuple(list_optimizers())
+#: the row name of torch's fused AdamW, every candidate's yardstick
+TORCH_ADAMW = torch.optim.AdamW.__name__.lower()
+
+
+def _step_dependent(name: str) -> bool:
+    """Whether an algorithm's flags change with the step (a first-step flag, or a choice such as a mode)."""
+    from ..optim.declaration import flag_fields
+
+    fields = flag_fields(get_optimizer_class(name).Flags)
+    return "first_step" in fields or any(kind is not bool for kind in fields.values())
+
+
+STEP_DEPENDENT = tuple(a for a in ALGORITHMS if _step_dependent(a) and get_optimizer_class(a).__dict__.get("Flags"))
 PATHS = ("default", "fused", "loop", "foreach")  # adamkit's; "default" is what users get
 TORCH_PATHS = ("fused", "foreach", "loop")
 
@@ -52,6 +74,8 @@ TORCH_PATHS = ("fused", "foreach", "loop")
 # ------------------------------------------------------------------ layouts
 def layout_shapes(name: str) -> list[tuple[int, ...]]:
     """Parameter shapes of a layout."""
+    if name in NEW_GRADS:
+        name = name[: -len("-new-grads")]
     if name == "resnet18":
         shapes: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
         cin = 64
@@ -85,56 +109,52 @@ class Candidate:
 
 
 def _adamkit_candidates(algorithms, paths):
-    import adamkit
-
-    classes = {
-        "adam": adamkit.Adam, "adamw": adamkit.AdamW, "amsgrad": adamkit.AMSGrad, "eadam": adamkit.EAdam,
-        "adabelief": adamkit.AdaBelief, "adopt": adamkit.ADOPT, "agd": adamkit.AGD,
-    }
     kwargs = {"default": {}, "fused": dict(fused=True), "loop": dict(foreach=False, fused=False),
               "foreach": dict(foreach=True)}
     out = []
     for algo in algorithms:
         for path in paths:
-            cls, kw = classes[algo], kwargs[path]
+            cls, kw = get_optimizer_class(algo), kwargs[path]
             out.append(Candidate("adamkit", algo, path, lambda ps, cls=cls, kw=kw: cls(ps, **kw)))
     return out
+
+
+def _torch_reference(algo: str, **path_kwargs) -> Candidate | None:
+    """The torch optimizer an adamkit class declares as its own reference (``torch_reference``), or None."""
+    ref = get_optimizer_class(algo).torch_reference
+    if ref is None:
+        return None
+    name, kwargs = ref
+    factory = getattr(torch.optim, name)
+    path = "fused" if path_kwargs.get("fused") else "foreach" if path_kwargs.get("foreach") else "loop"
+    return Candidate("torch", algo, path, lambda ps: factory(ps, **kwargs, **path_kwargs))
 
 
 def _torch_candidates(algorithms, paths):
     kw = {"fused": dict(fused=True), "foreach": dict(foreach=True), "loop": dict(foreach=False)}
     out = []
     for path in paths:
-        out.append(Candidate("torch", "adamw", path, lambda ps, k=kw[path]: torch.optim.AdamW(ps, **k)))
-        if "amsgrad" in algorithms:
-            out.append(Candidate("torch", "amsgrad", path,
-                                 lambda ps, k=kw[path]: torch.optim.Adam(ps, amsgrad=True, **k)))
+        out.append(Candidate("torch", TORCH_ADAMW, path, lambda ps, k=kw[path]: torch.optim.AdamW(ps, **k)))
+        out += [c for c in (_torch_reference(a, **kw[path]) for a in algorithms) if c is not None]
     return out
 
 
 def _third_party_candidates(algorithms):
-    """pytorch-optimizer and timm, only where installed (never a dependency)."""
+    """pytorch-optimizer and timm, only where installed (never a dependency): their class of the same name."""
     out = []
-    try:
-        import pytorch_optimizer as po
-
-        for algo, name in (("adabelief", "AdaBelief"), ("adopt", "ADOPT"), ("adamw", "AdamW")):
-            if algo in algorithms and hasattr(po, name):
-                out.append(Candidate("pytorch-optimizer", algo, "default", lambda ps, c=getattr(po, name): c(ps)))
-    except ImportError:
-        pass
-    try:
-        import timm.optim as to
-
-        for algo, name in (("adabelief", "AdaBelief"), ("adopt", "Adopt")):
-            if algo in algorithms and hasattr(to, name):
-                out.append(Candidate("timm", algo, "default", lambda ps, c=getattr(to, name): c(ps)))
-    except ImportError:
-        pass
+    for library, module in (("pytorch-optimizer", "pytorch_optimizer"), ("timm", "timm.optim")):
+        try:
+            mod = __import__(module, fromlist=["_"])
+        except ImportError:
+            continue
+        names = {n.lower(): n for n in dir(mod)}
+        for algo in algorithms:
+            name = names.get(get_optimizer_class(algo).__name__.lower())
+            if name is not None and isinstance(getattr(mod, name), type):
+                out.append(Candidate(library, algo, "default", lambda ps, c=getattr(mod, name): c(ps)))
     return out
 
 
-# ------------------------------------------------------------------ memory
 def _vm(field_name: str) -> int | None:
     try:
         with open("/proc/self/status") as fh:
@@ -194,7 +214,9 @@ class Sample:
     peak_extra_bytes: int | None
 
 
-def _time_candidate(cand: Candidate, init: list[torch.Tensor], grads: list[torch.Tensor], steps: int) -> Sample:
+def _time_candidate(cand: Candidate, init: list[torch.Tensor], grads: list[torch.Tensor], steps: int,
+                    new_grads: bool = False) -> Sample:
+    """Time ``cand``'s steps; with ``new_grads`` each step gets new gradient tensors first (untimed)."""
     params = [t.clone() for t in init]
     for p, g in zip(params, grads):
         p.grad = g  # shared: no optimizer writes to the gradient
@@ -210,6 +232,10 @@ def _time_candidate(cand: Candidate, init: list[torch.Tensor], grads: list[torch
     gc.collect()
     times, peak = [], None
     for _ in range(steps):
+        if new_grads:
+            opt.zero_grad(set_to_none=True)
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
         rss = _vm("VmRSS")
         tracking = rss is not None and _reset_peak()
         t0 = time.perf_counter()
@@ -233,23 +259,19 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
     """Time every candidate; returns {"machine": ..., "rows": [...]} (see the module docstring)."""
     bandwidth = stream_bandwidth()
     log(f"streaming bandwidth {bandwidth / 1e9:.1f} GB/s, {torch.get_num_threads()} threads")
-    reference = Candidate("torch", "adamw", "fused", lambda ps: torch.optim.AdamW(ps, fused=True))
-    # the reference of each optimizer: torch's fused AdamW, and for AMSGrad torch's fused Adam(amsgrad=True)
-    references = {"adamw": reference}
-    if "amsgrad" in algorithms:
-        references["amsgrad"] = Candidate(
-            "torch", "amsgrad", "fused", lambda ps: torch.optim.Adam(ps, amsgrad=True, fused=True)
-        )
-    reference_labels = {r.label for r in references.values()}
+    reference = Candidate("torch", TORCH_ADAMW, "fused", lambda ps: torch.optim.AdamW(ps, fused=True))
+    # the reference of each optimizer: torch's fused AdamW, or the torch optimizer its class declares, fused
+    own = {a: _torch_reference(a, fused=True) for a in algorithms}
+    references = {reference.label: reference, **{c.label: c for c in own.values() if c is not None}}
     cands = _adamkit_candidates(algorithms, paths) + [
-        c for c in _torch_candidates(algorithms, torch_paths) if c.label not in reference_labels
+        c for c in _torch_candidates(algorithms, torch_paths) if c.label not in references
     ]
     if third_party:
         cands += _third_party_candidates(algorithms)
     everyone = list(references.values()) + cands
 
     def reference_of(cand: Candidate) -> Candidate:
-        return references.get("amsgrad") if cand.optimizer == "amsgrad" and "amsgrad" in references else reference
+        return own.get(cand.optimizer) or reference
 
     rows = []
     for layout in layouts:
@@ -263,7 +285,7 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
         own_ratios: dict[str, list[float]] = {c.label: [] for c in everyone}
         for rep in range(repeats):
             for cand in everyone:  # the references first, then every candidate, in the same repetition
-                samples[cand.label].append(_time_candidate(cand, init, grads, steps))
+                samples[cand.label].append(_time_candidate(cand, init, grads, steps, layout in NEW_GRADS))
             for cand in everyone:
                 seconds = samples[cand.label][-1].seconds
                 ratios[cand.label].append(seconds / samples[reference.label][-1].seconds)
@@ -297,7 +319,7 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
 def _implementation_name(cand: Candidate) -> str:
     if cand.library != "adamkit" or cand.path != "default":
         return cand.path
-    from .kernels import fused_cpu
+    from . import fused_cpu
 
     return "fused" if fused_cpu.available() else "loop"
 
@@ -317,9 +339,8 @@ def machine_info(bandwidth: float | None = None) -> dict:
 # ------------------------------------------------------------- first step
 _FIRST_STEP = r"""
 import json, sys, time, torch, adamkit
-from adamkit.speed import layout_shapes
-cls = {"adabelief": adamkit.AdaBelief, "adopt": adamkit.ADOPT, "adam": adamkit.Adam, "adamw": adamkit.AdamW,
-       "amsgrad": adamkit.AMSGrad, "eadam": adamkit.EAdam, "agd": adamkit.AGD}[sys.argv[1]]
+from adamkit.kernels.speed import layout_shapes
+cls = adamkit.get_optimizer_class(sys.argv[1])
 params = [torch.randn(s) for s in layout_shapes(sys.argv[2])]
 for p in params: p.grad = torch.randn_like(p)
 opt = cls(params)
@@ -390,9 +411,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="repetitions (default 5)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per candidate and repetition (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--first-step", type=lambda v: _csv(v, ALGORITHMS), default=["adabelief", "adopt"],
-                        help="algorithms whose first step in a new process is timed (default adabelief,adopt; "
-                             "'' for none)")
+    parser.add_argument("--first-step", type=lambda v: _csv(v, ALGORITHMS), default=list(STEP_DEPENDENT),
+                        help="algorithms whose first step in a new process is timed (default: those whose flags "
+                             f"change with the step, {','.join(STEP_DEPENDENT)}; '' for none)")
     parser.add_argument("--no-third-party", action="store_true", help="skip pytorch-optimizer / timm")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 2 repetitions, 2 steps, the default path only, torch fused only")

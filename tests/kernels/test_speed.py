@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from adamkit import speed
+from adamkit.kernels import speed
 
 
 def test_layouts_have_the_documented_sizes():
@@ -14,6 +14,7 @@ def test_layouts_have_the_documented_sizes():
     small = speed.layout_shapes("many-small")
     assert len(small) == 2000 and all(1024 <= s[0] <= 4096 for s in small)
     assert speed.layout_shapes("one-big") == [(64 * 2**20,)]
+    assert speed.layout_shapes("many-small-new-grads") == small
     with pytest.raises(ValueError):
         speed.layout_shapes("nope")
 
@@ -47,3 +48,41 @@ def test_measure_times_amsgrad_against_torchs_fused_amsgrad(monkeypatch):
     assert rows["torch", "adamw", "fused"]["ratio_to_torch_fused_adamw"] == 1.0
     assert rows["torch", "amsgrad", "fused"]["ratio_to_reference"] == 1.0
     assert rows["adamkit", "amsgrad", "default"]["state_bytes_per_param"] == 12
+
+
+def test_new_gradients_layout_replaces_the_gradients_before_each_timed_step(monkeypatch):
+    """many-small-new-grads: zero_grad(set_to_none=True) and new gradient tensors before every timed step."""
+    seen = []
+
+    class Spy:
+        def __init__(self, params):
+            self.params, self.state = params, {}
+
+        def zero_grad(self, set_to_none=True):
+            assert set_to_none
+            for p in self.params:
+                p.grad = None
+
+        def step(self):
+            seen.append([p.grad for p in self.params])  # kept alive: no id is reused
+
+    import torch
+
+    init = [torch.zeros(3), torch.zeros(2)]
+    grads = [torch.ones(3), torch.ones(2)]
+    cand = speed.Candidate("spy", "adam", "default", Spy)
+    speed._time_candidate(cand, init, grads, steps=3, new_grads=True)
+    ids = [tuple(id(g) for g in step) for step in seen]
+    assert len(ids) == 4 and len(set(ids)) == 4 and ids[0] == tuple(id(g) for g in grads)
+    seen.clear()
+    speed._time_candidate(cand, init, grads, steps=3, new_grads=False)
+    assert len({tuple(id(g) for g in step) for step in seen}) == 1
+
+
+def test_algorithms_and_references_come_from_the_declarations():
+    import adamkit
+
+    assert speed.ALGORITHMS == tuple(adamkit.list_optimizers())
+    assert set(speed.STEP_DEPENDENT) == {"adabelief", "adopt", "agd"}
+    ref = speed._torch_reference("amsgrad", fused=True)
+    assert ref.label == "torch:amsgrad:fused" and speed._torch_reference("adam", fused=True) is None
