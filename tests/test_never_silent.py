@@ -1,0 +1,95 @@
+"""Issue 14, the optimizer side beyond checkpoints: bad values, wrong shapes, overflowing thresholds, fallbacks."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import adamkit
+from adamkit.kernels import fused_cpu
+from optimizer_table import BY_NAME, OPTIMIZERS
+
+INFO_IDS = [info.name for info in OPTIMIZERS]
+NAN, INF = float("nan"), float("inf")
+
+
+def make_params(shapes=((4, 3), (5,))):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes]
+
+
+# ------------------------------------------------------------------ item 15
+def _bad_values(info):
+    eps = info.eps_name
+    yield "lr", NAN, r"lr must be a finite number >= 0, got nan"
+    yield "lr", INF, r"lr must be a finite number >= 0, got inf"
+    yield "lr", torch.tensor(NAN), r"lr must be a finite number >= 0"
+    yield eps, NAN, rf"{eps} must be a finite number >= 0, got nan"
+    yield eps, INF, rf"{eps} must be a finite number >= 0, got inf"
+    yield "weight_decay", NAN, r"weight_decay must be a finite number >= 0, got nan"
+    yield "betas", (NAN, 0.999), r"betas\[0\] must be in \[0, 1\), got nan"
+    yield "betas", (0.9, NAN), r"betas\[1\] must be in \[0, 1\), got nan"
+    yield "betas", (0.9, INF), r"betas\[1\] must be in \[0, 1\), got inf"
+
+
+BAD_VALUES = [pytest.param(info, arg, value, match, id=f"{info.name}-{arg}={value!r}")
+              for info in OPTIMIZERS for arg, value, match in _bad_values(info)]
+BAD_VALUES += [
+    pytest.param(BY_NAME["agd"], "clip", NAN, r"clip must be a finite number > 0, got nan", id="agd-clip=nan"),
+    pytest.param(BY_NAME["agd"], "clip", INF, r"clip must be a finite number > 0, got inf", id="agd-clip=inf"),
+    pytest.param(BY_NAME["adopt"], "clip_lambda", NAN, r"clip_lambda must be .*\[0, 16\]", id="adopt-clip=nan"),
+    pytest.param(BY_NAME["adopt"], "clip_lambda", INF, r"clip_lambda must be .*\[0, 16\]", id="adopt-clip=inf"),
+]
+
+
+@pytest.mark.parametrize("info,arg,value,match", BAD_VALUES)
+def test_nan_and_inf_hyperparameters_name_the_valid_range(info, arg, value, match):
+    """Item 15: NaN (and inf where invalid) get the message with the valid range, like other bad values."""
+    with pytest.raises(ValueError, match=match):
+        info.make(make_params(), **{arg: value})
+    opt = info.make(make_params())
+    with pytest.raises(ValueError, match=match):  # a param group, checked like the constructor
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)], arg: value})
+
+
+# ------------------------------------------------------------------ item 10
+@pytest.mark.parametrize("exponent", [400.0, 1e308, 16.5, -0.25, INF])
+def test_adopt_clip_exponents_that_overflow_or_shrink_are_refused(exponent):
+    """Item 10: t**400 overflows float64 at step 7 (1e308 at step 2); the valid range is named."""
+    with pytest.raises(ValueError, match=r"clip_lambda must be None, an exponent p in \[0, 16\]"):
+        adamkit.ADOPT(make_params(), clip_lambda=exponent)
+
+
+def test_adopt_largest_exponent_steps():
+    params = make_params()
+    opt = adamkit.ADOPT(params, clip_lambda=16.0)
+    for _ in range(8):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    assert all(torch.isfinite(p).all() for p in params)
+
+
+@pytest.mark.parametrize("schedule,match", [
+    (lambda t: float(t) ** 400.0, r"clip_lambda\(6\) overflowed"),
+    (lambda t: INF, r"threshold inf at step 1; it must be a finite number > 0"),
+    (lambda t: NAN, r"threshold nan at step 1; it must be a finite number > 0"),
+    (lambda t: torch.tensor(INF), r"threshold inf at step 1"),
+    (lambda t: 0.0, r"threshold 0.0 at step 1"),
+], ids=["overflow", "inf", "nan", "tensor-inf", "zero"])
+@pytest.mark.parametrize("path", [dict(foreach=False), dict(foreach=True), {}], ids=["loop", "foreach", "default"])
+def test_adopt_clip_callable_giving_no_finite_threshold_raises_clearly(schedule, match, path):
+    """Item 10: a callable's inf/NaN/overflow is a ValueError naming the step, raised before anything is written."""
+    params = make_params()
+    opt = adamkit.ADOPT(params, clip_lambda=schedule, **path)
+    with pytest.raises(ValueError, match=match):
+        for _ in range(10):
+            for p in params:
+                p.grad = torch.ones_like(p)
+            before = [p.detach().clone() for p in params]
+            state = [{k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)} for p in params]
+            opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+    for p, s in zip(params, state):
+        assert all(torch.equal(opt.state[p][k], v) for k, v in s.items())
