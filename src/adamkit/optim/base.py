@@ -38,7 +38,6 @@ import difflib
 import inspect
 import math
 from collections import defaultdict
-from itertools import chain
 from types import SimpleNamespace
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
@@ -47,7 +46,7 @@ from torch import Tensor
 
 from ..kernels import fused_cpu
 from ..kernels.tensorlist import TensorList
-from . import _checks
+from . import _checks, checkpoint
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -145,12 +144,16 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     requires_loss: ClassVar[bool] = False
 
     def __init__(self, params: Iterable, defaults: Mapping[str, Any]):
-        self._checks = {**COMMON_HYPERPARAMETERS, **self.hyperparameters}
         missing = set(self._checks) - set(defaults)
         if missing:  # a programming error in a subclass, not a user error
             raise AssertionError(f"{type(self).__name__} gives no default for {sorted(missing)}")
         defaults = self._checked(dict(defaults))
         super().__init__(params, defaults)
+
+    @property
+    def _checks(self) -> dict[str, _checks.Check]:
+        """Hyperparameter name -> check (of the class, so that copies and unpickled optimizers have them)."""
+        return {**COMMON_HYPERPARAMETERS, **type(self).hyperparameters}
 
     # ------------------------------------------------------------------ groups
     def _checked(self, group: dict[str, Any]) -> dict[str, Any]:
@@ -396,32 +399,24 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             torch._foreach_copy_(params, work)
 
     # ------------------------------------------------------------ state dict
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state dict, keeping each state tensor's dtype (torch would cast it to the parameter's).
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict, with the algorithm named in each param group (``checkpoint.MARKER``)."""
+        return checkpoint.state_dict(self, super().state_dict())
 
-        Integer step counters are restored as ``int``; a step saved as a tensor
-        (as the reference implementations do) is converted. Flags missing from
-        an older or foreign checkpoint take this optimizer's defaults.
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict: validated whole before anything changes (see ``adamkit.optim.checkpoint``).
+
+        torch's load hooks are honoured as ``torch.optim.Optimizer`` does; a
+        checkpoint of another algorithm, a missing state entry, a state of another
+        shape or a bad hyperparameter raises and leaves the optimizer as it was.
+        State tensors are kept in the parameter's math dtype (float32 for half
+        parameters); a step saved as a tensor (as the references do) becomes an int.
         """
-        saved_state = state_dict["state"]
-        super().load_state_dict(state_dict)
-        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
-        params = chain.from_iterable(g["params"] for g in self.param_groups)
-        for saved_id, p in zip(saved_ids, params):
-            if saved_id not in saved_state:
-                continue
-            restored = {}
-            for key, value in saved_state[saved_id].items():
-                if key == "step":
-                    value = int(value.item()) if isinstance(value, Tensor) else int(value)
-                elif isinstance(value, Tensor):
-                    value = value.detach().to(device=p.device, copy=True)
-                restored[key] = value
-            self.state[p] = restored
-        for group in self.param_groups:
-            for key, default in self.defaults.items():
-                group.setdefault(key, default)
-            self._checked(group)
+        checkpoint.load_state_dict(self, state_dict)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        checkpoint.after_setstate(self)
 
     # ------------------------------------------------------------ utilities
     @staticmethod
