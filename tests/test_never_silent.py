@@ -93,3 +93,64 @@ def test_adopt_clip_callable_giving_no_finite_threshold_raises_clearly(schedule,
     assert all(torch.equal(p, b) for p, b in zip(params, before))
     for p, s in zip(params, state):
         assert all(torch.equal(opt.state[p][k], v) for k, v in s.items())
+
+
+# ------------------------------------------------------------------ items 4 and 6 (in the step)
+PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True)}
+if fused_cpu.available():
+    PATHS.update(fused=dict(fused=True), default={})
+
+
+def _stepped(info, path, n=2):
+    params = make_params()
+    opt = info.make(params, lr=1e-2, weight_decay=0.1, **path)
+    for _ in range(n):  # two steps: the default path has its cached pointer table by then
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    for p in params:
+        p.grad = torch.randn_like(p)
+    return params, opt
+
+
+def _refused_without_writes(params, opt, match):
+    before = [p.detach().clone() for p in params]
+    state = [{k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)} for p in params]
+    steps = [opt.state[p]["step"] for p in params]
+    with pytest.raises(RuntimeError, match=match):
+        opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(params, before)), "a parameter was written before the error"
+    for p, s in zip(params, state):
+        assert all(torch.equal(opt.state[p][k], v) for k, v in s.items())
+    assert [opt.state[p]["step"] for p in params] == steps
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (12,)], ids=["transposed", "flat"])
+@pytest.mark.parametrize("path", list(PATHS), ids=list(PATHS))
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=INFO_IDS)
+def test_state_of_another_shape_is_refused_on_every_path(info, path, shape):
+    """Item 4: a (4, 3) parameter with a state of the same size and another shape; nothing written (item 6)."""
+    params, opt = _stepped(info, PATHS[path])
+    opt.state[params[0]]["exp_avg"] = opt.state[params[0]]["exp_avg"].reshape(shape).clone()
+    _refused_without_writes(params, opt, rf"'exp_avg' of parameter 0 has shape {re_shape(shape)}")
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (12,), (3,)], ids=["transposed", "flat", "broadcastable"])
+@pytest.mark.parametrize("path", list(PATHS), ids=list(PATHS))
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=INFO_IDS)
+def test_gradient_of_another_shape_is_refused_on_every_path(info, path, shape):
+    """Item 4: ``p.grad.data = ...`` goes around torch's shape check; every path, the cached table included."""
+    params, opt = _stepped(info, PATHS[path])
+    params[0].grad.data = torch.randn(shape, dtype=torch.float64)
+    _refused_without_writes(params, opt, rf"gradient of parameter 0 has shape {re_shape(shape)}")
+
+
+def test_adamw_does_not_decay_before_a_shape_error():
+    """Item 6 as reported: AdamW's decoupled decay came before the moment update that met the wrong shape."""
+    params, opt = _stepped(BY_NAME["adamw"], dict(foreach=False))
+    opt.state[params[1]]["exp_avg_sq"] = torch.zeros(6, dtype=torch.float64)
+    _refused_without_writes(params, opt, r"'exp_avg_sq' of parameter 1 has shape \(6,\)")
+
+
+def re_shape(shape):
+    return str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")

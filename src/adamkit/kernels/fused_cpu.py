@@ -229,15 +229,16 @@ def _dense_strides(t: Tensor) -> bool:
     return True
 
 
-def _check_column(name, col, numels, dtype):
+def _check_column(name, col, shapes, dtype):
     if any(t.dtype != dtype for t in col):
         bad = next(t.dtype for t in col if t.dtype != dtype)
         raise Unsupported(
-            f"fused kernel: {name} is {bad} but {dtype} is needed here "
-            "(state from a checkpoint with other dtypes: use fused=False)"
+            f"fused kernel: {name} is {bad} but {dtype} is needed here (the parameter's math dtype; "
+            "load_state_dict casts a checkpoint's state to it, a state set by hand must be cast too)"
         )
-    if [t.numel() for t in col] != numels:  # the kernel trusts the sizes: check them
-        raise Unsupported(f"fused kernel: {name} has a different number of elements than its parameter")
+    if [t.shape for t in col] != shapes:  # the kernel trusts the sizes, and the reference path the shapes
+        k = next(i for i, (t, s) in enumerate(zip(col, shapes)) if t.shape != s)
+        raise RuntimeError(f"fused kernel: {name} has shape {tuple(col[k].shape)}, its parameter {tuple(shapes[k])}")
 
 
 def _flat(p: Tensor, g: Tensor, ss: list, writeback: list):
@@ -291,11 +292,12 @@ def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states
     state_dtype = STATE_DTYPE[param_dtype]
     count = len(params)
     numels = [p.numel() for p in params]
-    _check_column("a parameter", params, numels, param_dtype)
-    _check_column("a gradient", grads, numels, param_dtype)
+    shapes = [p.shape for p in params]
+    _check_column("a parameter", params, shapes, param_dtype)
+    _check_column("a gradient", grads, shapes, param_dtype)
     for name, col in zip(names, columns):
         if col is not None:
-            _check_column(f"state '{name}'", col, numels, state_dtype)
+            _check_column(f"state '{name}'", col, shapes, state_dtype)
     writeback: list = []
     used = [col for col in columns if col is not None]
     if not (all(p.is_contiguous() for p in params) and all(g.is_contiguous() for g in grads)
@@ -349,6 +351,7 @@ class CachedLaunch:
         self.param_ptrs = [p.data_ptr() for p in params]
         self.state_tensors = [(name, states[name]) for name in names if name is not None]
         self.numels = [p.numel() for p in params]
+        self.shapes = [p.shape for p in params]  # a gradient of another shape, even of the same size, is refused
         self.numel = (ctypes.c_int64 * count)(*self.numels)
         self.torch_dtype = params[0].dtype
         self.dtype = DTYPES[params[0].dtype]
@@ -364,14 +367,13 @@ class CachedLaunch:
         if not params or params[0].device.type != "cpu" or params[0].dtype not in DTYPES:
             return False
         dtype, state_dtype = params[0].dtype, STATE_DTYPE[params[0].dtype]
-        numels = [p.numel() for p in params]
         if any(type(p) is not torch.Tensor and type(p) is not torch.nn.Parameter for p in params):
             return False  # tensor subclasses (DTensor, ...) take the general path
         if not all(p.dtype == dtype and p.is_contiguous() for p in params):
             return False
         for name in names:
             if name is not None and not all(
-                s.dtype == state_dtype and s.is_contiguous() and s.numel() == n for s, n in zip(states[name], numels)
+                s.dtype == state_dtype and s.is_contiguous() and s.shape == p.shape for s, p in zip(states[name], params)
             ):
                 return False
         return True
@@ -387,8 +389,9 @@ class CachedLaunch:
     def run(self, call: "KernelCall", grads: list[Tensor]) -> bool:
         """One kernel call with these gradients; False (nothing written) if a gradient does not fit the table."""
         dtype = self.torch_dtype
-        if not all(g.dtype == dtype and g.is_contiguous() for g in grads) or [g.numel() for g in grads] != self.numels:
-            return False  # torch checks assigned gradients, but ``p.grad.data = ...`` goes around it
+        if not all(g.dtype == dtype and g.is_contiguous() for g in grads) or [g.shape for g in grads] != self.shapes:
+            return False  # torch checks assigned gradients, but ``p.grad.data = ...`` goes around it (the
+            # general path then raises, naming the parameter)
         count = self.count
         self.ptrs[count:2 * count] = [g.data_ptr() for g in grads]
         sc = (ctypes.c_double * 16)(*call.scalars)

@@ -275,6 +275,11 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         if not params:
             return
         impl = self._implementation(group, params)
+        # every path checks shapes (and dtypes) before any tensor of the group is written
+        checkpoint.check_step_tensors(self, params, [local_tensor(p) for p in params],
+                                      [local_tensor(p.grad) for p in params],
+                                      {n: [local_tensor(self.state[p][n]) for p in params] for n in names},
+                                      check_dtypes=impl != "fused")
         # one call covers the tensors that share the per-step scalars
         buckets: dict[tuple, list[Tensor]] = defaultdict(list)
         for p in params:
@@ -353,8 +358,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         grads = [local_tensor(p.grad) for p in bucket]
         states = {name: [local_tensor(self.state[p][name]) for p in bucket] for name in names}
         call = self._fused_step(group, params, grads, states, c) if impl == "fused" else None
-        if impl == "fused" and call is None:
+        if impl == "fused" and call is None:  # the default path met tensors the kernel does not take
             impl = "loop"
+            checkpoint.check_step_tensors(self, bucket, params, grads, states, check_dtypes=True)
         if impl == "compiled":
             from ..kernels import compiled
 
