@@ -154,3 +154,151 @@ def test_adamw_does_not_decay_before_a_shape_error():
 
 def re_shape(shape):
     return str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")
+
+
+# ------------------------------------------------------------------ item 14
+def _fresh_kernel_state(monkeypatch, tmp_path):
+    monkeypatch.setattr(fused_cpu, "_lib", None)
+    monkeypatch.setattr(fused_cpu, "_error", None)
+    monkeypatch.setattr(fused_cpu, "_warned_fallback", False)
+    monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ADAMKIT_DISABLE_FUSED", raising=False)
+
+
+def _fallback_warnings(n_optimizers=3):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for info in OPTIMIZERS[:n_optimizers]:
+            params = make_params()
+            opt = info.make(params)
+            for _ in range(2):
+                for p in params:
+                    p.grad = torch.randn_like(p)
+                opt.step()
+            assert opt._implementation(opt.param_groups[0], params) == "loop"
+    return [w for w in caught if issubclass(w.category, RuntimeWarning) and "per-tensor loop" in str(w.message)]
+
+
+def test_fallback_without_a_compiler_is_said_once(monkeypatch, tmp_path):
+    """Item 14: the default path drops to the 2-12x slower loop: one warning per process, with the reason and fix."""
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    monkeypatch.setattr(fused_cpu, "_compiler", lambda: None)
+    found = _fallback_warnings()
+    assert len(found) == 1
+    message = str(found[0].message)
+    assert "no C compiler found" in message and "fused=False" in message and "slower" in message
+
+
+def test_fallback_with_an_unwritable_cache_is_said_once(monkeypatch, tmp_path):
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(blocker / "cache"))
+    found = _fallback_warnings()
+    assert len(found) == 1 and "ADAMKIT_CACHE_DIR" in str(found[0].message) and "not writable" in str(
+        found[0].message)
+
+
+def test_fallback_with_a_failing_compiler_is_said_once(monkeypatch, tmp_path):
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    monkeypatch.setattr(fused_cpu, "_compiler", lambda: "/bin/false")
+    found = _fallback_warnings()
+    assert len(found) == 1 and "compiler failed" in str(found[0].message)
+
+
+def test_no_warning_when_the_loop_is_chosen(monkeypatch, tmp_path):
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    monkeypatch.setattr(fused_cpu, "_compiler", lambda: None)
+    monkeypatch.setenv("ADAMKIT_DISABLE_FUSED", "1")
+    assert _fallback_warnings(1) == []
+
+
+# ------------------------------------------------------------------ item 7
+STEP_SCRIPT = """
+import sys, torch, adamkit
+from adamkit.kernels import fused_cpu
+p = torch.randn(10, requires_grad=True)
+p.grad = torch.randn(10)
+opt = adamkit.Adam([p])
+opt.step()
+assert opt._implementation(opt.param_groups[0], [p]) == "fused", fused_cpu._error
+print(fused_cpu._build(fused_cpu._compiler()))
+"""
+
+
+def _step_in_subprocess(cache):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "ADAMKIT_CACHE_DIR": str(cache),
+           "PYTHONPATH": os.pathsep.join([str(Path(adamkit.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env.pop("ADAMKIT_DISABLE_FUSED", None)
+    return subprocess.Popen([sys.executable, "-c", STEP_SCRIPT], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"exit status {proc.returncode} (negative: killed by a signal)\n{err[-2000:]}"
+    from pathlib import Path
+
+    return Path(out.strip().splitlines()[-1])
+
+
+def _seeded_cache(tmp_path):
+    """A cache holding this process's (recorded) build, so that a subprocess loads it without compiling."""
+    import shutil
+
+    from adamkit import _integrity
+
+    source = fused_cpu._build(fused_cpu._compiler())
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for path in (source, _integrity.record_path(source)):
+        shutil.copy2(path, cache / path.name)
+    return cache, cache / source.name
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(4096)
+
+
+def _garbage(path):
+    import random
+
+    size = path.stat().st_size
+    path.write_bytes(random.Random(0).randbytes(size))
+
+
+@pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
+def test_a_cached_kernel_full_of_garbage_is_rebuilt_not_loaded(tmp_path, damage=_garbage):
+    """Item 7: a cached .so overwritten with garbage (SIGSEGV in dlopen before) is caught by its record, rebuilt."""
+    from adamkit import _integrity
+
+    cache, built = _seeded_cache(tmp_path)
+    assert _finish(_step_in_subprocess(cache)) == built
+    assert _integrity.problem(built) is None
+    good = built.read_bytes()
+    damage(built)
+    assert _integrity.problem(built) is not None
+    assert _finish(_step_in_subprocess(cache)) == built  # stepped on the fused path, no signal
+    assert _integrity.problem(built) is None and built.stat().st_size == len(good)
+
+
+@pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
+def test_concurrent_processes_heal_a_truncated_kernel_together(tmp_path):
+    """Item 7: a cached .so truncated to 4 KiB (SIGBUS before), met by two processes at once: each rebuilds
+    it atomically and steps on the fused path, and one good, recorded build is left."""
+    from adamkit import _integrity
+
+    cache, built = _seeded_cache(tmp_path)
+    _truncate(built)
+    procs = [_step_in_subprocess(cache) for _ in range(2)]
+    assert {_finish(p) for p in procs} == {built}
+    assert _integrity.problem(built) is None
+    assert sorted(p.name for p in cache.iterdir()) == [built.name, built.name + ".integrity"]

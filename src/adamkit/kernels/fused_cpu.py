@@ -34,11 +34,14 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
+
+from .. import _integrity
 
 SOURCE = Path(__file__).with_name("fused_cpu.c")
 
@@ -97,7 +100,10 @@ def _build(cc: str) -> Path:
     source = SOURCE.read_bytes()
     errors = []
     directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(directory, exc) from None
     for extra in _FLAG_SETS:
         flags = _BASE_FLAGS + extra
         key = hashlib.sha256(
@@ -106,15 +112,27 @@ def _build(cc: str) -> Path:
         ).hexdigest()[:20]
         target = directory / f"fused_cpu-{key}.so"
         if target.exists():
-            _touch(target)
-            return target
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+            # a build is loaded only if it is the file that was written (size and sha256 recorded then):
+            # a truncated or overwritten one would crash the process (SIGBUS, SIGSEGV) inside dlopen
+            problem = _integrity.problem(target)
+            if problem is None:
+                _touch(target)
+                return target
+            if _integrity.record_path(target).exists():  # damaged, not merely built before records existed
+                warnings.warn(f"adamkit: the cached fused kernel is damaged ({problem}); rebuilding it",
+                              RuntimeWarning, stacklevel=2)
+        try:
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+        except OSError as exc:
+            raise _unwritable(directory, exc) from None
         os.close(fd)
         try:
             proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"],
                                   capture_output=True, text=True, timeout=120)
             if proc.returncode == 0:
-                os.replace(tmp, target)  # atomic: concurrent builders agree
+                digest = _integrity.sha256_file(tmp)
+                os.replace(tmp, target)  # atomic: concurrent builders agree (a racing reader re-verifies)
+                _integrity.record(target, sha256=digest)
                 prune_cache(directory, keep=target)
                 return target
             errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
@@ -124,6 +142,11 @@ def _build(cc: str) -> Path:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     raise FusedKernelUnavailable("the C compiler failed:\n" + "\n".join(errors))
+
+
+def _unwritable(directory: Path, exc: OSError) -> FusedKernelUnavailable:
+    return FusedKernelUnavailable(f"its cache directory {directory} is not writable ({exc}); set "
+                                  "ADAMKIT_CACHE_DIR to a writable directory")
 
 
 #: builds not used for this long are removed when a new build is made (other versions, compilers, hosts)
@@ -151,6 +174,7 @@ def prune_cache(directory: Path, keep: Path | None = None, max_age_s: float = ST
                 if now - path.stat().st_mtime > age:
                     path.unlink()
                     removed.append(path)
+                    _integrity.record_path(path).unlink(missing_ok=True)
             except OSError:  # another process pruned it first, or it is not ours to remove
                 pass
     return removed
@@ -193,6 +217,23 @@ def load():
             raise FusedKernelUnavailable(_error) from None
         _lib = lib
         return lib
+
+
+_warned_fallback = False
+
+
+def warn_fallback() -> None:
+    """Say once per process that the default CPU path steps with the slower loop, why, and how to fix it."""
+    global _warned_fallback
+    if _warned_fallback or os.environ.get("ADAMKIT_DISABLE_FUSED", "") not in ("", "0"):
+        return  # said already, or chosen deliberately
+    _warned_fallback = True
+    warnings.warn(
+        f"{_error or 'adamkit fused CPU kernel is unavailable'}. adamkit's optimizers step with the per-tensor "
+        "loop instead, 2-12x slower on CPU; fix the cause above for the fused kernel, or pass fused=False "
+        "(or set ADAMKIT_DISABLE_FUSED=1) to choose the loop and silence this warning",
+        RuntimeWarning, stacklevel=4,
+    )
 
 
 def available() -> bool:

@@ -346,8 +346,10 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """With neither foreach nor fused given: the fused kernel on CPU (else the loop), multi-tensor elsewhere."""
         if params[0].device.type != "cpu":
             return "foreach"
-        if type(self).fused_call is not None and fused_cpu.supports(params) and fused_cpu.available():
-            return "fused"
+        if type(self).fused_call is not None and fused_cpu.supports(params):
+            if fused_cpu.available():
+                return "fused"
+            fused_cpu.warn_fallback()  # once per process: why, and how to fix it
         return "loop"
 
     def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str):
