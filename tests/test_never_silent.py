@@ -152,6 +152,26 @@ def test_adamw_does_not_decay_before_a_shape_error():
     _refused_without_writes(params, opt, r"'exp_avg_sq' of parameter 1 has shape \(6,\)")
 
 
+@pytest.mark.parametrize("path", ["loop", "foreach"])
+def test_a_bad_tensor_in_a_later_group_raises_before_an_earlier_group_steps(path):
+    """Item 6 across groups: the usual decay / no-decay split of AdamW, the second group's gradient is bad.
+
+    (Not yet on the fused kernel's cached-table path: there each group's table checks its own gradients just
+    before its launch, so an earlier group has stepped when a later one is refused.)
+    """
+    decay, no_decay = make_params(), make_params(((3,), (2, 2)))
+    opt = adamkit.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-2, **PATHS[path])
+    params = decay + no_decay
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    for p in params:
+        p.grad = torch.randn_like(p)
+    no_decay[1].grad.data = torch.randn(4, dtype=torch.float64)
+    _refused_without_writes(params, opt, r"gradient of parameter 3 has shape \(4,\)")
+
+
 def re_shape(shape):
     return str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")
 

@@ -256,6 +256,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                     f"{type(self).__name__} uses the loss value: call step(closure) or step(loss=loss)"
                 )
             loss_value = _loss_to_float(loss)
+        if len(self.param_groups) > 1:  # a bad tensor in a later group raises before an earlier one is stepped
+            checkpoint.check_groups_before_step(self)
         for group in self.param_groups:
             self._step_group(group, loss_value)
         return loss

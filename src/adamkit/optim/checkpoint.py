@@ -323,6 +323,29 @@ def check_step_tensors(opt, bucket: list[Tensor], params, grads, states: dict, c
                 )
 
 
+def check_groups_before_step(opt) -> None:
+    """With several param groups: check the groups that will take the general path before any is stepped.
+
+    So that a wrong shape in the second group (say, the no-decay group of AdamW) raises
+    before the first group's parameters move. Groups stepped through the fused kernel's
+    cached table are skipped: the table checks its gradients before writing anything and
+    hands a group that does not fit to the general path, which checks it again.
+    """
+    from .base import local_tensor
+
+    tables = opt.__dict__.get("_fused_tables", {})
+    for group in opt.param_groups:
+        if id(group) in tables:
+            continue
+        names = opt.state_names(group)
+        for p in group["params"]:
+            if p.grad is None or p.grad.is_sparse:
+                continue
+            state = opt.state.get(p, {})
+            states = {n: [local_tensor(state[n])] for n in names if n in state}
+            check_step_tensors(opt, [p], [local_tensor(p)], [local_tensor(p.grad)], states, check_dtypes=False)
+
+
 def _index(opt, param: Tensor) -> int:
     for i, p in enumerate(p for group in opt.param_groups for p in group["params"]):
         if p is param:
