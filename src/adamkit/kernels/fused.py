@@ -31,7 +31,13 @@ class Fused(Backend):
         fused_cpu.load()  # raises FusedKernelUnavailable, saying why
 
     def takes(self, cls, params) -> bool:
-        return cls.fused_kernel is not None and fused_cpu.supports(params) and fused_cpu.available()
+        """Whether the default path runs the kernel; when it could but the kernel is unavailable, says so once."""
+        if cls.fused_kernel is None or not fused_cpu.supports(params):
+            return False
+        if fused_cpu.available():
+            return True
+        fused_cpu.warn_fallback()  # once per process: why, and how to fix it
+        return False
 
     def step(self, opt, group, params, grads, states, names, c, *, whole_group):
         call = fused_cpu.kernel_call(type(opt), c, names, group["maximize"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import operator
 import os
 import platform
 import shutil
@@ -34,11 +35,14 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import Tensor
+
+from .. import _integrity
 
 SOURCE = Path(__file__).with_name("fused_cpu.c")
 
@@ -93,7 +97,10 @@ def _build(cc: str) -> Path:
     source = SOURCE.read_bytes()
     errors = []
     directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(directory, exc) from None
     for extra in _FLAG_SETS:
         flags = _BASE_FLAGS + extra
         key = hashlib.sha256(
@@ -102,15 +109,27 @@ def _build(cc: str) -> Path:
         ).hexdigest()[:20]
         target = directory / f"fused_cpu-{key}.so"
         if target.exists():
-            _touch(target)
-            return target
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+            # a build is loaded only if it is the file that was written (size and sha256 recorded then):
+            # a truncated or overwritten one would crash the process (SIGBUS, SIGSEGV) inside dlopen
+            problem = _integrity.problem(target)
+            if problem is None:
+                _touch(target)
+                return target
+            if _integrity.record_path(target).exists():  # damaged, not merely built before records existed
+                warnings.warn(f"adamkit: the cached fused kernel is damaged ({problem}); rebuilding it",
+                              RuntimeWarning, stacklevel=2)
+        try:
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+        except OSError as exc:
+            raise _unwritable(directory, exc) from None
         os.close(fd)
         try:
             proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"],
                                   capture_output=True, text=True, timeout=120)
             if proc.returncode == 0:
-                os.replace(tmp, target)  # atomic: concurrent builders agree
+                digest = _integrity.sha256_file(tmp)
+                os.replace(tmp, target)  # atomic: concurrent builders agree (a racing reader re-verifies)
+                _integrity.record(target, sha256=digest)
                 prune_cache(directory, keep=target)
                 return target
             errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
@@ -120,6 +139,11 @@ def _build(cc: str) -> Path:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     raise FusedKernelUnavailable("the C compiler failed:\n" + "\n".join(errors))
+
+
+def _unwritable(directory: Path, exc: OSError) -> FusedKernelUnavailable:
+    return FusedKernelUnavailable(f"its cache directory {directory} is not writable ({exc}); set "
+                                  "ADAMKIT_CACHE_DIR to a writable directory")
 
 
 #: builds not used for this long are removed when a new build is made (other versions, compilers, hosts)
@@ -147,6 +171,7 @@ def prune_cache(directory: Path, keep: Path | None = None, max_age_s: float = ST
                 if now - path.stat().st_mtime > age:
                     path.unlink()
                     removed.append(path)
+                    _integrity.record_path(path).unlink(missing_ok=True)
             except OSError:  # another process pruned it first, or it is not ours to remove
                 pass
     return removed
@@ -191,6 +216,23 @@ def load():
         return lib
 
 
+_warned_fallback = False
+
+
+def warn_fallback() -> None:
+    """Say once per process that the default CPU path steps with the slower loop, why, and how to fix it."""
+    global _warned_fallback
+    if _warned_fallback or os.environ.get("ADAMKIT_DISABLE_FUSED", "") not in ("", "0"):
+        return  # said already, or chosen deliberately
+    _warned_fallback = True
+    warnings.warn(
+        f"{_error or 'adamkit fused CPU kernel is unavailable'}. adamkit's optimizers step with the per-tensor "
+        "loop instead, 2-12x slower on CPU; fix the cause above for the fused kernel, or pass fused=False "
+        "(or set ADAMKIT_DISABLE_FUSED=1) to choose the loop and silence this warning",
+        RuntimeWarning, stacklevel=4,
+    )
+
+
 def available() -> bool:
     """Whether the fused CPU kernel can be used (building it if needed)."""
     try:
@@ -225,15 +267,16 @@ def _dense_strides(t: Tensor) -> bool:
     return True
 
 
-def _check_column(name, col, numels, dtype):
+def _check_column(name, col, shapes, dtype):
     if any(t.dtype != dtype for t in col):
         bad = next(t.dtype for t in col if t.dtype != dtype)
         raise Unsupported(
-            f"fused kernel: {name} is {bad} but {dtype} is needed here "
-            "(state from a checkpoint with other dtypes: use fused=False)"
+            f"fused kernel: {name} is {bad} but {dtype} is needed here (the parameter's math dtype; "
+            "load_state_dict casts a checkpoint's state to it, a state set by hand must be cast too)"
         )
-    if [t.numel() for t in col] != numels:  # the kernel trusts the sizes: check them
-        raise Unsupported(f"fused kernel: {name} has a different number of elements than its parameter")
+    if [t.shape for t in col] != shapes:  # the kernel trusts the sizes, and the reference path the shapes
+        k = next(i for i, (t, s) in enumerate(zip(col, shapes)) if t.shape != s)
+        raise RuntimeError(f"fused kernel: {name} has shape {tuple(col[k].shape)}, its parameter {tuple(shapes[k])}")
 
 
 def _flat(p: Tensor, g: Tensor, ss: list, writeback: list):
@@ -287,11 +330,12 @@ def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states
     state_dtype = STATE_DTYPE[param_dtype]
     count = len(params)
     numels = [p.numel() for p in params]
-    _check_column("a parameter", params, numels, param_dtype)
-    _check_column("a gradient", grads, numels, param_dtype)
+    shapes = [p.shape for p in params]
+    _check_column("a parameter", params, shapes, param_dtype)
+    _check_column("a gradient", grads, shapes, param_dtype)
     for name, col in zip(names, columns):
         if col is not None:
-            _check_column(f"state '{name}'", col, numels, state_dtype)
+            _check_column(f"state '{name}'", col, shapes, state_dtype)
     writeback: list = []
     used = [col for col in columns if col is not None]
     if not (all(p.is_contiguous() for p in params) and all(g.is_contiguous() for g in grads)
@@ -328,6 +372,9 @@ def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states
         dst.copy_(src)
 
 
+_DTYPE_OF = operator.attrgetter("dtype")
+
+
 class CachedLaunch:
     """The kernel's pointer table for one bucket, kept between steps.
 
@@ -345,6 +392,7 @@ class CachedLaunch:
         self.param_ptrs = [p.data_ptr() for p in params]
         self.state_tensors = [(name, states[name]) for name in names if name is not None]
         self.numels = [p.numel() for p in params]
+        self.shapes = [p.shape for p in params]  # a gradient of another shape, even of the same size, is refused
         self.numel = (ctypes.c_int64 * count)(*self.numels)
         self.torch_dtype = params[0].dtype
         self.dtype = DTYPES[params[0].dtype]
@@ -360,14 +408,13 @@ class CachedLaunch:
         if not params or params[0].device.type != "cpu" or params[0].dtype not in DTYPES:
             return False
         dtype, state_dtype = params[0].dtype, STATE_DTYPE[params[0].dtype]
-        numels = [p.numel() for p in params]
         if any(type(p) is not torch.Tensor and type(p) is not torch.nn.Parameter for p in params):
             return False  # tensor subclasses (DTensor, ...) take the general path
         if not all(p.dtype == dtype and p.is_contiguous() for p in params):
             return False
         for name in names:
             if name is not None and not all(
-                s.dtype == state_dtype and s.is_contiguous() and s.numel() == n for s, n in zip(states[name], numels)
+                s.dtype == state_dtype and s.is_contiguous() and s.shape == p.shape for s, p in zip(states[name], params)
             ):
                 return False
         return True
@@ -383,8 +430,11 @@ class CachedLaunch:
     def run(self, call: "KernelCall", grads: list[Tensor]) -> bool:
         """One kernel call with these gradients; False (nothing written) if a gradient does not fit the table."""
         dtype = self.torch_dtype
-        if not all(g.dtype == dtype and g.is_contiguous() for g in grads) or [g.numel() for g in grads] != self.numels:
-            return False  # torch checks assigned gradients, but ``p.grad.data = ...`` goes around it
+        # map() over C methods: cheaper per tensor than the comprehensions it replaced, the shapes included
+        if (not all(map(Tensor.is_contiguous, grads)) or set(map(_DTYPE_OF, grads)) != {dtype}
+                or list(map(Tensor.size, grads)) != self.shapes):
+            return False  # torch checks assigned gradients, but ``p.grad.data = ...`` goes around it (the
+            # general path then raises, naming the parameter)
         count = self.count
         self.ptrs[count:2 * count] = [g.data_ptr() for g in grads]
         sc = (ctypes.c_double * 16)(*call.scalars)

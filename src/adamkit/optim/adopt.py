@@ -31,25 +31,51 @@ class ADOPTScalars(NamedTuple):
     clip: float
 
 
+#: the largest clip exponent: ``t**p`` stays finite in float64 for every step count ``t < 2**63``
+#: (``(2**63)**16 = 2**1008 < 2**1024``), so no run can reach an overflowing threshold
+MAX_CLIP_EXPONENT = 16.0
+
+
 def _clip_lambda(name, value):
-    """None (no clipping), a number p (threshold ``t**p``) or a callable ``t -> threshold``."""
+    """None (no clipping), an exponent p in [0, 16] (threshold ``t**p``) or a callable ``t -> threshold``.
+
+    Why [0, 16]: the threshold ``c_t = t**p`` bounds the normalised gradient and must
+    not shrink (the convergence argument of the clipped ADOPT, see the spec, needs a
+    non-decreasing ``c_t``; p = 0 is the constant threshold 1, a negative p would clip
+    every update towards zero), and it must stay a finite double at every step: with
+    p <= 16 it does for every step count below ``2**63``, while p = 400 overflows at
+    step 7 and p = 1e308 at step 2. Beyond p of about 2 the clipping is inactive after
+    a few steps anyway. The reference uses 0.25, timm 1/3.
+    """
     if value is None or callable(value):
         return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not 0.0 <= float(value) <= MAX_CLIP_EXPONENT):
         raise ValueError(
-            f"{name} must be None, a finite exponent p (threshold step**p) or a callable step -> threshold, "
-            f"got {value!r}"
+            f"{name} must be None, an exponent p in [0, {MAX_CLIP_EXPONENT:g}] (threshold step**p; larger ones "
+            f"overflow float64 within a run) or a callable step -> threshold, got {value!r}"
         )
     return float(value)
 
 
 def clip_threshold(clip_lambda, t: int) -> float | None:
-    """The clipping threshold at update ``t`` (1 at the second call), in double precision."""
+    """The clipping threshold at update ``t`` (1 at the second call), in double precision.
+
+    A callable's threshold must be a finite number > 0; otherwise (inf, NaN, an
+    overflow inside the callable) this raises ``ValueError`` before anything is written.
+    """
     if clip_lambda is None:
         return None
-    threshold = float(t) ** clip_lambda if isinstance(clip_lambda, float) else float(clip_lambda(t))
-    if not threshold > 0.0:
-        raise ValueError(f"clip_lambda gave the threshold {threshold} at step {t}; it must be > 0")
+    if isinstance(clip_lambda, float):
+        threshold = float(t) ** clip_lambda
+    else:
+        try:
+            threshold = float(clip_lambda(t))
+        except OverflowError as exc:
+            raise ValueError(f"clip_lambda({t}) overflowed ({exc}); the clipping threshold must be a finite "
+                             f"number > 0 at every step") from None
+    if not 0.0 < threshold < math.inf:
+        raise ValueError(f"clip_lambda gave the threshold {threshold} at step {t}; it must be a finite number > 0")
     return threshold
 
 

@@ -37,13 +37,12 @@ import inspect
 import math
 import textwrap
 from collections import defaultdict
-from itertools import chain
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
-from . import _checks
+from . import _checks, checkpoint
 from .declaration import Coefficients, FusedKernel, Hyperparameter, make_init
 from ..kernels import BACKENDS
 
@@ -181,12 +180,16 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         AdamkitOptimizer.__init__(self, params, defaults)
 
     def __init__(self, params: Iterable, defaults: Mapping[str, Any]):
-        self._checks = {n: h.check for n, h in self.hyperparameters.items() if h.stored}
         missing = set(self._checks) - set(defaults)
         if missing:  # a programming error in a subclass, not a user error
             raise AssertionError(f"{type(self).__name__} gives no default for {sorted(missing)}")
         defaults = self._checked(dict(defaults))
         super().__init__(params, defaults)
+
+    @property
+    def _checks(self) -> dict[str, _checks.Check]:
+        """Hyperparameter name -> check (of the class, so that copies and unpickled optimizers have them)."""
+        return {n: h.check for n, h in type(self).hyperparameters.items() if h.stored}
 
     # ------------------------------------------------------------------ groups
     def _checked(self, group: dict[str, Any]) -> dict[str, Any]:
@@ -307,6 +310,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                     f"{type(self).__name__} uses the loss value: call step(closure) or step(loss=loss)"
                 )
             loss_value = _loss_to_float(loss)
+        if len(self.param_groups) > 1:  # a bad tensor in a later group raises before an earlier one is stepped
+            checkpoint.check_groups_before_step(self)
         for group in self.param_groups:
             self._step_group(group, loss_value)
         return loss
@@ -328,6 +333,11 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         impl = self._implementation(group, params)
         if impl in ("loop", "foreach") and self.__dict__.get("_under_compile"):
             impl = "compiled"
+        # every path checks shapes (and dtypes) before any tensor of the group is written
+        checkpoint.check_step_tensors(self, params, [local_tensor(p) for p in params],
+                                      [local_tensor(p.grad) for p in params],
+                                      {n: [local_tensor(self.state[p][n]) for p in params] for n in names},
+                                      check_dtypes=impl != "fused")
         # one call covers the tensors that share the per-step scalars
         buckets: dict[tuple, list[Tensor]] = defaultdict(list)
         for p in params:
@@ -363,37 +373,31 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         grads = [local_tensor(p.grad) for p in bucket]
         states = {name: [local_tensor(self.state[p][name]) for p in bucket] for name in names}
         if not BACKENDS[impl].step(self, group, params, grads, states, names, c, whole_group=whole_group):
+            # the default path met tensors the fused kernel does not take: the loop steps them, checked as it checks
+            checkpoint.check_step_tensors(self, bucket, params, grads, states, check_dtypes=True)
             BACKENDS["loop"].step(self, group, params, grads, states, names, c, whole_group=whole_group)
         for p in bucket:
             self.state[p]["step"] = step + 1
 
     # ------------------------------------------------------------ state dict
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state dict, keeping each state tensor's dtype (torch would cast it to the parameter's).
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict, with the algorithm named in each param group (``checkpoint.MARKER``)."""
+        return checkpoint.state_dict(self, super().state_dict())
 
-        Integer step counters are restored as ``int``; a step saved as a tensor
-        (as the reference implementations do) is converted. Flags missing from
-        an older or foreign checkpoint take this optimizer's defaults.
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict: validated whole before anything changes (see ``adamkit.optim.checkpoint``).
+
+        torch's load hooks are honoured as ``torch.optim.Optimizer`` does; a
+        checkpoint of another algorithm, a missing state entry, a state of another
+        shape or a bad hyperparameter raises and leaves the optimizer as it was.
+        State tensors are kept in the parameter's math dtype (float32 for half
+        parameters); a step saved as a tensor (as the references do) becomes an int.
         """
-        saved_state = state_dict["state"]
-        super().load_state_dict(state_dict)
-        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
-        params = chain.from_iterable(g["params"] for g in self.param_groups)
-        for saved_id, p in zip(saved_ids, params):
-            if saved_id not in saved_state:
-                continue
-            restored = {}
-            for key, value in saved_state[saved_id].items():
-                if key == "step":
-                    value = int(value.item()) if isinstance(value, Tensor) else int(value)
-                elif isinstance(value, Tensor):
-                    value = value.detach().to(device=p.device, copy=True)
-                restored[key] = value
-            self.state[p] = restored
-        for group in self.param_groups:
-            for key, default in self.defaults.items():
-                group.setdefault(key, default)
-            self._checked(group)
+        checkpoint.load_state_dict(self, state_dict)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        checkpoint.after_setstate(self)
 
     # ------------------------------------------------------------ utilities
     @staticmethod
