@@ -42,7 +42,17 @@ SMOKE = {
     "word_lstm3": (2, {"eval_tokens": 1000}),
     "fm_criteo": (3, {"n_train": 5000, "n_eval": 2000, "buckets": 1000}),
     "deepfm_criteo": (3, {"n_train": 5000, "n_eval": 2000, "buckets": 1000}),
+    "halfcheetah_ppo": (2, {"rollout": 128, "minibatch": 64, "eval_episodes": 1}),
+    "hopper_ppo": (2, {"rollout": 128, "minibatch": 64, "eval_episodes": 1}),
 }
+
+#: tasks that need the mujoco wheel (the `tasks` extra); skipped without it
+MUJOCO = {"halfcheetah_ppo", "hopper_ppo"}
+
+
+def _needs(name):
+    if name in MUJOCO:
+        pytest.importorskip("mujoco", reason=f"{name} needs the mujoco wheel: pip install 'adamkit[tasks]'")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -86,6 +96,7 @@ def _check(name, problem, first, last, losses):
 
 @pytest.mark.parametrize("name", sorted(SMOKE))
 def test_short_run_on_real_data(name):
+    _needs(name)
     for artefact in store.artefacts_for(name):
         if store.status(artefact) == "missing":
             pytest.skip(f"{artefact} not in {store.cache_dir()}; fetch it with: adamkit data prepare {name}")
@@ -96,6 +107,7 @@ def test_short_run_on_real_data(name):
 
 @pytest.mark.parametrize("name", sorted(SMOKE))
 def test_short_run_on_synthetic_fallback(name, tmp_path, monkeypatch):
+    _needs(name)
     monkeypatch.setenv(store.ENV_VAR, str(tmp_path))  # empty cache: only the fallback can work
     steps, params = SMOKE[name]
     problem, _, first, last, losses, _ = run(name, 2, {**params, "synthetic": True})
@@ -245,3 +257,13 @@ def test_criteo_shaped_log():
     assert all(np.array_equal(a, b) for a, b in zip((x_cat, x_num, y, p), again))
     _, _, _, last, _, _ = run("deepfm_criteo", 30, {"n_train": 20000, "n_eval": 5000, "buckets": 1000}, lr=3e-3)
     assert 0.55 < last["test_auc"] < last["best_test_auc"] and math.isfinite(last["test_logloss"])
+
+
+def test_mujoco_ppo_normalises_observations():
+    pytest.importorskip("mujoco", reason="needs the mujoco wheel: pip install 'adamkit[tasks]'")
+    _, inst, _, last, _, _ = run("halfcheetah_ppo", 4, {"rollout": 256, "minibatch": 64, "eval_episodes": 1},
+                                 lr=3e-4)
+    assert inst.normalize and inst._obs_n == 256 and inst.env_steps == 256
+    obs = inst._obs(inst.obs)
+    assert obs.shape == (17,) and obs.abs().max() <= 10 and math.isfinite(last["eval_return"])
+    assert not create_problem("cartpole_ppo", {}).make(0).normalize  # the classic-control tasks are unchanged

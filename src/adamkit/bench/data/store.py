@@ -233,5 +233,5 @@ def artefacts_for(task_or_artefact: str) -> list[str]:
 #: tasks whose data ships in an installed package or is generated: nothing to prepare
 PACKAGE_DATA_TASKS = {
     "digits_mlp", "mnist1d_mlp", "mnist1d_cnn", "gan_ring8", "fm_synthetic_ctr", "deepfm_synthetic_ctr",
-    "cartpole_ppo", "pendulum_ppo", "fm_criteo", "deepfm_criteo",
+    "cartpole_ppo", "pendulum_ppo", "fm_criteo", "deepfm_criteo", "halfcheetah_ppo", "hopper_ppo",
 }
