@@ -36,6 +36,9 @@ class Task(Problem):
             self.cfg["steps"] = self.default_steps
 
     default_steps: ClassVar[int] = 1000
+    #: the measured cost of one run on the development machine (2 shared CPU cores, 1 thread per run), for
+    #: sizing suites; shown by ``adamkit bench list``
+    cost: ClassVar[str] = ""
 
     def __getattr__(self, key: str) -> Any:  # cfg keys as attributes
         cfg = self.__dict__.get("cfg")

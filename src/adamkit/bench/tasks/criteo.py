@@ -130,6 +130,8 @@ class FMCriteo(_CriteoCTR):
     name = "fm_criteo"
     description = ("Criteo-shaped synthetic click log (13 numeric + 26 hashed categorical fields, up to 10 M ids "
                    "per field into 20k buckets, planted model), FM k=10: AUC, log loss")
+    cost = ("generating the 700k rows: 95 s once per worker process (cached); 90 ms/step (44 s/epoch of "
+            "488 steps) at load 7; an evaluation 1.6 s")
 
 
 @register
@@ -137,3 +139,5 @@ class DeepFMCriteo(_CriteoCTR):
     name = "deepfm_criteo"
     description = "Criteo-shaped synthetic click log (planted model, best AUC known), DeepFM k=10 + MLP 200-200"
     deep = True
+    cost = ("generating the 700k rows: 95 s once per worker process (cached); 161 ms/step (79 s/epoch of "
+            "488 steps) at load 7; an evaluation 6 s")
