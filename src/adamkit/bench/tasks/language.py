@@ -222,7 +222,8 @@ class GPTSmallBatchNoClip(_StabilityGPT):
     description = "Shakespeare char GPT (4 layers, d 128, 0.83 M params), NO gradient clipping, batch 8: loss spikes"
     batch = 8
     default_steps = 3000
-    cost = "290 ms/step at load 7 (2,000 steps about 10 min); an evaluation of 20k + 20k characters 9 s"
+    cost = ("103 ms/step at load 3, 290 ms/step at load 7 (1,000 steps: 190-360 s at load 7); an evaluation of "
+            "20k + 20k characters 9 s")
 
 
 @register
@@ -231,4 +232,4 @@ class GPTLargeBatchNoClip(_StabilityGPT):
     description = "Shakespeare char GPT (4 layers, d 128, 0.83 M params), NO gradient clipping, batch 64: loss spikes"
     batch = 64
     default_steps = 375
-    cost = "2.0 s/step at load 7 (250 steps about 8.5 min); an evaluation of 20k + 20k characters 7 s"
+    cost = "0.50 s/step at load 3, 2.0 s/step at load 7 (250 steps: 2-8.5 min); an evaluation of 20k + 20k characters 7 s"

@@ -144,8 +144,8 @@ class FashionResNet(_FashionMNIST):
     stands_for = "image classification with normalisation layers (the papers' CIFAR ResNet/VGG experiments)"
     target = 0.91
     defaults = {**_FashionMNIST.defaults, "width": 16}
-    cost = ("84 ms/step on an idle core (35 s/epoch of 421 steps); a 5-epoch run with evaluation each epoch: "
-            "775 s on the 2 cores shared at load 7")
+    cost = ("64-84 ms/step at load 0.5-3 (27-35 s/epoch of 421 steps); a 5-epoch run with an evaluation each "
+            "epoch: about 3 min at low load, 755-775 s at load 7")
     default_steps = 5 * 421
 
     def model(self):

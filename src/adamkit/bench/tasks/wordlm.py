@@ -168,7 +168,7 @@ class WordLSTM1(_WordLM):
     name = "word_lstm1"
     description = "Shakespeare word-LM (split by play, 10k vocab, ~1 M words), 1-layer LSTM 200, BPTT 35, clip 0.25: perplexity"
     layers = 1
-    cost = "0.61 s/step at load 7 (1,507 steps/epoch, about 15 min); an evaluation of 20k + 20k tokens 13 s"
+    cost = "0.19 s/step at load 3, 0.61 s/step at load 7 (1,507 steps/epoch: 5-15 min); an evaluation of 20k + 20k tokens 4-13 s"
 
 
 @register
@@ -184,4 +184,4 @@ class WordLSTM3(_WordLM):
     name = "word_lstm3"
     description = "Shakespeare word-LM (split by play, 10k vocab), 3-layer LSTM 200, BPTT 35, clip 0.25: perplexity"
     layers = 3
-    cost = "1.10 s/step at load 7 (1,507 steps/epoch, about 28 min); an evaluation of 20k + 20k tokens 28 s"
+    cost = "0.23 s/step at load 3, 1.10 s/step at load 7 (1,507 steps/epoch: 6-28 min); an evaluation of 20k + 20k tokens 5-28 s"
