@@ -232,7 +232,8 @@ class _MuJoCoPPO(_PPOTask):
 class HalfCheetahPPO(_MuJoCoPPO):
     name = "halfcheetah_ppo"
     env_id = "HalfCheetah-v5"
-    cost = "15.3 s per rollout (2,048 environment steps + 320 optimizer steps) at load 6; an evaluation (2 episodes of 1,000 steps) 2.6 s"
+    cost = ("3.5 s per rollout (2,048 environment steps + 320 optimizer steps) at load 3, 15.3 s at load 6; an "
+            "evaluation (2 episodes of 1,000 steps) 1-2.6 s")
     description = "gymnasium MuJoCo HalfCheetah-v5, PPO (Gaussian policy, MLP 64-64, obs normalisation), 2048-step rollouts"
 
 
