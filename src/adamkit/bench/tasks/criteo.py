@@ -130,7 +130,7 @@ class FMCriteo(_CriteoCTR):
     name = "fm_criteo"
     description = ("Criteo-shaped synthetic click log (13 numeric + 26 hashed categorical fields, up to 10 M ids "
                    "per field into 20k buckets, planted model), FM k=10: AUC, log loss")
-    cost = ("generating the 700k rows: 95-165 s at load 7, once per worker process (cached); 90 ms/step (44 s/"
+    cost = ("generating the 700k rows: about 40 s at load 4, 95-165 s at load 7, once per worker process (cached); 90 ms/step (44 s/"
             "epoch of 488 steps) at load 7; an evaluation 1.6 s")
 
 
@@ -139,5 +139,5 @@ class DeepFMCriteo(_CriteoCTR):
     name = "deepfm_criteo"
     description = "Criteo-shaped synthetic click log (planted model, best AUC known), DeepFM k=10 + MLP 200-200"
     deep = True
-    cost = ("generating the 700k rows: 95-165 s at load 7, once per worker process (cached); 32 ms/step at "
+    cost = ("generating the 700k rows: about 40 s at load 4, 95-165 s at load 7, once per worker process (cached); 32 ms/step at "
             "load 3, 161 ms/step at load 7 (488 steps/epoch); an evaluation 6 s")

@@ -97,7 +97,7 @@ class FashionVAE(Task):
     lr_range = (1e-4, 1e-2)
     defaults = {"batch_size": 128, "z_dim": 20, "hidden1": 512, "hidden2": 256, "eval_size": None, "lr_decay": False}
     default_steps = 10 * 421  # 10 epochs of 54,000 images in batches of 128
-    cost = "65 ms/step (27 s/epoch of 421 steps) at load 6; evaluation of 6,000 + 10,000 images 3 s"
+    cost = "20 ms/step at load 4 (8.4 s/epoch of 421 steps), 65-95 ms/step at load 6-7; an evaluation of 6,000 + 10,000 images 3 s"
 
     def make(self, seed):
         xtr, ytr, xte, _ = loaders.fashion_mnist(self.data_dir, synthetic=self.synthetic)
