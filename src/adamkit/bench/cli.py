@@ -65,6 +65,8 @@ def _list(args) -> int:
     for name in registry.list_problems(args.tier):
         cls = registry.get_problem_class(name)
         print(f"  {name:<26} {cls.tier}  {cls.description or cls.stands_for}")
+        if getattr(cls, "cost", ""):
+            print(f"  {'':<26}    cost: {cls.cost}")
     for module, error in registry.IMPORT_ERRORS.items():
         print(f"  (module {module} could not be imported: {error})")
     print("\nShipped suites (adamkit bench run NAME --out DIR):")

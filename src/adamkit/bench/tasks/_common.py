@@ -36,6 +36,9 @@ class Task(Problem):
             self.cfg["steps"] = self.default_steps
 
     default_steps: ClassVar[int] = 1000
+    #: the measured cost of one run on the development machine (2 shared CPU cores, 1 thread per run), for
+    #: sizing suites; shown by ``adamkit bench list``
+    cost: ClassVar[str] = ""
 
     def __getattr__(self, key: str) -> Any:  # cfg keys as attributes
         cfg = self.__dict__.get("cfg")
@@ -163,18 +166,30 @@ def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
 
 
 class SpikeCounter:
-    """Counts loss spikes: a training loss above ``factor`` x the median of the previous ``window`` losses."""
+    """Counts loss spikes: a non-finite training loss, or one above ``factor`` x the median of the previous
+    ``window`` losses (counted only once ``window`` losses are seen). ``max_ratio``: the largest
+    loss / running-median ratio seen (nan before ``window`` losses)."""
 
     def __init__(self, window: int = 50, factor: float = 1.3):
-        self.window, self.factor = window, factor
+        if int(window) < 1:
+            raise ValueError(f"spike_window must be >= 1, got {window!r}")
+        if not factor > 1:
+            raise ValueError(f"spike_factor must be > 1, got {factor!r}")
+        self.window, self.factor = int(window), float(factor)
         self.history: list[float] = []
         self.spikes = 0
+        self.max_ratio = math.nan
 
     def add(self, loss: float) -> None:
         if not math.isfinite(loss):
             self.spikes += 1
-        elif len(self.history) >= self.window and loss > self.factor * float(np.median(self.history[-self.window:])):
-            self.spikes += 1
+        elif len(self.history) >= self.window:
+            median = float(np.median(self.history[-self.window:]))
+            if median > 0:
+                ratio = loss / median
+                self.max_ratio = ratio if math.isnan(self.max_ratio) else max(self.max_ratio, ratio)
+            if loss > self.factor * median:
+                self.spikes += 1
         self.history.append(loss)
         del self.history[:-self.window]
 

@@ -1,5 +1,7 @@
 """Reinforcement learning: a small PPO agent (clipped surrogate, GAE, separate actor and critic
-MLPs of 64-64) on gymnasium's CartPole-v1 (discrete) and Pendulum-v1 (continuous, Gaussian policy).
+MLPs of 64-64) on gymnasium's CartPole-v1 (discrete) and Pendulum-v1 (continuous, Gaussian policy), and
+on the MuJoCo locomotion tasks HalfCheetah-v5 and Hopper-v5 (ADOPT's PPO experiment; they need the
+``mujoco`` wheel, in the ``tasks`` extra), with observations normalised by running statistics.
 
 One ``train_step`` is one optimizer step on one mini-batch; a fresh rollout is collected whenever
 the previous one has been used for ``ppo_epochs`` epochs. Metrics: ``train_return`` (mean return of
@@ -54,6 +56,23 @@ class PPOInstance(Instance):
         self.returns: list[float] = []
         self._episode_return = 0.0
         self.env_steps = 0
+        # running mean and variance of the observations (Welford; only when the task normalises them)
+        self.normalize = bool(task.cfg.get("normalize_obs", False))
+        self._obs_n, self._obs_mean, self._obs_m2 = 0, np.zeros(n_obs), np.zeros(n_obs)
+
+    def _obs(self, obs, update: bool = False) -> torch.Tensor:
+        """The observation as the networks see it: standardised by the running statistics when the task
+        normalises observations (updated only while collecting rollouts), clipped to +-10."""
+        obs = np.asarray(obs, dtype=np.float64)
+        if not self.normalize:
+            return torch.as_tensor(obs, dtype=torch.float32)
+        if update:
+            self._obs_n += 1
+            delta = obs - self._obs_mean
+            self._obs_mean += delta / self._obs_n
+            self._obs_m2 += delta * (obs - self._obs_mean)
+        std = np.sqrt(self._obs_m2 / max(1, self._obs_n - 1)) + 1e-8 if self._obs_n > 1 else 1.0
+        return torch.as_tensor(np.clip((obs - self._obs_mean) / std, -10, 10), dtype=torch.float32)
 
     def parameters(self):
         params = [*self.actor.parameters(), *self.critic.parameters()]
@@ -70,7 +89,7 @@ class PPOInstance(Instance):
         t = self.task
         obs_l, act_l, logp_l, rew_l, done_l, val_l, term_l = [], [], [], [], [], [], []
         for _ in range(t.rollout):
-            obs = torch.as_tensor(self.obs, dtype=torch.float32)
+            obs = self._obs(self.obs, update=True)
             dist = self._dist(obs)
             action = dist.sample()
             logp = dist.log_prob(action)
@@ -92,7 +111,7 @@ class PPOInstance(Instance):
                 nxt, _ = self.env.reset()
             self.obs = nxt
         # generalised advantage estimation; a truncated episode bootstraps from its last value
-        last_value = float(self.critic(torch.as_tensor(self.obs, dtype=torch.float32)))
+        last_value = float(self.critic(self._obs(self.obs)))
         adv = np.zeros(t.rollout, np.float32)
         gae = 0.0
         for i in reversed(range(t.rollout)):
@@ -143,7 +162,7 @@ class PPOInstance(Instance):
             obs, _ = self.eval_env.reset(seed=10_000 + 1000 * self.seed + episode)
             done = False
             while not done:
-                out = self.actor(torch.as_tensor(obs, dtype=torch.float32))
+                out = self.actor(self._obs(obs))
                 action = int(out.argmax()) if self.discrete else torch.clamp(out, self.low, self.high).numpy()
                 obs, reward, terminated, truncated, _ = self.eval_env.step(action)
                 total += float(reward)
@@ -175,6 +194,7 @@ class CartPolePPO(_PPOTask):
                 "clip_ratio": 0.2, "entropy_coef": 0.01, "reward_scale": 1.0, "eval_episodes": 3}
     default_steps = 16 * 50  # 50 rollouts = 51,200 environment steps
     target = 475.0
+    cost = "1,000 optimizer steps (16 rollouts) about 15 s (README)"
 
 
 @register
@@ -186,3 +206,40 @@ class PendulumPPO(_PPOTask):
                 "clip_ratio": 0.2, "entropy_coef": 0.0, "reward_scale": 0.1, "eval_episodes": 3}
     default_steps = 80 * 100  # 100 rollouts = 204,800 environment steps
     target = -300.0
+
+
+class _MuJoCoPPO(_PPOTask):
+    """PPO on a MuJoCo locomotion task with the usual settings for it (Schulman et al. 2017; the CleanRL and
+    Stable-Baselines3 defaults): 2048-step rollouts, 10 epochs of mini-batches of 64, gamma 0.99, GAE 0.95,
+    observation normalisation. One ``train_step`` is one optimizer step, so 320 steps are one rollout."""
+
+    stands_for = "deep RL on MuJoCo locomotion (ADOPT's PPO HalfCheetah/Ant experiment)"
+    defaults = {"rollout": 2048, "minibatch": 64, "ppo_epochs": 10, "gamma": 0.99, "lam": 0.95,
+                "clip_ratio": 0.2, "entropy_coef": 0.0, "reward_scale": 0.1, "eval_episodes": 2,
+                "normalize_obs": True}
+    default_steps = 320 * 50  # 50 rollouts = 102,400 environment steps
+
+    def make(self, seed):
+        try:
+            import mujoco  # noqa: F401
+        except ImportError:
+            raise RuntimeError(f"task {self.name!r} needs the mujoco wheel: pip install 'adamkit[tasks]' "
+                               "(or pip install 'mujoco>=3.1,<4' imageio)") from None
+        return super().make(seed)
+
+
+@register
+class HalfCheetahPPO(_MuJoCoPPO):
+    name = "halfcheetah_ppo"
+    env_id = "HalfCheetah-v5"
+    cost = ("3.5 s per rollout (2,048 environment steps + 320 optimizer steps) at load 3, 15.3 s at load 6; an "
+            "evaluation (2 episodes of 1,000 steps) 1-2.6 s")
+    description = "gymnasium MuJoCo HalfCheetah-v5, PPO (Gaussian policy, MLP 64-64, obs normalisation), 2048-step rollouts"
+
+
+@register
+class HopperPPO(_MuJoCoPPO):
+    name = "hopper_ppo"
+    env_id = "Hopper-v5"
+    cost = "12.5 s per rollout (2,048 environment steps + 320 optimizer steps) at load 6; an evaluation about 1 s"
+    description = "gymnasium MuJoCo Hopper-v5, PPO (Gaussian policy, MLP 64-64, obs normalisation), 2048-step rollouts"
