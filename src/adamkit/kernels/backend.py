@@ -36,6 +36,14 @@ class Backend:
         """Step a whole group from what the backend kept after the previous step; False: not applicable."""
         return False
 
+    def keeps(self, opt, group: dict) -> bool:
+        """Whether the backend kept something for ``group`` that :meth:`resume` may step it from (that path
+        checks its own tensors before writing anything)."""
+        return False
+
+    def forget(self, opt) -> None:
+        """Drop what the backend kept for ``opt`` (its state or groups were replaced)."""
+
     def step(self, opt, group: dict, params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
              names: tuple, c, *, whole_group: bool) -> bool:
         """Step one bucket in place; False (nothing written) when it meets tensors it does not take."""

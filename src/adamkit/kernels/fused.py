@@ -61,6 +61,12 @@ class Fused(Backend):
         else:
             tables.pop(id(group), None)
 
+    def keeps(self, opt, group) -> bool:
+        return id(group) in opt.__dict__.get("_fused_tables", {})
+
+    def forget(self, opt) -> None:
+        opt.__dict__.pop("_fused_tables", None)  # the tables point at the old tensors
+
     def resume(self, opt, group, names, loss) -> bool:
         entry = opt.__dict__.get("_fused_tables", {}).get(id(group))
         if entry is None:

@@ -48,6 +48,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from ..kernels import BACKENDS
+
 #: the param-group key under which adamkit's state dicts name their algorithm
 MARKER = "adamkit_algorithm"
 #: group keys that are not hyperparameters and are always accepted
@@ -164,8 +166,9 @@ def load_state_dict(opt, state_dict: Mapping[str, Any]) -> None:
         if result is not None:
             state_dict = result
     groups, state = _prepare(opt, state_dict)
-    # commit: one assignment; the fused kernel's cached pointer tables point at the old tensors
-    opt.__dict__.pop("_fused_tables", None)
+    # commit: one assignment; what a backend kept between steps points at the old tensors
+    for backend in BACKENDS.values():
+        backend.forget(opt)
     opt.__setstate__({"state": state, "param_groups": groups})
     for post_hook in opt._optimizer_load_state_dict_post_hooks.values():
         post_hook(opt)
@@ -333,9 +336,8 @@ def check_groups_before_step(opt) -> None:
     """
     from .base import local_tensor
 
-    tables = opt.__dict__.get("_fused_tables", {})
     for group in opt.param_groups:
-        if id(group) in tables:
+        if any(backend.keeps(opt, group) for backend in BACKENDS.values()):
             continue
         names = opt.state_names(group)
         for p in group["params"]:
