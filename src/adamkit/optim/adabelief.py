@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from . import _checks
 from ..kernels import fused_cpu
 from .base import AdamkitOptimizer
+from .benchspec import BenchSpec
 
 
 def rectification(beta2: float, t: int) -> tuple[float, float]:
@@ -68,6 +69,11 @@ class AdaBelief(AdamkitOptimizer):
     """
 
     name = "adabelief"
+    bench = BenchSpec(  # ε inside the root ≈ Adam's ε squared; the paper's runs: rectify off, ε per task
+        color="#d62728", eps_range=(1e-16, 1e-8), paper_eps=(1e-16, 1e-12, 1e-10, 1e-8),
+        paper_configs={"cnn": {"rectify": False, "weight_decouple": False, "eps": 1e-8},
+                       "lstm": {"rectify": False, "weight_decouple": False, "eps": 1e-16},
+                       "gan": {"rectify": False, "eps": 1e-12}, "toy": {"rectify": False}})
     fused_call = staticmethod(fused_cpu.adabelief)  # the kernel's arguments for the same math as update()
     hyperparameters = {
         "betas": _checks.betas,

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from . import _checks
 from ..kernels import fused_cpu
 from .base import AdamkitOptimizer
+from .benchspec import BenchSpec
 
 
 class Adam(AdamkitOptimizer):
@@ -42,6 +43,7 @@ class Adam(AdamkitOptimizer):
     """
 
     name = "adam"
+    bench = BenchSpec(color="#1f77b4", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))
     fused_call = staticmethod(fused_cpu.adam)  # the kernel's arguments for the same math as update()
     hyperparameters = {
         "betas": _checks.betas,
@@ -134,6 +136,7 @@ class AdamW(Adam):
     """
 
     name = "adamw"
+    bench = BenchSpec(color="#17becf", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))
 
     def __init__(
         self,
@@ -177,6 +180,7 @@ class AMSGrad(Adam):
     """
 
     name = "amsgrad"
+    bench = BenchSpec(color="#9467bd", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))
 
     def __init__(
         self,

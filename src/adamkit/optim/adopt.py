@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from . import _checks
 from ..kernels import fused_cpu
 from .base import AdamkitOptimizer
+from .benchspec import BenchSpec
 
 
 def _clip_lambda(name, value):
@@ -67,6 +68,9 @@ class ADOPT(AdamkitOptimizer):
     """
 
     name = "adopt"
+    bench = BenchSpec(  # ε is a floor on sqrt(v); the paper: 1e-6, clipped (t^¼) and the original unclipped form
+        color="#2ca02c", eps_range=(1e-8, 1e-4), paper_eps=(1e-6,),
+        paper_configs={"clipped": {"clip_lambda": 0.25}, "unclipped": {"clip_lambda": None}})
     fused_call = staticmethod(fused_cpu.adopt)  # the kernel's arguments for the same math as update()
     hyperparameters = {
         "betas": _checks.betas,

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from . import _checks
 from ..kernels import fused_cpu
 from .base import AdamkitOptimizer
+from .benchspec import BenchSpec
 
 
 class EAdam(AdamkitOptimizer):
@@ -36,6 +37,9 @@ class EAdam(AdamkitOptimizer):
     """
 
     name = "eadam"
+    bench = BenchSpec(  # ε accumulates in v (≈ 1000 ε added to v̂); the paper: 1e-8 (CNNs), 1e-16 (LSTMs)
+        color="#8c564b", eps_range=(1e-16, 1e-6), paper_eps=(1e-8, 1e-16),
+        paper_configs={"cnn": {"eps": 1e-8}, "lstm": {"eps": 1e-16}})
     fused_call = staticmethod(fused_cpu.eadam)  # the kernel's arguments for the same math as update()
     hyperparameters = {
         "betas": _checks.betas,
