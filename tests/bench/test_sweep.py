@@ -46,9 +46,9 @@ def _suite(tmp_path, steps=40):
 
 
 def _all_planned(suite, store):
-    phase1 = protocol.plan_first_phase(suite)
-    phase2 = protocol.plan_final_phase(suite, protocol.select(suite, store.finals()))
-    return {r.hash for r in phase1 + phase2}
+    plan = protocol.plan(suite, protocol.Lookup(store.finals(), store.curve, suite.smooth))
+    assert plan.complete
+    return {r.hash for r in plan.runs}
 
 
 def test_sweep_stores_every_run_once_and_resumes_without_redoing(tmp_path):
@@ -143,7 +143,7 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path):
     store = ResultStore(db)
     before = {r["hash"]: (r["finished_at"], r["seconds"], r["worker"]) for r in store.runs()}
     suite = load_suite(suite_path)
-    assert 8 <= len(before) < len(protocol.plan_first_phase(suite)), "killed mid-sweep"
+    assert 8 <= len(before) < len(protocol.plan(suite, protocol.Lookup({})).runs), "killed mid-sweep"
     stats = run_sweep(suite, store, LocalExecutor(1))
     after = {r["hash"]: (r["finished_at"], r["seconds"], r["worker"]) for r in store.runs()}
     assert stats.skipped == len(before), "every finished run is found"
@@ -200,7 +200,16 @@ def test_report_is_written_with_its_plots(smoke_results, tmp_path):
         assert f"plots/{expected}" in md
     assert html.count("data:image/png;base64,") == len(plots), "the html embeds every plot"
     assert "Paper claims vs what we measured" in md and "ADOPT (Taniguchi et al. 2024)" in html
-    assert "Click-through prediction: AGD" in md and "AdamL (Xia &amp; Massei 2023)" in html
+    assert "Click-through prediction: AGD" in md
+    # smoke is a check that everything runs, not a measurement: no claim gets a firm verdict
+    table = md.split("## Paper claims vs what we measured")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| paper")]
+    assert len(rows) >= 10
+    for row in rows:
+        verdict = row.rstrip(" |").rsplit(" | ", 1)[1]
+        assert "supported" not in verdict.replace("not supported", "") and "contradicted" not in verdict \
+            and "mixed" not in verdict, row
+        assert any(w in verdict for w in ("inconclusive", "not measured", "outside the claim's regime")), row
     assert "<script" not in html and "http" not in html.split("<body>")[1], "self-contained"
 
 

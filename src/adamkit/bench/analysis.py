@@ -5,6 +5,7 @@ deterministic, so the report finds each arm's runs by their hashes.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,9 @@ class Results:
     phase2: list[protocol.PlannedRun]
     winners: dict[tuple[str, str], dict[str, Any]]
     arms: dict[tuple[str, str, str], ArmSummary] = field(default_factory=dict)
+    searches: dict[tuple[str, str], protocol.Search] = field(default_factory=dict)
+    version: int = protocol.BENCH_VERSION  # the benchmark version the runs were made with
+    bench: dict[str, Any] = field(default_factory=dict)  # the store's record of the sweep (suite name, hash)
 
     @property
     def instances(self) -> list[ProblemInstanceSpec]:
@@ -99,15 +103,24 @@ def load(where: str | Path) -> Results:
         raise ValueError(f"{where}: no sweep stored here (run `adamkit bench run SUITE --out DIR` first)")
     suite = Suite.from_json(text)
     finals = store.finals()
-    phase1 = protocol.plan_first_phase(suite)
-    winners = protocol.select(suite, finals)
-    phase2 = protocol.plan_final_phase(suite, winners)
-    res = Results(suite, store, finals, phase1, phase2, winners)
+    bench = store.bench_record()
+    version = int(bench.get("version", 1))
+    specs = store.specs() if version < 2 else None
+    if specs is not None:  # a version-1 suite's default optimizers were adamkit's only (no baseline yet)
+        ran = {s["optimizer"] for s in specs.values()}
+        suite.optimizers = tuple(o for o in suite.optimizers if o in ran)
+        for i, inst in enumerate(suite.problems):
+            suite.problems[i] = dataclasses.replace(inst, optimizers=tuple(o for o in inst.optimizers if o in ran))
+    plan = protocol.plan(suite, protocol.Lookup(finals, store.curve if version >= 2 else None, suite.smooth, specs),
+                         version)
+    phase1, phase2 = plan.tuning, plan.final
+    res = Results(suite, store, finals, phase1, phase2, plan.winners(), searches=plan.searches, version=version,
+                  bench=bench)
     statuses = store.statuses()
     insts = {i.key: i for i in suite.problems}
     groups: dict[tuple[str, str, str], list[protocol.PlannedRun]] = {}
     for r in phase1 + phase2:
-        if r.arm in FINAL_ARMS:
+        if r.arm in FINAL_ARMS or r.arm.startswith("paper:"):
             groups.setdefault((r.instance, r.optimizer, r.arm), []).append(r)
     for key, runs in groups.items():
         inst = insts[key[0]]

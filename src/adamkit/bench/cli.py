@@ -108,7 +108,7 @@ def _run(args) -> int:
 def _summary(where) -> None:
     """The table at the end of a run: per problem, each optimizer's median final value (tuned)."""
     from . import analysis
-    from .report import _fmt
+    from .plots import _fmt
 
     res = analysis.load(where)
     opts = list(res.suite.optimizers)

@@ -19,6 +19,7 @@ import torch
 
 import adamkit
 
+from . import optimizers as bench_optimizers
 from . import registry
 
 
@@ -60,10 +61,12 @@ def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[s
         steps = int(spec["epochs"]) * int(instance.steps_per_epoch)
     else:
         steps = int(instance.default_steps)
-    hparams = {**problem.optimizer_overrides(spec["optimizer"]), **spec["hparams"]}
+    accepted = set(bench_optimizers.arguments(spec["optimizer"]))  # (a baseline takes no betas of a β2 sweep)
+    overrides = {k: v for k, v in problem.optimizer_overrides(spec["optimizer"]).items() if k in accepted}
+    hparams = {**overrides, **spec["hparams"]}
     # TOML has no null: the string "none" stands for None (e.g. ADOPT's clip_lambda = "none", no clipping)
     hparams = {k: tuple(v) if isinstance(v, list) else (None if v == "none" else v) for k, v in hparams.items()}
-    optimizer = adamkit.create_optimizer(spec["optimizer"], instance.parameters(), **hparams)
+    optimizer = bench_optimizers.create(spec["optimizer"], instance.parameters(), **hparams)
     scheduler = instance.lr_scheduler(optimizer, steps)
     eval_every, record_every = int(spec["eval_every"]), int(spec["record_every"])
     timeout = float(spec.get("timeout") or 0)

@@ -13,7 +13,12 @@ Tables:
 - ``curves``: the per-step metrics of each run, columnar (zlib-compressed JSON, 7 significant digits):
   ``{"train_step": [...], "loss": [...], "eval_step": [...], "eval:gap": [...], ...}`` — read them with
   :meth:`ResultStore.curve`;
-- ``meta``: key/value (the suite of the sweep, as JSON).
+- ``meta``: key/value: ``suite`` (the suite of the sweep, as JSON, its file by name only) and ``bench``
+  (JSON: the benchmark version, the suite's name and content hash, the claims file's hash: see
+  :meth:`ResultStore.bench_record`).
+
+Schema migrations (applied when a store is opened, additive): ``runs.bench_version`` (INTEGER, the benchmark
+version of the sweep that made the run; NULL in stores written before it: version 1).
 """
 from __future__ import annotations
 
@@ -64,7 +69,14 @@ class ResultStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._migrate()
         self.db.commit()
+
+    def _migrate(self) -> None:
+        """Bring an older store to this schema (additive: new columns, nothing rewritten)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+        if "bench_version" not in columns:
+            self.db.execute("ALTER TABLE runs ADD COLUMN bench_version INTEGER")
 
     @classmethod
     def open_results(cls, where: str | Path) -> "ResultStore":
@@ -92,6 +104,15 @@ class ResultStore:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def bench_record(self) -> dict[str, Any]:
+        """The ``bench`` meta record ({} in stores written before it: benchmark version 1)."""
+        text = self.get_meta("bench")
+        return json.loads(text) if text else {}
+
+    def run_versions(self) -> dict[int | None, int]:
+        """benchmark version -> number of stored runs made with it (None: before versions were recorded)."""
+        return dict(self.db.execute("SELECT bench_version, COUNT(*) FROM runs GROUP BY bench_version"))
+
     # ------------------------------------------------------------------ runs
     def put(self, run_hash: str, spec: dict[str, Any], result: dict[str, Any]) -> None:
         """Store one run and its per-step metrics in one transaction (replacing an earlier attempt)."""
@@ -100,10 +121,11 @@ class ResultStore:
             self.db.execute("DELETE FROM curves WHERE hash = ?", (run_hash,))
             self.db.execute(
                 "INSERT OR REPLACE INTO runs (hash, status, problem, optimizer, seed, spec, final, error, seconds, "
-                "worker, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "worker, finished_at, bench_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_hash, result["status"], spec["problem"], spec["optimizer"], int(spec["seed"]), _dumps(spec),
                  _dumps(result.get("final")) if result.get("final") is not None else None, result.get("error"),
-                 result.get("seconds"), result.get("worker"), time.strftime("%Y-%m-%dT%H:%M:%S")),
+                 result.get("seconds"), result.get("worker"), time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 result.get("bench_version")),
             )
             if curve:
                 packed = {k: [_short(v) for v in values] for k, values in curve.items()}
@@ -127,6 +149,10 @@ class ResultStore:
             wanted = set(hashes)
             out = {h: v for h, v in out.items() if h in wanted}
         return out
+
+    def specs(self) -> dict[str, dict[str, Any]]:
+        """hash -> configuration of every stored run."""
+        return {h: json.loads(s) for h, s in self.db.execute("SELECT hash, spec FROM runs")}
 
     def run(self, run_hash: str) -> dict[str, Any] | None:
         row = self.db.execute(

@@ -1,0 +1,341 @@
+"""The report's figures (matplotlib, Agg): trajectories over contours, curves with seed bands, learning-rate
+sensitivity, performance profiles, counterexample β2 sweeps. Each optimizer's colour is its BenchSpec's.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import analysis, registry
+from . import optimizers as bench_optimizers
+from .analysis import Results
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 100, "font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8})
+    return plt
+
+
+def _color(name: str) -> str:
+    return bench_optimizers.color(name)
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e4 or abs(v) < 1e-3:
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}"
+
+
+def _hp(hparams: dict[str, Any]) -> str:
+    if not hparams:
+        return "paper defaults"
+    return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in hparams.items())
+
+
+
+
+def _budget(inst) -> str:
+    if inst.steps:
+        return f"{inst.steps} steps"
+    if inst.epochs:
+        return f"{inst.epochs} epoch{'s' if inst.epochs != 1 else ''}"
+    return "default budget"
+
+
+
+# ----------------------------------------------------------------------------------------------- plots
+
+
+def plot_trajectories(res: Results, inst, out: Path) -> Path | None:
+    problem = registry.create_problem(inst.problem, inst.params)
+    if getattr(problem, "dim", None) != 2 or not hasattr(problem, "f"):
+        return None
+    import torch
+
+    plt = _plt()
+    box = problem.plot_box or problem.box
+    lo, hi = np.array(box[0], float), np.array(box[1], float)
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    xs, ys = np.linspace(lo[0], hi[0], 220), np.linspace(lo[1], hi[1], 220)
+    gx, gy = np.meshgrid(xs, ys)
+    with torch.no_grad():
+        z = problem.f(torch.tensor(np.stack([gx, gy]))).numpy() - problem.f_star
+    z = np.log10(np.maximum(z, 0) + 1e-3) if problem.log_contours else z
+    arm_name = res.main_arm(inst)
+    opts = [o for o in res.suite.optimizers if res.arm(inst.key, o, arm_name)]
+    ncol = 4
+    nrow = math.ceil(len(opts) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.0 * nrow + 0.6), squeeze=False)
+    for ax in axes.flat[len(opts):]:
+        ax.axis("off")
+    for ax, o in zip(axes.flat, opts):
+        arm = res.arm(inst.key, o, arm_name)
+        ax.contourf(gx, gy, z, levels=30, cmap="Greys_r", alpha=0.55)
+        ax.contour(gx, gy, z, levels=15, colors="k", linewidths=0.3, alpha=0.4)
+        for m in problem.minimizers:
+            ax.plot(m[0], m[1], marker="*", color="gold", markersize=13, markeredgecolor="k", zorder=5)
+        for h, final in zip(arm.hashes, arm.values):
+            c = res.store.curve(h)
+            if not c.get("x"):
+                continue
+            x, y = np.array(c["x"], float), np.array(c["y"], float)
+            ok = inst.target is not None and final <= inst.target
+            ax.plot(x, y, color=_color(o), lw=1.1, alpha=0.9 if ok else 0.5, ls="-" if ok else ":")
+            ax.plot(x[0], y[0], "o", color=_color(o), markersize=4, markeredgecolor="k", markeredgewidth=0.5)
+            ax.plot(x[-1], y[-1], "x", color="k", markersize=5)
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_title(f"{o}: {arm.converged:.0%} of starts reach gap ≤ {_fmt(inst.target)}", fontsize=8.5)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"{inst.key}: {problem.description}\npaths from {len(arm.seeds)} random starts (•) to the end (×), "
+                 f"each optimizer with its tuned hyperparameters; ★ global minima; dotted: missed the target",
+                 fontsize=9)
+    return _save(fig, out / f"traj_{_safe(inst.key)}.png")
+
+
+def plot_curves(res: Results, inst, out: Path) -> Path | None:
+    plt = _plt()
+    arm_name = res.main_arm(inst)
+    metric = inst.target_metric
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    drawn = False
+    for o in res.suite.optimizers:
+        arm = res.arm(inst.key, o, arm_name)
+        if arm is None:
+            continue
+        series = [res.store.curve(h) for h in arm.hashes]
+        series = [c for c in series if c.get(metric)]
+        if not series:
+            continue
+        length = max(len(c["step"]) for c in series)
+        steps = next(c["step"] for c in series if len(c["step"]) == length)
+        mat = np.full((len(series), length), np.nan)
+        for i, c in enumerate(series):
+            v = np.array(c[metric], float)
+            mat[i, :len(v)] = v
+            if len(v) < length:  # a diverged run: it stays where it blew up
+                mat[i, len(v):] = np.inf
+        mat = np.where(np.isfinite(mat), mat, np.nan if inst.maximize else 1e300)
+        if not inst.maximize:
+            mat = np.maximum(mat, 1e-16)
+        with np.errstate(all="ignore"):
+            med = np.nanmedian(mat, axis=0)
+            q25, q75 = np.nanquantile(mat, 0.25, axis=0), np.nanquantile(mat, 0.75, axis=0)
+        ax.plot(steps, med, color=_color(o), lw=1.5, label=f"{o} ({_hp(arm.hparams)})")
+        ax.fill_between(steps, q25, q75, color=_color(o), alpha=0.18, lw=0)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    if not inst.maximize:
+        ax.set_yscale("log")
+        top = ax.get_ylim()[1]
+        ax.set_ylim(top=min(top, 1e12))
+    if inst.target is not None:
+        ax.axhline(inst.target, color="k", ls="--", lw=0.8, label=f"target {_fmt(inst.target)}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(_metric_label(metric))
+    n = len(inst.final_seeds)
+    ax.set_title(f"{inst.key}: median over {n} seeds, band = 25–75 %" if n > 1 else f"{inst.key}: one seed")
+    ax.grid(alpha=0.3, which="both", lw=0.4)
+    ax.legend(fontsize=6.5, loc="best")
+    return _save(fig, out / f"curve_{_safe(inst.key)}.png")
+
+
+def plot_train_loss(res: Results, inst, out: Path) -> Path | None:
+    """Tier B: the training loss of every step (first final seed of each optimizer's main arm): spikes show."""
+    if inst.tier != "B":
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    drawn = False
+    for o in res.suite.optimizers:
+        arm = res.arm(inst.key, o, res.main_arm(inst))
+        if arm is None:
+            continue
+        c = next((c for c in (res.store.curve(h, "train") for h in arm.hashes) if c.get("loss")), None)
+        if c is None:
+            continue
+        ax.plot(c["step"], c["loss"], color=_color(o), lw=0.8, alpha=0.85, label=o)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (mini-batch)")
+    ax.set_title(f"{inst.key}: training loss per step, first final seed", fontsize=9)
+    ax.grid(alpha=0.3, lw=0.4)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out / f"train_{_safe(inst.key)}.png")
+
+
+def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
+    if not inst.tune:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    metric = inst.selection_metric
+    worst = []
+    points = {}
+    for o in inst.optimizers:
+        pts = []
+        for r in res.tuning_runs(inst.key, o):
+            final = res.finals.get(r.hash)
+            v = analysis._metric(final, metric) if r.hash in res.finals else math.nan
+            lr = r.spec["hparams"].get("lr", 1e-3)
+            pts.append((lr, v, r.trial))
+        points[o] = pts
+        worst += [v for _, v, _ in pts if math.isfinite(v)]
+    if not worst:
+        plt.close(fig)
+        return None
+    ceiling = max(worst) * 10 if max(worst) > 0 else 1.0
+    for o, pts in points.items():
+        trials = sorted((lr, v) for lr, v, t in pts if t >= 0)
+        if trials:
+            lrs = [p[0] for p in trials]
+            vals = [v if math.isfinite(v) else ceiling for _, v in trials]
+            ax.plot(lrs, vals, "-o", color=_color(o), ms=3.5, lw=1.0, label=o)
+        for lr, v, t in pts:
+            if t < 0:
+                ax.plot([lr], [v if math.isfinite(v) else ceiling], "D", color=_color(o), mfc="none", ms=7)
+        win = res.winners.get((inst.key, o))
+        if win:
+            v = win["score"]
+            lr = win["hparams"].get("lr", 1e-3)
+            if math.isfinite(v):
+                ax.plot([lr], [-v if inst.maximize else v], "*", color=_color(o), ms=11, mec="k", mew=0.5)
+    ax.set_xscale("log")
+    if not inst.maximize and min(worst) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("learning rate (log-uniform random search; ε/δ drawn on each optimizer's own scale)")
+    ax.set_ylabel(f"final {_metric_label(metric)} (tuning seeds)")
+    ax.set_title(f"{inst.key}: learning-rate sensitivity — ★ selected, ◇ paper defaults; failures drawn at the top",
+                 fontsize=8.5)
+    ax.grid(alpha=0.3, which="both", lw=0.4)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out / f"lr_{_safe(inst.key)}.png")
+
+
+def plot_profiles(res: Results, out: Path) -> list[tuple[Path, str]]:
+    plt = _plt()
+    taus = np.logspace(0, 3, 200)
+    paths = []
+    for measure, title, what in (
+        ("steps", "steps to the target", "median steps to reach each problem's target (never reached = ∞)"),
+        ("final", "final value", "median final suboptimality/metric, floored at 1e-12"),
+    ):
+        prof = analysis.performance_profile(res, measure, taus)
+        n = int(prof.pop("_n")[0])
+        if n == 0:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        for o, y in prof.items():
+            ax.step(taus, y, where="post", color=_color(o), lw=1.6, label=f"{o} (best on {y[0]:.0%})")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("τ: within this factor of the best optimizer on a problem")
+        ax.set_ylabel("share of problems")
+        ax.set_title(f"Performance profile, {title} ({n} problems)")
+        ax.grid(alpha=0.3, which="both", lw=0.4)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.text(0.01, 0.01, f"cost = {what}; higher and further left is better", fontsize=6.5)
+        path = _save(fig, out / f"profile_{measure}.png", rect=(0, 0.03, 1, 1))
+        paths.append((path, f"Performance profile on {title}: {what}."))
+    return paths
+
+
+def beta2_sweeps(res: Results) -> dict[str, dict[str, Any]]:
+    """group -> {"param_sets": [...], per optimizer: {(other params, β2): ArmSummary}} for the counterexamples."""
+    out: dict[str, dict[str, Any]] = {}
+    for inst in res.instances:
+        if "beta2" not in inst.params or inst.problem not in ("adopt_counterexample", "reddi_counterexample"):
+            continue
+        g = out.setdefault(inst.group, {"problem": inst.problem, "rows": []})
+        other = tuple((k, v) for k, v in sorted(inst.params.items()) if k not in ("beta2", "beta1", "schedule"))
+        for o in inst.optimizers:
+            arm = res.arm(inst.key, o, res.main_arm(inst))
+            if arm is not None:
+                g["rows"].append((other, inst.params["beta2"], o, arm))
+    return out
+
+
+def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
+    plt = _plt()
+    paths = []
+    for group, data in beta2_sweeps(res).items():
+        others = sorted({r[0] for r in data["rows"]})
+        fig, axes = plt.subplots(1, len(others), figsize=(max(6.4, 4.6 * len(others)), 4.0), squeeze=False)
+        for ax, other in zip(axes.flat, others):
+            rows = [r for r in data["rows"] if r[0] == other]
+            betas = sorted({r[1] for r in rows})
+            pos = {b: i for i, b in enumerate(betas)}
+            opts = [o for o in res.suite.optimizers if any(r[2] == o for r in rows)]
+            width = 0.8 / max(len(opts), 1)
+            for k, o in enumerate(opts):
+                xs, med, lo, hi = [], [], [], []
+                for _, b, oo, arm in rows:
+                    if oo != o:
+                        continue
+                    q = arm.quantiles()
+                    # theta = gap - 1
+                    xs.append(pos[b] - 0.4 + width * (k + 0.5))
+                    med.append(q[1] - 1)
+                    lo.append(q[1] - q[0])
+                    hi.append(q[2] - q[1])
+                ax.errorbar(xs, med, yerr=[lo, hi], fmt="o", color=_color(o), ms=5, capsize=2, label=o)
+            ax.axhline(-1, color="k", lw=0.8, ls="--")
+            ax.text(len(betas) - 0.5, -0.97, "optimum θ* = -1", ha="right", va="bottom", fontsize=7)
+            ax.axhline(1, color="grey", lw=0.6, ls=":")
+            ax.set_xticks(range(len(betas)))
+            ax.set_xticklabels([str(b) for b in betas])
+            ax.set_ylim(-1.1, 1.1)
+            ax.set_xlabel("β2")
+            ax.set_ylabel("final θ (median, bar = 25–75 % over seeds)")
+            label = ", ".join(f"{k}={v}" for k, v in other)
+            ax.set_title(f"{data['problem']} {label}".strip(), fontsize=9)
+            ax.grid(alpha=0.3, lw=0.4)
+        axes.flat[0].legend(fontsize=7, loc="center left")
+        fig.suptitle(f"{group}: final θ across β2 (started at 0; the optimum is -1, lower is better)", fontsize=9.5)
+        path = _save(fig, out / f"beta2_{_safe(group)}.png")
+        paths.append((path, f"β2 sweep on {data['problem']}: final θ per optimizer; converging means θ ≈ -1."))
+    return paths
+
+
+def _metric_label(metric: str) -> str:
+    return {"gap": "suboptimality f − f*", "dist": "distance to the minimiser", "val_loss": "validation loss",
+            "test_accuracy": "test accuracy", "test_bpc": "test bits per character", "test_auc": "test AUC",
+            "fd": "Fréchet distance (lower is better)", "eval_return": "evaluation return (deterministic policy)",
+            "modes_covered": "modes covered"}.get(
+        metric, metric)
+
+
+def _save(fig, path: Path, rect=None) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    fig.tight_layout(**({} if rect is None else {"rect": rect}))
+    fig.savefig(path)
+    import matplotlib.pyplot as plt  # loaded already: the figure came from it
+
+    plt.close(fig)
+    return path
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_")
+
+
