@@ -18,8 +18,9 @@ SEEDS = 5
 
 def _store(tmp_path, value, *, steps=10, seeds=SEEDS, tasks=("fmnist_cnn",), optimizers=("adam", "adabelief")):
     """A stored sweep of fixed-hyperparameter task runs whose final metrics are ``value(run)``."""
+    entries = [t if isinstance(t, dict) else {"name": t} for t in tasks]
     suite = parse_suite({"name": "j", "optimizers": list(optimizers), "protocol": {"final_seeds": seeds},
-                         "tasks": [{"name": t, "steps": steps, "tune": False} for t in tasks]})
+                         "tasks": [{"steps": steps, "tune": False, **e} for e in entries]})
     path = tmp_path / "r.sqlite"
     store = ResultStore(path)
     store.set_meta("suite", suite.to_json())
@@ -158,3 +159,18 @@ def test_the_report_prints_every_verdict_with_effect_interval_and_n(tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("| AdaBelief") and "Image classification" in line)
     assert "fmnist_cnn: +0.01" in row and "n = 5" in row and "outside the claim's regime" in row
     assert "Benchmark version" in md
+
+
+def test_profiles_use_only_instances_every_optimizer_ran_and_right_ratios_for_maximised_metrics(tmp_path):
+    def value(run):
+        return {"adam": 0.90, "adabelief": 0.88}[run.optimizer] if run.instance == "fmnist_cnn" else 0.5
+    res = _store(tmp_path, value, tasks=("fmnist_cnn", {"name": "fmnist_mlp", "optimizers": ["adam"]}))
+    keys, ratios = analysis.profile_ratios(res, "final", "B")
+    assert keys == ["fmnist_cnn"]  # fmnist_mlp: adabelief did not run it; it is no loss of adabelief's
+    assert ratios["adam"][0] == 1.0 and ratios["adabelief"][0] == pytest.approx(1 + 0.02 / 0.9)
+    assert analysis.algoperf_score(ratios["adam"]) == pytest.approx(1.0)
+    assert 0.9 < analysis.algoperf_score(ratios["adabelief"]) < 1.0
+    assert analysis._ratio(498.0, 500.0, True) == pytest.approx(1.004)  # not infinitely worse
+    assert analysis._ratio(-1400.0, -1290.0, True) == pytest.approx(1 + 110 / 1290)
+    assert analysis._ratio(2e-3, 1e-3, False) == pytest.approx(2.0) and analysis._ratio(math.inf, 1.0, False) == math.inf
+    assert analysis.algoperf_score(np.array([1.0, 2.0, math.inf])) == pytest.approx((1 + 2 / 3 + 0) / 3, abs=2e-3)

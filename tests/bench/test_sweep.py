@@ -193,7 +193,7 @@ def test_report_is_written_with_its_plots(smoke_results, tmp_path):
     md, html = (rep / "report.md").read_text(), (rep / "report.html").read_text()
     plots = sorted(p.name for p in (rep / "plots").glob("*.png"))
     for expected in ("traj_rosenbrock.png", "traj_abs_sum.png", "curve_rosenbrock.png", "lr_rosenbrock.png",
-                     "profile_final.png", "beta2_adopt_counterexample.png",
+                     "profile_A_final.png", "beta2_adopt_counterexample.png",
                      "curve_digits_mlp.png", "train_digits_mlp.png"):  # (a task on packaged data: always run)
         assert expected in plots
         assert (rep / "plots" / expected).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -233,30 +233,35 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
 
 
 def plot_profiles(res: Results, out: Path) -> list[tuple[Path, str]]:
+    """Per tier and measure: AlgoPerf-style profiles on τ ∈ [1, 4] over the instances every optimizer ran."""
     plt = _plt()
-    taus = np.logspace(0, 3, 200)
+    taus = np.linspace(1.0, 4.0, 301)
     paths = []
-    for measure, title, what in (
-        ("steps", "steps to the target", "median steps to reach each problem's target (never reached = ∞)"),
-        ("final", "final value", "median final suboptimality/metric, floored at 1e-12"),
-    ):
-        prof = analysis.performance_profile(res, measure, taus)
-        n = int(prof.pop("_n")[0])
-        if n == 0:
-            continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
-        for o, y in prof.items():
-            ax.step(taus, y, where="post", color=_color(o), lw=1.6, label=f"{o} (best on {y[0]:.0%})")
-        ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("τ: within this factor of the best optimizer on a problem")
-        ax.set_ylabel("share of problems")
-        ax.set_title(f"Performance profile, {title} ({n} problems)")
-        ax.grid(alpha=0.3, which="both", lw=0.4)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.text(0.01, 0.01, f"cost = {what}; higher and further left is better", fontsize=6.5)
-        path = _save(fig, out / f"profile_{measure}.png", rect=(0, 0.03, 1, 1))
-        paths.append((path, f"Performance profile on {title}: {what}."))
+    for tier in ("B", "A"):
+        for measure, title, what in (
+            ("steps", "time to target", "median steps to reach each instance's target (fewer than half reach = ∞)"),
+            ("final", "final value", "median final target metric (maximised: 1 + shortfall relative to the best)"),
+        ):
+            keys, ratios = analysis.profile_ratios(res, measure, tier)
+            if not keys:
+                continue
+            fig, ax = plt.subplots(figsize=(6.4, 4.0))
+            for o, r in ratios.items():
+                y = analysis.profile(r, taus)
+                ax.step(taus, y, where="post", color=_color(o), lw=1.6,
+                        label=f"{o}: score {analysis.algoperf_score(r):.2f}, best on {np.mean(r <= 1.0):.0%}")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlim(1.0, 4.0)
+            ax.set_xlabel("τ: within this factor of the best optimizer on an instance")
+            ax.set_ylabel("share of instances")
+            role = "headline" if tier == "B" else "diagnostic battery (not in the headline score)"
+            ax.set_title(f"Tier {tier} ({role}): {title}, {len(keys)} instances all ran", fontsize=9)
+            ax.grid(alpha=0.3, lw=0.4)
+            ax.legend(fontsize=7, loc="lower right")
+            fig.text(0.01, 0.01, f"ratio = {what}; score = ∫₁⁴ ρ(τ) dτ / 3", fontsize=6.5)
+            path = _save(fig, out / f"profile_{tier}_{measure}.png", rect=(0, 0.03, 1, 1))
+            paths.append((path, f"Tier {tier}, {title}: performance profile over the {len(keys)} instances every "
+                                f"optimizer ran; {what}."))
     return paths
 
 

@@ -162,15 +162,36 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         rows.append(row)
     doc.table(header, rows)
 
-    # win rates
-    names, rate, count = analysis.paired_win_rates(res)
-    if np.nansum(count) > 0:
-        doc.h(2, "Paired win rates")
-        doc.p("Share of paired runs (same problem, same seed) in which the row optimizer ends with a better final "
-              "target metric than the column optimizer (ties count ½), over every problem of the suite.")
-        doc.table(["row beats column"] + names,
-                  [[a] + ["" if i == j else (f"{rate[i, j]:.0%}" if count[i, j] else "–") for j in range(len(names))]
-                   for i, a in enumerate(names)])
+    # scores
+    doc.h(2, "Scores")
+    doc.p("AlgoPerf-style: per instance, each optimizer's performance ratio to the best optimizer there (steps to "
+          "the target; or the final value, maximised metrics as 1 + relative shortfall), over the instances "
+          "**every** optimizer ran; score = ∫₁⁴ ρ(τ) dτ / 3 (1: best everywhere). The headline is Tier B (tasks); "
+          "Tier A toy problems are a diagnostic battery, scored apart.")
+    rows = []
+    for tier in ("B", "A"):
+        for measure in ("steps", "final"):
+            keys, ratios = analysis.profile_ratios(res, measure, tier)
+            if not keys:
+                continue
+            ranked = sorted(ratios.items(), key=lambda kv: -analysis.algoperf_score(kv[1]))
+            rows.append([f"Tier {tier}" + (" (headline)" if tier == "B" and measure == "steps" else ""),
+                         "time to target" if measure == "steps" else "final value", str(len(keys)),
+                         ", ".join(f"{o} {analysis.algoperf_score(r):.2f}" for o, r in ranked)])
+    if rows:
+        doc.table(["tier", "measure", "instances all ran", "score per optimizer (best first)"], rows)
+    else:
+        doc.p("No instance was run by every optimizer: no scores.")
+    for tier in ("B", "A"):
+        names, rate, count = analysis.paired_win_rates(res, [i.key for i in res.instances if i.tier == tier])
+        if np.nansum(count) > 0:
+            doc.h(3, f"Paired win rates, Tier {tier}")
+            doc.p(f"Share of paired runs (same instance, same seed) of Tier {tier} in which the row optimizer ends "
+                  "with a better final target metric than the column optimizer (ties count ½); descriptive, the "
+                  "claims table has the statistics.")
+            doc.table(["row beats column"] + names,
+                      [[a] + ["" if i == j else (f"{rate[i, j]:.0%}" if count[i, j] else "–")
+                              for j in range(len(names))] for i, a in enumerate(names)])
 
     # profiles
     doc.h(2, "Performance profiles")
