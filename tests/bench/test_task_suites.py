@@ -15,11 +15,16 @@ from adamkit.bench.suite import SHIPPED, load_suite, parse_suite
 from adamkit.bench.sweep import bench_record, run_sweep
 
 
+#: the near-duplicate and heavy tasks `full` leaves to `paper` to pay for its larger searches
+NOT_IN_FULL = {"digits_mlp", "fm_synthetic_ctr", "fmnist_cnn_nodecay", "dcgan_fmnist", "wgan_fmnist"}
+
+
 @pytest.mark.parametrize("name", ["smoke", "quick", "full", "paper"])
 def test_shipped_suite_runs_every_task(name):
     suite = load_suite(name)
     tasks = {i.problem for i in suite.problems if i.tier == "B"}
-    assert tasks == set(list_problems("B")), f"{name} lacks {set(list_problems('B')) - tasks}"
+    expected = set(list_problems("B")) - (NOT_IN_FULL if name == "full" else set())
+    assert tasks >= expected, f"{name} lacks {expected - tasks}"
     assert {i.problem for i in suite.problems if i.tier == "A"}, "the Tier A content stays"
 
 
@@ -35,13 +40,11 @@ def test_smoke_and_quick_task_runs_are_short_and_full_tunes():
     # `full` tunes every task at 2-core budgets; `paper` at paper-scale budgets (more trials, seeds, steps)
     full = {i.problem: i for i in load_suite("full").problems if i.tier == "B"}
     paper = {i.problem: i for i in load_suite("paper").problems if i.tier == "B"}
-    assert all(i.tune and i.trials >= 2 and len(i.final_seeds) >= 2 for i in full.values())
+    # at least 8 learning rates and 5 paired final seeds per task arm: what a verdict needs
+    assert all(i.tune and i.trials >= 8 and len(i.final_seeds) >= 5 for i in full.values())
     assert all(i.tune and i.trials >= 8 and len(i.final_seeds) >= 3 for i in paper.values())
     for name, inst in full.items():
-        assert inst.trials <= paper[name].trials and len(inst.final_seeds) <= len(paper[name].final_seeds)
-        # the final seeds of RL tasks are several, in both
-        if name.endswith("_ppo"):
-            assert len(inst.final_seeds) >= 4 and len(paper[name].final_seeds) >= 5
+        assert inst.trials <= paper[name].trials
     assert "tasks_quick" in SHIPPED and {i.problem for i in load_suite("tasks_quick").problems} == set(
         list_problems("B"))
 
@@ -100,10 +103,8 @@ def test_report_states_each_problems_protocol_and_the_direction_of_its_target(tm
     lines = report.protocol_summary(load_suite("full"))
     by_tasks = {line.split(": ", 1)[1]: line.split(": ", 1)[0] for line in lines}
     cnn = next(k for names, k in by_tasks.items() if "fmnist_cnn" in names.split(", "))
-    assert cnn == "2 trials + defaults on 1 tuning seed (0), 2 final seeds (1000, 1001)"
-    rl = next(k for names, k in by_tasks.items() if "cartpole_ppo" in names.split(", "))
-    assert rl.endswith("4 final seeds (1000–1003)")
-    assert any(k.startswith("no tuning") and "adopt_counterexample_noclip" in names for names, k in by_tasks.items())
+    assert cnn == "8 trials + defaults on 1 tuning seed (0), 5 final seeds (1000–1004)"
+    assert any(k.startswith("no tuning") and "adopt_counterexample" in names for names, k in by_tasks.items())
     # every problem of the suite is named exactly once
     named = [n for names in by_tasks for n in names.split(", ")]
     assert sorted(named) == sorted({i.group for i in load_suite("full").problems})

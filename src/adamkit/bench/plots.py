@@ -114,6 +114,7 @@ def plot_curves(res: Results, inst, out: Path) -> Path | None:
     metric = inst.target_metric
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     drawn = False
+    shown: list[float] = []
     for o in res.suite.optimizers:
         arm = res.arm(inst.key, o, arm_name)
         if arm is None:
@@ -138,14 +139,15 @@ def plot_curves(res: Results, inst, out: Path) -> Path | None:
             q25, q75 = np.nanquantile(mat, 0.25, axis=0), np.nanquantile(mat, 0.75, axis=0)
         ax.plot(steps, med, color=_color(o), lw=1.5, label=f"{o} ({_hp(arm.hparams)})")
         ax.fill_between(steps, q25, q75, color=_color(o), alpha=0.18, lw=0)
+        shown += [float(v) for v in med if np.isfinite(v) and v < 1e299]
         drawn = True
     if not drawn:
         plt.close(fig)
         return None
     if not inst.maximize:
         ax.set_yscale("log")
-        top = ax.get_ylim()[1]
-        ax.set_ylim(top=min(top, 1e12))
+    if shown:  # a readable range: a diverged run (drawn at 1e300) must not set the axis (nor overflow its ticks)
+        ax.set_ylim(*_readable_range(shown + ([inst.target] if inst.target else []), log=not inst.maximize))
     if inst.target is not None:
         ax.axhline(inst.target, color="k", ls="--", lw=0.8, label=f"target {_fmt(inst.target)}")
     ax.set_xlabel("optimizer step")
@@ -184,51 +186,87 @@ def plot_train_loss(res: Results, inst, out: Path) -> Path | None:
     return _save(fig, out / f"train_{_safe(inst.key)}.png")
 
 
+def _readable_range(values: list[float], log: bool) -> tuple[float, float]:
+    """A y-range that shows the good region: from the best value to at most 6 decades (log) above it, or
+    the 5–95 % range padded (linear); values beyond are drawn at the edge."""
+    vals = np.array([v for v in values if math.isfinite(v)], dtype=float)
+    if log:
+        vals = vals[vals > 0]
+        if vals.size == 0:
+            return 1e-3, 1.0
+        low = float(vals.min())
+        high = float(min(vals.max(), low * 1e6))
+        return low / 2, max(high * 2, low * 10)
+    lo, hi = (float(np.quantile(vals, 0.05)), float(np.quantile(vals, 0.95))) if vals.size else (0.0, 1.0)
+    lo, hi = min(lo, float(vals.max()) if vals.size else lo), max(hi, float(vals.max()) if vals.size else hi)
+    pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+    return lo - pad, hi + pad
+
+
 def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
+    """Every tuning run (a dot per seed) against its learning rate, the selection score per rate (line), the ε/δ
+    trials (×), the defaults (◇) and the selected rate (★), on a y-range clipped to the readable part."""
     if not inst.tune:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
     metric = inst.selection_metric
-    worst = []
-    points = {}
+    points: dict[str, list[tuple[float, float, int, str]]] = {}
+    allv = []
     for o in inst.optimizers:
+        search = res.searches.get((inst.key, o))
+        kinds = {t_: k for t_, _, k in search.candidates} if search else {}
         pts = []
         for r in res.tuning_runs(inst.key, o):
-            final = res.finals.get(r.hash)
-            v = analysis._metric(final, metric) if r.hash in res.finals else math.nan
+            v = analysis._metric(res.finals.get(r.hash), metric, inst.maximize) if r.hash in res.finals else math.nan
             lr = r.spec["hparams"].get("lr", 1e-3)
-            pts.append((lr, v, r.trial))
+            pts.append((lr, v, r.trial, kinds.get(r.trial, "grid")))
         points[o] = pts
-        worst += [v for _, v, _ in pts if math.isfinite(v)]
-    if not worst:
-        plt.close(fig)
+        allv += [v for _, v, _, _ in pts]
+    if not any(math.isfinite(v) for v in allv):
         return None
-    ceiling = max(worst) * 10 if max(worst) > 0 else 1.0
+    log = not inst.maximize and min(v for v in allv if math.isfinite(v)) > 0
+    low, high = _readable_range(allv, log)
+    worst_edge = low if inst.maximize else high
+
+    def clip(v):
+        if not math.isfinite(v):
+            return worst_edge
+        return min(max(v, low), high)
+
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
     for o, pts in points.items():
-        trials = sorted((lr, v) for lr, v, t in pts if t >= 0)
-        if trials:
-            lrs = [p[0] for p in trials]
-            vals = [v if math.isfinite(v) else ceiling for _, v in trials]
-            ax.plot(lrs, vals, "-o", color=_color(o), ms=3.5, lw=1.0, label=o)
-        for lr, v, t in pts:
-            if t < 0:
-                ax.plot([lr], [v if math.isfinite(v) else ceiling], "D", color=_color(o), mfc="none", ms=7)
-        win = res.winners.get((inst.key, o))
-        if win:
-            v = win["score"]
-            lr = win["hparams"].get("lr", 1e-3)
-            if math.isfinite(v):
-                ax.plot([lr], [-v if inst.maximize else v], "*", color=_color(o), ms=11, mec="k", mew=0.5)
+        c = _color(o)
+        grid = sorted((lr, v) for lr, v, _, k in pts if k == "grid")
+        if grid:
+            ax.scatter([lr for lr, _ in grid], [clip(v) for _, v in grid], s=9, color=c, alpha=0.55, lw=0)
+        search = res.searches.get((inst.key, o))
+        if search:
+            line = sorted((hp["lr"], search.scores.get(t_, math.nan)) for t_, hp, k in search.candidates
+                          if k == "grid" and "lr" in hp)
+            ys = [clip(-s if inst.maximize else s) for _, s in line]
+            flag = "" if search.bracketed is not False else " (not bracketed)"
+            ax.plot([lr for lr, _ in line], ys, "-", color=c, lw=1.1, label=o + flag)
+            win = search.winner_hparams
+            if win is not None:
+                s = search.scores.get(search.winner, math.nan)
+                ax.plot([win.get("lr", 1e-3)], [clip(-s if inst.maximize else s)], "*", color=c, ms=12, mec="k",
+                        mew=0.5, zorder=5)
+        for lr, v, _, k in pts:
+            if k == "eps":
+                ax.plot([lr], [clip(v)], "x", color=c, ms=6)
+            elif k == "defaults":
+                ax.plot([lr], [clip(v)], "D", color=c, mfc="none", ms=7)
     ax.set_xscale("log")
-    if not inst.maximize and min(worst) > 0:
+    if log:
         ax.set_yscale("log")
-    ax.set_xlabel("learning rate (log-uniform random search; ε/δ drawn on each optimizer's own scale)")
-    ax.set_ylabel(f"final {_metric_label(metric)} (tuning seeds)")
-    ax.set_title(f"{inst.key}: learning-rate sensitivity — ★ selected, ◇ paper defaults; failures drawn at the top",
-                 fontsize=8.5)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("learning rate (grid on each optimizer's own scale)")
+    ax.set_ylabel(f"{_metric_label(metric)} (tuning seeds)")
+    ax.set_title(f"{inst.key}: learning-rate sensitivity — dots: runs, line: selection score, ★ selected, "
+                 f"◇ defaults, × ε/δ trials; failures and values off the range at the {'bottom' if inst.maximize else 'top'}",
+                 fontsize=7.5)
     ax.grid(alpha=0.3, which="both", lw=0.4)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=6.5, ncol=2)
     return _save(fig, out / f"lr_{_safe(inst.key)}.png")
 
 
@@ -274,9 +312,13 @@ def beta2_sweeps(res: Results) -> dict[str, dict[str, Any]]:
         g = out.setdefault(inst.group, {"problem": inst.problem, "rows": []})
         other = tuple((k, v) for k, v in sorted(inst.params.items()) if k not in ("beta2", "beta1", "schedule"))
         for o in inst.optimizers:
-            arm = res.arm(inst.key, o, res.main_arm(inst))
-            if arm is not None:
-                g["rows"].append((other, inst.params["beta2"], o, arm))
+            arms = [(o, res.main_arm(inst))] + sorted(
+                (f"{o}@{k[2][6:]}", k[2]) for k in res.arms if k[0] == inst.key and k[1] == o
+                and k[2].startswith("paper:"))
+            for label, arm_name in arms:
+                arm = res.arm(inst.key, o, arm_name)
+                if arm is not None:
+                    g["rows"].append((other, inst.params["beta2"], label, arm))
     return out
 
 
@@ -290,10 +332,10 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
             rows = [r for r in data["rows"] if r[0] == other]
             betas = sorted({r[1] for r in rows})
             pos = {b: i for i, b in enumerate(betas)}
-            opts = [o for o in res.suite.optimizers if any(r[2] == o for r in rows)]
+            opts = list(dict.fromkeys(r[2] for r in rows))
             width = 0.8 / max(len(opts), 1)
             for k, o in enumerate(opts):
-                xs, med, lo, hi = [], [], [], []
+                xs, med, lo, hi, avg = [], [], [], [], []
                 for _, b, oo, arm in rows:
                     if oo != o:
                         continue
@@ -303,7 +345,13 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
                     med.append(q[1] - 1)
                     lo.append(q[1] - q[0])
                     hi.append(q[2] - q[1])
-                ax.errorbar(xs, med, yerr=[lo, hi], fmt="o", color=_color(o), ms=5, capsize=2, label=o)
+                    ta = [analysis._metric(res.finals.get(h), "theta_avg") for h in arm.hashes]
+                    avg.append(analysis.quantile([v for v in ta if not math.isnan(v)], 0.5))
+                base = o.split("@")[0]
+                ax.errorbar(xs, med, yerr=[lo, hi], fmt="o" if "@" not in o else "s", color=_color(base), ms=5,
+                            capsize=2, label=o, mfc=None if "@" not in o else "white")
+                if any(not math.isnan(v) for v in avg):
+                    ax.plot(xs, avg, "_", color=_color(base), ms=12, mew=2)
             ax.axhline(-1, color="k", lw=0.8, ls="--")
             ax.text(len(betas) - 0.5, -0.97, "optimum θ* = -1", ha="right", va="bottom", fontsize=7)
             ax.axhline(1, color="grey", lw=0.6, ls=":")
@@ -311,14 +359,19 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
             ax.set_xticklabels([str(b) for b in betas])
             ax.set_ylim(-1.1, 1.1)
             ax.set_xlabel("β2")
-            ax.set_ylabel("final θ (median, bar = 25–75 % over seeds)")
+            ax.set_ylabel("θ: final (dot, 25–75 % bar), time average (dash)")
             label = ", ".join(f"{k}={v}" for k, v in other)
             ax.set_title(f"{data['problem']} {label}".strip(), fontsize=9)
             ax.grid(alpha=0.3, lw=0.4)
         axes.flat[0].legend(fontsize=7, loc="center left")
-        fig.suptitle(f"{group}: final θ across β2 (started at 0; the optimum is -1, lower is better)", fontsize=9.5)
+        fig.suptitle(f"{group}: θ across β2 on a linear axis (started at 0; the optimum is -1, lower is better); "
+                     "squares: paper configurations (e.g. ADOPT unclipped)", fontsize=9)
         path = _save(fig, out / f"beta2_{_safe(group)}.png")
-        paths.append((path, f"β2 sweep on {data['problem']}: final θ per optimizer; converging means θ ≈ -1."))
+        paths.append((path, f"β2 sweep on {data['problem']}: final θ (median, 25–75 %) and time-averaged θ (dash) per "
+                            "optimizer and paper arm; converging means θ ≈ -1. Where the clipped and unclipped ADOPT "
+                            "end alike but their time averages differ, the difference is the clip schedule: a "
+                            "threshold t^¼ below k² clips the rare large gradient, so the expected step points the "
+                            "wrong way until t^¼ exceeds the normalised gradient."))
     return paths
 
 

@@ -46,6 +46,49 @@ def _target_text(inst) -> str:
     return f"{'≥' if inst.maximize else '≤'} {_fmt(inst.target)}"
 
 
+def tuning_gains(res) -> list[list[str]]:
+    rows = []
+    for inst in res.instances:
+        if not inst.tune:
+            continue
+        direction = "higher" if inst.maximize else "lower"
+        row, any_cell = [inst.key], False
+        for o in res.suite.optimizers:
+            tuned, default = res.arm(inst.key, o, "tuned"), res.arm(inst.key, o, "defaults")
+            if tuned is None or default is None:
+                row.append("")
+                continue
+            d = judge.paired_differences(dict(zip(tuned.seeds, tuned.values)), dict(zip(default.seeds, default.values)),
+                                         direction)
+            if d.size == 0:
+                row.append("–")
+                continue
+            effect, low, high = judge.paired_bootstrap(d)
+            row.append(f"{effect:+.3g} [{low:.3g}, {high:.3g}] n={d.size}")
+            any_cell = True
+        if any_cell:
+            rows.append(row)
+    return rows
+
+
+def step_costs(res) -> list[list[str]]:
+    seconds = res.store.durations()
+    rows = []
+    for inst in res.instances:
+        if inst.tier != "B":
+            continue
+        row, any_cell = [inst.key], False
+        for o in res.suite.optimizers:
+            arm = res.arm(inst.key, o, res.main_arm(inst))
+            per = [seconds[h] / res.finals[h]["steps"] * 1e3 for h in (arm.hashes if arm else [])
+                   if h in seconds and (res.finals.get(h) or {}).get("steps")]
+            row.append(f"{analysis.quantile(per, 0.5):.3g}" if per else "")
+            any_cell |= bool(per)
+        if any_cell:
+            rows.append(row)
+    return rows
+
+
 def version_text(res) -> str:
     """The benchmark version of the runs and of this analysis, and the suite by name and content hash."""
     b = res.bench
@@ -192,6 +235,21 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
             doc.table(["row beats column"] + names,
                       [[a] + ["" if i == j else (f"{rate[i, j]:.0%}" if count[i, j] else "–")
                               for j in range(len(names))] for i, a in enumerate(names)])
+
+    # tuning gains and cost per step
+    gains = tuning_gains(res)
+    if gains:
+        doc.h(2, "Tuned against defaults")
+        doc.p("Per instance and optimizer: the tuned arm's gain over its own paper defaults on the final seeds (paired "
+              "differences, > 0: tuning helped; mean [95 % paired-bootstrap interval], n). A negative gain means the "
+              "selection on the tuning seeds did not carry over to the final seeds.")
+        doc.table(["instance"] + list(suite.optimizers), gains)
+    costs = step_costs(res)
+    if costs:
+        doc.h(2, "Wall-clock per step")
+        doc.p("Median milliseconds per optimizer step of the main arm's final runs (run time / steps, evaluation "
+              "included), one thread per run, measured on the machine that ran the sweep.")
+        doc.table(["instance"] + list(suite.optimizers), costs)
 
     # profiles
     doc.h(2, "Performance profiles")

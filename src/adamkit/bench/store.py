@@ -49,6 +49,26 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 DEFAULT_NAME = "results.sqlite"
+#: per-step training curves longer than this are thinned to about this many points when stored (every k-th
+#: step and the last; the runs' metrics, loss spikes included, are computed before); evaluation curves are
+#: kept whole: every figure and number of a report is recomputed from them
+MAX_TRAIN_POINTS = 2000
+
+
+def thin_training_curve(curve: dict[str, list]) -> dict[str, list]:
+    """``curve`` with its ``train_step`` / ``loss`` series thinned to about :data:`MAX_TRAIN_POINTS` points."""
+    steps = curve.get("train_step") or []
+    if len(steps) <= MAX_TRAIN_POINTS:
+        return curve
+    k = -(-len(steps) // MAX_TRAIN_POINTS)
+    keep = list(range(0, len(steps), k))
+    if keep[-1] != len(steps) - 1:
+        keep.append(len(steps) - 1)
+    out = dict(curve)
+    for key in ("train_step", "loss"):
+        if key in curve:
+            out[key] = [curve[key][i] for i in keep]
+    return out
 
 
 def _short(v):
@@ -117,6 +137,8 @@ class ResultStore:
     def put(self, run_hash: str, spec: dict[str, Any], result: dict[str, Any]) -> None:
         """Store one run and its per-step metrics in one transaction (replacing an earlier attempt)."""
         curve = result.get("curve")
+        if curve:
+            curve = thin_training_curve(curve)
         with self.db:
             self.db.execute("DELETE FROM curves WHERE hash = ?", (run_hash,))
             self.db.execute(
