@@ -62,3 +62,10 @@ def create(name: str, params: Iterable, **hparams: Any) -> torch.optim.Optimizer
             raise ValueError(f"unknown argument(s) {unknown} for optimizer {name!r}; valid: {', '.join(sorted(valid))}")
         return ctor(params, **{**defaults, **hparams})
     return adamkit.create_optimizer(name, params, **hparams)
+
+
+def default_lr(name: str) -> float:
+    """The learning rate optimizer ``name`` runs with when none is given (its defaults arm)."""
+    if name in BASELINES:
+        return float(BASELINES[name][1]["lr"])
+    return float(adamkit.registry.optimizer_arguments(name)["lr"])

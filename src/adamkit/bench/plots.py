@@ -78,6 +78,8 @@ def plot_trajectories(res: Results, inst, out: Path) -> Path | None:
     z = np.log10(np.maximum(z, 0) + 1e-3) if problem.log_contours else z
     arm_name = res.main_arm(inst)
     opts = [o for o in res.suite.optimizers if res.arm(inst.key, o, arm_name)]
+    if not opts:  # (a sweep not finished yet: no final runs)
+        return None
     ncol = 4
     nrow = math.ceil(len(opts) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.0 * nrow + 0.6), squeeze=False)
@@ -218,7 +220,7 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
         pts = []
         for r in res.tuning_runs(inst.key, o):
             v = analysis._metric(res.finals.get(r.hash), metric, inst.maximize) if r.hash in res.finals else math.nan
-            lr = r.spec["hparams"].get("lr", 1e-3)
+            lr = r.spec["hparams"].get("lr", bench_optimizers.default_lr(o))
             pts.append((lr, v, r.trial, kinds.get(r.trial, "grid")))
         points[o] = pts
         allv += [v for _, v, _, _ in pts]
@@ -249,7 +251,8 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
             win = search.winner_hparams
             if win is not None:
                 s = search.scores.get(search.winner, math.nan)
-                ax.plot([win.get("lr", 1e-3)], [clip(-s if inst.maximize else s)], "*", color=c, ms=12, mec="k",
+                ax.plot([win.get("lr", bench_optimizers.default_lr(o))], [clip(-s if inst.maximize else s)], "*",
+                        color=c, ms=12, mec="k",
                         mew=0.5, zorder=5)
         for lr, v, _, k in pts:
             if k == "eps":
@@ -262,9 +265,9 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
     ax.set_ylim(low, high)
     ax.set_xlabel("learning rate (grid on each optimizer's own scale)")
     ax.set_ylabel(f"{_metric_label(metric)} (tuning seeds)")
-    ax.set_title(f"{inst.key}: learning-rate sensitivity — dots: runs, line: selection score, ★ selected, "
+    ax.set_title(f"{inst.key}: learning-rate sensitivity — dots: runs, line: selection score, ★ selected,\n"
                  f"◇ defaults, × ε/δ trials; failures and values off the range at the {'bottom' if inst.maximize else 'top'}",
-                 fontsize=7.5)
+                 fontsize=8)
     ax.grid(alpha=0.3, which="both", lw=0.4)
     ax.legend(fontsize=6.5, ncol=2)
     return _save(fig, out / f"lr_{_safe(inst.key)}.png")
@@ -364,8 +367,8 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
             ax.set_title(f"{data['problem']} {label}".strip(), fontsize=9)
             ax.grid(alpha=0.3, lw=0.4)
         axes.flat[0].legend(fontsize=7, loc="center left")
-        fig.suptitle(f"{group}: θ across β2 on a linear axis (started at 0; the optimum is -1, lower is better); "
-                     "squares: paper configurations (e.g. ADOPT unclipped)", fontsize=9)
+        fig.suptitle(f"{group}: θ across β2, linear axis (start 0, optimum −1: lower is better)\n"
+                     "squares: paper configurations (e.g. ADOPT unclipped)", fontsize=8.5)
         path = _save(fig, out / f"beta2_{_safe(group)}.png")
         paths.append((path, f"β2 sweep on {data['problem']}: final θ (median, 25–75 %) and time-averaged θ (dash) per "
                             "optimizer and paper arm; converging means θ ≈ -1. Where the clipped and unclipped ADOPT "
