@@ -133,15 +133,16 @@ def plot_curves(res: Results, inst, out: Path) -> Path | None:
             mat[i, :len(v)] = v
             if len(v) < length:  # a diverged run: it stays where it blew up
                 mat[i, len(v):] = np.inf
-        mat = np.where(np.isfinite(mat), mat, np.nan if inst.maximize else 1e300)
+        # a diverged run is drawn off the top (1e30: far above any readable range, still finite in log space)
+        mat = np.where(np.isfinite(mat), mat, np.nan if inst.maximize else 1e30)
         if not inst.maximize:
-            mat = np.maximum(mat, 1e-16)
+            mat = np.clip(mat, 1e-16, 1e30)
         with np.errstate(all="ignore"):
             med = np.nanmedian(mat, axis=0)
             q25, q75 = np.nanquantile(mat, 0.25, axis=0), np.nanquantile(mat, 0.75, axis=0)
         ax.plot(steps, med, color=_color(o), lw=1.5, label=f"{o} ({_hp(arm.hparams)})")
         ax.fill_between(steps, q25, q75, color=_color(o), alpha=0.18, lw=0)
-        shown += [float(v) for v in med if np.isfinite(v) and v < 1e299]
+        shown += [float(v) for v in med if np.isfinite(v) and v < 1e29]
         drawn = True
     if not drawn:
         plt.close(fig)
