@@ -174,8 +174,9 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         n_lr = [len(s.lr_grid) for s in res.searches.values() if s.lr_grid]
         doc.p(f"{len(res.searches)} (instance, optimizer) searches; learning rates tried per search: "
               + (f"{min(n_lr)}–{max(n_lr)}" if n_lr else "–") + f"; grids extended by a decade: {len(extended)}; "
-              f"optimum **not bracketed** (still at an edge after {suite.extend} extension(s) per side): "
-              f"{len(unbracketed)}.")
+              + (f"optimum **not bracketed** (still at an edge after {suite.extend} extension(s) per side): "
+                 if res.version >= 2 else "optimum at the lowest or highest rate tried (version 1: no extension), "
+                 "**not bracketed**: ") + f"{len(unbracketed)}.")
         if unbracketed:
             doc.table(["instance", "optimizer", "rates tried", "extensions", "selected"],
                       [[k[0], k[1], f"{_fmt(s.lr_grid[0])} … {_fmt(s.lr_grid[-1])} ({len(s.lr_grid)})",
