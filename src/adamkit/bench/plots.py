@@ -162,6 +162,46 @@ def plot_curves(res: Results, inst, out: Path) -> Path | None:
     return _save(fig, out / f"curve_{_safe(inst.key)}.png")
 
 
+def plot_theta(res: Results, inst, out: Path) -> Path | None:
+    """Counterexamples: θ over steps on a linear axis, and its running time average, per arm (paper arms too)."""
+    if inst.problem not in ("adopt_counterexample", "reddi_counterexample"):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.8, 4.0))
+    drawn = False
+    for o in inst.optimizers:
+        names = [res.main_arm(inst)] + sorted(k[2] for k in res.arms if k[0] == inst.key and k[1] == o
+                                               and k[2].startswith("paper:"))
+        for arm_name in names:
+            arm = res.arm(inst.key, o, arm_name)
+            if arm is None:
+                continue
+            curves = [c for c in (res.store.curve(h) for h in arm.hashes) if c.get("theta")]
+            if not curves:
+                continue
+            n = min(len(c["step"]) for c in curves)
+            steps = np.array(curves[0]["step"][:n], float)
+            theta = np.median(np.array([c["theta"][:n] for c in curves], float), axis=0)
+            label = o if arm_name == res.main_arm(inst) else f"{o}@{arm_name[6:]}"
+            ls = "-" if "@" not in label else "--"
+            ax.plot(steps, theta, ls, color=_color(o), lw=1.0, alpha=0.6, label=f"{label}: θ")
+            if all(c.get("theta_avg") for c in curves):
+                avg = np.median(np.array([c["theta_avg"][:n] for c in curves], float), axis=0)
+                ax.plot(steps, avg, ls, color=_color(o), lw=2.2, label=f"{label}: time average")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.axhline(-1, color="k", lw=0.8, ls=":")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("step")
+    ax.set_ylabel("θ (median over seeds; optimum −1)")
+    ax.set_title(f"{inst.key}: θ and its time average, linear axis", fontsize=9)
+    ax.grid(alpha=0.3, lw=0.4)
+    ax.legend(fontsize=6.5, ncol=2)
+    return _save(fig, out / f"theta_{_safe(inst.key)}.png")
+
+
 def plot_train_loss(res: Results, inst, out: Path) -> Path | None:
     """Tier B: the training loss of every step (first final seed of each optimizer's main arm): spikes show."""
     if inst.tier != "B":

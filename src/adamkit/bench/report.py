@@ -15,7 +15,7 @@ import numpy as np
 from . import analysis, judge, protocol, registry
 from .document import Doc
 from .plots import (_budget, _fmt, _hp, _metric_label, plot_beta2, plot_curves, plot_lr_sensitivity,
-                    plot_profiles, plot_train_loss, plot_trajectories)
+                    plot_profiles, plot_theta, plot_train_loss, plot_trajectories)
 
 
 def _seeds_text(seeds: tuple[int, ...], kind: str) -> str:
@@ -289,7 +289,7 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                              f"{a.failed} failed, {a.diverged} diverged" if (a.failed or a.diverged) else ""])
         doc.table(["optimizer", "arm", "hyperparameters", f"final {inst.target_metric} median [25 %, 75 %]",
                    "distance to minimiser", "reached target", "median steps to target", "problems"], rows)
-        for fn in (plot_trajectories, plot_curves, plot_train_loss, plot_lr_sensitivity):
+        for fn in (plot_trajectories, plot_curves, plot_theta, plot_train_loss, plot_lr_sensitivity):
             try:
                 path = fn(res, inst, plots)
             except Exception as exc:  # a plot that cannot be drawn must not lose the report
@@ -300,6 +300,9 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                            "plot_curves": f"{_metric_label(inst.target_metric)} over steps, median and 25–75 % "
                                           "band over the final seeds.",
                            "plot_train_loss": "training loss of every step (loss spikes show here).",
+                           "plot_theta": "θ over steps and its running time average (thick), per arm; a paper arm "
+                                         "dashed. A clipped ADOPT that ends like the unclipped one with a worse "
+                                         "time average shows the clip schedule t^¼ at work early on.",
                            "plot_lr_sensitivity": "Final validation metric of every tuning trial against its "
                                                   "learning rate."}[fn.__name__]
                 doc.img(path, f"{inst.key}: {caption}")
