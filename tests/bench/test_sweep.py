@@ -245,3 +245,20 @@ def test_ray_executor_stores_the_same_results_as_local(tmp_path):
     assert stats.failed == 0
     assert local.finals() == ray_store.finals()
     assert set(local.statuses()) == set(ray_store.statuses())
+
+
+def test_the_sweep_runs_the_search_in_stages_until_it_is_bracketed_or_out_of_extensions(tmp_path):
+    from adamkit.bench.suite import parse_suite
+
+    suite = parse_suite({"name": "stages", "optimizers": ["adam"],
+                         "protocol": {"trials": 3, "extend": 1, "final_seeds": 1},
+                         "problems": [{"name": "rosenbrock", "steps": 10, "lr": [1e-6, 1e-5]}]})
+    store = ResultStore(tmp_path / "r.sqlite")
+    stats = run_sweep(suite, store, LocalExecutor(1))
+    res = analysis.load(tmp_path / "r.sqlite")
+    search = res.searches[("rosenbrock", "adam")]
+    # rates far too small: the best is the highest, the grid grows by a decade (2 rates at half-decade spacing)
+    assert search.extensions == ["high"] and search.bracketed is False
+    assert len(search.lr_grid) == 5 and search.lr_grid[-1] > 5e-5
+    assert stats.failed == 0 and stats.done == len(store.statuses()) == len(_all_planned(suite, store))
+    assert res.arm("rosenbrock", "adam", "tuned").n == 1 and res.version == protocol.BENCH_VERSION
