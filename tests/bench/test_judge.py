@@ -151,6 +151,8 @@ def test_paper_arms_are_planned_where_a_claim_names_them(tmp_path):
     arms = {(r.instance, r.optimizer, r.arm) for r in plan.final}
     assert ("fmnist_cnn", "adabelief", "paper:cnn") in arms and ("char_lstm1", "eadam", "paper:lstm") in arms
     assert not any(a.startswith("paper:") for i, o, a in arms if o == "adam")
+    off = parse_suite({**suite.raw, "protocol": {**suite.raw["protocol"], "paper_arms": False}}, "off.toml")
+    assert not any(r.arm.startswith("paper:") for r in protocol.plan(off, protocol.Lookup({})).final)
 
 
 def test_the_report_prints_every_verdict_with_effect_interval_and_n(tmp_path):

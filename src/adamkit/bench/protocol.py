@@ -342,7 +342,7 @@ def plan(suite: Suite, lookup: Lookup, version: int = BENCH_VERSION) -> Plan:
                 main = s.winner_hparams
                 for seed in inst.final_seeds:
                     final.append(_planned(inst, opt, dict(main), seed, "tuned", s.winner))
-            for arm, config in paper_arms(inst, opt):
+            for arm, config in (paper_arms(inst, opt) if suite.paper_arms else []):
                 hp = {**main, **{k: ("none" if v is None else v) for k, v in config.items()}}
                 for seed in inst.final_seeds:
                     final.append(_planned(inst, opt, hp, seed, f"paper:{arm}", -1))

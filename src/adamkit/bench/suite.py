@@ -11,6 +11,7 @@ A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``pa
     trials = 8            # log-spaced learning rates per optimizer and problem (extended while the best is at an edge)
     extend = 2            # at most this many decades added per side; still at an edge: "not bracketed"
     smooth = 3            # select on the mean of each run's last 3 evaluations
+    paper_arms = true     # also run the paper configurations the claims name (e.g. adabelief@cnn)
     tune_seeds = [0]      # seeds each trial runs on (a number n means 0..n-1)
     final_seeds = 5       # paired seeds of the winner and of the defaults arm (n means 1000..1000+n-1)
     search_seed = 0       # seed of the random search
@@ -106,6 +107,7 @@ class Suite:
     problems: list[ProblemInstanceSpec] = field(default_factory=list)
     extend: int = 2  # decades a learning-rate grid may be extended by, per side, while its optimum is at an edge
     smooth: int = 3  # the selection averages the last `smooth` evaluations of a run
+    paper_arms: bool = True  # run the paper configurations the claims name (``optimizer@arm``)
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -221,7 +223,7 @@ def _label(problem: str, params: Mapping[str, Any], varying: list[str]) -> str:
 
 
 PROTOCOL_KEYS = {"trials", "tune_seeds", "final_seeds", "search_seed", "defaults_arm", "lr", "search", "extend",
-                 "smooth"}
+                 "smooth", "paper_arms"}
 ENTRY_KEYS = {"name", "label", "params", "grid", "steps", "epochs", "eval_every", "record_every", "target", "lr",
               "tune", "hparams", "optimizers", "trials", "tune_seeds", "final_seeds", "timeout"}
 
@@ -247,6 +249,9 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
     search_seed = _int(source, "protocol.search_seed", proto.get("search_seed", 0))
     extend = _int(source, "protocol.extend", proto.get("extend", 2))
     smooth = _int(source, "protocol.smooth", proto.get("smooth", 3), minimum=1)
+    paper_arms = proto.get("paper_arms", True)
+    if not isinstance(paper_arms, bool):
+        _fail(source, "protocol.paper_arms", f"expected true or false, got {paper_arms!r}")
     defaults_arm = proto.get("defaults_arm", True)
     if not isinstance(defaults_arm, bool):
         _fail(source, "protocol.defaults_arm", f"expected true or false, got {defaults_arm!r}")
@@ -348,7 +353,8 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
             ))
     return Suite(name=name, description=description, optimizers=optimizers, trials=trials, tune_seeds=tune_seeds,
                  final_seeds=final_seeds, search_seed=search_seed, defaults_arm=defaults_arm, search=search,
-                 problems=instances, source=source, raw=dict(data), extend=extend, smooth=smooth)
+                 problems=instances, source=source, raw=dict(data), extend=extend, smooth=smooth,
+                 paper_arms=paper_arms)
 
 
 def _check_hparams(source, key, optimizer, hparams):
