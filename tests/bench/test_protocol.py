@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import adamkit
@@ -10,81 +11,117 @@ from adamkit.bench import protocol
 from adamkit.bench.suite import SuiteError, load_suite, parse_suite
 
 
+def _settled(suite, score_of, max_stages=20):
+    """Run the adaptive search to its end on synthetic results: ``score_of(run) -> final metrics``."""
+    finals = {}
+    for _ in range(max_stages):
+        plan = protocol.plan(suite, protocol.Lookup(finals))
+        new = {r.hash: r for r in plan.runs if r.hash not in finals}
+        if not new:
+            return plan, finals
+        for h, r in new.items():
+            finals[h] = score_of(r)
+    raise AssertionError("the search did not settle")
+
+
+def _bowl(best_lr, metric="gap"):
+    """A validation metric that is smallest at ``best_lr`` (log scale) for every optimizer."""
+    def final(run):
+        lr = run.spec["hparams"].get("lr", 1e-3)
+        return {metric: (math.log10(lr) - math.log10(best_lr)) ** 2, "diverged": False}
+    return final
+
+
 @pytest.mark.parametrize("name", ["smoke", "quick", "full", "paper"])
-def test_every_optimizer_gets_the_same_budget(name):
+def test_every_optimizer_gets_the_same_search_and_paired_seeds(name):
     suite = load_suite(name)
-    runs = protocol.plan_first_phase(suite)
-    # a selection in which every optimizer picked some trial: the final phase has the same shape for all
-    winners = {(i.key, o): {"hparams": {"lr": 0.01}, "trial": 0, "score": 0.0, "complete": True}
-               for i in suite.problems for o in i.optimizers}
-    runs += protocol.plan_final_phase(suite, winners)
-    budget = protocol.budget(runs)
+    plan = protocol.plan(suite, protocol.Lookup({}))
+    budget = protocol.budget(plan.runs)
     for inst in suite.problems:
-        for arm in ("tune", "defaults", "tuned", "fixed"):
+        for arm in ("tune", "defaults", "fixed"):
             per_opt = {o: budget.get((inst.key, o, arm)) for o in inst.optimizers}
             assert len({str(b) for b in per_opt.values()}) == 1, (inst.key, arm, per_opt)
         if inst.tune:
             b = budget[(inst.key, inst.optimizers[0], "tune")]
-            assert b["candidates"] == inst.trials + (1 if suite.defaults_arm else 0)
+            assert b["candidates"] == inst.trials + (1 if suite.defaults_arm else 0)  # before any result
             assert b["runs"] == b["candidates"] * len(inst.tune_seeds)
-        # the same seeds (start points, noise) for every optimizer in every arm: paired
-        for arm in ("tune", "defaults", "tuned", "fixed"):
-            seeds = {o: sorted(r.seed for r in runs if r.instance == inst.key and r.optimizer == o and r.arm == arm)
-                     for o in inst.optimizers}
+            assert not set(inst.tune_seeds) & set(inst.final_seeds)  # selection never sees a final seed
+        for arm in ("tune", "defaults", "fixed"):
+            seeds = {o: sorted(r.seed for r in plan.runs if r.instance == inst.key and r.optimizer == o
+                               and r.arm == arm) for o in inst.optimizers}
             assert len({tuple(s) for s in seeds.values()}) == 1
-            steps = {r.spec["steps"] for r in runs if r.instance == inst.key and r.arm == arm}
-            assert len(steps) <= 1
 
 
-def test_search_is_paired_and_on_each_optimizers_scale():
-    suite = load_suite("quick")
-    inst = next(i for i in suite.problems if i.key == "rosenbrock")
-    trials = {o: protocol.trial_hparams(suite, inst, o) for o in adamkit.list_optimizers()}
-    # the learning rates are the same draws for every optimizer (same range)
-    lrs = {o: [t["lr"] for t in ts] for o, ts in trials.items()}
-    assert len({tuple(v) for v in lrs.values()}) == 1
-    assert all(inst.lr_range[0] <= lr <= inst.lr_range[1] for lr in lrs["adam"])
-    # the learning rates cover the range: one draw in each fifth (a Latin hypercube), in log space
-    lo, hi = map(math.log, inst.lr_range)
-    cells = sorted(int((math.log(lr) - lo) / (hi - lo) * inst.trials) for lr in lrs["adam"])
-    assert cells == list(range(inst.trials))
-    # ε/δ on each optimizer's own scale
-    for o, ts in trials.items():
-        (key, (low, high)), = protocol.SEARCH_SPACES[o].items()
-        assert all(low * 0.999 <= t[key] <= high * 1.001 for t in ts), (o, ts)
-    assert max(t["eps"] for t in trials["adabelief"]) <= 1e-8
-    assert min(t["delta"] for t in trials["agd"]) >= 1e-14 * 0.999
-    assert all(1e-8 * 0.999 <= t["eps"] <= 1e-4 * 1.001 for t in trials["adopt"])
-    # the same quantile of its own eps range for every optimizer
-    def q(o):
-        (key, (low, high)), = protocol.SEARCH_SPACES[o].items()
-        return [round((math.log(t[key]) - math.log(low)) / (math.log(high) - math.log(low)), 3) for t in trials[o]]
-    assert q("adabelief") == pytest.approx(q("agd"), abs=2e-3) and q("adam") == pytest.approx(q("adopt"), abs=2e-3)
-
-
-def test_selection_picks_the_best_and_failures_lose():
-    suite = load_suite("smoke")
-    runs = [r for r in protocol.plan_first_phase(suite) if r.arm == "tune"]
+def test_the_grid_is_log_spaced_on_each_optimizers_own_scale():
+    suite = parse_suite({"name": "g", "optimizers": ["adam", "agd", "sgd"], "protocol": {"trials": 8},
+                         "problems": [{"name": "rosenbrock", "steps": 10, "lr": [1e-3, 1.0]}]})
     inst = suite.problems[0]
-    finals = {}
-    for r in runs:
-        finals[r.hash] = {"gap": 1.0 + r.trial, "diverged": False}  # defaults (trial -1) would be best ...
-    for r in runs:
-        if r.trial == -1 and r.optimizer == "adam":
-            finals[r.hash] = None  # ... but it failed for adam
-        if r.trial == 1 and r.optimizer == "agd":
-            finals[r.hash] = {"gap": math.nan, "diverged": True}
-    winners = protocol.select(suite, finals)
-    assert winners[(inst.key, "adam")]["trial"] == 0
-    assert winners[(inst.key, "adabelief")]["trial"] == -1
-    assert all(w["complete"] for w in winners.values())
-    assert protocol.score(None, "gap", False) == math.inf
+    plan = protocol.plan(suite, protocol.Lookup({}))
+    for opt, scale in (("adam", 1.0), ("agd", 0.1), ("sgd", 30.0)):
+        lrs = sorted({r.spec["hparams"]["lr"] for r in plan.tuning if r.optimizer == opt and r.trial >= 0})
+        assert len(lrs) == 8 and lrs[0] == pytest.approx(1e-3 * scale) and lrs[-1] == pytest.approx(scale)
+        ratios = np.diff(np.log(lrs))
+        assert np.allclose(ratios, ratios[0], rtol=1e-3)
+    assert protocol.search_space(suite, "agd") == {"delta": (1e-14, 1e-5)}
+    assert protocol.search_space(suite, "eadam")["eps"][0] <= 1e-16  # EAdam's LSTM value is in its range
+    assert protocol.search_space(suite, "sgd") == {}
+
+
+def test_an_optimum_inside_the_grid_is_bracketed_and_then_eps_is_tried_at_the_best_rate():
+    suite = parse_suite({"name": "g", "optimizers": ["adam", "adabelief"], "protocol": {"trials": 8},
+                         "problems": [{"name": "rosenbrock", "steps": 10, "lr": [1e-3, 1.0]}]})
+    plan, finals = _settled(suite, _bowl(0.03))
+    s = plan.searches[("rosenbrock", "adabelief")]
+    assert s.bracketed and s.extensions == [] and len(s.lr_grid) == 8
+    eps = [hp for _, hp, kind in s.candidates if kind == "eps"]
+    assert [hp["eps"] for hp in eps] == [1e-16, 1e-8]  # the ends of AdaBelief's own range ...
+    best = min(s.lr_grid, key=lambda lr: abs(math.log(lr / 0.03)))
+    assert all(hp["lr"] == best for hp in eps)  # ... at the best rate
+    assert s.winner_hparams["lr"] == best and plan.complete
+    tuned = [r for r in plan.final if r.optimizer == "adabelief" and r.arm == "tuned"]
+    assert len(tuned) == len(suite.problems[0].final_seeds) and all(r.spec["hparams"]["lr"] == best for r in tuned)
+
+
+def test_an_optimum_at_an_edge_extends_the_grid_by_decades_then_is_flagged_not_bracketed():
+    suite = parse_suite({"name": "g", "optimizers": ["adam"], "protocol": {"trials": 8, "extend": 2},
+                         "problems": [{"name": "rosenbrock", "steps": 10, "lr": [1e-3, 1.0]}]})
+    # the grid: 8 rates over 3 decades (3/7 decade apart), so a decade is 3 more rates at the same spacing
+    plan, _ = _settled(suite, _bowl(5.0))  # above the range: one decade (2.7, 7.2, 19) brackets it
+    s = plan.searches[("rosenbrock", "adam")]
+    assert s.extensions == ["high"] and s.bracketed and s.winner_hparams["lr"] == pytest.approx(7.197, rel=1e-3)
+    plan, _ = _settled(suite, _bowl(1e4))  # far above: two decades added, still at the edge
+    s = plan.searches[("rosenbrock", "adam")]
+    assert s.extensions == ["high", "high"] and s.bracketed is False
+    assert s.lr_grid[-1] == pytest.approx(10 ** (18 / 7), rel=1e-3) and len(s.lr_grid) == 8 + 2 * 3
+    plan, _ = _settled(suite, _bowl(1e-7))
+    s = plan.searches[("rosenbrock", "adam")]
+    assert s.extensions == ["low", "low"] and s.bracketed is False
+    assert s.lr_grid[0] == pytest.approx(1e-3 / 10 ** (18 / 7), rel=1e-3)
+
+
+def test_a_flat_response_is_not_an_edge():
+    suite = parse_suite({"name": "g", "optimizers": ["adam"], "protocol": {"trials": 8},
+                         "problems": [{"name": "rosenbrock", "steps": 10}]})
+    plan, _ = _settled(suite, lambda r: {"gap": 0.0, "diverged": False})
+    s = plan.searches[("rosenbrock", "adam")]
+    assert s.extensions == [] and s.bracketed
+
+
+def test_selection_smooths_over_the_last_evaluations_and_failures_lose():
+    finals = {"a": {"gap": 0.1, "diverged": False}, "b": {"gap": 0.2, "diverged": False}, "c": None,
+              "d": {"gap": math.nan, "diverged": True}}
+    curves = {"a": {"step": [0, 1, 2, 3], "gap": [9.0, 0.5, 0.9, 0.1]}, "b": {"step": [0, 1], "gap": [0.3, 0.2]}}
+    lookup = protocol.Lookup(finals, curves.get, smooth=3)
+    assert lookup.score("a", "gap", False) == pytest.approx(0.5)  # mean of 0.5, 0.9, 0.1: a lucky last point
+    assert lookup.score("b", "gap", False) == pytest.approx(0.25)  # ... loses to a steady run
+    assert lookup.score("c", "gap", False) == math.inf and lookup.score("d", "gap", False) == math.inf
+    assert protocol.Lookup(finals).score("a", "gap", False) == 0.1  # no curves: the final value
     assert protocol.score({"acc": 0.9}, "acc", True) == -0.9
 
 
 def test_run_hash_is_stable_and_complete():
     suite = load_suite("smoke")
-    r = protocol.plan_first_phase(suite)[0]
+    r = protocol.plan(suite, protocol.Lookup({})).runs[0]
     assert protocol.run_hash(dict(r.spec)) == r.hash
     for key in ("problem", "params", "optimizer", "hparams", "seed", "steps", "eval_every"):
         changed = dict(r.spec)
@@ -101,6 +138,8 @@ BASE = {"name": "t", "problems": [{"name": "beale", "steps": 10}]}
     ({"protocol": {"lr": [1.0]}}, "protocol.lr"),
     ({"protocol": {"triasl": 3}}, "protocol.triasl"),
     ({"protocol": {"search": {"agd": {"eps": [1e-8, 1e-6]}}}}, "protocol.search.agd.eps"),
+    ({"protocol": {"tune_seeds": [0, 1000]}}, "problems[0].final_seeds"),
+    ({"protocol": {"smooth": 0}}, "protocol.smooth"),
     ({"problems": [{"name": "bealee"}]}, "problems[0].name"),
     ({"problems": [{"name": "beale", "grid": {"noise": 0.1}}]}, "problems[0].grid.noise"),
     ({"problems": [{"name": "beale", "params": {"noise": -1}}]}, "problems[0].params"),

@@ -1,7 +1,8 @@
 """Tier B tasks in the shipped suites, the sweep's handling of missing data, and the task rows of the
-report's claims table (filled from a small stored result set: no training)."""
+report (filled from a small stored result set: no training); the claims' verdicts are tested in test_judge."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -11,14 +12,20 @@ from adamkit.bench.executors import LocalExecutor
 from adamkit.bench.registry import list_problems
 from adamkit.bench.store import ResultStore
 from adamkit.bench.suite import SHIPPED, load_suite, parse_suite
-from adamkit.bench.sweep import run_sweep
+from adamkit.bench.sweep import bench_record, run_sweep
+
+
+#: the near-duplicate and heavy tasks `full` leaves to `paper` to pay for its larger searches
+NOT_IN_FULL = {"digits_mlp", "fm_synthetic_ctr", "fmnist_cnn_nodecay", "fmnist_mlp_nodecay", "dcgan_fmnist",
+               "wgan_fmnist"}
 
 
 @pytest.mark.parametrize("name", ["smoke", "quick", "full", "paper"])
 def test_shipped_suite_runs_every_task(name):
     suite = load_suite(name)
     tasks = {i.problem for i in suite.problems if i.tier == "B"}
-    assert tasks == set(list_problems("B")), f"{name} lacks {set(list_problems('B')) - tasks}"
+    expected = set(list_problems("B")) - (NOT_IN_FULL if name == "full" else set())
+    assert tasks >= expected, f"{name} lacks {expected - tasks}"
     assert {i.problem for i in suite.problems if i.tier == "A"}, "the Tier A content stays"
 
 
@@ -34,13 +41,11 @@ def test_smoke_and_quick_task_runs_are_short_and_full_tunes():
     # `full` tunes every task at 2-core budgets; `paper` at paper-scale budgets (more trials, seeds, steps)
     full = {i.problem: i for i in load_suite("full").problems if i.tier == "B"}
     paper = {i.problem: i for i in load_suite("paper").problems if i.tier == "B"}
-    assert all(i.tune and i.trials >= 2 and len(i.final_seeds) >= 2 for i in full.values())
+    # at least 8 learning rates and 5 paired final seeds per task arm: what a verdict needs
+    assert all(i.tune and i.trials >= 8 and len(i.final_seeds) >= 5 for i in full.values())
     assert all(i.tune and i.trials >= 8 and len(i.final_seeds) >= 3 for i in paper.values())
     for name, inst in full.items():
-        assert inst.trials <= paper[name].trials and len(inst.final_seeds) <= len(paper[name].final_seeds)
-        # the final seeds of RL tasks are several, in both
-        if name.endswith("_ppo"):
-            assert len(inst.final_seeds) >= 4 and len(paper[name].final_seeds) >= 5
+        assert inst.trials <= paper[name].trials
     assert "tasks_quick" in SHIPPED and {i.problem for i in load_suite("tasks_quick").problems} == set(
         list_problems("B"))
 
@@ -87,64 +92,20 @@ def _stored(tmp_path, tasks):
     path = tmp_path / "r.sqlite"
     store = ResultStore(path)
     store.set_meta("suite", suite.to_json())
-    for run in protocol.plan_first_phase(suite):
+    store.set_meta("bench", json.dumps(bench_record(suite)))
+    for run in protocol.plan(suite, protocol.Lookup({})).runs:
         final = {**FINALS[run.spec["problem"]][run.optimizer], "diverged": False, "steps": 10}
         store.put(run.hash, run.spec, {"status": "done", "final": final, "curve": None, "seconds": 0.1})
     store.close()
     return analysis.load(path)
 
 
-def _row(rows, paper, claim_start):
-    found = [r for r in rows if r["paper"].startswith(paper) and r["claim"].startswith(claim_start)]
-    assert len(found) == 1, [(r["paper"], r["claim"][:30]) for r in rows]
-    return found[0]
-
-
-def test_claims_table_has_the_task_rows_filled_from_the_store(tmp_path):
-    rows = report.claims(_stored(tmp_path, TASKS))
-    ab = _row(rows, "AdaBelief", "Image classification")
-    assert "fmnist_cnn (10 steps): adabelief 0.91 vs adam 0.9 (2 seeds)" in ab["measured"]
-    assert ab["verdict"].startswith("supported")
-    ea = _row(rows, "EAdam", "Image classification")
-    assert "eadam 0.905 vs adam 0.9" in ea["measured"] and ea["verdict"].startswith("supported")
-    gan = _row(rows, "AdaBelief", "GANs")
-    assert "dcgan_fmnist (10 steps): adabelief 30 vs adam 40" in gan["measured"] and gan["verdict"].startswith("supported")
-    spikes = _row(rows, "ADOPT", "Small-batch GPT-2")
-    assert "tiny_gpt_b8 (10 steps): adam 6 spikes" in spikes["measured"] and "adopt 1 spikes" in spikes["measured"]
-    assert "tiny_gpt_b64 (10 steps): adam 0 spikes" in spikes["measured"] and spikes["verdict"] == "supported"
-    agd = _row(rows, "AGD", "Click-through")
-    # better on MovieLens, worse on the synthetic log: mixed
-    assert "fm_movielens (10 steps): agd 0.78 vs adam 0.75" in agd["measured"] and "fm_synthetic_ctr" in agd["measured"]
-    assert agd["verdict"].startswith("mixed")
-    decay = _row(rows, "AdamL", "Vanilla CNNs")
-    assert "fmnist_cnn: adam 0.88 vs 0.9" in decay["measured"]
-    assert "at most 0.02" in decay["verdict"]
-    # the Tier A claims do not count the task runs
-    assert _row(rows, "EAdam", "Adding ε")["verdict"].startswith("not measured")
-
-
-def test_claim_rows_say_no_data_when_the_suite_did_not_run_the_task(tmp_path):
-    rows = report.claims(_stored(tmp_path, ["fmnist_cnn"]))
-    assert _row(rows, "AdaBelief", "Image classification")["verdict"].startswith("supported")
-    for paper, claim in (("AdaBelief", "GANs"), ("ADOPT", "Small-batch"), ("AGD", "Click-through"),
-                         ("AdamL", "Vanilla CNNs")):
-        row = _row(rows, paper, claim)
-        assert row["measured"].startswith("no data") and row["verdict"] == "not measured in this suite"
-    res = _stored(tmp_path / "b", ["fmnist_cnn"])
-    inst = res.instance("fmnist_cnn")
-    assert report.task_metric(res, inst, "adabelief", "test_accuracy", higher=True) == (0.91, 2)
-    value, n = report.task_metric(res, inst, "adam", "fd", higher=False)  # a metric the task does not report
-    assert math.isnan(value) and n == 0
-
-
 def test_report_states_each_problems_protocol_and_the_direction_of_its_target(tmp_path):
     lines = report.protocol_summary(load_suite("full"))
     by_tasks = {line.split(": ", 1)[1]: line.split(": ", 1)[0] for line in lines}
     cnn = next(k for names, k in by_tasks.items() if "fmnist_cnn" in names.split(", "))
-    assert cnn == "2 trials + defaults on 1 tuning seed (0), 2 final seeds (1000, 1001)"
-    rl = next(k for names, k in by_tasks.items() if "cartpole_ppo" in names.split(", "))
-    assert rl.endswith("4 final seeds (1000–1003)")
-    assert any(k.startswith("no tuning") and "adopt_counterexample_noclip" in names for names, k in by_tasks.items())
+    assert cnn == "8 trials + defaults on 1 tuning seed (0), 5 final seeds (1000–1004)"
+    assert any(k.startswith("no tuning") and "adopt_counterexample" in names for names, k in by_tasks.items())
     # every problem of the suite is named exactly once
     named = [n for names in by_tasks for n in names.split(", ")]
     assert sorted(named) == sorted({i.group for i in load_suite("full").problems})
@@ -170,32 +131,3 @@ def test_medians_interpolate_and_a_diverged_run_is_the_worst_value_in_either_dir
     assert arm.converged == 0.5 and arm.median == -math.inf
 
 
-def test_claims_count_a_diverged_task_run_as_the_worst_value(tmp_path):
-    res = _stored(tmp_path, ["fmnist_cnn"])
-    inst = res.instance("fmnist_cnn")
-    h = res.arm("fmnist_cnn", "adabelief", "fixed").hashes[0]
-    res.finals[h] = {"diverged": True, "test_accuracy": float("nan"), "steps": 3}
-    assert report.task_metric(res, inst, "adabelief", "test_accuracy", higher=True) == (-math.inf, 2)
-    assert report.task_metric(res, inst, "adabelief", "loss_spikes", higher=False)[0] == math.inf
-
-
-def test_adopt_claim_is_judged_per_setting_of_k(tmp_path):
-    suite = parse_suite({
-        "name": "ce", "optimizers": ["adam", "adopt"], "protocol": {"final_seeds": 1},
-        "problems": [{"name": "adopt_counterexample", "grid": {"k": [10, 50], "beta2": [0.1, 0.999]},
-                      "steps": 10, "tune": False, "hparams": {"lr": 0.01}}]})
-    path = tmp_path / "r.sqlite"
-    store = ResultStore(path)
-    store.set_meta("suite", suite.to_json())
-    for run in protocol.plan_first_phase(suite):
-        k, beta2 = run.spec["params"]["k"], run.spec["params"]["beta2"]
-        # ADOPT reaches θ = -1 at k = 10 for both β2 and nowhere at k = 50; Adam fails at β2 = 0.1 only
-        ok = (k == 10) if run.optimizer == "adopt" else beta2 > 0.5
-        final = {"gap": 0.0 if ok else 2.0, "dist": 0.0 if ok else 2.0, "diverged": False, "steps": 10}
-        store.put(run.hash, run.spec, {"status": "done", "final": final, "curve": None, "seconds": 0.1})
-    store.close()
-    row = _row(report.claims(analysis.load(path)), "ADOPT", "On f(θ)=θ")
-    assert row["verdict"] == ("supported in adopt_counterexample k=10; not in adopt_counterexample k=50 "
-                              "(ADOPT fails at some β2)")
-    assert "adopt in adopt_counterexample: 2/4 (not at k=50: β2 = 0.1, 0.999)" in row["measured"]
-    assert "adam in adopt_counterexample: 2/4 (not at k=10: β2 = 0.1; k=50: β2 = 0.1)" in row["measured"]

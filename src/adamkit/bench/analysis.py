@@ -5,6 +5,7 @@ deterministic, so the report finds each arm's runs by their hashes.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,9 @@ class Results:
     phase2: list[protocol.PlannedRun]
     winners: dict[tuple[str, str], dict[str, Any]]
     arms: dict[tuple[str, str, str], ArmSummary] = field(default_factory=dict)
+    searches: dict[tuple[str, str], protocol.Search] = field(default_factory=dict)
+    version: int = protocol.BENCH_VERSION  # the benchmark version the runs were made with
+    bench: dict[str, Any] = field(default_factory=dict)  # the store's record of the sweep (suite name, hash)
 
     @property
     def instances(self) -> list[ProblemInstanceSpec]:
@@ -99,15 +103,24 @@ def load(where: str | Path) -> Results:
         raise ValueError(f"{where}: no sweep stored here (run `adamkit bench run SUITE --out DIR` first)")
     suite = Suite.from_json(text)
     finals = store.finals()
-    phase1 = protocol.plan_first_phase(suite)
-    winners = protocol.select(suite, finals)
-    phase2 = protocol.plan_final_phase(suite, winners)
-    res = Results(suite, store, finals, phase1, phase2, winners)
+    bench = store.bench_record()
+    version = int(bench.get("version", 1))
+    specs = store.specs() if version < 2 else None
+    if specs is not None:  # a version-1 suite's default optimizers were adamkit's only (no baseline yet)
+        ran = {s["optimizer"] for s in specs.values()}
+        suite.optimizers = tuple(o for o in suite.optimizers if o in ran)
+        for i, inst in enumerate(suite.problems):
+            suite.problems[i] = dataclasses.replace(inst, optimizers=tuple(o for o in inst.optimizers if o in ran))
+    plan = protocol.plan(suite, protocol.Lookup(finals, store.curve if version >= 2 else None, suite.smooth, specs),
+                         version)
+    phase1, phase2 = plan.tuning, plan.final
+    res = Results(suite, store, finals, phase1, phase2, plan.winners(), searches=plan.searches, version=version,
+                  bench=bench)
     statuses = store.statuses()
     insts = {i.key: i for i in suite.problems}
     groups: dict[tuple[str, str, str], list[protocol.PlannedRun]] = {}
     for r in phase1 + phase2:
-        if r.arm in FINAL_ARMS:
+        if r.arm in FINAL_ARMS or r.arm.startswith("paper:"):
             groups.setdefault((r.instance, r.optimizer, r.arm), []).append(r)
     for key, runs in groups.items():
         inst = insts[key[0]]
@@ -217,37 +230,70 @@ def _sortable(v: float, maximize: bool) -> float:
     return -v if maximize else v
 
 
-def performance_profile(res: Results, measure: str, taus: np.ndarray) -> dict[str, np.ndarray]:
-    """Dolan–Moré profiles over the instances: share of instances an optimizer solves within τ × the best.
+def _ratio(value: float, best: float, maximize: bool) -> float:
+    """An instance's performance ratio (1 = the best; larger is worse). Minimised costs: value / best (floored at
+    1e-12 so exact zeros compare). Maximised metrics: 1 + the shortfall relative to the best, (best − value) /
+    |best| — a CartPole return of 498 against 500 is 1.004, not infinitely worse."""
+    if not math.isfinite(value):
+        return math.inf
+    if maximize:
+        return 1.0 + (best - value) / max(abs(best), 1e-12)
+    return max(value, 1e-12) / max(best, 1e-12)
 
-    ``measure``: ``"steps"`` (median steps to the target; not reaching it = ∞) or ``"final"`` (median final
-    target metric, floored at 1e-12 so that exact zeros compare; for maximised metrics, the shortfall from
-    the best). Instances where no optimizer has a finite cost are left out.
-    """
-    costs: list[dict[str, float]] = []
+
+def profile_ratios(res: Results, measure: str, tier: str, optimizers: list[str] | None = None
+                   ) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Performance ratios of each optimizer on the instances of ``tier`` that *every* profiled optimizer ran
+    (an instance one optimizer did not run is left out, not counted as its failure).
+
+    ``measure``: ``"steps"`` (median steps to the target over the final seeds; fewer than half reaching it = ∞;
+    only instances with a target) or ``"final"`` (median final target metric). Instances where no optimizer has
+    a finite cost are left out. Returns (instance keys, {optimizer: ratios})."""
+    opts = list(optimizers or res.suite.optimizers)
+    keys, rows = [], []
     for inst in res.instances:
-        arm = res.main_arm(inst)
-        row = {}
-        for o in res.suite.optimizers:
-            a = res.arm(inst.key, o, arm)
-            if a is None:
-                row[o] = math.inf
-                continue
-            if measure == "steps":
-                row[o] = a.median_steps if inst.target is not None else math.inf
-            else:
-                m = a.median
-                row[o] = math.inf if (math.isnan(m) or not math.isfinite(m)) else (
-                    (1.0 - m) if inst.maximize else max(m, 1e-12))
-        if any(math.isfinite(v) for v in row.values()):
-            costs.append(row)
-    out = {}
-    for o in res.suite.optimizers:
-        ratios = []
-        for row in costs:
-            best = min(v for v in row.values() if math.isfinite(v))
-            ratios.append(row[o] / best if math.isfinite(row[o]) and best > 0 else (1.0 if row[o] == best else math.inf))
-        ratios_arr = np.array(ratios, dtype=float)
-        out[o] = np.array([(ratios_arr <= t).mean() if len(ratios_arr) else np.nan for t in taus])
-    out["_n"] = np.array([len(costs)])
+        if inst.tier != tier or (measure == "steps" and inst.target is None):
+            continue
+        arms = {o: res.arm(inst.key, o, res.main_arm(inst)) for o in opts}
+        if any(a is None or a.n == 0 for a in arms.values()):
+            continue
+        if measure == "steps":
+            cost = {o: a.median_steps for o, a in arms.items()}
+            maximize = False
+        else:
+            cost = {o: a.median for o, a in arms.items()}
+            cost = {o: (v if not math.isnan(v) else math.inf) for o, v in cost.items()}
+            maximize = inst.maximize
+            if maximize:
+                cost = {o: (v if v != -math.inf else math.inf) for o, v in cost.items()}
+        finite = [v for v in cost.values() if math.isfinite(v)]
+        if not finite:
+            continue
+        best = max(finite) if maximize else min(finite)
+        keys.append(inst.key)
+        rows.append({o: _ratio(v, best, maximize) for o, v in cost.items()})
+    return keys, {o: np.array([r[o] for r in rows], dtype=float) for o in opts}
+
+
+def profile(ratios: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """ρ(τ): the share of instances with ratio ≤ τ (Dolan & Moré)."""
+    if ratios.size == 0:
+        return np.full(len(taus), np.nan)
+    return np.array([(ratios <= t).mean() for t in taus])
+
+
+def algoperf_score(ratios: np.ndarray, tau_max: float = 4.0) -> float:
+    """AlgoPerf's benchmark score: ∫₁^τmax ρ(τ) dτ / (τmax − 1), in [0, 1] (1: the best on every instance)."""
+    if ratios.size == 0:
+        return math.nan
+    taus = np.linspace(1.0, tau_max, 3001)
+    return float(np.trapezoid(profile(ratios, taus), taus) / (tau_max - 1.0)) if hasattr(np, "trapezoid") else \
+        float(np.trapz(profile(ratios, taus), taus) / (tau_max - 1.0))
+
+
+def performance_profile(res: Results, measure: str, taus: np.ndarray, tier: str = "A") -> dict[str, np.ndarray]:
+    """{optimizer: ρ(τ) at ``taus``} over the common instances of ``tier`` (``"_n"``: their number)."""
+    keys, ratios = profile_ratios(res, measure, tier)
+    out = {o: profile(r, taus) for o, r in ratios.items()}
+    out["_n"] = np.array([len(keys)])
     return out

@@ -150,7 +150,7 @@ def _run_sweep(args, out: Path) -> int:
 def _summary(where) -> None:
     """The table at the end of a run: per problem, each optimizer's median final value (tuned)."""
     from . import analysis
-    from .report import _fmt
+    from .plots import _fmt
 
     res = analysis.load(where)
     opts = list(res.suite.optimizers)

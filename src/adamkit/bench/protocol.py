@@ -1,53 +1,61 @@
-"""The tuning protocol: the same budget for every optimizer, selection on a validation metric, paired re-runs.
+"""The tuning protocol: every optimizer searched on its own scale until its optimum is bracketed, selection on
+a smoothed validation metric, paired re-runs on seeds disjoint from the tuning seeds.
 
-For every problem instance of a suite and every optimizer:
+Protocol version 2 (the current one, :data:`BENCH_VERSION`), for every problem instance and optimizer:
 
-1. **Tuning.** ``trials`` configurations from a log-uniform random search over the learning rate
-   (the problem's range, the same for every optimizer) and over ε/δ on *each optimizer's own scale*
-   (:data:`SEARCH_SPACES`). The search is a Latin hypercube on [0, 1]^2 drawn once per problem
-   instance from ``search_seed`` and mapped into each optimizer's ranges, so trial *i* of every
-   optimizer sits at the same quantiles of its ranges: no optimizer gets luckier draws.
-   Every trial runs on the same ``tune_seeds``.
-2. **The paper-defaults arm.** The optimizer's own defaults (lr 1e-3 and all), on the tuning seeds
-   too, as one more candidate of the selection (so every optimizer has ``trials + 1`` candidates),
-   and on the final seeds, reported as its own arm.
-3. **Selection** on the problem's validation metric (``selection_metric``), the mean over the tuning
-   seeds of its final value; a failed, diverged or non-finite run counts as the worst value.
-   Ties go to the earlier candidate.
-4. **Final runs.** The winner re-runs on the ``final_seeds``, the same seeds for every optimizer
-   (paired): results as median and spread, paired win rates, steps-to-target, performance profiles.
+1. **A learning-rate grid that brackets.** ``trials`` (≥ 8 in ``quick``/``full``) log-spaced rates over the
+   problem's range times the optimizer's own ``lr_scale`` (its ``BenchSpec``), ε/δ at the optimizer's
+   default. When the best rate is the lowest or highest of the grid, the grid is extended by one decade on
+   that side (at the same spacing), at most ``extend`` times; an optimum still at an edge is recorded as
+   *not bracketed* (the report flags it). Then two ε/δ trials at the best rate: the ends of the optimizer's
+   own ε/δ range (which holds each paper's values, e.g. EAdam's 1e-16).
+2. **The paper-defaults arm**: the optimizer's own defaults, one more candidate of the selection, and an arm
+   of its own on the final seeds.
+3. **Selection** on the problem's validation metric smoothed over the last ``smooth`` evaluations of each
+   run (the mean), averaged over the tuning seeds; a failed or diverged run is the worst value; among equal
+   scores the middle one of the grid wins (so a flat response does not count as an edge).
+4. **Final runs** on ``final_seeds``, disjoint from the tuning seeds and the same for every optimizer
+   (paired): the winner (``tuned``), the defaults, and each paper configuration a claim asks for on this
+   instance (``paper:<arm>``: the winner's rate with the paper's settings, :mod:`adamkit.bench.claims`).
 
-A problem with ``tune = false`` runs only its fixed hyperparameters (``hparams``) on the final seeds.
+A problem with ``tune = false`` runs its fixed hyperparameters (``hparams``) on the final seeds (``fixed``),
+and the paper arms on top of them. Version 1 (stores written before the version was recorded): a Latin
+hypercube of ``trials`` random configurations over the problem's range, selection on the final value; the
+report reads those stores with the version-1 rules.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
 import adamkit
 
+from . import optimizers as bench_optimizers
 from .suite import ProblemInstanceSpec, Suite
 
 #: bump when the meaning of a stored run changes (part of every run's hash)
 RUN_FORMAT = 1
-
-#: ε/δ search ranges, each on its optimizer's own scale (the default sits inside the range)
-SEARCH_SPACES: dict[str, dict[str, tuple[float, float]]] = {
-    "adam": {"eps": (1e-10, 1e-6)},
-    "adamw": {"eps": (1e-10, 1e-6)},
-    "amsgrad": {"eps": (1e-10, 1e-6)},
-    "eadam": {"eps": (1e-10, 1e-6)},       # ε is accumulated in v: ≈ 1000 ε is added to v̂
-    "adabelief": {"eps": (1e-16, 1e-8)},   # the authors: 1e-16 (CNNs) .. 1e-8 (GAN, LSTM)
-    "adopt": {"eps": (1e-8, 1e-4)},        # a floor on sqrt(v); default 1e-6
-    "agd": {"delta": (1e-14, 1e-5)},       # the authors: 1e-5 (default) .. 1e-14 (transformers)
+#: the benchmark's version: its rules (this protocol), tasks and analysis. Stored with every sweep and
+#: printed in every report; a report made by a newer version than its runs says so.
+BENCH_VERSION = 2
+#: what changed at each version (printed by the report when it reads an older store)
+BENCH_VERSIONS = {
+    1: "random search (Latin hypercube) over the problem's lr range, selection on the final value",
+    2: "log-spaced lr grid on each optimizer's scale extended until bracketed, ε/δ trials at the best rate, "
+       "selection on the smoothed validation metric, paper-configuration arms, SGD baseline",
 }
 
-ARMS = ("tune", "defaults", "tuned", "fixed")
+ARMS = ("tune", "defaults", "tuned", "fixed")  # and "paper:<arm>"
+
+
+def search_space(suite: Suite, optimizer: str) -> dict[str, tuple[float, float]]:
+    """The ε/δ range searched for ``optimizer`` (its BenchSpec's, unless the suite overrides it)."""
+    return dict(suite.search.get(optimizer) or bench_optimizers.spec(optimizer).search_space())
 
 
 @dataclass(frozen=True)
@@ -96,54 +104,6 @@ def _round(x: float) -> float:
     return float(f"{x:.4g}")
 
 
-def unit_samples(suite: Suite, inst: ProblemInstanceSpec, n: int, dims: int = 2) -> np.ndarray:
-    """A Latin hypercube of ``n`` points in [0, 1]^dims, fixed by the suite's search seed and the instance."""
-    digest = hashlib.sha256(f"{suite.search_seed}|{inst.key}".encode()).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    out = np.empty((n, dims))
-    for d in range(dims):
-        out[:, d] = (rng.permutation(n) + rng.random(n)) / max(n, 1)
-    return out
-
-
-def _log_map(u: float, low: float, high: float) -> float:
-    return _round(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
-
-
-def trial_hparams(suite: Suite, inst: ProblemInstanceSpec, optimizer: str) -> list[dict[str, Any]]:
-    """The ``inst.trials`` searched configurations of ``optimizer`` (hyperparameters fixed by the suite win)."""
-    space = {"lr": inst.lr_range, **suite.search.get(optimizer, {})}
-    space = {k: v for k, v in space.items() if k not in inst.hparams}
-    u = unit_samples(suite, inst, inst.trials, dims=2)
-    trials = []
-    for i in range(inst.trials):
-        hp = {}
-        for d, (name, (low, high)) in enumerate(space.items()):
-            hp[name] = _log_map(u[i, min(d, 1)], low, high)
-        trials.append({**inst.hparams, **hp})
-    return trials
-
-
-def plan_first_phase(suite: Suite) -> list[PlannedRun]:
-    """Tuning trials and the defaults arm (they need no selection), in a deterministic order."""
-    runs = []
-    for inst in suite.problems:
-        for opt in inst.optimizers:
-            if not inst.tune:
-                for seed in inst.final_seeds:
-                    runs.append(_planned(inst, opt, dict(inst.hparams), seed, "fixed", -1))
-                continue
-            for i, hp in enumerate(trial_hparams(suite, inst, opt)):
-                for seed in inst.tune_seeds:
-                    runs.append(_planned(inst, opt, hp, seed, "tune", i))
-            if suite.defaults_arm:
-                for seed in inst.tune_seeds:
-                    runs.append(_planned(inst, opt, dict(inst.hparams), seed, "tune", -1))
-                for seed in inst.final_seeds:
-                    runs.append(_planned(inst, opt, dict(inst.hparams), seed, "defaults", -1))
-    return runs
-
-
 def _planned(inst, opt, hp, seed, arm, trial) -> PlannedRun:
     spec = make_spec(inst, opt, hp, seed)
     return PlannedRun(spec=spec, hash=run_hash(spec), instance=inst.key, optimizer=opt, arm=arm, trial=trial, seed=seed)
@@ -159,48 +119,6 @@ def score(final: dict[str, Any] | None, metric: str, maximize: bool) -> float:
     return -value if maximize else value
 
 
-def select(suite: Suite, finals: dict[str, dict[str, Any] | None]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The winning hyperparameters per (instance key, optimizer), from the stored final metrics by run hash.
-
-    Returns {(instance, optimizer): {"hparams": ..., "trial": i, "score": s, "complete": bool}}; ``complete``
-    is False when some tuning run has no stored result yet (the selection is then provisional).
-    """
-    by_candidate: dict[tuple[str, str, int], list[PlannedRun]] = {}
-    hparams: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for run in plan_first_phase(suite):
-        if run.arm == "tune":
-            key = (run.instance, run.optimizer, run.trial)
-            by_candidate.setdefault(key, []).append(run)
-            hparams[key] = run.spec["hparams"]
-    insts = {i.key: i for i in suite.problems}
-    winners: dict[tuple[str, str], dict[str, Any]] = {}
-    for (ikey, opt, trial), runs in sorted(by_candidate.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] >= 0, kv[0][2])):
-        inst = insts[ikey]
-        complete = all(r.hash in finals for r in runs)
-        scores = [score(finals.get(r.hash), inst.selection_metric, inst.maximize) for r in runs]
-        s = float(np.mean(scores)) if scores else math.inf
-        best = winners.get((ikey, opt))
-        if best is None or s < best["score"]:
-            winners[(ikey, opt)] = {"hparams": hparams[(ikey, opt, trial)], "trial": trial, "score": s,
-                                    "complete": complete and (best is None or best["complete"])}
-        else:
-            best["complete"] = best["complete"] and complete
-    return winners
-
-
-def plan_final_phase(suite: Suite, winners: dict[tuple[str, str], dict[str, Any]]) -> list[PlannedRun]:
-    """The winners re-run on the paired final seeds."""
-    runs = []
-    for inst in suite.problems:
-        if not inst.tune:
-            continue
-        for opt in inst.optimizers:
-            win = winners[(inst.key, opt)]
-            for seed in inst.final_seeds:
-                runs.append(_planned(inst, opt, dict(win["hparams"]), seed, "tuned", win["trial"]))
-    return runs
-
-
 def budget(runs: list[PlannedRun]) -> dict[tuple[str, str, str], dict[str, int]]:
     """Per (instance, optimizer, arm): number of runs and total optimizer steps (for the fairness checks)."""
     out: dict[tuple[str, str, str], dict[str, int]] = {}
@@ -211,3 +129,284 @@ def budget(runs: list[PlannedRun]) -> dict[tuple[str, str, str], dict[str, int]]
     for key in out:
         out[key]["candidates"] = len({r.trial for r in runs if (r.instance, r.optimizer, r.arm) == key})
     return out
+
+
+# ------------------------------------------------------------------------------------------- version 2
+
+
+class Lookup:
+    """What the protocol reads of the stored runs: final metrics by hash, and (for smoothing) curves.
+
+    ``finals``: hash -> final metrics (None: failed); ``curve``: hash -> {"step": [...], metric: [...]}
+    (the evaluation curve), or None when curves are not available (then the final value is used).
+    """
+
+    def __init__(self, finals: dict[str, dict[str, Any] | None], curve: Callable[[str], dict] | None = None,
+                 smooth: int = 3, specs: dict[str, dict[str, Any]] | None = None):
+        self.finals, self._curve, self.smooth = finals, curve, smooth
+        self.specs = specs  # hash -> stored configuration (read by the version-1 rules)
+        self._scores: dict[tuple[str, str, bool], float] = {}
+
+    def has(self, run_hash: str) -> bool:
+        return run_hash in self.finals
+
+    def score(self, run_hash: str, metric: str, maximize: bool) -> float:
+        """Smaller is better: the mean of the last ``smooth`` evaluations of ``metric`` (negated when it is
+        maximised); +inf for a failed or diverged run or a non-finite value; the final value without a curve."""
+        key = (run_hash, metric, maximize)
+        if key not in self._scores:
+            final = self.finals.get(run_hash)
+            value = score(final, metric, maximize)
+            if math.isfinite(value) and self._curve is not None and self.smooth > 1:
+                values = (self._curve(run_hash) or {}).get(metric) or []
+                tail = [float(v) for v in values[-self.smooth:] if isinstance(v, (int, float))]
+                if tail and all(math.isfinite(v) for v in tail):
+                    value = float(np.mean(tail)) * (-1.0 if maximize else 1.0)
+                elif tail:
+                    value = math.inf
+            self._scores[key] = value
+        return self._scores[key]
+
+
+@dataclass
+class Search:
+    """The tuning of one (instance, optimizer): its candidates, the winner, and whether the optimum is bracketed."""
+
+    instance: str
+    optimizer: str
+    candidates: list[tuple[int, dict[str, Any], str]]  # (trial, hparams, kind: "grid" | "eps" | "defaults")
+    scores: dict[int, float] = field(default_factory=dict)
+    winner: int | None = None
+    complete: bool = False
+    extensions: list[str] = field(default_factory=list)  # "low" / "high", one per decade added
+    bracketed: bool | None = None  # None: no learning-rate search (fixed lr, or not finished)
+    lr_grid: list[float] = field(default_factory=list)
+
+    @property
+    def winner_hparams(self) -> dict[str, Any] | None:
+        return next((hp for t, hp, _ in self.candidates if t == self.winner), None)
+
+
+def lr_grid(low: float, high: float, n: int) -> list[float]:
+    """``n`` log-spaced rates from ``low`` to ``high`` (4 significant digits)."""
+    if n <= 1:
+        return [_round(math.sqrt(low * high))]
+    return [_round(v) for v in np.exp(np.linspace(math.log(low), math.log(high), n))]
+
+
+def _best(scored: list[tuple[int, float]]) -> int | None:
+    """The index (into ``scored``) of the best score; among equal bests the middle one."""
+    if not scored:
+        return None
+    best = min(s for _, s in scored)
+    tied = [i for i, (_, s) in enumerate(scored) if s == best or (math.isfinite(best) and abs(s - best)
+                                                                  <= 1e-12 * max(abs(best), 1e-300))]
+    return tied[(len(tied) - 1) // 2]
+
+
+def search(suite: Suite, inst: ProblemInstanceSpec, optimizer: str, lookup: Lookup) -> Search:
+    """Run the version-2 search of (``inst``, ``optimizer``) as far as the stored results allow."""
+    base = dict(inst.hparams)
+    out = Search(inst.key, optimizer, [])
+    runs_of = lambda hp: [make_spec(inst, optimizer, hp, s) for s in inst.tune_seeds]  # noqa: E731
+
+    def mean_score(hp) -> float | None:
+        hashes = [run_hash(s) for s in runs_of(hp)]
+        if not all(lookup.has(h) for h in hashes):
+            return None
+        return float(np.mean([lookup.score(h, inst.selection_metric, inst.maximize) for h in hashes]))
+
+    if suite.defaults_arm:
+        out.candidates.append((-1, dict(base), "defaults"))
+    searched_lr = "lr" not in base
+    grid: list[float] = []
+    if searched_lr:
+        scale = bench_optimizers.spec(optimizer).lr_scale
+        low, high = inst.lr_range[0] * scale, inst.lr_range[1] * scale
+        grid = lr_grid(low, high, inst.trials)
+    trial = 0
+    by_lr: dict[float, int] = {}
+    for lr in grid:
+        out.candidates.append((trial, {**base, "lr": lr}, "grid"))
+        by_lr[lr] = trial
+        trial += 1
+    if not searched_lr:  # a fixed learning rate: the ε/δ trials only
+        by_lr = {}
+    step = (math.log(grid[-1]) - math.log(grid[0])) / (len(grid) - 1) if len(grid) > 1 else math.log(10)
+    per_decade = max(1, math.ceil(math.log(10) / step - 1e-9))
+    complete = True
+    while by_lr:
+        scored = []
+        for lr in sorted(by_lr):
+            s = mean_score({**base, "lr": lr})
+            if s is None:
+                complete = False
+                break
+            scored.append((by_lr[lr], s))
+        if not complete:
+            break
+        lrs = sorted(by_lr)
+        i = _best(scored)
+        edge = "low" if i == 0 else "high" if i == len(lrs) - 1 else None
+        if edge is None or len(lrs) < 3:
+            out.bracketed = edge is None
+            break
+        if out.extensions.count(edge) >= suite.extend:
+            out.bracketed = False
+            break
+        out.extensions.append(edge)
+        sign = -1 if edge == "low" else 1
+        origin = lrs[0] if edge == "low" else lrs[-1]
+        for k in range(1, per_decade + 1):
+            lr = _round(math.exp(math.log(origin) + sign * k * step))
+            out.candidates.append((trial, {**base, "lr": lr}, "grid"))
+            by_lr[lr] = trial
+            trial += 1
+    out.lr_grid = sorted(by_lr)
+    # the ε/δ trials at the best rate (or at the fixed rate)
+    space = {k: v for k, v in search_space(suite, optimizer).items() if k not in base}
+    if complete and space:
+        if by_lr:
+            scored = [(by_lr[lr], mean_score({**base, "lr": lr})) for lr in out.lr_grid]
+            best_lr = out.lr_grid[_best(scored)]
+            at = {**base, "lr": best_lr}
+        else:
+            at = dict(base)
+        for name, (low, high) in space.items():
+            for value in (low, high):
+                out.candidates.append((trial, {**at, name: value}, "eps"))
+                trial += 1
+    # the selection over every candidate
+    scored = []
+    for t, hp, _ in out.candidates:
+        s = mean_score(hp)
+        if s is None:
+            complete = False
+            s = math.inf
+        out.scores[t] = s
+        scored.append((t, s))
+    out.complete = complete
+    if scored:
+        best = min(s for _, s in scored)
+        out.winner = next(t for t, s in scored if s == best)  # ties: the defaults, then the earlier trial
+        if not math.isfinite(best):
+            out.winner = -1 if suite.defaults_arm else scored[0][0]
+    return out
+
+
+@dataclass
+class Plan:
+    """Every run of a sweep as far as the stored results determine it, and each search."""
+
+    tuning: list[PlannedRun]
+    final: list[PlannedRun]
+    searches: dict[tuple[str, str], Search]
+    complete: bool  # every tuning run is stored: the final phase is the final one
+
+    @property
+    def runs(self) -> list[PlannedRun]:
+        return self.tuning + self.final
+
+    def winners(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {k: {"hparams": s.winner_hparams, "trial": s.winner, "score": s.scores.get(s.winner, math.inf),
+                    "complete": s.complete} for k, s in self.searches.items() if s.winner is not None}
+
+
+def plan(suite: Suite, lookup: Lookup, version: int = BENCH_VERSION) -> Plan:
+    """The sweep's runs given what is stored: version 2 (:func:`search`), or the version-1 rules."""
+    from .claims import paper_arms
+
+    if version == 1:
+        return plan_v1(suite, lookup)
+    tuning, final = [], []
+    searches: dict[tuple[str, str], Search] = {}
+    complete = True
+    for inst in suite.problems:
+        for opt in inst.optimizers:
+            if not inst.tune:
+                for seed in inst.final_seeds:
+                    final.append(_planned(inst, opt, dict(inst.hparams), seed, "fixed", -1))
+                main = dict(inst.hparams)
+            else:
+                s = search(suite, inst, opt, lookup)
+                searches[(inst.key, opt)] = s
+                for t, hp, _ in s.candidates:
+                    for seed in inst.tune_seeds:
+                        tuning.append(_planned(inst, opt, hp, seed, "tune", t))
+                if suite.defaults_arm:
+                    for seed in inst.final_seeds:
+                        final.append(_planned(inst, opt, dict(inst.hparams), seed, "defaults", -1))
+                if not s.complete:
+                    complete = False
+                    continue
+                main = s.winner_hparams
+                for seed in inst.final_seeds:
+                    final.append(_planned(inst, opt, dict(main), seed, "tuned", s.winner))
+            for arm, config in (paper_arms(inst, opt) if suite.paper_arms else []):
+                hp = {**main, **{k: ("none" if v is None else v) for k, v in config.items()}}
+                for seed in inst.final_seeds:
+                    final.append(_planned(inst, opt, hp, seed, f"paper:{arm}", -1))
+    return Plan(tuning, final, searches, complete)
+
+
+def _identity(spec: dict[str, Any]) -> str:
+    """A run's configuration without its hyperparameters and seed: which (instance, optimizer) it belongs to."""
+    keep = {k: spec.get(k) for k in ("problem", "params", "optimizer", "steps", "epochs", "eval_every",
+                                     "record_every", "timeout")}
+    return json.dumps(keep, sort_keys=True, default=_jsonable)
+
+
+def plan_v1(suite: Suite, lookup: Lookup) -> Plan:
+    """A version-1 store, read by its own rules from its stored runs (their search spaces were those of that
+    version, so the candidates are taken from the store, not recomputed): candidates are the stored runs on
+    the tuning seeds grouped by hyperparameters (the defaults: the instance's own ``hparams``), the winner has
+    the best mean final validation value (ties: the defaults, then the lower rate), and the final arms are the
+    stored runs on the final seeds with the winner's (``tuned``) or the default (``defaults``) hyperparameters."""
+    specs = lookup.specs or {}
+    by_identity: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for h, spec in specs.items():
+        by_identity.setdefault(_identity(spec), []).append((h, spec))
+    tuning, final = [], []
+    searches: dict[tuple[str, str], Search] = {}
+    complete = True
+    for inst in suite.problems:
+        for opt in inst.optimizers:
+            stored = by_identity.get(_identity(make_spec(inst, opt, {}, 0)), [])
+            base = make_spec(inst, opt, dict(inst.hparams), 0)["hparams"]
+            same = lambda hp, ref: json.dumps(hp, sort_keys=True) == json.dumps(ref, sort_keys=True)  # noqa: E731
+
+            def runs_with(hp, seeds, arm, trial):
+                return [PlannedRun(s, h, inst.key, opt, arm, trial, int(s["seed"])) for h, s in stored
+                        if int(s["seed"]) in seeds and same(s["hparams"], hp)]
+            if not inst.tune:
+                final += runs_with(base, inst.final_seeds, "fixed", -1)
+                continue
+            groups: dict[str, dict[str, Any]] = {}
+            for h, s in stored:
+                if int(s["seed"]) in inst.tune_seeds:
+                    groups.setdefault(json.dumps(s["hparams"], sort_keys=True), s["hparams"])
+            cands = sorted(groups.values(), key=lambda hp: (not same(hp, base), hp.get("lr", 0.0)))
+            search = Search(inst.key, opt, [])
+            trial = 0
+            for hp in cands:
+                t_ = -1 if same(hp, base) else trial
+                trial += 0 if t_ == -1 else 1
+                runs = runs_with(hp, inst.tune_seeds, "tune", t_)
+                tuning += runs
+                search.candidates.append((t_, hp, "defaults" if t_ == -1 else "grid"))
+                search.scores[t_] = float(np.mean([score(lookup.finals.get(r.hash), inst.selection_metric,
+                                                         inst.maximize) for r in runs])) if runs else math.inf
+            search.complete = bool(cands)
+            complete &= search.complete
+            if search.scores:
+                best = min(search.scores.values())
+                search.winner = next(t_ for t_, _, _ in search.candidates if search.scores[t_] == best)
+                search.lr_grid = sorted(hp["lr"] for _, hp, k in search.candidates if k == "grid" and "lr" in hp)
+                win_lr = (search.winner_hparams or {}).get("lr")
+                if search.winner != -1 and win_lr is not None and len(search.lr_grid) >= 3:
+                    search.bracketed = search.lr_grid[0] < win_lr < search.lr_grid[-1]
+                final += runs_with(search.winner_hparams, inst.final_seeds, "tuned", search.winner)
+            searches[(inst.key, opt)] = search
+            if suite.defaults_arm:
+                final += runs_with(base, inst.final_seeds, "defaults", -1)
+    return Plan(tuning, final, searches, complete)

@@ -1,715 +1,21 @@
 """``adamkit bench report DIR``: a folder a person opens — report.md, a self-contained report.html, PNG plots.
 
-Plots (matplotlib, Agg): trajectories over the contours of each 2-D function, loss curves with seed
-bands, learning-rate sensitivity of the tuning trials, performance profiles, the β2 sweeps of the
-counterexamples; and the table "paper claim vs what we measured", filled from the results.
+Everything is recomputed from the store alone (the runs, their evaluation curves, the suite and the
+benchmark record stored with them): the claims table by the generic judge (:mod:`adamkit.bench.judge`),
+the figures by :mod:`adamkit.bench.plots`, the document by :mod:`adamkit.bench.document`.
 """
 from __future__ import annotations
 
-import base64
-import html
 import math
-import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from . import analysis, registry
-from .analysis import Results
-
-COLORS = {"adam": "#1f77b4", "adamw": "#17becf", "amsgrad": "#9467bd", "eadam": "#8c564b",
-          "adabelief": "#d62728", "adopt": "#2ca02c", "agd": "#ff7f0e"}
-ADABELIEF_FUNCTIONS = ["abs_sum", "abs_rotated", "quad_rotated", "abs_scaled"]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.dpi": 100, "font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8})
-    return plt
-
-
-def _color(name: str) -> str:
-    return COLORS.get(name, "#333333")
-
-
-def _fmt(v: float, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if isinstance(v, float) and math.isinf(v):
-        return "∞" if v > 0 else "-∞"
-    if v == 0:
-        return "0"
-    if abs(v) >= 1e4 or abs(v) < 1e-3:
-        return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}g}"
-
-
-def _hp(hparams: dict[str, Any]) -> str:
-    if not hparams:
-        return "paper defaults"
-    return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in hparams.items())
-
-
-# ----------------------------------------------------------------------------------------------- plots
-
-
-def plot_trajectories(res: Results, inst, out: Path) -> Path | None:
-    problem = registry.create_problem(inst.problem, inst.params)
-    if getattr(problem, "dim", None) != 2 or not hasattr(problem, "f"):
-        return None
-    import torch
-
-    plt = _plt()
-    box = problem.plot_box or problem.box
-    lo, hi = np.array(box[0], float), np.array(box[1], float)
-    pad = 0.05 * (hi - lo)
-    lo, hi = lo - pad, hi + pad
-    xs, ys = np.linspace(lo[0], hi[0], 220), np.linspace(lo[1], hi[1], 220)
-    gx, gy = np.meshgrid(xs, ys)
-    with torch.no_grad():
-        z = problem.f(torch.tensor(np.stack([gx, gy]))).numpy() - problem.f_star
-    z = np.log10(np.maximum(z, 0) + 1e-3) if problem.log_contours else z
-    arm_name = res.main_arm(inst)
-    opts = [o for o in res.suite.optimizers if res.arm(inst.key, o, arm_name)]
-    ncol = 4
-    nrow = math.ceil(len(opts) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.0 * nrow + 0.6), squeeze=False)
-    for ax in axes.flat[len(opts):]:
-        ax.axis("off")
-    for ax, o in zip(axes.flat, opts):
-        arm = res.arm(inst.key, o, arm_name)
-        ax.contourf(gx, gy, z, levels=30, cmap="Greys_r", alpha=0.55)
-        ax.contour(gx, gy, z, levels=15, colors="k", linewidths=0.3, alpha=0.4)
-        for m in problem.minimizers:
-            ax.plot(m[0], m[1], marker="*", color="gold", markersize=13, markeredgecolor="k", zorder=5)
-        for h, final in zip(arm.hashes, arm.values):
-            c = res.store.curve(h)
-            if not c.get("x"):
-                continue
-            x, y = np.array(c["x"], float), np.array(c["y"], float)
-            ok = inst.target is not None and final <= inst.target
-            ax.plot(x, y, color=_color(o), lw=1.1, alpha=0.9 if ok else 0.5, ls="-" if ok else ":")
-            ax.plot(x[0], y[0], "o", color=_color(o), markersize=4, markeredgecolor="k", markeredgewidth=0.5)
-            ax.plot(x[-1], y[-1], "x", color="k", markersize=5)
-        ax.set_xlim(lo[0], hi[0])
-        ax.set_ylim(lo[1], hi[1])
-        ax.set_title(f"{o}: {arm.converged:.0%} of starts reach gap ≤ {_fmt(inst.target)}", fontsize=8.5)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(f"{inst.key}: {problem.description}\npaths from {len(arm.seeds)} random starts (•) to the end (×), "
-                 f"each optimizer with its tuned hyperparameters; ★ global minima; dotted: missed the target",
-                 fontsize=9)
-    return _save(fig, out / f"traj_{_safe(inst.key)}.png")
-
-
-def plot_curves(res: Results, inst, out: Path) -> Path | None:
-    plt = _plt()
-    arm_name = res.main_arm(inst)
-    metric = inst.target_metric
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    drawn = False
-    for o in res.suite.optimizers:
-        arm = res.arm(inst.key, o, arm_name)
-        if arm is None:
-            continue
-        series = [res.store.curve(h) for h in arm.hashes]
-        series = [c for c in series if c.get(metric)]
-        if not series:
-            continue
-        length = max(len(c["step"]) for c in series)
-        steps = next(c["step"] for c in series if len(c["step"]) == length)
-        mat = np.full((len(series), length), np.nan)
-        for i, c in enumerate(series):
-            v = np.array(c[metric], float)
-            mat[i, :len(v)] = v
-            if len(v) < length:  # a diverged run: it stays where it blew up
-                mat[i, len(v):] = np.inf
-        mat = np.where(np.isfinite(mat), mat, np.nan if inst.maximize else 1e300)
-        if not inst.maximize:
-            mat = np.maximum(mat, 1e-16)
-        with np.errstate(all="ignore"):
-            med = np.nanmedian(mat, axis=0)
-            q25, q75 = np.nanquantile(mat, 0.25, axis=0), np.nanquantile(mat, 0.75, axis=0)
-        ax.plot(steps, med, color=_color(o), lw=1.5, label=f"{o} ({_hp(arm.hparams)})")
-        ax.fill_between(steps, q25, q75, color=_color(o), alpha=0.18, lw=0)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    if not inst.maximize:
-        ax.set_yscale("log")
-        top = ax.get_ylim()[1]
-        ax.set_ylim(top=min(top, 1e12))
-    if inst.target is not None:
-        ax.axhline(inst.target, color="k", ls="--", lw=0.8, label=f"target {_fmt(inst.target)}")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(_metric_label(metric))
-    n = len(inst.final_seeds)
-    ax.set_title(f"{inst.key}: median over {n} seeds, band = 25–75 %" if n > 1 else f"{inst.key}: one seed")
-    ax.grid(alpha=0.3, which="both", lw=0.4)
-    ax.legend(fontsize=6.5, loc="best")
-    return _save(fig, out / f"curve_{_safe(inst.key)}.png")
-
-
-def plot_train_loss(res: Results, inst, out: Path) -> Path | None:
-    """Tier B: the training loss of every step (first final seed of each optimizer's main arm): spikes show."""
-    if inst.tier != "B":
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    drawn = False
-    for o in res.suite.optimizers:
-        arm = res.arm(inst.key, o, res.main_arm(inst))
-        if arm is None:
-            continue
-        c = next((c for c in (res.store.curve(h, "train") for h in arm.hashes) if c.get("loss")), None)
-        if c is None:
-            continue
-        ax.plot(c["step"], c["loss"], color=_color(o), lw=0.8, alpha=0.85, label=o)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (mini-batch)")
-    ax.set_title(f"{inst.key}: training loss per step, first final seed", fontsize=9)
-    ax.grid(alpha=0.3, lw=0.4)
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, out / f"train_{_safe(inst.key)}.png")
-
-
-def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
-    if not inst.tune:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    metric = inst.selection_metric
-    worst = []
-    points = {}
-    for o in inst.optimizers:
-        pts = []
-        for r in res.tuning_runs(inst.key, o):
-            final = res.finals.get(r.hash)
-            v = analysis._metric(final, metric) if r.hash in res.finals else math.nan
-            lr = r.spec["hparams"].get("lr", 1e-3)
-            pts.append((lr, v, r.trial))
-        points[o] = pts
-        worst += [v for _, v, _ in pts if math.isfinite(v)]
-    if not worst:
-        plt.close(fig)
-        return None
-    ceiling = max(worst) * 10 if max(worst) > 0 else 1.0
-    for o, pts in points.items():
-        trials = sorted((lr, v) for lr, v, t in pts if t >= 0)
-        if trials:
-            lrs = [p[0] for p in trials]
-            vals = [v if math.isfinite(v) else ceiling for _, v in trials]
-            ax.plot(lrs, vals, "-o", color=_color(o), ms=3.5, lw=1.0, label=o)
-        for lr, v, t in pts:
-            if t < 0:
-                ax.plot([lr], [v if math.isfinite(v) else ceiling], "D", color=_color(o), mfc="none", ms=7)
-        win = res.winners.get((inst.key, o))
-        if win:
-            v = win["score"]
-            lr = win["hparams"].get("lr", 1e-3)
-            if math.isfinite(v):
-                ax.plot([lr], [-v if inst.maximize else v], "*", color=_color(o), ms=11, mec="k", mew=0.5)
-    ax.set_xscale("log")
-    if not inst.maximize and min(worst) > 0:
-        ax.set_yscale("log")
-    ax.set_xlabel("learning rate (log-uniform random search; ε/δ drawn on each optimizer's own scale)")
-    ax.set_ylabel(f"final {_metric_label(metric)} (tuning seeds)")
-    ax.set_title(f"{inst.key}: learning-rate sensitivity — ★ selected, ◇ paper defaults; failures drawn at the top",
-                 fontsize=8.5)
-    ax.grid(alpha=0.3, which="both", lw=0.4)
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, out / f"lr_{_safe(inst.key)}.png")
-
-
-def plot_profiles(res: Results, out: Path) -> list[tuple[Path, str]]:
-    plt = _plt()
-    taus = np.logspace(0, 3, 200)
-    paths = []
-    for measure, title, what in (
-        ("steps", "steps to the target", "median steps to reach each problem's target (never reached = ∞)"),
-        ("final", "final value", "median final suboptimality/metric, floored at 1e-12"),
-    ):
-        prof = analysis.performance_profile(res, measure, taus)
-        n = int(prof.pop("_n")[0])
-        if n == 0:
-            continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
-        for o, y in prof.items():
-            ax.step(taus, y, where="post", color=_color(o), lw=1.6, label=f"{o} (best on {y[0]:.0%})")
-        ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("τ: within this factor of the best optimizer on a problem")
-        ax.set_ylabel("share of problems")
-        ax.set_title(f"Performance profile, {title} ({n} problems)")
-        ax.grid(alpha=0.3, which="both", lw=0.4)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.text(0.01, 0.01, f"cost = {what}; higher and further left is better", fontsize=6.5)
-        path = _save(fig, out / f"profile_{measure}.png", rect=(0, 0.03, 1, 1))
-        paths.append((path, f"Performance profile on {title}: {what}."))
-    return paths
-
-
-def beta2_sweeps(res: Results) -> dict[str, dict[str, Any]]:
-    """group -> {"param_sets": [...], per optimizer: {(other params, β2): ArmSummary}} for the counterexamples."""
-    out: dict[str, dict[str, Any]] = {}
-    for inst in res.instances:
-        if "beta2" not in inst.params or inst.problem not in ("adopt_counterexample", "reddi_counterexample"):
-            continue
-        g = out.setdefault(inst.group, {"problem": inst.problem, "rows": []})
-        other = tuple((k, v) for k, v in sorted(inst.params.items()) if k not in ("beta2", "beta1", "schedule"))
-        for o in inst.optimizers:
-            arm = res.arm(inst.key, o, res.main_arm(inst))
-            if arm is not None:
-                g["rows"].append((other, inst.params["beta2"], o, arm))
-    return out
-
-
-def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
-    plt = _plt()
-    paths = []
-    for group, data in beta2_sweeps(res).items():
-        others = sorted({r[0] for r in data["rows"]})
-        fig, axes = plt.subplots(1, len(others), figsize=(max(6.4, 4.6 * len(others)), 4.0), squeeze=False)
-        for ax, other in zip(axes.flat, others):
-            rows = [r for r in data["rows"] if r[0] == other]
-            betas = sorted({r[1] for r in rows})
-            pos = {b: i for i, b in enumerate(betas)}
-            opts = [o for o in res.suite.optimizers if any(r[2] == o for r in rows)]
-            width = 0.8 / max(len(opts), 1)
-            for k, o in enumerate(opts):
-                xs, med, lo, hi = [], [], [], []
-                for _, b, oo, arm in rows:
-                    if oo != o:
-                        continue
-                    q = arm.quantiles()
-                    # theta = gap - 1
-                    xs.append(pos[b] - 0.4 + width * (k + 0.5))
-                    med.append(q[1] - 1)
-                    lo.append(q[1] - q[0])
-                    hi.append(q[2] - q[1])
-                ax.errorbar(xs, med, yerr=[lo, hi], fmt="o", color=_color(o), ms=5, capsize=2, label=o)
-            ax.axhline(-1, color="k", lw=0.8, ls="--")
-            ax.text(len(betas) - 0.5, -0.97, "optimum θ* = -1", ha="right", va="bottom", fontsize=7)
-            ax.axhline(1, color="grey", lw=0.6, ls=":")
-            ax.set_xticks(range(len(betas)))
-            ax.set_xticklabels([str(b) for b in betas])
-            ax.set_ylim(-1.1, 1.1)
-            ax.set_xlabel("β2")
-            ax.set_ylabel("final θ (median, bar = 25–75 % over seeds)")
-            label = ", ".join(f"{k}={v}" for k, v in other)
-            ax.set_title(f"{data['problem']} {label}".strip(), fontsize=9)
-            ax.grid(alpha=0.3, lw=0.4)
-        axes.flat[0].legend(fontsize=7, loc="center left")
-        fig.suptitle(f"{group}: final θ across β2 (started at 0; the optimum is -1, lower is better)", fontsize=9.5)
-        path = _save(fig, out / f"beta2_{_safe(group)}.png")
-        paths.append((path, f"β2 sweep on {data['problem']}: final θ per optimizer; converging means θ ≈ -1."))
-    return paths
-
-
-def _metric_label(metric: str) -> str:
-    return {"gap": "suboptimality f − f*", "dist": "distance to the minimiser", "val_loss": "validation loss",
-            "test_accuracy": "test accuracy", "test_bpc": "test bits per character", "test_auc": "test AUC",
-            "fd": "Fréchet distance (lower is better)", "eval_return": "evaluation return (deterministic policy)",
-            "modes_covered": "modes covered"}.get(
-        metric, metric)
-
-
-def _save(fig, path: Path, rect=None) -> Path:
-    """Lay out, write and close a figure; returns its path."""
-    fig.tight_layout(**({} if rect is None else {"rect": rect}))
-    fig.savefig(path)
-    import matplotlib.pyplot as plt  # loaded already: the figure came from it
-
-    plt.close(fig)
-    return path
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_")
-
-
-# ----------------------------------------------------------------------------------------------- claims
-
-
-def claims(res: Results) -> list[dict[str, str]]:
-    rows = []
-    sweeps = beta2_sweeps(res)
-
-    def per_group(problem: str, optimizers: tuple[str, ...]):
-        """{(group, optimizer): (β2 converged, β2 failed)} — converged: the median run ends at θ ≤ target − 1."""
-        out = {}
-        for group, g in sweeps.items():
-            if g["problem"] != problem:
-                continue
-            several = len({row[0] for row in g["rows"]}) > 1  # e.g. k = 10 and k = 50: name them
-            for other, b, o, arm in g["rows"]:
-                if o in optimizers:
-                    ok, bad = out.setdefault((group, o), ([], []))
-                    (ok if arm.converged >= 0.5 else bad).append((other if several else (), b))
-        return out
-
-    def failed_at(bad) -> str:
-        """``k=10: β2 = 0.1, 0.5; k=50: β2 = 0.1`` (β2 alone where the sweep has one setting of the rest)."""
-        parts = []
-        for other in sorted({o for o, _ in bad}):
-            label = ", ".join(f"{k}={v}" for k, v in other)
-            betas = ", ".join(map(str, sorted(b for o, b in bad if o == other)))
-            parts.append((f"{label}: " if label else "") + f"β2 = {betas}")
-        return "; ".join(parts)
-
-    def describe(results):
-        return "; ".join(f"{o} in {group}: {len(ok)}/{len(ok) + len(bad)}"
-                         + (f" (not at {failed_at(bad)})" if bad else "")
-                         for (group, o), (ok, bad) in results.items())
-
-    def goal(problem):
-        inst = next((i for i in res.instances if i.problem == problem), None)
-        return f"θ ≤ {_fmt(inst.target - 1)}" if inst is not None and inst.target is not None else "the target"
-
-    # ADOPT
-    r = per_group("adopt_counterexample", ("adopt", "adam", "amsgrad"))
-    adopt = {k: v for k, v in r.items() if k[1] == "adopt"}
-    others = {k: v for k, v in r.items() if k[1] != "adopt"}
-    if adopt and others:
-        # per setting of the rest of the grid (k = 10, k = 50) of each group (clipped ADOPT, unclipped ADOPT)
-        passing, failing, others_fail = [], [], False
-        for (group, _), (ok, bad) in adopt.items():
-            for setting in sorted({o for o, _ in ok + bad}):
-                label = " ".join([group] + [f"{k}={v}" for k, v in setting])
-                (failing if any(o == setting for o, _ in bad) else passing).append(label)
-                for (other_group, _), (_, other_bad) in others.items():
-                    others_fail |= other_group == group and any(o == setting for o, _ in other_bad)
-        if not passing:
-            verdict = "not reproduced within this budget"
-        elif not others_fail:
-            verdict = "partly: Adam/AMSGrad did not fail here"
-        elif failing:
-            verdict = f"supported in {', '.join(passing)}; not in {', '.join(failing)} (ADOPT fails at some β2)"
-        else:
-            verdict = "supported"
-        measured = (f"β2 values at which the median run ends at {goal('adopt_counterexample')} (started at 0): "
-                    + describe(r))
-    else:
-        verdict, measured = "not measured in this suite", "–"
-    rows.append({"paper": "ADOPT (Taniguchi et al. 2024)",
-                 "claim": "On f(θ)=θ with gradient k² w.p. 1/k, else −k, ADOPT converges for any β2, while Adam "
-                          "(and AMSGrad) fail when β2 is small.",
-                 "measured": measured, "verdict": verdict})
-    # Reddi
-    r = per_group("reddi_counterexample", ("adam", "amsgrad", "adopt", "adabelief"))
-    adam = [v for k, v in r.items() if k[1] == "adam"]
-    ams = [v for k, v in r.items() if k[1] == "amsgrad"]
-    if adam and ams:
-        adam_fails = any(bad for ok, bad in adam)
-        ams_ok = all(not bad for ok, bad in ams)
-        verdict = "supported" if adam_fails and ams_ok else "mixed" if adam_fails or ams_ok else "not reproduced"
-        measured = f"β2 values at which the run ends at {goal('reddi_counterexample')}: " + describe(r)
-    else:
-        verdict, measured = "not measured in this suite", "–"
-    rows.append({"paper": "AMSGrad (Reddi et al. 2018)",
-                 "claim": "On the online problem Cθ / −θ, Adam converges to the worst point θ = +1 for small β2; "
-                          "AMSGrad converges to the optimum.",
-                 "measured": measured, "verdict": verdict})
-    # AdaBelief
-    per_fn = []
-    fastest = faster_than_adam = n_fn = 0
-    for inst in res.instances:
-        if inst.problem not in ADABELIEF_FUNCTIONS or inst.params.get("noise", 0):
-            continue
-        arm = res.main_arm(inst)
-        steps = {o: res.arm(inst.key, o, arm).median_steps for o in inst.optimizers if res.arm(inst.key, o, arm)}
-        if "adabelief" not in steps:
-            continue
-        n_fn += 1
-        best = min(steps.values())
-        ab = steps["adabelief"]
-        if math.isfinite(ab) and ab <= best:
-            fastest += 1
-        if "adam" in steps and ab < steps["adam"]:
-            faster_than_adam += 1
-        rank = 1 + sum(1 for v in steps.values() if v < ab)
-        per_fn.append(f"{inst.key}: AdaBelief {_fmt(ab)} steps (rank {rank}/{len(steps)}), Adam "
-                      f"{_fmt(steps.get('adam', math.nan))}, best {_fmt(best)}")
-    if n_fn:
-        verdict = ("supported" if fastest == n_fn else "partly" if faster_than_adam > n_fn / 2 else "not reproduced")
-        measured = (f"median steps to the target (tuned, paired starts): fastest on {fastest}/{n_fn}, faster than "
-                    f"Adam on {faster_than_adam}/{n_fn}. " + "; ".join(per_fn))
-    else:
-        verdict, measured = "not measured in this suite", "–"
-    rows.append({"paper": "AdaBelief (Zhuang et al. 2020)",
-                 "claim": "On |x|+|y|, |x+y|+|x−y|/10, (x+y)²+(x−y)²/10 and |x|/10+|y| AdaBelief reaches the "
-                          "optimum fastest of the adaptive methods (Fig. 4).",
-                 "measured": measured, "verdict": verdict})
-    # AGD and EAdam: paired win rates over every instance
-    names, rate, count = analysis.paired_win_rates(res, [i.key for i in res.instances if i.tier == "A"])
-    idx = {n: i for i, n in enumerate(names)}
-
-    def wr(a, b):
-        if a not in idx or b not in idx or count[idx[a], idx[b]] == 0:
-            return None
-        return rate[idx[a], idx[b]], int(count[idx[a], idx[b]])
-
-    def wr_text(a, b):
-        w = wr(a, b)
-        return f"{a} beats {b} on {w[0]:.0%} of {w[1]} paired runs" if w else None
-
-    agd = [t for t in (wr_text("agd", "adam"), wr_text("agd", "adabelief"), wr_text("agd", "adamw")) if t]
-    if agd:
-        ws = [w[0] for w in (wr("agd", "adam"), wr("agd", "adabelief")) if w]
-        verdict = ("supported" if all(w > 0.55 for w in ws) else "not supported" if all(w < 0.45 for w in ws)
-                   else "mixed / no clear difference")
-        measured = "; ".join(agd) + " (final target metric, tuned arm, Tier A problems)"
-    else:
-        verdict, measured = "not measured in this suite", "–"
-    rows.append({"paper": "AGD (Yue et al. 2023)",
-                 "claim": "AGD, preconditioning by the stepwise gradient difference with an automatic switch to SGD, "
-                          "converges faster than Adam and AdaBelief (toy functions and real tasks).",
-                 "measured": measured, "verdict": verdict + " (the toy functions; the real tasks have rows of their "
-                                                            "own below)"})
-    e = wr("eadam", "adam")
-    if e:
-        verdict = "supported" if e[0] > 0.55 else "not supported" if e[0] < 0.45 else "no clear difference"
-        measured = wr_text("eadam", "adam") + " (final target metric, tuned arm)"
-    else:
-        verdict, measured = "not measured in this suite", "–"
-    rows.append({"paper": "EAdam (Yuan & Gao 2020)",
-                 "claim": "Adding ε to v at every step (ε inside the root) improves on Adam.",
-                 "measured": measured, "verdict": verdict + " (Tier A problems; the paper's evidence is image "
-                                                            "classification, NLP, detection: see the image "
-                                                            "classification row)"})
-    rows += task_claims(res)
-    return rows
-
-
-NO_DATA = "no data: the suite did not run this task (or its data was missing: `adamkit data prepare`)"
-
-
-def task_metric(res: Results, inst, optimizer: str, metric: str, *, higher: bool) -> tuple[float, int]:
-    """(median of ``metric`` over the finished final runs of the instance's main arm, number of those runs).
-
-    A diverged run counts as the worst value (-inf when ``higher`` is better, else +inf), as in the overview;
-    a failed run, or one that does not report ``metric``, is left out."""
-    arm = res.arm(inst.key, optimizer, res.main_arm(inst))
-    if arm is None:
-        return math.nan, 0
-    vals = []
-    for final in (res.finals.get(h) for h in arm.hashes):
-        if final is None:
-            continue
-        if final.get("diverged"):
-            vals.append(-math.inf if higher else math.inf)
-        elif isinstance(final.get(metric), (int, float)) and not math.isnan(final[metric]):
-            vals.append(float(final[metric]))
-    return analysis.quantile(vals, 0.5), len(vals)
-
-
-def _compare(res: Results, tasks: tuple[str, ...], metric: str, better: str, baseline: str, higher: bool,
-             margin: float, unit: str = "") -> tuple[str, str]:
-    """Compare ``better`` with ``baseline`` on ``metric`` over every instance of ``tasks``: (measured, verdict).
-
-    Verdict: "supported" when ``better`` beats the baseline by more than ``margin`` on every instance measured,
-    "not supported" when it loses by more than ``margin`` on every one, else "mixed / no clear difference".
-    """
-    parts, signs, ran = [], [], []
-    for inst in res.instances:
-        if inst.problem not in tasks:
-            continue
-        ran.append(inst.key)
-        if better not in inst.optimizers or baseline not in inst.optimizers:
-            continue
-        a, na = task_metric(res, inst, better, metric, higher=higher)
-        b, nb = task_metric(res, inst, baseline, metric, higher=higher)
-        if not (na and nb):
-            continue
-        diff = (a - b) if higher else (b - a)  # > 0: `better` is better
-        signs.append(1 if diff > margin else -1 if diff < -margin else 0)
-        parts.append(f"{inst.key} ({_budget(inst)}): {better} {_fmt(a)}{unit} vs {baseline} {_fmt(b)}{unit} ({min(na, nb)} seed"
-                     f"{'s' if min(na, nb) > 1 else ''})")
-    if not parts:
-        if ran:
-            return (f"no data for {better} and {baseline} together on {', '.join(ran)}",
-                    "not measured in this suite")
-        return NO_DATA, "not measured in this suite"
-    verdict = ("supported" if all(x > 0 for x in signs) else "not supported" if all(x < 0 for x in signs)
-               else "mixed / no clear difference")
-    return f"median {metric}, " + "; ".join(parts), f"{verdict} ({len(parts)} task instance(s); margin {_fmt(margin)})"
-
-
-def task_claims(res: Results) -> list[dict[str, str]]:
-    """The Tier B rows of the claims table, each filled from the stored runs of its tasks (or "no data")."""
-    rows = []
-    image = ("fmnist_cnn", "fmnist_mlp")
-    for opt, paper in (("adabelief", "AdaBelief (Zhuang et al. 2020)"), ("eadam", "EAdam (Yuan & Gao 2020)")):
-        measured, verdict = _compare(res, image, "test_accuracy", opt, "adam", higher=True, margin=0.002)
-        rows.append({"paper": paper, "claim": f"Image classification: {opt} generalises better than Adam (higher "
-                     "test accuracy of CNNs on CIFAR/ImageNet); here the Fashion-MNIST CNN and MLP.",
-                     "measured": measured, "verdict": verdict})
-    measured, verdict = _compare(res, ("dcgan_fmnist", "wgan_fmnist", "gan_ring8"), "fd", "adabelief", "adam",
-                                 higher=False, margin=0.0)
-    rows.append({"paper": "AdaBelief (Zhuang et al. 2020)",
-                 "claim": "GANs: AdaBelief reaches a lower (better) FID than Adam on WGAN and SN-GAN; here the "
-                          "Fréchet distance of DCGAN / WGAN-GP on Fashion-MNIST (classifier features) and of the "
-                          "8-Gaussian ring.",
-                 "measured": measured, "verdict": verdict})
-    rows.append(_adopt_spikes(res))
-    measured, verdict = _compare(res, ("fm_movielens", "deepfm_movielens", "fm_synthetic_ctr",
-                                       "deepfm_synthetic_ctr"), "test_auc", "agd", "adam", higher=True, margin=0.001)
-    rows.append({"paper": "AGD (Yue et al. 2023)",
-                 "claim": "Click-through prediction: AGD reaches a higher test AUC than Adam (Criteo, Avazu); here "
-                          "FM and DeepFM on MovieLens-100k and on a synthetic Criteo-like log.",
-                 "measured": measured, "verdict": verdict})
-    rows.append(_no_decay(res))
-    return rows
-
-
-def _budget(inst) -> str:
-    if inst.steps:
-        return f"{inst.steps} steps"
-    if inst.epochs:
-        return f"{inst.epochs} epoch{'s' if inst.epochs != 1 else ''}"
-    return "default budget"
-
-
-def _adopt_spikes(res: Results) -> dict[str, str]:
-    parts, adam_small, adopt_small = [], [], []
-    for inst in res.instances:
-        if inst.problem not in ("tiny_gpt_b8", "tiny_gpt_b64"):
-            continue
-        cells = []
-        for o in ("adam", "adopt"):
-            spikes, n = task_metric(res, inst, o, "loss_spikes", higher=False)
-            bpc, _ = task_metric(res, inst, o, "test_bpc", higher=False)
-            if n:
-                cells.append(f"{o} {_fmt(spikes)} spikes, {_fmt(bpc)} bits/char")
-                if inst.problem == "tiny_gpt_b8":
-                    (adam_small if o == "adam" else adopt_small).append(spikes)
-        if cells:
-            parts.append(f"{inst.key} ({_budget(inst)}): " + ", ".join(cells))
-    if not parts:
-        measured, verdict = NO_DATA, "not measured in this suite"
-    else:
-        measured = "median loss spikes per run (a loss above 1.3× the median of the previous 50), test bpc: " \
-                   + "; ".join(parts)
-        if not (adam_small and adopt_small):
-            verdict = "not measured in this suite (needs Adam and ADOPT on tiny_gpt_b8)"
-        elif max(adam_small) == 0:
-            verdict = "not reproduced: Adam shows no loss spikes at batch 8 in this budget"
-        else:
-            verdict = "supported" if max(adopt_small) < min(adam_small) else "not supported"
-    return {"paper": "ADOPT (Taniguchi et al. 2024)",
-            "claim": "Small-batch GPT-2 training: ADOPT trains stably where Adam shows loss spikes; here a tiny GPT "
-                     "at batch 8 against batch 64.",
-            "measured": measured, "verdict": verdict}
-
-
-def _no_decay(res: Results) -> dict[str, str]:
-    by_task = {i.problem: i for i in res.instances}
-    parts, gaps = [], []
-    for with_decay in ("fmnist_cnn", "fmnist_mlp"):
-        a, b = by_task.get(with_decay), by_task.get(with_decay + "_nodecay")
-        if a is None or b is None:
-            continue
-        cells = []
-        for o in a.optimizers:
-            if o not in b.optimizers:
-                continue
-            dec, n1 = task_metric(res, a, o, "test_accuracy", higher=True)
-            flat, n2 = task_metric(res, b, o, "test_accuracy", higher=True)
-            if n1 and n2:
-                cells.append(f"{o} {_fmt(flat)} vs {_fmt(dec)}")
-                gaps.append(dec - flat)
-        if cells:
-            parts.append(f"{with_decay}: " + ", ".join(cells))
-    if not parts:
-        measured, verdict = NO_DATA, "not measured in this suite"
-    else:
-        measured = "median test accuracy without vs with the ×0.1 decay at 75 %: " + "; ".join(parts)
-        worst = max(gaps)
-        verdict = (f"AdamL is not in adamkit yet: baseline only. The decay is worth at most {_fmt(worst)} test "
-                   f"accuracy to the optimizers measured here"
-                   + (" (no clear need for it in this budget)" if worst <= 0.002 else ""))
-    return {"paper": "AdamL (Xia & Massei 2023)",
-            "claim": "Vanilla CNNs trained with AdamL need no manual learning-rate decay to reach their best test "
-                     "accuracy; here fmnist_cnn / fmnist_mlp (lr ×0.1 at 75 %) against their _nodecay variants.",
-            "measured": measured, "verdict": verdict}
-
-
-# ----------------------------------------------------------------------------------------------- document
-
-
-class Doc:
-    """Blocks rendered to Markdown and to HTML."""
-
-    def __init__(self):
-        self.blocks: list[tuple] = []
-
-    def h(self, level: int, text: str):
-        self.blocks.append(("h", level, text))
-
-    def p(self, text: str):
-        self.blocks.append(("p", text))
-
-    def table(self, header: list[str], rows: list[list[str]]):
-        self.blocks.append(("table", header, rows))
-
-    def bullets(self, items: list[str]):
-        self.blocks.append(("bullets", items))
-
-    def img(self, path: Path, caption: str):
-        self.blocks.append(("img", path, caption))
-
-    def markdown(self, root: Path) -> str:
-        out = []
-        for b in self.blocks:
-            if b[0] == "h":
-                out.append("#" * b[1] + " " + b[2])
-            elif b[0] == "p":
-                out.append(b[1])
-            elif b[0] == "table":
-                out.append("| " + " | ".join(b[1]) + " |")
-                out.append("|" + "---|" * len(b[1]))
-                out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in b[2]]
-            elif b[0] == "bullets":
-                out += [f"- {item}" for item in b[1]]
-            elif b[0] == "img":
-                out.append(f"![{b[2]}]({os.path.relpath(b[1], root)})\n\n*{b[2]}*")
-            out.append("")
-        return "\n".join(out)
-
-    def html(self, title: str) -> str:
-        out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-               "body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}"
-               "table{border-collapse:collapse;margin:0.6em 0;font-size:0.85em}td,th{border:1px solid #ccc;"
-               "padding:3px 6px;text-align:left;vertical-align:top}th{background:#f2f2f2}img{max-width:100%;"
-               "border:1px solid #ddd}figure{margin:1em 0}figcaption{font-size:0.85em;color:#555}"
-               "code{background:#f5f5f5;padding:0 3px}</style></head><body>"]
-        for b in self.blocks:
-            if b[0] == "h":
-                out.append(f"<h{b[1]}>{_inline(b[2])}</h{b[1]}>")
-            elif b[0] == "p":
-                out.append(f"<p>{_inline(b[1])}</p>")
-            elif b[0] == "table":
-                out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in b[1]) + "</tr>")
-                out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b[2]]
-                out.append("</table>")
-            elif b[0] == "bullets":
-                out.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in b[1]) + "</ul>")
-            elif b[0] == "img":
-                data = base64.b64encode(Path(b[1]).read_bytes()).decode()
-                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b[2])}'>"
-                           f"<figcaption>{_inline(b[2])}</figcaption></figure>")
-        out.append("</body></html>")
-        return "\n".join(out)
+from . import analysis, judge, protocol, registry
+from .document import Doc
+from .plots import (_budget, _fmt, _hp, _metric_label, plot_beta2, plot_curves, plot_lr_sensitivity,
+                    plot_profiles, plot_theta, plot_train_loss, plot_trajectories)
 
 
 def _seeds_text(seeds: tuple[int, ...], kind: str) -> str:
@@ -740,13 +46,80 @@ def _target_text(inst) -> str:
     return f"{'≥' if inst.maximize else '≤'} {_fmt(inst.target)}"
 
 
-def _inline(text: str) -> str:
-    """Escape, then render **bold** and `code`."""
-    import re
+def tuning_gains(res) -> list[list[str]]:
+    rows = []
+    for inst in res.instances:
+        if not inst.tune:
+            continue
+        direction = "higher" if inst.maximize else "lower"
+        row, any_cell = [inst.key], False
+        for o in res.suite.optimizers:
+            tuned, default = res.arm(inst.key, o, "tuned"), res.arm(inst.key, o, "defaults")
+            if tuned is None or default is None:
+                row.append("")
+                continue
+            d = judge.paired_differences(dict(zip(tuned.seeds, tuned.values)), dict(zip(default.seeds, default.values)),
+                                         direction)
+            if d.size == 0:
+                row.append("–")
+                continue
+            effect, low, high = judge.paired_bootstrap(d)
+            row.append(f"{effect:+.3g} [{low:.3g}, {high:.3g}] n={d.size}")
+            any_cell = True
+        if any_cell:
+            rows.append(row)
+    return rows
 
-    t = html.escape(text)
-    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+def step_costs(res) -> list[list[str]]:
+    seconds = res.store.durations()
+    rows = []
+    for inst in res.instances:
+        if inst.tier != "B":
+            continue
+        row, any_cell = [inst.key], False
+        for o in res.suite.optimizers:
+            arm = res.arm(inst.key, o, res.main_arm(inst))
+            per = [seconds[h] / res.finals[h]["steps"] * 1e3 for h in (arm.hashes if arm else [])
+                   if h in seconds and (res.finals.get(h) or {}).get("steps")]
+            row.append(f"{analysis.quantile(per, 0.5):.3g}" if per else "")
+            any_cell |= bool(per)
+        if any_cell:
+            rows.append(row)
+    return rows
+
+
+def version_text(res) -> str:
+    """The benchmark version of the runs and of this analysis, and the suite by name and content hash."""
+    b = res.bench
+    suite_hash = b.get("suite_sha256") or res.suite.content_hash()
+    text = (f"**Benchmark version** of the runs: {res.version}"
+            + ("" if b else " (the store predates recorded versions)")
+            + f"; of this analysis: {protocol.BENCH_VERSION}. Suite `{res.suite.name}` (content sha256 "
+            f"`{suite_hash}`)" + (f", claims file `{b['claims_sha256']}`" if b.get("claims_sha256") else "")
+            + (f", adamkit {b['adamkit']}" if b.get("adamkit") else "") + ".")
+    if res.version < protocol.BENCH_VERSION:
+        text += (f" **This report was made by newer analysis (version {protocol.BENCH_VERSION}) than its runs "
+                 f"(version {res.version}: {protocol.BENCH_VERSIONS.get(res.version, '?')})**; its runs are read "
+                 "with their own version's rules.")
+    return text
+
+
+def protocol_text(res) -> str:
+    suite = res.suite
+    if res.version >= 2:
+        return ("Every optimizer gets the same search on every problem: a grid of log-spaced learning rates over "
+                "the problem's range times the optimizer's own scale, extended by a decade while the best rate sits "
+                "at an edge, then its ε/δ at the ends of its own range at the best rate"
+                + (", plus its paper defaults as one more candidate" if suite.defaults_arm else "")
+                + f", each on the tuning seeds; selection on the mean of the last {suite.smooth} evaluations of the "
+                "validation metric. The winner re-runs on the final seeds, disjoint from the tuning seeds and the "
+                "same for every optimizer (paired)" + ("; so do the defaults" if suite.defaults_arm else "")
+                + " and each paper configuration a claim names (`paper:<arm>`, the winner's learning rate). "
+                "Numbers are medians over the final seeds with the 25–75 % range. Per problem:")
+    return ("(version 1) random-search trials (a Latin hypercube over the problem's learning-rate range, ε/δ on "
+            "each optimizer's scale), selection on the final validation value of the tuning seeds, re-run on the "
+            "final seeds. Per problem:")
 
 
 def write_report(where: str | Path, out: str | Path | None = None, log=print) -> Path:
@@ -764,18 +137,10 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
     doc = Doc()
     doc.h(1, f"adamkit bench — suite `{suite.name}`")
     doc.p(suite.description)
-    doc.p(f"{counts.get('done', 0)} runs finished, {counts.get('failed', 0)} failed, stored in "
-          f"`{res.store.path}`; report written {time.strftime('%Y-%m-%d %H:%M')}. Optimizers: "
-          f"{', '.join(suite.optimizers)}.")
-    doc.p("**Protocol.** Every optimizer gets the same budget on every problem: random-search trials "
-          "(log-uniform learning rate over the problem's range, the same for all; ε/δ log-uniform on each "
-          "optimizer's own scale; trial i of every optimizer sits at the same quantiles)"
-          + (", plus its paper defaults as one more candidate" if suite.defaults_arm else "")
-          + ", each run on the tuning seeds. The candidate with the best validation metric is re-run on the final "
-          "seeds (paired: the same seeds, i.e. the same start points and noise, for every optimizer)"
-          + ("; the paper-defaults arm runs on them too" if suite.defaults_arm else "")
-          + ". A problem without tuning runs its fixed hyperparameters on the final seeds. Numbers below are "
-          "medians over the final seeds with the 25–75 % range. Per problem:")
+    doc.p(f"{counts.get('done', 0)} runs finished, {counts.get('failed', 0)} failed; report written "
+          f"{time.strftime('%Y-%m-%d %H:%M')}. Optimizers: {', '.join(suite.optimizers)}.")
+    doc.p(version_text(res))
+    doc.p("**Protocol.** " + protocol_text(res))
     doc.bullets(protocol_summary(suite))
     missing = sum(a.missing for a in res.arms.values())
     if missing:
@@ -784,8 +149,38 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
 
     # claims
     doc.h(2, "Paper claims vs what we measured")
-    doc.table(["paper", "claim", "what we measured", "verdict"],
-              [[c["paper"], c["claim"], c["measured"], c["verdict"]] for c in claims(res)])
+    doc.p("One generic judge (`adamkit.bench.judge`) over the claims data file (`adamkit/bench/claims/claims.toml`): "
+          "per instance, paired differences over the final seeds (> 0: the way the claim says), their mean and a "
+          f"95 % paired-bootstrap interval ({judge.RESAMPLES} resamples, fixed seed), n = paired seeds. "
+          f"*supported* / *contradicted*: the interval excludes 0; *inconclusive*: it contains 0 or n < "
+          f"{judge.MIN_SEEDS}; *outside the claim's regime*: the budget is below what the claim is about. Tier A "
+          "toy problems and Tier B tasks are aggregated separately, never pooled.")
+    rows = []
+    for v in judge.judge_all(res):
+        c = v.claim
+        per = "; ".join(x.text(c) for x in v.comparisons) or "not measured: the suite has none of " + \
+            ", ".join(c.instances)
+        tiers = "; ".join(f"Tier {t}: {s}" for t, s in v.tiers.items()) or judge.NOT_MEASURED
+        rows.append([c.paper, c.claim, f"{c.optimizer.label} vs {c.baseline.label}, {c.metric} "
+                     f"({c.direction} is better)" + (f", margin {c.margin:g}" if c.margin else ""), per, tiers])
+    doc.table(["paper", "claim", "comparison", "per instance: effect [95 % interval], n → verdict", "verdict"],
+              rows)
+
+    # the searches
+    unbracketed = [(k, s) for k, s in sorted(res.searches.items()) if s.bracketed is False]
+    extended = [(k, s) for k, s in sorted(res.searches.items()) if s.extensions]
+    if res.searches:
+        doc.h(2, "Learning-rate searches")
+        n_lr = [len(s.lr_grid) for s in res.searches.values() if s.lr_grid]
+        doc.p(f"{len(res.searches)} (instance, optimizer) searches; learning rates tried per search: "
+              + (f"{min(n_lr)}–{max(n_lr)}" if n_lr else "–") + f"; grids extended by a decade: {len(extended)}; "
+              + (f"optimum **not bracketed** (still at an edge after {suite.extend} extension(s) per side): "
+                 if res.version >= 2 else "optimum at the lowest or highest rate tried (version 1: no extension), "
+                 "**not bracketed**: ") + f"{len(unbracketed)}.")
+        if unbracketed:
+            doc.table(["instance", "optimizer", "rates tried", "extensions", "selected"],
+                      [[k[0], k[1], f"{_fmt(s.lr_grid[0])} … {_fmt(s.lr_grid[-1])} ({len(s.lr_grid)})",
+                        ", ".join(s.extensions) or "–", _hp(s.winner_hparams or {})] for k, s in unbracketed])
 
     # overview table
     doc.h(2, "Overview: median final value per problem (tuned)")
@@ -811,15 +206,51 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         rows.append(row)
     doc.table(header, rows)
 
-    # win rates
-    names, rate, count = analysis.paired_win_rates(res)
-    if np.nansum(count) > 0:
-        doc.h(2, "Paired win rates")
-        doc.p("Share of paired runs (same problem, same seed) in which the row optimizer ends with a better final "
-              "target metric than the column optimizer (ties count ½), over every problem of the suite.")
-        doc.table(["row beats column"] + names,
-                  [[a] + ["" if i == j else (f"{rate[i, j]:.0%}" if count[i, j] else "–") for j in range(len(names))]
-                   for i, a in enumerate(names)])
+    # scores
+    doc.h(2, "Scores")
+    doc.p("AlgoPerf-style: per instance, each optimizer's performance ratio to the best optimizer there (steps to "
+          "the target; or the final value, maximised metrics as 1 + relative shortfall), over the instances "
+          "**every** optimizer ran; score = ∫₁⁴ ρ(τ) dτ / 3 (1: best everywhere). The headline is Tier B (tasks); "
+          "Tier A toy problems are a diagnostic battery, scored apart.")
+    rows = []
+    for tier in ("B", "A"):
+        for measure in ("steps", "final"):
+            keys, ratios = analysis.profile_ratios(res, measure, tier)
+            if not keys:
+                continue
+            ranked = sorted(ratios.items(), key=lambda kv: -analysis.algoperf_score(kv[1]))
+            rows.append([f"Tier {tier}" + (" (headline)" if tier == "B" and measure == "steps" else ""),
+                         "time to target" if measure == "steps" else "final value", str(len(keys)),
+                         ", ".join(f"{o} {analysis.algoperf_score(r):.2f}" for o, r in ranked)])
+    if rows:
+        doc.table(["tier", "measure", "instances all ran", "score per optimizer (best first)"], rows)
+    else:
+        doc.p("No instance was run by every optimizer: no scores.")
+    for tier in ("B", "A"):
+        names, rate, count = analysis.paired_win_rates(res, [i.key for i in res.instances if i.tier == tier])
+        if np.nansum(count) > 0:
+            doc.h(3, f"Paired win rates, Tier {tier}")
+            doc.p(f"Share of paired runs (same instance, same seed) of Tier {tier} in which the row optimizer ends "
+                  "with a better final target metric than the column optimizer (ties count ½); descriptive, the "
+                  "claims table has the statistics.")
+            doc.table(["row beats column"] + names,
+                      [[a] + ["" if i == j else (f"{rate[i, j]:.0%}" if count[i, j] else "–")
+                              for j in range(len(names))] for i, a in enumerate(names)])
+
+    # tuning gains and cost per step
+    gains = tuning_gains(res)
+    if gains:
+        doc.h(2, "Tuned against defaults")
+        doc.p("Per instance and optimizer: the tuned arm's gain over its own paper defaults on the final seeds (paired "
+              "differences, > 0: tuning helped; mean [95 % paired-bootstrap interval], n). A negative gain means the "
+              "selection on the tuning seeds did not carry over to the final seeds.")
+        doc.table(["instance"] + list(suite.optimizers), gains)
+    costs = step_costs(res)
+    if costs:
+        doc.h(2, "Wall-clock per step")
+        doc.p("Median milliseconds per optimizer step of the main arm's final runs (run time / steps, evaluation "
+              "included), one thread per run, measured on the machine that ran the sweep.")
+        doc.table(["instance"] + list(suite.optimizers), costs)
 
     # profiles
     doc.h(2, "Performance profiles")
@@ -846,7 +277,8 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
               + f"lr range {list(inst.lr_range)}.")
         rows = []
         for o in inst.optimizers:
-            for arm_name in ("tuned", "fixed", "defaults"):
+            papers = sorted({k[2] for k in res.arms if k[0] == inst.key and k[1] == o and k[2].startswith("paper:")})
+            for arm_name in ("tuned", "fixed", "defaults", *papers):
                 a = res.arm(inst.key, o, arm_name)
                 if a is None:
                     continue
@@ -857,7 +289,7 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                              f"{a.failed} failed, {a.diverged} diverged" if (a.failed or a.diverged) else ""])
         doc.table(["optimizer", "arm", "hyperparameters", f"final {inst.target_metric} median [25 %, 75 %]",
                    "distance to minimiser", "reached target", "median steps to target", "problems"], rows)
-        for fn in (plot_trajectories, plot_curves, plot_train_loss, plot_lr_sensitivity):
+        for fn in (plot_trajectories, plot_curves, plot_theta, plot_train_loss, plot_lr_sensitivity):
             try:
                 path = fn(res, inst, plots)
             except Exception as exc:  # a plot that cannot be drawn must not lose the report
@@ -868,6 +300,9 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                            "plot_curves": f"{_metric_label(inst.target_metric)} over steps, median and 25–75 % "
                                           "band over the final seeds.",
                            "plot_train_loss": "training loss of every step (loss spikes show here).",
+                           "plot_theta": "θ over steps and its running time average (thick), per arm; a paper arm "
+                                         "dashed. A clipped ADOPT that ends like the unclipped one with a worse "
+                                         "time average shows the clip schedule t^¼ at work early on.",
                            "plot_lr_sensitivity": "Final validation metric of every tuning trial against its "
                                                   "learning rate."}[fn.__name__]
                 doc.img(path, f"{inst.key}: {caption}")

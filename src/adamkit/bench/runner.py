@@ -21,6 +21,7 @@ import torch
 
 import adamkit
 
+from . import optimizers as bench_optimizers
 from . import registry
 
 
@@ -61,7 +62,9 @@ def optimizer_kwargs(problem, optimizer: str, hparams: dict[str, Any]) -> dict[s
     TOML has no null: the string "none" stands for None (e.g. ADOPT's clip_lambda = "none", no clipping);
     lists become tuples. (Suites check these values when they are loaded, with the optimizers' own checks.)
     """
-    merged = {**problem.optimizer_overrides(optimizer), **hparams}
+    accepted = set(bench_optimizers.arguments(optimizer))  # (a baseline takes no betas of a β2 sweep)
+    overrides = {k: v for k, v in problem.optimizer_overrides(optimizer).items() if k in accepted}
+    merged = {**overrides, **hparams}
     return {k: tuple(v) if isinstance(v, list) else (None if v == "none" else v) for k, v in merged.items()}
 
 
@@ -81,7 +84,7 @@ def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[s
     else:
         steps = int(instance.default_steps)
     hparams = optimizer_kwargs(problem, spec["optimizer"], spec["hparams"])
-    optimizer = adamkit.create_optimizer(spec["optimizer"], instance.parameters(), **hparams)
+    optimizer = bench_optimizers.create(spec["optimizer"], instance.parameters(), **hparams)
     scheduler = instance.lr_scheduler(optimizer, steps)
     eval_every, record_every = int(spec["eval_every"]), int(spec["record_every"])
     timeout = float(spec.get("timeout") or 0)

@@ -13,7 +13,9 @@ Tables:
 - ``curves``: the per-step metrics of each run, columnar (zlib-compressed JSON, 7 significant digits):
   ``{"train_step": [...], "loss": [...], "eval_step": [...], "eval:gap": [...], ...}`` — read them with
   :meth:`ResultStore.curve`;
-- ``meta``: key/value (the suite of the sweep, as JSON);
+- ``meta``: key/value: ``suite`` (the suite of the sweep, as JSON, its file by name only) and ``bench``
+  (JSON: the benchmark version, the suite's name and content hash, the claims file's hash: see
+  :meth:`ResultStore.bench_record`);
 - ``claims``: ``hash``, ``owner`` (``host:pid:token`` of a running sweep), ``expires`` (Unix time): the runs
   a sweep is doing right now, so that two sweeps on one store never do the same run (:meth:`ResultStore.claim`).
   A sweep renews its claims while it lives (a heartbeat); the claims of a sweep that died — killed, even with
@@ -22,6 +24,9 @@ Tables:
 Faults never surface as a bare ``sqlite3`` or ``OSError`` traceback: every error of the database (a file that
 is not a store, a damaged or truncated one, a read-only folder, a full disk) is a :class:`StoreError` whose
 one-line message names the file and what to do. A store is checked (``PRAGMA quick_check``) when opened.
+
+Schema migrations (applied when a store is opened, additive): ``runs.bench_version`` (INTEGER, the benchmark
+version of the sweep that made the run; NULL in stores written before it: version 1).
 """
 from __future__ import annotations
 
@@ -156,6 +161,26 @@ CREATE TABLE IF NOT EXISTS claims (hash TEXT PRIMARY KEY, owner TEXT NOT NULL, e
 """
 
 DEFAULT_NAME = "results.sqlite"
+#: per-step training curves longer than this are thinned to about this many points when stored (every k-th
+#: step and the last; the runs' metrics, loss spikes included, are computed before); evaluation curves are
+#: kept whole: every figure and number of a report is recomputed from them
+MAX_TRAIN_POINTS = 2000
+
+
+def thin_training_curve(curve: dict[str, list]) -> dict[str, list]:
+    """``curve`` with its ``train_step`` / ``loss`` series thinned to about :data:`MAX_TRAIN_POINTS` points."""
+    steps = curve.get("train_step") or []
+    if len(steps) <= MAX_TRAIN_POINTS:
+        return curve
+    k = -(-len(steps) // MAX_TRAIN_POINTS)
+    keep = list(range(0, len(steps), k))
+    if keep[-1] != len(steps) - 1:
+        keep.append(len(steps) - 1)
+    out = dict(curve)
+    for key in ("train_step", "loss"):
+        if key in curve:
+            out[key] = [curve[key][i] for i in keep]
+    return out
 
 
 def _short(v):
@@ -215,6 +240,7 @@ class ResultStore:
             db.execute("PRAGMA synchronous=NORMAL")
             self._check(db)
             db.executescript(SCHEMA)
+            self._migrate(db)
             db.commit()
         except BaseException:
             db.close()
@@ -239,6 +265,17 @@ class ResultStore:
         if problems != ["ok"]:
             raise StoreError(f"{self.path} is damaged ({problems[0]}): restore it from a copy, or move it away and "
                              "run the same command again to redo its runs")
+
+    @staticmethod
+    def _migrate(db: _Connection) -> None:
+        """Bring an older store to this schema (additive: new columns, nothing rewritten). A store opened
+        read-only is not migrated: its readers take a missing column as the older version."""
+        if not ResultStore._has_versions(db):
+            db.execute("ALTER TABLE runs ADD COLUMN bench_version INTEGER")
+
+    @staticmethod
+    def _has_versions(db: _Connection) -> bool:
+        return "bench_version" in {row[1] for row in db.execute("PRAGMA table_info(runs)").fetchall()}
 
     @classmethod
     def open_results(cls, where: str | Path, create: bool = True) -> "ResultStore":
@@ -267,18 +304,32 @@ class ResultStore:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def bench_record(self) -> dict[str, Any]:
+        """The ``bench`` meta record ({} in stores written before it: benchmark version 1)."""
+        text = self.get_meta("bench")
+        return json.loads(text) if text else {}
+
+    def run_versions(self) -> dict[int | None, int]:
+        """benchmark version -> number of stored runs made with it (None: before versions were recorded)."""
+        if not self._has_versions(self.db):  # an older store opened read-only
+            return dict(self.db.execute("SELECT NULL, COUNT(*) FROM runs").fetchall())
+        return dict(self.db.execute("SELECT bench_version, COUNT(*) FROM runs GROUP BY bench_version").fetchall())
+
     # ------------------------------------------------------------------ runs
     def put(self, run_hash: str, spec: dict[str, Any], result: dict[str, Any]) -> None:
         """Store one run and its per-step metrics in one transaction (replacing an earlier attempt)."""
         curve = result.get("curve")
+        if curve:
+            curve = thin_training_curve(curve)
         with self.db:
             self.db.execute("DELETE FROM curves WHERE hash = ?", (run_hash,))
             self.db.execute(
                 "INSERT OR REPLACE INTO runs (hash, status, problem, optimizer, seed, spec, final, error, seconds, "
-                "worker, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "worker, finished_at, bench_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_hash, result["status"], spec["problem"], spec["optimizer"], int(spec["seed"]), _dumps(spec),
                  _dumps(result.get("final")) if result.get("final") is not None else None, result.get("error"),
-                 result.get("seconds"), result.get("worker"), time.strftime("%Y-%m-%dT%H:%M:%S")),
+                 result.get("seconds"), result.get("worker"), time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 result.get("bench_version")),
             )
             if curve:
                 packed = {k: [_short(v) for v in values] for k, values in curve.items()}
@@ -302,6 +353,10 @@ class ResultStore:
             wanted = set(hashes)
             out = {h: v for h, v in out.items() if h in wanted}
         return out
+
+    def specs(self) -> dict[str, dict[str, Any]]:
+        """hash -> configuration of every stored run."""
+        return {h: json.loads(s) for h, s in self.db.execute("SELECT hash, spec FROM runs")}
 
     def run(self, run_hash: str) -> dict[str, Any] | None:
         row = self.db.execute(

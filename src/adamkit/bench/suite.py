@@ -8,14 +8,17 @@ A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``pa
     optimizers = ["adam", "adabelief", "adopt"]     # default: every registered optimizer
 
     [protocol]
-    trials = 8            # random-search trials per optimizer and problem (the same for every optimizer)
+    trials = 8            # log-spaced learning rates per optimizer and problem (extended while the best is at an edge)
+    extend = 2            # at most this many decades added per side; still at an edge: "not bracketed"
+    smooth = 3            # select on the mean of each run's last 3 evaluations
+    paper_arms = true     # also run the paper configurations the claims name (e.g. adabelief@cnn)
     tune_seeds = [0]      # seeds each trial runs on (a number n means 0..n-1)
     final_seeds = 5       # paired seeds of the winner and of the defaults arm (n means 1000..1000+n-1)
     search_seed = 0       # seed of the random search
     defaults_arm = true   # also run every optimizer with the paper defaults (and let tuning pick them)
     lr = [1e-4, 1e-1]     # learning-rate range (else each problem's own range)
 
-    [protocol.search.agd] # ε/δ ranges on an optimizer's own scale (defaults: protocol.SEARCH_SPACES)
+    [protocol.search.agd] # ε/δ ranges on an optimizer's own scale (defaults: each optimizer's BenchSpec)
     delta = [1e-14, 1e-5]
 
     [[problems]]                    # (``[[tasks]]`` is the same table, for Tier B tasks)
@@ -47,6 +50,7 @@ from typing import Any, Mapping
 
 import adamkit
 
+from . import optimizers as bench_optimizers
 from . import registry
 
 if sys.version_info >= (3, 11):
@@ -101,11 +105,23 @@ class Suite:
     defaults_arm: bool
     search: dict[str, dict[str, tuple[float, float]]]
     problems: list[ProblemInstanceSpec] = field(default_factory=list)
+    extend: int = 2  # decades a learning-rate grid may be extended by, per side, while its optimum is at an edge
+    smooth: int = 3  # the selection averages the last `smooth` evaluations of a run
+    paper_arms: bool = True  # run the paper configurations the claims name (``optimizer@arm``)
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"source": self.source, "suite": self.raw}, sort_keys=True, default=str)
+        """The suite as stored with a sweep: its tables and the *name* of its file (no machine path)."""
+        return json.dumps({"source": Path(self.source).name if self.source else "", "suite": self.raw},
+                          sort_keys=True, default=str)
+
+    def content_hash(self) -> str:
+        """sha256 (first 12 hex digits) of the suite's tables: the same suite gives the same hash anywhere."""
+        import hashlib
+
+        text = json.dumps(self.raw, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @classmethod
     def from_json(cls, text: str) -> "Suite":
@@ -191,7 +207,7 @@ def _seeds(source, key, value, base):
 
 
 def _optimizers(source, key, value):
-    names = adamkit.list_optimizers()
+    names = bench_optimizers.names()
     if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
         _fail(source, key, f"expected a non-empty list of optimizer names, got {value!r}")
     for i, v in enumerate(value):
@@ -206,15 +222,14 @@ def _label(problem: str, params: Mapping[str, Any], varying: list[str]) -> str:
     return problem + "[" + ",".join(f"{k}={params[k]}" for k in varying) + "]"
 
 
-PROTOCOL_KEYS = {"trials", "tune_seeds", "final_seeds", "search_seed", "defaults_arm", "lr", "search"}
+PROTOCOL_KEYS = {"trials", "tune_seeds", "final_seeds", "search_seed", "defaults_arm", "lr", "search", "extend",
+                 "smooth", "paper_arms"}
 ENTRY_KEYS = {"name", "label", "params", "grid", "steps", "epochs", "eval_every", "record_every", "target", "lr",
               "tune", "hparams", "optimizers", "trials", "tune_seeds", "final_seeds", "timeout"}
 
 
 def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
     """Check a suite's tables and expand its grids; raise SuiteError naming the key on any problem."""
-    from .protocol import SEARCH_SPACES  # (protocol imports nothing from here at import time)
-
     _check_keys(source, "", data, {"name", "description", "optimizers", "protocol", "problems", "tasks"})
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:
@@ -222,7 +237,7 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
     description = data.get("description", "")
     if not isinstance(description, str):
         _fail(source, "description", "expected a string")
-    optimizers = _optimizers(source, "optimizers", data.get("optimizers", adamkit.list_optimizers()))
+    optimizers = _optimizers(source, "optimizers", data.get("optimizers", bench_optimizers.names()))
 
     proto = data.get("protocol", {})
     if not isinstance(proto, dict):
@@ -232,11 +247,16 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
     tune_seeds = _seeds(source, "protocol.tune_seeds", proto.get("tune_seeds", [0]), 0)
     final_seeds = _seeds(source, "protocol.final_seeds", proto.get("final_seeds", 5), 1000)
     search_seed = _int(source, "protocol.search_seed", proto.get("search_seed", 0))
+    extend = _int(source, "protocol.extend", proto.get("extend", 2))
+    smooth = _int(source, "protocol.smooth", proto.get("smooth", 3), minimum=1)
+    paper_arms = proto.get("paper_arms", True)
+    if not isinstance(paper_arms, bool):
+        _fail(source, "protocol.paper_arms", f"expected true or false, got {paper_arms!r}")
     defaults_arm = proto.get("defaults_arm", True)
     if not isinstance(defaults_arm, bool):
         _fail(source, "protocol.defaults_arm", f"expected true or false, got {defaults_arm!r}")
     suite_lr = _range(source, "protocol.lr", proto["lr"]) if "lr" in proto else None
-    search = {opt: dict(space) for opt, space in SEARCH_SPACES.items()}
+    search = {opt: dict(bench_optimizers.spec(opt).search_space()) for opt in bench_optimizers.names()}
     user_search = proto.get("search", {})
     if not isinstance(user_search, dict):
         _fail(source, "protocol.search", "expected a table of optimizer tables")
@@ -305,6 +325,9 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
         e_tune = _seeds(source, f"{where}.tune_seeds", entry["tune_seeds"], 0) if "tune_seeds" in entry else tune_seeds
         e_final = _seeds(source, f"{where}.final_seeds", entry["final_seeds"], 1000) if "final_seeds" in entry \
             else final_seeds
+        if tune and e_trials > 0 and set(e_tune) & set(e_final):
+            _fail(source, f"{where}.final_seeds", f"seeds {sorted(set(e_tune) & set(e_final))} are also tuning seeds; "
+                  "the final seeds must be disjoint from the tuning seeds (selection would be scored on them)")
         timeout = _float(source, f"{where}.timeout", entry.get("timeout", 0), positive=False)
         if timeout < 0:
             _fail(source, f"{where}.timeout", f"expected seconds >= 0 (0: no limit), got {entry['timeout']!r}")
@@ -334,14 +357,12 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
             ))
     return Suite(name=name, description=description, optimizers=optimizers, trials=trials, tune_seeds=tune_seeds,
                  final_seeds=final_seeds, search_seed=search_seed, defaults_arm=defaults_arm, search=search,
-                 problems=instances, source=source, raw=dict(data))
+                 problems=instances, source=source, raw=dict(data), extend=extend, smooth=smooth,
+                 paper_arms=paper_arms)
 
 
 def _check_hparams(source, key, optimizer, hparams):
-    import inspect
-
-    cls = adamkit.get_optimizer_class(optimizer)
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
+    valid = bench_optimizers.arguments(optimizer)
     for hp in hparams:
         if hp not in valid:
             _fail(source, f"{key}.{hp}", f"not an argument of {optimizer}; valid: {', '.join(valid)}")
@@ -391,7 +412,7 @@ def _rejection(optimizer: str, items: tuple) -> str | None:
     except TypeError:  # an unhashable value: not memoised
         key = None
     try:
-        adamkit.create_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], **dict(items))
+        bench_optimizers.create(optimizer, [torch.zeros(1, requires_grad=True)], **dict(items))
         found = None
     except (ValueError, TypeError, OverflowError) as exc:
         found = str(exc)

@@ -14,6 +14,7 @@ installed is not stored: its instance is skipped and listed with the install com
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -223,37 +224,21 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
 
 def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data, notify) -> SweepStats:
     store.set_meta("suite", suite.to_json())
+    store.set_meta("bench", json.dumps(bench_record(suite), sort_keys=True))
     stats = SweepStats()
     start = time.monotonic()
     if check_data:
         stats.no_data = missing_data(suite)
-    phase1 = [r for r in protocol.plan_first_phase(suite) if r.instance not in stats.no_data]
-    # the total is known up front: phase 2 has one winner per tuned (instance, optimizer) and final seed
-    n_final = sum(len(i.final_seeds) * len(i.optimizers) for i in suite.problems
-                  if i.tune and i.key not in stats.no_data)
-    unique1 = _unique(phase1)
     statuses = store.statuses()
     redo = store.failed_attempts() if retry_failed else {}
-    total_new = [0]
     total_done = [0]
-    instance_of = {r.hash: r.instance for r in phase1}
+    seen: set[str] = set()  # run hashes planned so far (each counted once as skipped or run)
+    instance_of: dict[str, str] = {}
     work = WorkEstimate()
-    for h, seconds in store.durations().items():  # what earlier, interrupted sweeps learned of each cost
-        if h in instance_of:
-            work.observe(instance_of[h], seconds, here=False)
-
-    def todo(runs):
-        jobs = []
-        for h, spec in runs.items():
-            status = statuses.get(h)
-            if status == "done" or (status == "failed" and not retry_failed):
-                stats.skipped += 1
-            else:
-                jobs.append((h, spec))
-        work.add_pending({h: instance_of[h] for h, _ in jobs})
-        return jobs
+    durations = store.durations()
 
     def record(h, spec, result, phase, total):
+        result = {**result, "bench_version": protocol.BENCH_VERSION}
         store.put(h, spec, result)
         store.release(h, owner)
         statuses[h] = result["status"]
@@ -310,28 +295,62 @@ def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data,
                 waited = True
                 time.sleep(POLL)
 
-    jobs1 = todo(unique1)
-    # estimate phase 2's new runs as its planned count less what is stored (exact once phase 1 is done)
-    total_new[0] = len(jobs1) + n_final
-    work.later = {i.key: len(i.final_seeds) * len(i.optimizers) for i in suite.problems
-                  if i.tune and i.key not in stats.no_data}
-    stats.planned = len(unique1) + n_final
-    execute(jobs1, "tuning", total_new[0])
-
-    winners = protocol.select(suite, store.finals())
-    left_out = set(stats.no_data) | set(stats.no_package)
-    phase2 = [r for r in protocol.plan_final_phase(suite, winners) if r.instance not in left_out]
-    unique2 = {h: s for h, s in _unique(phase2).items() if h not in unique1}
-    instance_of.update({r.hash: r.instance for r in phase2})
-    work.later = {}
-    stats.planned = len(unique1) + len(unique2)
-    jobs2 = todo(unique2)
-    total_new[0] = len(jobs1) + len(jobs2)
-    execute(jobs2, "final", total_new[0])
+    # The search is adaptive (a learning-rate grid is extended while its optimum is at an edge), so the sweep
+    # runs in stages: plan from what is stored, run what is missing, plan again, until nothing is missing.
+    # Each stage's plan is a deterministic function of the stored results: the report recomputes it.
+    total = 0
+    while True:
+        plan = protocol.plan(suite, protocol.Lookup(store.finals(), store.curve, suite.smooth))
+        left_out = set(stats.no_data) | set(stats.no_package)
+        runs = [r for r in plan.runs if r.instance not in left_out]
+        jobs = []
+        inst_by_hash = {r.hash: r.instance for r in runs}
+        for h, spec in _unique(runs).items():
+            if h in seen:
+                if statuses.get(h) is None:
+                    jobs.append((h, spec))
+                continue
+            seen.add(h)
+            status = statuses.get(h)
+            if status == "done" or (status == "failed" and not retry_failed):
+                stats.skipped += 1
+                if h in durations:
+                    work.observe(inst_by_hash[h], durations[h], here=False)
+            else:
+                jobs.append((h, spec))
+        retry_failed = False  # a failure retried once in this sweep is not retried again at the next stage
+        if not jobs:
+            break
+        instance_of.update({r.hash: r.instance for r in runs})
+        work.add_pending({h: instance_of[h] for h, _ in jobs})
+        # runs still to be planned: the final arms of searches not finished yet
+        work.later = {}
+        for inst in suite.problems:
+            if inst.key in left_out:
+                continue
+            left = sum(1 for o in inst.optimizers if (inst.key, o) in plan.searches
+                       and not plan.searches[(inst.key, o)].complete)
+            if left:
+                work.later[inst.key] = left * len(inst.final_seeds)
+        total = total_done[0] + len(jobs) + sum(work.later.values())
+        stats.planned = len(seen) + sum(work.later.values())
+        execute(jobs, "tuning" if not plan.complete else "final", total)
+    stats.planned = len(seen)
     if progress:
-        progress("final", total_done[0], total_new[0], stats.failed, final=True)
+        progress("final", total_done[0], total_done[0], stats.failed, final=True)
     stats.seconds = time.monotonic() - start
     return stats
+
+
+def bench_record(suite: Suite) -> dict:
+    """What a store records of its sweep: the benchmark version, the suite by name and content hash, the
+    claims file's hash and the adamkit version (no machine paths)."""
+    import adamkit
+
+    from .claims import claims_hash
+
+    return {"version": protocol.BENCH_VERSION, "suite": suite.name, "suite_sha256": suite.content_hash(),
+            "claims_sha256": claims_hash(), "adamkit": adamkit.__version__}
 
 
 def _unique(runs: list[protocol.PlannedRun]) -> dict[str, dict]:

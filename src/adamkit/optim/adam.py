@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from . import _checks
 from .base import FOREACH, FUSED, MAXIMIZE, AdamkitOptimizer, learning_rate
+from .benchspec import BenchSpec
 from .declaration import Coefficients, FusedKernel, Hyperparameter as H, variant
 
 
@@ -56,6 +57,7 @@ class Adam(AdamkitOptimizer):
     """
 
     name = "adam"
+    bench = BenchSpec(color="#1f77b4", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))
     hyperparameters = {
         "lr": learning_rate(1e-3),
         "betas": H((0.9, 0.999), _checks.betas, "(β1, β2), each in [0, 1)"),
@@ -117,6 +119,7 @@ class AdamW(Adam):
     name = "adamw"
     hyperparameters = variant(Adam.hyperparameters, defaults={"weight_decay": 1e-2},
                               fixed={"decoupled_weight_decay": True})
+    bench = BenchSpec(color="#17becf", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))
 
 
 class AMSGrad(Adam):
@@ -132,3 +135,4 @@ class AMSGrad(Adam):
     name = "amsgrad"
     hyperparameters = variant(Adam.hyperparameters, fixed={"amsgrad": True})
     torch_reference = ("Adam", {"amsgrad": True})  # keeps a third state tensor: compared with its own torch twin
+    bench = BenchSpec(color="#9467bd", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))

@@ -8,6 +8,7 @@ from typing import NamedTuple
 from . import _checks
 from .adam import TORCH_ONLY_FALSE
 from .base import FOREACH, FUSED, MAXIMIZE, AdamkitOptimizer, learning_rate
+from .benchspec import BenchSpec
 from .declaration import Coefficients, FusedKernel, Hyperparameter as H
 
 
@@ -104,6 +105,9 @@ class ADOPT(AdamkitOptimizer):
     """
 
     name = "adopt"
+    bench = BenchSpec(  # ε is a floor on sqrt(v); the paper: 1e-6, clipped (t^¼) and the original unclipped form
+        color="#2ca02c", eps_range=(1e-8, 1e-4), paper_eps=(1e-6,),
+        paper_configs={"clipped": {"clip_lambda": 0.25}, "unclipped": {"clip_lambda": None}})
     hyperparameters = {
         "lr": learning_rate(1e-3),
         "betas": H((0.9, 0.9999), _checks.betas, "(β1, β2), each in [0, 1)"),

@@ -1,0 +1,209 @@
+"""One generic judge for every claim of :mod:`adamkit.bench.claims`: paired differences with a 95 % interval.
+
+For each instance a claim names, the two arms' runs on the same final seeds give paired differences
+``d_s = a_s − b_s`` (``b_s − a_s`` when lower is better), so ``d > 0`` points the way the claim says.
+The effect is the mean of ``d``; its 95 % interval is a **paired bootstrap** (percentile method, 10,000
+resamples of the seeds with replacement, a fixed generator seed 0, so the same store gives the same
+interval). A diverged run takes the worst finite value seen on that instance in either arm (for
+``steps_to_target``: a run that never reaches the target counts as the full budget), a failed or missing
+run drops its pair. Verdicts:
+
+- **supported**: the interval lies above 0 (above −margin for an "as good as" claim);
+- **contradicted**: it lies below 0 (below −margin);
+- **inconclusive**: the interval contains 0, or fewer than :data:`MIN_SEEDS` paired seeds;
+- **outside the claim's regime**: the instance's budget is below the claim's ``regime`` (numbers shown);
+- **not measured**: the suite has no such instance, or not both arms on it.
+
+Per tier (Tier A toy problems and Tier B tasks are never pooled) the instance verdicts aggregate to
+*supported* / *contradicted* only when every in-regime instance of that tier says so, *mixed* when both
+occur, else *inconclusive*.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import analysis
+from .claims import Claim, Ref, load_claims
+
+MIN_SEEDS = 5
+RESAMPLES = 10_000
+LEVEL = 0.95
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+OUTSIDE, NOT_MEASURED, MIXED = "outside the claim's regime", "not measured", "mixed"
+
+
+def paired_bootstrap(d: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
+                     level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high) of the mean of paired differences ``d``: percentile bootstrap over the pairs."""
+    d = np.asarray(d, dtype=float)
+    if d.size == 0:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(resamples, d.size))
+    means = d[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2
+    return float(d.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def paired_differences(a: dict[int, float], b: dict[int, float], direction: str,
+                       cap: float | None = None) -> np.ndarray:
+    """``d_s`` over the seeds both arms have (nan: failed or missing, dropped); ±inf (diverged, never reached)
+    becomes ``cap`` or, without one, the worst finite value of either arm; two infinities tie."""
+    seeds = sorted(s for s in a if s in b and not (math.isnan(a[s]) or math.isnan(b[s])))
+    finite = [v for s in seeds for v in (a[s], b[s]) if math.isfinite(v)]
+    worst = cap if cap is not None else ((min(finite) if direction == "higher" else max(finite)) if finite else None)
+    out = []
+    for s in seeds:
+        va, vb = a[s], b[s]
+        if not math.isfinite(va) and not math.isfinite(vb):
+            out.append(0.0)
+            continue
+        va = va if math.isfinite(va) else worst
+        vb = vb if math.isfinite(vb) else worst
+        out.append((va - vb) if direction == "higher" else (vb - va))
+    return np.array(out, dtype=float)
+
+
+def verdict_of(d: np.ndarray, margin: float = 0.0) -> tuple[str, float, float, float]:
+    """(verdict, effect, low, high) of paired differences ``d`` (> 0: the claimed direction)."""
+    effect, low, high = paired_bootstrap(d)
+    if d.size < MIN_SEEDS:
+        return INCONCLUSIVE, effect, low, high
+    if low > -margin:
+        return SUPPORTED, effect, low, high
+    if high < -margin:
+        return CONTRADICTED, effect, low, high
+    return INCONCLUSIVE, effect, low, high
+
+
+@dataclass
+class Comparison:
+    instance: str
+    tier: str
+    verdict: str
+    n: int = 0
+    effect: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    note: str = ""
+
+    def text(self, claim: Claim) -> str:
+        if self.verdict == NOT_MEASURED:
+            return f"{self.instance}: not measured ({self.note})"
+        why = " (n < 5)" if self.verdict == INCONCLUSIVE and self.n < MIN_SEEDS else \
+            " (interval contains 0)" if self.verdict == INCONCLUSIVE else ""
+        unit = "steps" if claim.metric == "steps_to_target" else claim.metric
+        return (f"{self.instance}: {_signed(self.effect)} {unit} [{_num(self.low)}, {_num(self.high)}], "
+                f"n = {self.n} → **{self.verdict}**{why}" + (f"; {self.note}" if self.note else ""))
+
+
+@dataclass
+class Verdict:
+    claim: Claim
+    comparisons: list[Comparison] = field(default_factory=list)
+    tiers: dict[str, str] = field(default_factory=dict)  # tier -> aggregate verdict with counts
+
+    @property
+    def firm(self) -> bool:
+        return any(v.startswith((SUPPORTED, CONTRADICTED)) for v in self.tiers.values())
+
+
+def _num(v: float) -> str:
+    if v is None or math.isnan(v):
+        return "–"
+    return f"{v:.3g}"
+
+
+def _signed(v: float) -> str:
+    return "–" if math.isnan(v) else (f"+{v:.3g}" if v >= 0 else f"{v:.3g}")
+
+
+def arm_of(res: analysis.Results, inst, ref: Ref) -> analysis.ArmSummary | None:
+    return res.arm(inst.key, ref.optimizer, f"paper:{ref.arm}" if ref.arm else res.main_arm(inst))
+
+
+def values_of(res: analysis.Results, inst, arm: analysis.ArmSummary, metric: str, direction: str) -> dict[int, float]:
+    """seed -> the arm's value of ``metric`` (nan: failed or missing; the worst infinity: diverged)."""
+    out = {}
+    for seed, h in zip(arm.seeds, arm.hashes):
+        final = res.finals.get(h)
+        if metric == "steps_to_target":
+            out[seed] = math.nan if final is None else analysis._steps_to_target(res.store, h, inst)
+        else:
+            out[seed] = analysis._metric(final, metric, maximize=direction == "higher")
+    return out
+
+
+def _in_regime(claim: Claim, inst, res) -> tuple[bool, str]:
+    need_steps, need_epochs = claim.regime.get("min_steps"), claim.regime.get("min_epochs")
+    if need_epochs is not None and (inst.epochs or 0) < need_epochs:
+        have = f"{inst.epochs} epochs" if inst.epochs else f"{inst.steps} steps"
+        return False, f"budget {have} < the claim's {need_epochs} epochs"
+    if need_steps is not None:
+        steps = inst.steps
+        if steps is None:  # epochs: the steps the runs actually had
+            steps = max((int((res.finals.get(h) or {}).get("budget_steps") or 0) for a in res.arms.values()
+                         if a.instance == inst.key for h in a.hashes), default=0)
+        if steps < need_steps:
+            return False, f"budget {steps} steps < the claim's {need_steps}"
+    return True, ""
+
+
+def judge_claim(claim: Claim, res: analysis.Results) -> Verdict:
+    out = Verdict(claim)
+    for inst in res.instances:
+        if not claim.matches(inst):
+            continue
+        tier = inst.tier
+        a, b = arm_of(res, inst, claim.optimizer), arm_of(res, inst, claim.baseline)
+        if a is None or b is None:
+            missing = [r.label for r, x in ((claim.optimizer, a), (claim.baseline, b)) if x is None]
+            out.comparisons.append(Comparison(inst.key, tier, NOT_MEASURED, note=f"no {' and no '.join(missing)} "
+                                                                                 "arm in this suite"))
+            continue
+        cap = None
+        if claim.metric == "steps_to_target":
+            cap = float(inst.steps) if inst.steps else None
+        d = paired_differences(values_of(res, inst, a, claim.metric, claim.direction),
+                               values_of(res, inst, b, claim.metric, claim.direction), claim.direction, cap)
+        if d.size == 0:
+            out.comparisons.append(Comparison(inst.key, tier, NOT_MEASURED, note="no paired finished runs"))
+            continue
+        verdict, effect, low, high = verdict_of(d, claim.margin)
+        ok, why = _in_regime(claim, inst, res)
+        out.comparisons.append(Comparison(inst.key, tier, verdict if ok else OUTSIDE, int(d.size), effect, low,
+                                          high, "" if ok else why))
+    for tier in ("A", "B"):
+        rows = [c for c in out.comparisons if c.tier == tier]
+        if rows:
+            out.tiers[tier] = aggregate([c.verdict for c in rows])
+    return out
+
+
+def aggregate(verdicts: list[str]) -> str:
+    """One tier's verdict from its instances' (never pooling their runs)."""
+    measured = [v for v in verdicts if v != NOT_MEASURED]
+    if not measured:
+        return NOT_MEASURED
+    inside = [v for v in measured if v != OUTSIDE]
+    if not inside:
+        return f"{OUTSIDE} ({len(measured)} instance{'s' if len(measured) != 1 else ''})"
+    counts = {v: inside.count(v) for v in (SUPPORTED, CONTRADICTED, INCONCLUSIVE)}
+    detail = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    if counts[SUPPORTED] == len(inside):
+        head = SUPPORTED
+    elif counts[CONTRADICTED] == len(inside):
+        head = CONTRADICTED
+    elif counts[SUPPORTED] and counts[CONTRADICTED]:
+        head = MIXED
+    else:
+        head = INCONCLUSIVE
+    extra = len(measured) - len(inside)
+    return f"{head} ({detail}" + (f"; {extra} outside the regime" if extra else "") + ")"
+
+
+def judge_all(res: analysis.Results) -> list[Verdict]:
+    return [judge_claim(c, res) for c in load_claims()]
