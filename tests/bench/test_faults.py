@@ -156,7 +156,7 @@ def test_report_on_a_missing_folder_does_not_create_it(tmp_path, capsys):
     ("hparams = { betas = [0.9] }", "problems[0].hparams.betas", "betas must be a pair"),
     ("hparams = { betas = [0.9, 1.5] }", "problems[0].hparams.betas", "betas[1] must be in [0, 1)"),
     ("hparams = { eps = -1e-8 }", "problems[0].hparams.eps", "eps must be a finite number >= 0"),
-    ("hparams = { lr = nan }", "problems[0].hparams.lr", "lr must not be NaN"),
+    ("hparams = { lr = nan }", "problems[0].hparams.lr", "lr must be a finite number >= 0, got nan"),
     ("timeout = -1", "problems[0].timeout", "expected seconds >= 0"),
 ])
 def test_suite_values_are_checked_when_the_suite_loads(tmp_path, capsys, entry, key, message):

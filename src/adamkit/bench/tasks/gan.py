@@ -13,7 +13,6 @@ cached in ``$XDG_CACHE_HOME/adamkit/derived`` or, failing that, kept in memory) 
 samples (a class counts when it holds at least 2% of them)."""
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import warnings
@@ -252,9 +251,9 @@ class _GANTask(Task):
         return GANInstance(self, seed)
 
     def optimizer_overrides(self, optimizer: str) -> dict[str, Any]:
-        """GANs train with beta1 = 0.5 (DCGAN and WGAN-GP practice), for every optimizer that has betas."""
-        accepted = inspect.signature(adamkit.get_optimizer_class(optimizer).__init__).parameters
-        return {"betas": self.betas} if "betas" in accepted else {}
+        """GANs train with beta1 = 0.5 (DCGAN and WGAN-GP practice); the runner gives it to every optimizer that
+        takes betas (``runner.optimizer_kwargs``)."""
+        return {"betas": self.betas}
 
     d_loss = staticmethod(_bce_d)
     g_loss = staticmethod(_bce_g)
