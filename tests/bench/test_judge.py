@@ -139,6 +139,19 @@ def test_the_shipped_claims_load_and_name_declared_paper_arms():
                                   "instances": ["abs_sum"], "metric": "gap", "direction": "down"}]})
 
 
+def test_every_instance_a_shipped_claim_names_exists():
+    """A claim naming an instance no suite has would read "not measured" for ever, silently."""
+    from adamkit.bench.registry import list_problems
+    from adamkit.bench.suite import SHIPPED, load_suite
+
+    known = set(list_problems("A")) | set(list_problems("B"))
+    for name in SHIPPED:
+        for inst in load_suite(name).problems:
+            known |= {inst.problem, inst.group, inst.key}
+    for c in load_claims():
+        assert set(c.instances) <= known, f"claim {c.id}: no problem, task or suite entry {set(c.instances) - known}"
+
+
 def test_paper_arms_are_planned_where_a_claim_names_them(tmp_path):
     suite = parse_suite({"name": "p", "optimizers": ["adam", "adabelief", "eadam"], "protocol": {"final_seeds": 2},
                          "tasks": [{"name": "fmnist_cnn", "steps": 5, "tune": False},

@@ -18,13 +18,18 @@ from adamkit.bench.sweep import bench_record, run_sweep
 #: the near-duplicate and heavy tasks `full` leaves to `paper` to pay for its larger searches
 NOT_IN_FULL = {"digits_mlp", "fm_synthetic_ctr", "fmnist_cnn_nodecay", "fmnist_mlp_nodecay", "dcgan_fmnist",
                "wgan_fmnist"}
+#: the tasks at the papers' scale: in `paper` (and once in `quick`) until full's protocol can afford them in 3 hours
+#: (see the comment at the top of full.toml)
+NOT_YET_IN_FULL = {"fmnist_resnet", "fmnist_resnet_nodecay", "gpt_noclip_b8", "gpt_noclip_b64", "vae_fmnist",
+                   "word_lstm1", "word_lstm2", "word_lstm3", "fm_criteo", "deepfm_criteo", "halfcheetah_ppo",
+                   "hopper_ppo"}
 
 
 @pytest.mark.parametrize("name", ["smoke", "quick", "full", "paper"])
 def test_shipped_suite_runs_every_task(name):
     suite = load_suite(name)
     tasks = {i.problem for i in suite.problems if i.tier == "B"}
-    expected = set(list_problems("B")) - (NOT_IN_FULL if name == "full" else set())
+    expected = set(list_problems("B")) - (NOT_IN_FULL | NOT_YET_IN_FULL if name == "full" else set())
     assert tasks >= expected, f"{name} lacks {expected - tasks}"
     assert {i.problem for i in suite.problems if i.tier == "A"}, "the Tier A content stays"
 
