@@ -310,16 +310,30 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                     f"{type(self).__name__} uses the loss value: call step(closure) or step(loss=loss)"
                 )
             loss_value = _loss_to_float(loss)
-        if len(self.param_groups) > 1:  # a bad tensor in a later group raises before an earlier one is stepped
-            checkpoint.check_groups_before_step(self)
-        for group in self.param_groups:
-            self._step_group(group, loss_value)
+        # check phase: every group is checked before any is stepped, so that a bad tensor in a later group
+        # raises before an earlier one moves. A group a backend can step from what it kept (the fused kernel's
+        # pointer table) is checked by that backend; the others by the general path's checks.
+        groups = self.param_groups
+        names = [self.state_names(group) for group in groups]
+        launches = [self._prepared(group, n, loss_value) for group, n in zip(groups, names)]
+        if len(groups) > 1:
+            checkpoint.check_groups_before_step(self, skip=[run is not None for run in launches])
+        # launch phase
+        for group, n, run in zip(groups, names, launches):
+            if run is not None:
+                run()
+            else:
+                self._step_group(group, n, loss_value)
         return loss
 
-    def _step_group(self, group: dict[str, Any], loss: float | None) -> None:
-        names = self.state_names(group)
-        if any(backend.resume(self, group, names, loss) for backend in BACKENDS.values()):
-            return
+    def _prepared(self, group: dict[str, Any], names: tuple, loss: float | None):
+        for backend in BACKENDS.values():
+            run = backend.prepare(self, group, names, loss)
+            if run is not None:
+                return run
+        return None
+
+    def _step_group(self, group: dict[str, Any], names: tuple, loss: float | None) -> None:
         params = []
         for p in group["params"]:
             if p.grad is None:
