@@ -181,3 +181,20 @@ def test_a_bad_gradient_in_a_later_cached_group_raises_before_any_group_is_stepp
     for p, saved in zip(params, state_before):
         assert opt.state[p]["step"] == saved["step"] == 3
         assert all(torch.equal(opt.state[p][k], v) for k, v in saved.items() if k != "step")
+
+
+def test_replaced_or_removed_state_dicts_are_noticed():
+    """The table keeps the state dicts; ``opt.state[p] = ...`` or ``del opt.state[p]`` must not go unseen."""
+    a, b, oa, ob = twin_runs()
+    step_both(a, b, oa, ob, 0)
+
+    def replace_dict(a, b, oa, ob):
+        oa.state[a[0]] = {k: v.clone() if torch.is_tensor(v) else v for k, v in oa.state[a[0]].items()}
+    step_both(a, b, oa, ob, 1, replace_dict)
+
+    def reset(a, b, oa, ob):
+        for opt, params in ((oa, a), (ob, b)):
+            del opt.state[params[2]]  # a fresh state: that parameter starts again from step 0
+    step_both(a, b, oa, ob, 2, reset)
+    step_both(a, b, oa, ob, 3)
+    assert [oa.state[p]["step"] for p in a] == [4, 4, 2]

@@ -59,9 +59,11 @@ class Fused(Backend):
         state_dicts = [opt.state[p] for p in params]
         states = {n: [s[n] for s in state_dicts] for n in kernel_names if n is not None}
         tables = opt.__dict__.setdefault("_fused_tables", {})
-        if fused_cpu.CachedLaunch.eligible(kernel_names, params, states):
-            tables[id(group)] = (group, opt.state, names, fused_cpu.CachedLaunch(kernel_names, params, states,
-                                                                                 state_dicts))
+        changes = getattr(opt.state, "changes", None)  # opt.state counts its changes (base.OptimizerState)
+        if changes is not None and fused_cpu.CachedLaunch.eligible(kernel_names, params, states):
+            table = fused_cpu.CachedLaunch(kernel_names, params, states, state_dicts)
+            table.state_changes = changes
+            tables[id(group)] = (group, opt.state, names, table)
         else:
             tables.pop(id(group), None)
 
@@ -81,10 +83,11 @@ class Fused(Backend):
             return None
         cached_group, cached_state, cached_names, table = entry
         params = group["params"]
-        if cached_group is not group or cached_state is not opt.state or cached_names != names:
-            return None
-        state_dicts = list(map(opt.state.get, params))
-        checked = table.check(table.names, params, state_dicts)
+        state = opt.state
+        if (cached_group is not group or cached_state is not state or cached_names != names
+                or getattr(state, "changes", None) != table.state_changes):
+            return None  # no entry of opt.state was set or removed since the table was built: its state dicts
+        checked = table.check(table.names, params, table.state_dicts)  # are still the ones kept in the table
         if checked is None or opt._implementation(group, params) != "fused":
             return None
         step, grad_ptrs = checked
@@ -94,7 +97,7 @@ class Fused(Backend):
 
         def run() -> None:
             table.launch(call, grad_ptrs)
-            deque(map(operator.setitem, state_dicts, repeat("step"), repeat(step + 1)), maxlen=0)
+            deque(map(operator.setitem, table.state_dicts, repeat("step"), repeat(step + 1)), maxlen=0)
         return run
 
 

@@ -403,6 +403,7 @@ class CachedLaunch:
         self.count = count = len(params)
         self.param_ptrs = list(map(_DATA_PTR, params))
         self.state_dicts = list(state_dicts)  # the per-parameter state dicts the state tensors are found in
+        self.state_changes = None  # the owner's count of changes of opt.state when the table was built
         # (the item getter of a slot, its tensors' pointers) for each slot the kernel uses
         self.state_ptrs = [(operator.itemgetter(name), list(map(_DATA_PTR, states[name])))
                            for name in names if name is not None]
@@ -448,7 +449,7 @@ class CachedLaunch:
         if names != self.names or len(params) != self.count:
             return None
         try:
-            if (not all(map(operator.is_, state_dicts, self.state_dicts))
+            if ((state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)))
                     or list(map(_DATA_PTR, params)) != self.param_ptrs):
                 return None
             for get, ptrs in self.state_ptrs:
