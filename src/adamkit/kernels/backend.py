@@ -41,10 +41,6 @@ class Backend:
         """
         return None
 
-    def keeps(self, opt, group: dict) -> bool:
-        """Whether the backend kept something for ``group`` that :meth:`prepare` may step it from."""
-        return False
-
     def forget(self, opt) -> None:
         """Drop what the backend kept for ``opt`` (its state or groups were replaced)."""
 

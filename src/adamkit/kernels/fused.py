@@ -67,9 +67,6 @@ class Fused(Backend):
         else:
             tables.pop(id(group), None)
 
-    def keeps(self, opt, group) -> bool:
-        return id(group) in opt.__dict__.get("_fused_tables", {})
-
     def forget(self, opt) -> None:
         opt.__dict__.pop("_fused_tables", None)  # the tables point at the old tensors
 
