@@ -120,3 +120,81 @@ def test_gradients_swapped_behind_torchs_back_are_not_trusted():
     with pytest.raises(Exception):
         oa.step()  # the general path refuses it, before anything is written
     assert all(torch.equal(p, q) for p, q in zip(a, before))
+
+
+@pytest.mark.parametrize("swap", ["state", "param"])
+def test_storage_swapped_under_the_same_tensor_object_is_noticed(swap):
+    """``state[...].data = t`` / ``p.data = t`` keep the tensor object and replace its storage; the table must
+    step the new storage as the loop does, and write nothing into the old one (which may be freed)."""
+    a, b, oa, ob = twin_runs(amsgrad=True)
+    for s in range(3):
+        step_both(a, b, oa, ob, s)
+    assert table_of(oa) is not None
+    old = {}
+
+    def swap_storage(a, b, oa, ob):
+        if swap == "state":
+            for opt, params in ((oa, a), (ob, b)):
+                state = opt.state[params[1]]
+                old[opt] = state["exp_avg"].detach().clone()  # the old storage, and a copy to compare it with
+                old[opt, "storage"] = state["exp_avg"].data
+                state["exp_avg"].data = state["exp_avg"].data * 0.5 + 1.0
+        else:
+            for params in (a, b):
+                old[id(params)] = params[0].detach().clone()
+                old[id(params), "storage"] = params[0].data
+                params[0].data = params[0].data * 0.5 + 1.0
+    step_both(a, b, oa, ob, 3, swap_storage)
+    for opt, params in ((oa, a), (ob, b)):
+        if swap == "state":
+            torch.testing.assert_close(opt.state[params[1]]["exp_avg"], ob.state[b[1]]["exp_avg"], rtol=1e-13, atol=1e-15)
+            assert torch.equal(old[opt, "storage"], old[opt])  # nothing was written into the old storage
+        else:
+            assert torch.equal(old[id(params), "storage"], old[id(params)])
+    for s in range(4, 7):  # the table is rebuilt over the new storage and used again
+        step_both(a, b, oa, ob, s)
+    assert table_of(oa) is not None
+    for p, q in zip(a, b):
+        for name in oa.state[p]:
+            if name != "step":
+                torch.testing.assert_close(oa.state[p][name], ob.state[q][name], rtol=1e-13, atol=1e-15)
+
+
+def test_a_bad_gradient_in_a_later_cached_group_raises_before_any_group_is_stepped():
+    """Issue 14 item 6 on the cached path: every group's table is checked before any group writes."""
+    params = make(shapes=((5, 3), (7,), (2, 2), (4,)))
+    opt = adamkit.AdamW([{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}], lr=1e-2)
+    for s in range(3):
+        for p, g in zip(params, grads_for(params, s)):
+            p.grad = g
+        opt.step()
+    tables = opt.__dict__.get("_fused_tables", {})
+    assert all(id(group) in tables for group in opt.param_groups)  # both groups step through their tables
+    for p, g in zip(params, grads_for(params, 3)):
+        p.grad = g
+    params[3].grad.data = torch.zeros(5, dtype=torch.float64)  # a wrong shape, around torch's check
+    before = [p.detach().clone() for p in params]
+    state_before = [{k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p].items()} for p in params]
+    with pytest.raises(RuntimeError, match="shape"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, before))
+    for p, saved in zip(params, state_before):
+        assert opt.state[p]["step"] == saved["step"] == 3
+        assert all(torch.equal(opt.state[p][k], v) for k, v in saved.items() if k != "step")
+
+
+def test_replaced_or_removed_state_dicts_are_noticed():
+    """The table keeps the state dicts; ``opt.state[p] = ...`` or ``del opt.state[p]`` must not go unseen."""
+    a, b, oa, ob = twin_runs()
+    step_both(a, b, oa, ob, 0)
+
+    def replace_dict(a, b, oa, ob):
+        oa.state[a[0]] = {k: v.clone() if torch.is_tensor(v) else v for k, v in oa.state[a[0]].items()}
+    step_both(a, b, oa, ob, 1, replace_dict)
+
+    def reset(a, b, oa, ob):
+        for opt, params in ((oa, a), (ob, b)):
+            del opt.state[params[2]]  # a fresh state: that parameter starts again from step 0
+    step_both(a, b, oa, ob, 2, reset)
+    step_both(a, b, oa, ob, 3)
+    assert [oa.state[p]["step"] for p in a] == [4, 4, 2]

@@ -32,14 +32,14 @@ class Backend:
         """Whether the default choice may pick this backend for ``cls`` and these parameters."""
         return True
 
-    def resume(self, opt, group: dict, names: tuple, loss) -> bool:
-        """Step a whole group from what the backend kept after the previous step; False: not applicable."""
-        return False
+    def prepare(self, opt, group: dict, names: tuple, loss):
+        """Check phase of stepping a whole group from what the backend kept after the previous step.
 
-    def keeps(self, opt, group: dict) -> bool:
-        """Whether the backend kept something for ``group`` that :meth:`resume` may step it from (that path
-        checks its own tensors before writing anything)."""
-        return False
+        Returns a callable that runs the step (the launch phase), or None where what was kept does not apply
+        (the engine's general path then steps the group). Writes nothing: the engine prepares every group
+        before any group is stepped, so a bad tensor in a later group raises before an earlier one moves.
+        """
+        return None
 
     def forget(self, opt) -> None:
         """Drop what the backend kept for ``opt`` (its state or groups were replaced)."""

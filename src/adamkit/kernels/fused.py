@@ -5,14 +5,16 @@ packer (:func:`adamkit.kernels.fused_spec.kernel_call`). With thousands of small
 tensors, building the kernel's pointer table is most of a step's cost, so after a
 step that covered a whole group in one bucket the table is kept (in the
 optimizer's ``_fused_tables``, keyed by the group) and the next step of that group
-goes straight to the kernel (:meth:`Fused.resume`). It is used only while it
-provably still applies (same parameter objects and storage, same state tensors,
+goes straight to the kernel (:meth:`Fused.prepare`). It is used only while it
+provably still applies (same parameter and state storages, same state dicts,
 one step count, every gradient present, strided and contiguous); otherwise the
 engine's general path runs and may rebuild it.
 """
 from __future__ import annotations
 
-import torch
+import operator
+from collections import deque
+from itertools import repeat
 
 from . import fused_cpu
 from .backend import Backend, register
@@ -54,44 +56,46 @@ class Fused(Backend):
     @staticmethod
     def _remember(opt, group, names, kernel_names) -> None:
         params = group["params"]
-        states = {n: [opt.state[p][n] for p in params] for n in kernel_names if n is not None}
+        state_dicts = [opt.state[p] for p in params]
+        states = {n: [s[n] for s in state_dicts] for n in kernel_names if n is not None}
         tables = opt.__dict__.setdefault("_fused_tables", {})
-        if fused_cpu.CachedLaunch.eligible(kernel_names, params, states):
-            tables[id(group)] = (group, opt.state, names, fused_cpu.CachedLaunch(kernel_names, params, states))
+        changes = getattr(opt.state, "changes", None)  # opt.state counts its changes (base.OptimizerState)
+        if changes is not None and fused_cpu.CachedLaunch.eligible(kernel_names, params, states):
+            table = fused_cpu.CachedLaunch(kernel_names, params, states, state_dicts)
+            table.state_changes = changes
+            tables[id(group)] = (group, opt.state, names, table)
         else:
             tables.pop(id(group), None)
-
-    def keeps(self, opt, group) -> bool:
-        return id(group) in opt.__dict__.get("_fused_tables", {})
 
     def forget(self, opt) -> None:
         opt.__dict__.pop("_fused_tables", None)  # the tables point at the old tensors
 
-    def resume(self, opt, group, names, loss) -> bool:
+    def prepare(self, opt, group, names, loss):
+        """The group's next step from its kept table, checked but not yet run; None where the table does not apply.
+
+        O(1) Python per group plus a few C-level passes over the tensors (:meth:`CachedLaunch.check`).
+        """
         entry = opt.__dict__.get("_fused_tables", {}).get(id(group))
         if entry is None:
-            return False
+            return None
         cached_group, cached_state, cached_names, table = entry
         params = group["params"]
-        if (cached_group is not group or cached_state is not opt.state or cached_names != names
-                or len(params) != table.count or opt._implementation(group, params) != "fused"):
-            return False
-        grads = [p.grad for p in params]
-        if any(g is None or g.layout != torch.strided for g in grads):
-            return False
-        states = [opt.state.get(p) for p in params]
-        if any(s is None for s in states):
-            return False
-        step = states[0]["step"]
-        if any(s["step"] != step for s in states):
-            return False
-        c = opt.coefficients(group, step, loss)
-        call = fused_cpu.kernel_call(type(opt), c, names, group["maximize"])
-        if not table.matches(call.names, params, states) or not table.run(call, grads):
-            return False
-        for s in states:
-            s["step"] = step + 1
-        return True
+        state = opt.state
+        if (cached_group is not group or cached_state is not state or cached_names != names
+                or getattr(state, "changes", None) != table.state_changes):
+            return None  # no entry of opt.state was set or removed since the table was built: its state dicts
+        checked = table.check(table.names, params, table.state_dicts)  # are still the ones kept in the table
+        if checked is None or opt._implementation(group, params) != "fused":
+            return None
+        step, grad_ptrs = checked
+        call = fused_cpu.kernel_call(type(opt), opt.coefficients(group, step, loss), names, group["maximize"])
+        if call.names != table.names:
+            return None
+
+        def run() -> None:
+            table.launch(call, grad_ptrs)
+            deque(map(operator.setitem, table.state_dicts, repeat("step"), repeat(step + 1)), maxlen=0)
+        return run
 
 
 FUSED = register(Fused())

@@ -373,6 +373,9 @@ def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states
 
 
 _DTYPE_OF = operator.attrgetter("dtype")
+_GRAD = operator.attrgetter("grad")
+_STEP = operator.itemgetter("step")
+_DATA_PTR = Tensor.data_ptr
 
 
 class CachedLaunch:
@@ -382,25 +385,40 @@ class CachedLaunch:
     and of the state tensors stay the same from step to step; only the
     gradients change. Rebuilding the table costs a few microseconds per tensor,
     which for thousands of small tensors is most of a step, so the engine keeps
-    one of these and, each step, checks that it still applies (:meth:`matches`)
-    and fills in the gradients (:meth:`run`).
+    one of these and, each step, checks that it still applies (:meth:`check`)
+    before one kernel call (:meth:`launch`).
+
+    Memory safety: the table holds the storages its pointers point into, so
+    that memory stays allocated while the table exists, and each step it
+    compares the current data pointers of every parameter and state tensor
+    with the kept ones (C-level ``map`` over the tensors). A tensor whose
+    storage was swapped (``p.data = ...``, ``state["exp_avg"].data = ...``, a
+    new state tensor) has another pointer (no new allocation can start where a
+    kept storage lies), so the table is not used and the general path steps
+    the new tensors and rebuilds it.
     """
 
-    def __init__(self, names: tuple, params: list[Tensor], states: dict[str, list[Tensor]]):
+    def __init__(self, names: tuple, params: list[Tensor], states: dict[str, list[Tensor]], state_dicts: list[dict]):
         self.names = names
         self.count = count = len(params)
-        self.param_ptrs = [p.data_ptr() for p in params]
-        self.state_tensors = [(name, states[name]) for name in names if name is not None]
-        self.numels = [p.numel() for p in params]
-        self.shapes = [p.shape for p in params]  # a gradient of another shape, even of the same size, is refused
-        self.numel = (ctypes.c_int64 * count)(*self.numels)
+        self.param_ptrs = list(map(_DATA_PTR, params))
+        self.state_dicts = list(state_dicts)  # the per-parameter state dicts the state tensors are found in
+        self.state_changes = None  # the owner's count of changes of opt.state when the table was built
+        # (the item getter of a slot, its tensors' pointers) for each slot the kernel uses
+        self.state_ptrs = [(operator.itemgetter(name), list(map(_DATA_PTR, states[name])))
+                           for name in names if name is not None]
+        # the memory the pointers point into stays allocated while the table exists
+        self._storages = [list(map(Tensor.untyped_storage, params))] + [
+            list(map(Tensor.untyped_storage, states[name])) for name in names if name is not None]
+        self.shapes = list(map(Tensor.size, params))  # a gradient of another shape, even of the same size, is refused
+        self.numel = (ctypes.c_int64 * count)(*map(Tensor.numel, params))
         self.torch_dtype = params[0].dtype
         self.dtype = DTYPES[params[0].dtype]
         self.ptrs = (ctypes.c_void_p * (count * (2 + len(names))))()
         self.ptrs[0:count] = self.param_ptrs
         for k, name in enumerate(names):
             if name is not None:
-                self.ptrs[(2 + k) * count:(3 + k) * count] = [s.data_ptr() for s in states[name]]
+                self.ptrs[(2 + k) * count:(3 + k) * count] = list(map(_DATA_PTR, states[name]))
 
     @staticmethod
     def eligible(names: tuple, params: list[Tensor], states: dict[str, list[Tensor]]) -> bool:
@@ -414,29 +432,45 @@ class CachedLaunch:
             return False
         for name in names:
             if name is not None and not all(
-                s.dtype == state_dtype and s.is_contiguous() and s.shape == p.shape for s, p in zip(states[name], params)
+                type(s) is torch.Tensor and s.dtype == state_dtype and s.is_contiguous() and s.shape == p.shape
+                for s, p in zip(states[name], params)
             ):
                 return False
         return True
 
-    def matches(self, names: tuple, params: list[Tensor], states: list[dict]) -> bool:
-        """Whether the parameters and state tensors are still the ones the table points at."""
-        if names != self.names or [p.data_ptr() for p in params] != self.param_ptrs:
-            return False
-        return all(
-            all(state[name] is tensor for state, tensor in zip(states, tensors)) for name, tensors in self.state_tensors
-        )
+    def check(self, names: tuple, params: list[Tensor], state_dicts: list[dict]) -> tuple | None:
+        """The step count and the gradients' pointers if the table still applies to these tensors, else None.
 
-    def run(self, call: "KernelCall", grads: list[Tensor]) -> bool:
-        """One kernel call with these gradients; False (nothing written) if a gradient does not fit the table."""
-        dtype = self.torch_dtype
-        # map() over C methods: cheaper per tensor than the comprehensions it replaced, the shapes included
-        if (not all(map(Tensor.is_contiguous, grads)) or set(map(_DTYPE_OF, grads)) != {dtype}
-                or list(map(Tensor.size, grads)) != self.shapes):
-            return False  # torch checks assigned gradients, but ``p.grad.data = ...`` goes around it (the
-            # general path then raises, naming the parameter)
+        Writes nothing. It applies while the state dicts, the parameters' and the state tensors' storages are
+        the ones the table points at, every parameter has one step count, and every gradient is a dense
+        contiguous tensor of its parameter's shape and dtype (torch checks assigned gradients, but
+        ``p.grad.data = ...`` goes around it; the general path then raises, naming the parameter).
+        """
+        if names != self.names or len(params) != self.count:
+            return None
+        try:
+            if ((state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)))
+                    or list(map(_DATA_PTR, params)) != self.param_ptrs):
+                return None
+            for get, ptrs in self.state_ptrs:
+                if list(map(_DATA_PTR, map(get, state_dicts))) != ptrs:
+                    return None
+            steps = set(map(_STEP, state_dicts))
+            grads = list(map(_GRAD, params))
+            grad_ptrs = list(map(_DATA_PTR, grads))  # None or a tensor without storage (sparse) raise here
+            if (not all(map(Tensor.is_contiguous, grads)) or set(map(_DTYPE_OF, grads)) != {self.torch_dtype}
+                    or list(map(Tensor.size, grads)) != self.shapes):
+                return None
+        except (TypeError, RuntimeError, KeyError):
+            return None
+        if len(steps) != 1:
+            return None
+        return steps.pop(), grad_ptrs
+
+    def launch(self, call: "KernelCall", grad_ptrs: list[int]) -> None:
+        """One kernel call with the gradients :meth:`check` accepted (call it right after that check)."""
         count = self.count
-        self.ptrs[count:2 * count] = [g.data_ptr() for g in grads]
+        self.ptrs[count:2 * count] = grad_ptrs
         sc = (ctypes.c_double * 16)(*call.scalars)
         base = ctypes.addressof(self.ptrs)
         size = ctypes.sizeof(ctypes.c_void_p)
@@ -444,6 +478,5 @@ class CachedLaunch:
             ALGORITHMS[call.algorithm], self.dtype, count, self.numel, base, base + count * size,
             base + 2 * count * size, len(self.names), sc, call.flags, torch.get_num_threads(), GRAIN,
         )
-        if rc != 0:  # pragma: no cover - eligible() and matches() make this unreachable
+        if rc != 0:  # pragma: no cover - eligible() and check() make this unreachable
             raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
-        return True

@@ -48,6 +48,52 @@ from ..kernels import BACKENDS
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
+
+class OptimizerState(defaultdict):
+    """``opt.state`` (parameter -> its state dict, as torch keeps it) that counts the changes of its entries.
+
+    ``changes`` grows whenever an entry is set, replaced or removed, so that a backend that kept the state
+    dicts of a group between steps (the fused kernel's pointer table) knows in O(1) that they are still the
+    ones in ``opt.state``, instead of looking every parameter up again each step. What is inside a state dict
+    is the backend's own business to check.
+    """
+
+    changes = 0
+
+    def _changed(self) -> None:
+        self.changes += 1
+
+    def __setitem__(self, key, value):
+        self._changed()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self._changed()
+        super().__delitem__(key)
+
+    def __ior__(self, other):
+        self._changed()
+        return super().__ior__(other)
+
+    def __reduce__(self):  # copies and pickles are plain torch-style state (the engine wraps them again)
+        return defaultdict, (self.default_factory,), None, None, iter(self.items())
+
+
+def _counting(opt) -> None:
+    if type(opt.state) is not OptimizerState:
+        state = OptimizerState(dict)
+        dict.update(state, opt.state)
+        opt.state = state
+
+
+for _name in ("pop", "popitem", "clear", "update", "setdefault"):
+    def _method(self, *args, _inherited=getattr(defaultdict, _name), **kwargs):
+        self._changed()
+        return _inherited(self, *args, **kwargs)
+    _method.__name__ = _name
+    setattr(OptimizerState, _name, _method)
+del _name, _method
+
 def learning_rate(default: float = 1e-3) -> Hyperparameter:
     """The ``lr`` every adamkit optimizer takes."""
     return Hyperparameter(default, _checks.learning_rate, "learning rate α (a number, or a one-element tensor)")
@@ -185,6 +231,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             raise AssertionError(f"{type(self).__name__} gives no default for {sorted(missing)}")
         defaults = self._checked(dict(defaults))
         super().__init__(params, defaults)
+        _counting(self)
 
     @property
     def _checks(self) -> dict[str, _checks.Check]:
@@ -310,16 +357,30 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                     f"{type(self).__name__} uses the loss value: call step(closure) or step(loss=loss)"
                 )
             loss_value = _loss_to_float(loss)
-        if len(self.param_groups) > 1:  # a bad tensor in a later group raises before an earlier one is stepped
-            checkpoint.check_groups_before_step(self)
-        for group in self.param_groups:
-            self._step_group(group, loss_value)
+        # check phase: every group is checked before any is stepped, so that a bad tensor in a later group
+        # raises before an earlier one moves. A group a backend can step from what it kept (the fused kernel's
+        # pointer table) is checked by that backend; the others by the general path's checks.
+        groups = self.param_groups
+        names = [self.state_names(group) for group in groups]
+        launches = [self._prepared(group, n, loss_value) for group, n in zip(groups, names)]
+        if len(groups) > 1:
+            checkpoint.check_groups_before_step(self, skip=[run is not None for run in launches])
+        # launch phase
+        for group, n, run in zip(groups, names, launches):
+            if run is not None:
+                run()
+            else:
+                self._step_group(group, n, loss_value)
         return loss
 
-    def _step_group(self, group: dict[str, Any], loss: float | None) -> None:
-        names = self.state_names(group)
-        if any(backend.resume(self, group, names, loss) for backend in BACKENDS.values()):
-            return
+    def _prepared(self, group: dict[str, Any], names: tuple, loss: float | None):
+        for backend in BACKENDS.values():
+            run = backend.prepare(self, group, names, loss)
+            if run is not None:
+                return run
+        return None
+
+    def _step_group(self, group: dict[str, Any], names: tuple, loss: float | None) -> None:
         params = []
         for p in group["params"]:
             if p.grad is None:
@@ -397,6 +458,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        _counting(self)
         checkpoint.after_setstate(self)
 
     # ------------------------------------------------------------ utilities

@@ -326,18 +326,18 @@ def check_step_tensors(opt, bucket: list[Tensor], params, grads, states: dict, c
                 )
 
 
-def check_groups_before_step(opt) -> None:
+def check_groups_before_step(opt, skip: list[bool]) -> None:
     """With several param groups: check the groups that will take the general path before any is stepped.
 
     So that a wrong shape in the second group (say, the no-decay group of AdamW) raises
-    before the first group's parameters move. Groups stepped through the fused kernel's
-    cached table are skipped: the table checks its gradients before writing anything and
-    hands a group that does not fit to the general path, which checks it again.
+    before the first group's parameters move. Groups marked in ``skip`` were checked
+    already by the backend that will step them from what it kept (the fused kernel's
+    pointer table checks its tensors in its check phase, writing nothing).
     """
     from .base import local_tensor
 
-    for group in opt.param_groups:
-        if any(backend.keeps(opt, group) for backend in BACKENDS.values()):
+    for group, checked in zip(opt.param_groups, skip):
+        if checked:
             continue
         names = opt.state_names(group)
         for p in group["params"]:
