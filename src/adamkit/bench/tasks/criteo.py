@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +18,7 @@ from ..data.generated import CRITEO_CATEGORICAL, CRITEO_NUMERIC, synthetic_crite
 from ..problem import Instance
 from ..registry import register
 from ._common import Batches, Task, as_float, roc_auc, seeded
+from .ctr import ClickMetrics
 
 
 class CriteoFM(nn.Module):
@@ -65,12 +65,12 @@ def _dataset(n_train: int, n_eval: int, buckets: int):
     return data, best
 
 
-class CriteoInstance(Instance):
+class CriteoInstance(ClickMetrics, Instance):
     def __init__(self, task: "_CriteoCTR", seed: int):
         self.gen = seeded(seed)
         self.task = task
         n_train, n_eval = (4000, 2000) if task.synthetic else (task.n_train, task.n_eval)
-        self.data, self.best = _dataset(int(n_train), int(n_eval), int(task.buckets))
+        self.data, self.reference = _dataset(int(n_train), int(n_eval), int(task.buckets))
         self.model = CriteoFM(CRITEO_CATEGORICAL * task.buckets, task.k, task.deep)
         self.batches = Batches(len(self.data["train"][2]), task.batch_size, self.gen)
         self.steps_per_epoch = self.batches.steps_per_epoch
@@ -95,20 +95,9 @@ class CriteoInstance(Instance):
         self._recent = (self._recent + [loss])[-50:]
         return loss
 
-    @torch.no_grad()
-    def _scores(self, split):
+    def _rows(self, split):
         x_cat, x_num, y = self.data[split]
-        self.model.eval()
-        logits = torch.cat([self.model(x_cat[i:i + 8192], x_num[i:i + 8192]) for i in range(0, len(y), 8192)])
-        return {f"{split}_auc": roc_auc(y.numpy(), logits.numpy()),
-                f"{split}_logloss": float(F.binary_cross_entropy_with_logits(logits, y))}
-
-    def evaluate(self):
-        out = {**self._scores("val"), **self._scores("test"), **self.best}
-        out["auc_gap"] = out["best_test_auc"] - out["test_auc"]
-        if self._recent:
-            out["train_logloss"] = float(np.mean(self._recent))
-        return out
+        return (x_cat, x_num), y
 
 
 class _CriteoCTR(Task):

@@ -52,12 +52,40 @@ class DeepFM(FM):
         return fm + self.mlp(e.flatten(1)).squeeze(1)
 
 
-class CTRInstance(MinibatchInstance):
+class ClickMetrics:
+    """What every click-prediction instance reports: validation and test AUC and log loss, the gap to the known
+    optimum's test AUC where there is one (``reference``: ``best_test_auc``, ...), the recent training log loss.
+
+    An instance gives ``model``, ``reference``, ``_recent`` (recent training losses) and ``_rows(split)``: the
+    model's inputs (a tuple of tensors, batched along dim 0) and the labels of a split.
+    """
+
+    EVAL_BATCH = 8192
+
+    @torch.no_grad()
+    def _scores(self, split):
+        inputs, y = self._rows(split)
+        self.model.eval()
+        logits = torch.cat([self.model(*(x[i:i + self.EVAL_BATCH] for x in inputs))
+                            for i in range(0, len(y), self.EVAL_BATCH)])
+        return {f"{split}_auc": roc_auc(y.numpy(), logits.numpy()),
+                f"{split}_logloss": float(F.binary_cross_entropy_with_logits(logits, y))}
+
+    def evaluate(self):
+        out = {**self._scores("val"), **self._scores("test"), **self.reference}
+        if "best_test_auc" in out:
+            out["auc_gap"] = out["best_test_auc"] - out["test_auc"]
+        if self._recent:
+            out["train_logloss"] = float(np.mean(self._recent))
+        return out
+
+
+class CTRInstance(ClickMetrics, MinibatchInstance):
     loss_fn = staticmethod(F.binary_cross_entropy_with_logits)
 
     def __init__(self, task: "_CTR", seed: int, data: dict, n_features: int, extra: dict[str, float]):
         self.gen = seeded(seed)
-        self.task, self.data, self.extra = task, data, extra
+        self.task, self.data, self.reference = task, data, extra
         n_fields = data["x_train"].shape[1]
         self.model = DeepFM(n_features, task.k, n_fields) if task.deep else FM(n_features, task.k)
         self.batches = Batches(len(data["y_train"]), task.batch_size, self.gen)
@@ -65,21 +93,8 @@ class CTRInstance(MinibatchInstance):
         self.default_steps = task.steps
         self._recent: list[float] = []
 
-    @torch.no_grad()
-    def _scores(self, split):
-        x, y = self.data[f"x_{split}"], self.data[f"y_{split}"]
-        self.model.eval()
-        logits = torch.cat([self.model(x[i:i + 8192]) for i in range(0, len(x), 8192)])
-        return {f"{split}_auc": roc_auc(y.numpy(), logits.numpy()),
-                f"{split}_logloss": float(F.binary_cross_entropy_with_logits(logits, y))}
-
-    def evaluate(self):
-        out = {**self._scores("val"), **self._scores("test"), **self.extra}
-        if "best_test_auc" in out:
-            out["auc_gap"] = out["best_test_auc"] - out["test_auc"]
-        if self._recent:
-            out["train_logloss"] = float(np.mean(self._recent))
-        return out
+    def _rows(self, split):
+        return (self.data[f"x_{split}"],), self.data[f"y_{split}"]
 
 
 class _CTR(Task):
