@@ -419,6 +419,16 @@ class CachedLaunch:
         for k, name in enumerate(names):
             if name is not None:
                 self.ptrs[(2 + k) * count:(3 + k) * count] = list(map(_DATA_PTR, states[name]))
+        # groups of many tensors are checked in native code (fused_check), which writes the gradients'
+        # pointers straight into self.ptrs; None: the Python check below
+        self.native = None
+        from . import fused_check  # noqa: PLC0415 - it imports this module
+        if count >= fused_check.MIN_TENSORS and (lib := fused_check.native()) is not None:
+            grad_slots = ctypes.addressof(self.ptrs) + count * ctypes.sizeof(ctypes.c_void_p)
+            try:
+                self.native = fused_check.NativeCheck(lib, names, params, states, grad_slots)
+            except fused_check.NativeCheckUnavailable:
+                pass
 
     @staticmethod
     def eligible(names: tuple, params: list[Tensor], states: dict[str, list[Tensor]]) -> bool:
@@ -448,6 +458,14 @@ class CachedLaunch:
         """
         if names != self.names or len(params) != self.count:
             return None
+        if self.native is not None and type(params) is list:
+            # the same conditions, checked per tensor in C++ (fused_check.cpp): the state dicts' identity
+            # here, then each parameter's storage, dtype, shape and contiguity, each gradient's, each state
+            # tensor's, and one step count (an int); the gradients' pointers are then already in self.ptrs
+            if state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)):
+                return None
+            step = self.native(params, self.state_dicts)
+            return None if step is None else (step, None)
         try:
             if ((state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)))
                     or list(map(_DATA_PTR, params)) != self.param_ptrs):
@@ -468,9 +486,11 @@ class CachedLaunch:
         return steps.pop(), grad_ptrs
 
     def launch(self, call: "KernelCall", grad_ptrs: list[int]) -> None:
-        """One kernel call with the gradients :meth:`check` accepted (call it right after that check)."""
+        """One kernel call with the gradients :meth:`check` accepted (call it right after that check;
+        ``grad_ptrs`` None: the native check wrote them into the table)."""
         count = self.count
-        self.ptrs[count:2 * count] = grad_ptrs
+        if grad_ptrs is not None:
+            self.ptrs[count:2 * count] = grad_ptrs
         sc = (ctypes.c_double * 16)(*call.scalars)
         base = ctypes.addressof(self.ptrs)
         size = ctypes.sizeof(ctypes.c_void_p)

@@ -1,0 +1,187 @@
+// The steady-state check of the fused kernel's kept pointer table, in native code (see fused_check.py).
+//
+// One call per step walks a group's parameters, their gradients and their state dicts and decides whether
+// the table (CachedLaunch in fused_cpu.py) still applies; where it does it writes the gradients' pointers
+// into the table's gradient slots and returns the common step count. Where anything differs from what the
+// table was built for it returns None and the engine's general path steps the group (and raises, naming
+// the parameter, where a tensor is wrong). It reads the tensors' C++ objects directly, about 10 ns a
+// tensor, instead of going through torch's Python bindings (50-100 ns per attribute and tensor).
+//
+// Only ATen/core/Tensor.h is included (a few seconds to compile); torch's Python binding header, which
+// drags in pybind11, would take 20 s. The tensor a Python torch.Tensor object holds is therefore read at
+// sizeof(PyObject) into the object, where THPVariable keeps its at::Tensor; fused_check.py verifies that
+// layout against torch's own Tensor._cdata before the first use and refuses this check if it differs.
+// Only objects whose type is exactly torch.Tensor or torch.nn.Parameter are read that way.
+#include <Python.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#define ADAMKIT_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+inline c10::TensorImpl* impl_of(PyObject* obj) {
+  return *reinterpret_cast<c10::TensorImpl**>(reinterpret_cast<char*>(obj) + sizeof(PyObject));
+}
+
+// A plain dense tensor the kernel may step as a flat array: CPU, strided, contiguous, no lazy negation or
+// conjugation, no Python or zero-tensor dispatch, the given dtype and sizes, with storage.
+inline bool plain(const c10::TensorImpl* t, int64_t dtype, const int64_t* sizes, int64_t ndim) {
+  if (t->device_type() != c10::DeviceType::CPU || t->layout() != c10::kStrided || t->is_python_dispatch() ||
+      t->is_neg() || t->is_conj() || t->_is_zerotensor() || t->has_symbolic_sizes_strides() ||
+      !t->has_storage()) {
+    return false;
+  }
+  if (static_cast<int64_t>(t->dtype().toScalarType()) != dtype) {
+    return false;
+  }
+  c10::IntArrayRef actual = t->sizes();
+  if (static_cast<int64_t>(actual.size()) != ndim) {
+    return false;
+  }
+  for (int64_t d = 0; d < ndim; ++d) {
+    if (actual[d] != sizes[d]) {
+      return false;
+    }
+  }
+  return t->is_contiguous();
+}
+
+inline PyObject* none() {
+  Py_RETURN_NONE;
+}
+
+}  // namespace
+
+ADAMKIT_EXPORT int adamkit_check_abi_version(void) { return 1; }
+
+// The TensorImpl address of a torch.Tensor/Parameter object as this build reads it (0 for other objects);
+// fused_check.py compares it with Tensor._cdata before trusting the layout.
+ADAMKIT_EXPORT intptr_t adamkit_check_impl(PyObject* obj, PyObject* tensor_type, PyObject* param_type) {
+  if (Py_TYPE(obj) != reinterpret_cast<PyTypeObject*>(tensor_type) &&
+      Py_TYPE(obj) != reinterpret_cast<PyTypeObject*>(param_type)) {
+    return 0;
+  }
+  return reinterpret_cast<intptr_t>(impl_of(obj));
+}
+
+// The ScalarType code of a tensor (what the check compares dtypes with), -1 for other objects.
+ADAMKIT_EXPORT int64_t adamkit_check_dtype(PyObject* obj, PyObject* tensor_type, PyObject* param_type) {
+  if (Py_TYPE(obj) != reinterpret_cast<PyTypeObject*>(tensor_type) &&
+      Py_TYPE(obj) != reinterpret_cast<PyTypeObject*>(param_type)) {
+    return -1;
+  }
+  try {
+    return static_cast<int64_t>(impl_of(obj)->dtype().toScalarType());
+  } catch (...) {
+    return -1;
+  }
+}
+
+// The check. params: list of `count` tensors; state_dicts: list of `count` dicts; slots: tuple of the state
+// names the kernel uses (n_slots of them); step_key: "step". Kept when the table was built: param_ptrs[count],
+// state_ptrs[n_slots * count] (slot-major), dtypes[1 + n_slots] (the parameters', then each slot's),
+// dims[count + 1] (prefix offsets into sizes), sizes[dims[count]] (each parameter's shape).
+// Returns a new reference: the step count shared by every state dict (an int) with grad_out[0:count] set
+// to the gradients' data pointers, or None (grad_out then partly written: unused until a check succeeds).
+ADAMKIT_EXPORT PyObject* adamkit_check_table(
+    PyObject* params, PyObject* state_dicts, PyObject* slots, PyObject* step_key, PyObject* tensor_type,
+    PyObject* param_type, int64_t count, const int64_t* param_ptrs, const int64_t* state_ptrs,
+    const int64_t* dtypes, const int64_t* dims, const int64_t* sizes, void** grad_out) {
+  if (!PyList_CheckExact(params) || !PyList_CheckExact(state_dicts) || !PyTuple_CheckExact(slots)) {
+    PyErr_SetString(PyExc_TypeError, "adamkit_check_table: params and state_dicts must be lists, slots a tuple");
+    return nullptr;
+  }
+  if (PyList_GET_SIZE(params) != count || PyList_GET_SIZE(state_dicts) != count) {
+    return none();
+  }
+  const auto* tensor_t = reinterpret_cast<PyTypeObject*>(tensor_type);
+  const auto* param_t = reinterpret_cast<PyTypeObject*>(param_type);
+  const Py_ssize_t n_slots = PyTuple_GET_SIZE(slots);
+  const int64_t param_dtype = dtypes[0];
+  PyObject* step = nullptr;  // borrowed from the first state dict
+  try {
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t* shape = sizes + dims[i];
+      const int64_t ndim = dims[i + 1] - dims[i];
+      PyObject* p = PyList_GET_ITEM(params, i);
+      if (Py_TYPE(p) != tensor_t && Py_TYPE(p) != param_t) {
+        return none();
+      }
+      c10::TensorImpl* pi = impl_of(p);
+      // the same storage as kept (the pointer as Tensor.data_ptr() gives it), dtype, shape, contiguous
+      if (!plain(pi, param_dtype, shape, ndim) ||
+          reinterpret_cast<int64_t>(pi->mutable_data()) != param_ptrs[i]) {
+        return none();
+      }
+      const at::Tensor& grad = pi->grad();
+      if (!grad.defined()) {
+        return none();
+      }
+      const c10::TensorImpl* gi = grad.unsafeGetTensorImpl();
+      if (!plain(gi, param_dtype, shape, ndim)) {
+        return none();
+      }
+      const void* gptr = gi->data();
+      if (gptr == nullptr && gi->numel() != 0) {
+        return none();
+      }
+      grad_out[i] = const_cast<void*>(gptr);  // the kernel only reads the gradient
+
+      PyObject* d = PyList_GET_ITEM(state_dicts, i);
+      if (!PyDict_CheckExact(d)) {
+        return none();
+      }
+      PyObject* s = PyDict_GetItemWithError(d, step_key);
+      if (s == nullptr || !PyLong_CheckExact(s)) {
+        PyErr_Clear();
+        return none();
+      }
+      if (step == nullptr) {
+        step = s;
+      } else if (s != step) {
+        int same = PyObject_RichCompareBool(s, step, Py_EQ);
+        if (same != 1) {
+          PyErr_Clear();
+          return none();
+        }
+      }
+      for (Py_ssize_t k = 0; k < n_slots; ++k) {
+        PyObject* v = PyDict_GetItemWithError(d, PyTuple_GET_ITEM(slots, k));
+        if (v == nullptr || Py_TYPE(v) != tensor_t) {  // a state tensor is a plain torch.Tensor (eligible())
+          PyErr_Clear();
+          return none();
+        }
+        c10::TensorImpl* vi = impl_of(v);
+        if (!plain(vi, dtypes[1 + k], shape, ndim) ||
+            reinterpret_cast<int64_t>(vi->mutable_data()) != state_ptrs[k * count + i]) {
+          return none();
+        }
+      }
+    }
+  } catch (...) {  // a tensor torch refuses to describe (e.g. no data pointer): the general path decides
+    PyErr_Clear();
+    return none();
+  }
+  if (step == nullptr) {
+    return none();
+  }
+  Py_INCREF(step);
+  return step;
+}
+
+// state_dicts[i][key] = value for every dict of the list (the step count after a step from the table).
+ADAMKIT_EXPORT int adamkit_check_set_steps(PyObject* state_dicts, PyObject* key, PyObject* value) {
+  if (!PyList_CheckExact(state_dicts)) {
+    PyErr_SetString(PyExc_TypeError, "adamkit_check_set_steps: state_dicts must be a list");
+    return -1;
+  }
+  const Py_ssize_t n = PyList_GET_SIZE(state_dicts);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if (PyObject_SetItem(PyList_GET_ITEM(state_dicts, i), key, value) != 0) {
+      return -1;
+    }
+  }
+  return 0;
+}
