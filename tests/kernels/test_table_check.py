@@ -309,14 +309,16 @@ def test_disabled_by_the_environment_silently(monkeypatch, tmp_path):
 
 def test_the_build_is_cached_verified_and_rebuilt_when_damaged(monkeypatch, tmp_path):
     native_or_skip()
-    _fresh(monkeypatch, tmp_path)
     cxx = fused_check._compiler()
-    first = fused_check._build(cxx)
-    assert first.parent == tmp_path and _integrity.problem(first) is None
-    assert fused_check._build(cxx) == first  # cached: no second build
-    first.write_bytes(first.read_bytes()[:100])  # truncated
+    built = fused_check._build(cxx)  # this process's build, in the usual cache directory
+    _fresh(monkeypatch, tmp_path)
+    copy = tmp_path / built.name  # the same key: a cache that holds it already
+    copy.write_bytes(built.read_bytes())
+    _integrity.record(copy)
+    assert fused_check._build(cxx) == copy and _integrity.problem(copy) is None  # used, not rebuilt
+    copy.write_bytes(copy.read_bytes()[:100])  # truncated
     with pytest.warns(RuntimeWarning, match="damaged"):
         again = fused_check._build(cxx)
-    assert again == first and _integrity.problem(again) is None
+    assert again == copy and _integrity.problem(again) is None
     lib = ctypes.PyDLL(str(again))
     assert lib.adamkit_check_abi_version() == 1

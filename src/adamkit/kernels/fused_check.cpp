@@ -4,8 +4,10 @@
 // the table (CachedLaunch in fused_cpu.py) still applies; where it does it writes the gradients' pointers
 // into the table's gradient slots and returns the common step count. Where anything differs from what the
 // table was built for it returns None and the engine's general path steps the group (and raises, naming
-// the parameter, where a tensor is wrong). It reads the tensors' C++ objects directly, about 10 ns a
-// tensor, instead of going through torch's Python bindings (50-100 ns per attribute and tensor).
+// the parameter, where a tensor is wrong). It reads the tensors' C++ objects directly instead of going
+// through torch's Python bindings (50-100 ns per attribute and tensor): measured on 2,000 small tensors,
+// about 0.3 us a tensor with warm caches and 0.7-1 us right after a kernel call, against about 3 us for the
+// Python check. What remains is memory latency: a tensor's objects lie on about nine different pages.
 //
 // Only ATen/core/Tensor.h is included (a few seconds to compile); torch's Python binding header, which
 // drags in pybind11, would take 20 s. The tensor a Python torch.Tensor object holds is therefore read at
@@ -108,8 +110,8 @@ ADAMKIT_EXPORT int64_t adamkit_check_dtype(PyObject* obj, PyObject* tensor_type,
 //
 // Right after a step the kernel has streamed the whole group through the caches, so the ~30 cache lines a
 // tensor's objects span (Python objects, TensorImpls, storages, autograd metadata, dict tables) all come
-// from memory. One loop that follows each tensor's chain of pointers waits for every one of them in turn
-// (about 2 us a tensor). The walk is therefore split into passes by depth of indirection: each pass reads
+// from memory. One loop that follows each tensor's chain of pointers waits for every one of them in turn.
+// The walk is therefore split into passes by depth of indirection: each pass reads
 // objects whose addresses the previous pass found and prefetches those of the tensors AHEAD iterations on,
 // so that many loads are in flight at once.
 ADAMKIT_EXPORT PyObject* adamkit_check_table(
@@ -127,8 +129,8 @@ ADAMKIT_EXPORT PyObject* adamkit_check_table(
   const auto* param_t = reinterpret_cast<PyTypeObject*>(param_type);
   const int64_t n_slots = PyTuple_GET_SIZE(slots);
   const int64_t param_dtype = dtypes[0];
-  PyObject** ps = &PyList_GET_ITEM(params, 0);
-  PyObject** ds = &PyList_GET_ITEM(state_dicts, 0);
+  PyObject** ps = reinterpret_cast<PyListObject*>(params)->ob_item;
+  PyObject** ds = reinterpret_cast<PyListObject*>(state_dicts)->ob_item;
   // scratch, per thread: the parameters' TensorImpls, their gradients', and each slot's state tensors'
   thread_local std::vector<c10::TensorImpl*> scratch;
   scratch.resize(static_cast<size_t>(count * (2 + n_slots)));
