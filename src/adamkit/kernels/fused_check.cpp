@@ -28,14 +28,21 @@ inline c10::TensorImpl* impl_of(PyObject* obj) {
   return *reinterpret_cast<c10::TensorImpl**>(reinterpret_cast<char*>(obj) + sizeof(PyObject));
 }
 
-// A plain dense tensor the kernel may step as a flat array: CPU, strided, contiguous, no lazy negation or
-// conjugation, no Python or zero-tensor dispatch, the given dtype and sizes, with storage.
+// The dispatch keys of an ordinary CPU tensor (with or without autograd); anything else (lazy negation or
+// conjugation, Python or zero-tensor dispatch, functionalization, sparse or mkldnn, a wrapper of any kind)
+// is left to the general path.
+const c10::DispatchKeySet PLAIN_KEYS({c10::DispatchKey::CPU, c10::DispatchKey::ADInplaceOrView,
+                                      c10::DispatchKey::AutogradCPU, c10::DispatchKey::AutocastCPU});
+
+// A plain dense tensor the kernel may step as a flat array: CPU, strided, contiguous, ordinary dispatch keys,
+// the given dtype and sizes, with accessible storage.
 inline bool plain(const c10::TensorImpl* t, int64_t dtype, const int64_t* sizes, int64_t ndim) {
-  if (t->device_type() != c10::DeviceType::CPU || t->layout() != c10::kStrided || t->is_python_dispatch() ||
-      t->is_neg() || t->is_conj() || t->_is_zerotensor() || t->has_symbolic_sizes_strides() ||
-      !t->has_storage()) {
+  if (!PLAIN_KEYS.isSupersetOf(t->key_set()) || t->device_type() != c10::DeviceType::CPU ||
+      t->layout() != c10::kStrided || t->is_python_dispatch() || t->is_neg() || t->is_conj() ||
+      t->_is_zerotensor() || t->has_symbolic_sizes_strides() || !t->has_storage()) {
     return false;
   }
+  (void)t->storage();  // throws (caught by the caller: None) where the storage must not be accessed
   if (static_cast<int64_t>(t->dtype().toScalarType()) != dtype) {
     return false;
   }
