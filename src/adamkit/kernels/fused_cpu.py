@@ -391,7 +391,9 @@ class CachedLaunch:
     Memory safety: the table holds the storages its pointers point into, so
     that memory stays allocated while the table exists, and each step it
     compares the current data pointers of every parameter and state tensor
-    with the kept ones (C-level ``map`` over the tensors). A tensor whose
+    with the kept ones (C-level ``map`` over the tensors; for groups of
+    ``fused_check.MIN_TENSORS`` or more, one native pass, :mod:`.fused_check`,
+    which also checks their dtypes and shapes). A tensor whose
     storage was swapped (``p.data = ...``, ``state["exp_avg"].data = ...``, a
     new state tensor) has another pointer (no new allocation can start where a
     kept storage lies), so the table is not used and the general path steps
