@@ -406,8 +406,8 @@ class CachedLaunch:
         self.param_ptrs = list(map(_DATA_PTR, params))
         self.state_dicts = list(state_dicts)  # the per-parameter state dicts the state tensors are found in
         self.state_changes = None  # the owner's count of changes of opt.state when the table was built
-        # (the item getter of a slot, its tensors' pointers) for each slot the kernel uses
-        self.state_ptrs = [(operator.itemgetter(name), list(map(_DATA_PTR, states[name])))
+        # (the item getter of a slot, its tensors' pointers, their dtype) for each slot the kernel uses
+        self.state_ptrs = [(operator.itemgetter(name), list(map(_DATA_PTR, states[name])), states[name][0].dtype)
                            for name in names if name is not None]
         # the memory the pointers point into stays allocated while the table exists
         self._storages = [list(map(Tensor.untyped_storage, params))] + [
@@ -454,8 +454,9 @@ class CachedLaunch:
         """The step count and the gradients' pointers if the table still applies to these tensors, else None.
 
         Writes nothing. It applies while the state dicts, the parameters' and the state tensors' storages are
-        the ones the table points at, every parameter has one step count, and every gradient is a dense
-        contiguous tensor of its parameter's shape and dtype (torch checks assigned gradients, but
+        the ones the table points at (contiguous, of the kept dtypes and shapes), every parameter has one step
+        count, and every gradient is a dense contiguous tensor of its parameter's shape and dtype (torch checks
+        assigned gradients, but
         ``p.grad.data = ...`` goes around it; the general path then raises, naming the parameter).
         """
         if names != self.names or len(params) != self.count:
@@ -469,23 +470,30 @@ class CachedLaunch:
             step = self.native(params, self.state_dicts)
             return None if step is None else (step, None)
         try:
+            # a same-storage view of another dtype, shape or order (p.data = p.data.t(), ...) keeps the pointer
             if ((state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)))
-                    or list(map(_DATA_PTR, params)) != self.param_ptrs):
+                    or list(map(_DATA_PTR, params)) != self.param_ptrs
+                    or not self._same_layout(params, self.torch_dtype)):
                 return None
-            for get, ptrs in self.state_ptrs:
-                if list(map(_DATA_PTR, map(get, state_dicts))) != ptrs:
+            for get, ptrs, dtype in self.state_ptrs:
+                col = list(map(get, state_dicts))
+                if list(map(_DATA_PTR, col)) != ptrs or not self._same_layout(col, dtype):
                     return None
             steps = set(map(_STEP, state_dicts))
             grads = list(map(_GRAD, params))
             grad_ptrs = list(map(_DATA_PTR, grads))  # None or a tensor without storage (sparse) raise here
-            if (not all(map(Tensor.is_contiguous, grads)) or set(map(_DTYPE_OF, grads)) != {self.torch_dtype}
-                    or list(map(Tensor.size, grads)) != self.shapes):
+            if not self._same_layout(grads, self.torch_dtype):
                 return None
         except (TypeError, RuntimeError, KeyError):
             return None
         if len(steps) != 1:
             return None
         return steps.pop(), grad_ptrs
+
+    def _same_layout(self, col: list[Tensor], dtype: torch.dtype) -> bool:
+        """Every tensor of ``col`` contiguous, of ``dtype`` and of its parameter's kept shape."""
+        return (all(map(Tensor.is_contiguous, col)) and set(map(_DTYPE_OF, col)) == {dtype}
+                and list(map(Tensor.size, col)) == self.shapes)
 
     def launch(self, call: "KernelCall", grad_ptrs: list[int]) -> None:
         """One kernel call with the gradients :meth:`check` accepted (call it right after that check;
