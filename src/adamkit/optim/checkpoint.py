@@ -236,17 +236,22 @@ def _prepare(opt, sd: Mapping[str, Any]):
         if "param_names" in current and "param_names" not in group:
             group["param_names"] = current["param_names"]
         group["params"] = current["params"]
+        if STATE_DTYPE in opt._checks:
+            try:
+                saved_dtype = state_format.check_state_dtype(STATE_DTYPE, group[STATE_DTYPE])
+            except ValueError as exc:
+                raise ValueError(f"param group {i} of the checkpoint: {exc}") from None
+            if saved_dtype != current[STATE_DTYPE]:  # a torch dtype never equals "int8"
+                raise ValueError(
+                    f"param group {i} of the checkpoint has state_dtype={_show(saved_dtype)}, this {cls}'s "
+                    f"group has state_dtype={_show(current[STATE_DTYPE])}; loading never changes a state dtype: "
+                    f"convert the checkpoint first, opt.load_state_dict(adamkit.convert_state_dtype(state_dict, "
+                    f"{_show(current[STATE_DTYPE])}))"
+                )
         try:
             opt._checked(group)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"param group {i} of the checkpoint: {exc}") from None
-        if STATE_DTYPE in opt._checks and not _same_state_dtype(group[STATE_DTYPE], current[STATE_DTYPE]):
-            raise ValueError(
-                f"param group {i} of the checkpoint has state_dtype={_show(group[STATE_DTYPE])}, this {cls}'s "
-                f"state_dtype={_show(current[STATE_DTYPE])}; loading never changes a state dtype: convert the "
-                f"checkpoint first, opt.load_state_dict(adamkit.convert_state_dtype(state_dict, "
-                f"{_show(current[STATE_DTYPE])}))"
-            )
         groups.append(group)
         for saved_id, p in zip(saved["params"], current["params"]):
             owner[saved_id] = (index, p, group)
@@ -281,10 +286,6 @@ def _hashable(key: Any) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _same_state_dtype(a: Any, b: Any) -> bool:
-    return a == b  # torch dtypes and "int8" (a dtype never equals a string)
 
 
 def _show(state_dtype: Any) -> str:
