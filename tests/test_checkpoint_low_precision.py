@@ -128,6 +128,24 @@ def test_round_trip_with_bfloat16_parameters(dtype):
     assert all(torch.equal(x, y) for x, y in zip(straight, fresh))
 
 
+@pytest.mark.parametrize("dtype", list(LOW))
+def test_load_keeps_the_saved_seeds_and_tensors(dtype):
+    """The seeds come from the checkpoint (not recomputed from positions), the stored tensors are copies."""
+    info = BY_NAME["eadam"]
+    params, opt = trained(info, LOW[dtype])
+    sd = copy.deepcopy(opt.state_dict())
+    for i in sd["state"]:
+        sd["state"][i]["rounding_seed"] ^= 0x1234
+    target = info.make([p.detach().clone().requires_grad_() for p in params], lr=1e-2, state_dtype=LOW[dtype])
+    target.load_state_dict(sd)
+    for i, p in enumerate(target.param_groups[0]["params"]):
+        state = target.state[p]
+        assert state["rounding_seed"] == state_format.rounding_seed(i) ^ 0x1234
+        for k, v in sd["state"][i].items():
+            if torch.is_tensor(v):
+                assert state[k].dtype == v.dtype and torch.equal(state[k], v) and state[k].data_ptr() != v.data_ptr()
+
+
 def test_older_float32_checkpoints_without_state_dtype_load_as_float32_state():
     info = BY_NAME["adam"]
     params, opt = trained(info, torch.float32)

@@ -290,7 +290,7 @@ def _hashable(key: Any) -> bool:
 
 def _show(state_dtype: Any) -> str:
     """``state_dtype`` as it is written in Python: torch.bfloat16, "int8"."""
-    return repr(state_dtype) if isinstance(state_dtype, str) else str(state_dtype)
+    return f'"{state_dtype}"' if isinstance(state_dtype, str) else str(state_dtype)
 
 
 def _group_format(opt, group: Mapping[str, Any]) -> Any:
