@@ -422,3 +422,18 @@ def test_empty_shards_convert():
     assert out["state"][0]["exp_avg"].shape == (0, 5) and out["state"][0]["exp_avg_scale"].shape == (0, 1)
     back = adamkit.convert_state_dtype(out, torch.float32)
     assert back["state"][0]["exp_avg_sq"].shape == (0, 5) and back["state"][0]["step"] == 1
+
+
+@pytest.mark.parametrize("dtype", list(LOW))
+def test_empty_shard_steps_saves_and_loads(dtype):
+    """An FSDP2 rank's empty shard (0 rows) of a parameter steps, and its state round-trips."""
+    p = torch.zeros(0, 5, requires_grad=True)
+    opt = adamkit.AdaBelief([p], lr=1e-2, amsgrad=True, state_dtype=LOW[dtype])
+    p.grad = torch.zeros(0, 5)
+    opt.step()
+    q = torch.zeros(0, 5, requires_grad=True)
+    target = adamkit.AdaBelief([q], lr=1e-2, amsgrad=True, state_dtype=LOW[dtype])
+    target.load_state_dict(saved_and_loaded(opt.state_dict()))
+    assert state_dict_bytes(target.state_dict()) == state_dict_bytes(opt.state_dict())
+    if dtype == "int8":
+        assert target.state[q]["exp_avg_scale"].shape == (0, 1)
