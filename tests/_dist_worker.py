@@ -341,12 +341,37 @@ def run_fsdp_dtypes(cfgs, x, y, rank, world, out):
         out["fsdp_complex"][cfg.key] = _full(model.parameters())
 
 
+#: a chain of conversions (convert_state_dtype of an FSDP2 optimizer's state dict), one step in each format
+CONVERSION = (("adamw-1-loop", "adamw-1-loop-int8", "adamw-1-loop-bf16", "adamw-1-loop"),)
+
+
+def run_conversion(x, y, rank, world, out):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world,))
+    by_key = {c.key: c for c in configs() + low_precision_configs()}
+    chain = [by_key[k] for k in CONVERSION[0]]
+    model = _fsdp(make_model(), mesh)
+    opt = chain[0].make(model.parameters())
+    train(model, opt, x, y, 1, rank, world)
+    sharded = []
+    for cfg in chain[1:]:
+        converted = adamkit.convert_state_dtype(opt.state_dict(), cfg.state_dtype or torch.float32)
+        opt = cfg.make(model.parameters())
+        opt.load_state_dict(converted)
+        sharded.append(_state_is_sharded_like_params(opt))
+        train(model, opt, x, y, 1, rank, world)
+    out["checks"]["converted-sharded"] = sharded
+    out["converted"] = _full(model.parameters())
+
+
 def run_low_precision(cfgs, x, y, rank, world, ckpt, out):
     """ZeRO and FSDP2 (with its DCP saves and resumes) for ``state_dtype`` bfloat16 and "int8"."""
     low = low_precision_configs()
     sub: dict[str, Any] = {k: {} for k in ("zero", "zero_resumed", "fsdp", "checks")}
     run_zero(low, x, y, rank, world, sub)
     run_fsdp(low, x, y, rank, world, ckpt / "low_precision", sub)
+    run_conversion(x, y, rank, world, sub)
     sub["configs"] = [c.key for c in low]
     out["low_precision"] = sub
 

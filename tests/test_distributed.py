@@ -193,28 +193,38 @@ def _rows(n: int, parts: int, r: int) -> slice:
 
 
 @functools.lru_cache(maxsize=None)
-def emulated(key: str, schedule: tuple[tuple[int, int], ...] = ((2, W.STEPS),)) -> tuple[torch.Tensor, ...]:
+def emulated(key: str, schedule: tuple[tuple, ...] = ((2, W.STEPS),)) -> tuple[torch.Tensor, ...]:
     """FSDP2's low-precision run in one process: for each (parts, steps) of ``schedule``, each of ``parts`` ranks'
     rows of every parameter is a parameter of that rank's own optimizer (so its state tensors are the local
     shards, with the rank-local element indices and the same seeds), stepped with the rows of the
     full-batch gradient. Between phases the state is concatenated by rows and split again (a DCP resume on
-    another number of ranks)."""
+    another number of ranks); a phase (parts, steps, other key) on as many parts instead converts each
+    shard's state dict to the other config's state_dtype (``convert_state_dtype``) and goes on with it."""
     import torch.nn.functional as F
 
-    cfg = BY_KEY[key]
     model = W.make_model()
     x, y = W.data()
     params = list(model.parameters())
-    state = None
-    for parts, count in schedule:
-        shards = [[p.detach()[_rows(p.shape[0], parts, r)].clone().requires_grad_() for p in params]
-                  for r in range(parts)]
-        opts = [cfg.make(s) for s in shards]
-        if state is not None:
+    state, opts, shards = None, None, None
+    for phase in schedule:
+        parts, count = phase[:2]
+        cfg = BY_KEY[phase[2] if len(phase) > 2 else key]
+        if opts is not None and parts == len(opts):  # the same shards: convert each one's state dict
+            new = []
             for r, opt in enumerate(opts):
-                for i, (sp, p) in enumerate(zip(shards[r], params)):
-                    opt.state[sp] = {k: v[_rows(p.shape[0], parts, r)].clone() if torch.is_tensor(v) else v
-                                     for k, v in state[i].items()}
+                target = cfg.make(shards[r])
+                target.load_state_dict(adamkit.convert_state_dtype(opt.state_dict(), cfg.state_dtype or torch.float32))
+                new.append(target)
+            opts = new
+        else:
+            shards = [[p.detach()[_rows(p.shape[0], parts, r)].clone().requires_grad_() for p in params]
+                      for r in range(parts)]
+            opts = [cfg.make(s) for s in shards]
+            if state is not None:
+                for r, opt in enumerate(opts):
+                    for i, (sp, p) in enumerate(zip(shards[r], params)):
+                        opt.state[sp] = {k: v[_rows(p.shape[0], parts, r)].clone() if torch.is_tensor(v) else v
+                                         for k, v in state[i].items()}
         for _ in range(count):
             model.zero_grad(set_to_none=True)
             F.mse_loss(model(x).float(), y).backward()
@@ -295,3 +305,14 @@ def test_low_precision_dcp_resume_on_other_number_of_ranks(ranks, key, change):
     before, after = (1, 2) if change == "1to2" else (2, 1)
     want = emulated(key, ((before, W.SAVE_AT), (after, W.STEPS - W.SAVE_AT)))
     assert_close(ranks[0]["low_precision"][f"fsdp_{change}"][key], want, TOL, f"DCP {change} {key}")
+
+
+def test_low_precision_conversion_of_sharded_state(ranks):
+    """convert_state_dtype on FSDP2 optimizer state dicts (DTensors), float32 -> int8 -> bfloat16 -> float32, one
+    step between: each shard is converted on its rank (codes and scales stay DTensors placed like the
+    parameters), as the emulation converts each rank's shard state."""
+    want = emulated(W.CONVERSION[0][0], tuple((2, 1, key) for key in W.CONVERSION[0]))
+    for rank in range(2):
+        low = ranks[rank]["low_precision"]
+        assert low["checks"]["converted-sharded"] == [True] * (len(W.CONVERSION[0]) - 1), rank
+        assert_close(low["converted"], want, TOL, f"converted rank {rank}")
