@@ -438,3 +438,43 @@ def test_step_under_torch_compile_never_recompiles_over_steps(state_dtype, graph
     assert counters["stats"]["unique_graphs"] == after_two == graphs
     assert opt.state[w]["step"] == 6 and opt.state[w]["exp_avg"].dtype == (
         torch.uint8 if state_dtype == "int8" else torch.bfloat16)
+
+
+# ------------------------------------------------------------------------------------------ DTensor (FSDP2)
+def test_dtensor_parameters_get_dtensor_codes_and_scales_and_int8_refuses_other_placements(tmp_path):
+    """One process (world size 1, gloo): the state of a DTensor parameter is DTensors placed as it is, the int8
+    scales included (global shape (rows, blocks per row)); int8 refuses Shard(1), bfloat16 takes it.
+    The sharded runs themselves are tests/test_distributed.py's."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+
+        def param(shape, placement):
+            p = nn.Parameter(distribute_tensor(torch.randn(shape), mesh, [placement]))
+            p.grad = distribute_tensor(torch.randn(shape), mesh, [placement])
+            return p
+
+        w, r, b = param((8, 300), Shard(0)), param((4, 5), Replicate()), param((7,), Shard(0))
+        opt = adamkit.AdamW([w, r, b], state_dtype="int8", foreach=False)
+        opt.step()
+        for p in (w, r):
+            for name in ("exp_avg", "exp_avg_sq"):
+                codes, scales = opt.state[p][name], opt.state[p][sf.scale_name(name)]
+                assert isinstance(codes, DTensor) and codes.dtype == torch.uint8 and codes.placements == p.placements
+                assert isinstance(scales, DTensor) and scales.placements == p.placements
+                assert tuple(scales.shape) == sf.scale_shape(p.shape)
+        assert isinstance(opt.state[b]["exp_avg"], DTensor) and opt.state[b]["exp_avg"].dtype == torch.bfloat16
+        bad = param((8, 6), Shard(1))
+        with pytest.raises(ValueError, match=r'state_dtype="int8".*Shard\(0\) or Replicate\(\).*torch.bfloat16'):
+            adamkit.Adam([bad], state_dtype="int8").step()
+        opt = adamkit.Adam([bad], state_dtype=torch.bfloat16)
+        opt.step()
+        assert isinstance(opt.state[bad]["exp_avg"], DTensor) and opt.state[bad]["exp_avg"].dtype == torch.bfloat16
+    finally:
+        dist.destroy_process_group()
