@@ -21,6 +21,22 @@ from test_checkpoint import assert_same_snapshot, snapshot, state_dict_bytes
 
 LOW = {"bf16": torch.bfloat16, "int8": "int8"}
 PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "default": {}}
+
+
+def _fused_takes_low_precision() -> bool:
+    """Whether fused=True steps low-precision state in this build (the C kernel's storage formats)."""
+    p = torch.zeros(2, 3, requires_grad=True)
+    p.grad = torch.ones(2, 3)
+    try:
+        for state_dtype in LOW.values():
+            adamkit.Adam([p], lr=1e-3, fused=True, state_dtype=state_dtype).step()
+    except (RuntimeError, ValueError, NotImplementedError, TypeError):
+        return False
+    return True
+
+
+if _fused_takes_low_precision():
+    PATHS["fused"] = dict(fused=True)
 #: rows of 300 elements: two int8 blocks a row, the second one short; a vector (bfloat16 under "int8");
 #: a 3-D tensor (rows of 6)
 SHAPES = ((3, 300), (5,), (2, 2, 3))
