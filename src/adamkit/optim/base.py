@@ -389,7 +389,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                     f"param group {index} has "
                     f"state_dtype={state_dtype!r}, but the state of parameter {self._position(param)} is stored as "
                     f"{have} ({name!r} is {stored.dtype}); setting state_dtype in param_groups by hand does not "
-                    f"convert existing state: convert it with adamkit.optim.convert_state_dtype"
+                    f"convert existing state: convert opt.state_dict() with "
+                    f"adamkit.optim.convert_state_dtype(state_dict, state_dtype) and load_state_dict the result"
                 )
 
     def init_state_tensor(self, name: str, param: Tensor, group: Mapping[str, Any]) -> Tensor:
