@@ -131,14 +131,28 @@ def configs() -> list[Config]:
 
 
 #: low-precision state (issue 13): a first-moment/second-moment algorithm with a running maximum ("upper"),
-#: AdaBelief's s with its maximum, AGD's z initialised from the parameters; loop and foreach
+#: AdaBelief's s with its maximum, AGD's z initialised from the parameters; loop and foreach (and ADOPT on
+#: the fused C kernel where it stores these formats)
 LOW_PRECISION = (("adamw", 1, "loop"), ("adabelief", 3, "foreach"), ("agd", 6, "loop"))
 STATE_DTYPES = {"bf16": torch.bfloat16, "int8": "int8"}
 
 
+def fused_takes_low_precision() -> bool:
+    """Whether ``fused=True`` steps bfloat16 and int8 state in this build (the C kernel's storage formats)."""
+    p = torch.zeros(2, 3, requires_grad=True)
+    p.grad = torch.ones(2, 3)
+    try:
+        for dtype in STATE_DTYPES.values():
+            adamkit.ADOPT([p], lr=LR, fused=True, state_dtype=dtype).step()
+    except (RuntimeError, ValueError, NotImplementedError, TypeError):
+        return False
+    return True
+
+
 def low_precision_configs() -> list[Config]:
+    chosen = LOW_PRECISION + ((("adopt", 0, "fused"),) if fused_takes_low_precision() else ())
     return [Config(f"{name}-{index}-{path}-{sd}", name, index, path, dtype)
-            for name, index, path in LOW_PRECISION for sd, dtype in STATE_DTYPES.items()]
+            for name, index, path in chosen for sd, dtype in STATE_DTYPES.items()]
 
 
 # ----------------------------------------------------------------- the distributed runs
