@@ -379,6 +379,39 @@ def run_conversion(x, y, rank, world, out):
     out["converted"] = _full(model.parameters())
 
 
+def run_wrong_format_loads(rank, world, ckpt, out):
+    """A DCP checkpoint of one state_dtype loaded into an optimizer of another: what each refusal says.
+
+    ``ckpt / "n2"`` holds the float32-state runs, ``ckpt / "low_precision" / "n2"`` the low-precision ones."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world,))
+    by_key = {c.key: c for c in configs() + low_precision_configs()}
+    for saved, into, path in [("adamw-1-loop-int8", "adamw-1-loop", ckpt / "low_precision" / "n2"),
+                              ("adamw-1-loop-bf16", "adamw-1-loop-int8", ckpt / "low_precision" / "n2"),
+                              ("adamw-1-loop", "adamw-1-loop-int8", ckpt / "n2")]:
+        model = _fsdp(make_model(), mesh)
+        opt = adamkit.distributed.init_state(by_key[into].make(model.parameters()))
+        before = {id(p): {k: v.to_local().clone() if hasattr(v, "to_local") else v for k, v in opt.state[p].items()}
+                  for p in model.parameters()}
+        try:
+            msd, osd = get_state_dict(model, opt)
+            states = {saved: {"model": msd, "optim": osd}}
+            dcp.load(states, checkpoint_id=path)
+            set_state_dict(model, opt, model_state_dict=states[saved]["model"], optim_state_dict=states[saved]["optim"])
+            outcome = None
+        except (Exception, CheckpointException) as exc:  # noqa: BLE001 - what the user would see
+            outcome = f"{type(exc).__name__}: {str(exc)[-1500:]}"
+        unchanged = all(
+            all(torch.equal(v.to_local(), before[id(p)][k]) if hasattr(v, "to_local") else v == before[id(p)][k]
+                for k, v in opt.state[p].items()) and set(opt.state[p]) == set(before[id(p)])
+            for p in model.parameters())
+        out["checks"][f"wrong-format-{saved}-into-{into}"] = (outcome, unchanged)
+
+
 def run_low_precision(cfgs, x, y, rank, world, ckpt, out):
     """ZeRO and FSDP2 (with its DCP saves and resumes) for ``state_dtype`` bfloat16 and "int8"."""
     low = low_precision_configs()
@@ -386,6 +419,7 @@ def run_low_precision(cfgs, x, y, rank, world, ckpt, out):
     run_zero(low, x, y, rank, world, sub)
     run_fsdp(low, x, y, rank, world, ckpt / "low_precision", sub)
     run_conversion(x, y, rank, world, sub)
+    run_wrong_format_loads(rank, world, ckpt, sub)
     sub["configs"] = [c.key for c in low]
     out["low_precision"] = sub
 

@@ -316,3 +316,21 @@ def test_low_precision_conversion_of_sharded_state(ranks):
         low = ranks[rank]["low_precision"]
         assert low["checks"]["converted-sharded"] == [True] * (len(W.CONVERSION[0]) - 1), rank
         assert_close(low["converted"], want, TOL, f"converted rank {rank}")
+
+
+@pytest.mark.parametrize("saved,into,says", [
+    ("adamw-1-loop-int8", "adamw-1-loop", r'state_dtype="int8", .*state_dtype=torch\.float32.*convert_state_dtype'),
+    ("adamw-1-loop-bf16", "adamw-1-loop-int8", r"Missing key in checkpoint state_dict: .*exp_avg_scale"),
+    ("adamw-1-loop", "adamw-1-loop-int8", r"Missing key in checkpoint state_dict: .*rounding_seed"),
+])
+def test_low_precision_dcp_checkpoint_of_another_state_dtype_is_refused(ranks, saved, into, says):
+    """A DCP checkpoint of another state_dtype raises, never loads silently: into float32 placeholders DCP
+    copies int8 codes in place (it loads into the live state tensors) and load_state_dict refuses the group's
+    state_dtype; into int8 placeholders DCP itself misses the scales or seeds and changes nothing."""
+    import re
+
+    for rank in range(2):
+        outcome, unchanged = ranks[rank]["low_precision"]["checks"][f"wrong-format-{saved}-into-{into}"]
+        assert outcome is not None and re.search(says, outcome), (rank, outcome)
+        if into.endswith("int8"):
+            assert unchanged, rank
