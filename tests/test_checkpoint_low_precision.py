@@ -453,3 +453,26 @@ def test_empty_shard_steps_saves_and_loads(dtype):
     assert state_dict_bytes(target.state_dict()) == state_dict_bytes(opt.state_dict())
     if dtype == "int8":
         assert target.state[q]["exp_avg_scale"].shape == (0, 1)
+
+
+@pytest.mark.parametrize("dtype", list(LOW))
+def test_channels_last_round_trip(dtype):
+    """A channels_last convolution weight keeps its layout in the state (the rounding bits and int8 blocks
+    follow memory order): a round trip into a fresh channels_last parameter resumes bit-exactly."""
+    def conv_weight():
+        g = torch.Generator().manual_seed(3)
+        w = torch.randn(4, 3, 5, 5, generator=g).to(memory_format=torch.channels_last)
+        return [w.requires_grad_()]
+
+    info = BY_NAME["adabelief"]
+    straight = conv_weight()
+    steps(info.make(straight, lr=1e-2, state_dtype=LOW[dtype]), straight, 0, 4)
+    params = conv_weight()
+    opt = steps(info.make(params, lr=1e-2, state_dtype=LOW[dtype]), params, 0, 2)
+    fresh = [p.detach().clone().requires_grad_() for p in params]
+    assert fresh[0].is_contiguous(memory_format=torch.channels_last)
+    target = info.make(fresh, lr=1e-2, state_dtype=LOW[dtype])
+    target.load_state_dict(saved_and_loaded(opt.state_dict()))
+    assert target.state[fresh[0]]["exp_avg"].stride() == opt.state[params[0]]["exp_avg"].stride()
+    steps(target, fresh, 2, 4)
+    assert torch.equal(straight[0], fresh[0])
