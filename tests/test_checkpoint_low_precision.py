@@ -414,6 +414,23 @@ def test_conversion_bad_input():
     assert adamkit.convert_state_dtype(d, torch.float32)["state"][0]["exp_avg"].dtype == torch.float64
 
 
+def test_conversion_per_group():
+    """One state_dtype per group: a float64 group keeps float32 state while the other converts."""
+    info = BY_NAME["adamw"]
+    singles, doubles = make_params(), [torch.randn(3, 4, dtype=torch.float64, requires_grad=True)]
+    opt = steps(info.make([{"params": singles}, {"params": doubles}], lr=1e-2), singles + doubles, 0, 2)
+    out = adamkit.convert_state_dtype(opt.state_dict(), ["int8", torch.float32])
+    assert [g["state_dtype"] for g in out["param_groups"]] == ["int8", torch.float32]
+    assert out["state"][0]["exp_avg"].dtype == torch.uint8 and out["state"][3]["exp_avg"].dtype == torch.float64
+    target = info.make([{"params": [p.detach().clone().requires_grad_() for p in singles], "state_dtype": "int8"},
+                        {"params": [p.detach().clone().requires_grad_() for p in doubles]}], lr=1e-2)
+    target.load_state_dict(out)
+    with pytest.raises(ValueError, match=r"one value per param group.*2 groups.*1 values"):
+        adamkit.convert_state_dtype(opt.state_dict(), ["int8"])
+    with pytest.raises(ValueError, match=r"state_dtype\[1\] must be"):
+        adamkit.convert_state_dtype(opt.state_dict(), ["int8", "fp8"])
+
+
 def test_conversion_is_documented_and_exported():
     assert adamkit.convert_state_dtype is adamkit.optim.convert_state_dtype
     doc = adamkit.convert_state_dtype.__doc__
