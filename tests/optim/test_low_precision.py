@@ -125,6 +125,11 @@ def test_state_layout_seeds_scales_and_no_generator_drawn():
     vmax = sf.dequantize_int8(sw["max_exp_avg_sq"], sw["max_exp_avg_sq_scale"], "upper")
     vv = sf.dequantize_int8(sw["exp_avg_sq"], sw["exp_avg_sq_scale"], "unsigned")
     assert (vmax >= g * g * (1 - 0.999)).all() and (vmax * sf.CODE_RATIO >= vv).all()  # the update's order
+    late = torch.randn(2, 2, requires_grad=True)  # a late joiner: its position over every group so far
+    opt.add_param_group({"params": [late]})
+    late.grad = torch.ones_like(late)
+    opt.step()
+    assert opt.state[late]["rounding_seed"] == sf.rounding_seed(3) and opt.state[late]["step"] == 1
 
 
 def test_channels_last_parameters_keep_their_layout_in_the_codes():

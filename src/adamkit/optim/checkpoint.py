@@ -714,11 +714,12 @@ def check_groups_before_step(opt, skip: list[bool]) -> None:
         if checked:
             continue
         names = opt.state_names(group)
+        low_precision = group.get("state_dtype", torch.float32) is not torch.float32
         for p in group["params"]:
             if p.grad is None or p.grad.is_sparse:
                 continue
             state = opt.state.get(p, {})
-            if "rounding_seed" in state or group.get("state_dtype", torch.float32) is not torch.float32:
+            if low_precision or "rounding_seed" in state:
                 if state:
                     opt._check_state_format(group, p, state)  # the format the group's state_dtype makes
                     check_stored_state(opt, [p], [local_tensor(p)], [n for n in names if n in state])
