@@ -192,7 +192,10 @@ def test_torch_adam_checkpoint_is_refused_by_a_low_precision_optimizer_and_conve
         opt.load_state_dict(topt.state_dict())
     with pytest.raises(ValueError, match="algorithm="):
         adamkit.convert_state_dtype(topt.state_dict(), "int8")
-    opt.load_state_dict(adamkit.convert_state_dtype(topt.state_dict(), "int8", algorithm=adamkit.Adam))
+    sd = topt.state_dict()
+    converted = adamkit.convert_state_dtype(sd, "int8", algorithm=adamkit.Adam)
+    assert torch.is_tensor(sd["state"][0]["step"]) and converted["state"][0]["step"] is not sd["state"][0]["step"]
+    opt.load_state_dict(converted)
     assert opt.state[opt.param_groups[0]["params"][0]]["exp_avg"].dtype == torch.uint8
     assert opt.state[opt.param_groups[0]["params"][0]]["step"] == 3
     steps(opt, opt.param_groups[0]["params"], 3, 4)

@@ -570,7 +570,7 @@ def _convert_entry(index: int, entry: Mapping[str, Any], formats: dict[str, str]
         raise MissingStateError(f"the state of parameter {index} has no 'step' (it has "
                                 f"{sorted(map(str, entry))}): the rounding stream needs the step count")
     step = _step_count(index, entry["step"])
-    out: dict = {"step": entry["step"]}
+    out: dict = {"step": entry["step"].clone() if isinstance(entry["step"], Tensor) else entry["step"]}
     seed = _seed(index, entry[SEED]) if SEED in entry else state_format.rounding_seed(index)
     for name in names:
         value = entry[name]
