@@ -16,9 +16,9 @@ bits of an element come from its index in the memory of the state tensor the eng
 FSDP2 is the rank's local shard, so rank 1's rows draw other bits than in one process. The FSDP2 runs are
 therefore compared bit-close (1e-6, the float32 gradient averages) with a one-process *emulation* of the
 shards (each rank's rows as parameters of their own optimizer, same seeds), and with the one-process run
-only as closely as the rounding noise allows (test_low_precision_close_to_single_process). Resharded DCP resumes are compared with an
-emulation that concatenates or splits the state by rows at the save: that int8 row blocks survive
-resharding is exactly what this checks.
+only as closely as the rounding noise allows (test_low_precision_close_to_single_process). Resharded DCP
+resumes are compared with an emulation that concatenates or splits the state by rows at the save: that int8
+row blocks survive resharding is exactly what this checks.
 """
 from __future__ import annotations
 

@@ -457,7 +457,7 @@ CONVERSION_SLOT = 64
 
 
 def convert_state_dtype(state_dict: Mapping[str, Any], state_dtype: Any, *, algorithm: Any = None) -> dict:
-    """A copy of an optimizer state dict whose state is stored in ``state_dtype``: torch.float32, torch.bfloat16, "int8".
+    """A copy of an optimizer state dict with its state stored in ``state_dtype`` (float32, bfloat16, "int8").
 
     The only way a checkpoint changes its storage format (``load_state_dict`` refuses a checkpoint whose
     ``state_dtype`` differs from the optimizer's, so that a state dtype is never changed silently)::
