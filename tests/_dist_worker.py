@@ -412,6 +412,31 @@ def run_wrong_format_loads(rank, world, ckpt, out):
         out["checks"][f"wrong-format-{saved}-into-{into}"] = (outcome, unchanged)
 
 
+def run_zero_conversion(x, y, rank, world, out):
+    """A consolidated ZeRO checkpoint of float32 state, converted (convert_state_dtype; ZeRO's groups carry
+    no algorithm marker, so ``algorithm=`` names it) and loaded into an int8 ZeRO optimizer."""
+    import torch.distributed as dist
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    by_key = {c.key: c for c in configs() + low_precision_configs()}
+    source, target = by_key["adamw-1-loop"], by_key["adamw-1-loop-int8"]
+    model = make_model()
+    ddp = DDP(model)
+    zero = ZeroRedundancyOptimizer(list(model.parameters()), optimizer_class=source.info.cls, **source.kwargs())
+    train(ddp, zero, x, y, SAVE_AT, rank, world)
+    zero.consolidate_state_dict(to=0)
+    saved = [copy.deepcopy(zero.state_dict()) if rank == 0 else None]
+    dist.broadcast_object_list(saved, src=0)
+    zero = ZeroRedundancyOptimizer(list(model.parameters()), optimizer_class=target.info.cls, **target.kwargs())
+    zero.load_state_dict(adamkit.convert_state_dtype(saved[0], "int8", algorithm=target.info.cls))
+    out["checks"]["zero-converted-formats"] = sorted(
+        {(str(g["state_dtype"]), p.dim(), str(zero.optim.state[p]["exp_avg"].dtype))
+         for g in zero.optim.param_groups for p in g["params"]})
+    train(ddp, zero, x, y, STEPS - SAVE_AT, rank, world)
+    out["zero_converted"] = _full(model.parameters())
+
+
 def run_low_precision(cfgs, x, y, rank, world, ckpt, out):
     """ZeRO and FSDP2 (with its DCP saves and resumes) for ``state_dtype`` bfloat16 and "int8"."""
     low = low_precision_configs()
@@ -420,6 +445,7 @@ def run_low_precision(cfgs, x, y, rank, world, ckpt, out):
     run_fsdp(low, x, y, rank, world, ckpt / "low_precision", sub)
     run_conversion(x, y, rank, world, sub)
     run_wrong_format_loads(rank, world, ckpt, sub)
+    run_zero_conversion(x, y, rank, world, sub)
     sub["configs"] = [c.key for c in low]
     out["low_precision"] = sub
 

@@ -334,3 +334,20 @@ def test_low_precision_dcp_checkpoint_of_another_state_dtype_is_refused(ranks, s
         assert outcome is not None and re.search(says, outcome), (rank, outcome)
         if into.endswith("int8"):
             assert unchanged, rank
+
+
+def test_low_precision_zero_checkpoint_converts(ranks):
+    """ZeroRedundancyOptimizer.load_state_dict writes state and group keys straight into each rank's optimizer
+    (adamkit's load_state_dict, and its checks, do not run there): a consolidated float32 checkpoint goes
+    into an int8 ZeRO optimizer converted first; it then keeps int8 state and trains as closely to one
+    process as the rounding noise allows."""
+    key = "adamw-1-loop-int8"
+    ref, exact = reference(key), reference("adamw-1-loop")
+    noise = max((b - c).abs().max().item() for b, c in zip(ref, exact))
+    for rank in range(2):
+        low = ranks[rank]["low_precision"]
+        formats = low["checks"]["zero-converted-formats"]
+        assert formats and all(sd == "int8" for sd, _, _ in formats), formats
+        assert all(dtype == ("torch.uint8" if dim >= 2 else "torch.bfloat16") for _, dim, dtype in formats), formats
+        err = max((a - b).abs().max().item() for a, b in zip(low["zero_converted"], ref))
+        assert err <= 3 * noise, (rank, err, noise)
