@@ -21,6 +21,8 @@ from test_checkpoint import assert_same_snapshot, snapshot, state_dict_bytes
 
 LOW = {"bf16": torch.bfloat16, "int8": "int8"}
 PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "default": {}}
+#: run by test_round_trip_on_the_compiled_path only
+COMPILED = {"compiled": dict(fused="compiled")}
 
 
 def _fused_takes_low_precision() -> bool:
@@ -114,7 +116,7 @@ ROUND_TRIP_CASES = [pytest.param(info, variant, pname, dtype, id=f"{info.name}-{
 @pytest.mark.parametrize("info,variant,pname,dtype", ROUND_TRIP_CASES)
 def test_round_trip_into_a_fresh_optimizer_resumes_bit_exactly(info, variant, pname, dtype):
     """Done-when of issue 13: save after 3 steps, torch.save/torch.load, load into a fresh optimizer, 3 more."""
-    path, state_dtype = PATHS[pname], LOW[dtype]
+    path, state_dtype = {**PATHS, **COMPILED}[pname], LOW[dtype]
     straight, sopt = trained(info, state_dtype, variant, path, n=6)
     params, opt = trained(info, state_dtype, variant, path, n=3)
     saved = saved_and_loaded({"params": [p.detach() for p in params], "opt": opt.state_dict()},
@@ -127,6 +129,17 @@ def test_round_trip_into_a_fresh_optimizer_resumes_bit_exactly(info, variant, pn
     for x, y in zip(straight, fresh):
         assert torch.equal(x, y)
     assert state_dict_bytes(target.state_dict()) == state_dict_bytes(sopt.state_dict())
+
+
+@pytest.mark.parametrize("dtype", list(LOW))
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=[i.name for i in OPTIMIZERS])
+def test_round_trip_on_the_compiled_path(info, dtype, monkeypatch):
+    """fused="compiled" (its update uncompiled here, as in tests/test_checkpoint.py: compiling costs minutes;
+    the codec around it is eager on that path anyway): the round trip resumes bit-exactly."""
+    from adamkit.kernels import compiled
+
+    monkeypatch.setattr(compiled, "compiled_body", lambda layout: compiled._body)
+    test_round_trip_into_a_fresh_optimizer_resumes_bit_exactly(info, {}, "compiled", dtype)
 
 
 @pytest.mark.parametrize("dtype", list(LOW))
