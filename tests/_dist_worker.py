@@ -131,14 +131,28 @@ def configs() -> list[Config]:
 
 
 #: low-precision state (issue 13): a first-moment/second-moment algorithm with a running maximum ("upper"),
-#: AdaBelief's s with its maximum, AGD's z initialised from the parameters; loop and foreach
+#: AdaBelief's s with its maximum, AGD's z initialised from the parameters; loop and foreach (and ADOPT on
+#: the fused C kernel where it stores these formats)
 LOW_PRECISION = (("adamw", 1, "loop"), ("adabelief", 3, "foreach"), ("agd", 6, "loop"))
 STATE_DTYPES = {"bf16": torch.bfloat16, "int8": "int8"}
 
 
+def fused_takes_low_precision() -> bool:
+    """Whether ``fused=True`` steps bfloat16 and int8 state in this build (the C kernel's storage formats)."""
+    p = torch.zeros(2, 3, requires_grad=True)
+    p.grad = torch.ones(2, 3)
+    try:
+        for dtype in STATE_DTYPES.values():
+            adamkit.ADOPT([p], lr=LR, fused=True, state_dtype=dtype).step()
+    except (RuntimeError, ValueError, NotImplementedError, TypeError):
+        return False
+    return True
+
+
 def low_precision_configs() -> list[Config]:
+    chosen = LOW_PRECISION + ((("adopt", 0, "fused"),) if fused_takes_low_precision() else ())
     return [Config(f"{name}-{index}-{path}-{sd}", name, index, path, dtype)
-            for name, index, path in LOW_PRECISION for sd, dtype in STATE_DTYPES.items()]
+            for name, index, path in chosen for sd, dtype in STATE_DTYPES.items()]
 
 
 # ----------------------------------------------------------------- the distributed runs
@@ -365,6 +379,64 @@ def run_conversion(x, y, rank, world, out):
     out["converted"] = _full(model.parameters())
 
 
+def run_wrong_format_loads(rank, world, ckpt, out):
+    """A DCP checkpoint of one state_dtype loaded into an optimizer of another: what each refusal says.
+
+    ``ckpt / "n2"`` holds the float32-state runs, ``ckpt / "low_precision" / "n2"`` the low-precision ones."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world,))
+    by_key = {c.key: c for c in configs() + low_precision_configs()}
+    for saved, into, path in [("adamw-1-loop-int8", "adamw-1-loop", ckpt / "low_precision" / "n2"),
+                              ("adamw-1-loop-bf16", "adamw-1-loop-int8", ckpt / "low_precision" / "n2"),
+                              ("adamw-1-loop", "adamw-1-loop-int8", ckpt / "n2")]:
+        model = _fsdp(make_model(), mesh)
+        opt = adamkit.distributed.init_state(by_key[into].make(model.parameters()))
+        before = {id(p): {k: v.to_local().clone() if hasattr(v, "to_local") else v for k, v in opt.state[p].items()}
+                  for p in model.parameters()}
+        try:
+            msd, osd = get_state_dict(model, opt)
+            states = {saved: {"model": msd, "optim": osd}}
+            dcp.load(states, checkpoint_id=path)
+            set_state_dict(model, opt, model_state_dict=states[saved]["model"], optim_state_dict=states[saved]["optim"])
+            outcome = None
+        except (Exception, CheckpointException) as exc:  # noqa: BLE001 - what the user would see
+            outcome = f"{type(exc).__name__}: {str(exc)[-1500:]}"
+        unchanged = all(
+            all(torch.equal(v.to_local(), before[id(p)][k]) if hasattr(v, "to_local") else v == before[id(p)][k]
+                for k, v in opt.state[p].items()) and set(opt.state[p]) == set(before[id(p)])
+            for p in model.parameters())
+        out["checks"][f"wrong-format-{saved}-into-{into}"] = (outcome, unchanged)
+
+
+def run_zero_conversion(x, y, rank, world, out):
+    """A consolidated ZeRO checkpoint of float32 state, converted (convert_state_dtype; ZeRO's groups carry
+    no algorithm marker, so ``algorithm=`` names it) and loaded into an int8 ZeRO optimizer."""
+    import torch.distributed as dist
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    by_key = {c.key: c for c in configs() + low_precision_configs()}
+    source, target = by_key["adamw-1-loop"], by_key["adamw-1-loop-int8"]
+    model = make_model()
+    ddp = DDP(model)
+    zero = ZeroRedundancyOptimizer(list(model.parameters()), optimizer_class=source.info.cls, **source.kwargs())
+    train(ddp, zero, x, y, SAVE_AT, rank, world)
+    zero.consolidate_state_dict(to=0)
+    saved = [copy.deepcopy(zero.state_dict()) if rank == 0 else None]
+    dist.broadcast_object_list(saved, src=0)
+    zero = ZeroRedundancyOptimizer(list(model.parameters()), optimizer_class=target.info.cls, **target.kwargs())
+    zero.load_state_dict(adamkit.convert_state_dtype(saved[0], "int8", algorithm=target.info.cls))
+    out["checks"]["zero-converted-formats"] = sorted(
+        {(str(g["state_dtype"]), p.dim(), str(zero.optim.state[p]["exp_avg"].dtype))
+         for g in zero.optim.param_groups for p in g["params"]})
+    train(ddp, zero, x, y, STEPS - SAVE_AT, rank, world)
+    out["zero_converted"] = _full(model.parameters())
+
+
 def run_low_precision(cfgs, x, y, rank, world, ckpt, out):
     """ZeRO and FSDP2 (with its DCP saves and resumes) for ``state_dtype`` bfloat16 and "int8"."""
     low = low_precision_configs()
@@ -372,6 +444,8 @@ def run_low_precision(cfgs, x, y, rank, world, ckpt, out):
     run_zero(low, x, y, rank, world, sub)
     run_fsdp(low, x, y, rank, world, ckpt / "low_precision", sub)
     run_conversion(x, y, rank, world, sub)
+    run_wrong_format_loads(rank, world, ckpt, sub)
+    run_zero_conversion(x, y, rank, world, sub)
     sub["configs"] = [c.key for c in low]
     out["low_precision"] = sub
 

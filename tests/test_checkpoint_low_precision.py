@@ -21,6 +21,24 @@ from test_checkpoint import assert_same_snapshot, snapshot, state_dict_bytes
 
 LOW = {"bf16": torch.bfloat16, "int8": "int8"}
 PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "default": {}}
+#: run by test_round_trip_on_the_compiled_path only
+COMPILED = {"compiled": dict(fused="compiled")}
+
+
+def _fused_takes_low_precision() -> bool:
+    """Whether fused=True steps low-precision state in this build (the C kernel's storage formats)."""
+    p = torch.zeros(2, 3, requires_grad=True)
+    p.grad = torch.ones(2, 3)
+    try:
+        for state_dtype in LOW.values():
+            adamkit.Adam([p], lr=1e-3, fused=True, state_dtype=state_dtype).step()
+    except (RuntimeError, ValueError, NotImplementedError, TypeError):
+        return False
+    return True
+
+
+if _fused_takes_low_precision():
+    PATHS["fused"] = dict(fused=True)
 #: rows of 300 elements: two int8 blocks a row, the second one short; a vector (bfloat16 under "int8");
 #: a 3-D tensor (rows of 6)
 SHAPES = ((3, 300), (5,), (2, 2, 3))
@@ -98,7 +116,7 @@ ROUND_TRIP_CASES = [pytest.param(info, variant, pname, dtype, id=f"{info.name}-{
 @pytest.mark.parametrize("info,variant,pname,dtype", ROUND_TRIP_CASES)
 def test_round_trip_into_a_fresh_optimizer_resumes_bit_exactly(info, variant, pname, dtype):
     """Done-when of issue 13: save after 3 steps, torch.save/torch.load, load into a fresh optimizer, 3 more."""
-    path, state_dtype = PATHS[pname], LOW[dtype]
+    path, state_dtype = {**PATHS, **COMPILED}[pname], LOW[dtype]
     straight, sopt = trained(info, state_dtype, variant, path, n=6)
     params, opt = trained(info, state_dtype, variant, path, n=3)
     saved = saved_and_loaded({"params": [p.detach() for p in params], "opt": opt.state_dict()},
@@ -111,6 +129,17 @@ def test_round_trip_into_a_fresh_optimizer_resumes_bit_exactly(info, variant, pn
     for x, y in zip(straight, fresh):
         assert torch.equal(x, y)
     assert state_dict_bytes(target.state_dict()) == state_dict_bytes(sopt.state_dict())
+
+
+@pytest.mark.parametrize("dtype", list(LOW))
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=[i.name for i in OPTIMIZERS])
+def test_round_trip_on_the_compiled_path(info, dtype, monkeypatch):
+    """fused="compiled" (its update uncompiled here, as in tests/test_checkpoint.py: compiling costs minutes;
+    the codec around it is eager on that path anyway): the round trip resumes bit-exactly."""
+    from adamkit.kernels import compiled
+
+    monkeypatch.setattr(compiled, "compiled_body", lambda layout: compiled._body)
+    test_round_trip_into_a_fresh_optimizer_resumes_bit_exactly(info, {}, "compiled", dtype)
 
 
 @pytest.mark.parametrize("dtype", list(LOW))
@@ -176,7 +205,10 @@ def test_torch_adam_checkpoint_is_refused_by_a_low_precision_optimizer_and_conve
         opt.load_state_dict(topt.state_dict())
     with pytest.raises(ValueError, match="algorithm="):
         adamkit.convert_state_dtype(topt.state_dict(), "int8")
-    opt.load_state_dict(adamkit.convert_state_dtype(topt.state_dict(), "int8", algorithm=adamkit.Adam))
+    sd = topt.state_dict()
+    converted = adamkit.convert_state_dtype(sd, "int8", algorithm=adamkit.Adam)
+    assert torch.is_tensor(sd["state"][0]["step"]) and converted["state"][0]["step"] is not sd["state"][0]["step"]
+    opt.load_state_dict(converted)
     assert opt.state[opt.param_groups[0]["params"][0]]["exp_avg"].dtype == torch.uint8
     assert opt.state[opt.param_groups[0]["params"][0]]["step"] == 3
     steps(opt, opt.param_groups[0]["params"], 3, 4)
@@ -398,6 +430,23 @@ def test_conversion_bad_input():
     assert adamkit.convert_state_dtype(d, torch.float32)["state"][0]["exp_avg"].dtype == torch.float64
 
 
+def test_conversion_per_group():
+    """One state_dtype per group: a float64 group keeps float32 state while the other converts."""
+    info = BY_NAME["adamw"]
+    singles, doubles = make_params(), [torch.randn(3, 4, dtype=torch.float64, requires_grad=True)]
+    opt = steps(info.make([{"params": singles}, {"params": doubles}], lr=1e-2), singles + doubles, 0, 2)
+    out = adamkit.convert_state_dtype(opt.state_dict(), ["int8", torch.float32])
+    assert [g["state_dtype"] for g in out["param_groups"]] == ["int8", torch.float32]
+    assert out["state"][0]["exp_avg"].dtype == torch.uint8 and out["state"][3]["exp_avg"].dtype == torch.float64
+    target = info.make([{"params": [p.detach().clone().requires_grad_() for p in singles], "state_dtype": "int8"},
+                        {"params": [p.detach().clone().requires_grad_() for p in doubles]}], lr=1e-2)
+    target.load_state_dict(out)
+    with pytest.raises(ValueError, match=r"one value per param group.*2 groups.*1 values"):
+        adamkit.convert_state_dtype(opt.state_dict(), ["int8"])
+    with pytest.raises(ValueError, match=r"state_dtype\[1\] must be"):
+        adamkit.convert_state_dtype(opt.state_dict(), ["int8", "fp8"])
+
+
 def test_conversion_is_documented_and_exported():
     assert adamkit.convert_state_dtype is adamkit.optim.convert_state_dtype
     doc = adamkit.convert_state_dtype.__doc__
@@ -437,3 +486,26 @@ def test_empty_shard_steps_saves_and_loads(dtype):
     assert state_dict_bytes(target.state_dict()) == state_dict_bytes(opt.state_dict())
     if dtype == "int8":
         assert target.state[q]["exp_avg_scale"].shape == (0, 1)
+
+
+@pytest.mark.parametrize("dtype", list(LOW))
+def test_channels_last_round_trip(dtype):
+    """A channels_last convolution weight keeps its layout in the state (the rounding bits and int8 blocks
+    follow memory order): a round trip into a fresh channels_last parameter resumes bit-exactly."""
+    def conv_weight():
+        g = torch.Generator().manual_seed(3)
+        w = torch.randn(4, 3, 5, 5, generator=g).to(memory_format=torch.channels_last)
+        return [w.requires_grad_()]
+
+    info = BY_NAME["adabelief"]
+    straight = conv_weight()
+    steps(info.make(straight, lr=1e-2, state_dtype=LOW[dtype]), straight, 0, 4)
+    params = conv_weight()
+    opt = steps(info.make(params, lr=1e-2, state_dtype=LOW[dtype]), params, 0, 2)
+    fresh = [p.detach().clone().requires_grad_() for p in params]
+    assert fresh[0].is_contiguous(memory_format=torch.channels_last)
+    target = info.make(fresh, lr=1e-2, state_dtype=LOW[dtype])
+    target.load_state_dict(saved_and_loaded(opt.state_dict()))
+    assert target.state[fresh[0]]["exp_avg"].stride() == opt.state[params[0]]["exp_avg"].stride()
+    steps(target, fresh, 2, 4)
+    assert torch.equal(straight[0], fresh[0])

@@ -16,9 +16,9 @@ bits of an element come from its index in the memory of the state tensor the eng
 FSDP2 is the rank's local shard, so rank 1's rows draw other bits than in one process. The FSDP2 runs are
 therefore compared bit-close (1e-6, the float32 gradient averages) with a one-process *emulation* of the
 shards (each rank's rows as parameters of their own optimizer, same seeds), and with the one-process run
-only as closely as the rounding noise allows (test_low_precision_close_to_single_process). Resharded DCP resumes are compared with an
-emulation that concatenates or splits the state by rows at the save: that int8 row blocks survive
-resharding is exactly what this checks.
+only as closely as the rounding noise allows (test_low_precision_close_to_single_process). Resharded DCP
+resumes are compared with an emulation that concatenates or splits the state by rows at the save: that int8
+row blocks survive resharding is exactly what this checks.
 """
 from __future__ import annotations
 
@@ -316,3 +316,38 @@ def test_low_precision_conversion_of_sharded_state(ranks):
         low = ranks[rank]["low_precision"]
         assert low["checks"]["converted-sharded"] == [True] * (len(W.CONVERSION[0]) - 1), rank
         assert_close(low["converted"], want, TOL, f"converted rank {rank}")
+
+
+@pytest.mark.parametrize("saved,into,says", [
+    ("adamw-1-loop-int8", "adamw-1-loop", r'state_dtype="int8", .*state_dtype=torch\.float32.*convert_state_dtype'),
+    ("adamw-1-loop-bf16", "adamw-1-loop-int8", r"Missing key in checkpoint state_dict: .*exp_avg_scale"),
+    ("adamw-1-loop", "adamw-1-loop-int8", r"Missing key in checkpoint state_dict: .*rounding_seed"),
+])
+def test_low_precision_dcp_checkpoint_of_another_state_dtype_is_refused(ranks, saved, into, says):
+    """A DCP checkpoint of another state_dtype raises, never loads silently: into float32 placeholders DCP
+    copies int8 codes in place (it loads into the live state tensors) and load_state_dict refuses the group's
+    state_dtype; into int8 placeholders DCP itself misses the scales or seeds and changes nothing."""
+    import re
+
+    for rank in range(2):
+        outcome, unchanged = ranks[rank]["low_precision"]["checks"][f"wrong-format-{saved}-into-{into}"]
+        assert outcome is not None and re.search(says, outcome), (rank, outcome)
+        if into.endswith("int8"):
+            assert unchanged, rank
+
+
+def test_low_precision_zero_checkpoint_converts(ranks):
+    """ZeroRedundancyOptimizer.load_state_dict writes state and group keys straight into each rank's optimizer
+    (adamkit's load_state_dict, and its checks, do not run there): a consolidated float32 checkpoint goes
+    into an int8 ZeRO optimizer converted first; it then keeps int8 state and trains as closely to one
+    process as the rounding noise allows."""
+    key = "adamw-1-loop-int8"
+    ref, exact = reference(key), reference("adamw-1-loop")
+    noise = max((b - c).abs().max().item() for b, c in zip(ref, exact))
+    for rank in range(2):
+        low = ranks[rank]["low_precision"]
+        formats = low["checks"]["zero-converted-formats"]
+        assert formats and all(sd == "int8" for sd, _, _ in formats), formats
+        assert all(dtype == ("torch.uint8" if dim >= 2 else "torch.bfloat16") for _, dim, dtype in formats), formats
+        err = max((a - b).abs().max().item() for a, b in zip(low["zero_converted"], ref))
+        assert err <= 3 * noise, (rank, err, noise)

@@ -457,7 +457,7 @@ CONVERSION_SLOT = 64
 
 
 def convert_state_dtype(state_dict: Mapping[str, Any], state_dtype: Any, *, algorithm: Any = None) -> dict:
-    """A copy of an optimizer state dict whose state is stored in ``state_dtype``: torch.float32, torch.bfloat16, "int8".
+    """A copy of an optimizer state dict with its state stored in ``state_dtype`` (float32, bfloat16, "int8").
 
     The only way a checkpoint changes its storage format (``load_state_dict`` refuses a checkpoint whose
     ``state_dtype`` differs from the optimizer's, so that a state dtype is never changed silently)::
@@ -482,21 +482,29 @@ def convert_state_dtype(state_dict: Mapping[str, Any], state_dtype: Any, *, algo
     scales stay DTensors with the parameter's mesh and placements (int8 needs ``Shard(0)`` or
     ``Replicate()``; bfloat16 takes any).
 
-    ``algorithm``: the optimizer class (or registry name) of a state dict without the marker (one saved by
-    ``torch.optim.Adam``, say). The input is not changed; the result holds new tensors.
+    ``state_dtype`` may also be a list with one value per param group (float64 parameters, say, keep
+    float32 state in their own group). ``algorithm``: the optimizer class (or registry name) of a state dict
+    without the marker (one saved by ``torch.optim.Adam``, say). The input is not changed; the result holds
+    new tensors.
     """
     from .base import math_dtype
 
-    target = state_format.check_state_dtype("state_dtype", state_dtype)
     if not isinstance(state_dict, Mapping) or not isinstance(state_dict.get("state"), Mapping) or not isinstance(
             state_dict.get("param_groups"), (list, tuple)) or not all(
             isinstance(g, Mapping) and "params" in g for g in state_dict["param_groups"]):
         raise TypeError("convert_state_dtype takes an optimizer state dict (from state_dict()): a dict with "
                         "'state' (a dict) and 'param_groups' (a list of dicts with 'params')")
     saved_state, saved_groups = state_dict["state"], state_dict["param_groups"]
+    if isinstance(state_dtype, (list, tuple)):
+        if len(state_dtype) != len(saved_groups):
+            raise ValueError(f"state_dtype: a list gives one value per param group; the state dict has "
+                             f"{len(saved_groups)} groups, the list {len(state_dtype)} values")
+        targets = [state_format.check_state_dtype(f"state_dtype[{i}]", v) for i, v in enumerate(state_dtype)]
+    else:
+        targets = [state_format.check_state_dtype("state_dtype", state_dtype)] * len(saved_groups)
     groups, state = [], {}
     index = 0
-    for i, saved in enumerate(saved_groups):
+    for i, (saved, target) in enumerate(zip(saved_groups, targets)):
         formats = _state_formats(saved, algorithm, i)
         group = copy.deepcopy({k: v for k, v in saved.items() if k != "params"})
         group["params"] = list(saved["params"])
@@ -562,7 +570,7 @@ def _convert_entry(index: int, entry: Mapping[str, Any], formats: dict[str, str]
         raise MissingStateError(f"the state of parameter {index} has no 'step' (it has "
                                 f"{sorted(map(str, entry))}): the rounding stream needs the step count")
     step = _step_count(index, entry["step"])
-    out: dict = {"step": entry["step"]}
+    out: dict = {"step": entry["step"].clone() if isinstance(entry["step"], Tensor) else entry["step"]}
     seed = _seed(index, entry[SEED]) if SEED in entry else state_format.rounding_seed(index)
     for name in names:
         value = entry[name]
