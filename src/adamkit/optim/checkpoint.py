@@ -326,6 +326,32 @@ def check_step_tensors(opt, bucket: list[Tensor], params, grads, states: dict, c
                 )
 
 
+def check_stored_state(opt, bucket: list[Tensor], params, names) -> None:
+    """Before a step of low-precision state writes anything: every int8 state has float32 scales of the shape
+    its blocks need (``state_format.scale_shape`` of the local tensor), every stored tensor its format's dtype."""
+    from . import state_format
+    from .base import local_tensor
+
+    for k, p in enumerate(params):
+        state = opt.state[bucket[k]]
+        for name in names:
+            stored = local_tensor(state[name])
+            if stored.dtype == torch.uint8:
+                scales = state.get(state_format.scale_name(name))
+                want = state_format.scale_shape(p.shape)
+                scales = local_tensor(scales) if isinstance(scales, Tensor) else None
+                if scales is None or scales.dtype != torch.float32 or tuple(scales.shape) != want:
+                    got = "none" if scales is None else f"{scales.dtype} of shape {tuple(scales.shape)}"
+                    raise RuntimeError(
+                        f"state {name!r} of parameter {_index(opt, bucket[k])} is int8 codes, whose scales "
+                        f"{state_format.scale_name(name)!r} must be float32 of shape {want}, got {got} (load "
+                        f"checkpoints with load_state_dict, which checks them)"
+                    )
+            elif stored.dtype != torch.bfloat16:
+                raise RuntimeError(f"state {name!r} of parameter {_index(opt, bucket[k])} is {stored.dtype}, "
+                                   f"not a low-precision format (bfloat16, or uint8 codes)")
+
+
 def check_groups_before_step(opt, skip: list[bool]) -> None:
     """With several param groups: check the groups that will take the general path before any is stepped.
 
@@ -344,6 +370,10 @@ def check_groups_before_step(opt, skip: list[bool]) -> None:
             if p.grad is None or p.grad.is_sparse:
                 continue
             state = opt.state.get(p, {})
+            if "rounding_seed" in state or group.get("state_dtype", torch.float32) is not torch.float32:
+                if state:
+                    opt._check_state_format(group, p, state)  # the format the group's state_dtype makes
+                    check_stored_state(opt, [p], [local_tensor(p)], [n for n in names if n in state])
             states = {n: [local_tensor(state[n])] for n in names if n in state}
             check_step_tensors(opt, [p], [local_tensor(p)], [local_tensor(p.grad)], states, check_dtypes=False)
 

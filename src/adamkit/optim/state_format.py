@@ -60,6 +60,15 @@ bfloat16 (``state_dtype=torch.bfloat16``)
     24 random bits. Zero is exact in every kind and the largest magnitude of a block is stored exactly (it
     is the scale). A block holding a non-finite value stores a NaN scale: it reads back as NaN, as a
     float32 state poisoned by an infinite or NaN gradient would propagate.
+
+How the engine keeps and hands the state (added with the engine, for every path)
+    ``opt.state[p]`` holds ``step``, ``rounding_seed`` (:func:`rounding_seed` of the parameter's position
+    among all the optimizer's parameters) and, per state name ``n``, ``n`` (bfloat16, or uint8 codes) and,
+    for "int8", ``n + "_scale"`` (:func:`scale_name`). A backend gets a :class:`Storage` per bucket and
+    steps tensor ``i`` as :func:`decode_state` → the algorithm's float32 ``update`` → :func:`encode_state`
+    with ``stream_key(seeds[i], step, slots[k])``. State created from a non-zero value (AGD's ``z`` with
+    ``win_z_init="params"``) is encoded with :func:`init_key`, the stream of the step before the first,
+    so that the first step's rounding bits are not those of the initial value's.
 """
 from __future__ import annotations
 
@@ -161,6 +170,16 @@ def rounding_seed(index: int) -> int:
 def stream_key(seed: int, step: int, slot: int) -> int:
     """The key of one state tensor's random stream at one step (``step`` counts the steps before this one)."""
     return mix32(seed + step * KEY_STEP + slot * KEY_SLOT)
+
+
+def init_key(seed: int, slot: int) -> int:
+    """The key of the encoding of a state tensor's initial value: the stream of "step -1"."""
+    return stream_key(seed, -1, slot)
+
+
+def scale_name(name: str) -> str:
+    """The state key of the int8 scales of state tensor ``name``."""
+    return name + "_scale"
 
 
 def random_bits(numel: int, key: int, device: torch.device | str = "cpu", offset: int = 0) -> Tensor:
@@ -363,3 +382,19 @@ def dequantize_int8(codes: Tensor, scales: Tensor, kind: str, out: Tensor | None
                          f"{tuple(codes.shape)} (expected {(rows, values.shape[1])})")
     _rows(out).copy_((values * scales[..., None]).view(rows, -1)[:, :row])
     return out
+
+
+# ------------------------------------------------------------------------------ one state tensor, any format
+def decode_state(format: str, kind: str, stored: Tensor, scales: Tensor | None = None) -> Tensor:
+    """The float32 values of one stored state tensor ("bfloat16": the tensor; "int8": codes and their scales)."""
+    if format == "int8":
+        return dequantize_int8(stored, scales, kind)
+    return decode_bfloat16(stored)
+
+
+def encode_state(format: str, kind: str, key: int, x: Tensor, stored: Tensor, scales: Tensor | None = None) -> None:
+    """Write the float32 values ``x`` into the stored tensor (and its scales) of ``format``, rounding with ``key``."""
+    if format == "int8":
+        quantize_int8(x, kind, key, codes=stored, scales=scales)
+    else:
+        encode_bfloat16(x, kind, key, out=stored)
