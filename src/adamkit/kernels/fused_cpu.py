@@ -489,7 +489,10 @@ def launch_low_precision(call: "KernelCall", params: list[Tensor], grads: list[T
                 if numel and s.shape[0] > 1 and s.stride(0) != numel // s.shape[0]:
                     raise _state_dtype_error(f"int8 state '{name}' must keep dim 0 outermost in memory")
                 rows[i] = numel // s.shape[0] if numel else 0
-                scales = storage.scales[name][i]
+                try:
+                    scales = storage.scales[name][i]
+                except (KeyError, IndexError, TypeError):
+                    raise _state_dtype_error(f"no scales given for int8 state '{name}'") from None
                 expected = state_format.scale_shape(s.shape)
                 if scales.dtype != torch.float32 or tuple(scales.shape) != expected:
                     raise _state_dtype_error(f"the scales of int8 state '{name}' are {scales.dtype} "
