@@ -575,11 +575,92 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, const f
  * "unsigned"), or up to the smallest code whose value times the scale is >= x
  * ("upper").  Non-signed kinds store negative values as zero.
  */
+#if defined(__AVX2__)
+#include <immintrin.h>
+/*
+ * The stochastic rounding of the SR_LOOP below, 8 elements at a time with AVX2
+ * (gcc's own vectorisation of it spills and rematerialises constants): the
+ * same integer and IEEE float operations lane by lane, so the same codes; the
+ * lookups of d[j]'s mantissas are one permute each.  Returns how many leading
+ * elements it did (a multiple of 8); the portable loop does the rest.
+ */
+static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int32_t top, float smallest,
+                              uint32_t base, int32_t *restrict lv) {
+    const __m256 vsafe = _mm256_set1_ps(safe), u_unit = _mm256_set1_ps(0x1p-24f);
+    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), mant_mask = _mm256_set1_epi32(0x7FFFFF);
+    const __m256i d1 = _mm256_set1_epi32(D1 - 1), d2 = _mm256_set1_epi32(D2 - 1), d3 = _mm256_set1_epi32(D3 - 1);
+    const __m256i d4 = _mm256_set1_epi32(D4 - 1), d5 = _mm256_set1_epi32(D5 - 1), d6 = _mm256_set1_epi32(D6 - 1);
+    const __m256i d7 = _mm256_set1_epi32(D7 - 1);
+    const __m256i below_tab = _mm256_setr_epi32(0, D1, D2, D3, D4, D5, D6, D7);
+    const __m256i above_tab = _mm256_setr_epi32(D1, D2, D3, D4, D5, D6, D7, 0x800000);
+    const __m256i k_offset = _mm256_set1_epi32(top - 8 * 127), zero = _mm256_setzero_si256();
+    const __m256i small_bits = _mm256_set1_epi32((int32_t)f2u(smallest));
+    const __m256i mix1 = _mm256_set1_epi32((int32_t)HASH_MIX1), mix2 = _mm256_set1_epi32((int32_t)HASH_MIX2);
+    const __m256i zero_code = _mm256_set1_epi32(top == 127 ? ZERO_SIGNED : 0);
+    const __m256i step8 = _mm256_set1_epi32((int32_t)(8u * HASH_INDEX));
+    __m256i counter = _mm256_add_epi32(_mm256_set1_epi32((int32_t)base),
+                                       _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                          _mm256_set1_epi32((int32_t)HASH_INDEX)));
+    const int is_signed = top == 127;
+    int32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 r = _mm256_div_ps(_mm256_loadu_ps(x + j), vsafe);
+        const __m256i rbits = _mm256_castps_si256(r);
+        const __m256i b = _mm256_and_si256(rbits, abs_mask);
+        const __m256 mag = _mm256_castsi256_ps(b);
+        const __m256i e = _mm256_srli_epi32(b, 23), mant = _mm256_and_si256(b, mant_mask);
+        /* j = the number of d[q] (q = 1..7) whose mantissa is <= mant: compares give -1 each */
+        __m256i jj = _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d1), _mm256_cmpgt_epi32(mant, d2));
+        jj = _mm256_add_epi32(jj, _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d3), _mm256_cmpgt_epi32(mant, d4)));
+        jj = _mm256_add_epi32(jj, _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d5), _mm256_cmpgt_epi32(mant, d6)));
+        jj = _mm256_sub_epi32(zero, _mm256_add_epi32(jj, _mm256_cmpgt_epi32(mant, d7)));
+        const __m256i below = _mm256_permutevar8x32_epi32(below_tab, jj);
+        const __m256i above = _mm256_permutevar8x32_epi32(above_tab, jj);
+        /* k = top - (8 (127 - e) - j) */
+        const __m256i k = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(e, 3), jj), k_offset);
+        const __m256i on = _mm256_cmpgt_epi32(k, zero);
+        const __m256i ebits = _mm256_slli_epi32(e, 23);
+        const __m256 t_lo = _mm256_castsi256_ps(_mm256_and_si256(_mm256_or_si256(ebits, below), on));
+        const __m256 t_hi = _mm256_castsi256_ps(
+            _mm256_blendv_epi8(small_bits, _mm256_add_epi32(ebits, above), on));
+        const __m256i lo = _mm256_and_si256(k, on);
+        const __m256 p = _mm256_div_ps(_mm256_sub_ps(mag, t_lo), _mm256_sub_ps(t_hi, t_lo));
+        /* the element's random bits: mix32(i * HASH_INDEX + key) */
+        __m256i h = counter;
+        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+        h = _mm256_mullo_epi32(h, mix1);
+        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
+        h = _mm256_mullo_epi32(h, mix2);
+        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+        counter = _mm256_add_epi32(counter, step8);
+        const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), u_unit);
+        /* u < p, both >= +0: as int32 bits, as the portable loop */
+        const __m256i up = _mm256_cmpgt_epi32(_mm256_castps_si256(p), _mm256_castps_si256(u));
+        const __m256i level = _mm256_sub_epi32(lo, up);
+        __m256i code;
+        if (is_signed) {
+            const __m256i neg = _mm256_srai_epi32(rbits, 31);
+            code = _mm256_add_epi32(zero_code, _mm256_sub_epi32(_mm256_xor_si256(level, neg), neg));
+        } else {
+            code = level;
+        }
+        _mm256_storeu_si256((__m256i *)(lv + j), code);
+    }
+    return j;
+}
+#else
+static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int32_t top, float smallest,
+                              uint32_t base, int32_t *restrict lv) {
+    (void)x; (void)n; (void)safe; (void)top; (void)smallest; (void)base; (void)lv;
+    return 0;
+}
+#endif
+
 /* the stochastic rounding of int8_encode for a kind with top index TOP; CODE from level and neg (r < 0) */
 #define SR_LOOP(TOP, SMALLEST, CODE)                                                                  \
     {                                                                                                 \
         const float smallest = (SMALLEST);                                                            \
-        for (int32_t j = 0; j < (int32_t)n; j++) {                                                             \
+        for (int32_t j = sr_avx2(x, (int32_t)n, safe, TOP, smallest, base, lv); j < (int32_t)n; j++) { \
             const float r = x[j] / safe, mag = fabsf(r);                                              \
             float t_lo, t_hi;                                                                         \
             const int32_t lo = level_bounds(mag, TOP, smallest, &t_lo, &t_hi);                        \
