@@ -88,6 +88,20 @@ def test_non_finite_values_round_as_the_reference(format, kind):
         assert bool(same.all())
 
 
+@pytest.mark.parametrize("kind", state_format.KINDS)
+def test_int8_decoding_is_the_reference_bit_for_bit(kind):
+    """Every code of every kind, with ordinary, zero, tiny, huge and NaN scales, in blocks of every length."""
+    g = torch.Generator().manual_seed(5)
+    codes = torch.arange(256, dtype=torch.uint8).repeat(6, 3)[:, :700].contiguous()  # rows of 700: 3 blocks
+    codes[3] = torch.randint(0, 256, (700,), generator=g, dtype=torch.uint8)
+    scales = torch.tensor([[1.0, 0.5, 3.0], [0.0, 1e-30, 3e38], [float("nan"), 2.0, 1e-3],
+                           [7.0, 1e-10, 1.5], [1.0, 1.0, 1.0], [2.0 ** -100, 2.0 ** 100, 0.1]])
+    out = fused_cpu.decode(codes, scales, kind)
+    ref = state_format.dequantize_int8(codes, scales, kind)
+    same = (out.view(torch.int32) == ref.view(torch.int32)) | (out.isnan() & ref.isnan())
+    assert bool(same.all()), int((~same).sum())
+
+
 def test_stochastic_rounding_is_unbiased():
     """Sanity of the kernel's int8 stochastic rounding: the mean of many roundings is the value."""
     x = torch.full((1, 256), 0.3)

@@ -18,6 +18,9 @@
 #include <tgmath.h> /* sqrt is sqrtf on float: float math stays float */
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -504,6 +507,9 @@ int adamkit_set_tables(const float *tables) {
         if (l < 127 && f2u(MAGS_S[127 - l]) != want) return -4;
         if (l < 127 && f2u(VALUE[KIND_SIGNED][l]) != (want | 0x80000000u)) return -5;
     }
+    if (VALUE[KIND_SIGNED][ZERO_SIGNED] != 0.0f || signbit(VALUE[KIND_SIGNED][ZERO_SIGNED]) ||
+        !(VALUE[KIND_SIGNED][255] != VALUE[KIND_SIGNED][255]) || f2u(VALUE[KIND_UNSIGNED][0]) != 0)
+        return -7;
     tables_set = 1;
     return 0;
 }
@@ -561,9 +567,45 @@ static inline void bf16_encode(const float *restrict src, int64_t n, int kind, u
 }
 
 /* ----------------------------------------------------------------- int8 */
-static inline void int8_decode(const uint8_t *restrict codes, int64_t n, const float *restrict value, float scale,
+/*
+ * dst = VALUE[kind][code] * scale.  With AVX2, 8 codes at a time from their
+ * bits (gcc makes the table lookup scalar): a code's magnitude 2**(-l/8) is
+ * the float32 with exponent -ceil(l/8) and the mantissa of d[8 ceil(l/8) - l]
+ * (adamkit_set_tables checks that the tables are exactly that), signed codes
+ * 127 -+ m are -+ the magnitude of level 127 - m, code 127 (signed) and 0
+ * (unsigned) are zero, signed code 255 is NaN.
+ */
+static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kind, float scale,
                                float *restrict dst) {
-    for (int32_t j = 0; j < (int32_t)n; j++) dst[j] = value[codes[j]] * scale;
+    int32_t j = 0;
+#if defined(__AVX2__)
+    const __m256 vscale = _mm256_set1_ps(scale);
+    const __m256i mant_tab = _mm256_setr_epi32(0, D1, D2, D3, D4, D5, D6, D7);
+    const __m256i seven = _mm256_set1_epi32(7), e127 = _mm256_set1_epi32(127), zero = _mm256_setzero_si256();
+    const int is_signed = kind == KIND_SIGNED;
+    const __m256i top = _mm256_set1_epi32(is_signed ? 127 : 255);
+    for (; j + 8 <= (int32_t)n; j += 8) {
+        const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
+        __m256i m = c, sign = zero, nan = zero;
+        if (is_signed) {
+            const __m256i d = _mm256_sub_epi32(c, e127);
+            m = _mm256_abs_epi32(d);
+            sign = _mm256_slli_epi32(_mm256_cmpgt_epi32(zero, d), 31);
+            nan = _mm256_cmpeq_epi32(c, _mm256_set1_epi32(255));
+        }
+        const __m256i level = _mm256_sub_epi32(top, m);
+        const __m256i a = _mm256_srli_epi32(_mm256_add_epi32(level, seven), 3);
+        const __m256i jj = _mm256_sub_epi32(_mm256_slli_epi32(a, 3), level);
+        __m256i bits = _mm256_or_si256(_mm256_slli_epi32(_mm256_sub_epi32(e127, a), 23),
+                                       _mm256_permutevar8x32_epi32(mant_tab, jj));
+        bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(m, zero), bits); /* the zero code */
+        bits = _mm256_or_si256(bits, sign);
+        bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7FC00000), nan);
+        _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_castsi256_ps(bits), vscale));
+    }
+#endif
+    const float *restrict value = VALUE[kind];
+    for (; j < (int32_t)n; j++) dst[j] = value[codes[j]] * scale;
 }
 
 /*
@@ -576,7 +618,6 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, const f
  * ("upper").  Non-signed kinds store negative values as zero.
  */
 #if defined(__AVX2__)
-#include <immintrin.h>
 /*
  * The stochastic rounding of the SR_LOOP below, 8 elements at a time with AVX2
  * (gcc's own vectorisation of it spills and rematerialises constants): the
@@ -747,6 +788,18 @@ int adamkit_encode(int format, int kind, int64_t rows, int64_t row, float *x, vo
     return 0;
 }
 
+/* The float32 values of int8 codes (rows x row, scales rows x ceil(row / BLOCK)), as the step decodes them. */
+int adamkit_decode(int kind, int64_t rows, int64_t row, const uint8_t *codes, const float *scales, float *out) {
+    if (!tables_set || kind < 0 || kind > 2 || rows < 0 || row < 0) return -1;
+    const int64_t nb = row > 0 ? (row + BLOCK - 1) / BLOCK : 1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b * BLOCK < row; b++) {
+            const int64_t start = r * row + b * BLOCK, len = row - b * BLOCK < BLOCK ? row - b * BLOCK : BLOCK;
+            int8_decode(codes + start, len, kind, scales[r * nb + b], out + start);
+        }
+    return 0;
+}
+
 /*
  * Step tensors whose state is stored in a low-precision format; the arguments
  * of adamkit_step plus, per tensor i, row[i]: 0 for bfloat16 state (states
@@ -827,7 +880,7 @@ int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, 
                     if (r_len == 0)
                         bf16_decode((const uint16_t *)s + start, len, buf[k]);
                     else
-                        int8_decode((const uint8_t *)s + start, len, VALUE[kinds[k]],
+                        int8_decode((const uint8_t *)s + start, len, kinds[k],
                                     scales[(int64_t)k * count + i][blk], buf[k]);
                 }
                 fn(len, (char *)params[i] + start * psz, (const char *)grads[i] + start * psz, buf[0], buf[1],

@@ -224,6 +224,9 @@ def load():
                                            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32]
             lib.adamkit_set_tables.restype = ctypes.c_int
             lib.adamkit_set_tables.argtypes = [ctypes.c_void_p]
+            lib.adamkit_decode.restype = ctypes.c_int
+            lib.adamkit_decode.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                           ctypes.c_void_p, ctypes.c_void_p]
             rc = lib.adamkit_set_tables(_CODE_TABLES.data_ptr())
             if rc != 0:
                 raise FusedKernelUnavailable(f"the 8-bit code tables are not of the form the kernel reads ({rc})")
@@ -673,3 +676,18 @@ def encode(x: Tensor, format: str, kind: str, key: int) -> tuple[Tensor, Tensor 
     if rc != 0:
         raise RuntimeError(f"adamkit_encode failed with code {rc}")
     return out, scales
+
+
+def decode(codes: Tensor, scales: Tensor, kind: str) -> Tensor:
+    """The kernel's float32 values of int8 codes (contiguous, two or more dimensions), for tests: as
+    ``state_format.dequantize_int8``."""
+    lib = load()
+    codes = codes.contiguous()
+    scales = scales.contiguous().float()
+    out = torch.empty_like(codes, dtype=torch.float32)
+    rows = codes.shape[0]
+    rc = lib.adamkit_decode(KINDS[kind], rows, codes.numel() // max(1, rows), codes.data_ptr(), scales.data_ptr(),
+                            out.data_ptr())
+    if rc != 0:
+        raise RuntimeError(f"adamkit_decode failed with code {rc}")
+    return out

@@ -32,8 +32,8 @@ Low-precision state (``--state-dtypes``, :func:`measure_state_dtypes`): per layo
 one-big) and optimizer, the default path with ``state_dtype`` float32, bfloat16 and "int8", each timed in
 the same repetition, with the state bytes per parameter (int8 scales included; a vector keeps bfloat16
 state in "int8" mode) and the ratio of each step to the float32-state step of the same repetition.
-bitsandbytes' 8-bit Adam/AdamW, where it is installed and runs on CPU, is timed alongside (never a
-dependency; skipped when absent).
+bitsandbytes' 8-bit Adam/AdamW, where it is installed and runs on CPU, is timed alongside on layouts of
+up to 20M parameters (never a dependency; skipped when absent; its CPU step is slow).
 
 Use from Python: ``adamkit.kernels.speed.measure(...)`` returns the rows;
 ``markdown(rows)`` renders them.
@@ -325,6 +325,8 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
 
 #: the state dtypes ``--state-dtypes`` can time, by their names on the command line
 STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": "int8"}
+#: bitsandbytes' CPU 8-bit step is about 10x slower than adamkit's: timed on layouts up to this size only
+BITSANDBYTES_MAX_PARAMS = 20_000_000
 #: layouts of the state-dtype table by default (``--state-layouts``)
 STATE_LAYOUTS = ("resnet18", "one-big")
 
@@ -371,7 +373,7 @@ def measure_state_dtypes(layouts=STATE_LAYOUTS, algorithms=("adam",), state_dtyp
             cls = get_optimizer_class(algo)
             cands += [Candidate("adamkit", algo, name, lambda ps, cls=cls, sd=STATE_DTYPES[name]: cls(ps, state_dtype=sd))
                       for name in state_dtypes]
-        if third_party:
+        if third_party and sum(t.numel() for t in init) <= BITSANDBYTES_MAX_PARAMS:
             cands += _bitsandbytes_candidates(algorithms)
         samples: dict[str, list[Sample]] = {c.label: [] for c in cands}
         ratios: dict[str, list[float]] = {c.label: [] for c in cands}
