@@ -95,13 +95,16 @@ class Config:
     name: str
     variant: int
     path: str
+    #: None: the optimizer's default (float32 state)
+    state_dtype: Any = None
 
     @property
     def info(self):
         return next(info for info in OPTIMIZERS if info.name == self.name)
 
     def kwargs(self) -> dict[str, Any]:
-        return {"lr": LR, **self.info.variants[self.variant], **PATHS[self.path]}
+        extra = {} if self.state_dtype is None else {"state_dtype": self.state_dtype}
+        return {"lr": LR, **self.info.variants[self.variant], **PATHS[self.path], **extra}
 
     @property
     def checkpointable(self) -> bool:
@@ -127,6 +130,17 @@ def configs() -> list[Config]:
     return out
 
 
+#: low-precision state (issue 13): a first-moment/second-moment algorithm with a running maximum ("upper"),
+#: AdaBelief's s with its maximum, AGD's z initialised from the parameters; loop and foreach
+LOW_PRECISION = (("adamw", 1, "loop"), ("adabelief", 3, "foreach"), ("agd", 6, "loop"))
+STATE_DTYPES = {"bf16": torch.bfloat16, "int8": "int8"}
+
+
+def low_precision_configs() -> list[Config]:
+    return [Config(f"{name}-{index}-{path}-{sd}", name, index, path, dtype)
+            for name, index, path in LOW_PRECISION for sd, dtype in STATE_DTYPES.items()]
+
+
 # ----------------------------------------------------------------- the distributed runs
 def _full(params) -> list[torch.Tensor]:
     from torch.distributed.tensor import DTensor
@@ -145,17 +159,36 @@ def _fsdp(model, mesh):
 
 
 def _state_is_sharded_like_params(opt) -> bool:
+    """Every state tensor a DTensor placed like its parameter; int8 scales ``scale_shape(p.shape)``, their rows
+    sharded with the parameter's rows; ``step`` and ``rounding_seed`` ints; stored dtypes as the format says."""
     from torch.distributed.tensor import DTensor
 
+    from adamkit.optim import state_format
+
     for group in opt.param_groups:
+        fmt_of = group.get("state_dtype", torch.float32)
         for p in group["params"]:
-            for key, value in opt.state[p].items():
-                if key == "step":
+            fmt = state_format.tensor_format(fmt_of, p)
+            state = opt.state[p]
+            if ("rounding_seed" in state) != (fmt != "float32"):
+                return False
+            for key, value in state.items():
+                if key in ("step", "rounding_seed"):
                     if type(value) is not int:
                         return False
-                elif not (isinstance(value, DTensor) and value.placements == p.placements
-                          and value.shape == p.shape):
-                    return False
+                elif key.endswith("_scale"):
+                    if fmt != "int8" or not (
+                            isinstance(value, DTensor) and value.placements == p.placements
+                            and tuple(value.shape) == state_format.scale_shape(p.shape)
+                            and value.dtype == torch.float32
+                            and value.to_local().shape[0] == p.to_local().shape[0]):
+                        return False
+                else:
+                    want = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.uint8}[fmt]
+                    if not (isinstance(value, DTensor) and value.placements == p.placements
+                            and value.shape == p.shape and value.dtype == want
+                            and (fmt != "int8" or key + "_scale" in state)):
+                        return False
     return True
 
 
@@ -308,6 +341,41 @@ def run_fsdp_dtypes(cfgs, x, y, rank, world, out):
         out["fsdp_complex"][cfg.key] = _full(model.parameters())
 
 
+#: a chain of conversions (convert_state_dtype of an FSDP2 optimizer's state dict), one step in each format
+CONVERSION = (("adamw-1-loop", "adamw-1-loop-int8", "adamw-1-loop-bf16", "adamw-1-loop"),)
+
+
+def run_conversion(x, y, rank, world, out):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world,))
+    by_key = {c.key: c for c in configs() + low_precision_configs()}
+    chain = [by_key[k] for k in CONVERSION[0]]
+    model = _fsdp(make_model(), mesh)
+    opt = chain[0].make(model.parameters())
+    train(model, opt, x, y, 1, rank, world)
+    sharded = []
+    for cfg in chain[1:]:
+        converted = adamkit.convert_state_dtype(opt.state_dict(), cfg.state_dtype or torch.float32)
+        opt = cfg.make(model.parameters())
+        opt.load_state_dict(converted)
+        sharded.append(_state_is_sharded_like_params(opt))
+        train(model, opt, x, y, 1, rank, world)
+    out["checks"]["converted-sharded"] = sharded
+    out["converted"] = _full(model.parameters())
+
+
+def run_low_precision(cfgs, x, y, rank, world, ckpt, out):
+    """ZeRO and FSDP2 (with its DCP saves and resumes) for ``state_dtype`` bfloat16 and "int8"."""
+    low = low_precision_configs()
+    sub: dict[str, Any] = {k: {} for k in ("zero", "zero_resumed", "fsdp", "checks")}
+    run_zero(low, x, y, rank, world, sub)
+    run_fsdp(low, x, y, rank, world, ckpt / "low_precision", sub)
+    run_conversion(x, y, rank, world, sub)
+    sub["configs"] = [c.key for c in low]
+    out["low_precision"] = sub
+
+
 def main(out_dir: str, ckpt_dir: str, init_method: str) -> None:
     import torch.distributed as dist
 
@@ -322,7 +390,8 @@ def main(out_dir: str, ckpt_dir: str, init_method: str) -> None:
     out["checks"]["reduce_loss"] = adamkit.distributed.reduce_loss(torch.tensor(1.5 + rank)).item()
     out["seconds"] = {}
     for name, run, args in [("ddp", run_ddp, ()), ("zero", run_zero, ()), ("fsdp", run_fsdp, (Path(ckpt_dir),)),
-                            ("fsdp_dtypes", run_fsdp_dtypes, ())]:
+                            ("fsdp_dtypes", run_fsdp_dtypes, ()),
+                            ("low_precision", run_low_precision, (Path(ckpt_dir),))]:
         start = time.perf_counter()
         run(cfgs, x, y, rank, world, *args, out)
         out["seconds"][name] = round(time.perf_counter() - start, 2)

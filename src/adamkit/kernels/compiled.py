@@ -23,7 +23,10 @@ eagerly** (:func:`adamkit.kernels.eager.decoded` / :func:`~adamkit.kernels.eager
 functions): the compiled graph sees float32 state tensors, the same graph as for float32 state, and the
 rounding streams' keys (which change every step) stay Python integers of the eager code, never constants
 of a graph, so no step recompiles. The codec is therefore not fused into the update's loop here (the fused C
-kernel fuses it on CPU).
+kernel fuses it on CPU). Why not compile it too: dynamo traces the codec whole (one graph, the keys as an
+int64 tensor input), but inductor's code for the 8-bit rounding did not reproduce the reference codes bit for
+bit (measured with torch 2.13 on CPU: bfloat16 codes and int8 scales identical, some int8 codes not), every
+path must round a given float32 value identically, and that compile cost 95 s for one layout here.
 """
 from __future__ import annotations
 

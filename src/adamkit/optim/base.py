@@ -29,6 +29,15 @@ With neither given, each device gets its fastest correct path, chosen by
 measurement (``adamkit speed``): the fused kernel on CPU (the loop where no C
 compiler is available; never foreach, slower than the loop on CPU), multi-tensor
 foreach elsewhere.
+
+Low-precision state (``state_dtype``, a common hyperparameter): a group whose
+``state_dtype`` is not float32 takes a path of its own (``_step_stored_group``),
+so the float32 path pays nothing for it but a comparison per group. Its state is
+created in the stored format with each parameter's ``rounding_seed``, checked
+against the group's ``state_dtype`` every step (a value changed by hand raises,
+naming ``convert_state_dtype``), bucketed by format too and handed to a backend
+with a ``state_format.Storage``; a backend whose ``storage_formats`` lack the
+format leaves the bucket to the loop (the default path) or raises (``fused=True``).
 """
 from __future__ import annotations
 
@@ -316,18 +325,25 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         :mod:`adamkit.optim.state_format`) with the parameter's ``rounding_seed``, from its ``position`` among
         all the optimizer's parameters (found when not given).
         """
-        state = self.state[param]
-        if not state:
-            state["step"] = 0
-        elif "rounding_seed" in state and group.get("state_dtype", torch.float32) is torch.float32:
-            self._check_state_format(group, param, state)  # raises: low-precision state, a float32 group
         names = self.state_names(group) if names is None else names
         state_dtype = group.get("state_dtype", torch.float32)
         if state_dtype is not torch.float32:
             state_dtype = state_format.check_state_dtype("state_dtype", state_dtype)
             if state_dtype is not torch.float32:
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
                 self._init_stored_state(param, group, names, state, state_dtype, position)
                 return state
+        return self._init_float32_state(param, group, names)
+
+    def _init_float32_state(self, param: Tensor, group: Mapping[str, Any], names: tuple[str, ...]) -> dict:
+        """``init_param_state`` of a float32-state group (the engine's general path calls it per parameter)."""
+        state = self.state[param]
+        if not state:
+            state["step"] = 0
+        elif "rounding_seed" in state:
+            self._check_state_format(group, param, state)  # raises: low-precision state in a float32 group
         for name in names:
             if name not in state:
                 state[name] = self.init_state_tensor(name, param, group)
@@ -366,10 +382,24 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                 state[state_format.scale_name(name)] = _scales_like(param, scales)
 
     def _position(self, param: Tensor) -> int:
-        """The position of ``param`` among all the optimizer's parameters, over its groups in order."""
-        for i, p in enumerate(p for group in self.param_groups for p in group["params"]):
-            if p is param:
-                return i
+        """The position of ``param`` among all the optimizer's parameters, over its groups in order (a map
+        kept while the groups' parameter lists are the same lists of the same lengths, checked on use)."""
+        groups = self.param_groups
+        key = tuple((id(g["params"]), len(g["params"])) for g in groups)
+        kept = self.__dict__.get("_positions")
+        for attempt in (0, 1):
+            if kept is None or kept[0] != key or attempt:
+                kept = (key, {id(p): i for i, p in enumerate(p for g in groups for p in g["params"])})
+                self.__dict__["_positions"] = kept
+            i = kept[1].get(id(param))
+            if i is not None:
+                offset = i
+                for g in groups:  # still there? (a list changed in place keeps its id and length)
+                    if offset < len(g["params"]):
+                        if g["params"][offset] is param:
+                            return i
+                        break
+                    offset -= len(g["params"])
         raise ValueError("the parameter is not in any of this optimizer's param groups")
 
     def _check_state_format(self, group: Mapping[str, Any], param: Tensor, state: Mapping[str, Any]) -> None:
@@ -389,7 +419,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                     f"param group {index} has "
                     f"state_dtype={state_dtype!r}, but the state of parameter {self._position(param)} is stored as "
                     f"{have} ({name!r} is {stored.dtype}); setting state_dtype in param_groups by hand does not "
-                    f"convert existing state: convert it with adamkit.optim.convert_state_dtype"
+                    f"convert existing state: convert opt.state_dict() with "
+                    f"adamkit.optim.convert_state_dtype(state_dict, state_dtype) and load_state_dict the result"
                 )
 
     def init_state_tensor(self, name: str, param: Tensor, group: Mapping[str, Any]) -> Tensor:
@@ -491,7 +522,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            self.init_param_state(p, group, names)
+            self._init_float32_state(p, group, names)
             params.append(p)
         if not params:
             return
@@ -525,10 +556,10 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             params.append(p)
         if not params:
             return
-        if any(p not in self.state or any(n not in self.state[p] for n in names) for p in params):
-            positions = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
-            for p in params:
-                self.init_param_state(p, group, names, positions[id(p)])
+        for p in params:
+            state = self.state.get(p)
+            if not state or any(n not in state for n in names):
+                self.init_param_state(p, group, names)
         impl = self._implementation(group, params)
         if impl in ("loop", "foreach") and self.__dict__.get("_under_compile"):
             impl = "compiled"

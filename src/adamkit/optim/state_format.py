@@ -300,7 +300,7 @@ def _rows(t: Tensor) -> Tensor:
     flat = memory_flat(t)
     if rows > 1 and t.stride(0) != flat.numel() // rows:
         raise ValueError("an int8 state tensor must keep dim 0 outermost in memory")
-    return flat.view(rows, -1)
+    return flat.view(rows, math.prod(t.shape[1:]))  # also for an empty shard (0 rows: FSDP2)
 
 
 def _padded_blocks(x2: Tensor, fill: float) -> Tensor:
@@ -364,7 +364,7 @@ def quantize_int8(x: Tensor, kind: str, key: int, codes: Tensor | None = None,
     else:
         code = level
     code = torch.where(finite[..., None], code, torch.full_like(code, zero))
-    _rows(codes).copy_(code.view(rows, -1)[:, :row].to(torch.uint8))
+    _rows(codes).copy_(code.flatten(1)[:, :row].to(torch.uint8))
     scales.copy_(scale)
     return codes, scales
 
@@ -380,7 +380,7 @@ def dequantize_int8(codes: Tensor, scales: Tensor, kind: str, out: Tensor | None
     if tuple(scales.shape) != (rows, values.shape[1]):
         raise ValueError(f"int8 scales of shape {tuple(scales.shape)} do not fit codes of shape "
                          f"{tuple(codes.shape)} (expected {(rows, values.shape[1])})")
-    _rows(out).copy_((values * scales[..., None]).view(rows, -1)[:, :row])
+    _rows(out).copy_((values * scales[..., None]).flatten(1)[:, :row])
     return out
 
 
