@@ -27,7 +27,7 @@ def _skip_unavailable(path):
 @pytest.fixture
 def traced_compiled_path(monkeypatch):
     """The compiled path with the update traced by dynamo and AOT autograd (tensor scalars, one graph per flag
-    set) but no code generation, so that every case stays cheap; inductor itself is in test_compiled.py."""
+    set) but no code generation, so that every case stays cheap; inductor itself is in tests/kernels/test_compiled.py."""
     from torch._dynamo.utils import counters
 
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")

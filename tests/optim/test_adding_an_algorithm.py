@@ -74,7 +74,7 @@ PATHS = [pytest.param(dict(foreach=False), id="loop"), pytest.param(dict(foreach
 
 @pytest.fixture(autouse=True)
 def cheap_compiles(monkeypatch):
-    """The compiled path traced by dynamo without code generation (inductor is tested in test_compiled.py)."""
+    """The compiled path traced by dynamo without code generation (inductor is tested in tests/kernels/test_compiled.py)."""
     monkeypatch.setattr(compiled, "BACKEND", "eager")
 
 

@@ -28,7 +28,7 @@ BOUNDS = {2: {torch.bfloat16: 4.2, "int8": 2.3}, 3: {torch.bfloat16: 6.3, "int8"
 
 @pytest.fixture(autouse=True)
 def cheap_compiles(monkeypatch):
-    """The compiled path traced by dynamo without code generation (inductor is tested in test_compiled.py)."""
+    """The compiled path traced by dynamo without code generation (inductor is tested in tests/kernels/test_compiled.py)."""
     monkeypatch.setattr(compiled, "BACKEND", "eager")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
@@ -39,7 +39,7 @@ def cheap_compiles(monkeypatch):
 @pytest.fixture
 def untraced(monkeypatch):
     """The compiled backend with its body run as Python, not traced: under low-precision state the compiled
-    graph is the float32 state's own (decoded float32 tensors in and out; test_compiled.py compiles every
+    graph is the float32 state's own (decoded float32 tensors in and out; tests/kernels/test_compiled.py compiles every
     algorithm's, and the tests here marked ``traced`` trace it); what these tests check is the backend's
     decoding and encoding around it, at the cost of the loop instead of a dynamo trace per bucket layout."""
     monkeypatch.setattr(compiled, "compiled_body", lambda layout: compiled._body)

@@ -232,11 +232,7 @@ def test_a_fashion_mnist_checksum_failure_says_to_run_data_prepare(tmp_path):
 
 def test_data_prepare_into_a_read_only_cache_is_one_line_error(tmp_path, capsys, fake_debian_artefact):
     """Issue 14 item 11 (the `adamkit data` side): exit status 2, one line naming the file and what to do."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _faults import read_only
+    from _faults import read_only  # tests/ is on the path (pyproject: pythonpath)
 
     art, _ = fake_debian_artefact
     with read_only(tmp_path / "cache") as cache:

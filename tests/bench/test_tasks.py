@@ -196,11 +196,7 @@ def test_a_damaged_cached_gan_classifier_is_detected_and_retrained(tmp_path):
 
 
 def test_a_read_only_data_cache_does_not_lose_a_gan_run(tmp_path, monkeypatch):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _faults import read_only
+    from _faults import read_only  # tests/ is on the path (pyproject: pythonpath)
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     with read_only(tmp_path / "data") as data:

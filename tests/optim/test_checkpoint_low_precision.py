@@ -134,7 +134,7 @@ def test_round_trip_into_a_fresh_optimizer_resumes_bit_exactly(info, variant, pn
 @pytest.mark.parametrize("dtype", list(LOW))
 @pytest.mark.parametrize("info", OPTIMIZERS, ids=[i.name for i in OPTIMIZERS])
 def test_round_trip_on_the_compiled_path(info, dtype, monkeypatch):
-    """fused="compiled" (its update uncompiled here, as in tests/test_checkpoint.py: compiling costs minutes;
+    """fused="compiled" (its update uncompiled here, as in tests/optim/test_checkpoint.py: compiling costs minutes;
     the codec around it is eager on that path anyway): the round trip resumes bit-exactly."""
     from adamkit.kernels import compiled
 
