@@ -338,9 +338,10 @@ def _bitsandbytes_candidates(algorithms) -> list[Candidate]:
     except Exception:  # ImportError, or a build that fails to load its native library
         return []
     out = []
-    for algo, name in (("adam", "Adam8bit"), ("adamw", "AdamW8bit")):
-        factory = getattr(bnb_optim, name, None)
-        if algo not in algorithms or factory is None:
+    for algo in algorithms:
+        name = get_optimizer_class(algo).bitsandbytes_reference
+        factory = None if name is None else getattr(bnb_optim, name, None)
+        if factory is None:
             continue
         try:  # a CPU step must work here (older builds are CUDA-only)
             probe = torch.nn.Parameter(torch.randn(64, 4096))
@@ -352,7 +353,7 @@ def _bitsandbytes_candidates(algorithms) -> list[Candidate]:
     return out
 
 
-def measure_state_dtypes(layouts=STATE_LAYOUTS, algorithms=("adam",), state_dtypes=tuple(STATE_DTYPES),
+def measure_state_dtypes(layouts=STATE_LAYOUTS, algorithms=ALGORITHMS[:1], state_dtypes=tuple(STATE_DTYPES),
                          repeats: int = 5, steps: int = 3, third_party: bool = True, log=print) -> list[dict]:
     """Step time and state bytes per parameter of the default path for each ``state_dtype``.
 
@@ -521,8 +522,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"(default: {','.join(STATE_DTYPES)}; '' for none)")
     parser.add_argument("--state-layouts", type=lambda v: _csv(v, LAYOUTS), default=list(STATE_LAYOUTS),
                         help=f"layouts of the state-dtype table (default: {','.join(STATE_LAYOUTS)})")
-    parser.add_argument("--state-algorithms", type=lambda v: _csv(v, ALGORITHMS), default=["adam"],
-                        help="optimizers of the state-dtype table (default: adam)")
+    parser.add_argument("--state-algorithms", type=lambda v: _csv(v, ALGORITHMS), default=list(ALGORITHMS[:1]),
+                        help=f"optimizers of the state-dtype table (default: {ALGORITHMS[0]})")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 2 repetitions, 2 steps, the default path only, torch fused only")
     parser.add_argument("--json", default="speed.json", help="write the results here (default speed.json)")

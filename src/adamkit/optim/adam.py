@@ -66,6 +66,7 @@ class Adam(AdamkitOptimizer):
     """
 
     name = "adam"
+    bitsandbytes_reference = "Adam8bit"  # its CPU step, timed by adamkit speed beside int8 state
     bench = BenchSpec(color="#1f77b4", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))
     hyperparameters = {
         "lr": learning_rate(1e-3),
@@ -128,6 +129,7 @@ class AdamW(Adam):
     """
 
     name = "adamw"
+    bitsandbytes_reference = "AdamW8bit"
     hyperparameters = variant(Adam.hyperparameters, defaults={"weight_decay": 1e-2},
                               fixed={"decoupled_weight_decay": True})
     bench = BenchSpec(color="#17becf", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))
@@ -146,4 +148,5 @@ class AMSGrad(Adam):
     name = "amsgrad"
     hyperparameters = variant(Adam.hyperparameters, fixed={"amsgrad": True})
     torch_reference = ("Adam", {"amsgrad": True})  # keeps a third state tensor: compared with its own torch twin
+    bitsandbytes_reference = None  # bitsandbytes has no 8-bit AMSGrad
     bench = BenchSpec(color="#9467bd", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))

@@ -211,6 +211,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     #: the torch optimizer computing the same math, when its cost differs from torch's AdamW:
     #: ``(name in torch.optim, keyword arguments)``; ``adamkit speed`` times it as this optimizer's own reference
     torch_reference: ClassVar[tuple[str, dict] | None] = None
+    #: the bitsandbytes 8-bit optimizer computing the same math (a name in ``bitsandbytes.optim``), or None;
+    #: ``adamkit speed`` times it beside this optimizer's int8 state where bitsandbytes is installed
+    bitsandbytes_reference: ClassVar[str | None] = None
     #: True for an optimizer whose update uses the loss value (AdamL): step() then needs a closure or loss=
     requires_loss: ClassVar[bool] = False
     #: ``{state name: kind}`` for EVERY state tensor the algorithm can keep, in slot order (that of
