@@ -626,12 +626,13 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kin
  * elements it did (a multiple of 8); the portable loop does the rest.
  */
 static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int32_t top, float smallest,
-                              uint32_t base, int32_t *restrict lv) {
+                              uint32_t base, uint8_t *restrict codes) {
     const __m256 vsafe = _mm256_set1_ps(safe), u_unit = _mm256_set1_ps(0x1p-24f);
     const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), mant_mask = _mm256_set1_epi32(0x7FFFFF);
-    const __m256i d1 = _mm256_set1_epi32(D1 - 1), d2 = _mm256_set1_epi32(D2 - 1), d3 = _mm256_set1_epi32(D3 - 1);
-    const __m256i d4 = _mm256_set1_epi32(D4 - 1), d5 = _mm256_set1_epi32(D5 - 1), d6 = _mm256_set1_epi32(D6 - 1);
-    const __m256i d7 = _mm256_set1_epi32(D7 - 1);
+    const __m256i exp_mask = _mm256_set1_epi32(0x7F800000);
+    /* in the eighth t of a binade's mantissas (its top 3 bits) lies exactly one boundary D_{t+1} (none in the
+     * last): j = t + (mant >= D_{t+1}), one permute and one compare */
+    const __m256i thr_tab = _mm256_setr_epi32(D1 - 1, D2 - 1, D3 - 1, D4 - 1, D5 - 1, D6 - 1, D7 - 1, 0x7FFFFF);
     const __m256i below_tab = _mm256_setr_epi32(0, D1, D2, D3, D4, D5, D6, D7);
     const __m256i above_tab = _mm256_setr_epi32(D1, D2, D3, D4, D5, D6, D7, 0x800000);
     const __m256i k_offset = _mm256_set1_epi32(top - 8 * 127), zero = _mm256_setzero_si256();
@@ -639,60 +640,92 @@ static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, in
     const __m256i mix1 = _mm256_set1_epi32((int32_t)HASH_MIX1), mix2 = _mm256_set1_epi32((int32_t)HASH_MIX2);
     const __m256i zero_code = _mm256_set1_epi32(top == 127 ? ZERO_SIGNED : 0);
     const __m256i step8 = _mm256_set1_epi32((int32_t)(8u * HASH_INDEX));
+    const __m256i pack_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     __m256i counter = _mm256_add_epi32(_mm256_set1_epi32((int32_t)base),
                                        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                                           _mm256_set1_epi32((int32_t)HASH_INDEX)));
     const int is_signed = top == 127;
     int32_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        const __m256 r = _mm256_div_ps(_mm256_loadu_ps(x + j), vsafe);
-        const __m256i rbits = _mm256_castps_si256(r);
-        const __m256i b = _mm256_and_si256(rbits, abs_mask);
-        const __m256 mag = _mm256_castsi256_ps(b);
-        const __m256i e = _mm256_srli_epi32(b, 23), mant = _mm256_and_si256(b, mant_mask);
-        /* j = the number of d[q] (q = 1..7) whose mantissa is <= mant: compares give -1 each */
-        __m256i jj = _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d1), _mm256_cmpgt_epi32(mant, d2));
-        jj = _mm256_add_epi32(jj, _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d3), _mm256_cmpgt_epi32(mant, d4)));
-        jj = _mm256_add_epi32(jj, _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d5), _mm256_cmpgt_epi32(mant, d6)));
-        jj = _mm256_sub_epi32(zero, _mm256_add_epi32(jj, _mm256_cmpgt_epi32(mant, d7)));
-        const __m256i below = _mm256_permutevar8x32_epi32(below_tab, jj);
-        const __m256i above = _mm256_permutevar8x32_epi32(above_tab, jj);
-        /* k = top - (8 (127 - e) - j) */
-        const __m256i k = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(e, 3), jj), k_offset);
-        const __m256i on = _mm256_cmpgt_epi32(k, zero);
-        const __m256i ebits = _mm256_slli_epi32(e, 23);
-        const __m256 t_lo = _mm256_castsi256_ps(_mm256_and_si256(_mm256_or_si256(ebits, below), on));
-        const __m256 t_hi = _mm256_castsi256_ps(
-            _mm256_blendv_epi8(small_bits, _mm256_add_epi32(ebits, above), on));
-        const __m256i lo = _mm256_and_si256(k, on);
-        const __m256 p = _mm256_div_ps(_mm256_sub_ps(mag, t_lo), _mm256_sub_ps(t_hi, t_lo));
-        /* the element's random bits: mix32(i * HASH_INDEX + key) */
-        __m256i h = counter;
-        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
-        h = _mm256_mullo_epi32(h, mix1);
-        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
-        h = _mm256_mullo_epi32(h, mix2);
-        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
-        counter = _mm256_add_epi32(counter, step8);
-        const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), u_unit);
-        /* u < p, both >= +0: as int32 bits, as the portable loop */
-        const __m256i up = _mm256_cmpgt_epi32(_mm256_castps_si256(p), _mm256_castps_si256(u));
-        const __m256i level = _mm256_sub_epi32(lo, up);
-        __m256i code;
-        if (is_signed) {
-            const __m256i neg = _mm256_srai_epi32(rbits, 31);
-            code = _mm256_add_epi32(zero_code, _mm256_sub_epi32(_mm256_xor_si256(level, neg), neg));
-        } else {
-            code = level;
+    for (; j + 32 <= n; j += 32) {
+        __m256i out[4];
+        for (int q = 0; q < 4; q++) {
+            const __m256 r = _mm256_div_ps(_mm256_loadu_ps(x + j + 8 * q), vsafe);
+            const __m256i rbits = _mm256_castps_si256(r);
+            const __m256i b = _mm256_and_si256(rbits, abs_mask);
+            const __m256 mag = _mm256_castsi256_ps(b);
+            const __m256i qq = _mm256_srli_epi32(b, 20); /* 8 e + t: permutes read its low 3 bits, t */
+            const __m256i thr = _mm256_permutevar8x32_epi32(thr_tab, qq);
+            const __m256i idx = _mm256_sub_epi32(qq, _mm256_cmpgt_epi32(_mm256_and_si256(b, mant_mask), thr));
+            const __m256i below = _mm256_permutevar8x32_epi32(below_tab, idx);
+            const __m256i above = _mm256_permutevar8x32_epi32(above_tab, idx);
+            /* k = top - (8 (127 - e) - j) = idx + top - 8 * 127 */
+            const __m256i k = _mm256_add_epi32(idx, k_offset);
+            const __m256i on = _mm256_cmpgt_epi32(k, zero);
+            const __m256i ebits = _mm256_and_si256(b, exp_mask);
+            const __m256 t_lo = _mm256_castsi256_ps(_mm256_and_si256(_mm256_or_si256(ebits, below), on));
+            const __m256 t_hi = _mm256_castsi256_ps(
+                _mm256_blendv_epi8(small_bits, _mm256_add_epi32(ebits, above), on));
+            const __m256i lo = _mm256_and_si256(k, on);
+            const __m256 p = _mm256_div_ps(_mm256_sub_ps(mag, t_lo), _mm256_sub_ps(t_hi, t_lo));
+            /* the element's random bits: mix32(i * HASH_INDEX + key) */
+            __m256i h = counter;
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+            h = _mm256_mullo_epi32(h, mix1);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
+            h = _mm256_mullo_epi32(h, mix2);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+            counter = _mm256_add_epi32(counter, step8);
+            const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), u_unit);
+            /* u < p, both >= +0: as int32 bits, as the portable loop */
+            const __m256i up = _mm256_cmpgt_epi32(_mm256_castps_si256(p), _mm256_castps_si256(u));
+            const __m256i level = _mm256_sub_epi32(lo, up);
+            if (is_signed) {
+                const __m256i neg = _mm256_srai_epi32(rbits, 31);
+                out[q] = _mm256_add_epi32(zero_code, _mm256_sub_epi32(_mm256_xor_si256(level, neg), neg));
+            } else {
+                out[q] = level;
+            }
         }
-        _mm256_storeu_si256((__m256i *)(lv + j), code);
+        /* 32 codes (0..254) to bytes: packs work within 128-bit lanes, the permute puts them in order */
+        const __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(out[0], out[1]), _mm256_packus_epi32(out[2], out[3]));
+        _mm256_storeu_si256((__m256i *)(codes + j), _mm256_permutevar8x32_epi32(w, pack_order));
     }
     return j;
 }
+
+/* the largest |x| of n values as bits (NaN above inf); non-signed kinds first clamp x at 0 (NaN stays) */
+static inline uint32_t absmax_avx2(float *restrict x, int32_t n, int clamp, int32_t *done) {
+    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+    const __m256 zero = _mm256_setzero_ps();
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0;
+    int32_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + 8);
+        if (clamp) { /* x < 0 ? 0 : x */
+            a = _mm256_blendv_ps(a, zero, _mm256_cmp_ps(a, zero, _CMP_LT_OQ));
+            b = _mm256_blendv_ps(b, zero, _mm256_cmp_ps(b, zero, _CMP_LT_OQ));
+            _mm256_storeu_ps(x + j, a);
+            _mm256_storeu_ps(x + j + 8, b);
+        }
+        m0 = _mm256_max_epu32(m0, _mm256_and_si256(_mm256_castps_si256(a), abs_mask));
+        m1 = _mm256_max_epu32(m1, _mm256_and_si256(_mm256_castps_si256(b), abs_mask));
+    }
+    m0 = _mm256_max_epu32(m0, m1);
+    __m128i m = _mm_max_epu32(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+    *done = j;
+    return (uint32_t)_mm_cvtsi128_si32(m);
+}
 #else
 static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int32_t top, float smallest,
-                              uint32_t base, int32_t *restrict lv) {
-    (void)x; (void)n; (void)safe; (void)top; (void)smallest; (void)base; (void)lv;
+                              uint32_t base, uint8_t *restrict codes) {
+    (void)x; (void)n; (void)safe; (void)top; (void)smallest; (void)base; (void)codes;
+    return 0;
+}
+static inline uint32_t absmax_avx2(float *restrict x, int32_t n, int clamp, int32_t *done) {
+    (void)x; (void)n; (void)clamp;
+    *done = 0;
     return 0;
 }
 #endif
@@ -701,7 +734,7 @@ static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, in
 #define SR_LOOP(TOP, SMALLEST, CODE)                                                                  \
     {                                                                                                 \
         const float smallest = (SMALLEST);                                                            \
-        for (int32_t j = sr_avx2(x, (int32_t)n, safe, TOP, smallest, base, lv); j < (int32_t)n; j++) { \
+        for (int32_t j = vec_done = sr_avx2(x, (int32_t)n, safe, TOP, smallest, base, codes); j < (int32_t)n; j++) { \
             const float r = x[j] / safe, mag = fabsf(r);                                              \
             float t_lo, t_hi;                                                                         \
             const int32_t lo = level_bounds(mag, TOP, smallest, &t_lo, &t_hi);                        \
@@ -719,10 +752,11 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
                                uint8_t *restrict codes, float *restrict scale_out) {
     /* Comparisons of floats known to be >= +0 (or -0) and finite are made on their bits as int32, which
      * orders them alike: float compares would keep gcc from vectorising these loops (-ftrapping-math). */
-    uint32_t amax = 0;
+    int32_t head;
+    uint32_t amax = absmax_avx2(x, (int32_t)n, kind != KIND_SIGNED, &head);
     if (kind != KIND_SIGNED)
-        for (int32_t j = 0; j < (int32_t)n; j++) x[j] = CLAMP_MIN(x[j], 0.0f);
-    for (int32_t j = 0; j < (int32_t)n; j++) {
+        for (int32_t j = head; j < (int32_t)n; j++) x[j] = CLAMP_MIN(x[j], 0.0f);
+    for (int32_t j = head; j < (int32_t)n; j++) {
         const uint32_t a = f2u(x[j]) & 0x7FFFFFFFu; /* |x|: its bits order like its value, NaN above inf */
         amax = a > amax ? a : amax;
     }
@@ -734,7 +768,8 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
     }
     *scale_out = u2f(amax);
     const float safe = amax ? u2f(amax) : 1.0f;
-    int32_t lv[BLOCK] __attribute__((aligned(64))); /* the codes as int32: 8 lanes a vector, then packed */
+    int32_t lv[BLOCK] __attribute__((aligned(64))); /* the codes as int32, then packed */
+    int32_t vec_done = 0; /* the leading codes written by sr_avx2 */
     if (kind == KIND_UPPER) {
         const float smallest = MAGS_U[1];
         for (int32_t j = 0; j < (int32_t)n; j++) {
@@ -755,7 +790,7 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
         else
             SR_LOOP(255, MAGS_U[1], level)
     }
-    for (int32_t j = 0; j < (int32_t)n; j++) codes[j] = (uint8_t)lv[j];
+    for (int32_t j = vec_done; j < (int32_t)n; j++) codes[j] = (uint8_t)lv[j];
 }
 
 /*
