@@ -429,13 +429,15 @@ int adamkit_step(int algo, int dtype, int64_t count, const int64_t *numel, void 
  * A state tensor is stored in bfloat16 (stochastic rounding) or as blockwise
  * 8-bit codes with one float32 scale per block of at most BLOCK elements
  * within a row.  The step never makes a float32 copy of a state tensor: each
- * chunk (one int8 block, or CHUNK elements of bfloat16 state) is decoded into
+ * span (SPAN elements: up to 4 int8 blocks of one row, or of bfloat16 state) is decoded into
  * small stack buffers, stepped by the same range function as float32 state
  * (its s0..s3 pointing at the buffers), and encoded back, in one pass.
  * ========================================================================== */
 
 #define BLOCK 256
 #define CHUNK 256
+/* elements per pass of the step (4 int8 blocks): fewer calls of the range function, buffers still in L1 */
+#define SPAN 1024
 enum { KIND_SIGNED = 0, KIND_UNSIGNED = 1, KIND_UPPER = 2 };
 enum { ZERO_SIGNED = 127, ZERO_UNSIGNED = 0 };
 
@@ -556,7 +558,44 @@ static inline void bf16_decode(const uint16_t *restrict src, int64_t n, float *r
 static inline void bf16_encode(const float *restrict src, int64_t n, int kind, uint32_t key, int64_t pos,
                                uint16_t *restrict dst) {
     const uint32_t base = (uint32_t)pos * HASH_INDEX + key;
-    for (int32_t j = 0; j < (int32_t)n; j++) {
+    int32_t j = 0;
+#if defined(__AVX2__)
+    /* 16 values at a time: the same integer operations lane by lane (gcc's vectorisation of the loop below
+     * keeps the kind test and the selects scalar-ish), packed to 16 bits in registers */
+    const __m256i mix1 = _mm256_set1_epi32((int32_t)HASH_MIX1), mix2 = _mm256_set1_epi32((int32_t)HASH_MIX2);
+    const __m256i exp_mask = _mm256_set1_epi32(0x7F800000), abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+    const __m256i nan16 = _mm256_set1_epi32(0xFFFF), step8 = _mm256_set1_epi32((int32_t)(8u * HASH_INDEX));
+    const int upper = kind == KIND_UPPER;
+    __m256i counter = _mm256_add_epi32(_mm256_set1_epi32((int32_t)base),
+                                       _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                          _mm256_set1_epi32((int32_t)HASH_INDEX)));
+    for (; j + 16 <= (int32_t)n; j += 16) {
+        __m256i half[2];
+        for (int q = 0; q < 2; q++) {
+            const __m256i b = _mm256_loadu_si256((const __m256i *)(src + j + 8 * q));
+            __m256i noise = nan16;
+            if (!upper) {
+                __m256i h = counter;
+                h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+                h = _mm256_mullo_epi32(h, mix1);
+                h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
+                h = _mm256_mullo_epi32(h, mix2);
+                h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+                noise = _mm256_srli_epi32(h, 16);
+            }
+            counter = _mm256_add_epi32(counter, step8);
+            const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(b, noise), 16);
+            const __m256i nonfinite = _mm256_cmpeq_epi32(_mm256_and_si256(b, exp_mask), exp_mask);
+            const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, abs_mask), exp_mask);
+            const __m256i special = _mm256_blendv_epi8(_mm256_srli_epi32(b, 16), nan16, nan);
+            half[q] = _mm256_blendv_epi8(rounded, special, nonfinite);
+        }
+        /* 0..0xFFFF in each lane: packus keeps them; the permute undoes its per-128-bit-lane order */
+        const __m256i w = _mm256_permute4x64_epi64(_mm256_packus_epi32(half[0], half[1]), 0xD8);
+        _mm256_storeu_si256((__m256i *)(dst + j), w);
+    }
+#endif
+    for (; j < (int32_t)n; j++) {
         const uint32_t b = f2u(src[j]);
         const uint32_t noise = kind == KIND_UPPER ? 0xFFFFu : mix32(base + (uint32_t)j * HASH_INDEX) >> 16;
         const uint32_t r = (b + noise) >> 16;
@@ -626,12 +665,13 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kin
  * elements it did (a multiple of 8); the portable loop does the rest.
  */
 static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int32_t top, float smallest,
-                              uint32_t base, int32_t *restrict lv) {
+                              uint32_t base, uint8_t *restrict codes) {
     const __m256 vsafe = _mm256_set1_ps(safe), u_unit = _mm256_set1_ps(0x1p-24f);
     const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), mant_mask = _mm256_set1_epi32(0x7FFFFF);
-    const __m256i d1 = _mm256_set1_epi32(D1 - 1), d2 = _mm256_set1_epi32(D2 - 1), d3 = _mm256_set1_epi32(D3 - 1);
-    const __m256i d4 = _mm256_set1_epi32(D4 - 1), d5 = _mm256_set1_epi32(D5 - 1), d6 = _mm256_set1_epi32(D6 - 1);
-    const __m256i d7 = _mm256_set1_epi32(D7 - 1);
+    const __m256i exp_mask = _mm256_set1_epi32(0x7F800000);
+    /* in the eighth t of a binade's mantissas (its top 3 bits) lies exactly one boundary D_{t+1} (none in the
+     * last): j = t + (mant >= D_{t+1}), one permute and one compare */
+    const __m256i thr_tab = _mm256_setr_epi32(D1 - 1, D2 - 1, D3 - 1, D4 - 1, D5 - 1, D6 - 1, D7 - 1, 0x7FFFFF);
     const __m256i below_tab = _mm256_setr_epi32(0, D1, D2, D3, D4, D5, D6, D7);
     const __m256i above_tab = _mm256_setr_epi32(D1, D2, D3, D4, D5, D6, D7, 0x800000);
     const __m256i k_offset = _mm256_set1_epi32(top - 8 * 127), zero = _mm256_setzero_si256();
@@ -639,60 +679,92 @@ static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, in
     const __m256i mix1 = _mm256_set1_epi32((int32_t)HASH_MIX1), mix2 = _mm256_set1_epi32((int32_t)HASH_MIX2);
     const __m256i zero_code = _mm256_set1_epi32(top == 127 ? ZERO_SIGNED : 0);
     const __m256i step8 = _mm256_set1_epi32((int32_t)(8u * HASH_INDEX));
+    const __m256i pack_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     __m256i counter = _mm256_add_epi32(_mm256_set1_epi32((int32_t)base),
                                        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                                           _mm256_set1_epi32((int32_t)HASH_INDEX)));
     const int is_signed = top == 127;
     int32_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        const __m256 r = _mm256_div_ps(_mm256_loadu_ps(x + j), vsafe);
-        const __m256i rbits = _mm256_castps_si256(r);
-        const __m256i b = _mm256_and_si256(rbits, abs_mask);
-        const __m256 mag = _mm256_castsi256_ps(b);
-        const __m256i e = _mm256_srli_epi32(b, 23), mant = _mm256_and_si256(b, mant_mask);
-        /* j = the number of d[q] (q = 1..7) whose mantissa is <= mant: compares give -1 each */
-        __m256i jj = _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d1), _mm256_cmpgt_epi32(mant, d2));
-        jj = _mm256_add_epi32(jj, _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d3), _mm256_cmpgt_epi32(mant, d4)));
-        jj = _mm256_add_epi32(jj, _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d5), _mm256_cmpgt_epi32(mant, d6)));
-        jj = _mm256_sub_epi32(zero, _mm256_add_epi32(jj, _mm256_cmpgt_epi32(mant, d7)));
-        const __m256i below = _mm256_permutevar8x32_epi32(below_tab, jj);
-        const __m256i above = _mm256_permutevar8x32_epi32(above_tab, jj);
-        /* k = top - (8 (127 - e) - j) */
-        const __m256i k = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(e, 3), jj), k_offset);
-        const __m256i on = _mm256_cmpgt_epi32(k, zero);
-        const __m256i ebits = _mm256_slli_epi32(e, 23);
-        const __m256 t_lo = _mm256_castsi256_ps(_mm256_and_si256(_mm256_or_si256(ebits, below), on));
-        const __m256 t_hi = _mm256_castsi256_ps(
-            _mm256_blendv_epi8(small_bits, _mm256_add_epi32(ebits, above), on));
-        const __m256i lo = _mm256_and_si256(k, on);
-        const __m256 p = _mm256_div_ps(_mm256_sub_ps(mag, t_lo), _mm256_sub_ps(t_hi, t_lo));
-        /* the element's random bits: mix32(i * HASH_INDEX + key) */
-        __m256i h = counter;
-        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
-        h = _mm256_mullo_epi32(h, mix1);
-        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
-        h = _mm256_mullo_epi32(h, mix2);
-        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
-        counter = _mm256_add_epi32(counter, step8);
-        const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), u_unit);
-        /* u < p, both >= +0: as int32 bits, as the portable loop */
-        const __m256i up = _mm256_cmpgt_epi32(_mm256_castps_si256(p), _mm256_castps_si256(u));
-        const __m256i level = _mm256_sub_epi32(lo, up);
-        __m256i code;
-        if (is_signed) {
-            const __m256i neg = _mm256_srai_epi32(rbits, 31);
-            code = _mm256_add_epi32(zero_code, _mm256_sub_epi32(_mm256_xor_si256(level, neg), neg));
-        } else {
-            code = level;
+    for (; j + 32 <= n; j += 32) {
+        __m256i out[4];
+        for (int q = 0; q < 4; q++) {
+            const __m256 r = _mm256_div_ps(_mm256_loadu_ps(x + j + 8 * q), vsafe);
+            const __m256i rbits = _mm256_castps_si256(r);
+            const __m256i b = _mm256_and_si256(rbits, abs_mask);
+            const __m256 mag = _mm256_castsi256_ps(b);
+            const __m256i qq = _mm256_srli_epi32(b, 20); /* 8 e + t: permutes read its low 3 bits, t */
+            const __m256i thr = _mm256_permutevar8x32_epi32(thr_tab, qq);
+            const __m256i idx = _mm256_sub_epi32(qq, _mm256_cmpgt_epi32(_mm256_and_si256(b, mant_mask), thr));
+            const __m256i below = _mm256_permutevar8x32_epi32(below_tab, idx);
+            const __m256i above = _mm256_permutevar8x32_epi32(above_tab, idx);
+            /* k = top - (8 (127 - e) - j) = idx + top - 8 * 127 */
+            const __m256i k = _mm256_add_epi32(idx, k_offset);
+            const __m256i on = _mm256_cmpgt_epi32(k, zero);
+            const __m256i ebits = _mm256_and_si256(b, exp_mask);
+            const __m256 t_lo = _mm256_castsi256_ps(_mm256_and_si256(_mm256_or_si256(ebits, below), on));
+            const __m256 t_hi = _mm256_castsi256_ps(
+                _mm256_blendv_epi8(small_bits, _mm256_add_epi32(ebits, above), on));
+            const __m256i lo = _mm256_and_si256(k, on);
+            const __m256 p = _mm256_div_ps(_mm256_sub_ps(mag, t_lo), _mm256_sub_ps(t_hi, t_lo));
+            /* the element's random bits: mix32(i * HASH_INDEX + key) */
+            __m256i h = counter;
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+            h = _mm256_mullo_epi32(h, mix1);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
+            h = _mm256_mullo_epi32(h, mix2);
+            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+            counter = _mm256_add_epi32(counter, step8);
+            const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), u_unit);
+            /* u < p, both >= +0: as int32 bits, as the portable loop */
+            const __m256i up = _mm256_cmpgt_epi32(_mm256_castps_si256(p), _mm256_castps_si256(u));
+            const __m256i level = _mm256_sub_epi32(lo, up);
+            if (is_signed) {
+                const __m256i neg = _mm256_srai_epi32(rbits, 31);
+                out[q] = _mm256_add_epi32(zero_code, _mm256_sub_epi32(_mm256_xor_si256(level, neg), neg));
+            } else {
+                out[q] = level;
+            }
         }
-        _mm256_storeu_si256((__m256i *)(lv + j), code);
+        /* 32 codes (0..254) to bytes: packs work within 128-bit lanes, the permute puts them in order */
+        const __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(out[0], out[1]), _mm256_packus_epi32(out[2], out[3]));
+        _mm256_storeu_si256((__m256i *)(codes + j), _mm256_permutevar8x32_epi32(w, pack_order));
     }
     return j;
 }
+
+/* the largest |x| of n values as bits (NaN above inf); non-signed kinds first clamp x at 0 (NaN stays) */
+static inline uint32_t absmax_avx2(float *restrict x, int32_t n, int clamp, int32_t *done) {
+    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+    const __m256 zero = _mm256_setzero_ps();
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0;
+    int32_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + 8);
+        if (clamp) { /* x < 0 ? 0 : x */
+            a = _mm256_blendv_ps(a, zero, _mm256_cmp_ps(a, zero, _CMP_LT_OQ));
+            b = _mm256_blendv_ps(b, zero, _mm256_cmp_ps(b, zero, _CMP_LT_OQ));
+            _mm256_storeu_ps(x + j, a);
+            _mm256_storeu_ps(x + j + 8, b);
+        }
+        m0 = _mm256_max_epu32(m0, _mm256_and_si256(_mm256_castps_si256(a), abs_mask));
+        m1 = _mm256_max_epu32(m1, _mm256_and_si256(_mm256_castps_si256(b), abs_mask));
+    }
+    m0 = _mm256_max_epu32(m0, m1);
+    __m128i m = _mm_max_epu32(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+    *done = j;
+    return (uint32_t)_mm_cvtsi128_si32(m);
+}
 #else
 static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int32_t top, float smallest,
-                              uint32_t base, int32_t *restrict lv) {
-    (void)x; (void)n; (void)safe; (void)top; (void)smallest; (void)base; (void)lv;
+                              uint32_t base, uint8_t *restrict codes) {
+    (void)x; (void)n; (void)safe; (void)top; (void)smallest; (void)base; (void)codes;
+    return 0;
+}
+static inline uint32_t absmax_avx2(float *restrict x, int32_t n, int clamp, int32_t *done) {
+    (void)x; (void)n; (void)clamp;
+    *done = 0;
     return 0;
 }
 #endif
@@ -701,7 +773,7 @@ static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, in
 #define SR_LOOP(TOP, SMALLEST, CODE)                                                                  \
     {                                                                                                 \
         const float smallest = (SMALLEST);                                                            \
-        for (int32_t j = sr_avx2(x, (int32_t)n, safe, TOP, smallest, base, lv); j < (int32_t)n; j++) { \
+        for (int32_t j = vec_done = sr_avx2(x, (int32_t)n, safe, TOP, smallest, base, codes); j < (int32_t)n; j++) { \
             const float r = x[j] / safe, mag = fabsf(r);                                              \
             float t_lo, t_hi;                                                                         \
             const int32_t lo = level_bounds(mag, TOP, smallest, &t_lo, &t_hi);                        \
@@ -719,10 +791,11 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
                                uint8_t *restrict codes, float *restrict scale_out) {
     /* Comparisons of floats known to be >= +0 (or -0) and finite are made on their bits as int32, which
      * orders them alike: float compares would keep gcc from vectorising these loops (-ftrapping-math). */
-    uint32_t amax = 0;
+    int32_t head;
+    uint32_t amax = absmax_avx2(x, (int32_t)n, kind != KIND_SIGNED, &head);
     if (kind != KIND_SIGNED)
-        for (int32_t j = 0; j < (int32_t)n; j++) x[j] = CLAMP_MIN(x[j], 0.0f);
-    for (int32_t j = 0; j < (int32_t)n; j++) {
+        for (int32_t j = head; j < (int32_t)n; j++) x[j] = CLAMP_MIN(x[j], 0.0f);
+    for (int32_t j = head; j < (int32_t)n; j++) {
         const uint32_t a = f2u(x[j]) & 0x7FFFFFFFu; /* |x|: its bits order like its value, NaN above inf */
         amax = a > amax ? a : amax;
     }
@@ -734,7 +807,8 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
     }
     *scale_out = u2f(amax);
     const float safe = amax ? u2f(amax) : 1.0f;
-    int32_t lv[BLOCK] __attribute__((aligned(64))); /* the codes as int32: 8 lanes a vector, then packed */
+    int32_t lv[BLOCK] __attribute__((aligned(64))); /* the codes as int32, then packed */
+    int32_t vec_done = 0; /* the leading codes written by sr_avx2 */
     if (kind == KIND_UPPER) {
         const float smallest = MAGS_U[1];
         for (int32_t j = 0; j < (int32_t)n; j++) {
@@ -755,7 +829,7 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
         else
             SR_LOOP(255, MAGS_U[1], level)
     }
-    for (int32_t j = 0; j < (int32_t)n; j++) codes[j] = (uint8_t)lv[j];
+    for (int32_t j = vec_done; j < (int32_t)n; j++) codes[j] = (uint8_t)lv[j];
 }
 
 /*
@@ -843,7 +917,7 @@ int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, 
 #else
         const int tid = 0, nth = 1;
 #endif
-        float buf[MAX_STATES][CHUNK] __attribute__((aligned(64)));
+        float buf[MAX_STATES][SPAN] __attribute__((aligned(64)));
         /* this thread steps the chunks that start in its share of the concatenated elements */
         const int64_t begin = (units * tid / nth) * ALIGN;
         int64_t end = (units * (tid + 1) / nth) * ALIGN;
@@ -859,19 +933,19 @@ int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, 
             /* the first chunk starting at or after lo */
             int64_t start;
             if (r_len == 0) {
-                start = (lo + CHUNK - 1) / CHUNK * CHUNK;
+                start = (lo + SPAN - 1) / SPAN * SPAN;
             } else {
-                const int64_t r = lo / r_len, w = (lo - r * r_len + BLOCK - 1) / BLOCK * BLOCK;
+                const int64_t r = lo / r_len, w = (lo - r * r_len + SPAN - 1) / SPAN * SPAN;
                 start = w >= r_len ? (r + 1) * r_len : r * r_len + w;
             }
             const int64_t nb = r_len > 0 ? (r_len + BLOCK - 1) / BLOCK : 0;
             while (start < hi) {
                 int64_t len, blk = 0;
                 if (r_len == 0) {
-                    len = n_i - start < CHUNK ? n_i - start : CHUNK;
+                    len = n_i - start < SPAN ? n_i - start : SPAN;
                 } else {
                     const int64_t r = start / r_len, w = start - r * r_len;
-                    len = r_len - w < BLOCK ? r_len - w : BLOCK;
+                    len = r_len - w < SPAN ? r_len - w : SPAN;
                     blk = r * nb + w / BLOCK;
                 }
                 for (int k = 0; k < nstates; k++) {
@@ -880,8 +954,9 @@ int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, 
                     if (r_len == 0)
                         bf16_decode((const uint16_t *)s + start, len, buf[k]);
                     else
-                        int8_decode((const uint8_t *)s + start, len, kinds[k],
-                                    scales[(int64_t)k * count + i][blk], buf[k]);
+                        for (int64_t o = 0; o < len; o += BLOCK)
+                            int8_decode((const uint8_t *)s + start + o, len - o < BLOCK ? len - o : BLOCK, kinds[k],
+                                        scales[(int64_t)k * count + i][blk + o / BLOCK], buf[k] + o);
                 }
                 fn(len, (char *)params[i] + start * psz, (const char *)grads[i] + start * psz, buf[0], buf[1],
                    buf[2], buf[3], sc, flags);
@@ -891,8 +966,9 @@ int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, 
                     if (r_len == 0)
                         bf16_encode(buf[k], len, kinds[k], key[k], start, (uint16_t *)s + start);
                     else
-                        int8_encode(buf[k], len, kinds[k], key[k], start, (uint8_t *)s + start,
-                                    &scales[(int64_t)k * count + i][blk]);
+                        for (int64_t o = 0; o < len; o += BLOCK)
+                            int8_encode(buf[k] + o, len - o < BLOCK ? len - o : BLOCK, kinds[k], key[k], start + o,
+                                        (uint8_t *)s + start + o, &scales[(int64_t)k * count + i][blk + o / BLOCK]);
                 }
                 start += len;
             }
