@@ -372,15 +372,20 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             initial = local_tensor(self.init_state_tensor(name, param, group)).float()
             key = state_format.init_key(seed, slots[name])
             layout = state_format.layout_like(param)
+            # +0.0 everywhere (every state but AGD's z from the parameters): its encoding is exact and needs no
+            # rounding (bfloat16 +0.0; int8 zero codes and zero scales), so the reference codec is skipped
+            zeros = not initial.view(torch.int32).any()
             if fmt == "bfloat16":
-                stored = torch.empty_like(param, dtype=torch.bfloat16, **layout)
-                state_format.encode_bfloat16(initial, kind, key, out=local_tensor(stored))
+                stored = torch.zeros_like(param, dtype=torch.bfloat16, **layout)
+                if not zeros:
+                    state_format.encode_bfloat16(initial, kind, key, out=local_tensor(stored))
                 state[name] = stored
             else:
-                codes = torch.empty_like(param, dtype=torch.uint8, **layout)
+                codes = torch.full_like(param, state_format.ZERO_CODE[kind], dtype=torch.uint8, **layout)
                 local = local_tensor(codes)
-                scales = torch.empty(state_format.scale_shape(local.shape), dtype=torch.float32, device=local.device)
-                state_format.quantize_int8(initial, kind, key, codes=local, scales=scales)
+                scales = torch.zeros(state_format.scale_shape(local.shape), dtype=torch.float32, device=local.device)
+                if not zeros:
+                    state_format.quantize_int8(initial, kind, key, codes=local, scales=scales)
                 state[name] = codes
                 state[state_format.scale_name(name)] = _scales_like(param, scales)
 
