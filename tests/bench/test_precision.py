@@ -247,3 +247,39 @@ def test_bench_run_takes_the_suite_as_an_option_too(tmp_path, capsys):
     (tmp_path / "bad.toml").write_text('[[problems]]\nname = "rosenbrok"\n')
     assert main(["bench", "run", "--suite", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o")]) == 2
     assert "problems[0].name: unknown problem 'rosenbrok'" in capsys.readouterr().err
+
+
+def test_bench_run_and_report_of_a_variant_suite_end_to_end(tmp_path, capsys):
+    """A tiny variant suite through the CLI: every arm runs on the paired seeds, the run's summary counts the
+    verdicts and the report has the table."""
+    from adamkit.cli import main
+
+    (tmp_path / "v.toml").write_text('''
+name = "v"
+optimizers = ["adam", "adopt"]
+[protocol]
+final_seeds = 5
+[protocol.variants]
+bfloat16 = { state_dtype = "bfloat16" }
+int8 = { state_dtype = "int8" }
+[protocol.margins]
+test_accuracy = { absolute = 0.05 }
+[[tasks]]
+name = "mnist1d_cnn"
+params = { synthetic = true }
+steps = 20
+eval_every = 10
+tune = false
+''')
+    out = tmp_path / "out"
+    assert main(["bench", "run", "--suite", str(tmp_path / "v.toml"), "--out", str(out), "--jobs", "1",
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "30 runs done, 0 failed" in text
+    assert "variants against the main arm" in text and "  int8: " in text and "  bfloat16: " in text
+    res = analysis.load(out)
+    assert {k[2] for k in res.arms} == {"fixed", "variant:bfloat16", "variant:int8"}
+    assert all(a.n == 5 for a in res.arms.values())
+    assert main(["bench", "report", str(out)]) == 0
+    md = (out / "report" / "report.md").read_text()
+    assert "| adopt | mnist1d_cnn | int8 | test_accuracy (higher is better) |" in md

@@ -183,6 +183,16 @@ def _summary(where) -> None:
             conv = "" if math.isnan(a.converged) else f"({a.converged:.0%})"
             cells.append(f"{_fmt(a.median) + star:>{width + 1}}{conv:>6}")
         print(f"{inst.key[:key_w]:<{key_w}} " + " ".join(cells))
+    if res.suite.variants:
+        from . import judge
+
+        rows = judge.judge_variants(res)
+        print("\nvariants against the main arm (non-inferiority; the report has each row):")
+        for name in res.suite.variants:
+            verdicts = [c.verdict for c in rows if c.variant == name]
+            counts = ", ".join(f"{verdicts.count(v)} {v}" for v in (judge.NO_WORSE, judge.WORSE, judge.INCONCLUSIVE,
+                                                                    judge.NOT_MEASURED) if verdicts.count(v))
+            print(f"  {name}: {counts}")
 
 
 def _report(args) -> int:

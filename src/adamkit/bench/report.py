@@ -142,16 +142,28 @@ def variants_section(doc, res, plots) -> None:
           f"resamples, fixed seed), n = paired seeds. Non-inferiority margins ({margins}): **no worse** when the "
           "whole interval lies above −margin, **worse** when it lies wholly below, else **inconclusive** (and "
           f"always when n < {judge.MIN_SEEDS}).")
+    seconds = res.store.durations()
+
+    def ms_per_step(arm) -> str:
+        per = [seconds[h] / res.finals[h]["steps"] * 1e3 for h in (arm.hashes if arm else [])
+               if h in seconds and (res.finals.get(h) or {}).get("steps")]
+        return _fmt(analysis.quantile(per, 0.5)) if per else "–"
+
     table = []
     for c in rows:
         ref = res.arm(c.instance, c.optimizer, c.reference_arm)
+        var = res.arm(c.instance, c.optimizer, f"variant:{c.variant}")
         table.append([c.optimizer, c.instance, c.variant, f"{c.metric} ({c.direction} is better)",
                       (f"{_fmt(c.reference_median)} ({_hp(ref.hparams)})" if ref is not None else "–"),
                       _fmt(c.variant_median),
                       f"{_signed(c.effect)} [{_fmt(c.low)}, {_fmt(c.high)}]" if c.n else "–", str(c.n),
-                      c.margin_text or "–", f"**{c.verdict}**" + (f"; {c.note}" if c.note else "")])
+                      c.margin_text or "–", f"**{c.verdict}**" + (f"; {c.note}" if c.note else ""),
+                      f"{ms_per_step(ref)} / {ms_per_step(var)}"])
     doc.table(["optimizer", "instance", "variant", "metric", "reference median (its hyperparameters)",
-               "variant median", "difference [95 % interval]", "n", "margin", "verdict"], table)
+               "variant median", "difference [95 % interval]", "n", "margin", "verdict",
+               "ms/step reference / variant"], table)
+    doc.p("ms/step: median run time per optimizer step (evaluations included, one thread per run) on the machine "
+          "that ran the sweep; descriptive only (other work on the machine moves it).")
     columns = list(dict.fromkeys((c.instance, c.variant) for c in rows))
     matrix = []
     for opt in dict.fromkeys(c.optimizer for c in rows):
