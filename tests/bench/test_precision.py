@@ -233,7 +233,7 @@ def test_fewer_than_five_paired_seeds_are_inconclusive_in_the_report(tmp_path):
     store.close()
     rows = {(c.instance, c.optimizer, c.variant): c for c in judge.judge_variants(analysis.load(path))}
     c = rows[("mnist1d_cnn", "adam", "int8")]
-    assert c.n == 4 and c.verdict == judge.INCONCLUSIVE
+    assert c.n == 4 and c.verdict == judge.INCONCLUSIVE and c.note == "n < 5"
     assert rows[("mnist1d_cnn", "adam", "bfloat16")].verdict == judge.NO_WORSE
 
 

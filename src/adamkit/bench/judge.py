@@ -305,6 +305,8 @@ def judge_variants(res: analysis.Results) -> list[VariantComparison]:
                     continue
                 row.verdict, row.effect, row.low, row.high = noninferiority(d, row.margin)
                 row.n = int(d.size)
+                notes = [f"n < {MIN_SEEDS}"] if row.n < MIN_SEEDS else []
                 if ref.diverged or var.diverged:
-                    row.note = f"diverged: {ref.diverged} reference, {var.diverged} variant (the worst finite value)"
+                    notes.append(f"diverged: {ref.diverged} reference, {var.diverged} variant (the worst finite value)")
+                row.note = "; ".join(notes)
     return out
