@@ -94,7 +94,10 @@ class Fused(Backend):
 
         def run() -> None:
             table.launch(call, grad_ptrs)
-            deque(map(operator.setitem, table.state_dicts, repeat("step"), repeat(step + 1)), maxlen=0)
+            if table.native is not None:
+                table.native.set_steps(table.state_dicts, step + 1)
+            else:
+                deque(map(operator.setitem, table.state_dicts, repeat("step"), repeat(step + 1)), maxlen=0)
         return run
 
 

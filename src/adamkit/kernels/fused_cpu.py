@@ -391,7 +391,9 @@ class CachedLaunch:
     Memory safety: the table holds the storages its pointers point into, so
     that memory stays allocated while the table exists, and each step it
     compares the current data pointers of every parameter and state tensor
-    with the kept ones (C-level ``map`` over the tensors). A tensor whose
+    with the kept ones (C-level ``map`` over the tensors; for groups of
+    ``fused_check.MIN_TENSORS`` or more, one native pass, :mod:`.fused_check`,
+    which also checks their dtypes and shapes). A tensor whose
     storage was swapped (``p.data = ...``, ``state["exp_avg"].data = ...``, a
     new state tensor) has another pointer (no new allocation can start where a
     kept storage lies), so the table is not used and the general path steps
@@ -404,8 +406,8 @@ class CachedLaunch:
         self.param_ptrs = list(map(_DATA_PTR, params))
         self.state_dicts = list(state_dicts)  # the per-parameter state dicts the state tensors are found in
         self.state_changes = None  # the owner's count of changes of opt.state when the table was built
-        # (the item getter of a slot, its tensors' pointers) for each slot the kernel uses
-        self.state_ptrs = [(operator.itemgetter(name), list(map(_DATA_PTR, states[name])))
+        # (the item getter of a slot, its tensors' pointers, their dtype) for each slot the kernel uses
+        self.state_ptrs = [(operator.itemgetter(name), list(map(_DATA_PTR, states[name])), states[name][0].dtype)
                            for name in names if name is not None]
         # the memory the pointers point into stays allocated while the table exists
         self._storages = [list(map(Tensor.untyped_storage, params))] + [
@@ -419,6 +421,16 @@ class CachedLaunch:
         for k, name in enumerate(names):
             if name is not None:
                 self.ptrs[(2 + k) * count:(3 + k) * count] = list(map(_DATA_PTR, states[name]))
+        # groups of many tensors are checked in native code (fused_check), which writes the gradients'
+        # pointers straight into self.ptrs; None: the Python check below
+        self.native = None
+        from . import fused_check  # noqa: PLC0415 - it imports this module
+        if count >= fused_check.MIN_TENSORS and (lib := fused_check.native()) is not None:
+            grad_slots = ctypes.addressof(self.ptrs) + count * ctypes.sizeof(ctypes.c_void_p)
+            try:
+                self.native = fused_check.NativeCheck(lib, names, params, states, grad_slots)
+            except fused_check.NativeCheckUnavailable:
+                pass
 
     @staticmethod
     def eligible(names: tuple, params: list[Tensor], states: dict[str, list[Tensor]]) -> bool:
@@ -442,24 +454,35 @@ class CachedLaunch:
         """The step count and the gradients' pointers if the table still applies to these tensors, else None.
 
         Writes nothing. It applies while the state dicts, the parameters' and the state tensors' storages are
-        the ones the table points at, every parameter has one step count, and every gradient is a dense
-        contiguous tensor of its parameter's shape and dtype (torch checks assigned gradients, but
+        the ones the table points at (contiguous, of the kept dtypes and shapes), every parameter has one step
+        count, and every gradient is a dense contiguous tensor of its parameter's shape and dtype (torch checks
+        assigned gradients, but
         ``p.grad.data = ...`` goes around it; the general path then raises, naming the parameter).
         """
         if names != self.names or len(params) != self.count:
             return None
-        try:
-            if ((state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)))
-                    or list(map(_DATA_PTR, params)) != self.param_ptrs):
+        if self.native is not None and type(params) is list:
+            # the same conditions, checked per tensor in C++ (fused_check.cpp): the state dicts' identity
+            # here, then each parameter's storage, dtype, shape and contiguity, each gradient's, each state
+            # tensor's, and one step count (an int); the gradients' pointers are then already in self.ptrs
+            if state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)):
                 return None
-            for get, ptrs in self.state_ptrs:
-                if list(map(_DATA_PTR, map(get, state_dicts))) != ptrs:
+            step = self.native(params, self.state_dicts)
+            return None if step is None else (step, None)
+        try:
+            # a same-storage view of another dtype, shape or order (p.data = p.data.t(), ...) keeps the pointer
+            if ((state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)))
+                    or list(map(_DATA_PTR, params)) != self.param_ptrs
+                    or not self._same_layout(params, self.torch_dtype)):
+                return None
+            for get, ptrs, dtype in self.state_ptrs:
+                col = list(map(get, state_dicts))
+                if list(map(_DATA_PTR, col)) != ptrs or not self._same_layout(col, dtype):
                     return None
             steps = set(map(_STEP, state_dicts))
             grads = list(map(_GRAD, params))
             grad_ptrs = list(map(_DATA_PTR, grads))  # None or a tensor without storage (sparse) raise here
-            if (not all(map(Tensor.is_contiguous, grads)) or set(map(_DTYPE_OF, grads)) != {self.torch_dtype}
-                    or list(map(Tensor.size, grads)) != self.shapes):
+            if not self._same_layout(grads, self.torch_dtype):
                 return None
         except (TypeError, RuntimeError, KeyError):
             return None
@@ -467,10 +490,17 @@ class CachedLaunch:
             return None
         return steps.pop(), grad_ptrs
 
+    def _same_layout(self, col: list[Tensor], dtype: torch.dtype) -> bool:
+        """Every tensor of ``col`` contiguous, of ``dtype`` and of its parameter's kept shape."""
+        return (all(map(Tensor.is_contiguous, col)) and set(map(_DTYPE_OF, col)) == {dtype}
+                and list(map(Tensor.size, col)) == self.shapes)
+
     def launch(self, call: "KernelCall", grad_ptrs: list[int]) -> None:
-        """One kernel call with the gradients :meth:`check` accepted (call it right after that check)."""
+        """One kernel call with the gradients :meth:`check` accepted (call it right after that check;
+        ``grad_ptrs`` None: the native check wrote them into the table)."""
         count = self.count
-        self.ptrs[count:2 * count] = grad_ptrs
+        if grad_ptrs is not None:
+            self.ptrs[count:2 * count] = grad_ptrs
         sc = (ctypes.c_double * 16)(*call.scalars)
         base = ctypes.addressof(self.ptrs)
         size = ctypes.sizeof(ctypes.c_void_p)

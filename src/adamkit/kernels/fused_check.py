@@ -1,0 +1,265 @@
+"""The kept pointer table's per-step check, in native code (``fused_check.cpp``).
+
+:class:`adamkit.kernels.fused_cpu.CachedLaunch` decides each step whether the
+table it kept still applies: the same state dicts, parameter and state storages,
+one step count, every gradient a dense contiguous tensor of its parameter's
+shape and dtype. In Python that is nine C-level passes over the tensors through
+torch's bindings, about 3 µs a tensor a step: for 2,000 small tensors (6 ms) as
+long as the kernel call itself. :class:`NativeCheck` does the same walk in C++,
+reading the tensors' C++ objects (about 0.2 µs a tensor, cache misses included)
+and writing the gradients' pointers straight into the table.
+
+It is built on first use for a group of at least :data:`MIN_TENSORS` tensors
+(smaller groups gain too little to pay a build) with the system C++ compiler
+(``$CXX``, else ``c++``/``g++``/``clang++``) against the installed torch's
+headers (``ATen/core/Tensor.h``, about 5 s; no network, no pybind11) and linked
+to its ``libc10``. The build is cached beside the fused kernel's
+(:func:`adamkit.kernels.fused_cpu.cache_dir`), keyed by the source, the
+compiler, its flags, torch's and Python's versions, and verified against its
+integrity record before every load, as the kernel is.
+
+Where it cannot be built or loaded (no C++ compiler, no torch headers, a torch
+whose Python tensor objects are laid out otherwise), the Python check is used
+instead (correct, slower on many small tensors), and a RuntimeWarning says so
+once per process, with the reason. ``ADAMKIT_DISABLE_NATIVE_CHECK=1`` chooses
+the Python check silently.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from .. import _integrity
+from . import fused_cpu
+
+SOURCE = Path(__file__).with_name("fused_check.cpp")
+
+#: groups with fewer tensors keep the Python check (a few µs a tensor: not worth a build of seconds)
+MIN_TENSORS = 64
+
+#: tried in order; the first that compiles is used
+_FLAG_SETS = (["-std=c++20"], ["-std=c++17"])
+_BASE_FLAGS = ["-O2", "-fPIC", "-shared", "-fvisibility=hidden"]
+
+
+class NativeCheckUnavailable(RuntimeError):
+    """The native check could not be built or loaded here."""
+
+
+_lock = threading.Lock()
+_lib = None
+_error: str | None = None
+_warned = False
+
+
+def _compiler() -> str | None:
+    for cand in ([os.environ["CXX"]] if os.environ.get("CXX") else []) + ["c++", "g++", "clang++"]:
+        path = shutil.which(cand.split()[0])
+        if path:
+            return path
+    return None
+
+
+def _torch_flags() -> list[str]:
+    """Include and link flags for the installed torch and Python (raises when a header is missing)."""
+    root = Path(torch.__file__).parent
+    include, lib = root / "include", root / "lib"
+    python_include = sysconfig.get_paths().get("include") or ""
+    if not (include / "ATen" / "core" / "Tensor.h").is_file():
+        raise NativeCheckUnavailable(f"torch's C++ headers are not installed ({include}/ATen/core/Tensor.h is missing)")
+    if not (Path(python_include) / "Python.h").is_file():
+        raise NativeCheckUnavailable(f"Python's C headers are not installed (no Python.h in {python_include!r})")
+    abi = int(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
+    return [f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-I{include}", f"-I{python_include}",
+            f"-L{lib}", "-lc10", f"-Wl,-rpath,{lib}"]
+
+
+def _key(source: bytes, cxx: str, flags: list[str]) -> str:
+    parts = [source, cxx.encode(), " ".join(flags).encode(), torch.__version__.encode(),
+             str(getattr(torch.version, "git_version", "")).encode(), sys.version.encode(), platform.machine().encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
+
+
+def _build(cxx: str) -> Path:
+    source = SOURCE.read_bytes()
+    directory = fused_cpu.cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NativeCheckUnavailable(f"its cache directory {directory} is not writable ({exc})") from None
+    torch_flags = _torch_flags()
+    errors = []
+    for extra in _FLAG_SETS:
+        flags = _BASE_FLAGS + extra + torch_flags
+        target = directory / f"fused_check-{_key(source, cxx, flags)}.so"
+        if target.exists():
+            problem = _integrity.problem(target)  # a damaged build would crash the process inside dlopen
+            if problem is None:
+                fused_cpu._touch(target)
+                return target
+            warnings.warn(f"adamkit: the cached native table check is damaged ({problem}); rebuilding it",
+                          RuntimeWarning, stacklevel=2)
+        try:
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+        except OSError as exc:
+            raise NativeCheckUnavailable(f"its cache directory {directory} is not writable ({exc})") from None
+        os.close(fd)
+        try:
+            proc = subprocess.run([cxx, *_BASE_FLAGS, *extra, str(SOURCE), "-o", tmp, *torch_flags],
+                                  capture_output=True, text=True, timeout=300)
+            if proc.returncode == 0:
+                digest = _integrity.sha256_file(tmp)
+                os.replace(tmp, target)  # atomic: concurrent builders agree
+                _integrity.record(target, sha256=digest)
+                prune(directory, keep=target)
+                return target
+            errors.append(f"{' '.join(extra)}: {proc.stderr.strip()[-500:]}")
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(f"{' '.join(extra)}: {exc}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise NativeCheckUnavailable("the C++ compiler failed:\n" + "\n".join(errors))
+
+
+def prune(directory: Path, keep: Path | None = None, max_age_s: float = fused_cpu.STALE_AFTER_S) -> list[Path]:
+    """Remove builds of this check (``fused_check-*.so``) unused for ``max_age_s``; returns what was removed.
+    (Compiler leftovers, ``tmp*.so``, are removed with the kernel's: :func:`fused_cpu.prune_cache`.)"""
+    now = time.time()
+    removed = []
+    for path in directory.glob("fused_check-*.so"):
+        if keep is not None and path == keep:
+            continue
+        try:
+            if now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                removed.append(path)
+                _integrity.record_path(path).unlink(missing_ok=True)
+        except OSError:
+            pass
+    return removed
+
+
+def _verify_layout(lib) -> None:
+    """Refuse a torch whose Python tensor objects do not hold their tensor where the build reads it."""
+    tensor_type, param_type = torch.Tensor, torch.nn.Parameter
+    probes = [torch.zeros(3), torch.nn.Parameter(torch.zeros(2, 2)), torch.zeros(5)[1:], torch.zeros((), dtype=torch.float64)]
+    for t in probes:
+        cdata = getattr(t, "_cdata", None)
+        if not isinstance(cdata, int) or lib.adamkit_check_impl(t, tensor_type, param_type) != cdata:
+            raise NativeCheckUnavailable(f"torch {torch.__version__} lays out its Python tensor objects otherwise "
+                                         "than this check reads them")
+    if lib.adamkit_check_dtype(probes[0], tensor_type, param_type) == lib.adamkit_check_dtype(probes[3], tensor_type, param_type):
+        raise NativeCheckUnavailable("the check cannot tell float32 from float64 tensors here")
+
+
+def load():
+    """The loaded native check (built on first use); raises :class:`NativeCheckUnavailable` saying why."""
+    global _lib, _error
+    if _lib is not None:
+        return _lib
+    with _lock:
+        if _lib is not None:
+            return _lib
+        if _error is not None:
+            raise NativeCheckUnavailable(_error)
+        try:
+            if sys.platform == "win32":
+                raise NativeCheckUnavailable("it is built for POSIX systems only")
+            cxx = _compiler()
+            if cxx is None:
+                raise NativeCheckUnavailable("no C++ compiler found (set $CXX, or install g++ or clang++)")
+            lib = ctypes.PyDLL(str(_build(cxx)))  # PyDLL: called with the GIL held, Python errors propagate
+            if lib.adamkit_check_abi_version() != 1:
+                raise NativeCheckUnavailable("stale build in the cache (ABI mismatch)")
+            obj = ctypes.py_object
+            lib.adamkit_check_impl.restype = ctypes.c_ssize_t
+            lib.adamkit_check_impl.argtypes = [obj, obj, obj]
+            lib.adamkit_check_dtype.restype = ctypes.c_int64
+            lib.adamkit_check_dtype.argtypes = [obj, obj, obj]
+            lib.adamkit_check_table.restype = obj
+            lib.adamkit_check_table.argtypes = [obj] * 6 + [ctypes.c_int64] + [ctypes.c_void_p] * 6
+            lib.adamkit_check_set_steps.restype = ctypes.c_int
+            lib.adamkit_check_set_steps.argtypes = [obj, obj, obj]
+            _verify_layout(lib)
+        except NativeCheckUnavailable as exc:
+            _error = f"adamkit's native table check is unavailable: {exc}"
+            raise NativeCheckUnavailable(_error) from None
+        except OSError as exc:
+            _error = f"adamkit's native table check could not be loaded: {exc}"
+            raise NativeCheckUnavailable(_error) from None
+        _lib = lib
+        return lib
+
+
+def native():
+    """The loaded check, or None (the Python check then runs): disabled, or unavailable (said once, with why)."""
+    global _warned
+    if os.environ.get("ADAMKIT_DISABLE_NATIVE_CHECK", "") not in ("", "0"):
+        return None
+    try:
+        return load()
+    except NativeCheckUnavailable as exc:
+        if not _warned:
+            _warned = True
+            warnings.warn(
+                f"{exc}. The fused kernel's kept pointer table is checked in Python instead: steps stay "
+                "correct, about 3 µs a tensor slower (noticeable with thousands of small tensors); fix the "
+                "cause above, or set ADAMKIT_DISABLE_NATIVE_CHECK=1 to choose the Python check and silence this",
+                RuntimeWarning, stacklevel=5,
+            )
+        return None
+
+
+class NativeCheck:
+    """One table's check: what the table was built for, kept in arrays the native code compares with.
+
+    ``grad_slots`` is the address of the table's ``count`` gradient pointers (written by a check that succeeds).
+    The caller keeps the memory at ``grad_slots`` alive as long as this object.
+    """
+
+    def __init__(self, lib, names: tuple, params: list, states: dict, grad_slots: int):
+        count = len(params)
+        used = [n for n in names if n is not None]
+        tensor_type, param_type = torch.Tensor, torch.nn.Parameter
+        dtypes = [lib.adamkit_check_dtype(params[0], tensor_type, param_type)]
+        dtypes += [lib.adamkit_check_dtype(states[n][0], tensor_type, param_type) for n in used]
+        if min(dtypes) < 0:
+            raise NativeCheckUnavailable("a tensor of the table is not a plain torch.Tensor")
+        dims = [0]
+        flat_sizes: list[int] = []
+        for p in params:
+            flat_sizes.extend(p.shape)
+            dims.append(len(flat_sizes))
+        i64 = ctypes.c_int64
+        self._arrays = (
+            (i64 * count)(*map(torch.Tensor.data_ptr, params)),
+            (i64 * max(1, count * len(used)))(*[s.data_ptr() for n in used for s in states[n]]),
+            (i64 * len(dtypes))(*dtypes),
+            (i64 * (count + 1))(*dims),
+            (i64 * max(1, len(flat_sizes)))(*flat_sizes),
+        )
+        self._args = (tuple(used), "step", tensor_type, param_type, count,
+                      *map(ctypes.addressof, self._arrays), grad_slots)
+        self._check = lib.adamkit_check_table
+        self._set_steps = lib.adamkit_check_set_steps
+
+    def __call__(self, params: list, state_dicts: list):
+        """The common step count, with the gradients' pointers written into the table; None where it does not apply."""
+        return self._check(params, state_dicts, *self._args)
+
+    def set_steps(self, state_dicts: list, step: int) -> None:
+        self._set_steps(state_dicts, "step", step)
