@@ -95,13 +95,16 @@ class Config:
     name: str
     variant: int
     path: str
+    #: None: the optimizer's default (float32 state)
+    state_dtype: Any = None
 
     @property
     def info(self):
         return next(info for info in OPTIMIZERS if info.name == self.name)
 
     def kwargs(self) -> dict[str, Any]:
-        return {"lr": LR, **self.info.variants[self.variant], **PATHS[self.path]}
+        extra = {} if self.state_dtype is None else {"state_dtype": self.state_dtype}
+        return {"lr": LR, **self.info.variants[self.variant], **PATHS[self.path], **extra}
 
     @property
     def checkpointable(self) -> bool:
@@ -127,6 +130,31 @@ def configs() -> list[Config]:
     return out
 
 
+#: low-precision state (issue 13): a first-moment/second-moment algorithm with a running maximum ("upper"),
+#: AdaBelief's s with its maximum, AGD's z initialised from the parameters; loop and foreach (and ADOPT on
+#: the fused C kernel where it stores these formats)
+LOW_PRECISION = (("adamw", 1, "loop"), ("adabelief", 3, "foreach"), ("agd", 6, "loop"))
+STATE_DTYPES = {"bf16": torch.bfloat16, "int8": "int8"}
+
+
+def fused_takes_low_precision() -> bool:
+    """Whether ``fused=True`` steps bfloat16 and int8 state in this build (the C kernel's storage formats)."""
+    p = torch.zeros(2, 3, requires_grad=True)
+    p.grad = torch.ones(2, 3)
+    try:
+        for dtype in STATE_DTYPES.values():
+            adamkit.ADOPT([p], lr=LR, fused=True, state_dtype=dtype).step()
+    except (RuntimeError, ValueError, NotImplementedError, TypeError):
+        return False
+    return True
+
+
+def low_precision_configs() -> list[Config]:
+    chosen = LOW_PRECISION + ((("adopt", 0, "fused"),) if fused_takes_low_precision() else ())
+    return [Config(f"{name}-{index}-{path}-{sd}", name, index, path, dtype)
+            for name, index, path in chosen for sd, dtype in STATE_DTYPES.items()]
+
+
 # ----------------------------------------------------------------- the distributed runs
 def _full(params) -> list[torch.Tensor]:
     from torch.distributed.tensor import DTensor
@@ -145,17 +173,36 @@ def _fsdp(model, mesh):
 
 
 def _state_is_sharded_like_params(opt) -> bool:
+    """Every state tensor a DTensor placed like its parameter; int8 scales ``scale_shape(p.shape)``, their rows
+    sharded with the parameter's rows; ``step`` and ``rounding_seed`` ints; stored dtypes as the format says."""
     from torch.distributed.tensor import DTensor
 
+    from adamkit.optim import state_format
+
     for group in opt.param_groups:
+        fmt_of = group.get("state_dtype", torch.float32)
         for p in group["params"]:
-            for key, value in opt.state[p].items():
-                if key == "step":
+            fmt = state_format.tensor_format(fmt_of, p)
+            state = opt.state[p]
+            if ("rounding_seed" in state) != (fmt != "float32"):
+                return False
+            for key, value in state.items():
+                if key in ("step", "rounding_seed"):
                     if type(value) is not int:
                         return False
-                elif not (isinstance(value, DTensor) and value.placements == p.placements
-                          and value.shape == p.shape):
-                    return False
+                elif key.endswith("_scale"):
+                    if fmt != "int8" or not (
+                            isinstance(value, DTensor) and value.placements == p.placements
+                            and tuple(value.shape) == state_format.scale_shape(p.shape)
+                            and value.dtype == torch.float32
+                            and value.to_local().shape[0] == p.to_local().shape[0]):
+                        return False
+                else:
+                    want = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.uint8}[fmt]
+                    if not (isinstance(value, DTensor) and value.placements == p.placements
+                            and value.shape == p.shape and value.dtype == want
+                            and (fmt != "int8" or key + "_scale" in state)):
+                        return False
     return True
 
 
@@ -308,6 +355,101 @@ def run_fsdp_dtypes(cfgs, x, y, rank, world, out):
         out["fsdp_complex"][cfg.key] = _full(model.parameters())
 
 
+#: a chain of conversions (convert_state_dtype of an FSDP2 optimizer's state dict), one step in each format
+CONVERSION = (("adamw-1-loop", "adamw-1-loop-int8", "adamw-1-loop-bf16", "adamw-1-loop"),)
+
+
+def run_conversion(x, y, rank, world, out):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world,))
+    by_key = {c.key: c for c in configs() + low_precision_configs()}
+    chain = [by_key[k] for k in CONVERSION[0]]
+    model = _fsdp(make_model(), mesh)
+    opt = chain[0].make(model.parameters())
+    train(model, opt, x, y, 1, rank, world)
+    sharded = []
+    for cfg in chain[1:]:
+        converted = adamkit.convert_state_dtype(opt.state_dict(), cfg.state_dtype or torch.float32)
+        opt = cfg.make(model.parameters())
+        opt.load_state_dict(converted)
+        sharded.append(_state_is_sharded_like_params(opt))
+        train(model, opt, x, y, 1, rank, world)
+    out["checks"]["converted-sharded"] = sharded
+    out["converted"] = _full(model.parameters())
+
+
+def run_wrong_format_loads(rank, world, ckpt, out):
+    """A DCP checkpoint of one state_dtype loaded into an optimizer of another: what each refusal says.
+
+    ``ckpt / "n2"`` holds the float32-state runs, ``ckpt / "low_precision" / "n2"`` the low-precision ones."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world,))
+    by_key = {c.key: c for c in configs() + low_precision_configs()}
+    for saved, into, path in [("adamw-1-loop-int8", "adamw-1-loop", ckpt / "low_precision" / "n2"),
+                              ("adamw-1-loop-bf16", "adamw-1-loop-int8", ckpt / "low_precision" / "n2"),
+                              ("adamw-1-loop", "adamw-1-loop-int8", ckpt / "n2")]:
+        model = _fsdp(make_model(), mesh)
+        opt = adamkit.distributed.init_state(by_key[into].make(model.parameters()))
+        before = {id(p): {k: v.to_local().clone() if hasattr(v, "to_local") else v for k, v in opt.state[p].items()}
+                  for p in model.parameters()}
+        try:
+            msd, osd = get_state_dict(model, opt)
+            states = {saved: {"model": msd, "optim": osd}}
+            dcp.load(states, checkpoint_id=path)
+            set_state_dict(model, opt, model_state_dict=states[saved]["model"], optim_state_dict=states[saved]["optim"])
+            outcome = None
+        except (Exception, CheckpointException) as exc:  # noqa: BLE001 - what the user would see
+            outcome = f"{type(exc).__name__}: {str(exc)[-1500:]}"
+        unchanged = all(
+            all(torch.equal(v.to_local(), before[id(p)][k]) if hasattr(v, "to_local") else v == before[id(p)][k]
+                for k, v in opt.state[p].items()) and set(opt.state[p]) == set(before[id(p)])
+            for p in model.parameters())
+        out["checks"][f"wrong-format-{saved}-into-{into}"] = (outcome, unchanged)
+
+
+def run_zero_conversion(x, y, rank, world, out):
+    """A consolidated ZeRO checkpoint of float32 state, converted (convert_state_dtype; ZeRO's groups carry
+    no algorithm marker, so ``algorithm=`` names it) and loaded into an int8 ZeRO optimizer."""
+    import torch.distributed as dist
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    by_key = {c.key: c for c in configs() + low_precision_configs()}
+    source, target = by_key["adamw-1-loop"], by_key["adamw-1-loop-int8"]
+    model = make_model()
+    ddp = DDP(model)
+    zero = ZeroRedundancyOptimizer(list(model.parameters()), optimizer_class=source.info.cls, **source.kwargs())
+    train(ddp, zero, x, y, SAVE_AT, rank, world)
+    zero.consolidate_state_dict(to=0)
+    saved = [copy.deepcopy(zero.state_dict()) if rank == 0 else None]
+    dist.broadcast_object_list(saved, src=0)
+    zero = ZeroRedundancyOptimizer(list(model.parameters()), optimizer_class=target.info.cls, **target.kwargs())
+    zero.load_state_dict(adamkit.convert_state_dtype(saved[0], "int8", algorithm=target.info.cls))
+    out["checks"]["zero-converted-formats"] = sorted(
+        {(str(g["state_dtype"]), p.dim(), str(zero.optim.state[p]["exp_avg"].dtype))
+         for g in zero.optim.param_groups for p in g["params"]})
+    train(ddp, zero, x, y, STEPS - SAVE_AT, rank, world)
+    out["zero_converted"] = _full(model.parameters())
+
+
+def run_low_precision(cfgs, x, y, rank, world, ckpt, out):
+    """ZeRO and FSDP2 (with its DCP saves and resumes) for ``state_dtype`` bfloat16 and "int8"."""
+    low = low_precision_configs()
+    sub: dict[str, Any] = {k: {} for k in ("zero", "zero_resumed", "fsdp", "checks")}
+    run_zero(low, x, y, rank, world, sub)
+    run_fsdp(low, x, y, rank, world, ckpt / "low_precision", sub)
+    run_conversion(x, y, rank, world, sub)
+    run_wrong_format_loads(rank, world, ckpt, sub)
+    run_zero_conversion(x, y, rank, world, sub)
+    sub["configs"] = [c.key for c in low]
+    out["low_precision"] = sub
+
+
 def main(out_dir: str, ckpt_dir: str, init_method: str) -> None:
     import torch.distributed as dist
 
@@ -322,7 +464,8 @@ def main(out_dir: str, ckpt_dir: str, init_method: str) -> None:
     out["checks"]["reduce_loss"] = adamkit.distributed.reduce_loss(torch.tensor(1.5 + rank)).item()
     out["seconds"] = {}
     for name, run, args in [("ddp", run_ddp, ()), ("zero", run_zero, ()), ("fsdp", run_fsdp, (Path(ckpt_dir),)),
-                            ("fsdp_dtypes", run_fsdp_dtypes, ())]:
+                            ("fsdp_dtypes", run_fsdp_dtypes, ()),
+                            ("low_precision", run_low_precision, (Path(ckpt_dir),))]:
         start = time.perf_counter()
         run(cfgs, x, y, rank, world, *args, out)
         out["seconds"][name] = round(time.perf_counter() - start, 2)

@@ -10,6 +10,15 @@ in this process:
   * DCP save on 1 rank -> resume on 2, save on 2 -> resume on 1: 1e-6 against one process.
 ADAMKIT_TEST_COMPILED=1 adds the torch.compile path (fused="compiled") for the first variant of each
 optimizer; it compiles for minutes, so it is not on by default.
+
+Low-precision state (state_dtype=torch.bfloat16 and "int8", a few configs, W.LOW_PRECISION): the rounding
+bits of an element come from its index in the memory of the state tensor the engine steps, which under
+FSDP2 is the rank's local shard, so rank 1's rows draw other bits than in one process. The FSDP2 runs are
+therefore compared bit-close (1e-6, the float32 gradient averages) with a one-process *emulation* of the
+shards (each rank's rows as parameters of their own optimizer, same seeds), and with the one-process run
+only as closely as the rounding noise allows (test_low_precision_close_to_single_process). Resharded DCP
+resumes are compared with an emulation that concatenates or splits the state by rows at the save: that int8
+row blocks survive resharding is exactly what this checks.
 """
 from __future__ import annotations
 
@@ -30,7 +39,9 @@ BF16_TOL = 2.0**-7  # one bfloat16 rounding
 
 CONFIGS = W.configs()
 KEYS = [c.key for c in CONFIGS]
-BY_KEY = {c.key: c for c in CONFIGS}
+LOW = W.low_precision_configs()
+LOW_KEYS = [c.key for c in LOW]
+BY_KEY = {c.key: c for c in CONFIGS + LOW}
 SAVED = [c.key for c in CONFIGS if c.checkpointable]
 RESHARDED = [c.key for c in CONFIGS if c.resharded]
 
@@ -169,3 +180,174 @@ def test_reduce_loss_without_process_group():
     assert adamkit.distributed.reduce_loss(3).item() == 3.0
     with pytest.raises(ValueError, match="scalar"):
         adamkit.distributed.reduce_loss(torch.ones(2))
+
+
+# --------------------------------------------------------------------------- low-precision state
+LOW_RESHARDED = [c.key for c in LOW if c.resharded]
+
+
+def _rows(n: int, parts: int, r: int) -> slice:
+    """The rows of rank ``r`` of ``parts`` under FSDP2's dim-0 sharding (chunks of ceil(n / parts), maybe empty)."""
+    c = -(-n // parts)
+    return slice(min(r * c, n), min((r + 1) * c, n))
+
+
+@functools.lru_cache(maxsize=None)
+def emulated(key: str, schedule: tuple[tuple, ...] = ((2, W.STEPS),)) -> tuple[torch.Tensor, ...]:
+    """FSDP2's low-precision run in one process: for each (parts, steps) of ``schedule``, each of ``parts`` ranks'
+    rows of every parameter is a parameter of that rank's own optimizer (so its state tensors are the local
+    shards, with the rank-local element indices and the same seeds), stepped with the rows of the
+    full-batch gradient. Between phases the state is concatenated by rows and split again (a DCP resume on
+    another number of ranks); a phase (parts, steps, other key) on as many parts instead converts each
+    shard's state dict to the other config's state_dtype (``convert_state_dtype``) and goes on with it."""
+    import torch.nn.functional as F
+
+    model = W.make_model()
+    x, y = W.data()
+    params = list(model.parameters())
+    state, opts, shards = None, None, None
+    for phase in schedule:
+        parts, count = phase[:2]
+        cfg = BY_KEY[phase[2] if len(phase) > 2 else key]
+        if opts is not None and parts == len(opts):  # the same shards: convert each one's state dict
+            new = []
+            for r, opt in enumerate(opts):
+                target = cfg.make(shards[r])
+                target.load_state_dict(adamkit.convert_state_dtype(opt.state_dict(), cfg.state_dtype or torch.float32))
+                new.append(target)
+            opts = new
+        else:
+            shards = [[p.detach()[_rows(p.shape[0], parts, r)].clone().requires_grad_() for p in params]
+                      for r in range(parts)]
+            opts = [cfg.make(s) for s in shards]
+            if state is not None:
+                for r, opt in enumerate(opts):
+                    for i, (sp, p) in enumerate(zip(shards[r], params)):
+                        opt.state[sp] = {k: v[_rows(p.shape[0], parts, r)].clone() if torch.is_tensor(v) else v
+                                         for k, v in state[i].items()}
+        for _ in range(count):
+            model.zero_grad(set_to_none=True)
+            F.mse_loss(model(x).float(), y).backward()
+            for r, opt in enumerate(opts):
+                for sp, p in zip(shards[r], params):
+                    sp.grad = p.grad[_rows(p.shape[0], parts, r)].clone()
+                opt.step()
+            with torch.no_grad():
+                for i, p in enumerate(params):
+                    p.copy_(torch.cat([shards[r][i].detach() for r in range(parts)]))
+        state = [{k: torch.cat([opts[r].state[shards[r][i]][k] for r in range(parts)]) if torch.is_tensor(v) else v
+                  for k, v in opts[0].state[shards[0][i]].items()} for i in range(len(params))]
+    return tuple(p.detach().clone() for p in params)
+
+
+def test_low_precision_configs_ran(ranks):
+    assert ranks[0]["low_precision"]["configs"] == LOW_KEYS == ranks[1]["low_precision"]["configs"]
+    assert {c.state_dtype for c in LOW} == {torch.bfloat16, "int8"}
+
+
+@pytest.mark.parametrize("key", LOW_KEYS)
+def test_low_precision_fsdp_matches_the_emulated_shards(ranks, key):
+    """FSDP2 steps each rank's shard as a tensor of its own: bit-close to the one-process emulation of that."""
+    for rank in range(2):
+        assert_close(ranks[rank]["low_precision"]["fsdp"][key], emulated(key), TOL, f"fsdp {key} rank {rank}")
+    assert_equal(ranks[1]["low_precision"]["fsdp"][key], ranks[0]["low_precision"]["fsdp"][key], key)
+
+
+@pytest.mark.parametrize("kind", ["fsdp", "zero"])
+@pytest.mark.parametrize("key", LOW_KEYS)
+def test_low_precision_close_to_single_process(ranks, key, kind):
+    """Against one process only as close as the rounding noise: rank 1's rows (FSDP2) and the parameters of
+    ZeRO's rank 1 (other positions in its optimizer, so other seeds) round with other bits. Two runs that
+    differ only in their rounding bits differ by about as much as either differs from float32 state, so
+    the bound is 3 · max |θ(state_dtype) − θ(float32 state)| of one process, over all parameters (a tensor
+    of 5 elements alone is too few for a maximum)."""
+    ref, exact = reference(key), reference(key.rsplit("-", 1)[0])
+    noise = max((b - c).abs().max().item() for b, c in zip(ref, exact))
+    for rank in range(2):
+        got = ranks[rank]["low_precision"][kind][key]
+        err = max((a - b).abs().max().item() for a, b in zip(got, ref))
+        assert err <= 3 * noise, f"{kind} {key} rank {rank}: max |Δ| {err:.3e} > 3 · {noise:.3e} (the rounding noise)"
+        assert all(torch.isfinite(a).all() for a in got)
+
+
+@pytest.mark.parametrize("key", LOW_KEYS)
+def test_low_precision_state_is_sharded_like_the_parameters(ranks, key):
+    """Codes, scales and bfloat16 state are DTensors placed like the parameter; the scales' rows are sharded
+    with the parameter's rows; step and rounding_seed are ints (also after each DCP resume)."""
+    for rank in range(2):
+        checks = ranks[rank]["low_precision"]["checks"]
+        assert checks[f"sharded-{key}"], f"rank {rank}"
+        assert checks[f"resumed-sharded-n2-{key}"], f"rank {rank}"
+        if key in LOW_RESHARDED:
+            assert checks[f"resumed-sharded-n1-{key}"], f"rank {rank}"
+            assert checks[f"resumed-steps-n1-{key}"] == [W.SAVE_AT] * 4
+
+
+@pytest.mark.parametrize("key", LOW_KEYS)
+def test_low_precision_dcp_resume_on_same_ranks_is_bit_exact(ranks, key):
+    for rank in range(2):
+        low = ranks[rank]["low_precision"]
+        assert_equal(low["fsdp_2to2"][key], low["fsdp"][key], f"DCP 2 -> 2 {key} rank {rank}")
+
+
+@pytest.mark.parametrize("key", LOW_KEYS)
+def test_low_precision_zero_resume_is_bit_exact(ranks, key):
+    for rank in range(2):
+        low = ranks[rank]["low_precision"]
+        assert_equal(low["zero_resumed"][key], low["zero"][key], f"zero resume {key} rank {rank}")
+
+
+@pytest.mark.parametrize("change", ["1to2", "2to1"])
+@pytest.mark.parametrize("key", LOW_RESHARDED)
+def test_low_precision_dcp_resume_on_other_number_of_ranks(ranks, key, change):
+    """The int8 blocks lie within rows, so a checkpoint resharded along dim 0 holds whole blocks: the resumed
+    run equals the emulation whose state is cut or joined by rows at the save."""
+    before, after = (1, 2) if change == "1to2" else (2, 1)
+    want = emulated(key, ((before, W.SAVE_AT), (after, W.STEPS - W.SAVE_AT)))
+    assert_close(ranks[0]["low_precision"][f"fsdp_{change}"][key], want, TOL, f"DCP {change} {key}")
+
+
+def test_low_precision_conversion_of_sharded_state(ranks):
+    """convert_state_dtype on FSDP2 optimizer state dicts (DTensors), float32 -> int8 -> bfloat16 -> float32, one
+    step between: each shard is converted on its rank (codes and scales stay DTensors placed like the
+    parameters), as the emulation converts each rank's shard state."""
+    want = emulated(W.CONVERSION[0][0], tuple((2, 1, key) for key in W.CONVERSION[0]))
+    for rank in range(2):
+        low = ranks[rank]["low_precision"]
+        assert low["checks"]["converted-sharded"] == [True] * (len(W.CONVERSION[0]) - 1), rank
+        assert_close(low["converted"], want, TOL, f"converted rank {rank}")
+
+
+@pytest.mark.parametrize("saved,into,says", [
+    ("adamw-1-loop-int8", "adamw-1-loop", r'state_dtype="int8", .*state_dtype=torch\.float32.*convert_state_dtype'),
+    ("adamw-1-loop-bf16", "adamw-1-loop-int8", r"Missing key in checkpoint state_dict: .*exp_avg_scale"),
+    ("adamw-1-loop", "adamw-1-loop-int8", r"Missing key in checkpoint state_dict: .*rounding_seed"),
+])
+def test_low_precision_dcp_checkpoint_of_another_state_dtype_is_refused(ranks, saved, into, says):
+    """A DCP checkpoint of another state_dtype raises, never loads silently: into float32 placeholders DCP
+    copies int8 codes in place (it loads into the live state tensors) and load_state_dict refuses the group's
+    state_dtype; into int8 placeholders DCP itself misses the scales or seeds and changes nothing."""
+    import re
+
+    for rank in range(2):
+        outcome, unchanged = ranks[rank]["low_precision"]["checks"][f"wrong-format-{saved}-into-{into}"]
+        assert outcome is not None and re.search(says, outcome), (rank, outcome)
+        if into.endswith("int8"):
+            assert unchanged, rank
+
+
+def test_low_precision_zero_checkpoint_converts(ranks):
+    """ZeroRedundancyOptimizer.load_state_dict writes state and group keys straight into each rank's optimizer
+    (adamkit's load_state_dict, and its checks, do not run there): a consolidated float32 checkpoint goes
+    into an int8 ZeRO optimizer converted first; it then keeps int8 state and trains as closely to one
+    process as the rounding noise allows."""
+    key = "adamw-1-loop-int8"
+    ref, exact = reference(key), reference("adamw-1-loop")
+    noise = max((b - c).abs().max().item() for b, c in zip(ref, exact))
+    for rank in range(2):
+        low = ranks[rank]["low_precision"]
+        formats = low["checks"]["zero-converted-formats"]
+        assert formats and all(sd == "int8" for sd, _, _ in formats), formats
+        assert all(dtype == ("torch.uint8" if dim >= 2 else "torch.bfloat16") for _, dim, dtype in formats), formats
+        err = max((a - b).abs().max().item() for a, b in zip(low["zero_converted"], ref))
+        assert err <= 3 * noise, (rank, err, noise)

@@ -7,10 +7,6 @@ import torch
 from adamkit.optim import state_format as sf
 
 
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
 # ------------------------------------------------------------------------------------------ the argument
 @pytest.mark.parametrize("value, expected", [(torch.float32, torch.float32), ("bfloat16", torch.bfloat16),
                                              (torch.bfloat16, torch.bfloat16), ("int8", "int8")])
@@ -27,14 +23,47 @@ def test_state_dtype_refuses_others_naming_the_valid_values(value):
 def test_bytes_per_element_meet_the_targets():
     assert sf.bytes_per_element(torch.float32) == 4
     assert sf.bytes_per_element(torch.bfloat16) == 2
-    # two moments per parameter: <= 2.3 B/param; AMSGrad's three: <= 3.4
-    assert 2 * sf.bytes_per_element("int8") <= 2.3 and 3 * sf.bytes_per_element("int8") <= 3.4
+    # two moments per parameter: <= 2.3 B/param; AMSGrad's three: <= 3.4 (rows of 64 or more elements)
+    assert 2 * sf.bytes_per_element("int8", 64) <= 2.3 and 3 * sf.bytes_per_element("int8", 64) <= 3.4
+    assert sf.bytes_per_element("int8", 300) == 1 + 8 / 300
+
+
+def test_tensor_format_keeps_vectors_in_bfloat16_under_int8():
+    assert sf.tensor_format("int8", torch.zeros(3, 4)) == "int8"
+    assert sf.tensor_format("int8", torch.zeros(7)) == "bfloat16"
+    assert sf.tensor_format(torch.bfloat16, torch.zeros(3, 4)) == "bfloat16"
+    assert sf.tensor_format(torch.float32, torch.zeros(3, 4)) == "float32"
+
+
+# ------------------------------------------------------------------------------------------ random bits
+def test_random_bits_match_the_scalar_definition_and_look_uniform():
+    key = sf.stream_key(sf.rounding_seed(3), 17, 1)
+    bits = sf.random_bits(100_000, key)
+    scalar = [sf.mix32(i * sf.HASH_INDEX + key) for i in range(50)]
+    assert bits[:50].tolist() == scalar
+    assert torch.equal(sf.random_bits(10, key, offset=40), bits[40:50])
+    assert 0 <= bits.min().item() and bits.max().item() < 2**32
+    u = bits.double() / 2**32
+    assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
+    # neighbouring elements, steps, slots and seeds give unrelated streams
+    for other in (sf.stream_key(sf.rounding_seed(3), 18, 1), sf.stream_key(sf.rounding_seed(3), 17, 2),
+                  sf.stream_key(sf.rounding_seed(4), 17, 1)):
+        c = torch.corrcoef(torch.stack([u, sf.random_bits(100_000, other).double() / 2**32]))[0, 1]
+        assert abs(c.item()) < 0.02
+    assert abs(torch.corrcoef(torch.stack([u[:-1], u[1:]]))[0, 1].item()) < 0.02
+
+
+def test_memory_flat_follows_the_memory_order():
+    x = torch.arange(24.0).view(2, 3, 4).permute(2, 0, 1)
+    assert sf.memory_flat(x).tolist() == list(range(24))
+    with pytest.raises(ValueError, match="densely"):
+        sf.memory_flat(torch.zeros(4, 4)[:, :2])
 
 
 # ---------------------------------------------------------------------------------------------- bfloat16
 def test_bfloat16_rounding_is_unbiased_and_lands_on_a_neighbour():
     x = torch.full((200_000,), 1.0 + 2.0 ** -10, dtype=torch.float32)  # 1/8 of the way from 1 to the next bf16
-    out = sf.round_bfloat16(x, _gen())
+    out = sf.encode_bfloat16(x, "signed", key=11)
     lo, hi = 1.0, 1.0 + 2.0 ** -7
     assert set(out.float().unique().tolist()) == {lo, hi}
     share_up = (out.float() == hi).double().mean().item()
@@ -44,32 +73,44 @@ def test_bfloat16_rounding_is_unbiased_and_lands_on_a_neighbour():
 
 def test_bfloat16_rounding_is_exact_for_representable_values_and_keeps_signs_and_specials():
     x = torch.tensor([0.0, -0.0, 1.0, -2.5, 3.0e38, float("inf"), -float("inf"), 1e-40])
-    out = sf.round_bfloat16(x, _gen())
+    out = sf.encode_bfloat16(x, "signed", key=5)
     assert torch.equal(out[:4].float(), x[:4]) and math.copysign(1, out[1].item()) == -1
     assert out[5].item() == math.inf and out[6].item() == -math.inf
-    assert torch.isnan(sf.round_bfloat16(torch.tensor([float("nan")]), _gen())).all()
-    negative = sf.round_bfloat16(torch.full((10_000,), -(1.0 + 2.0 ** -9)), _gen())
+    assert torch.isnan(sf.encode_bfloat16(torch.tensor([float("nan")]), "signed", 0)).all()
+    negative = sf.encode_bfloat16(torch.full((10_000,), -(1.0 + 2.0 ** -9)), "signed", 9)
     assert (negative.float() < 0).all() and abs(negative.double().mean().item() + 1.0 + 2.0 ** -9) < 1e-4
 
 
-def test_bfloat16_rounding_is_reproducible_from_the_generator_state():
-    x = torch.randn(1000)
-    g = _gen(3)
-    state = g.get_state()
-    first = sf.round_bfloat16(x, g)
-    g.set_state(state)
-    assert torch.equal(sf.round_bfloat16(x, g), first)
-    assert not torch.equal(sf.round_bfloat16(x, g), first)  # the generator moved on
+def test_bfloat16_upper_rounds_up_and_keeps_exact_values():
+    x = torch.rand(10_000)
+    up = sf.encode_bfloat16(x, "upper", key=0).float()
+    assert (up >= x).all() and torch.equal(sf.encode_bfloat16(up, "upper", key=3).float(), up)
+
+
+def test_bfloat16_rounding_depends_on_the_key_only_and_follows_the_layout():
+    x = torch.randn(64, 32)
+    assert torch.equal(sf.encode_bfloat16(x, "signed", 7), sf.encode_bfloat16(x.clone(), "signed", 7))
+    assert not torch.equal(sf.encode_bfloat16(x, "signed", 7), sf.encode_bfloat16(x, "signed", 8))
+    # the bits belong to memory positions: a transposed layout rounds its memory the same way
+    out = torch.empty(32, 64, dtype=torch.bfloat16).t()
+    sf.encode_bfloat16(x, "signed", 7, out=out)
+    assert torch.equal(sf.memory_flat(out), sf.encode_bfloat16(x.t().contiguous(), "signed", 7).view(-1))
 
 
 # -------------------------------------------------------------------------------------------------- int8
 def test_int8_tables_are_sorted_logarithmic_and_hold_zero_and_one():
     for kind in sf.KINDS:
         t = sf.table(kind).double()
-        assert t.numel() <= 256 and torch.all(t[1:] > t[:-1])
-        assert 0.0 in t.tolist() and t[-1].item() == 1.0
-        positive = t[t > 0]
+        assert t.numel() == 256
+        valid = t[~torch.isnan(t)]
+        assert torch.all(valid[1:] > valid[:-1])
+        assert t[sf.ZERO_CODE[kind]].item() == 0.0 and valid[-1].item() == 1.0
+        positive = valid[valid > 0]
         assert torch.allclose(positive[1:] / positive[:-1], torch.tensor(sf.CODE_RATIO, dtype=torch.float64))
+        # each magnitude is exactly 2**-a times one of the eight mantissas
+        mant, _ = torch.frexp(positive.float())
+        assert set((mant * 2).tolist()) <= set(sf.MANTISSAS.tolist())
+    assert torch.isnan(sf.table("signed")[255])
     assert sf.table("unsigned")[1].item() < 1e-9 < sf.table("signed")[128].item()
     with pytest.raises(ValueError, match="kind must be one of"):
         sf.table("magnitude")
@@ -79,63 +120,87 @@ def test_int8_tables_are_sorted_logarithmic_and_hold_zero_and_one():
 def test_int8_keeps_relative_precision_over_decades_and_is_unbiased(kind):
     torch.manual_seed(0)
     decades = 4 if kind == "signed" else 9
-    x = 10.0 ** (-decades * torch.rand(sf.BLOCK * 40))  # every block spans the decades
+    x = 10.0 ** (-decades * torch.rand(40, sf.BLOCK))  # every block spans the decades
     if kind == "signed":
         x = x * torch.where(torch.rand_like(x) < 0.5, -1.0, 1.0)
     x = x.float()
-    codes, scales = sf.quantize_int8(x, kind, _gen())
-    assert codes.dtype == torch.uint8 and codes.shape == x.shape and scales.shape == (40,)
+    codes, scales = sf.quantize_int8(x, kind, key=1)
+    assert codes.dtype == torch.uint8 and codes.shape == x.shape and scales.shape == (40, 1)
     back = sf.dequantize_int8(codes, scales, kind)
     rel = ((back - x) / x).abs()
     assert rel.max().item() <= sf.CODE_RATIO - 1 + 1e-6  # never further than one code step
     # unbiased: the mean of many independent roundings converges to the value
-    draws = torch.stack([sf.dequantize_int8(*sf.quantize_int8(x, kind, _gen(s)), kind) for s in range(200)])
+    draws = torch.stack([sf.dequantize_int8(*sf.quantize_int8(x, kind, key=s), kind) for s in range(200)])
     assert ((draws.double().mean(0) - x.double()) / x.double()).abs().max().item() < 0.03
 
 
-def test_int8_zero_and_block_maximum_are_exact_and_shapes_need_not_fill_blocks():
-    x = torch.zeros(3, 100)
+def test_int8_blocks_lie_within_rows_and_zero_and_block_maximum_are_exact():
+    x = torch.zeros(3, 300)
     x[1, 7] = 5.0
-    x[2, 3] = -2.0
-    for kind in ("signed",):
-        codes, scales = sf.quantize_int8(x, kind, _gen())
-        back = sf.dequantize_int8(codes, scales, kind)
-        assert back.shape == (3, 100) and scales.numel() == math.ceil(300 / sf.BLOCK)
-        assert back[1, 7].item() == 5.0 and (back[x == 0] == 0).all()
-    codes, scales = sf.quantize_int8(x.abs(), "unsigned", _gen())
+    x[2, 290] = -2.0
+    codes, scales = sf.quantize_int8(x, "signed", key=0)
+    assert scales.shape == sf.scale_shape(x.shape) == (3, 2)
+    assert scales.tolist() == [[0.0, 0.0], [5.0, 0.0], [0.0, 2.0]]
+    back = sf.dequantize_int8(codes, scales, "signed")
+    assert back[1, 7].item() == 5.0 and back[2, 290].item() == -2.0 and (back[x == 0] == 0).all()
+    codes, scales = sf.quantize_int8(x.abs(), "unsigned", key=0)
     back = sf.dequantize_int8(codes, scales, "unsigned")
     assert back[1, 7].item() == 5.0 and (back[x == 0] == 0).all()
-    empty_block = sf.quantize_int8(torch.zeros(sf.BLOCK), "unsigned", _gen())
-    assert (sf.dequantize_int8(*empty_block, "unsigned") == 0).all()
+    assert sf.scale_shape((8, 3, 5, 5)) == (8, 1) and sf.scale_shape((4, 1000)) == (4, 4)
+    with pytest.raises(ValueError, match="two or more dimensions"):
+        sf.scale_shape((7,))
 
 
-def test_int8_upper_never_reads_back_below_the_value():
+def test_int8_a_shard_along_dim_0_quantises_like_its_rows_of_the_whole():
+    x = torch.randn(10, 600)
+    key = 4
+    codes, scales = sf.quantize_int8(x, "signed", key)
+    # the scales of rows 4..9 are those of the whole; the codes differ only by the random bits' positions
+    part_codes, part_scales = sf.quantize_int8(x[4:].contiguous(), "signed", key)
+    assert torch.equal(part_scales, scales[4:])
+    assert (sf.dequantize_int8(part_codes, part_scales, "signed") - x[4:]).abs().max() <= (
+        (sf.CODE_RATIO - 1) * x[4:].abs().amax(dim=1, keepdim=True)).max()
+
+
+def test_int8_follows_a_channels_last_layout():
+    x = torch.randn(4, 3, 5, 5).to(memory_format=torch.channels_last)
+    codes, scales = sf.quantize_int8(x, "signed", key=2)
+    assert codes.stride() == x.stride() and scales.shape == (4, 1)
+    back = sf.dequantize_int8(codes, scales, "signed")
+    assert ((back - x).abs() <= (sf.CODE_RATIO - 1) * x.abs() + 1e-30).all()
+
+
+def test_int8_upper_never_reads_back_below_the_value_and_exact_values_stay():
     torch.manual_seed(1)
-    x = (10.0 ** (-8 * torch.rand(sf.BLOCK * 20))).float()
-    codes, scales = sf.quantize_int8(x, "upper", _gen())
+    x = (10.0 ** (-8 * torch.rand(20, sf.BLOCK))).float()
+    codes, scales = sf.quantize_int8(x, "upper", key=0)
     back = sf.dequantize_int8(codes, scales, "upper")
     assert (back >= x).all()
     assert (back / x).max().item() <= sf.CODE_RATIO + 1e-6
+    again, same_scales = sf.quantize_int8(back, "upper", key=0)
+    assert torch.equal(again, codes) and torch.equal(same_scales, scales)  # no ratchet upwards
 
 
 def test_int8_non_finite_block_reads_back_as_nan_and_other_blocks_are_untouched():
-    x = torch.ones(2 * sf.BLOCK)
-    x[3] = float("inf")
-    codes, scales = sf.quantize_int8(x, "unsigned", _gen())
+    x = torch.ones(2, sf.BLOCK)
+    x[0, 3] = float("inf")
+    codes, scales = sf.quantize_int8(x, "unsigned", key=0)
     back = sf.dequantize_int8(codes, scales, "unsigned")
-    assert torch.isnan(back[: sf.BLOCK]).all() and (back[sf.BLOCK:] == 1).all()
+    assert torch.isnan(back[0]).all() and (back[1] == 1).all()
 
 
-def test_int8_rounding_is_reproducible_from_the_generator_state():
-    x = torch.rand(1000)
-    g = _gen(5)
-    state = g.get_state()
-    first = sf.quantize_int8(x, "unsigned", g)
-    g.set_state(state)
-    again = sf.quantize_int8(x, "unsigned", g)
+def test_int8_rounding_depends_on_the_key_only():
+    x = torch.rand(10, 100)
+    first = sf.quantize_int8(x, "unsigned", key=5)
+    again = sf.quantize_int8(x.clone(), "unsigned", key=5)
+    other = sf.quantize_int8(x, "unsigned", key=6)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])
 
 
-def test_int8_refuses_other_dtypes():
+def test_int8_refuses_other_dtypes_and_mismatched_scales():
     with pytest.raises(TypeError, match="float32"):
-        sf.quantize_int8(torch.ones(4, dtype=torch.float64), "signed", None)
+        sf.quantize_int8(torch.ones(4, 4, dtype=torch.float64), "signed", 0)
+    codes, _ = sf.quantize_int8(torch.ones(4, 4), "signed", 0)
+    with pytest.raises(ValueError, match="do not fit"):
+        sf.dequantize_int8(codes, torch.ones(3, 1), "signed")

@@ -1,5 +1,5 @@
 """adamkit: the modern Adam family of optimizers for PyTorch, exact to the authors' code."""
-from .optim import ADOPT, AGD, AdaBelief, Adam, AdamkitOptimizer, AdamW, AMSGrad, EAdam
+from .optim import ADOPT, AGD, AdaBelief, Adam, AdamkitOptimizer, AdamW, AMSGrad, EAdam, convert_state_dtype
 from . import distributed
 from .param_groups import param_groups_weight_decay
 from .registry import (
@@ -21,6 +21,7 @@ __all__ = [
     "AdaBelief",
     "ADOPT",
     "AGD",
+    "convert_state_dtype",
     "create_optimizer",
     "create_optimizer_from_config",
     "get_optimizer_class",

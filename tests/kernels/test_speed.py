@@ -13,7 +13,7 @@ def test_layouts_have_the_documented_sizes():
     assert total == 11_689_512  # torchvision's resnet18 parameter count
     small = speed.layout_shapes("many-small")
     assert len(small) == 2000 and all(1024 <= s[0] <= 4096 for s in small)
-    assert speed.layout_shapes("one-big") == [(64 * 2**20,)]
+    assert speed.layout_shapes("one-big") == [(8192, 8192)]  # 64M elements, 2-D so that int8 state applies
     assert speed.layout_shapes("many-small-new-grads") == small
     with pytest.raises(ValueError):
         speed.layout_shapes("nope")
@@ -86,3 +86,32 @@ def test_algorithms_and_references_come_from_the_declarations():
     assert set(speed.STEP_DEPENDENT) == {"adabelief", "adopt", "agd"}
     ref = speed._torch_reference("amsgrad", fused=True)
     assert ref.label == "torch:amsgrad:fused" and speed._torch_reference("adam", fused=True) is None
+
+
+def test_state_dtypes_report_bytes_per_parameter_and_the_ratio_to_float32_state(monkeypatch):
+    monkeypatch.setattr(speed, "layout_shapes", lambda name: [(64, 3, 3, 3), (64,), (10, 512)])
+    rows = speed.measure_state_dtypes(["tiny"], ["adam", "amsgrad"], repeats=2, steps=1, third_party=False,
+                                      log=lambda msg: None)
+    by = {(r["optimizer"], r["state_dtype"]): r for r in rows}
+    assert set(by) == {(a, d) for a in ("adam", "amsgrad") for d in ("float32", "bfloat16", "int8")}
+    numel = 64 * 27 + 64 + 5120
+    assert by["adam", "float32"]["state_bytes_per_param"] == 8
+    assert by["adam", "bfloat16"]["state_bytes_per_param"] == 4
+    assert by["amsgrad", "bfloat16"]["state_bytes_per_param"] == 6
+    # int8: one byte a code, 4 per block scale (rows of 27 and 512: one and two blocks), bfloat16 for the vector
+    expected = 2 * (64 * 27 + 64 * 4 + 2 * 64 + 5120 + 10 * 2 * 4) / numel
+    assert abs(by["adam", "int8"]["state_bytes_per_param"] - expected) < 1e-9
+    assert by["adam", "float32"]["ratio_to_float32"] == 1.0
+    assert all(r["ratio_to_float32"] > 0 and r["repeats"] == 2 for r in rows)
+    text = speed.markdown_state_dtypes(rows)
+    assert "| tiny | adam | int8 |" in text and "state B/param" in text
+
+
+def test_state_dtype_options():
+    parser = argparse.ArgumentParser()
+    speed.configure(parser)
+    args = parser.parse_args([])
+    assert args.state_dtypes == ["float32", "bfloat16", "int8"] and args.state_layouts == ["resnet18", "one-big"]
+    assert parser.parse_args(["--state-dtypes", ""]).state_dtypes == []
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--state-dtypes", "float16"])

@@ -11,7 +11,7 @@ import adamkit
 import test_contract as contract
 from adamkit.kernels import compiled
 from adamkit.optim import _checks
-from adamkit.optim.base import FOREACH, FUSED, MAXIMIZE, AdamkitOptimizer, learning_rate
+from adamkit.optim.base import FOREACH, FUSED, MAXIMIZE, STATE_DTYPE, AdamkitOptimizer, learning_rate
 from adamkit.optim.declaration import Coefficients, Hyperparameter as H
 from optimizer_table import OptimizerInfo, _same
 
@@ -40,8 +40,10 @@ class ToyLion(AdamkitOptimizer):
         "maximize": MAXIMIZE,
         "foreach": FOREACH,
         "fused": FUSED,
+        "state_dtype": STATE_DTYPE,
     }
     Flags, Scalars = LionFlags, LionScalars
+    state_formats = {"exp_avg": "signed"}  # how each state is stored under state_dtype (README: Low-precision state)
 
     def state_names(self, group):
         return ("exp_avg",)

@@ -5,6 +5,15 @@ step's coefficients and hands each bucket to the backend it chose; it knows
 nothing of how a backend runs. A backend gets the optimizer class (its
 ``update``, ``Flags``/``Scalars`` and ``fused_kernel`` declarations), the
 coefficients of the step, and lists of local tensors.
+
+Low-precision state (``state_dtype``, :mod:`adamkit.optim.state_format`): the engine buckets by state
+format too and hands a bucket of bfloat16 or int8 state with ``storage=`` a ``state_format.Storage``
+(``states[n]`` then lists the stored tensors: bfloat16, or uint8 codes with their scales in
+``storage.scales[n]``). A backend runs a format only if it is in its ``storage_formats``; the engine sends a
+bucket of another format to the loop (or raises, naming ``state_dtype``, when the user chose the backend
+explicitly). Every path computes the same thing: ``state_format.decode_state`` to float32, the algorithm's
+float32 ``update``, ``state_format.encode_state`` with ``stream_key(storage.seeds[i], storage.step,
+storage.slots[k])``.
 """
 from __future__ import annotations
 
@@ -20,6 +29,8 @@ class Backend:
     name: ClassVar[str] = ""
     #: the optimizer keyword arguments that choose this backend explicitly (tests iterate over these)
     options: ClassVar[Mapping[str, Any]] = {}
+    #: the low-precision state formats (``Storage.format``) whose buckets ``step`` runs
+    storage_formats: ClassVar[tuple[str, ...]] = ()
 
     def available(self) -> bool:
         """Whether this backend can run here at all (a C compiler for the fused kernel, ...)."""
@@ -45,8 +56,12 @@ class Backend:
         """Drop what the backend kept for ``opt`` (its state or groups were replaced)."""
 
     def step(self, opt, group: dict, params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
-             names: tuple, c, *, whole_group: bool) -> bool:
-        """Step one bucket in place; False (nothing written) when it meets tensors it does not take."""
+             names: tuple, c, *, whole_group: bool, storage=None) -> bool:
+        """Step one bucket in place; False (nothing written) when it meets tensors it does not take.
+
+        ``storage`` (a ``state_format.Storage``, one of ``storage_formats``) says how ``states`` are stored;
+        None: float32 state (the parameter's math dtype), and the engine then passes no ``storage`` at all.
+        """
         raise NotImplementedError
 
 

@@ -17,6 +17,16 @@ recompile it, a handful of times per run at most). Inductor fuses each tensor's 
 on CPU, Triton on CUDA) without temporaries. Compiling costs seconds to tens of
 seconds per process and bucket layout; on CPU the fused C kernel is faster and the
 default, so this is mainly the GPU path.
+
+Low-precision state (``storage`` given): the **update is compiled, the decoding and encoding around it run
+eagerly** (:func:`adamkit.kernels.eager.decoded` / :func:`~adamkit.kernels.eager.encode`, the loop's own
+functions): the compiled graph sees float32 state tensors, the same graph as for float32 state, and the
+rounding streams' keys (which change every step) stay Python integers of the eager code, never constants
+of a graph, so no step recompiles. The codec is therefore not fused into the update's loop here (the fused C
+kernel fuses it on CPU). Why not compile it too: dynamo traces the codec whole (one graph, the keys as an
+int64 tensor input), but inductor's code for the 8-bit rounding did not reproduce the reference codes bit for
+bit (measured with torch 2.13 on CPU: bfloat16 codes and int8 scales identical, some int8 codes not), every
+path must round a given float32 value identically, and that compile cost 95 s for one layout here.
 """
 from __future__ import annotations
 
@@ -26,6 +36,7 @@ import torch
 
 from ..optim.declaration import Coefficients
 from .backend import Backend, register
+from .eager import decoded, encode
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -80,9 +91,16 @@ def step(opt, group, params, grads, states, c) -> None:
 class Compiled(Backend):
     name = "compiled"
     options = {"fused": "compiled"}
+    storage_formats = ("bfloat16", "int8")
 
-    def step(self, opt, group, params, grads, states, names, c, *, whole_group):
-        step(opt, group, params, grads, states, c)
+    def step(self, opt, group, params, grads, states, names, c, *, whole_group, storage=None):
+        if storage is None:
+            step(opt, group, params, grads, states, c)
+            return True
+        work = [decoded(storage, names, states, i) for i in range(len(params))]
+        step(opt, group, params, grads, {n: [w[n] for w in work] for n in names}, c)
+        for i, w in enumerate(work):
+            encode(storage, names, states, w, i)
         return True
 
 

@@ -1,8 +1,15 @@
-"""The eager backends: ``update`` called per tensor (loop, the readable reference) or on TensorLists (foreach)."""
+"""The eager backends: ``update`` called per tensor (loop, the readable reference) or on TensorLists (foreach).
+
+Low-precision state (``storage`` given): each state tensor is decoded to float32, ``update`` runs on the
+float32 tensors exactly as it does for float32 state, and the results are encoded back with the step's
+rounding streams. The loop does this one tensor at a time (one tensor's float32 copy at once); foreach
+decodes and encodes per tensor and runs the math over TensorLists (the bucket's float32 copies at once).
+"""
 from __future__ import annotations
 
 import torch
 
+from ..optim.state_format import decode_state, encode_state, stream_key
 from .backend import Backend, register
 from .tensorlist import TensorList
 
@@ -32,23 +39,55 @@ def run_update(update, params, grads, states, c, maximize: bool, multi_tensor: b
         torch._foreach_copy_(params, work)
 
 
+def decoded(storage, names, states, i: int) -> dict:
+    """``{name: float32 values}`` of tensor ``i``'s stored state."""
+    scales = storage.scales
+    return {name: decode_state(storage.format, storage.kinds[k], states[name][i],
+                               scales[name][i] if scales else None) for k, name in enumerate(names)}
+
+
+def encode(storage, names, states, values: dict, i: int) -> None:
+    """Write tensor ``i``'s float32 state ``values`` back into its stored tensors, rounding with the step's streams."""
+    scales = storage.scales
+    seed, step = storage.seeds[i], storage.step
+    for k, name in enumerate(names):
+        encode_state(storage.format, storage.kinds[k], stream_key(seed, step, storage.slots[k]), values[name],
+                     states[name][i], scales[name][i] if scales else None)
+
+
 class Loop(Backend):
     name = "loop"
     options = {"foreach": False}
+    storage_formats = ("bfloat16", "int8")
 
-    def step(self, opt, group, params, grads, states, names, c, *, whole_group):
+    def step(self, opt, group, params, grads, states, names, c, *, whole_group, storage=None):
+        update, maximize = type(opt).update, group["maximize"]
+        if storage is None:
+            for i, (p, g) in enumerate(zip(params, grads)):
+                one = {name: [tensors[i]] for name, tensors in states.items()}
+                run_update(update, [p], [g], one, c, maximize, multi_tensor=False)
+            return True
         for i, (p, g) in enumerate(zip(params, grads)):
-            one = {name: [tensors[i]] for name, tensors in states.items()}
-            run_update(type(opt).update, [p], [g], one, c, group["maximize"], multi_tensor=False)
+            work = decoded(storage, names, states, i)
+            run_update(update, [p], [g], {n: [w] for n, w in work.items()}, c, maximize, multi_tensor=False)
+            encode(storage, names, states, work, i)
         return True
 
 
 class Foreach(Backend):
     name = "foreach"
     options = {"foreach": True}
+    storage_formats = ("bfloat16", "int8")
 
-    def step(self, opt, group, params, grads, states, names, c, *, whole_group):
-        run_update(type(opt).update, params, grads, states, c, group["maximize"], multi_tensor=True)
+    def step(self, opt, group, params, grads, states, names, c, *, whole_group, storage=None):
+        if storage is None:
+            run_update(type(opt).update, params, grads, states, c, group["maximize"], multi_tensor=True)
+            return True
+        work = [decoded(storage, names, states, i) for i in range(len(params))]
+        lists = {n: [w[n] for w in work] for n in names}
+        run_update(type(opt).update, params, grads, lists, c, group["maximize"], multi_tensor=True)
+        for i, w in enumerate(work):
+            encode(storage, names, states, w, i)
         return True
 
 

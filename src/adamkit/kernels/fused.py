@@ -23,6 +23,8 @@ from .backend import Backend, register
 class Fused(Backend):
     name = "fused"
     options = {"fused": True}
+    #: the low-precision state formats the kernel steps (``state_format.Storage.format``)
+    storage_formats = ("bfloat16", "int8")
 
     def available(self) -> bool:
         return fused_cpu.available()
@@ -41,15 +43,17 @@ class Fused(Backend):
         fused_cpu.warn_fallback()  # once per process: why, and how to fix it
         return False
 
-    def step(self, opt, group, params, grads, states, names, c, *, whole_group):
+    def step(self, opt, group, params, grads, states, names, c, *, whole_group, storage=None):
+        """One kernel call for the bucket; ``storage`` (bfloat16 or int8 state) passes its formats, kinds and
+        rounding seeds into the kernel. Only float32-state groups keep their pointer table."""
         call = fused_cpu.kernel_call(type(opt), c, names, group["maximize"])
         try:
-            fused_cpu.launch(call, params, grads, states)
+            fused_cpu.launch(call, params, grads, states, storage=storage, storage_names=names)
         except fused_cpu.Unsupported:  # raised before any tensor is written
             if group["fused"]:
                 raise
             return False
-        if whole_group:
+        if whole_group and storage is None:
             self._remember(opt, group, names, call.names)
         return True
 

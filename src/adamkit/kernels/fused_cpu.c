@@ -18,6 +18,9 @@
 #include <tgmath.h> /* sqrt is sqrtf on float: float math stays float */
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -351,7 +354,7 @@ static const int STATE_SIZE[4] = {4, 8, 4, 4};
 /* elements per unit of work division: 64 elements keep every thread's writes on its own cache lines */
 #define ALIGN 64
 
-int adamkit_abi_version(void) { return 1; }
+int adamkit_abi_version(void) { return 2; }
 
 int adamkit_has_openmp(void) {
 #ifdef _OPENMP
@@ -415,6 +418,484 @@ int adamkit_step(int algo, int dtype, int64_t count, const int64_t *numel, void 
             pos += len;
             base += numel[i];
             i++;
+        }
+    }
+    return 0;
+}
+
+/* ============================================================================
+ * Low-precision state (adamkit/optim/state_format.py, followed bit for bit).
+ *
+ * A state tensor is stored in bfloat16 (stochastic rounding) or as blockwise
+ * 8-bit codes with one float32 scale per block of at most BLOCK elements
+ * within a row.  The step never makes a float32 copy of a state tensor: each
+ * chunk (one int8 block, or CHUNK elements of bfloat16 state) is decoded into
+ * small stack buffers, stepped by the same range function as float32 state
+ * (its s0..s3 pointing at the buffers), and encoded back, in one pass.
+ * ========================================================================== */
+
+#define BLOCK 256
+#define CHUNK 256
+enum { KIND_SIGNED = 0, KIND_UNSIGNED = 1, KIND_UPPER = 2 };
+enum { ZERO_SIGNED = 127, ZERO_UNSIGNED = 0 };
+
+/* the generator's constants (state_format.HASH_INDEX ...) */
+#define HASH_INDEX 0x27D4EB2Fu
+#define HASH_MIX1 0x2C1B3C6Du
+#define HASH_MIX2 0x297A2D39u
+#define KEY_STEP 0x1E3779B1u
+#define KEY_SLOT 0x05EBCA77u
+
+static inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 15;
+    x *= HASH_MIX1;
+    x ^= x >> 12;
+    x *= HASH_MIX2;
+    x ^= x >> 15;
+    return x;
+}
+/* state_format.stream_key: the key of one state tensor's stream at one step (uint32 wraps as the masked int64) */
+static inline uint32_t stream_key(uint32_t seed, int64_t step, int32_t slot) {
+    return mix32(seed + (uint32_t)step * KEY_STEP + (uint32_t)slot * KEY_SLOT);
+}
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/*
+ * The code tables (state_format.table(kind)), set once by adamkit_set_tables:
+ * VALUE[kind][code] for decoding; MAGS_*[k] the ascending magnitudes of a kind
+ * (0 first; one more copy of the top one after it, so that MAGS[k + 1] can be
+ * read for every k); DMANT[j] the mantissa bits of d[j] = float32(2**(j/8)).
+ */
+static float VALUE[3][256];
+static float MAGS_S[129], MAGS_U[257];
+static uint32_t DMANT[8];
+/* the mantissa bits of d[1..7] as constants (adamkit_set_tables checks them against the tables) */
+#define D1 0x0B95C2
+#define D2 0x1837F0
+#define D3 0x25FED7
+#define D4 0x3504F3
+#define D5 0x45672A
+#define D6 0x5744FD
+#define D7 0x6AC0C7
+static int tables_set = 0;
+
+/*
+ * Install the tables (3 x 256 float32: signed, unsigned, upper) and check the
+ * structure the level computation relies on: every magnitude 2**(-l/8) is the
+ * float32 with exponent -ceil(l/8) and the mantissa of d[8*ceil(l/8) - l].
+ * Returns 0, or a negative number if the tables are not of that form.
+ */
+int adamkit_set_tables(const float *tables) {
+    for (int k = 0; k < 3; k++)
+        for (int c = 0; c < 256; c++) VALUE[k][c] = tables[k * 256 + c];
+    for (int j = 0; j < 8; j++) DMANT[j] = j ? f2u(VALUE[KIND_UNSIGNED][247 + j]) & 0x7FFFFFu : 0;
+    const uint32_t constants[8] = {0, D1, D2, D3, D4, D5, D6, D7};
+    for (int j = 0; j < 8; j++)
+        if (DMANT[j] != constants[j]) return -6;
+    for (int k = 0; k < 128; k++) MAGS_S[k] = VALUE[KIND_SIGNED][ZERO_SIGNED + k];
+    MAGS_S[128] = MAGS_S[127];
+    for (int k = 0; k < 256; k++) MAGS_U[k] = VALUE[KIND_UNSIGNED][k];
+    MAGS_U[256] = MAGS_U[255];
+    for (int c = 0; c < 256; c++)
+        if (f2u(VALUE[KIND_UPPER][c]) != f2u(VALUE[KIND_UNSIGNED][c])) return -1;
+    if (MAGS_S[0] != 0.0f || MAGS_U[0] != 0.0f) return -2;
+    for (int l = 0; l < 255; l++) { /* level l: unsigned code 255 - l, signed code 127 + 127 - l */
+        const int a = (l + 7) / 8, j = 8 * a - l;
+        const uint32_t want = ((uint32_t)(127 - a) << 23) | DMANT[j];
+        if (f2u(MAGS_U[255 - l]) != want) return -3;
+        if (l < 127 && f2u(MAGS_S[127 - l]) != want) return -4;
+        if (l < 127 && f2u(VALUE[KIND_SIGNED][l]) != (want | 0x80000000u)) return -5;
+    }
+    if (VALUE[KIND_SIGNED][ZERO_SIGNED] != 0.0f || signbit(VALUE[KIND_SIGNED][ZERO_SIGNED]) ||
+        !(VALUE[KIND_SIGNED][255] != VALUE[KIND_SIGNED][255]) || f2u(VALUE[KIND_UNSIGNED][0]) != 0)
+        return -7;
+    tables_set = 1;
+    return 0;
+}
+
+/*
+ * The two magnitudes around mag (0 <= mag <= 1, finite): lo, the index into
+ * the ascending magnitudes of a kind (top: the last index) of the largest one
+ * <= mag, as searchsorted(right) - 1, its value t_lo and the next one's t_hi.
+ * From the exponent and mantissa bits of mag with compares and selects, no
+ * table lookups (vectorisable): in the binade of mag's exponent e the
+ * magnitudes are 2**e * d[j], j = 0..7.  At the top (mag = 1) t_hi is d[1],
+ * which no caller needs (there p = 0, and "upper" checks lo < top).
+ */
+static inline int32_t level_bounds(float mag, int32_t top, float smallest, float *t_lo, float *t_hi) {
+    const uint32_t b = f2u(mag);
+    const uint32_t e = b >> 23;
+    const int32_t mant = (int32_t)(b & 0x7FFFFFu);
+    /* m_q: all ones where mant >= D_q (monotone in q); j = the number of them; d[j]'s mantissa is the sum
+     * of the steps D_q - D_{q-1} below it and d[j + 1]'s one step more (D_8 = 0x800000, the next binade) */
+    const int32_t m1 = -(mant >= D1), m2 = -(mant >= D2), m3 = -(mant >= D3), m4 = -(mant >= D4);
+    const int32_t m5 = -(mant >= D5), m6 = -(mant >= D6), m7 = -(mant >= D7);
+    const int32_t j = -(m1 + m2 + m3 + m4 + m5 + m6 + m7);
+    const int32_t below = (m1 & D1) + (m2 & (D2 - D1)) + (m3 & (D3 - D2)) + (m4 & (D4 - D3)) + (m5 & (D5 - D4)) +
+                          (m6 & (D6 - D5)) + (m7 & (D7 - D6));
+    const int32_t above = D1 + (m1 & (D2 - D1)) + (m2 & (D3 - D2)) + (m3 & (D4 - D3)) + (m4 & (D5 - D4)) +
+                          (m5 & (D6 - D5)) + (m6 & (D7 - D6)) + (m7 & (0x800000 - D7));
+    const int32_t k = top - (8 * (127 - (int32_t)e) - j);
+    const uint32_t on = -(uint32_t)(k > 0); /* all ones unless below the smallest (the zero code): masks, not selects */
+    *t_lo = u2f(((e << 23) | (uint32_t)below) & on);
+    *t_hi = u2f((((e << 23) + (uint32_t)above) & on) | (f2u(smallest) & ~on));
+    return k & (int32_t)on;
+}
+
+/* ------------------------------------------------------------- bfloat16 */
+static inline void bf16_decode(const uint16_t *restrict src, int64_t n, float *restrict dst) {
+    for (int32_t j = 0; j < (int32_t)n; j++) dst[j] = u2f((uint32_t)src[j] << 16);
+}
+
+/*
+ * state_format.encode_bfloat16 of n values whose memory positions are pos.. :
+ * add 16 random bits (0xFFFF for "upper") below the kept bits and truncate;
+ * inf stays inf, NaN is stored as torch's float->bfloat16 copy stores it.
+ */
+static inline void bf16_encode(const float *restrict src, int64_t n, int kind, uint32_t key, int64_t pos,
+                               uint16_t *restrict dst) {
+    const uint32_t base = (uint32_t)pos * HASH_INDEX + key;
+    for (int32_t j = 0; j < (int32_t)n; j++) {
+        const uint32_t b = f2u(src[j]);
+        const uint32_t noise = kind == KIND_UPPER ? 0xFFFFu : mix32(base + (uint32_t)j * HASH_INDEX) >> 16;
+        const uint32_t r = (b + noise) >> 16;
+        const int finite = (b & 0x7F800000u) != 0x7F800000u;
+        const int nan = (b & 0x7FFFFFFFu) > 0x7F800000u;
+        dst[j] = (uint16_t)(finite ? r : nan ? 0xFFFFu : (b >> 16));
+    }
+}
+
+/* ----------------------------------------------------------------- int8 */
+/*
+ * dst = VALUE[kind][code] * scale.  With AVX2, 8 codes at a time from their
+ * bits (gcc makes the table lookup scalar): a code's magnitude 2**(-l/8) is
+ * the float32 with exponent -ceil(l/8) and the mantissa of d[8 ceil(l/8) - l]
+ * (adamkit_set_tables checks that the tables are exactly that), signed codes
+ * 127 -+ m are -+ the magnitude of level 127 - m, code 127 (signed) and 0
+ * (unsigned) are zero, signed code 255 is NaN.
+ */
+static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kind, float scale,
+                               float *restrict dst) {
+    int32_t j = 0;
+#if defined(__AVX2__)
+    const __m256 vscale = _mm256_set1_ps(scale);
+    const __m256i mant_tab = _mm256_setr_epi32(0, D1, D2, D3, D4, D5, D6, D7);
+    const __m256i seven = _mm256_set1_epi32(7), e127 = _mm256_set1_epi32(127), zero = _mm256_setzero_si256();
+    const int is_signed = kind == KIND_SIGNED;
+    const __m256i top = _mm256_set1_epi32(is_signed ? 127 : 255);
+    for (; j + 8 <= (int32_t)n; j += 8) {
+        const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
+        __m256i m = c, sign = zero, nan = zero;
+        if (is_signed) {
+            const __m256i d = _mm256_sub_epi32(c, e127);
+            m = _mm256_abs_epi32(d);
+            sign = _mm256_slli_epi32(_mm256_cmpgt_epi32(zero, d), 31);
+            nan = _mm256_cmpeq_epi32(c, _mm256_set1_epi32(255));
+        }
+        const __m256i level = _mm256_sub_epi32(top, m);
+        const __m256i a = _mm256_srli_epi32(_mm256_add_epi32(level, seven), 3);
+        const __m256i jj = _mm256_sub_epi32(_mm256_slli_epi32(a, 3), level);
+        __m256i bits = _mm256_or_si256(_mm256_slli_epi32(_mm256_sub_epi32(e127, a), 23),
+                                       _mm256_permutevar8x32_epi32(mant_tab, jj));
+        bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(m, zero), bits); /* the zero code */
+        bits = _mm256_or_si256(bits, sign);
+        bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7FC00000), nan);
+        _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_castsi256_ps(bits), vscale));
+    }
+#endif
+    const float *restrict value = VALUE[kind];
+    for (; j < (int32_t)n; j++) dst[j] = value[codes[j]] * scale;
+}
+
+/*
+ * state_format.quantize_int8 of one block of n values (memory positions pos..):
+ * the scale is the block's largest magnitude (NaN, with zero codes, if the
+ * block holds a non-finite value); each value's ratio r = x / scale is rounded
+ * to one of its two neighbouring magnitudes lo <= |r| < hi, up with probability
+ * p = (|r| - lo) / (hi - lo) against u = (bits >> 8) * 2**-24 ("signed",
+ * "unsigned"), or up to the smallest code whose value times the scale is >= x
+ * ("upper").  Non-signed kinds store negative values as zero.
+ */
+#if defined(__AVX2__)
+/*
+ * The stochastic rounding of the SR_LOOP below, 8 elements at a time with AVX2
+ * (gcc's own vectorisation of it spills and rematerialises constants): the
+ * same integer and IEEE float operations lane by lane, so the same codes; the
+ * lookups of d[j]'s mantissas are one permute each.  Returns how many leading
+ * elements it did (a multiple of 8); the portable loop does the rest.
+ */
+static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int32_t top, float smallest,
+                              uint32_t base, int32_t *restrict lv) {
+    const __m256 vsafe = _mm256_set1_ps(safe), u_unit = _mm256_set1_ps(0x1p-24f);
+    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), mant_mask = _mm256_set1_epi32(0x7FFFFF);
+    const __m256i d1 = _mm256_set1_epi32(D1 - 1), d2 = _mm256_set1_epi32(D2 - 1), d3 = _mm256_set1_epi32(D3 - 1);
+    const __m256i d4 = _mm256_set1_epi32(D4 - 1), d5 = _mm256_set1_epi32(D5 - 1), d6 = _mm256_set1_epi32(D6 - 1);
+    const __m256i d7 = _mm256_set1_epi32(D7 - 1);
+    const __m256i below_tab = _mm256_setr_epi32(0, D1, D2, D3, D4, D5, D6, D7);
+    const __m256i above_tab = _mm256_setr_epi32(D1, D2, D3, D4, D5, D6, D7, 0x800000);
+    const __m256i k_offset = _mm256_set1_epi32(top - 8 * 127), zero = _mm256_setzero_si256();
+    const __m256i small_bits = _mm256_set1_epi32((int32_t)f2u(smallest));
+    const __m256i mix1 = _mm256_set1_epi32((int32_t)HASH_MIX1), mix2 = _mm256_set1_epi32((int32_t)HASH_MIX2);
+    const __m256i zero_code = _mm256_set1_epi32(top == 127 ? ZERO_SIGNED : 0);
+    const __m256i step8 = _mm256_set1_epi32((int32_t)(8u * HASH_INDEX));
+    __m256i counter = _mm256_add_epi32(_mm256_set1_epi32((int32_t)base),
+                                       _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                          _mm256_set1_epi32((int32_t)HASH_INDEX)));
+    const int is_signed = top == 127;
+    int32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 r = _mm256_div_ps(_mm256_loadu_ps(x + j), vsafe);
+        const __m256i rbits = _mm256_castps_si256(r);
+        const __m256i b = _mm256_and_si256(rbits, abs_mask);
+        const __m256 mag = _mm256_castsi256_ps(b);
+        const __m256i e = _mm256_srli_epi32(b, 23), mant = _mm256_and_si256(b, mant_mask);
+        /* j = the number of d[q] (q = 1..7) whose mantissa is <= mant: compares give -1 each */
+        __m256i jj = _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d1), _mm256_cmpgt_epi32(mant, d2));
+        jj = _mm256_add_epi32(jj, _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d3), _mm256_cmpgt_epi32(mant, d4)));
+        jj = _mm256_add_epi32(jj, _mm256_add_epi32(_mm256_cmpgt_epi32(mant, d5), _mm256_cmpgt_epi32(mant, d6)));
+        jj = _mm256_sub_epi32(zero, _mm256_add_epi32(jj, _mm256_cmpgt_epi32(mant, d7)));
+        const __m256i below = _mm256_permutevar8x32_epi32(below_tab, jj);
+        const __m256i above = _mm256_permutevar8x32_epi32(above_tab, jj);
+        /* k = top - (8 (127 - e) - j) */
+        const __m256i k = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(e, 3), jj), k_offset);
+        const __m256i on = _mm256_cmpgt_epi32(k, zero);
+        const __m256i ebits = _mm256_slli_epi32(e, 23);
+        const __m256 t_lo = _mm256_castsi256_ps(_mm256_and_si256(_mm256_or_si256(ebits, below), on));
+        const __m256 t_hi = _mm256_castsi256_ps(
+            _mm256_blendv_epi8(small_bits, _mm256_add_epi32(ebits, above), on));
+        const __m256i lo = _mm256_and_si256(k, on);
+        const __m256 p = _mm256_div_ps(_mm256_sub_ps(mag, t_lo), _mm256_sub_ps(t_hi, t_lo));
+        /* the element's random bits: mix32(i * HASH_INDEX + key) */
+        __m256i h = counter;
+        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+        h = _mm256_mullo_epi32(h, mix1);
+        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
+        h = _mm256_mullo_epi32(h, mix2);
+        h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+        counter = _mm256_add_epi32(counter, step8);
+        const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), u_unit);
+        /* u < p, both >= +0: as int32 bits, as the portable loop */
+        const __m256i up = _mm256_cmpgt_epi32(_mm256_castps_si256(p), _mm256_castps_si256(u));
+        const __m256i level = _mm256_sub_epi32(lo, up);
+        __m256i code;
+        if (is_signed) {
+            const __m256i neg = _mm256_srai_epi32(rbits, 31);
+            code = _mm256_add_epi32(zero_code, _mm256_sub_epi32(_mm256_xor_si256(level, neg), neg));
+        } else {
+            code = level;
+        }
+        _mm256_storeu_si256((__m256i *)(lv + j), code);
+    }
+    return j;
+}
+#else
+static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int32_t top, float smallest,
+                              uint32_t base, int32_t *restrict lv) {
+    (void)x; (void)n; (void)safe; (void)top; (void)smallest; (void)base; (void)lv;
+    return 0;
+}
+#endif
+
+/* the stochastic rounding of int8_encode for a kind with top index TOP; CODE from level and neg (r < 0) */
+#define SR_LOOP(TOP, SMALLEST, CODE)                                                                  \
+    {                                                                                                 \
+        const float smallest = (SMALLEST);                                                            \
+        for (int32_t j = sr_avx2(x, (int32_t)n, safe, TOP, smallest, base, lv); j < (int32_t)n; j++) { \
+            const float r = x[j] / safe, mag = fabsf(r);                                              \
+            float t_lo, t_hi;                                                                         \
+            const int32_t lo = level_bounds(mag, TOP, smallest, &t_lo, &t_hi);                        \
+            /* at the top (mag = 1) p = 0 here and in the reference (which divides by 1): never up */ \
+            const float p = (mag - t_lo) / (t_hi - t_lo);                                             \
+            const float u = (float)(int32_t)(mix32(base + (uint32_t)j * HASH_INDEX) >> 8) * 0x1p-24f; \
+            const int32_t level = lo + ((int32_t)f2u(u) < (int32_t)f2u(p)); /* u < p, both >= +0 */  \
+            const int32_t neg = (int32_t)(f2u(r) >> 31);                                              \
+            (void)neg;                                                                                \
+            lv[j] = (CODE);                                                                           \
+        }                                                                                             \
+    }
+
+static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t key, int64_t pos,
+                               uint8_t *restrict codes, float *restrict scale_out) {
+    /* Comparisons of floats known to be >= +0 (or -0) and finite are made on their bits as int32, which
+     * orders them alike: float compares would keep gcc from vectorising these loops (-ftrapping-math). */
+    uint32_t amax = 0;
+    if (kind != KIND_SIGNED)
+        for (int32_t j = 0; j < (int32_t)n; j++) x[j] = CLAMP_MIN(x[j], 0.0f);
+    for (int32_t j = 0; j < (int32_t)n; j++) {
+        const uint32_t a = f2u(x[j]) & 0x7FFFFFFFu; /* |x|: its bits order like its value, NaN above inf */
+        amax = a > amax ? a : amax;
+    }
+    const uint8_t zero = kind == KIND_SIGNED ? ZERO_SIGNED : ZERO_UNSIGNED;
+    if (amax >= 0x7F800000u) { /* an inf or a NaN in the block */
+        *scale_out = u2f(0x7FC00000u);
+        memset(codes, zero, (size_t)n);
+        return;
+    }
+    *scale_out = u2f(amax);
+    const float safe = amax ? u2f(amax) : 1.0f;
+    int32_t lv[BLOCK] __attribute__((aligned(64))); /* the codes as int32: 8 lanes a vector, then packed */
+    if (kind == KIND_UPPER) {
+        const float smallest = MAGS_U[1];
+        for (int32_t j = 0; j < (int32_t)n; j++) {
+            const float value = x[j];
+            const int32_t vbits = (int32_t)f2u(value); /* value >= 0 or -0 (INT32_MIN: below everything) */
+            float t_lo, t_hi;
+            const int32_t lo = level_bounds(fabsf(value / safe), 255, smallest, &t_lo, &t_hi);
+            const int32_t up = ((int32_t)f2u(t_lo * safe) < vbits) & (lo < 255);
+            /* float rounding of code * scale must not land below the value itself */
+            const float t_up = u2f((f2u(t_hi) & -(uint32_t)up) | (f2u(t_lo) & ((uint32_t)up - 1u)));
+            const int32_t below = ((int32_t)f2u(t_up * safe) < vbits) & (lo + up < 255);
+            lv[j] = lo + up + below;
+        }
+    } else {
+        const uint32_t base = (uint32_t)pos * HASH_INDEX + key;
+        if (kind == KIND_SIGNED)
+            SR_LOOP(127, MAGS_S[1], ZERO_SIGNED + ((level ^ -neg) + neg)) /* 127 - level for r < 0 */
+        else
+            SR_LOOP(255, MAGS_U[1], level)
+    }
+    for (int32_t j = 0; j < (int32_t)n; j++) codes[j] = (uint8_t)lv[j];
+}
+
+/*
+ * Encode a float32 tensor (rows x row elements in memory order; x is
+ * overwritten by the clamp of non-signed kinds) in one format, as the
+ * reference: format 0 bfloat16 (out: uint16), 1 int8 (out: uint8 codes, and
+ * scales: rows x ceil(row / BLOCK) float32).  For the tests: the kernel's
+ * rounding of given float32 values.
+ */
+int adamkit_encode(int format, int kind, int64_t rows, int64_t row, float *x, void *out, float *scales,
+                   uint32_t key) {
+    if (!tables_set || kind < 0 || kind > 2 || rows < 0 || row < 0) return -1;
+    if (format == 0) {
+        for (int64_t start = 0; start < rows * row; start += CHUNK) {
+            const int64_t len = rows * row - start < CHUNK ? rows * row - start : CHUNK;
+            bf16_encode(x + start, len, kind, key, start, (uint16_t *)out + start);
+        }
+        return 0;
+    }
+    if (format != 1) return -1;
+    const int64_t nb = row > 0 ? (row + BLOCK - 1) / BLOCK : 1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t start = r * row + b * BLOCK;
+            int64_t len = row - b * BLOCK;
+            if (len > BLOCK) len = BLOCK;
+            if (len <= 0) { scales[r * nb + b] = 0.0f; continue; }
+            int8_encode(x + start, len, kind, key, start, (uint8_t *)out + start, scales + r * nb + b);
+        }
+    return 0;
+}
+
+/* The float32 values of int8 codes (rows x row, scales rows x ceil(row / BLOCK)), as the step decodes them. */
+int adamkit_decode(int kind, int64_t rows, int64_t row, const uint8_t *codes, const float *scales, float *out) {
+    if (!tables_set || kind < 0 || kind > 2 || rows < 0 || row < 0) return -1;
+    const int64_t nb = row > 0 ? (row + BLOCK - 1) / BLOCK : 1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b * BLOCK < row; b++) {
+            const int64_t start = r * row + b * BLOCK, len = row - b * BLOCK < BLOCK ? row - b * BLOCK : BLOCK;
+            int8_decode(codes + start, len, kind, scales[r * nb + b], out + start);
+        }
+    return 0;
+}
+
+/*
+ * Step tensors whose state is stored in a low-precision format; the arguments
+ * of adamkit_step plus, per tensor i, row[i]: 0 for bfloat16 state (states
+ * point at uint16), else the row length of its int8 state (states point at
+ * uint8 codes, scales[k*count + i] at its rows x ceil(row / BLOCK) float32
+ * scales); per slot k, kinds[k] (-1: unused slot) and the stream slot
+ * slots[k]; per tensor its rounding seed, and the step count before this step.
+ * The element positions in the memory of each tensor index the random bits.
+ */
+int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, void *const *params,
+                      void *const *grads, void *const *states, int nstates, const double *sc, int64_t flags,
+                      int nthreads, int64_t grain, const int64_t *row, float *const *scales, const int32_t *kinds,
+                      const int32_t *slots, const uint32_t *seeds, int64_t step) {
+    if (algo < 0 || algo >= N_KERNELS || dtype < 0 || dtype > 3 || dtype == DT_F64 || nstates < 0 ||
+        nstates > MAX_STATES || !tables_set)
+        return -1;
+    for (int k = 0; k < nstates; k++)
+        if (kinds[k] < -1 || kinds[k] > 2) return -3;
+    if (count <= 0) return 0;
+    const range_fn fn = TABLE[algo][dtype];
+    const int psz = PARAM_SIZE[dtype];
+    int64_t total = 0;
+    for (int64_t i = 0; i < count; i++) {
+        if (numel[i] < 0 || row[i] < 0 || (row[i] > 0 && numel[i] % row[i] != 0)) return -2;
+        total += numel[i];
+    }
+    if (total == 0) return 0;
+    int64_t units = (total + ALIGN - 1) / ALIGN;
+    int nt = nthreads < 1 ? 1 : nthreads;
+    if (grain < ALIGN) grain = ALIGN;
+    if ((int64_t)nt > total / grain) nt = (int)(total / grain);
+    if (nt < 1) nt = 1;
+    if ((int64_t)nt > units) nt = (int)units;
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        float buf[MAX_STATES][CHUNK] __attribute__((aligned(64)));
+        /* this thread steps the chunks that start in its share of the concatenated elements */
+        const int64_t begin = (units * tid / nth) * ALIGN;
+        int64_t end = (units * (tid + 1) / nth) * ALIGN;
+        if (end > total) end = total;
+        int64_t i = 0, base = 0;
+        while (i < count && base + numel[i] <= begin) base += numel[i++];
+        for (; i < count && base < end; base += numel[i], i++) {
+            const int64_t n_i = numel[i], r_len = row[i];
+            if (n_i == 0) continue;
+            const int64_t lo = begin > base ? begin - base : 0, hi = end - base < n_i ? end - base : n_i;
+            uint32_t key[MAX_STATES];
+            for (int k = 0; k < nstates; k++) key[k] = kinds[k] < 0 ? 0 : stream_key(seeds[i], step, slots[k]);
+            /* the first chunk starting at or after lo */
+            int64_t start;
+            if (r_len == 0) {
+                start = (lo + CHUNK - 1) / CHUNK * CHUNK;
+            } else {
+                const int64_t r = lo / r_len, w = (lo - r * r_len + BLOCK - 1) / BLOCK * BLOCK;
+                start = w >= r_len ? (r + 1) * r_len : r * r_len + w;
+            }
+            const int64_t nb = r_len > 0 ? (r_len + BLOCK - 1) / BLOCK : 0;
+            while (start < hi) {
+                int64_t len, blk = 0;
+                if (r_len == 0) {
+                    len = n_i - start < CHUNK ? n_i - start : CHUNK;
+                } else {
+                    const int64_t r = start / r_len, w = start - r * r_len;
+                    len = r_len - w < BLOCK ? r_len - w : BLOCK;
+                    blk = r * nb + w / BLOCK;
+                }
+                for (int k = 0; k < nstates; k++) {
+                    if (kinds[k] < 0) continue;
+                    const char *s = (const char *)states[(int64_t)k * count + i];
+                    if (r_len == 0)
+                        bf16_decode((const uint16_t *)s + start, len, buf[k]);
+                    else
+                        int8_decode((const uint8_t *)s + start, len, kinds[k],
+                                    scales[(int64_t)k * count + i][blk], buf[k]);
+                }
+                fn(len, (char *)params[i] + start * psz, (const char *)grads[i] + start * psz, buf[0], buf[1],
+                   buf[2], buf[3], sc, flags);
+                for (int k = 0; k < nstates; k++) {
+                    if (kinds[k] < 0) continue;
+                    char *s = (char *)states[(int64_t)k * count + i];
+                    if (r_len == 0)
+                        bf16_encode(buf[k], len, kinds[k], key[k], start, (uint16_t *)s + start);
+                    else
+                        int8_encode(buf[k], len, kinds[k], key[k], start, (uint8_t *)s + start,
+                                    &scales[(int64_t)k * count + i][blk]);
+                }
+                start += len;
+            }
         }
     }
     return 0;

@@ -43,10 +43,19 @@ import torch
 from torch import Tensor
 
 from .. import _integrity
+from ..optim import state_format
 
 SOURCE = Path(__file__).with_name("fused_cpu.c")
 
 from .fused_spec import ALGORITHMS, KernelCall, kernel_call  # noqa: F401 - the seam, generated from the declarations
+
+#: the kernel's interface version (adamkit_abi_version in fused_cpu.c)
+ABI_VERSION = 2
+#: the 8-bit code tables of state_format, in the kernel's kind order (signed, unsigned, upper), handed to it once
+_CODE_TABLES = torch.cat([state_format.table(kind) for kind in state_format.KINDS]).contiguous()
+#: the kernel's numbers of the storage formats and kinds
+FORMATS = {"bfloat16": 0, "int8": 1}
+KINDS = {kind: i for i, kind in enumerate(state_format.KINDS)}
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 STATE_DTYPE = {torch.float32: torch.float32, torch.float64: torch.float64,
@@ -204,8 +213,23 @@ def load():
                 ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                 ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
             ]
-            if lib.adamkit_abi_version() != 1:
+            if lib.adamkit_abi_version() != ABI_VERSION:
                 raise FusedKernelUnavailable("stale fused kernel in the cache (ABI mismatch)")
+            lib.adamkit_step_lowp.restype = ctypes.c_int
+            lib.adamkit_step_lowp.argtypes = lib.adamkit_step.argtypes + [
+                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+            ]
+            lib.adamkit_encode.restype = ctypes.c_int
+            lib.adamkit_encode.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                           ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32]
+            lib.adamkit_set_tables.restype = ctypes.c_int
+            lib.adamkit_set_tables.argtypes = [ctypes.c_void_p]
+            lib.adamkit_decode.restype = ctypes.c_int
+            lib.adamkit_decode.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                           ctypes.c_void_p, ctypes.c_void_p]
+            rc = lib.adamkit_set_tables(_CODE_TABLES.data_ptr())
+            if rc != 0:
+                raise FusedKernelUnavailable(f"the 8-bit code tables are not of the form the kernel reads ({rc})")
         except FusedKernelUnavailable as exc:
             _error = f"adamkit's fused CPU kernel is unavailable: {exc}"
             raise FusedKernelUnavailable(_error) from None
@@ -306,12 +330,18 @@ def _flat(p: Tensor, g: Tensor, ss: list, writeback: list):
     return work, g.contiguous(), fixed
 
 
-def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]]) -> None:
+def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
+           storage: "state_format.Storage | None" = None, storage_names: tuple | None = None) -> None:
     """Step ``params`` in place with one kernel call (see the module docstring).
 
     ``call.names`` are the state slots the kernel reads, in order; None marks an unused slot.
+    ``storage`` (with ``storage_names``, the state names its ``kinds`` and ``slots`` follow) says how the state
+    tensors are stored when they are not float32 (:func:`launch_low_precision`).
     Every check happens before any tensor is written (:class:`Unsupported` otherwise).
     """
+    if storage is not None:
+        launch_low_precision(call, params, grads, states, storage, storage_names)
+        return
     algorithm, names, scalars, flags = call
     lib = load()
     if not params:
@@ -365,6 +395,144 @@ def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states
     rc = lib.adamkit_step(
         ALGORITHMS[algorithm], DTYPES[param_dtype], count, numel, base, base + count * size,
         base + 2 * count * size, n_states, sc, flags, torch.get_num_threads(), GRAIN,
+    )
+    if rc != 0:  # pragma: no cover - the checks above make this unreachable
+        raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
+    for dst, src in writeback:
+        dst.copy_(src)
+
+
+#: parameter dtypes whose state a low-precision format can hold (float32 math)
+LOW_PRECISION_PARAMS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _state_dtype_error(message: str) -> Unsupported:
+    return Unsupported(f"fused kernel, state_dtype: {message}")
+
+
+def launch_low_precision(call: "KernelCall", params: list[Tensor], grads: list[Tensor],
+                         states: dict[str, list[Tensor]], storage: "state_format.Storage",
+                         storage_names: tuple | None = None) -> None:
+    """One kernel call for a bucket whose state is stored in bfloat16 or as 8-bit codes (``storage.format``).
+
+    The kernel decodes each block of a state tensor (an int8 block of at most ``state_format.BLOCK``
+    elements within a row, or 256 elements of bfloat16) into a small buffer, runs the float32 update on it
+    and encodes it back, rounding as :mod:`adamkit.optim.state_format` does with the bits of
+    ``stream_key(storage.seeds[i], storage.step, storage.slots[k])`` at each element's position in the memory
+    of its state tensor: no float32 copy of a state tensor is made. In a bucket of format "int8", tensors
+    whose state is bfloat16 (vectors) are stepped in the same call. Parameters and gradients are stepped in
+    the layout of their state tensors (copies where theirs differs); state tensors must cover their memory
+    densely, all of one parameter in one layout, and int8 codes keep dim 0 outermost (as the engine creates
+    them). Every check happens before any tensor is written (:class:`Unsupported` otherwise).
+    """
+    algorithm, names, scalars, flags = call
+    lib = load()
+    if storage.format not in FORMATS:
+        raise _state_dtype_error(f"the kernel steps bfloat16 and int8 state, not {storage.format!r}")
+    if not params:
+        return
+    first = params[0]
+    if first.device.type != "cpu":
+        raise Unsupported(f"the fused CPU kernel got a tensor on {first.device}")
+    param_dtype = first.dtype
+    if param_dtype not in LOW_PRECISION_PARAMS:
+        raise _state_dtype_error(f"low-precision state is for float32-math parameters "
+                                 f"(float32, float16, bfloat16), got {param_dtype}")
+    given = tuple(storage_names) if storage_names is not None else tuple(states)
+    count = len(params)
+    shapes = [p.shape for p in params]
+    _check_column("a parameter", params, shapes, param_dtype)
+    _check_column("a gradient", grads, shapes, param_dtype)
+    n_states = len(names)
+    kinds = (ctypes.c_int32 * max(1, n_states))()
+    slots = (ctypes.c_int32 * max(1, n_states))()
+    used = []
+    for k, name in enumerate(names):
+        if name is None:
+            kinds[k] = -1
+            continue
+        if name not in given:
+            raise _state_dtype_error(f"no storage kind given for state '{name}'")
+        j = given.index(name)
+        kind = storage.kinds[j]
+        if kind not in KINDS:
+            raise _state_dtype_error(f"state '{name}' has kind {kind!r}; the kernel rounds {tuple(KINDS)}")
+        kinds[k], slots[k] = KINDS[kind], storage.slots[j]
+        used.append((k, name, states[name]))
+    rows = [0] * count
+    scale_cols = {k: [None] * count for k, _, _ in used}
+    params, grads = list(params), list(grads)
+    columns = {k: list(col) for k, _, col in used}
+    writeback: list = []
+    for i in range(count):
+        p = params[i]
+        layout = None
+        fmt = None
+        for k, name, col in used:
+            s = col[i]
+            if s.shape != shapes[i]:
+                raise RuntimeError(f"fused kernel: state '{name}' has shape {tuple(s.shape)}, "
+                                   f"its parameter {tuple(shapes[i])}")
+            this = {torch.bfloat16: "bfloat16", torch.uint8: "int8"}.get(s.dtype)
+            if this is None or (this == "int8" and storage.format != "int8"):
+                raise _state_dtype_error(f"state '{name}' is {s.dtype}, not the storage of a "
+                                         f"{storage.format} state (load_state_dict or the conversion call "
+                                         "keeps it so; a state set by hand must be too)")
+            if fmt is not None and this != fmt:
+                raise _state_dtype_error("the states of one parameter are stored in different formats")
+            fmt = this
+            if not _dense_strides(s) or (layout is not None and s.stride() != layout):
+                raise _state_dtype_error(f"state '{name}' does not cover its memory densely in the layout "
+                                         "of the parameter's other state tensors")
+            layout = s.stride()
+            if this == "int8":
+                numel = s.numel()
+                if s.dim() < 2:
+                    raise _state_dtype_error(f"int8 state '{name}' needs two or more dimensions")
+                if numel and s.shape[0] > 1 and s.stride(0) != numel // s.shape[0]:
+                    raise _state_dtype_error(f"int8 state '{name}' must keep dim 0 outermost in memory")
+                rows[i] = numel // s.shape[0] if numel else 0
+                try:
+                    scales = storage.scales[name][i]
+                except (KeyError, IndexError, TypeError):
+                    raise _state_dtype_error(f"no scales given for int8 state '{name}'") from None
+                expected = state_format.scale_shape(s.shape)
+                if scales.dtype != torch.float32 or tuple(scales.shape) != expected:
+                    raise _state_dtype_error(f"the scales of int8 state '{name}' are {scales.dtype} "
+                                             f"{tuple(scales.shape)}, expected float32 {expected}")
+                if not scales.is_contiguous():
+                    work = scales.contiguous()
+                    writeback.append((scales, work))
+                    scales = work
+                scale_cols[k][i] = scales
+        if layout is None:
+            continue
+        if p.stride() != layout or not _dense_strides(p):
+            work = torch.empty_like(columns[used[0][0]][i], dtype=p.dtype).copy_(p)
+            writeback.append((p, work))
+            params[i] = work
+        if grads[i].stride() != layout:
+            grads[i] = torch.empty_like(columns[used[0][0]][i], dtype=grads[i].dtype).copy_(grads[i])
+    seeds = storage.seeds
+    if len(seeds) != count:
+        raise _state_dtype_error(f"{len(seeds)} rounding seeds for {count} tensors")
+    ptrs = (ctypes.c_void_p * (count * (2 + n_states)))()
+    scale_ptrs = (ctypes.c_void_p * max(1, count * n_states))()
+    ptrs[0:count] = [p.data_ptr() for p in params]
+    ptrs[count:2 * count] = [g.data_ptr() for g in grads]
+    for k, _, _ in used:
+        ptrs[(2 + k) * count:(3 + k) * count] = [s.data_ptr() for s in columns[k]]
+        scale_ptrs[k * count:(k + 1) * count] = [None if s is None else s.data_ptr() for s in scale_cols[k]]
+    numel = (ctypes.c_int64 * count)(*(p.numel() for p in params))
+    row = (ctypes.c_int64 * count)(*rows)
+    seed_array = (ctypes.c_uint32 * count)(*(int(x) & 0xFFFFFFFF for x in seeds))
+    sc = (ctypes.c_double * 16)(*scalars)
+    base = ctypes.addressof(ptrs)
+    size = ctypes.sizeof(ctypes.c_void_p)
+    rc = lib.adamkit_step_lowp(
+        ALGORITHMS[algorithm], DTYPES[param_dtype], count, numel, base, base + count * size,
+        base + 2 * count * size, n_states, sc, flags, torch.get_num_threads(), GRAIN,
+        row, scale_ptrs, kinds, slots, seed_array, int(storage.step),
     )
     if rc != 0:  # pragma: no cover - the checks above make this unreachable
         raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
@@ -510,3 +678,46 @@ class CachedLaunch:
         )
         if rc != 0:  # pragma: no cover - eligible() and check() make this unreachable
             raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
+
+
+def encode(x: Tensor, format: str, kind: str, key: int) -> tuple[Tensor, Tensor | None]:
+    """The kernel's rounding of given float32 values, for tests: ``x`` encoded as the kernel's step encodes.
+
+    ``format`` "bfloat16" returns (bfloat16 tensor, None), like ``state_format.encode_bfloat16``; "int8" returns
+    (uint8 codes, float32 scales) of a tensor of two or more dimensions, like ``state_format.quantize_int8``.
+    ``x`` is read in its contiguous layout (row-major memory order).
+    """
+    if x.dtype != torch.float32:
+        raise TypeError(f"encode takes a float32 tensor, got {x.dtype}")
+    lib = load()
+    work = x.contiguous().clone()  # the kernel clamps in place
+    if format == "bfloat16":
+        out = torch.empty_like(work, dtype=torch.bfloat16)
+        rows, row, scales, scale_ptr = 1, work.numel(), None, None
+    elif format == "int8":
+        out = torch.empty_like(work, dtype=torch.uint8)
+        rows, row = state_format.scale_shape(work.shape)[0], work.numel() // max(1, work.shape[0])
+        scales = torch.empty(state_format.scale_shape(work.shape), dtype=torch.float32)
+        scale_ptr = scales.data_ptr()
+    else:
+        raise ValueError(f'format must be "bfloat16" or "int8", got {format!r}')
+    rc = lib.adamkit_encode(FORMATS[format], KINDS[kind], rows, row, work.data_ptr(), out.data_ptr(), scale_ptr,
+                            key & 0xFFFFFFFF)
+    if rc != 0:
+        raise RuntimeError(f"adamkit_encode failed with code {rc}")
+    return out, scales
+
+
+def decode(codes: Tensor, scales: Tensor, kind: str) -> Tensor:
+    """The kernel's float32 values of int8 codes (contiguous, two or more dimensions), for tests: as
+    ``state_format.dequantize_int8``."""
+    lib = load()
+    codes = codes.contiguous()
+    scales = scales.contiguous().float()
+    out = torch.empty_like(codes, dtype=torch.float32)
+    rows = codes.shape[0]
+    rc = lib.adamkit_decode(KINDS[kind], rows, codes.numel() // max(1, rows), codes.data_ptr(), scales.data_ptr(),
+                            out.data_ptr())
+    if rc != 0:
+        raise RuntimeError(f"adamkit_decode failed with code {rc}")
+    return out

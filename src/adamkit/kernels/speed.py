@@ -22,11 +22,18 @@ Layouts: ``resnet18`` (the 62 parameter tensors of ResNet-18, 11.7M
 elements), ``many-small`` (2,000 tensors of 1-4K elements), ``many-small-new-grads``
 (the same, but every step brings new gradient tensors, as training with
 ``zero_grad(set_to_none=True)`` does: the gradients are replaced, untimed, before
-each timed step), ``one-big`` (one 64M-element tensor). The algorithms are the
+each timed step), ``one-big`` (one 8192 x 8192 matrix, 64M elements). The algorithms are the
 registry's (``adamkit.list_optimizers()``); an optimizer class whose
 ``torch_reference`` names a torch optimizer (AMSGrad: ``Adam(amsgrad=True)``) is
 also compared with that one, fused. torch's own implementations (fused, foreach, loop) and,
 where installed, pytorch-optimizer and timm are timed alongside.
+
+Low-precision state (``--state-dtypes``, :func:`measure_state_dtypes`): per layout (default resnet18 and
+one-big) and optimizer, the default path with ``state_dtype`` float32, bfloat16 and "int8", each timed in
+the same repetition, with the state bytes per parameter (int8 scales included; a vector keeps bfloat16
+state in "int8" mode) and the ratio of each step to the float32-state step of the same repetition.
+bitsandbytes' 8-bit Adam/AdamW, where it is installed and runs on CPU, is timed alongside on layouts of
+up to 20M parameters (never a dependency; skipped when absent; its CPU step is slow).
 
 Use from Python: ``adamkit.kernels.speed.measure(...)`` returns the rows;
 ``markdown(rows)`` renders them.
@@ -91,7 +98,7 @@ def layout_shapes(name: str) -> list[tuple[int, ...]]:
         gen = torch.Generator().manual_seed(0)
         return [(int(n),) for n in torch.randint(1024, 4097, (2000,), generator=gen)]
     if name == "one-big":
-        return [(64 * 2**20,)]
+        return [(8192, 8192)]  # one weight matrix (2-D, so that int8 state applies to it)
     raise ValueError(f"unknown layout {name!r}; choose from {', '.join(LAYOUTS)}")
 
 
@@ -316,6 +323,98 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
     return dict(machine=machine_info(bandwidth), rows=rows)
 
 
+#: the state dtypes ``--state-dtypes`` can time, by their names on the command line
+STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": "int8"}
+#: bitsandbytes' CPU 8-bit step is about 10x slower than adamkit's: timed on layouts up to this size only
+BITSANDBYTES_MAX_PARAMS = 20_000_000
+#: layouts of the state-dtype table by default (``--state-layouts``)
+STATE_LAYOUTS = ("resnet18", "one-big")
+
+
+def _bitsandbytes_candidates(algorithms) -> list[Candidate]:
+    """bitsandbytes' 8-bit Adam / AdamW where installed and able to step CPU tensors (never a dependency)."""
+    try:
+        import bitsandbytes.optim as bnb_optim  # noqa: PLC0415 - optional
+    except Exception:  # ImportError, or a build that fails to load its native library
+        return []
+    out = []
+    for algo, name in (("adam", "Adam8bit"), ("adamw", "AdamW8bit")):
+        factory = getattr(bnb_optim, name, None)
+        if algo not in algorithms or factory is None:
+            continue
+        try:  # a CPU step must work here (older builds are CUDA-only)
+            probe = torch.nn.Parameter(torch.randn(64, 4096))
+            probe.grad = torch.randn_like(probe)
+            factory([probe]).step()
+        except Exception:
+            continue
+        out.append(Candidate("bitsandbytes", algo, "8bit", lambda ps, f=factory: f(ps)))
+    return out
+
+
+def measure_state_dtypes(layouts=STATE_LAYOUTS, algorithms=("adam",), state_dtypes=tuple(STATE_DTYPES),
+                         repeats: int = 5, steps: int = 3, third_party: bool = True, log=print) -> list[dict]:
+    """Step time and state bytes per parameter of the default path for each ``state_dtype``.
+
+    Within each repetition every state dtype of an optimizer is timed, float32 first, and each one's step is
+    divided by the float32-state step of that repetition (``ratio_to_float32``, median and min-max).
+    """
+    if "float32" not in state_dtypes:
+        state_dtypes = ("float32",) + tuple(state_dtypes)
+    rows = []
+    for layout in layouts:
+        shapes = layout_shapes(layout)
+        gen = torch.Generator().manual_seed(0)
+        init = [torch.randn(s, generator=gen) for s in shapes]
+        grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
+        log(f"state dtypes, {layout}: {len(shapes)} tensors, {sum(t.numel() for t in init) / 1e6:.2f}M parameters")
+        cands = []
+        for algo in algorithms:
+            cls = get_optimizer_class(algo)
+            cands += [Candidate("adamkit", algo, name, lambda ps, cls=cls, sd=STATE_DTYPES[name]: cls(ps, state_dtype=sd))
+                      for name in state_dtypes]
+        if third_party and sum(t.numel() for t in init) <= BITSANDBYTES_MAX_PARAMS:
+            cands += _bitsandbytes_candidates(algorithms)
+        samples: dict[str, list[Sample]] = {c.label: [] for c in cands}
+        ratios: dict[str, list[float]] = {c.label: [] for c in cands}
+        for rep in range(repeats):
+            for cand in cands:
+                samples[cand.label].append(_time_candidate(cand, init, grads, steps))
+            for cand in cands:
+                base = samples[f"adamkit:{cand.optimizer}:float32"][-1].seconds
+                ratios[cand.label].append(samples[cand.label][-1].seconds / base)
+        for cand in cands:
+            ss = samples[cand.label]
+            secs = [x.seconds for x in ss]
+            rows.append(dict(
+                layout=layout, library=cand.library, optimizer=cand.optimizer, state_dtype=cand.path,
+                implementation=_implementation_name(Candidate(cand.library, cand.optimizer, "default", cand.make))
+                if cand.library == "adamkit" else "bitsandbytes",
+                step_ms=statistics.median(secs) * 1e3, step_ms_spread=[x * 1e3 for x in _spread(secs)],
+                ratio_to_float32=statistics.median(ratios[cand.label]), ratio_spread=_spread(ratios[cand.label]),
+                state_bytes_per_param=ss[0].state_bytes / (ss[0].param_bytes / init[0].element_size()),
+                repeats=repeats,
+            ))
+        del init, grads
+        gc.collect()
+    return rows
+
+
+def markdown_state_dtypes(rows: list[dict]) -> str:
+    lines = ["Low-precision state (default path; the ratio is to the float32-state step of the same repetition, "
+             "lower is faster):", "",
+             "| layout | optimizer | state_dtype | path | step ms (min-max) | × float32 state (min-max) "
+             "| state B/param |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = r["state_dtype"] if r["library"] == "adamkit" else f"{r['library']} {r['state_dtype']}"
+        lines.append(
+            f"| {r['layout']} | {r['optimizer']} | {name} | {r['implementation']} | "
+            f"{r['step_ms']:.1f} ({r['step_ms_spread'][0]:.1f}-{r['step_ms_spread'][1]:.1f}) | "
+            f"{r['ratio_to_float32']:.2f} ({r['ratio_spread'][0]:.2f}-{r['ratio_spread'][1]:.2f}) | "
+            f"{r['state_bytes_per_param']:.2f} |")
+    return "\n".join(lines)
+
+
 def _implementation_name(cand: Candidate) -> str:
     if cand.library != "adamkit" or cand.path != "default":
         return cand.path
@@ -414,7 +513,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-step", type=lambda v: _csv(v, ALGORITHMS), default=list(STEP_DEPENDENT),
                         help="algorithms whose first step in a new process is timed (default: those whose flags "
                              f"change with the step, {','.join(STEP_DEPENDENT)}; '' for none)")
-    parser.add_argument("--no-third-party", action="store_true", help="skip pytorch-optimizer / timm")
+    parser.add_argument("--no-third-party", action="store_true",
+                        help="skip pytorch-optimizer / timm / bitsandbytes")
+    parser.add_argument("--state-dtypes", type=lambda v: _csv(v, STATE_DTYPES) if v else [],
+                        default=list(STATE_DTYPES),
+                        help="state_dtype values timed against float32 state on --state-layouts "
+                             f"(default: {','.join(STATE_DTYPES)}; '' for none)")
+    parser.add_argument("--state-layouts", type=lambda v: _csv(v, LAYOUTS), default=list(STATE_LAYOUTS),
+                        help=f"layouts of the state-dtype table (default: {','.join(STATE_LAYOUTS)})")
+    parser.add_argument("--state-algorithms", type=lambda v: _csv(v, ALGORITHMS), default=["adam"],
+                        help="optimizers of the state-dtype table (default: adam)")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 2 repetitions, 2 steps, the default path only, torch fused only")
     parser.add_argument("--json", default="speed.json", help="write the results here (default speed.json)")
@@ -432,7 +540,14 @@ def run(args: argparse.Namespace) -> int:
                      third_party=not args.no_third_party, log=log)
     if args.first_step:
         result["first_step"] = {a: first_step(a) for a in args.first_step}
+    if args.state_dtypes:
+        result["state_dtypes"] = measure_state_dtypes(args.state_layouts, args.state_algorithms, args.state_dtypes,
+                                                      args.repeats, args.steps,
+                                                      third_party=not args.no_third_party, log=log)
     print(markdown(result))
+    if result.get("state_dtypes"):
+        print()
+        print(markdown_state_dtypes(result["state_dtypes"]))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)

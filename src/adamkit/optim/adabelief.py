@@ -6,7 +6,7 @@ import math
 from typing import NamedTuple
 
 from . import _checks
-from .base import FOREACH, FUSED, AdamkitOptimizer, learning_rate
+from .base import FOREACH, FUSED, STATE_DTYPE, AdamkitOptimizer, learning_rate
 from .benchspec import BenchSpec
 from .declaration import Coefficients, FusedKernel, Hyperparameter as H
 
@@ -91,6 +91,16 @@ class AdaBelief(AdamkitOptimizer):
 
     State per parameter: ``step``, ``exp_avg`` (m), ``exp_avg_var`` (s, with the
     accumulated ε), ``max_exp_avg_var`` (s̄, amsgrad).
+
+    Low-precision state (``state_dtype``): m "signed". s is non-negative ("unsigned") but it is
+    the widest-ranging second moment of the family: it is the variance of g around m, which
+    can be many decades below g², plus ε accumulated every step (ε = 1e-16 by default, so
+    s ≥ about 1e-13 after a few thousand steps). The logarithmic table keeps its relative
+    precision over 255 codes down to 2.8e-10 of a block's largest value, and stochastic
+    rounding keeps the tiny per-step ε increments in expectation (round-to-nearest would drop
+    them). Where s is below that range of its block it reads zero and the ε of the
+    denominator bounds the step, as it does in float32 at the start. s̄ (amsgrad) is rounded
+    up ("upper"): never below the true maximum.
     """
 
     name = "adabelief"
@@ -116,9 +126,11 @@ class AdaBelief(AdamkitOptimizer):
         "maximize": H(False, _checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
         "foreach": FOREACH,
         "fused": FUSED,
+        "state_dtype": STATE_DTYPE,
     }
     Flags, Scalars = AdaBeliefFlags, AdaBeliefScalars
     fused_kernel = FusedKernel("adabelief", ("exp_avg", "exp_avg_var", "max_exp_avg_var"))
+    state_formats = {"exp_avg": "signed", "exp_avg_var": "unsigned", "max_exp_avg_var": "upper"}
 
     def check_group(self, group):
         if group.get("rectified_amsgrad") and not (group.get("amsgrad") and group.get("rectify")):

@@ -5,7 +5,7 @@ import math
 from typing import NamedTuple
 
 from . import _checks
-from .base import FOREACH, FUSED, MAXIMIZE, AdamkitOptimizer, learning_rate
+from .base import FOREACH, FUSED, STATE_DTYPE, MAXIMIZE, AdamkitOptimizer, learning_rate
 from .benchspec import BenchSpec
 from .declaration import Coefficients, FusedKernel, Hyperparameter as H, variant
 
@@ -54,6 +54,15 @@ class Adam(AdamkitOptimizer):
 
     State per parameter: ``step`` (int), ``exp_avg`` (m), ``exp_avg_sq`` (v),
     ``max_exp_avg_sq`` (v̄, with amsgrad).
+
+    Low-precision state (``state_dtype``, :mod:`adamkit.optim.state_format`): m is a signed
+    average of gradients ("signed" codes, symmetric around an exact zero); v is an average of
+    squares, never negative, spanning twice the decades of the gradients, so it takes the
+    "unsigned" table whose 255 logarithmic magnitudes reach 2.8e-10 of a block's largest value
+    (it sits under a square root in the denominator: a small v must keep its *relative*
+    precision, which a linear code would lose). AMSGrad's v̄ is a running maximum that must
+    never read below the true maximum (the guarantee the variant exists for), so it is rounded
+    **up** ("upper"), never stochastically: the decoded v̄ is ≥ every decoded v it has seen.
     """
 
     name = "adam"
@@ -68,10 +77,12 @@ class Adam(AdamkitOptimizer):
         "maximize": MAXIMIZE,
         "foreach": FOREACH,
         "fused": FUSED,
+        "state_dtype": STATE_DTYPE,
         **TORCH_ONLY_FALSE,
     }
     Flags, Scalars = AdamFlags, AdamScalars
     fused_kernel = FusedKernel("adam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+    state_formats = {"exp_avg": "signed", "exp_avg_sq": "unsigned", "max_exp_avg_sq": "upper"}
 
     def state_names(self, group):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from . import _checks
 from .adam import TORCH_ONLY_FALSE
-from .base import FOREACH, FUSED, MAXIMIZE, AdamkitOptimizer, learning_rate
+from .base import FOREACH, FUSED, STATE_DTYPE, MAXIMIZE, AdamkitOptimizer, learning_rate
 from .benchspec import BenchSpec
 from .declaration import Coefficients, FusedKernel, Hyperparameter as H
 
@@ -102,6 +102,14 @@ class ADOPT(AdamkitOptimizer):
 
     State per parameter: ``step`` (calls made, the initialising one included),
     ``exp_avg`` (m), ``exp_avg_sq`` (v).
+
+    Low-precision state (``state_dtype``): m is an average of *normalised* (and clipped)
+    gradients, signed and of order one ("signed"). v is non-negative ("unsigned"); its
+    initialising call stores v = g² of one gradient, which spans twice the decades of g, so
+    the unsigned table's 255 logarithmic codes (down to 2.8e-10 of a block's largest) matter
+    most right there; the call is encoded with the stream of step 0 like any other step, and
+    m (still exactly zero) is re-encoded exactly. v divides the next gradient (``g/max(sqrt(v),
+    ε)``), so a v rounded to zero is floored by ε, never a division by zero.
     """
 
     name = "adopt"
@@ -121,9 +129,11 @@ class ADOPT(AdamkitOptimizer):
         "maximize": MAXIMIZE,
         **TORCH_ONLY_FALSE,
         "fused": FUSED,
+        "state_dtype": STATE_DTYPE,
     }
     Flags, Scalars = ADOPTFlags, ADOPTScalars
     fused_kernel = FusedKernel("adopt", ("exp_avg", "exp_avg_sq"))
+    state_formats = {"exp_avg": "signed", "exp_avg_sq": "unsigned"}
 
     def state_names(self, group):
         return ("exp_avg", "exp_avg_sq")

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 
 from . import _checks
-from .base import FOREACH, FUSED, AdamkitOptimizer, learning_rate, math_dtype
+from .base import FOREACH, FUSED, STATE_DTYPE, AdamkitOptimizer, learning_rate, math_dtype
 from .benchspec import BenchSpec
 from .declaration import Coefficients, FusedKernel, Hyperparameter as H
 
@@ -76,6 +76,17 @@ class AGD(AdamkitOptimizer):
 
     State per parameter: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (s),
     ``max_exp_avg_sq`` (s̄, amsgrad), ``z`` (win).
+
+    Low-precision state (``state_dtype``): m "signed"; s, the moment of the *differences* of
+    consecutive corrected momenta, is non-negative ("unsigned") and typically decades below
+    Adam's v (it shrinks as the momentum settles), and its square root is compared with the
+    floor δ: the logarithmic codes keep its relative precision, so the switch between the
+    adaptive and the SGD step happens where it would in float32 (up to the rounding of one
+    code step, 9 %). Note that the difference itself is computed from the *decoded* previous
+    m, so its rounding noise enters s (as it would with any stored m). s̄ (amsgrad) is rounded
+    up ("upper"). Win's z is a signed parameter-like iterate ("signed"); with
+    ``win_z_init="params"`` it starts as the parameter, encoded with the stream of the step
+    before the first (``state_format.init_key``).
     """
 
     name = "agd"
@@ -97,9 +108,11 @@ class AGD(AdamkitOptimizer):
         "maximize": H(False, _checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
         "foreach": FOREACH,
         "fused": FUSED,
+        "state_dtype": STATE_DTYPE,
     }
     Flags, Scalars = AGDFlags, AGDScalars
     fused_kernel = FusedKernel("agd", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "z"))
+    state_formats = {"exp_avg": "signed", "exp_avg_sq": "unsigned", "max_exp_avg_sq": "upper", "z": "signed"}
 
     def state_names(self, group):
         names = ("exp_avg", "exp_avg_sq")

@@ -29,6 +29,15 @@ With neither given, each device gets its fastest correct path, chosen by
 measurement (``adamkit speed``): the fused kernel on CPU (the loop where no C
 compiler is available; never foreach, slower than the loop on CPU), multi-tensor
 foreach elsewhere.
+
+Low-precision state (``state_dtype``, a common hyperparameter): a group whose
+``state_dtype`` is not float32 takes a path of its own (``_step_stored_group``),
+so the float32 path pays nothing for it but a comparison per group. Its state is
+created in the stored format with each parameter's ``rounding_seed``, checked
+against the group's ``state_dtype`` every step (a value changed by hand raises,
+naming ``convert_state_dtype``), bucketed by format too and handed to a backend
+with a ``state_format.Storage``; a backend whose ``storage_formats`` lack the
+format leaves the bucket to the loop (the default path) or raises (``fused=True``).
 """
 from __future__ import annotations
 
@@ -42,7 +51,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from . import _checks, checkpoint
+from . import _checks, checkpoint, state_format
 from .declaration import Coefficients, FusedKernel, Hyperparameter, make_init
 from ..kernels import BACKENDS
 
@@ -114,10 +123,14 @@ FOREACH = Hyperparameter(None, _checks.optional_flag,
                          keyword_only=True)
 FUSED = Hyperparameter(None, _fused_flag, 'True: the fused kernel (C on CPU, compiled elsewhere); "compiled": '
                        "torch.compile of the update; None: adamkit chooses", keyword_only=True)
+STATE_DTYPE = Hyperparameter(torch.float32, state_format.check_state_dtype,
+                             'how the moments are stored: torch.float32, torch.bfloat16 (stochastic rounding) or '
+                             '"int8" (blockwise 8-bit codes); the math is float32 either way (see README, '
+                             '"Low-precision state")', keyword_only=True)
 
 #: hyperparameters every adamkit optimizer has (``lr``'s default is the algorithm's own)
 COMMON_HYPERPARAMETERS: dict[str, Hyperparameter] = {
-    "lr": learning_rate(), "maximize": MAXIMIZE, "foreach": FOREACH, "fused": FUSED,
+    "lr": learning_rate(), "maximize": MAXIMIZE, "foreach": FOREACH, "fused": FUSED, "state_dtype": STATE_DTYPE,
 }
 
 
@@ -200,6 +213,11 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     torch_reference: ClassVar[tuple[str, dict] | None] = None
     #: True for an optimizer whose update uses the loss value (AdamL): step() then needs a closure or loss=
     requires_loss: ClassVar[bool] = False
+    #: ``{state name: kind}`` for EVERY state tensor the algorithm can keep, in slot order (that of
+    #: ``fused_kernel.states``): how each is stored under a low-precision ``state_dtype`` ("signed" first
+    #: moments, "unsigned" second moments, "upper" running maxima; see :mod:`adamkit.optim.state_format`).
+    #: The position of a name is its random-stream slot.
+    state_formats: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -208,6 +226,13 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         missing = set(COMMON_HYPERPARAMETERS) - set(cls.hyperparameters)
         if missing:  # a programming error in an algorithm module, not a user error
             raise AssertionError(f"{cls.__name__} does not declare {sorted(missing)}")
+        formats = cls.state_formats
+        if not formats or set(formats.values()) - set(state_format.KINDS):
+            raise AssertionError(f"{cls.__name__} must declare state_formats = {{state name: kind}} with kinds "
+                                 f"in {state_format.KINDS}, got {formats!r}")
+        if cls.fused_kernel is not None and tuple(formats) != tuple(cls.fused_kernel.states):
+            raise AssertionError(f"{cls.__name__}.state_formats {tuple(formats)} must list the fused kernel's "
+                                 f"state slots {cls.fused_kernel.states} in their order")
         if "__init__" not in cls.__dict__:
             cls.__init__ = make_init(cls, cls.hyperparameters, AdamkitOptimizer._init_declared)
             if cls.__doc__:
@@ -278,6 +303,13 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         merged = {**self.defaults, **param_group}
         self._checked(merged)
         param_group.update({k: merged[k] for k in param_group if k in self._checks})
+        if merged.get("state_dtype", torch.float32) is not torch.float32:
+            params = param_group.get("params")
+            if not isinstance(params, (Tensor, set)) and params is not None:
+                param_group["params"] = params = list(params)  # as torch does next (a generator is read once)
+            for i, p in enumerate([params] if isinstance(params, Tensor) else params or ()):
+                if isinstance(p, Tensor):
+                    _check_low_precision_param(p, merged["state_dtype"], i)
         super().add_param_group(param_group)
 
     # ------------------------------------------------------------ per algorithm
@@ -285,15 +317,111 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """Names of the state tensors kept for each parameter of ``group``."""
         raise NotImplementedError
 
-    def init_param_state(self, param: Tensor, group: Mapping[str, Any], names: tuple[str, ...] | None = None) -> dict:
-        """The state of ``param``: created lazily (step 0 and every state tensor ``group`` needs), as a first step would."""
+    def init_param_state(self, param: Tensor, group: Mapping[str, Any], names: tuple[str, ...] | None = None,
+                         position: int | None = None) -> dict:
+        """The state of ``param``: created lazily (step 0 and every state tensor ``group`` needs), as a first step would.
+
+        Under a low-precision ``state_dtype`` the tensors are created in their stored format (see
+        :mod:`adamkit.optim.state_format`) with the parameter's ``rounding_seed``, from its ``position`` among
+        all the optimizer's parameters (found when not given).
+        """
+        names = self.state_names(group) if names is None else names
+        state_dtype = group.get("state_dtype", torch.float32)
+        if state_dtype is not torch.float32:
+            state_dtype = state_format.check_state_dtype("state_dtype", state_dtype)
+            if state_dtype is not torch.float32:
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                self._init_stored_state(param, group, names, state, state_dtype, position)
+                return state
+        return self._init_float32_state(param, group, names)
+
+    def _init_float32_state(self, param: Tensor, group: Mapping[str, Any], names: tuple[str, ...]) -> dict:
+        """``init_param_state`` of a float32-state group (the engine's general path calls it per parameter)."""
         state = self.state[param]
         if not state:
             state["step"] = 0
-        for name in self.state_names(group) if names is None else names:
+        elif "rounding_seed" in state:
+            self._check_state_format(group, param, state)  # raises: low-precision state in a float32 group
+        for name in names:
             if name not in state:
                 state[name] = self.init_state_tensor(name, param, group)
         return state
+
+    def _init_stored_state(self, param, group, names, state, state_dtype, position) -> None:
+        """The missing state tensors of ``param`` in their low-precision format (and its ``rounding_seed``)."""
+        missing = [name for name in names if name not in state]
+        if not missing:
+            return
+        _check_low_precision_param(param, state_dtype, self._position(param) if position is None else position)
+        if "rounding_seed" not in state:
+            if len(state) > 1:  # float32 tensors of another state_dtype: refuse (names the conversion call)
+                self._check_state_format(group, param, state)
+            state["rounding_seed"] = state_format.rounding_seed(self._position(param) if position is None
+                                                                else position)
+        seed = state["rounding_seed"]
+        fmt = state_format.tensor_format(state_dtype, param)
+        formats = type(self).state_formats
+        slots = {n: k for k, n in enumerate(formats)}
+        for name in missing:
+            kind = formats[name]
+            initial = local_tensor(self.init_state_tensor(name, param, group)).float()
+            key = state_format.init_key(seed, slots[name])
+            layout = state_format.layout_like(param)
+            if fmt == "bfloat16":
+                stored = torch.empty_like(param, dtype=torch.bfloat16, **layout)
+                state_format.encode_bfloat16(initial, kind, key, out=local_tensor(stored))
+                state[name] = stored
+            else:
+                codes = torch.empty_like(param, dtype=torch.uint8, **layout)
+                local = local_tensor(codes)
+                scales = torch.empty(state_format.scale_shape(local.shape), dtype=torch.float32, device=local.device)
+                state_format.quantize_int8(initial, kind, key, codes=local, scales=scales)
+                state[name] = codes
+                state[state_format.scale_name(name)] = _scales_like(param, scales)
+
+    def _position(self, param: Tensor) -> int:
+        """The position of ``param`` among all the optimizer's parameters, over its groups in order (a map
+        kept while the groups' parameter lists are the same lists of the same lengths, checked on use)."""
+        groups = self.param_groups
+        key = tuple((id(g["params"]), len(g["params"])) for g in groups)
+        kept = self.__dict__.get("_positions")
+        for attempt in (0, 1):
+            if kept is None or kept[0] != key or attempt:
+                kept = (key, {id(p): i for i, p in enumerate(p for g in groups for p in g["params"])})
+                self.__dict__["_positions"] = kept
+            i = kept[1].get(id(param))
+            if i is not None:
+                offset = i
+                for g in groups:  # still there? (a list changed in place keeps its id and length)
+                    if offset < len(g["params"]):
+                        if g["params"][offset] is param:
+                            return i
+                        break
+                    offset -= len(g["params"])
+        raise ValueError("the parameter is not in any of this optimizer's param groups")
+
+    def _check_state_format(self, group: Mapping[str, Any], param: Tensor, state: Mapping[str, Any]) -> None:
+        """Raise where the stored format of ``param``'s state is not the one ``group``'s ``state_dtype`` makes."""
+        state_dtype = group.get("state_dtype", torch.float32)
+        if state_dtype is not torch.float32:
+            state_dtype = state_format.check_state_dtype("state_dtype", state_dtype)
+        want = "float32" if state_dtype is torch.float32 else state_format.tensor_format(state_dtype, param)
+        for name in type(self).state_formats:
+            stored = state.get(name)
+            if not isinstance(stored, Tensor):
+                continue
+            have = _STORED_FORMATS.get(stored.dtype, "float32")
+            if have != want or (want != "float32") != ("rounding_seed" in state):
+                index = next((i for i, g in enumerate(self.param_groups) if g is group), "?")
+                raise ValueError(
+                    f"param group {index} has "
+                    f"state_dtype={state_dtype!r}, but the state of parameter {self._position(param)} is stored as "
+                    f"{have} ({name!r} is {stored.dtype}); setting state_dtype in param_groups by hand does not "
+                    f"convert existing state: convert opt.state_dict() with "
+                    f"adamkit.optim.convert_state_dtype(state_dict, state_dtype) and load_state_dict the result"
+                )
 
     def init_state_tensor(self, name: str, param: Tensor, group: Mapping[str, Any]) -> Tensor:
         """A new state tensor for ``param``: zeros in the parameter's math dtype."""
@@ -374,6 +502,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         return loss
 
     def _prepared(self, group: dict[str, Any], names: tuple, loss: float | None):
+        if group.get("state_dtype", torch.float32) is not torch.float32:
+            return None  # kept tables are for float32 state; the general path checks the stored formats
         for backend in BACKENDS.values():
             run = backend.prepare(self, group, names, loss)
             if run is not None:
@@ -381,13 +511,18 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         return None
 
     def _step_group(self, group: dict[str, Any], names: tuple, loss: float | None) -> None:
+        state_dtype = group.get("state_dtype", torch.float32)
+        if state_dtype is not torch.float32:
+            state_dtype = state_format.check_state_dtype("state_dtype", state_dtype)
+            if state_dtype is not torch.float32:
+                return self._step_stored_group(group, names, loss, state_dtype)
         params = []
         for p in group["params"]:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            self.init_param_state(p, group, names)
+            self._init_float32_state(p, group, names)
             params.append(p)
         if not params:
             return
@@ -406,6 +541,48 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         whole_group = len(buckets) == 1 and len(params) == len(group["params"])
         for bucket in buckets.values():
             self._step_bucket(group, bucket, names, loss, impl, whole_group)
+
+    def _step_stored_group(self, group: dict[str, Any], names: tuple, loss: float | None, state_dtype) -> None:
+        """``_step_group`` for a group of low-precision state: checked, bucketed by format too, handed with a Storage."""
+        params = []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            state = self.state.get(p)
+            if state:
+                self._check_state_format(group, p, state)
+            params.append(p)
+        if not params:
+            return
+        for p in params:
+            state = self.state.get(p)
+            if not state or any(n not in state for n in names):
+                self.init_param_state(p, group, names)
+        impl = self._implementation(group, params)
+        if impl in ("loop", "foreach") and self.__dict__.get("_under_compile"):
+            impl = "compiled"
+        local_params = [local_tensor(p) for p in params]
+        checkpoint.check_step_tensors(self, params, local_params, [local_tensor(p.grad) for p in params],
+                                      {n: [local_tensor(self.state[p][n]) for p in params] for n in names},
+                                      check_dtypes=False)
+        checkpoint.check_stored_state(self, params, local_params, names)
+        buckets: dict[tuple, list[Tensor]] = defaultdict(list)
+        for p in params:
+            buckets[(p.device, p.dtype, self.state[p]["step"], state_format.tensor_format(state_dtype, p))].append(p)
+        whole_group = len(buckets) == 1 and len(params) == len(group["params"])
+        for (_, _, _, fmt), bucket in buckets.items():
+            self._step_bucket(group, bucket, names, loss, impl, whole_group, fmt)
+
+    def _storage(self, bucket: list[Tensor], names: tuple, fmt: str, step: int) -> state_format.Storage:
+        formats = type(self).state_formats
+        slots = list(formats)
+        scales = {}
+        if fmt == "int8":
+            scales = {n: [local_tensor(self.state[p][state_format.scale_name(n)]) for p in bucket] for n in names}
+        return state_format.Storage(fmt, tuple(formats[n] for n in names), tuple(slots.index(n) for n in names),
+                                    [self.state[p]["rounding_seed"] for p in bucket], step, scales)
 
     def _implementation(self, group: Mapping[str, Any], params: list[Tensor]) -> str:
         """The backend (a name of ``adamkit.kernels.BACKENDS``) that steps ``params`` of ``group``."""
@@ -426,13 +603,32 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             return "foreach"
         return "fused" if BACKENDS["fused"].takes(type(self), params) else "loop"
 
-    def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str, whole_group: bool) -> None:
-        """Step one bucket (one device, dtype and step count) on backend ``impl``; the loop takes what it refuses."""
+    def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str, whole_group: bool,
+                     fmt: str = "float32") -> None:
+        """Step one bucket (one device, dtype, step count and state format) on backend ``impl``; the loop takes
+        what it refuses."""
         step = self.state[bucket[0]]["step"]
         c = self.coefficients(group, step, loss)
         params = [local_tensor(p) for p in bucket]
         grads = [local_tensor(p.grad) for p in bucket]
         states = {name: [local_tensor(self.state[p][name]) for p in bucket] for name in names}
+        if fmt != "float32":
+            storage = self._storage(bucket, names, fmt, step)
+            backend = BACKENDS[impl]
+            if fmt not in backend.storage_formats:
+                if group["fused"] is True and impl == "fused":
+                    raise ValueError(f"fused=True: the fused C kernel of this build does not store state as "
+                                     f"state_dtype={group['state_dtype']!r}; use fused=None or foreach=False "
+                                     f"(the loop), foreach=True or fused=\"compiled\" with it, or "
+                                     f"state_dtype=torch.float32")
+                backend = BACKENDS["loop"]
+            if not backend.step(self, group, params, grads, states, names, c, whole_group=whole_group,
+                                storage=storage):
+                BACKENDS["loop"].step(self, group, params, grads, states, names, c, whole_group=whole_group,
+                                      storage=storage)
+            for p in bucket:
+                self.state[p]["step"] = step + 1
+            return
         if not BACKENDS[impl].step(self, group, params, grads, states, names, c, whole_group=whole_group):
             # the default path met tensors the fused kernel does not take: the loop steps them, checked as it checks
             checkpoint.check_step_tensors(self, bucket, params, grads, states, check_dtypes=True)
@@ -467,6 +663,38 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """``(1 - beta1**t, 1 - beta2**t)`` in double precision."""
         beta1, beta2 = betas
         return 1.0 - beta1**t, 1.0 - beta2**t
+
+
+_STORED_FORMATS = {torch.bfloat16: "bfloat16", torch.uint8: "int8"}
+
+
+def _check_low_precision_param(p: Tensor, state_dtype, index: int) -> None:
+    """Low-precision state is for float32-math parameters only; other placements of DTensors than Shard(0) and
+    Replicate() cannot keep int8 blocks whole."""
+    if math_dtype(p.dtype) != torch.float32:
+        raise ValueError(
+            f"state_dtype={state_dtype!r} stores the state of float32-math parameters (float32, float16, "
+            f"bfloat16); parameter {index} is {p.dtype}: put it in a param group with state_dtype=torch.float32"
+        )
+    if DTensor is not None and isinstance(p, DTensor) and state_format.tensor_format(state_dtype, p) == "int8":
+        from torch.distributed.tensor import Replicate, Shard
+
+        bad = [pl for pl in p.placements if not (isinstance(pl, Replicate) or (isinstance(pl, Shard) and pl.dim == 0))]
+        if bad:
+            raise ValueError(
+                f'state_dtype="int8" keeps blocks within rows (dim 0), so it needs DTensor parameters placed by '
+                f"Shard(0) or Replicate(); parameter {index} has {p.placements}: use state_dtype=torch.bfloat16 "
+                f"for it (any placement works)"
+            )
+
+
+def _scales_like(param: Tensor, scales: Tensor) -> Tensor:
+    """The int8 scales of ``param`` as the state keeps them: a DTensor placed as ``param`` for a DTensor parameter."""
+    if DTensor is not None and isinstance(param, DTensor):
+        shape = state_format.scale_shape(param.shape)
+        return DTensor.from_local(scales, param.device_mesh, param.placements, run_check=False,
+                                  shape=torch.Size(shape), stride=(shape[1], 1))
+    return scales
 
 
 def _loss_to_float(loss: Any) -> float:

@@ -13,11 +13,24 @@ written), with two differences:
   count that is a whole number, tensors of the parameter's shape). A refused
   checkpoint raises and leaves the optimizer exactly as it was; the new state
   and groups replace the old ones in one assignment.
-* **State tensors are kept in the parameter's math dtype** (``base.math_dtype``:
+* **State tensors are kept in the group's storage format** (``state_dtype``, see
+  :mod:`adamkit.optim.state_format`). Under ``state_dtype=torch.float32`` (the
+  default, and what a checkpoint without a ``state_dtype`` key holds: torch's and
+  older adamkit's) they are cast to the parameter's math dtype (``base.math_dtype``:
   float32 for float16/bfloat16 parameters, else the parameter's dtype), the dtype
   the optimizer itself keeps and every path steps in; torch casts to the
   parameter's dtype instead. So a checkpoint of float32 parameters resumes on
-  float64 ones (and back) on every path. ``step`` becomes an ``int``.
+  float64 ones (and back) on every path. Under ``torch.bfloat16`` and ``"int8"``
+  the tensors are kept exactly as stored (bfloat16; uint8 codes with their float32
+  ``<name>_scale`` of ``state_format.scale_shape``; each parameter's
+  ``rounding_seed``, an int in [0, 2**32)), in the format
+  ``state_format.tensor_format`` gives each parameter, and nothing is cast: a
+  tensor of another dtype is refused. ``step`` becomes an ``int``.
+* **A state dtype is never changed by loading.** A checkpoint group whose
+  ``state_dtype`` differs from the loaded group's (a float32 checkpoint into a
+  bfloat16 optimizer, say) is refused, naming the conversion call,
+  :func:`convert_state_dtype` (``adamkit.convert_state_dtype``), which re-encodes
+  a state dict for another ``state_dtype`` in any direction.
 
 The algorithm of a checkpoint: adamkit's :func:`state_dict` writes the
 optimizer's registry name under :data:`MARKER` in each param group (a group key,
@@ -49,9 +62,14 @@ import torch
 from torch import Tensor
 
 from ..kernels import BACKENDS
+from . import state_format
 
 #: the param-group key under which adamkit's state dicts name their algorithm
 MARKER = "adamkit_algorithm"
+#: the group key of the storage format, and the per-parameter state entries of the low-precision formats
+STATE_DTYPE = "state_dtype"
+SEED = "rounding_seed"
+SCALE = "_scale"  # suffix: state[name + SCALE] holds the int8 scales of state[name]
 #: group keys that are not hyperparameters and are always accepted
 _META = frozenset({"params", "param_names", "initial_lr", MARKER})
 #: flags of torch.optim.Optimizer that its ``__setstate__`` adds with this value
@@ -200,6 +218,10 @@ def _prepare(opt, sd: Mapping[str, Any]):
     for i, (saved, current) in enumerate(zip(saved_groups, current_groups)):
         group = copy.deepcopy({k: v for k, v in saved.items() if k != "params"})
         group.pop(MARKER, None)
+        if STATE_DTYPE in opt._checks and STATE_DTYPE not in group:
+            # a checkpoint of torch or an older adamkit holds float32 state (a group without state: any)
+            has_state = any(saved_state.get(pid) for pid in saved["params"] if _hashable(pid))
+            group[STATE_DTYPE] = torch.float32 if has_state else current[STATE_DTYPE]
         for key, value in _TORCH_ADDED.items():
             if key not in opt._checks and group.get(key, not value) == value:
                 del group[key]
@@ -214,6 +236,18 @@ def _prepare(opt, sd: Mapping[str, Any]):
         if "param_names" in current and "param_names" not in group:
             group["param_names"] = current["param_names"]
         group["params"] = current["params"]
+        if STATE_DTYPE in opt._checks:
+            try:
+                saved_dtype = state_format.check_state_dtype(STATE_DTYPE, group[STATE_DTYPE])
+            except ValueError as exc:
+                raise ValueError(f"param group {i} of the checkpoint: {exc}") from None
+            if saved_dtype != current[STATE_DTYPE]:  # a torch dtype never equals "int8"
+                raise ValueError(
+                    f"param group {i} of the checkpoint has state_dtype={_show(saved_dtype)}, this {cls}'s "
+                    f"group has state_dtype={_show(current[STATE_DTYPE])}; loading never changes a state dtype: "
+                    f"convert the checkpoint first, opt.load_state_dict(adamkit.convert_state_dtype(state_dict, "
+                    f"{_show(current[STATE_DTYPE])}))"
+                )
         try:
             opt._checked(group)
         except (ValueError, TypeError) as exc:
@@ -246,8 +280,25 @@ def _possible_state_names(opt, group) -> set:
     return names
 
 
+def _hashable(key: Any) -> bool:
+    try:
+        hash(key)
+    except TypeError:
+        return False
+    return True
+
+
+def _show(state_dtype: Any) -> str:
+    """``state_dtype`` as it is written in Python: torch.bfloat16, "int8"."""
+    return f'"{state_dtype}"' if isinstance(state_dtype, str) else str(state_dtype)
+
+
+def _group_format(opt, group: Mapping[str, Any]) -> Any:
+    return group.get(STATE_DTYPE, torch.float32) if STATE_DTYPE in opt._checks else torch.float32
+
+
 def _restore(opt, index: int, p: Tensor, group: dict, saved: Any) -> dict:
-    """The checked, cast copy of one parameter's saved state."""
+    """The checked copy of one parameter's saved state: cast (float32 format) or kept as stored (bfloat16, int8)."""
     from .base import math_dtype
 
     cls = type(opt).__name__
@@ -255,33 +306,135 @@ def _restore(opt, index: int, p: Tensor, group: dict, saved: Any) -> dict:
         raise TypeError(f"the state of parameter {index} must be a dict, got {type(saved).__name__}")
     if not saved:
         return {}
-    needed = ("step", *opt.state_names(group))
-    unknown = sorted(set(saved) - _possible_state_names(opt, group) - {"step"}, key=str)
+    state_dtype = _group_format(opt, group)
+    fmt = state_format.tensor_format(state_dtype, p)
+    if fmt != "float32" and math_dtype(p.dtype) != torch.float32:
+        raise ValueError(f"state_dtype={_show(state_dtype)} applies only to float32-math parameters (float32, "
+                         f"float16, bfloat16); parameter {index} is {p.dtype}")
+    names = opt.state_names(group)
+    possible = _possible_state_names(opt, group)
+    low = () if fmt == "float32" else (SEED,)
+    scales = {n + SCALE for n in possible} if fmt == "int8" else set()
+    needed = ("step", *low, *names, *(n + SCALE for n in names if fmt == "int8"))
+    unknown = sorted(set(saved) - possible - scales - {"step", *low}, key=str)
     if unknown:
-        raise ValueError(f"the state of parameter {index} has {unknown}, which {cls} does not keep (it keeps "
-                         f"{list(needed)}): a checkpoint of another optimizer?")
-    for key in needed:
+        hint = ""
+        if all(k == SEED or (isinstance(k, str) and k.endswith(SCALE)) for k in unknown):
+            hint = (f" under state_dtype={_show(state_dtype)}: a checkpoint of another state_dtype? convert it "
+                    f"with adamkit.convert_state_dtype(state_dict, {_show(state_dtype)})")
+        raise ValueError(f"the state of parameter {index} has {unknown}, which {cls} does not keep{hint} (it keeps "
+                         f"{list(needed)}){'' if hint else ': a checkpoint of another optimizer?'}")
+    present = [k for k in saved if k in possible]
+    for key in (*needed, *(k + SCALE for k in present if fmt == "int8")):
         if key not in saved:
             raise MissingStateError(
                 f"the state of parameter {index} has no {key!r}, which {cls} needs with these settings "
                 f"(it has {sorted(map(str, saved))}, needs {list(needed)}); the checkpoint is incomplete "
                 f"or of other settings"
             )
-    restored = {}
-    for key, value in saved.items():
-        if key == "step":
-            restored[key] = _step_count(index, value)
-            continue
+    restored = {"step": _step_count(index, saved["step"])}
+    if low:
+        restored[SEED] = _seed(index, saved[SEED])
+    for key in present:
+        value = saved[key]
         if not isinstance(value, Tensor):
             raise TypeError(f"state {key!r} of parameter {index} must be a tensor, got {type(value).__name__}")
         if tuple(value.shape) != tuple(p.shape):
             raise ValueError(f"state {key!r} of parameter {index} has shape {tuple(value.shape)}, the parameter "
                              f"{tuple(p.shape)}: a checkpoint of another model?")
-        if not (value.is_floating_point() or value.is_complex()) or value.is_complex() != p.is_complex():
-            raise TypeError(f"state {key!r} of parameter {index} is {value.dtype}, which cannot hold the state of "
-                            f"a {p.dtype} parameter")
-        restored[key] = value.detach().to(device=p.device, dtype=math_dtype(p.dtype), copy=True)
+        if fmt == "float32":
+            if not (value.is_floating_point() or value.is_complex()) or value.is_complex() != p.is_complex():
+                raise TypeError(f"state {key!r} of parameter {index} is {value.dtype}, which cannot hold the state "
+                                f"of a {p.dtype} parameter")
+            restored[key] = value.detach().to(device=p.device, dtype=math_dtype(p.dtype), copy=True)
+            continue
+        stored = torch.bfloat16 if fmt == "bfloat16" else torch.uint8
+        if value.dtype != stored:
+            what = "bfloat16" if fmt == "bfloat16" else f"uint8 codes (with {key + SCALE!r})"
+            raise TypeError(
+                f"state {key!r} of parameter {index} is {value.dtype}; under state_dtype={_show(state_dtype)} it "
+                f"is stored as {what}: a checkpoint of another state_dtype? convert it with "
+                f"adamkit.convert_state_dtype(state_dict, {_show(state_dtype)})")
+        _check_distribution(index, key, value, p)
+        restored[key] = _stored_copy(index, key, value, p, fmt)
+        if fmt == "int8":
+            restored[key + SCALE] = _scales_copy(index, key + SCALE, saved[key + SCALE], p, restored[key])
     return restored
+
+
+def _seed(index: int, value: Any) -> int:
+    number = value
+    if isinstance(value, Tensor):
+        number = value.item() if value.numel() == 1 and not value.is_floating_point() else None
+    if isinstance(number, bool) or not isinstance(number, numbers.Integral) or not 0 <= number < 2**32:
+        raise ValueError(f"state {SEED!r} of parameter {index} must be an int in [0, 2**32), got {value!r}")
+    return int(number)
+
+
+def _is_dtensor(t: Any) -> bool:
+    from .base import DTensor
+
+    return DTensor is not None and isinstance(t, DTensor)
+
+
+def _check_distribution(index: int, key: str, value: Tensor, p: Tensor) -> None:
+    """A low-precision state tensor of a DTensor parameter is a DTensor with its mesh and placements."""
+    if _is_dtensor(p) != _is_dtensor(value):
+        raise TypeError(f"state {key!r} of parameter {index} is a {type(value).__name__}, its parameter a "
+                        f"{type(p).__name__}: load a sharded checkpoint with torch.distributed.checkpoint "
+                        f"(set_state_dict) into the sharded model")
+    if _is_dtensor(p) and (tuple(value.placements) != tuple(p.placements) or value.device_mesh != p.device_mesh):
+        raise ValueError(f"state {key!r} of parameter {index} is placed {tuple(value.placements)}, its parameter "
+                         f"{tuple(p.placements)}")
+
+
+def _dim_order(t: Tensor) -> list[int]:
+    """The dimensions of ``t`` (those of size > 1) from outermost to innermost in memory."""
+    return [d for d in sorted(range(t.dim()), key=lambda d: (t.stride(d), t.shape[d]), reverse=True)
+            if t.shape[d] > 1]
+
+
+def _stored_copy(index: int, key: str, value: Tensor, p: Tensor, fmt: str) -> Tensor:
+    """A copy of a bfloat16 tensor or of int8 codes on ``p``'s device, in the layout the optimizer keeps."""
+    if _is_dtensor(p):
+        local, target = value.to_local(), p.to_local()
+    else:
+        local, target = value, p
+    if fmt == "int8":
+        # the blocks follow the memory order of each row: codes copied into another order would change blocks
+        if not state_format._dense(local) or _dim_order(local) != _dim_order(
+                torch.empty_like(target, dtype=torch.uint8, **state_format.layout_like(target))):
+            raise ValueError(
+                f"state {key!r} of parameter {index} (int8 codes) is laid out in memory with strides "
+                f"{local.stride()}, unlike this parameter's state; the 8-bit blocks follow the memory order, "
+                f"so they cannot be copied into another layout: give the parameter its saved memory format, "
+                f"or convert the checkpoint with adamkit.convert_state_dtype(state_dict, torch.bfloat16) first")
+    if _is_dtensor(p):
+        return value.detach().to(device=p.device, copy=True)
+    out = torch.empty_like(p, dtype=value.dtype, **state_format.layout_like(p))
+    return out.copy_(value.detach())
+
+
+def _scales_copy(index: int, key: str, value: Any, p: Tensor, codes: Tensor) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"state {key!r} of parameter {index} must be a tensor, got {type(value).__name__}")
+    want = state_format.scale_shape(p.shape)
+    if value.dtype != torch.float32 or tuple(value.shape) != want:
+        raise ValueError(f"state {key!r} of parameter {index} is {value.dtype} of shape {tuple(value.shape)}; the "
+                         f"int8 scales of a {tuple(p.shape)} parameter are torch.float32 of shape {want} "
+                         f"(state_format.scale_shape)")
+    _check_distribution(index, key, value, p)
+    local = value.to_local() if _is_dtensor(value) else value
+    local_codes = codes.to_local() if _is_dtensor(codes) else codes
+    if tuple(local.shape) != state_format.scale_shape(local_codes.shape):
+        raise ValueError(f"state {key!r} of parameter {index}: this rank's scales have shape {tuple(local.shape)}, "
+                         f"its codes {tuple(local_codes.shape)} (expected {state_format.scale_shape(local_codes.shape)}"
+                         f"): the scales must be sharded along dim 0 with the parameter's rows")
+    if not bool(((local >= 0) | local.isnan()).all()):
+        raise ValueError(f"state {key!r} of parameter {index} has negative scales (a scale is the largest "
+                         f"magnitude of its block, >= 0, or NaN)")
+    copied = value.detach().to(device=p.device, copy=True)
+    return copied if _is_dtensor(copied) else copied.contiguous()
 
 
 def _step_count(index: int, value: Any) -> int:
@@ -295,6 +448,201 @@ def _step_count(index: int, value: Any) -> int:
             or number < 0:
         raise ValueError(f"state 'step' of parameter {index} must be a whole number >= 0, got {value!r}")
     return int(number)
+
+
+# ------------------------------------------------------------------ converting
+#: a conversion rounds with the streams of slots CONVERSION_SLOT + slot, which no step draws (a step draws
+#: the slots 0 .. len(state_formats) - 1), so that its rounding is independent of the next step's
+CONVERSION_SLOT = 64
+
+
+def convert_state_dtype(state_dict: Mapping[str, Any], state_dtype: Any, *, algorithm: Any = None) -> dict:
+    """A copy of an optimizer state dict with its state stored in ``state_dtype`` (float32, bfloat16, "int8").
+
+    The only way a checkpoint changes its storage format (``load_state_dict`` refuses a checkpoint whose
+    ``state_dtype`` differs from the optimizer's, so that a state dtype is never changed silently)::
+
+        opt = adamkit.AdamW(model.parameters(), lr=1e-3, state_dtype="int8")
+        opt.load_state_dict(adamkit.convert_state_dtype(torch.load(path), "int8"))
+
+    Every param group gets ``state_dtype`` and every state tensor is re-encoded, in any direction
+    (float32 ⇄ bfloat16 ⇄ int8; see :mod:`adamkit.optim.state_format`): each is decoded to float32
+    (int8 codes dequantised with their scales, bfloat16 widened: exact) and encoded in the format
+    ``state_format.tensor_format(state_dtype, ·)`` gives its parameter (vectors under "int8" take
+    bfloat16; a float32 target keeps float32, and float64 state stays as it is). The encoding rounds as a
+    step would: stochastically for first and second moments, up for running maxima (AMSGrad's, so that a
+    stored maximum is never below the true one); the kind of each state comes from ``state_formats`` of the
+    algorithm named by the groups' ``adamkit_algorithm`` marker. The random bits are the parameter's own
+    counter-based stream, ``stream_key(rounding_seed, step, CONVERSION_SLOT + slot)``, so a conversion is
+    deterministic and draws no torch generator. A parameter that has no ``rounding_seed`` yet gets
+    ``state_format.rounding_seed(index)`` (its position over the groups, as a fresh optimizer gives it);
+    converting to float32 drops the seeds and the scales. Hyperparameters, flags and step counts are kept.
+
+    A DTensor state (FSDP2) is converted shard by shard, on each rank, as the engine steps it: the codes and
+    scales stay DTensors with the parameter's mesh and placements (int8 needs ``Shard(0)`` or
+    ``Replicate()``; bfloat16 takes any).
+
+    ``state_dtype`` may also be a list with one value per param group (float64 parameters, say, keep
+    float32 state in their own group). ``algorithm``: the optimizer class (or registry name) of a state dict
+    without the marker (one saved by ``torch.optim.Adam``, say). The input is not changed; the result holds
+    new tensors.
+    """
+    from .base import math_dtype
+
+    if not isinstance(state_dict, Mapping) or not isinstance(state_dict.get("state"), Mapping) or not isinstance(
+            state_dict.get("param_groups"), (list, tuple)) or not all(
+            isinstance(g, Mapping) and "params" in g for g in state_dict["param_groups"]):
+        raise TypeError("convert_state_dtype takes an optimizer state dict (from state_dict()): a dict with "
+                        "'state' (a dict) and 'param_groups' (a list of dicts with 'params')")
+    saved_state, saved_groups = state_dict["state"], state_dict["param_groups"]
+    if isinstance(state_dtype, (list, tuple)):
+        if len(state_dtype) != len(saved_groups):
+            raise ValueError(f"state_dtype: a list gives one value per param group; the state dict has "
+                             f"{len(saved_groups)} groups, the list {len(state_dtype)} values")
+        targets = [state_format.check_state_dtype(f"state_dtype[{i}]", v) for i, v in enumerate(state_dtype)]
+    else:
+        targets = [state_format.check_state_dtype("state_dtype", state_dtype)] * len(saved_groups)
+    groups, state = [], {}
+    index = 0
+    for i, (saved, target) in enumerate(zip(saved_groups, targets)):
+        formats = _state_formats(saved, algorithm, i)
+        group = copy.deepcopy({k: v for k, v in saved.items() if k != "params"})
+        group["params"] = list(saved["params"])
+        group[STATE_DTYPE] = target
+        groups.append(group)
+        for pid in saved["params"]:
+            entry = saved_state.get(pid) if _hashable(pid) else None
+            if entry is not None:
+                if not isinstance(entry, Mapping):
+                    raise TypeError(f"the state of parameter {index} must be a dict, got {type(entry).__name__}")
+                state[pid] = _convert_entry(index, entry, formats, target, math_dtype)
+            index += 1
+    listed = {pid for g in saved_groups for pid in g["params"] if _hashable(pid)}
+    orphans = [pid for pid in saved_state if pid not in listed]
+    if orphans:
+        raise ValueError(f"the state dict has state for parameters {orphans!r}, which none of its param groups "
+                         f"lists")
+    out = {k: copy.deepcopy(v) for k, v in state_dict.items() if k not in ("state", "param_groups")}
+    out["state"], out["param_groups"] = state, groups
+    return out
+
+
+def _state_formats(group: Mapping[str, Any], algorithm: Any, i: int) -> dict[str, str]:
+    """{state name: kind} of the algorithm of one param group (by its marker, else by ``algorithm``)."""
+    name = group.get(MARKER)
+    if name is not None:
+        cls = _adamkit_classes().get(name)
+        if cls is None:
+            raise ValueError(f"param group {i} is of the optimizer {name!r}, unknown to this adamkit version")
+        if algorithm is not None and not _same_rule(_algorithm_class(algorithm), cls):
+            raise ValueError(f"param group {i} is of adamkit.{cls.__name__}, not of algorithm={algorithm!r}")
+    elif algorithm is None:
+        raise ValueError(f"param group {i} has no {MARKER!r} marker (a state dict of torch.optim or an older "
+                         f"adamkit): name its algorithm, convert_state_dtype(state_dict, state_dtype, "
+                         f"algorithm=adamkit.Adam)")
+    else:
+        cls = _algorithm_class(algorithm)
+    return dict(cls.state_formats)
+
+
+def _algorithm_class(algorithm: Any) -> type:
+    from .base import AdamkitOptimizer
+
+    if isinstance(algorithm, type) and issubclass(algorithm, AdamkitOptimizer) and algorithm.name:
+        return algorithm
+    if isinstance(algorithm, str) and algorithm in _adamkit_classes():
+        return _adamkit_classes()[algorithm]
+    raise ValueError(f"algorithm must be an adamkit optimizer class or one of {sorted(_adamkit_classes())}, "
+                     f"got {algorithm!r}")
+
+
+def _convert_entry(index: int, entry: Mapping[str, Any], formats: dict[str, str], target: Any,
+                   math_dtype) -> dict:
+    if not entry:
+        return {}
+    names = [k for k in entry if k not in ("step", SEED) and not (
+        isinstance(k, str) and k.endswith(SCALE) and k[:-len(SCALE)] in entry and k[:-len(SCALE)] in formats)]
+    unknown = [k for k in names if k not in formats]
+    if unknown:
+        raise ValueError(f"the state of parameter {index} has {unknown}, which its algorithm does not keep (it "
+                         f"keeps {list(formats)})")
+    if "step" not in entry:
+        raise MissingStateError(f"the state of parameter {index} has no 'step' (it has "
+                                f"{sorted(map(str, entry))}): the rounding stream needs the step count")
+    step = _step_count(index, entry["step"])
+    out: dict = {"step": entry["step"].clone() if isinstance(entry["step"], Tensor) else entry["step"]}
+    seed = _seed(index, entry[SEED]) if SEED in entry else state_format.rounding_seed(index)
+    for name in names:
+        value = entry[name]
+        if not isinstance(value, Tensor):
+            raise TypeError(f"state {name!r} of parameter {index} must be a tensor, got {type(value).__name__}")
+        kind, slot = formats[name], list(formats).index(name)
+        local = value.to_local() if _is_dtensor(value) else value
+        fmt = state_format.tensor_format(target, value)
+        if value.dtype == torch.uint8:
+            scales = entry.get(name + SCALE)
+            if not isinstance(scales, Tensor):
+                raise MissingStateError(f"the state of parameter {index} has int8 codes {name!r} without "
+                                        f"{name + SCALE!r}")
+            local_scales = scales.to_local() if _is_dtensor(scales) else scales
+            if local.numel():
+                x = state_format.dequantize_int8(local, local_scales.float(), kind)
+            else:
+                x = torch.empty_like(local, dtype=torch.float32)
+        elif value.is_floating_point() and math_dtype(value.dtype) == torch.float32:
+            x = local.detach().to(torch.float32, copy=True)
+        elif value.is_floating_point() or value.is_complex():
+            if target != torch.float32:
+                raise ValueError(f'state_dtype={_show(target)} applies only to float32-math parameters (float32, '
+                                 f'float16, bfloat16); the state {name!r} of parameter {index} is {value.dtype}: '
+                                 f'keep state_dtype=torch.float32 for its group')
+            out[name] = value.detach().clone()
+            continue
+        else:
+            raise TypeError(f"state {name!r} of parameter {index} is {value.dtype}, which is no state format")
+        key = state_format.stream_key(seed, step, CONVERSION_SLOT + slot)
+        if fmt == "float32":
+            encoded = {name: x}
+        elif fmt == "bfloat16":
+            encoded = {name: state_format.encode_bfloat16(x, kind, key) if x.numel() else
+                       torch.empty_like(x, dtype=torch.bfloat16)}
+        else:
+            _check_int8_placements(index, value)
+            if x.numel():
+                codes, sc = state_format.quantize_int8(x, kind, key)
+            else:
+                codes = torch.empty_like(x, dtype=torch.uint8)
+                sc = torch.zeros(state_format.scale_shape(x.shape), dtype=torch.float32, device=x.device)
+            encoded = {name: codes, name + SCALE: sc}
+        for k, t in encoded.items():
+            out[k] = _like(value, t, scales=k.endswith(SCALE) and k != name)
+    if target != torch.float32:
+        out[SEED] = seed
+    return out
+
+
+def _check_int8_placements(index: int, value: Tensor) -> None:
+    if _is_dtensor(value):
+        from torch.distributed.tensor import Replicate, Shard
+
+        if any(not (isinstance(pl, Replicate) or (isinstance(pl, Shard) and pl.dim == 0)) for pl in value.placements):
+            raise ValueError(f'state_dtype="int8" keeps the blocks of a DTensor state only under Shard(0) or '
+                             f'Replicate() placements; parameter {index} is placed {tuple(value.placements)} '
+                             f'(state_dtype=torch.bfloat16 works for any placement)')
+
+
+def _like(source: Tensor, local: Tensor, scales: bool) -> Tensor:
+    """``local`` as a DTensor with ``source``'s mesh and placements when ``source`` is one."""
+    if not _is_dtensor(source):
+        return local
+    from torch.distributed.tensor import DTensor
+
+    if scales:
+        shape = state_format.scale_shape(source.shape)
+        return DTensor.from_local(local, source.device_mesh, source.placements, run_check=False,
+                                  shape=torch.Size(shape), stride=(shape[1], 1))
+    return DTensor.from_local(local, source.device_mesh, source.placements, run_check=False,
+                              shape=source.shape, stride=source.stride())
 
 
 # ------------------------------------------------------------------ stepping
@@ -326,6 +674,32 @@ def check_step_tensors(opt, bucket: list[Tensor], params, grads, states: dict, c
                 )
 
 
+def check_stored_state(opt, bucket: list[Tensor], params, names) -> None:
+    """Before a step of low-precision state writes anything: every int8 state has float32 scales of the shape
+    its blocks need (``state_format.scale_shape`` of the local tensor), every stored tensor its format's dtype."""
+    from . import state_format
+    from .base import local_tensor
+
+    for k, p in enumerate(params):
+        state = opt.state[bucket[k]]
+        for name in names:
+            stored = local_tensor(state[name])
+            if stored.dtype == torch.uint8:
+                scales = state.get(state_format.scale_name(name))
+                want = state_format.scale_shape(p.shape)
+                scales = local_tensor(scales) if isinstance(scales, Tensor) else None
+                if scales is None or scales.dtype != torch.float32 or tuple(scales.shape) != want:
+                    got = "none" if scales is None else f"{scales.dtype} of shape {tuple(scales.shape)}"
+                    raise RuntimeError(
+                        f"state {name!r} of parameter {_index(opt, bucket[k])} is int8 codes, whose scales "
+                        f"{state_format.scale_name(name)!r} must be float32 of shape {want}, got {got} (load "
+                        f"checkpoints with load_state_dict, which checks them)"
+                    )
+            elif stored.dtype != torch.bfloat16:
+                raise RuntimeError(f"state {name!r} of parameter {_index(opt, bucket[k])} is {stored.dtype}, "
+                                   f"not a low-precision format (bfloat16, or uint8 codes)")
+
+
 def check_groups_before_step(opt, skip: list[bool]) -> None:
     """With several param groups: check the groups that will take the general path before any is stepped.
 
@@ -340,10 +714,15 @@ def check_groups_before_step(opt, skip: list[bool]) -> None:
         if checked:
             continue
         names = opt.state_names(group)
+        low_precision = group.get("state_dtype", torch.float32) is not torch.float32
         for p in group["params"]:
             if p.grad is None or p.grad.is_sparse:
                 continue
             state = opt.state.get(p, {})
+            if low_precision or "rounding_seed" in state:
+                if state:
+                    opt._check_state_format(group, p, state)  # the format the group's state_dtype makes
+                    check_stored_state(opt, [p], [local_tensor(p)], [n for n in names if n in state])
             states = {n: [local_tensor(state[n])] for n in names if n in state}
             check_step_tensors(opt, [p], [local_tensor(p)], [local_tensor(p.grad)], states, check_dtypes=False)
 

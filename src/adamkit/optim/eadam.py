@@ -5,7 +5,7 @@ import math
 from typing import NamedTuple
 
 from . import _checks
-from .base import FOREACH, FUSED, MAXIMIZE, AdamkitOptimizer, learning_rate
+from .base import FOREACH, FUSED, STATE_DTYPE, MAXIMIZE, AdamkitOptimizer, learning_rate
 from .benchspec import BenchSpec
 from .declaration import Coefficients, FusedKernel, Hyperparameter as H
 
@@ -44,6 +44,12 @@ class EAdam(AdamkitOptimizer):
     A checkpointed ``exp_avg_sq`` already contains the accumulated ε.
 
     State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` (with ε), ``max_exp_avg_sq`` (amsgrad).
+
+    Low-precision state (``state_dtype``): m "signed"; v "unsigned" (non-negative, and the ε it
+    accumulates every step is stored in it: in bfloat16 or 8-bit codes the accumulated ε is
+    rounded stochastically like the rest of v, so it is kept in expectation; where g² ≪ ε the
+    block's scale is about 1000·ε/(1 - β2)-sized and v keeps its relative precision); the
+    amsgrad maximum v̄ "upper" (rounded up: never below the true maximum).
     """
 
     name = "eadam"
@@ -59,9 +65,11 @@ class EAdam(AdamkitOptimizer):
         "maximize": H(False, _checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
         "foreach": FOREACH,
         "fused": FUSED,
+        "state_dtype": STATE_DTYPE,
     }
     Flags, Scalars = EAdamFlags, EAdamScalars
     fused_kernel = FusedKernel("eadam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+    state_formats = {"exp_avg": "signed", "exp_avg_sq": "unsigned", "max_exp_avg_sq": "upper"}
 
     def state_names(self, group):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")

@@ -1,58 +1,121 @@
 """Low-precision storage of optimizer state: bfloat16 with stochastic rounding, and blockwise 8-bit codes.
 
-These are the storage primitives; the math of every algorithm still runs in float32 (or the parameter's
-math dtype): a step reads a state tensor into float32, updates it, and writes it back through one of these
-formats. Both formats round **stochastically**, so that a stored value is, in expectation, the float32 value
-the update computed. That matters for the moments of the Adam family: with β2 = 0.999 a second moment
+These are the storage formats, defined once here and followed bit for bit by every path (the reference
+loop, foreach, the compiled path and the fused C kernel). The math of every algorithm still runs in float32
+(or the parameter's math dtype): a step reads a state tensor into float32, updates it, and writes it back in
+its format. Both formats round **stochastically**, so that a stored value is, in expectation, the float32
+value the update computed. That matters for the moments of the Adam family: with β2 = 0.999 a second moment
 changes by about 0.1 % a step, far less than one bfloat16 ulp (0.8 %) or one 8-bit code step (9 % here), so
 round-to-nearest would freeze it; stochastic rounding keeps its expectation moving at the right rate.
 
-The random bits come from a ``torch.Generator`` that the caller keeps (as part of the optimizer state), so a
-run resumed from a checkpoint draws the same bits and is bit-identical.
+Random bits
+    Counter-based, as Philox is: the bits of element ``i`` (its position in the memory of the state tensor)
+    are ``mix32(i·C + key)``, with ``key = stream_key(seed, step, slot)`` from the parameter's
+    ``rounding_seed`` (kept in its optimizer state), the step count and the state slot. The generator's
+    whole state is therefore the seed and the step count, both in the optimizer state: a run resumed from a
+    checkpoint draws the same bits and is bit-identical, and every path draws the same bits for the same
+    element, so the paths agree bit for bit. No torch generator is consumed (a user's random stream is not
+    disturbed).
 
-bfloat16
-    ``round_bfloat16(x, generator)``: adds 16 uniformly random bits below bfloat16's last mantissa bit of the
-    float32 pattern and truncates. For a value between two bfloat16 neighbours ``a < x < b`` this gives ``b``
-    with probability ``(x - a) / (b - a)``: unbiased. 2 bytes per element.
+bfloat16 (``state_dtype=torch.bfloat16``)
+    :func:`encode_bfloat16`: adds 16 random bits below bfloat16's last mantissa bit of the float32 pattern
+    and truncates. For a value between two bfloat16 neighbours ``a < x < b`` this gives ``b`` with
+    probability ``(x - a) / (b - a)``: unbiased. Kind ``"upper"`` (a running maximum) adds ``0xFFFF``
+    instead: it rounds the magnitude up, so the stored maximum is never below the true one. ±inf and NaN
+    stay what they are. 2 bytes per element.
 
-8-bit blockwise (``"int8"``)
-    A tensor is cut into blocks of :data:`BLOCK` consecutive elements (of its flattened local storage; a
-    shard of a distributed parameter is quantised on its own, so no block straddles a shard boundary). Each
-    block keeps one float32 scale (its largest magnitude) and one 8-bit code per element, an index into a
-    fixed table of values in [-1, 1] or [0, 1]. The tables are logarithmic: neighbouring codes differ by the
-    factor ``2**(1/8)`` (9 %), so a small moment keeps its *relative* precision, which a linear code would
-    not give (a linear 8-bit code maps everything below 1/255 of the block's largest value to zero, and the
-    second moment ends up in a denominator). Bytes per element: ``1 + 4 / BLOCK``.
+8-bit blockwise (``state_dtype="int8"``)
+    For a parameter of two or more dimensions. Each **row** (index along dim 0) of the state tensor is cut,
+    in memory order, into blocks of :data:`BLOCK` elements (the last block of a row may be shorter); each
+    block keeps one float32 scale (its largest magnitude) and each element one 8-bit code, an index into a
+    fixed table of values in [-1, 1] or [0, 1]. The scales form a float32 tensor of shape
+    ``(rows, blocks per row)`` (:func:`scale_shape`). A block never straddles two rows, so a parameter
+    sharded along dim 0 (FSDP2) shards its codes and its scales along dim 0 the same way, and a resharded
+    checkpoint still has whole blocks. Bytes per element: ``1 + 4·ceil(R / BLOCK) / R`` for rows of ``R``
+    elements (1.0156 for R ≥ 256 a multiple of it). Vectors and scalars (biases, norm weights: a small
+    share of any model, and a vector cannot be cut into rows that survive sharding) keep their state in
+    bfloat16 in ``"int8"`` mode (:func:`tensor_format`).
 
-    Kinds, chosen per state tensor by the algorithm (see each algorithm's docstring):
+    The tables are logarithmic: neighbouring magnitudes differ by the factor ``2**(1/8)`` (9 %), so a small
+    moment keeps its *relative* precision, which a linear code would not give (a linear 8-bit code maps
+    everything below 1/255 of the block's largest value to zero, and the second moment ends up in a
+    denominator). A magnitude is ``2**-a · d[j]``, ``d[j] = float32(2**(j/8))``, exactly a float32 with
+    exponent ``-a`` and the mantissa of ``d[j]``, so its code can be found from the bits of a float32.
 
-    * ``"signed"`` — first moments (Adam's m, AdaBelief's m, ADOPT's m, AGD's m): 127 magnitudes
-      ``2**(-k/8)``, k = 0..126 (down to 1.8e-5 of the block's largest), their negatives and an exact zero;
-    * ``"unsigned"`` — non-negative second moments (Adam's and ADOPT's v, AdaBelief's s, AGD's moment of
-      step differences, EAdam's v): 255 magnitudes ``2**(-k/8)``, k = 0..254 (down to 3e-10 of the block's
-      largest: second moments are squares, so they span twice the decades of the gradients) and an exact zero;
-    * ``"upper"`` — a running maximum (AMSGrad's v̄): the unsigned table, rounded **up** to the next code, so
-      the stored maximum is never below the true maximum.
+    Kinds, chosen per state tensor by the algorithm (``state_formats`` of each optimizer class):
 
-    Zero is exact in every kind and the largest magnitude of a block is stored exactly (it is the scale).
-    A block holding a non-finite value stores a NaN scale: it reads back as NaN, as a float32 state poisoned
-    by an infinite or NaN gradient would propagate.
+    * ``"signed"`` — first moments (m of every algorithm, AGD's z): codes 0..254, code 127 is zero, code
+      ``127 ± c`` is ``±2**(-(127 - c)/8)`` (127 magnitudes, down to 1.8e-5 of the block's largest);
+      code 255 is unused and reads NaN;
+    * ``"unsigned"`` — non-negative second moments (Adam's, EAdam's and ADOPT's v, AdaBelief's s, AGD's
+      moment of step differences): code 0 is zero, code ``c ≥ 1`` is ``2**(-(255 - c)/8)`` (255 magnitudes,
+      down to 2.8e-10 of the block's largest: second moments are squares, so they span twice the decades of
+      the gradients); a negative input is stored as zero;
+    * ``"upper"`` — a running maximum (AMSGrad's v̄, AdaBelief's s̄): the unsigned table, rounded **up**
+      (the smallest code whose value times the scale is ≥ the value), so the stored maximum is never below
+      the true maximum; a value stored exactly stays exactly (no ratchet while the scale holds).
+
+    The signed and unsigned kinds round stochastically between the two neighbouring codes around
+    ``r = x / scale``: up with probability ``(|r| - lo) / (hi - lo)``, computed in float32 and compared with
+    24 random bits. Zero is exact in every kind and the largest magnitude of a block is stored exactly (it
+    is the scale). A block holding a non-finite value stores a NaN scale: it reads back as NaN, as a
+    float32 state poisoned by an infinite or NaN gradient would propagate.
+
+How the engine keeps and hands the state (added with the engine, for every path)
+    ``opt.state[p]`` holds ``step``, ``rounding_seed`` (:func:`rounding_seed` of the parameter's position
+    among all the optimizer's parameters) and, per state name ``n``, ``n`` (bfloat16, or uint8 codes) and,
+    for "int8", ``n + "_scale"`` (:func:`scale_name`). A backend gets a :class:`Storage` per bucket and
+    steps tensor ``i`` as :func:`decode_state` → the algorithm's float32 ``update`` → :func:`encode_state`
+    with ``stream_key(seeds[i], step, slots[k])``. State created from a non-zero value (AGD's ``z`` with
+    ``win_z_init="params"``) is encoded with :func:`init_key`, the stream of the step before the first,
+    so that the first step's rounding bits are not those of the initial value's.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 #: the valid values of ``state_dtype``
 STATE_DTYPES = (torch.float32, torch.bfloat16, "int8")
-#: elements per block of the 8-bit format
+#: elements per block of the 8-bit format (at most; the last block of a row may be shorter)
 BLOCK = 256
 #: ratio of neighbouring magnitudes in the 8-bit tables
 CODE_RATIO = 2.0 ** 0.125
 KINDS = ("signed", "unsigned", "upper")
+#: the zero code of each kind
+ZERO_CODE = {"signed": 127, "unsigned": 0, "upper": 0}
+
+_M32 = 0xFFFFFFFF
+# odd multipliers below 2**30, so that the int64 products of the torch reference never overflow
+HASH_INDEX = 0x27D4EB2F
+HASH_MIX1 = 0x2C1B3C6D
+HASH_MIX2 = 0x297A2D39
+KEY_STEP = 0x1E3779B1
+KEY_SLOT = 0x05EBCA77
+SEED_MIX = 0x3C6EF372
+
+
+class Storage(NamedTuple):
+    """How one bucket's state tensors are stored, handed by the engine to a backend with float32-math tensors.
+
+    ``format`` is "bfloat16" or "int8" (a bucket of float32 state gets no Storage). ``kinds[k]`` and
+    ``slots[k]`` are the kind and the stream slot of the k-th state name the backend got (the slot is the
+    position of the name in the algorithm's ``state_formats``); ``seeds[i]`` is the ``rounding_seed`` of the
+    bucket's i-th tensor and ``step`` the step count before this step (one for the whole bucket), so the
+    stream of tensor i, slot k is ``stream_key(seeds[i], step, slots[k])``. For "int8", ``scales[name]``
+    lists each tensor's scales (the state tensors themselves are the uint8 codes).
+    """
+
+    format: str
+    kinds: tuple[str, ...]
+    slots: tuple[int, ...]
+    seeds: list[int]
+    step: int
+    scales: dict[str, list[Tensor]]
 
 
 def check_state_dtype(name: str, value: Any) -> torch.dtype | str:
@@ -66,102 +129,272 @@ def check_state_dtype(name: str, value: Any) -> torch.dtype | str:
     raise ValueError(f'{name} must be torch.float32, torch.bfloat16 or "int8", got {value!r}')
 
 
-def bytes_per_element(state_dtype: torch.dtype | str) -> float:
-    """Bytes of storage per state element in a format, scales included (for whole blocks)."""
+def tensor_format(state_dtype: torch.dtype | str, param: Tensor) -> str:
+    """How the state of ``param`` is stored under ``state_dtype``: "float32", "bfloat16" or "int8".
+
+    "float32" means the parameter's math dtype (float64 state for float64 parameters, as today). Only
+    float32-math parameters (float32, float16, bfloat16) take a low-precision format; "int8" needs two or
+    more dimensions (vectors keep bfloat16, see the module docstring).
+    """
+    if state_dtype == torch.float32:
+        return "float32"
+    if state_dtype == torch.bfloat16:
+        return "bfloat16"
+    return "int8" if param.dim() >= 2 else "bfloat16"
+
+
+def bytes_per_element(state_dtype: torch.dtype | str, row: int = BLOCK) -> float:
+    """Bytes of storage per state element in a format, scales included, for rows of ``row`` elements."""
     if state_dtype == "int8":
-        return 1.0 + 4.0 / BLOCK
+        return 1.0 + 4.0 * math.ceil(row / BLOCK) / row
     return float(torch.empty((), dtype=state_dtype).element_size())
 
 
+# ------------------------------------------------------------------------------------------ random bits
+def mix32(x: int) -> int:
+    """The 32-bit finaliser of the counter-based generator (Python ints; :func:`random_bits` for tensors)."""
+    x &= _M32
+    x ^= x >> 15
+    x = (x * HASH_MIX1) & _M32
+    x ^= x >> 12
+    x = (x * HASH_MIX2) & _M32
+    x ^= x >> 15
+    return x
+
+
+def rounding_seed(index: int) -> int:
+    """The ``rounding_seed`` of the parameter at position ``index`` of an optimizer (a 32-bit integer)."""
+    return mix32(index * KEY_STEP + SEED_MIX)
+
+
+def stream_key(seed: int, step: int, slot: int) -> int:
+    """The key of one state tensor's random stream at one step (``step`` counts the steps before this one)."""
+    return mix32(seed + step * KEY_STEP + slot * KEY_SLOT)
+
+
+def init_key(seed: int, slot: int) -> int:
+    """The key of the encoding of a state tensor's initial value: the stream of "step -1"."""
+    return stream_key(seed, -1, slot)
+
+
+def scale_name(name: str) -> str:
+    """The state key of the int8 scales of state tensor ``name``."""
+    return name + "_scale"
+
+
+def random_bits(numel: int, key: int, device: torch.device | str = "cpu", offset: int = 0) -> Tensor:
+    """``mix32((i·HASH_INDEX + key) mod 2**32)`` for ``i = offset .. offset + numel - 1``, as int64 in [0, 2**32)."""
+    x = torch.arange(offset, offset + numel, dtype=torch.int64, device=device).bitwise_and_(_M32)
+    x = x.mul_(HASH_INDEX).add_(key).bitwise_and_(_M32)
+    x = x.bitwise_xor_(x >> 15).mul_(HASH_MIX1).bitwise_and_(_M32)
+    x = x.bitwise_xor_(x >> 12).mul_(HASH_MIX2).bitwise_and_(_M32)
+    return x.bitwise_xor_(x >> 15)
+
+
+def memory_flat(t: Tensor) -> Tensor:
+    """A 1-D view of a dense tensor in the order of its memory (element ``i`` at storage offset + i)."""
+    if t.dim() == 0:
+        return t.view(1)
+    order = sorted(range(t.dim()), key=lambda d: (t.stride(d), t.shape[d]), reverse=True)
+    flat = t.permute(order)
+    if not flat.is_contiguous():
+        raise ValueError("a state tensor of the low-precision formats must cover its memory densely")
+    return flat.reshape(-1)
+
+
 # ---------------------------------------------------------------------------------------------- bfloat16
-def round_bfloat16(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """``x`` (float32) rounded stochastically to bfloat16 (unbiased); NaN stays NaN, ±inf stays ±inf."""
+def encode_bfloat16(x: Tensor, kind: str, key: int, out: Tensor | None = None) -> Tensor:
+    """``x`` (float32) rounded to bfloat16 (stochastically; up for ``"upper"``), written into ``out``."""
     if x.dtype != torch.float32:
-        raise TypeError(f"round_bfloat16 takes a float32 tensor, got {x.dtype}")
-    bits = x.contiguous().view(torch.int32)
-    noise = torch.randint(0, 1 << 16, x.shape, generator=generator, device=x.device, dtype=torch.int32)
+        raise TypeError(f"encode_bfloat16 takes a float32 tensor, got {x.dtype}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if out is None:
+        out = torch.empty_like(x, dtype=torch.bfloat16)
+    if out.stride() != x.stride():
+        x = torch.empty_like(out, dtype=torch.float32).copy_(x)
+    flat = memory_flat(x)
+    bits = flat.view(torch.int32).to(torch.int64)
+    if kind == "upper":
+        noise = 0xFFFF
+    else:
+        noise = random_bits(flat.numel(), key, x.device) >> 16
     # adding below the kept bits rounds the magnitude up with the right probability, for either sign; the
     # carry can only reach the exponent of the largest finite values (which round to inf, as overflow does)
-    rounded = (bits + noise).bitwise_and_(-(1 << 16)).view(torch.float32)
-    rounded = torch.where(torch.isfinite(x), rounded, x)  # inf and NaN patterns stay what they are
-    return rounded.to(torch.bfloat16)  # exact: the low 16 bits are zero
+    rounded = ((bits & _M32) + noise).bitwise_and_(0xFFFF0000)
+    rounded = torch.where(rounded >= 2**31, rounded - 2**32, rounded).to(torch.int32).view(torch.float32)
+    rounded = torch.where(torch.isfinite(flat), rounded, flat)  # inf and NaN patterns stay what they are
+    memory_flat(out).copy_(rounded)  # exact: the low 16 bits are zero
+    return out
+
+
+def decode_bfloat16(t: Tensor) -> Tensor:
+    return t.float()
 
 
 # -------------------------------------------------------------------------------------------------- int8
+def _magnitudes(count: int) -> np.ndarray:
+    """The ``count`` largest magnitudes ``2**-a · d[j]`` in ascending order, exactly as float32."""
+    d = np.array([2.0 ** (j / 8) for j in range(8)], dtype=np.float32)
+    levels = np.arange(count)  # level ℓ: 2**(-ℓ/8), a = ceil(ℓ/8), j = 8a - ℓ
+    a = -(-levels // 8)
+    j = 8 * a - levels
+    return np.ldexp(d[j], -a).astype(np.float32)[::-1].copy()
+
+
 def _tables() -> dict[str, Tensor]:
-    signed_mag = CODE_RATIO ** -torch.arange(126, -1, -1, dtype=torch.float64)  # 2**(-126/8) .. 1
-    unsigned_mag = CODE_RATIO ** -torch.arange(254, -1, -1, dtype=torch.float64)  # 2**(-254/8) .. 1
-    zero = torch.zeros(1, dtype=torch.float64)
-    signed = torch.cat([-signed_mag.flip(0), zero, signed_mag]).float()
-    unsigned = torch.cat([zero, unsigned_mag]).float()
-    return {"signed": signed, "unsigned": unsigned, "upper": unsigned}
+    signed_mag = _magnitudes(127)
+    unsigned_mag = _magnitudes(255)
+    signed = np.concatenate([-signed_mag[::-1], [0.0], signed_mag, [np.nan]]).astype(np.float32)
+    unsigned = np.concatenate([[0.0], unsigned_mag]).astype(np.float32)
+    return {"signed": torch.from_numpy(signed), "unsigned": torch.from_numpy(unsigned),
+            "upper": torch.from_numpy(unsigned.copy())}
 
 
 TABLES = _tables()
+#: the mantissas d[j] = float32(2**(j/8)), j = 0..7, of every table magnitude
+MANTISSAS = torch.tensor([2.0 ** (j / 8) for j in range(8)], dtype=torch.float32)
 
 
 def table(kind: str, device: torch.device | str = "cpu") -> Tensor:
-    """The sorted float32 code table of a kind (code = index)."""
+    """The float32 value of each code of a kind (256 entries: code = index; NaN marks an unused code)."""
     try:
-        return TABLES[kind].to(device)
+        t = TABLES[kind]
     except KeyError:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}") from None
+    return t.to(device)
 
 
-def num_blocks(numel: int) -> int:
-    return max(1, math.ceil(numel / BLOCK))
+def scale_shape(shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
+    """Shape of the scales of an int8 state tensor of ``shape``: (rows, blocks per row)."""
+    if len(shape) < 2:
+        raise ValueError(f"the int8 format needs a tensor of two or more dimensions, got shape {tuple(shape)}")
+    rows = shape[0]
+    row = math.prod(shape[1:])
+    return rows, max(1, math.ceil(row / BLOCK))
 
 
-def _blocks(x: Tensor) -> Tensor:
-    flat = x.reshape(-1)
-    pad = num_blocks(flat.numel()) * BLOCK - flat.numel()
+def layout_like(param: Tensor) -> dict[str, Any]:
+    """``memory_format`` keywords for a state tensor of ``param``'s format: its layout when dim 0 is outermost."""
+    if param.dim() >= 2 and param.shape[0] > 1:
+        dense = _dense(param)
+        outer = param.stride(0) == math.prod(param.shape[1:])
+        if not (dense and outer):
+            return {"memory_format": torch.contiguous_format}
+    return {"memory_format": torch.preserve_format}
+
+
+def _dense(t: Tensor) -> bool:
+    """True when ``t`` covers its memory densely without overlap (in any order of its dimensions)."""
+    expected = 1
+    for stride, size in sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _rows(t: Tensor) -> Tensor:
+    """The (rows, R) view of an int8-format tensor's memory (dim 0 outermost, each row dense)."""
+    rows = t.shape[0]
+    flat = memory_flat(t)
+    if rows > 1 and t.stride(0) != flat.numel() // rows:
+        raise ValueError("an int8 state tensor must keep dim 0 outermost in memory")
+    return flat.view(rows, math.prod(t.shape[1:]))  # also for an empty shard (0 rows: FSDP2)
+
+
+def _padded_blocks(x2: Tensor, fill: float) -> Tensor:
+    rows, row = x2.shape
+    nb = max(1, math.ceil(row / BLOCK))
+    pad = nb * BLOCK - row
     if pad:
-        flat = torch.cat([flat, flat.new_zeros(pad)])
-    return flat.view(-1, BLOCK)
+        x2 = torch.cat([x2, x2.new_full((rows, pad), fill)], dim=1)
+    return x2.view(rows, nb, BLOCK)
 
 
-def quantize_int8(x: Tensor, kind: str, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Blockwise 8-bit codes of ``x``: ``(codes, scales)``; codes are uint8 of ``x``'s shape, scales float32.
+def quantize_int8(x: Tensor, kind: str, key: int, codes: Tensor | None = None,
+                  scales: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Blockwise 8-bit codes of ``x`` (float32, two or more dimensions): ``(codes, scales)``.
 
-    ``"signed"`` and ``"unsigned"`` round stochastically between the two neighbouring codes (unbiased in
-    value); ``"upper"`` rounds up, so ``dequantize_int8(...) >= x`` everywhere. ``x`` must be float32, and
-    non-negative for the unsigned kinds.
+    ``codes`` (uint8, ``x``'s shape) and ``scales`` (float32, :func:`scale_shape`) are written in place when
+    given. The signed and unsigned kinds round stochastically with the bits of stream ``key``; ``"upper"``
+    rounds up, so ``dequantize_int8(...) >= x`` everywhere.
     """
     if x.dtype != torch.float32:
         raise TypeError(f"quantize_int8 takes a float32 tensor, got {x.dtype}")
     codes_table = table(kind, x.device)
-    blocks = _blocks(x)
-    finite = torch.isfinite(blocks).all(dim=1)
-    scales = blocks.abs().amax(dim=1)
-    scales = torch.where(finite, scales, torch.full_like(scales, math.nan))
-    safe = torch.where(finite & (scales > 0), scales, torch.ones_like(scales))
-    r = (blocks / safe[:, None]).clamp_(codes_table[0], 1.0)
-    r = torch.where(finite[:, None], r, torch.zeros_like(r))
-    n = codes_table.numel()
-    hi = torch.searchsorted(codes_table, r.reshape(-1)).clamp_(1, n - 1)
+    if codes is None:
+        codes = torch.empty_like(x, dtype=torch.uint8, **layout_like(x))
+    if scales is None:
+        scales = torch.empty(scale_shape(x.shape), dtype=torch.float32, device=x.device)
+    if x.stride() != codes.stride():
+        x = torch.empty_like(codes, dtype=torch.float32).copy_(x)
+    x2 = _rows(x)
+    rows, row = x2.shape
+    if kind != "signed":
+        x2 = x2.clamp_min(0.0)  # NaN stays NaN
+    blocks = _padded_blocks(x2, 0.0)  # (rows, nb, BLOCK)
+    finite = torch.isfinite(blocks).all(dim=2)
+    scale = blocks.abs().amax(dim=2)
+    scale = torch.where(finite, scale, torch.full_like(scale, math.nan))
+    safe = torch.where(finite & (scale > 0), scale, torch.ones_like(scale))
+    r = torch.where(finite[..., None], blocks / safe[..., None], torch.zeros_like(blocks))
+    magnitude = r.abs()
+    zero = ZERO_CODE[kind]
+    mags = codes_table[zero:255] if kind == "signed" else codes_table[:256]  # 0 and the ascending magnitudes
+    # lo: the largest magnitude <= |r| (index into mags), hi the next one (|r| = 1 is the top code itself)
+    lo = (torch.searchsorted(mags, magnitude.reshape(-1), right=True) - 1).view_as(magnitude)
+    top = mags.numel() - 1
+    hi = (lo + 1).clamp_(max=top)
+    t_lo, t_hi = mags[lo], mags[hi]
     if kind == "upper":
-        code = hi
-        low = hi - 1  # an exact hit on the lower code stays there
-        code = torch.where(codes_table[low] >= r.reshape(-1), low, code)
+        value = blocks.clamp_min(0.0)
+        up = (t_lo * safe[..., None] < value) & (lo < top)
+        level = lo + up.long()
+        # float rounding of code · scale must not land below the value itself
+        below = (mags[level] * safe[..., None] < value) & (level < top)
+        level = level + below.long()
     else:
-        low = hi - 1
-        t_lo, t_hi = codes_table[low], codes_table[hi]
-        p = (r.reshape(-1) - t_lo) / (t_hi - t_lo)
-        u = torch.rand(p.shape, generator=generator, device=x.device)
-        code = low + (u < p).long()
-    codes = code.to(torch.uint8)[: x.numel()].view(x.shape)
-    if kind == "upper":  # float rounding of code * scale must not land below the value itself
-        below = dequantize_int8(codes, scales, kind) < x
-        if bool(below.any()):
-            codes = torch.where(below, (codes.long() + 1).clamp_(max=n - 1).to(torch.uint8), codes)
+        p = (magnitude - t_lo) / torch.where(hi > lo, t_hi - t_lo, torch.ones_like(t_hi))
+        u = (random_bits(rows * row, key, x.device).view(rows, row) >> 8).to(torch.float32) * 2.0 ** -24
+        u = _padded_blocks(u, 1.0)
+        level = lo + ((u < p) & (hi > lo)).long()
+    if kind == "signed":
+        code = torch.where(r < 0, zero - level, zero + level)
+    else:
+        code = level
+    code = torch.where(finite[..., None], code, torch.full_like(code, zero))
+    _rows(codes).copy_(code.flatten(1)[:, :row].to(torch.uint8))
+    scales.copy_(scale)
     return codes, scales
 
 
-def dequantize_int8(codes: Tensor, scales: Tensor, kind: str) -> Tensor:
-    """float32 values of blockwise 8-bit codes (the inverse of :func:`quantize_int8`, up to its rounding)."""
+def dequantize_int8(codes: Tensor, scales: Tensor, kind: str, out: Tensor | None = None) -> Tensor:
+    """float32 values of blockwise 8-bit codes (code value × its block's scale), ``codes``' layout."""
     codes_table = table(kind, codes.device)
-    values = codes_table[codes.reshape(-1).long()]
-    pad = scales.numel() * BLOCK - values.numel()
-    if pad:
-        values = torch.cat([values, values.new_zeros(pad)])
-    return (values.view(-1, BLOCK) * scales[:, None]).reshape(-1)[: codes.numel()].view(codes.shape)
+    if out is None:
+        out = torch.empty_like(codes, dtype=torch.float32)
+    c2 = _rows(codes)
+    rows, row = c2.shape
+    values = _padded_blocks(codes_table[c2.long()], 0.0)
+    if tuple(scales.shape) != (rows, values.shape[1]):
+        raise ValueError(f"int8 scales of shape {tuple(scales.shape)} do not fit codes of shape "
+                         f"{tuple(codes.shape)} (expected {(rows, values.shape[1])})")
+    _rows(out).copy_((values * scales[..., None]).flatten(1)[:, :row])
+    return out
+
+
+# ------------------------------------------------------------------------------ one state tensor, any format
+def decode_state(format: str, kind: str, stored: Tensor, scales: Tensor | None = None) -> Tensor:
+    """The float32 values of one stored state tensor ("bfloat16": the tensor; "int8": codes and their scales)."""
+    if format == "int8":
+        return dequantize_int8(stored, scales, kind)
+    return decode_bfloat16(stored)
+
+
+def encode_state(format: str, kind: str, key: int, x: Tensor, stored: Tensor, scales: Tensor | None = None) -> None:
+    """Write the float32 values ``x`` into the stored tensor (and its scales) of ``format``, rounding with ``key``."""
+    if format == "int8":
+        quantize_int8(x, kind, key, codes=stored, scales=scales)
+    else:
+        encode_bfloat16(x, kind, key, out=stored)
