@@ -120,7 +120,7 @@ def load(where: str | Path) -> Results:
     insts = {i.key: i for i in suite.problems}
     groups: dict[tuple[str, str, str], list[protocol.PlannedRun]] = {}
     for r in phase1 + phase2:
-        if r.arm in FINAL_ARMS or r.arm.startswith("paper:"):
+        if r.arm in FINAL_ARMS or r.arm.startswith(("paper:", "variant:")):
             groups.setdefault((r.instance, r.optimizer, r.arm), []).append(r)
     for key, runs in groups.items():
         inst = insts[key[0]]

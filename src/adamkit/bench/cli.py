@@ -1,7 +1,7 @@
 """``adamkit bench``: list problems and suites, run a suite (resumable), write a report.
 
     adamkit bench list
-    adamkit bench run SUITE --out DIR [--jobs N] [--executor local|ray] [--address ADDR] [--store FILE]
+    adamkit bench run SUITE --out DIR [--jobs N]   (or: --suite SUITE) [--executor local|ray] [--address ADDR] [--store FILE]
     adamkit bench report DIR [--out REPORT_DIR]
 """
 from __future__ import annotations
@@ -19,7 +19,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="the registered problems and tasks, and the shipped suites")
     p.add_argument("--tier", choices=("A", "B"), help="only this tier")
     p = sub.add_parser("run", help="run a suite (a shipped name or a TOML file) into a results folder; resumable")
-    p.add_argument("suite", help="smoke, quick, full, tasks_quick, paper, or the path of a suite TOML file")
+    p.add_argument("suite", nargs="?", help="smoke, quick, full, tasks_quick, paper, precision, or the path of a "
+                   "suite TOML file (or give it as --suite)")
+    p.add_argument("--suite", dest="suite_option", metavar="SUITE", help="the same as the positional SUITE")
     p.add_argument("--out", required=True, help="results folder (holds results.sqlite; re-run to resume)")
     p.add_argument("--store", help="the SQLite results file (default: OUT/results.sqlite)")
     p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: the number of CPUs, at most 2)")
@@ -100,8 +102,14 @@ def _run_sweep(args, out: Path) -> int:
     from .suite import SuiteError, load_suite
     from .sweep import Progress, run_sweep
 
+    given = [v for v in (args.suite, getattr(args, "suite_option", None)) if v]
+    if not given:
+        return _fail("name the suite to run: adamkit bench run SUITE --out DIR (a shipped name such as quick, or a "
+                     "TOML file)")
+    if len(set(given)) > 1:
+        return _fail(f"two suites given ({given[0]!r} and --suite {given[1]!r}); give one")
     try:
-        suite = load_suite(args.suite)
+        suite = load_suite(given[0])
     except SuiteError as exc:
         return _fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
@@ -175,6 +183,16 @@ def _summary(where) -> None:
             conv = "" if math.isnan(a.converged) else f"({a.converged:.0%})"
             cells.append(f"{_fmt(a.median) + star:>{width + 1}}{conv:>6}")
         print(f"{inst.key[:key_w]:<{key_w}} " + " ".join(cells))
+    if res.suite.variants:
+        from . import judge
+
+        rows = judge.judge_variants(res)
+        print("\nvariants against the main arm (non-inferiority; the report has each row):")
+        for name in res.suite.variants:
+            verdicts = [c.verdict for c in rows if c.variant == name]
+            counts = ", ".join(f"{verdicts.count(v)} {v}" for v in (judge.NO_WORSE, judge.WORSE, judge.INCONCLUSIVE,
+                                                                    judge.NOT_MEASURED) if verdicts.count(v))
+            print(f"  {name}: {counts}")
 
 
 def _report(args) -> int:

@@ -17,6 +17,13 @@ run drops its pair. Verdicts:
 Per tier (Tier A toy problems and Tier B tasks are never pooled) the instance verdicts aggregate to
 *supported* / *contradicted* only when every in-regime instance of that tier says so, *mixed* when both
 occur, else *inconclusive*.
+
+The same statistic judges a suite's **variants** (:func:`judge_variants`; e.g. int8 optimizer state against
+float32): per (instance, optimizer, variant), ``d_s`` = variant − main arm on each paired seed, in the metric's
+direction (> 0: the variant is better), and a non-inferiority test with the suite's stated margin ``M``
+(``protocol.margins``: an absolute one, or a relative one times the main arm's mean over the paired seeds):
+**no worse** when the whole interval lies above ``−M``, **worse** when it lies wholly below ``−M``, else
+(and whenever n < 5) **inconclusive**.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ MIN_SEEDS = 5
 RESAMPLES = 10_000
 LEVEL = 0.95
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+NO_WORSE, WORSE = "no worse", "worse"  # the verdicts of a non-inferiority test (and INCONCLUSIVE)
 OUTSIDE, NOT_MEASURED, MIXED = "outside the claim's regime", "not measured", "mixed"
 
 
@@ -207,3 +215,98 @@ def aggregate(verdicts: list[str]) -> str:
 
 def judge_all(res: analysis.Results) -> list[Verdict]:
     return [judge_claim(c, res) for c in load_claims()]
+
+
+# ------------------------------------------------------------------------------------------------- variants
+
+
+def noninferiority(d: np.ndarray, margin: float) -> tuple[str, float, float, float]:
+    """(verdict, effect, low, high) of paired differences ``d`` (> 0: the variant is better) against a
+    non-inferiority margin ``margin`` ≥ 0: *no worse* when the interval lies above ``-margin``, *worse* when it
+    lies below, else — or with fewer than :data:`MIN_SEEDS` pairs — *inconclusive*."""
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    verdict, effect, low, high = verdict_of(np.asarray(d, dtype=float), margin)
+    return {SUPPORTED: NO_WORSE, CONTRADICTED: WORSE}.get(verdict, INCONCLUSIVE), effect, low, high
+
+
+def margin_value(kind: str, value: float, reference: list[float]) -> float:
+    """The margin in the metric's units: ``value`` itself (``absolute``) or ``value`` times the magnitude of
+    the mean of the reference arm's finite values (``relative``; nan when it has none)."""
+    if kind == "absolute":
+        return float(value)
+    if kind == "relative":
+        finite = [v for v in reference if math.isfinite(v)]
+        return float(value * abs(np.mean(finite))) if finite else math.nan
+    raise ValueError(f"margin kind must be 'absolute' or 'relative', got {kind!r}")
+
+
+def margin_text(kind: str, value: float, margin: float) -> str:
+    """``0.01 absolute`` or ``1 % of the reference (0.034)``."""
+    if kind == "absolute":
+        return f"{value:g} absolute"
+    return f"{value * 100:g} % of the reference ({_num(margin)})"
+
+
+@dataclass
+class VariantComparison:
+    """One variant of one optimizer on one instance, against the optimizer's main arm on the same seeds."""
+
+    instance: str
+    tier: str
+    optimizer: str
+    variant: str
+    metric: str
+    direction: str  # "higher" / "lower" is better
+    verdict: str
+    reference_arm: str = ""
+    n: int = 0
+    effect: float = math.nan  # mean paired difference, > 0: the variant is better
+    low: float = math.nan
+    high: float = math.nan
+    margin: float = math.nan  # in the metric's units
+    margin_text: str = ""
+    reference_median: float = math.nan
+    variant_median: float = math.nan
+    note: str = ""
+
+
+def judge_variants(res: analysis.Results) -> list[VariantComparison]:
+    """Every (instance, optimizer, variant) of the suite's variants, in the suite's order."""
+    out = []
+    for inst in res.instances:
+        direction = "higher" if inst.maximize else "lower"
+        kind, value = res.suite.margins.get(inst.target_metric, ("absolute", math.nan))
+        main = res.main_arm(inst)
+        for opt in inst.optimizers:
+            ref = res.arm(inst.key, opt, main)
+            for name in res.suite.variants:
+                row = VariantComparison(inst.key, inst.tier, opt, name, inst.target_metric, direction, NOT_MEASURED,
+                                        main)
+                out.append(row)
+                var = res.arm(inst.key, opt, f"variant:{name}")
+                if ref is None or var is None:
+                    row.note = "the main arm is not planned yet (its search is not finished)" if ref is None \
+                        else "no such arm"
+                    continue
+                a = values_of(res, inst, var, inst.target_metric, direction)
+                b = values_of(res, inst, ref, inst.target_metric, direction)
+                d = paired_differences(a, b, direction)
+                row.reference_median, row.variant_median = ref.median, var.median
+                if d.size == 0:
+                    row.note = "no paired finished runs"
+                    continue
+                paired = [s for s in a if s in b and not (math.isnan(a[s]) or math.isnan(b[s]))]
+                row.margin = margin_value(kind, value, [b[s] for s in paired])
+                row.margin_text = margin_text(kind, value, row.margin)
+                if math.isnan(row.margin):
+                    row.note = "no margin: the reference has no finite value"
+                    row.n = int(d.size)
+                    continue
+                row.verdict, row.effect, row.low, row.high = noninferiority(d, row.margin)
+                row.n = int(d.size)
+                notes = [f"n < {MIN_SEEDS}"] if row.n < MIN_SEEDS else []
+                if ref.diverged or var.diverged:
+                    notes.append(f"diverged: {ref.diverged} reference, {var.diverged} variant (the worst finite value)")
+                row.note = "; ".join(notes)
+    return out

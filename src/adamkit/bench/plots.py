@@ -441,3 +441,40 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_")
 
 
+
+
+def plot_variants(comparisons, out: Path) -> Path | None:
+    """The variants' paired differences against the main arm, in units of each row's non-inferiority margin:
+    one panel per instance, one row per optimizer, one marker and colour per variant (mean and 95 % interval).
+    Left of the dashed line at −1 (the margin) is *worse*; an interval wholly right of it is *no worse*."""
+    rows = [c for c in comparisons if math.isfinite(c.effect) and math.isfinite(c.margin) and c.margin > 0]
+    if not rows:
+        return None
+    plt = _plt()
+    instances = list(dict.fromkeys(c.instance for c in rows))
+    variants = list(dict.fromkeys(c.variant for c in comparisons))
+    n_opts = max(len({c.optimizer for c in rows if c.instance == key}) for key in instances)
+    markers, colors = "osD^v<>", ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+    fig, axes = plt.subplots(1, len(instances), figsize=(3.6 * len(instances) + 0.8, 0.42 * n_opts + 1.4),
+                             squeeze=False)
+    for ax, key in zip(axes[0], instances):
+        here = [c for c in rows if c.instance == key]
+        opts = list(dict.fromkeys(c.optimizer for c in here))
+        for c in here:
+            k = variants.index(c.variant)
+            y = opts.index(c.optimizer) + (k - (len(variants) - 1) / 2) * 0.25
+            lo, hi, mid = c.low / c.margin, c.high / c.margin, c.effect / c.margin
+            ax.errorbar([mid], [y], xerr=[[mid - lo], [hi - mid]], fmt=markers[k % len(markers)], ms=4,
+                        color=colors[k % len(colors)], capsize=2, lw=1)
+        ax.axvline(-1.0, color="#aa0000", ls="--", lw=0.9)
+        ax.axvline(0.0, color="#555555", lw=0.6)
+        ax.set_yticks(range(len(opts)))
+        ax.set_yticklabels(opts)
+        ax.set_ylim(len(opts) - 0.5, -0.5)
+        ax.set_title(f"{key} ({here[0].metric}; margin {here[0].margin_text})", fontsize=8)
+        ax.set_xlabel("paired difference / margin (> 0: variant better)", fontsize=8)
+        ax.grid(alpha=0.3, lw=0.4)
+    handles = [plt.Line2D([], [], marker=markers[k % len(markers)], color=colors[k % len(colors)], ls="", label=v)
+               for k, v in enumerate(variants)]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="lower right")
+    return _save(fig, out / "variants.png")

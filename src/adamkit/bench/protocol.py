@@ -16,10 +16,12 @@ Protocol version 2 (the current one, :data:`BENCH_VERSION`), for every problem i
    scores the middle one of the grid wins (so a flat response does not count as an edge).
 4. **Final runs** on ``final_seeds``, disjoint from the tuning seeds and the same for every optimizer
    (paired): the winner (``tuned``), the defaults, and each paper configuration a claim asks for on this
-   instance (``paper:<arm>``: the winner's rate with the paper's settings, :mod:`adamkit.bench.claims`).
+   instance (``paper:<arm>``: the winner's rate with the paper's settings, :mod:`adamkit.bench.claims`),
+   and each of the suite's variants (``variant:<name>``: the winner's hyperparameters with the variant's on
+   top, e.g. ``state_dtype = "int8"``; judged against the main arm by :func:`adamkit.bench.judge.judge_variants`).
 
 A problem with ``tune = false`` runs its fixed hyperparameters (``hparams``) on the final seeds (``fixed``),
-and the paper arms on top of them. Version 1 (stores written before the version was recorded): a Latin
+and the paper and variant arms on top of them. Version 1 (stores written before the version was recorded): a Latin
 hypercube of ``trials`` random configurations over the problem's range, selection on the final value; the
 report reads those stores with the version-1 rules.
 """
@@ -50,7 +52,7 @@ BENCH_VERSIONS = {
        "selection on the smoothed validation metric, paper-configuration arms, SGD baseline",
 }
 
-ARMS = ("tune", "defaults", "tuned", "fixed")  # and "paper:<arm>"
+ARMS = ("tune", "defaults", "tuned", "fixed")  # and "paper:<arm>", "variant:<name>"
 
 
 def search_space(suite: Suite, optimizer: str) -> dict[str, tuple[float, float]]:
@@ -346,6 +348,10 @@ def plan(suite: Suite, lookup: Lookup, version: int = BENCH_VERSION) -> Plan:
                 hp = {**main, **{k: ("none" if v is None else v) for k, v in config.items()}}
                 for seed in inst.final_seeds:
                     final.append(_planned(inst, opt, hp, seed, f"paper:{arm}", -1))
+            for name, config in suite.variants.items():
+                hp = {**main, **config}
+                for seed in inst.final_seeds:
+                    final.append(_planned(inst, opt, hp, seed, f"variant:{name}", -1))
     return Plan(tuning, final, searches, complete)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from . import analysis, judge, protocol, registry
 from .document import Doc
 from .plots import (_budget, _fmt, _hp, _metric_label, plot_beta2, plot_curves, plot_lr_sensitivity,
-                    plot_profiles, plot_theta, plot_train_loss, plot_trajectories)
+                    plot_profiles, plot_theta, plot_train_loss, plot_trajectories, plot_variants)
 
 
 def _seeds_text(seeds: tuple[int, ...], kind: str) -> str:
@@ -122,6 +122,72 @@ def protocol_text(res) -> str:
             "final seeds. Per problem:")
 
 
+def _signed(v: float) -> str:
+    return _fmt(v) if math.isnan(v) or v < 0 else "+" + _fmt(v)
+
+
+def variants_section(doc, res, plots) -> None:
+    """The suite's variants against each optimizer's main arm: a non-inferiority table, counts, a figure."""
+    suite = res.suite
+    rows = judge.judge_variants(res)
+    doc.h(2, "Variants against the main arm (non-inferiority)")
+    described = "; ".join(f"`variant:{name}` = the main arm with {_hp(hp)}" for name, hp in suite.variants.items())
+    margins = ", ".join(f"`{m}`: " + (f"{v:g} absolute" if k == "absolute" else f"{v * 100:g} % of the reference "
+                                      "arm's mean") for m, (k, v) in suite.margins.items())
+    doc.p(f"{described}. Each runs on the same final seeds as the optimizer's main arm (the reference: tuned "
+          "winner, or the fixed hyperparameters), and the same seed gives the same initialisation and data order, "
+          "so the runs are paired. Per (optimizer, instance, variant): the paired differences variant − reference "
+          "of the final target metric, signed so that > 0 means the variant is better (for a metric where lower "
+          f"is better: reference − variant), their mean and a 95 % paired-bootstrap interval ({judge.RESAMPLES} "
+          f"resamples, fixed seed), n = paired seeds. Non-inferiority margins ({margins}): **no worse** when the "
+          "whole interval lies above −margin, **worse** when it lies wholly below, else **inconclusive** (and "
+          f"always when n < {judge.MIN_SEEDS}).")
+    seconds = res.store.durations()
+
+    def ms_per_step(arm) -> str:
+        per = [seconds[h] / res.finals[h]["steps"] * 1e3 for h in (arm.hashes if arm else [])
+               if h in seconds and (res.finals.get(h) or {}).get("steps")]
+        return _fmt(analysis.quantile(per, 0.5)) if per else "–"
+
+    table = []
+    for c in rows:
+        ref = res.arm(c.instance, c.optimizer, c.reference_arm)
+        var = res.arm(c.instance, c.optimizer, f"variant:{c.variant}")
+        table.append([c.optimizer, c.instance, c.variant, f"{c.metric} ({c.direction} is better)",
+                      (f"{_fmt(c.reference_median)} ({_hp(ref.hparams)})" if ref is not None else "–"),
+                      _fmt(c.variant_median),
+                      f"{_signed(c.effect)} [{_fmt(c.low)}, {_fmt(c.high)}]" if c.n else "–", str(c.n),
+                      c.margin_text or "–", f"**{c.verdict}**" + (f"; {c.note}" if c.note else ""),
+                      f"{ms_per_step(ref)} / {ms_per_step(var)}"])
+    doc.table(["optimizer", "instance", "variant", "metric", "reference median (its hyperparameters)",
+               "variant median", "difference [95 % interval]", "n", "margin", "verdict",
+               "ms/step reference / variant"], table)
+    doc.p("ms/step: median run time per optimizer step (evaluations included, one thread per run) on the machine "
+          "that ran the sweep; descriptive only (other work on the machine moves it).")
+    columns = list(dict.fromkeys((c.instance, c.variant) for c in rows))
+    matrix = []
+    for opt in dict.fromkeys(c.optimizer for c in rows):
+        cells = {(c.instance, c.variant): c for c in rows if c.optimizer == opt}
+        matrix.append([opt] + [cells[k].verdict if k in cells else "" for k in columns])
+    doc.p("At a glance (each cell: the verdict of that optimizer's variant on that instance):")
+    doc.table(["optimizer"] + [f"{i} · {v}" for i, v in columns], matrix)
+    counts = []
+    for name in suite.variants:
+        here = [c.verdict for c in rows if c.variant == name]
+        per = {v: here.count(v) for v in (judge.NO_WORSE, judge.WORSE, judge.INCONCLUSIVE, judge.NOT_MEASURED)}
+        counts.append([name, str(len(here))] + [str(per[v]) for v in per])
+    doc.table(["variant", "comparisons", judge.NO_WORSE, judge.WORSE, judge.INCONCLUSIVE, judge.NOT_MEASURED],
+              counts)
+    try:
+        path = plot_variants(rows, plots)
+    except Exception as exc:  # a plot that cannot be drawn must not lose the report
+        doc.p(f"(plot plot_variants failed: {type(exc).__name__}: {exc})")
+        return
+    if path is not None:
+        doc.img(path, "Paired difference of each variant against the main arm, in units of the margin (mean and "
+                      "95 % interval); left of the dashed line at −1 is worse than the margin allows.")
+
+
 def write_report(where: str | Path, out: str | Path | None = None, log=print) -> Path:
     """Write report.md, report.html and plots/ for the sweep in ``where``; returns the report folder."""
     started = time.monotonic()
@@ -165,6 +231,9 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                      f"({c.direction} is better)" + (f", margin {c.margin:g}" if c.margin else ""), per, tiers])
     doc.table(["paper", "claim", "comparison", "per instance: effect [95 % interval], n → verdict", "verdict"],
               rows)
+
+    if suite.variants:
+        variants_section(doc, res, plots)
 
     # the searches
     unbracketed = [(k, s) for k, s in sorted(res.searches.items()) if s.bracketed is False]
@@ -278,7 +347,8 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         rows = []
         for o in inst.optimizers:
             papers = sorted({k[2] for k in res.arms if k[0] == inst.key and k[1] == o and k[2].startswith("paper:")})
-            for arm_name in ("tuned", "fixed", "defaults", *papers):
+            variants = [f"variant:{v}" for v in suite.variants]
+            for arm_name in ("tuned", "fixed", "defaults", *papers, *variants):
                 a = res.arm(inst.key, o, arm_name)
                 if a is None:
                     continue

@@ -1,17 +1,20 @@
 """Suites: which problems and tasks, which optimizers, budgets, seeds and targets — TOML files.
 
-A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``paper``:
+A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``paper``, ``precision``:
 ``src/adamkit/bench/suites/*.toml``) or the path of a user's file. The format::
 
     name = "my-suite"
     description = "what it shows"
-    optimizers = ["adam", "adabelief", "adopt"]     # default: every registered optimizer
+    optimizers = ["adam", "adabelief", "adopt"]     # default: every registered optimizer and the baselines;
+                                                    # "adamkit": every registered adamkit optimizer, no baseline
 
     [protocol]
     trials = 8            # log-spaced learning rates per optimizer and problem (extended while the best is at an edge)
     extend = 2            # at most this many decades added per side; still at an edge: "not bracketed"
     smooth = 3            # select on the mean of each run's last 3 evaluations
     paper_arms = true     # also run the paper configurations the claims name (e.g. adabelief@cnn)
+    variants = { int8 = { state_dtype = "int8" } }   # arms of the main arm's hyperparameters with these on top
+    margins = { test_accuracy = { absolute = 0.01 }, test_bpc = { relative = 0.01 } }  # their non-inferiority margins
     tune_seeds = [0]      # seeds each trial runs on (a number n means 0..n-1)
     final_seeds = 5       # paired seeds of the winner and of the defaults arm (n means 1000..1000+n-1)
     search_seed = 0       # seed of the random search
@@ -34,6 +37,14 @@ A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``pa
     optimizers = ["adam", "adopt"]  # a subset for this problem
     trials = 8, tune_seeds = ..., final_seeds = ...   # per-problem protocol overrides
     timeout = 600                   # seconds one run may take (Tier B); 0: no limit
+
+**Variants** (``protocol.variants``): named sets of hyperparameters that change one thing about the main arm
+(the tuned winner, or the fixed hyperparameters), e.g. the storage format of the optimizer state. Each runs as
+an arm ``variant:<name>`` on the same final seeds as the main arm (paired: the same seed gives the same
+initialisation and data order), and the report compares it with the main arm by a non-inferiority test whose
+margin ``protocol.margins`` states per target metric: ``{ absolute = a }`` (the variant is *no worse* when the
+95 % interval of its paired difference lies above ``-a``) or ``{ relative = r }`` (above ``-r`` times the
+main arm's mean). A suite with variants must state a margin for the target metric of each of its instances.
 
 Errors name the file and the key, e.g. ``suite 'x.toml': problems[2].grid.beta2: expected a list``.
 """
@@ -63,7 +74,7 @@ class SuiteError(ValueError):
     """A suite file that cannot be used; the message names the file and the key."""
 
 
-SHIPPED = ("smoke", "quick", "full", "tasks_quick", "paper")
+SHIPPED = ("smoke", "quick", "full", "tasks_quick", "paper", "precision")
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,10 @@ class Suite:
     extend: int = 2  # decades a learning-rate grid may be extended by, per side, while its optimum is at an edge
     smooth: int = 3  # the selection averages the last `smooth` evaluations of a run
     paper_arms: bool = True  # run the paper configurations the claims name (``optimizer@arm``)
+    #: name -> hyperparameters on top of the main arm's (arm ``variant:<name>``), in the suite's order
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: target metric -> ("absolute" | "relative", value): the non-inferiority margin of the variants
+    margins: dict[str, tuple[str, float]] = field(default_factory=dict)
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -208,8 +223,10 @@ def _seeds(source, key, value, base):
 
 def _optimizers(source, key, value):
     names = bench_optimizers.names()
+    if value == "adamkit":  # every registered adamkit optimizer (discovered from the registry), no baseline
+        return tuple(n for n in adamkit.list_optimizers())
     if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-        _fail(source, key, f"expected a non-empty list of optimizer names, got {value!r}")
+        _fail(source, key, f'expected a non-empty list of optimizer names (or "adamkit"), got {value!r}')
     for i, v in enumerate(value):
         if v.lower() not in names:
             _fail(source, f"{key}[{i}]", f"unknown optimizer {v!r}; choose from {', '.join(names)}")
@@ -223,7 +240,7 @@ def _label(problem: str, params: Mapping[str, Any], varying: list[str]) -> str:
 
 
 PROTOCOL_KEYS = {"trials", "tune_seeds", "final_seeds", "search_seed", "defaults_arm", "lr", "search", "extend",
-                 "smooth", "paper_arms"}
+                 "smooth", "paper_arms", "variants", "margins"}
 ENTRY_KEYS = {"name", "label", "params", "grid", "steps", "epochs", "eval_every", "record_every", "target", "lr",
               "tune", "hparams", "optimizers", "trials", "tune_seeds", "final_seeds", "timeout"}
 
@@ -270,6 +287,9 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
             if hp not in search[opt]:
                 _fail(source, f"{key}.{hp}", f"not searched for {opt}; searched: {', '.join(search[opt])}")
             search[opt][hp] = _range(source, f"{key}.{hp}", rng)
+
+    variants = _variants(source, proto.get("variants", {}))
+    margins = _margins(source, proto.get("margins", {}))
 
     entries = []
     for table in ("problems", "tasks"):
@@ -321,6 +341,8 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
         opts = _optimizers(source, f"{where}.optimizers", entry["optimizers"]) if "optimizers" in entry else optimizers
         for opt in opts:
             _check_hparams(source, f"{where}.hparams", opt, hparams)
+            for vname, vhp in variants.items():
+                _check_hparams(source, f"protocol.variants.{vname}", opt, vhp)
         e_trials = _int(source, f"{where}.trials", entry.get("trials", trials))
         e_tune = _seeds(source, f"{where}.tune_seeds", entry["tune_seeds"], 0) if "tune_seeds" in entry else tune_seeds
         e_final = _seeds(source, f"{where}.final_seeds", entry["final_seeds"], 1000) if "final_seeds" in entry \
@@ -343,6 +365,9 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
                 _fail(source, f"{where}.params", str(exc))
             for opt in opts:
                 _check_values(source, where, problem, opt, hparams, lr_range, search.get(opt, {}))
+                for vname, vhp in variants.items():
+                    _check_values(source, where, problem, opt, {**hparams, **vhp}, lr_range, {},
+                                  at=f"protocol.variants.{vname}")
             key = _label(label, full, varying)
             if key in seen:
                 _fail(source, where, f"instance {key!r} is also produced by {seen[key]} (give a `label`)")
@@ -355,10 +380,47 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
                 optimizers=opts, trials=e_trials if tune else 0, tune_seeds=e_tune, final_seeds=e_final,
                 timeout=timeout, group=label,
             ))
+    if variants:
+        for inst in instances:
+            if inst.target_metric not in margins:
+                _fail(source, "protocol.margins", f"no margin for {inst.target_metric!r}, the target metric of "
+                      f"{inst.key!r}; the variants are judged against it: add e.g. {inst.target_metric} = "
+                      "{ relative = 0.01 } (or { absolute = 0.01 })")
     return Suite(name=name, description=description, optimizers=optimizers, trials=trials, tune_seeds=tune_seeds,
                  final_seeds=final_seeds, search_seed=search_seed, defaults_arm=defaults_arm, search=search,
                  problems=instances, source=source, raw=dict(data), extend=extend, smooth=smooth,
-                 paper_arms=paper_arms)
+                 paper_arms=paper_arms, variants=variants, margins=margins)
+
+
+def _variants(source, value) -> dict[str, dict[str, Any]]:
+    """``protocol.variants``: name -> a non-empty table of hyperparameters (names as arm labels: [a-z0-9_]+)."""
+    import re
+
+    if not isinstance(value, dict):
+        _fail(source, "protocol.variants", 'expected a table such as { int8 = { state_dtype = "int8" } }')
+    out = {}
+    for vname, hp in value.items():
+        key = f"protocol.variants.{vname}"
+        if not re.fullmatch(r"[a-z0-9_]+", vname):
+            _fail(source, key, "variant names are [a-z0-9_]+ (they label an arm)")
+        if not isinstance(hp, dict) or not hp:
+            _fail(source, key, 'expected a non-empty table of hyperparameters such as { state_dtype = "int8" }')
+        out[vname] = dict(hp)
+    return out
+
+
+def _margins(source, value) -> dict[str, tuple[str, float]]:
+    """``protocol.margins``: metric -> { absolute = a } or { relative = r }, a, r > 0."""
+    if not isinstance(value, dict):
+        _fail(source, "protocol.margins", "expected a table such as { test_accuracy = { absolute = 0.01 } }")
+    out = {}
+    for metric, m in value.items():
+        key = f"protocol.margins.{metric}"
+        if not (isinstance(m, dict) and len(m) == 1 and next(iter(m)) in ("absolute", "relative")):
+            _fail(source, key, f"expected {{ absolute = a }} or {{ relative = r }}, got {m!r}")
+        kind, v = next(iter(m.items()))
+        out[metric] = (kind, _float(source, f"{key}.{kind}", v))
+    return out
 
 
 def _check_hparams(source, key, optimizer, hparams):
@@ -368,7 +430,7 @@ def _check_hparams(source, key, optimizer, hparams):
             _fail(source, f"{key}.{hp}", f"not an argument of {optimizer}; valid: {', '.join(valid)}")
 
 
-def _check_values(source, where, problem, optimizer, hparams, lr_range, search_space):
+def _check_values(source, where, problem, optimizer, hparams, lr_range, search_space, at=None):
     """Check a suite entry's hyperparameter values with the optimizer's own checks, at load time.
 
     The optimizer is built on a one-element dummy parameter with exactly what a run would give it (the
@@ -385,7 +447,10 @@ def _check_values(source, where, problem, optimizer, hparams, lr_range, search_s
     error = rejects(kwargs)
     if error is not None:
         culprit = next((k for k in hparams if rejects({k: kwargs[k]}) is not None), None)
-        key = f"{where}.hparams.{culprit}" if culprit else f"{where}.hparams"
+        if at is None:  # (``at``: the key of a variant's table, whose values are checked on top of hparams)
+            key = f"{where}.hparams.{culprit}" if culprit else f"{where}.hparams"
+        else:
+            key = f"{at}.{culprit}" if culprit else at
         _fail(source, key, f"{optimizer} rejects it: {error}")
     for name, (low, high), key in [("lr", lr_range, f"{where}.lr"),
                                    *[(hp, rng, f"protocol.search.{optimizer}.{hp}") for hp, rng in search_space.items()]]:
