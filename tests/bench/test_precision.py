@@ -276,6 +276,7 @@ tune = false
                  "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "30 runs done, 0 failed" in text
+    assert "no tuning (fixed hyperparameters)" in text and "trials + defaults" not in text
     assert "variants against the main arm" in text and "  int8: " in text and "  bfloat16: " in text
     res = analysis.load(out)
     assert {k[2] for k in res.arms} == {"fixed", "variant:bfloat16", "variant:int8"}
@@ -283,3 +284,5 @@ tune = false
     assert main(["bench", "report", str(out)]) == 0
     md = (out / "report" / "report.md").read_text()
     assert "| adopt | mnist1d_cnn | int8 | test_accuracy (higher is better) |" in md
+    assert "**Protocol.** No tuning: every optimizer runs its fixed hyperparameters" in md
+    assert "a grid of log-spaced learning rates" not in md  # an untuned suite is not described as searched

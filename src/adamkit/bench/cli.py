@@ -122,8 +122,12 @@ def _run_sweep(args, out: Path) -> int:
     except (RuntimeError, ValueError) as exc:
         return _fail(str(exc))
     n_inst = len(suite.problems)
+    tuned = sum(1 for p in suite.problems if p.tune)
+    search = (f"{suite.trials} trials + defaults each" if tuned == n_inst
+              else "no tuning (fixed hyperparameters)" if tuned == 0
+              else f"{suite.trials} trials + defaults each on {tuned} of them (fixed hyperparameters on the others)")
     print(f"suite {suite.name!r}: {n_inst} problem instances, optimizers {', '.join(suite.optimizers)}; "
-          f"{suite.trials} trials + defaults each; {args.executor} executor, {jobs} job(s); results in {store.path}")
+          f"{search}; {args.executor} executor, {jobs} job(s); results in {store.path}")
     try:
         stats = run_sweep(suite, store, executor, retry_failed=args.retry_failed,
                           progress=None if args.quiet else Progress(), check_data=args.executor == "local",

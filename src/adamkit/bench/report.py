@@ -107,6 +107,11 @@ def version_text(res) -> str:
 
 def protocol_text(res) -> str:
     suite = res.suite
+    if res.version >= 2 and suite.problems and not any(p.tune for p in suite.problems):
+        return ("No tuning: every optimizer runs its fixed hyperparameters (per problem below, on each optimizer's "
+                "defaults) on the final seeds, the same for every optimizer (paired)"
+                + ("; so does each variant arm" if suite.variants else "")
+                + ". Numbers are medians over the final seeds with the 25–75 % range. Per problem:")
     if res.version >= 2:
         return ("Every optimizer gets the same search on every problem: a grid of log-spaced learning rates over "
                 "the problem's range times the optimizer's own scale, extended by a decade while the best rate sits "
