@@ -282,10 +282,7 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
 
     rows = []
     for layout in layouts:
-        shapes = layout_shapes(layout)
-        gen = torch.Generator().manual_seed(0)
-        init = [torch.randn(s, generator=gen) for s in shapes]
-        grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
+        shapes, init, grads = _layout_tensors(layout)
         log(f"{layout}: {len(shapes)} tensors, {sum(t.numel() for t in init) / 1e6:.2f}M parameters")
         samples: dict[str, list[Sample]] = {c.label: [] for c in everyone}
         ratios: dict[str, list[float]] = {c.label: [] for c in everyone}
@@ -331,6 +328,15 @@ BITSANDBYTES_MAX_PARAMS = 20_000_000
 STATE_LAYOUTS = ("resnet18", "one-big")
 
 
+def _layout_tensors(layout: str) -> tuple[list, list[torch.Tensor], list[torch.Tensor]]:
+    """The shapes of a layout, and its initial parameters and gradients (seeded: the same in every table)."""
+    shapes = layout_shapes(layout)
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
+    return shapes, init, grads
+
+
 def _bitsandbytes_candidates(algorithms) -> list[Candidate]:
     """bitsandbytes' 8-bit Adam / AdamW where installed and able to step CPU tensors (never a dependency)."""
     try:
@@ -364,10 +370,7 @@ def measure_state_dtypes(layouts=STATE_LAYOUTS, algorithms=ALGORITHMS[:1], state
         state_dtypes = ("float32",) + tuple(state_dtypes)
     rows = []
     for layout in layouts:
-        shapes = layout_shapes(layout)
-        gen = torch.Generator().manual_seed(0)
-        init = [torch.randn(s, generator=gen) for s in shapes]
-        grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
+        shapes, init, grads = _layout_tensors(layout)
         log(f"state dtypes, {layout}: {len(shapes)} tensors, {sum(t.numel() for t in init) / 1e6:.2f}M parameters")
         cands = []
         for algo in algorithms:
