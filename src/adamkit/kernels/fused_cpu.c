@@ -364,6 +364,16 @@ int adamkit_has_openmp(void) {
 #endif
 }
 
+/* threads for `total` elements in `units` units of ALIGN: at most nthreads, at least `grain` elements each */
+static int thread_count(int64_t total, int64_t units, int nthreads, int64_t grain) {
+    int nt = nthreads < 1 ? 1 : nthreads;
+    if (grain < ALIGN) grain = ALIGN;
+    if ((int64_t)nt > total / grain) nt = (int)(total / grain);
+    if (nt < 1) nt = 1;
+    if ((int64_t)nt > units) nt = (int)units;
+    return nt;
+}
+
 /*
  * Step the tensors 0..count-1: params[i], grads[i] and states[k*count + i]
  * (k < nstates) hold numel[i] contiguous elements each.  Returns 0, or a
@@ -382,12 +392,8 @@ int adamkit_step(int algo, int dtype, int64_t count, const int64_t *numel, void 
         total += numel[i];
     }
     if (total == 0) return 0;
-    int64_t units = (total + ALIGN - 1) / ALIGN;
-    int nt = nthreads < 1 ? 1 : nthreads;
-    if (grain < ALIGN) grain = ALIGN;
-    if ((int64_t)nt > total / grain) nt = (int)(total / grain);
-    if (nt < 1) nt = 1;
-    if ((int64_t)nt > units) nt = (int)units;
+    const int64_t units = (total + ALIGN - 1) / ALIGN;
+    const int nt = thread_count(total, units, nthreads, grain);
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -901,12 +907,8 @@ int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, 
         total += numel[i];
     }
     if (total == 0) return 0;
-    int64_t units = (total + ALIGN - 1) / ALIGN;
-    int nt = nthreads < 1 ? 1 : nthreads;
-    if (grain < ALIGN) grain = ALIGN;
-    if ((int64_t)nt > total / grain) nt = (int)(total / grain);
-    if (nt < 1) nt = 1;
-    if ((int64_t)nt > units) nt = (int)units;
+    const int64_t units = (total + ALIGN - 1) / ALIGN;
+    const int nt = thread_count(total, units, nthreads, grain);
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
