@@ -148,6 +148,12 @@ BASE = {"name": "t", "problems": [{"name": "beale", "steps": 10}]}
     ({"problems": [{"name": "beale"}, {"name": "beale"}]}, "problems[1]"),
     ({"problems": []}, "problems"),
     ({"colour": 1}, "colour"),
+    ({"problems": [{"name": "beale", "steps": 10, "tune_steps": 20}]}, "problems[0].tune_steps"),
+    ({"problems": [{"name": "beale", "steps": 10, "tune_epochs": 1}]}, "problems[0].tune_epochs"),
+    ({"problems": [{"name": "beale", "tune_steps": 5}]}, "problems[0].tune_steps"),
+    ({"problems": [{"name": "beale", "steps": 10, "tune_steps": 5, "tune_epochs": 1}]}, "problems[0].tune_epochs"),
+    ({"problems": [{"name": "beale", "steps": 10, "tune_steps": 5, "tune_eval_every": 0}]},
+     "problems[0].tune_eval_every"),
 ])
 def test_suite_errors_name_the_key(change, key):
     with pytest.raises(SuiteError) as info:
@@ -170,3 +176,39 @@ def test_user_suite_file_and_grid(tmp_path):
     (tmp_path / "broken.toml").write_text("name = ")
     with pytest.raises(SuiteError, match="not valid TOML"):
         load_suite(tmp_path / "broken.toml")
+
+
+def test_a_shorter_tuning_budget_runs_the_trials_short_and_the_final_arms_full():
+    """Multi-fidelity: the trials run ``tune_steps`` (evaluated every ``tune_eval_every``), every final arm the
+    full budget; the selection is made on the short trials, the same for every optimizer."""
+    suite = parse_suite({"name": "mf", "optimizers": ["adam", "adabelief"], "protocol": {"trials": 8},
+                         "problems": [{"name": "rosenbrock", "steps": 300, "eval_every": 30, "tune_steps": 100,
+                                       "tune_eval_every": 10, "lr": [1e-3, 1.0]}]})
+    inst = suite.problems[0]
+    assert inst.multi_fidelity and inst.tune_budget == (100, None, 10)
+    plan, finals = _settled(suite, _bowl(0.03))
+    assert plan.complete and plan.tuning and plan.final
+    assert {(r.spec["steps"], r.spec["eval_every"]) for r in plan.tuning} == {(100, 10)}
+    assert {(r.spec["steps"], r.spec["eval_every"]) for r in plan.final} == {(300, 30)}
+    assert {r.arm for r in plan.final} >= {"tuned", "defaults"}
+    s = plan.searches[("rosenbrock", "adabelief")]
+    best = min(s.lr_grid, key=lambda lr: abs(math.log(lr / 0.03)))
+    assert s.winner_hparams["lr"] == best  # selected on the short trials ...
+    tuned = [r for r in plan.final if r.optimizer == "adabelief" and r.arm == "tuned"]
+    assert tuned and all(r.spec["hparams"]["lr"] == best and r.spec["steps"] == 300 for r in tuned)  # ... run full
+    # the same instance without a tuning budget runs the trials at the full budget, with unchanged run hashes
+    same = parse_suite({"name": "mf", "optimizers": ["adam"], "protocol": {"trials": 8},
+                        "problems": [{"name": "rosenbrock", "steps": 300, "eval_every": 30, "lr": [1e-3, 1.0]}]})
+    assert not same.problems[0].multi_fidelity
+    trial = protocol.plan(same, protocol.Lookup({})).tuning[0]
+    assert trial.spec["steps"] == 300 and "tune_steps" not in trial.spec
+    epochs = parse_suite({"name": "mf", "optimizers": ["adam"], "protocol": {"trials": 3},
+                          "tasks": [{"name": "mnist1d_mlp", "epochs": 4, "tune_epochs": 1}]})
+    runs = protocol.plan(epochs, protocol.Lookup({}))
+    assert {r.spec["epochs"] for r in runs.tuning} == {1} and {r.spec["epochs"] for r in runs.final} == {4}
+    # a final budget in epochs (the claims' regimes are in epochs) with trials of a number of steps
+    mixed = parse_suite({"name": "mf", "optimizers": ["adam"], "protocol": {"trials": 3},
+                         "tasks": [{"name": "mnist1d_mlp", "epochs": 4, "tune_steps": 50}]})
+    runs = protocol.plan(mixed, protocol.Lookup({}))
+    assert {(r.spec["steps"], r.spec["epochs"]) for r in runs.tuning} == {(50, None)}
+    assert {(r.spec["steps"], r.spec["epochs"]) for r in runs.final} == {(None, 4)}

@@ -126,6 +126,9 @@ def _run_sweep(args, out: Path) -> int:
     search = (f"{suite.trials} trials + defaults each" if tuned == n_inst
               else "no tuning (fixed hyperparameters)" if tuned == 0
               else f"{suite.trials} trials + defaults each on {tuned} of them (fixed hyperparameters on the others)")
+    short = sum(1 for p in suite.problems if p.tune and p.multi_fidelity)
+    if short:
+        search += f" ({short} tuned at a shorter budget than their final arms)"
     print(f"suite {suite.name!r}: {n_inst} problem instances, optimizers {', '.join(suite.optimizers)}; "
           f"{search}; {args.executor} executor, {jobs} job(s); results in {store.path}")
     try:

@@ -305,7 +305,10 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
         ax.set_yscale("log")
     ax.set_ylim(low, high)
     ax.set_xlabel("learning rate (grid on each optimizer's own scale)")
-    ax.set_ylabel(f"{_metric_label(metric)} (tuning seeds)")
+    steps, epochs, _ = inst.tune_budget
+    at = ("" if not inst.multi_fidelity else
+          f", {epochs} epoch{'s' if epochs != 1 else ''}" if epochs else f", {steps} steps")
+    ax.set_ylabel(f"{_metric_label(metric)} (tuning seeds{at})")
     ax.set_title(f"{inst.key}: learning-rate sensitivity — dots: runs, line: selection score, ★ selected,\n"
                  f"◇ defaults, × ε/δ trials; failures and values off the range at the {'bottom' if inst.maximize else 'top'}",
                  fontsize=8)

@@ -85,7 +85,10 @@ def _jsonable(value):
     raise TypeError(f"not serialisable in a run configuration: {value!r}")
 
 
-def make_spec(inst: ProblemInstanceSpec, optimizer: str, hparams: dict[str, Any], seed: int) -> dict[str, Any]:
+def make_spec(inst: ProblemInstanceSpec, optimizer: str, hparams: dict[str, Any], seed: int,
+              tuning: bool = False) -> dict[str, Any]:
+    """The configuration of one run; ``tuning``: a tuning trial, at the instance's tuning budget."""
+    steps, epochs, eval_every = inst.tune_budget if tuning else (inst.steps, inst.epochs, inst.eval_every)
     return {
         "format": RUN_FORMAT,
         "problem": inst.problem,
@@ -93,9 +96,9 @@ def make_spec(inst: ProblemInstanceSpec, optimizer: str, hparams: dict[str, Any]
         "optimizer": optimizer,
         "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(hparams.items())},
         "seed": int(seed),
-        "steps": inst.steps,
-        "epochs": inst.epochs,
-        "eval_every": inst.eval_every,
+        "steps": steps,
+        "epochs": epochs,
+        "eval_every": eval_every,
         "record_every": inst.record_every,
         "timeout": inst.timeout,
         "adamkit": adamkit.__version__,
@@ -107,7 +110,7 @@ def _round(x: float) -> float:
 
 
 def _planned(inst, opt, hp, seed, arm, trial) -> PlannedRun:
-    spec = make_spec(inst, opt, hp, seed)
+    spec = make_spec(inst, opt, hp, seed, tuning=arm == "tune")
     return PlannedRun(spec=spec, hash=run_hash(spec), instance=inst.key, optimizer=opt, arm=arm, trial=trial, seed=seed)
 
 
@@ -210,7 +213,7 @@ def search(suite: Suite, inst: ProblemInstanceSpec, optimizer: str, lookup: Look
     """Run the version-2 search of (``inst``, ``optimizer``) as far as the stored results allow."""
     base = dict(inst.hparams)
     out = Search(inst.key, optimizer, [])
-    runs_of = lambda hp: [make_spec(inst, optimizer, hp, s) for s in inst.tune_seeds]  # noqa: E731
+    runs_of = lambda hp: [make_spec(inst, optimizer, hp, s, tuning=True) for s in inst.tune_seeds]  # noqa: E731
 
     def mean_score(hp) -> float | None:
         hashes = [run_hash(s) for s in runs_of(hp)]

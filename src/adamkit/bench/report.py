@@ -32,14 +32,22 @@ def protocol_summary(suite) -> list[str]:
     for inst in suite.problems:
         if inst.tune:
             defaults = " + defaults" if suite.defaults_arm else ""
-            key = (f"{inst.trials} trials{defaults} on {_seeds_text(inst.tune_seeds, 'tuning')}, "
-                   f"{_seeds_text(inst.final_seeds, 'final')}")
+            key = (f"{inst.trials} trials{defaults} on {_seeds_text(inst.tune_seeds, 'tuning')}"
+                   + (f" at {_tuning_budget(inst)}" if inst.multi_fidelity else "")
+                   + f", {_seeds_text(inst.final_seeds, 'final')}")
         else:
             key = f"no tuning (fixed hyperparameters), {_seeds_text(inst.final_seeds, 'final')}"
         names = groups.setdefault(key, [])
         if inst.group not in names:
             names.append(inst.group)
     return [f"{key}: {', '.join(names)}" for key, names in groups.items()]
+
+
+def _tuning_budget(inst) -> str:
+    """``1 epoch`` or ``300 steps``: the trials' budget of a multi-fidelity instance, against the final one."""
+    steps, epochs, _ = inst.tune_budget
+    short = f"{epochs} epoch{'s' if epochs != 1 else ''}" if epochs else f"{steps} steps"
+    return f"{short} (final arms {_budget(inst)})"
 
 
 def _target_text(inst) -> str:
@@ -118,7 +126,11 @@ def protocol_text(res) -> str:
                 "at an edge, then its ε/δ at the ends of its own range at the best rate"
                 + (", plus its paper defaults as one more candidate" if suite.defaults_arm else "")
                 + f", each on the tuning seeds; selection on the mean of the last {suite.smooth} evaluations of the "
-                "validation metric. The winner re-runs on the final seeds, disjoint from the tuning seeds and the "
+                "validation metric"
+                + ("; where a problem below names a shorter tuning budget, the trials run that budget (the "
+                   "learning-rate schedule scaled to it) and only the final arms run the full one"
+                   if any(p.multi_fidelity for p in suite.problems if p.tune) else "")
+                + ". The winner re-runs on the final seeds, disjoint from the tuning seeds and the "
                 "same for every optimizer (paired)" + ("; so do the defaults" if suite.defaults_arm else "")
                 + " and each paper configuration a claim names (`paper:<arm>`, the winner's learning rate). "
                 "Numbers are medians over the final seeds with the 25–75 % range. Per problem:")

@@ -30,6 +30,9 @@ A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``pa
     grid = { noise = [0.0, 0.1] }   # settings to sweep: one instance per combination
     steps = 500                     # budget in optimizer steps  (or: epochs = 3, for tasks)
     eval_every = 1                  # evaluate every n steps (and at the start and the end)
+    tune_steps = 100                # the tuning trials' budget, if shorter (or: tune_epochs = 1; tune_steps
+    tune_eval_every = 1             # may also shorten a budget in epochs); the final arms run the full budget.
+                                    # Default: the same budget and eval_every
     target = 1e-3                   # "reached the target" threshold of the problem's target metric
     lr = [1e-3, 1.0]                # this problem's learning-rate range
     tune = true                     # false: no search, run `hparams` (on the defaults) on the final seeds
@@ -102,6 +105,22 @@ class ProblemInstanceSpec:
     final_seeds: tuple[int, ...]
     timeout: float
     group: str  # the suite entry it came from (its problem name, or the entry's label)
+    #: the tuning trials' budget and evaluation interval where they differ from the final arms' (None: the same)
+    tune_steps: int | None = None
+    tune_epochs: int | None = None
+    tune_eval_every: int | None = None
+
+    @property
+    def tune_budget(self) -> tuple[int | None, int | None, int]:
+        """(steps, epochs, eval_every) of the tuning trials."""
+        if self.tune_steps is None and self.tune_epochs is None:
+            return self.steps, self.epochs, self.tune_eval_every or self.eval_every
+        return self.tune_steps, self.tune_epochs, self.tune_eval_every or self.eval_every
+
+    @property
+    def multi_fidelity(self) -> bool:
+        """Whether the trials run a shorter budget than the final arms."""
+        return self.tune_budget != (self.steps, self.epochs, self.eval_every)
 
 
 @dataclass
@@ -242,7 +261,8 @@ def _label(problem: str, params: Mapping[str, Any], varying: list[str]) -> str:
 PROTOCOL_KEYS = {"trials", "tune_seeds", "final_seeds", "search_seed", "defaults_arm", "lr", "search", "extend",
                  "smooth", "paper_arms", "variants", "margins"}
 ENTRY_KEYS = {"name", "label", "params", "grid", "steps", "epochs", "eval_every", "record_every", "target", "lr",
-              "tune", "hparams", "optimizers", "trials", "tune_seeds", "final_seeds", "timeout"}
+              "tune", "hparams", "optimizers", "trials", "tune_seeds", "final_seeds", "timeout",
+              "tune_steps", "tune_epochs", "tune_eval_every"}
 
 
 def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
@@ -327,6 +347,22 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
         steps = _int(source, f"{where}.steps", entry["steps"], 1) if "steps" in entry else None
         epochs = _int(source, f"{where}.epochs", entry["epochs"], 1) if "epochs" in entry else None
         eval_every = _int(source, f"{where}.eval_every", entry.get("eval_every", 1 if cls.tier == "A" else 100), 1)
+        if "tune_steps" in entry and "tune_epochs" in entry:
+            _fail(source, f"{where}.tune_epochs", "give tune_steps or tune_epochs, not both")
+        tune_steps = _int(source, f"{where}.tune_steps", entry["tune_steps"], 1) if "tune_steps" in entry else None
+        tune_epochs = _int(source, f"{where}.tune_epochs", entry["tune_epochs"], 1) if "tune_epochs" in entry else None
+        if (tune_steps is not None or tune_epochs is not None) and steps is None and epochs is None:
+            key = "tune_steps" if tune_steps is not None else "tune_epochs"
+            _fail(source, f"{where}.{key}", "a tuning budget needs the final budget (`steps` or `epochs`)")
+        if tune_epochs is not None and epochs is None:
+            _fail(source, f"{where}.tune_epochs", "a tuning budget in epochs needs the final budget in epochs (`epochs`)")
+        if (tune_steps is not None and steps is not None and tune_steps > steps) or (
+                tune_epochs is not None and tune_epochs > epochs):
+            key = "tune_steps" if tune_steps is not None else "tune_epochs"
+            _fail(source, f"{where}.{key}", f"the tuning budget ({entry[key]}) exceeds the final budget "
+                  f"({steps if tune_steps is not None else epochs})")
+        tune_eval_every = (_int(source, f"{where}.tune_eval_every", entry["tune_eval_every"], 1)
+                           if "tune_eval_every" in entry else None)
         record_every = _int(source, f"{where}.record_every", entry.get("record_every", 1), 1)
         target = entry.get("target", cls.target)
         if target is not None:
@@ -378,7 +414,8 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
                 target_metric=cls.target_metric or cls.selection_metric, selection_metric=cls.selection_metric,
                 maximize=bool(cls.maximize_metric), lr_range=lr_range, tune=tune and e_trials > 0, hparams=hparams,
                 optimizers=opts, trials=e_trials if tune else 0, tune_seeds=e_tune, final_seeds=e_final,
-                timeout=timeout, group=label,
+                timeout=timeout, group=label, tune_steps=tune_steps, tune_epochs=tune_epochs,
+                tune_eval_every=tune_eval_every,
             ))
     if variants:
         for inst in instances:
