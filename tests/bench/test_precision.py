@@ -145,16 +145,17 @@ def test_variant_and_margin_errors_name_the_key(proto, key, message):
 
 
 def test_variants_run_on_top_of_a_tuned_winner_too():
-    suite = parse_suite({"name": "t", "optimizers": ["adam"],
+    suite = parse_suite({"name": "t", "optimizers": ["adam"],  # (a task: Tier A's float64 takes no int8 state)
                          "protocol": {"trials": 2, "final_seeds": 2, "variants": {"int8": {"state_dtype": "int8"}},
-                                      "margins": {"gap": {"relative": 0.01}}},
-                         "problems": [{"name": "rosenbrock", "steps": 5}]})
+                                      "margins": {"test_accuracy": {"absolute": 0.01}}},
+                         "tasks": [{"name": "mnist1d_mlp", "steps": 5}]})
     empty = protocol.plan(suite, protocol.Lookup({}))
     assert not [r for r in empty.final if r.arm.startswith("variant:")]  # not before the search has a winner
     finals: dict = {}
     plan = empty
     while not plan.complete:  # the search is adaptive: store each stage's trials, plan again
-        finals.update({r.hash: {"gap": 1.0 + abs(r.trial - 1), "diverged": False} for r in plan.tuning})
+        finals.update({r.hash: {"val_accuracy": 0.9 - 0.1 * abs(r.trial - 1), "diverged": False}
+                       for r in plan.tuning})
         plan = protocol.plan(suite, protocol.Lookup(finals))
     tuned = [r for r in plan.final if r.arm == "tuned"]
     var = [r for r in plan.final if r.arm == "variant:int8"]

@@ -149,6 +149,7 @@ BASE = {"name": "t", "problems": [{"name": "beale", "steps": 10}]}
     ({"problems": []}, "problems"),
     ({"colour": 1}, "colour"),
     ({"problems": [{"name": "beale", "steps": 10, "tune_steps": 20}]}, "problems[0].tune_steps"),
+
     ({"problems": [{"name": "beale", "steps": 10, "tune_epochs": 1}]}, "problems[0].tune_epochs"),
     ({"problems": [{"name": "beale", "tune_steps": 5}]}, "problems[0].tune_steps"),
     ({"problems": [{"name": "beale", "steps": 10, "tune_steps": 5, "tune_epochs": 1}]}, "problems[0].tune_epochs"),
@@ -212,3 +213,20 @@ def test_a_shorter_tuning_budget_runs_the_trials_short_and_the_final_arms_full()
     runs = protocol.plan(mixed, protocol.Lookup({}))
     assert {(r.spec["steps"], r.spec["epochs"]) for r in runs.tuning} == {(50, None)}
     assert {(r.spec["steps"], r.spec["epochs"]) for r in runs.final} == {(None, 4)}
+
+
+def test_a_low_precision_state_on_a_float64_problem_is_refused_when_the_suite_loads():
+    """Tier A steps float64 parameters, which take no low-precision state: the suite names the key at load
+    time instead of every run failing; on a task (float32 parameters) the same variant is accepted."""
+    base = {"name": "t", "optimizers": ["adam"]}
+    bf16 = {"variants": {"bf16": {"state_dtype": "bfloat16"}}}
+    for table, key in (({"problems": [{"name": "beale", "hparams": {"state_dtype": "int8"}}]},
+                        "problems[0].hparams.state_dtype"),
+                       ({"problems": [{"name": "beale"}], "protocol": {**bf16, "margins": {"gap": {"absolute": 0.1}}}},
+                        "protocol.variants.bf16.state_dtype")):
+        with pytest.raises(SuiteError) as info:
+            parse_suite({**base, **table}, "bad.toml")
+        assert f"'bad.toml': {key}: adam rejects it" in str(info.value) and "float64" in str(info.value)
+    ok = parse_suite({**base, "tasks": [{"name": "mnist1d_mlp"}],
+                      "protocol": {**bf16, "margins": {"test_accuracy": {"absolute": 0.01}}}})
+    assert [i.problem for i in ok.problems] == ["mnist1d_mlp"] and list(ok.variants) == ["bf16"]

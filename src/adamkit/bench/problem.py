@@ -63,6 +63,10 @@ class Problem(abc.ABC):
     #: below ``target`` (above it, when ``maximize_metric``); None: no default target
     target: ClassVar[float | None] = None
     target_metric: ClassVar[str] = ""
+    #: the dtype of the parameters the optimizer steps ("float64": Tier A's exact arithmetic; tasks: "float32");
+    #: a suite's hyperparameters are checked against an optimizer built on a parameter of this dtype, so that
+    #: what a run would refuse (a low-precision ``state_dtype`` on float64 parameters) is refused at load time
+    parameter_dtype: ClassVar[str] = "float64"
 
     @abc.abstractmethod
     def make(self, seed: int) -> Instance:

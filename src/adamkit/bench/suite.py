@@ -470,15 +470,18 @@ def _check_hparams(source, key, optimizer, hparams):
 def _check_values(source, where, problem, optimizer, hparams, lr_range, search_space, at=None):
     """Check a suite entry's hyperparameter values with the optimizer's own checks, at load time.
 
-    The optimizer is built on a one-element dummy parameter with exactly what a run would give it (the
-    problem's overrides and ``hparams``, see :func:`adamkit.bench.runner.optimizer_kwargs`), and with each end
-    of the learning-rate range and of its search ranges; whatever adamkit's registry and the class reject
-    (``lr = -1.0``, ``betas = [0.9]``, ...) is a SuiteError naming the file and the key.
+    The optimizer is built on a one-element dummy parameter of the problem's ``parameter_dtype`` with exactly
+    what a run would give it (the problem's overrides and ``hparams``, see
+    :func:`adamkit.bench.runner.optimizer_kwargs`), and with each end of the learning-rate range and of its
+    search ranges; whatever adamkit's registry and the class reject (``lr = -1.0``, ``betas = [0.9]``,
+    ``state_dtype = "int8"`` on a float64 problem, ...) is a SuiteError naming the file and the key.
     """
     from .runner import optimizer_kwargs
 
+    dtype = getattr(problem, "parameter_dtype", "float32")
+
     def rejects(kwargs):
-        return _rejection(optimizer, tuple(sorted(kwargs.items(), key=lambda kv: kv[0])))
+        return _rejection(optimizer, tuple(sorted(kwargs.items(), key=lambda kv: kv[0])), dtype)
 
     kwargs = optimizer_kwargs(problem, optimizer, hparams)
     error = rejects(kwargs)
@@ -502,11 +505,12 @@ def _check_values(source, where, problem, optimizer, hparams, lr_range, search_s
 _REJECTIONS: dict[tuple, str | None] = {}
 
 
-def _rejection(optimizer: str, items: tuple) -> str | None:
-    """Why the optimizer refuses these keyword arguments (None: it accepts them); memoised, suites repeat them."""
+def _rejection(optimizer: str, items: tuple, dtype: str = "float32") -> str | None:
+    """Why the optimizer refuses these keyword arguments on a parameter of ``dtype`` (None: it accepts them);
+    memoised, suites repeat them."""
     import torch
 
-    key = (optimizer, items)
+    key = (optimizer, items, dtype)
     try:
         return _REJECTIONS[key]
     except KeyError:
@@ -514,7 +518,8 @@ def _rejection(optimizer: str, items: tuple) -> str | None:
     except TypeError:  # an unhashable value: not memoised
         key = None
     try:
-        bench_optimizers.create(optimizer, [torch.zeros(1, requires_grad=True)], **dict(items))
+        bench_optimizers.create(optimizer, [torch.zeros(1, dtype=getattr(torch, dtype), requires_grad=True)],
+                                **dict(items))
         found = None
     except (ValueError, TypeError, OverflowError) as exc:
         found = str(exc)

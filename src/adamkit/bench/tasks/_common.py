@@ -22,6 +22,7 @@ class Task(Problem):
     """
 
     tier = "B"
+    parameter_dtype = "float32"
     defaults: ClassVar[dict[str, Any]] = {}
     #: keys every task accepts
     common: ClassVar[dict[str, Any]] = {"steps": None, "synthetic": False, "data_dir": None}
