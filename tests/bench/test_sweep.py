@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def test_sweep_stores_every_run_once_and_resumes_without_redoing(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     calls = []
     stats = run_sweep(suite, store, LocalExecutor(1), progress=lambda *a, **k: calls.append((a, k)))
+    # no connection of the sweep outlives it (the heartbeat's closed: the store file is whole once it returns)
+    assert not [t for t in threading.enumerate() if t.name == "adamkit-sweep-heartbeat"]
     planned = _all_planned(suite, store)
     assert stats.failed == 0 and stats.done == len(planned) == len(store.statuses())
     # progress after every run, with the sweep's own estimate of the time left: 0 once nothing is left

@@ -216,6 +216,9 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
                       check_data=check_data, notify=notify)
     finally:
         heartbeat.stop.set()
+        # its connection is closed before this returns: the last connection to close folds the write-ahead log
+        # into the store file, which must be whole once the sweep is over (copied, committed, truncated in tests)
+        heartbeat.join(timeout=LEASE)
         try:
             store.release_owner(owner)
         except Exception:  # (the store's own error, if any, is already on its way up)
