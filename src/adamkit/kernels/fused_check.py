@@ -30,20 +30,15 @@ import ctypes
 import hashlib
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
-from .. import _integrity
-from . import fused_cpu
+from . import fused_cpu, native_build
 
 SOURCE = Path(__file__).with_name("fused_check.cpp")
 
@@ -66,11 +61,7 @@ _warned = False
 
 
 def _compiler() -> str | None:
-    for cand in ([os.environ["CXX"]] if os.environ.get("CXX") else []) + ["c++", "g++", "clang++"]:
-        path = shutil.which(cand.split()[0])
-        if path:
-            return path
-    return None
+    return native_build.find_compiler("CXX", ["c++", "g++", "clang++"])
 
 
 def _torch_flags() -> list[str]:
@@ -94,63 +85,22 @@ def _key(source: bytes, cxx: str, flags: list[str]) -> str:
 
 
 def _build(cxx: str) -> Path:
+    """The verified build of the check for compiler ``cxx`` (:func:`native_build.build`), compiled if needed."""
     source = SOURCE.read_bytes()
-    directory = fused_cpu.cache_dir()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NativeCheckUnavailable(f"its cache directory {directory} is not writable ({exc})") from None
     torch_flags = _torch_flags()
-    errors = []
-    for extra in _FLAG_SETS:
-        flags = _BASE_FLAGS + extra + torch_flags
-        target = directory / f"fused_check-{_key(source, cxx, flags)}.so"
-        if target.exists():
-            problem = _integrity.problem(target)  # a damaged build would crash the process inside dlopen
-            if problem is None:
-                fused_cpu._touch(target)
-                return target
-            warnings.warn(f"adamkit: the cached native table check is damaged ({problem}); rebuilding it",
-                          RuntimeWarning, stacklevel=2)
-        try:
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
-        except OSError as exc:
-            raise NativeCheckUnavailable(f"its cache directory {directory} is not writable ({exc})") from None
-        os.close(fd)
-        try:
-            proc = subprocess.run([cxx, *_BASE_FLAGS, *extra, str(SOURCE), "-o", tmp, *torch_flags],
-                                  capture_output=True, text=True, timeout=300)
-            if proc.returncode == 0:
-                digest = _integrity.sha256_file(tmp)
-                os.replace(tmp, target)  # atomic: concurrent builders agree
-                _integrity.record(target, sha256=digest)
-                prune(directory, keep=target)
-                return target
-            errors.append(f"{' '.join(extra)}: {proc.stderr.strip()[-500:]}")
-        except (OSError, subprocess.SubprocessError) as exc:
-            errors.append(f"{' '.join(extra)}: {exc}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise NativeCheckUnavailable("the C++ compiler failed:\n" + "\n".join(errors))
+    return native_build.build(
+        "fused_check", [_BASE_FLAGS + extra + torch_flags for extra in _FLAG_SETS],
+        lambda flags: _key(source, cxx, flags),
+        # the link flags (torch's libc10) after the source
+        lambda flags, out: [cxx, *flags[:len(flags) - len(torch_flags)], str(SOURCE), "-o", out, *torch_flags],
+        NativeCheckUnavailable, "the C++ compiler", timeout=300,
+        after=lambda directory, target: prune(directory, keep=target))
 
 
-def prune(directory: Path, keep: Path | None = None, max_age_s: float = fused_cpu.STALE_AFTER_S) -> list[Path]:
+def prune(directory: Path, keep: Path | None = None, max_age_s: float = native_build.STALE_AFTER_S) -> list[Path]:
     """Remove builds of this check (``fused_check-*.so``) unused for ``max_age_s``; returns what was removed.
     (Compiler leftovers, ``tmp*.so``, are removed with the kernel's: :func:`fused_cpu.prune_cache`.)"""
-    now = time.time()
-    removed = []
-    for path in directory.glob("fused_check-*.so"):
-        if keep is not None and path == keep:
-            continue
-        try:
-            if now - path.stat().st_mtime > max_age_s:
-                path.unlink()
-                removed.append(path)
-                _integrity.record_path(path).unlink(missing_ok=True)
-        except OSError:
-            pass
-    return removed
+    return native_build.prune(directory, "fused_check-*.so", keep, max_age_s)
 
 
 def _verify_layout(lib) -> None:

@@ -29,12 +29,8 @@ import hashlib
 import operator
 import os
 import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -42,8 +38,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .. import _integrity
 from ..optim import state_format
+from . import native_build
 
 SOURCE = Path(__file__).with_name("fused_cpu.c")
 
@@ -87,103 +83,36 @@ _lib = None
 _error: str | None = None
 
 
-def cache_dir() -> Path:
-    if os.environ.get("ADAMKIT_CACHE_DIR"):
-        return Path(os.environ["ADAMKIT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "adamkit"
+cache_dir = native_build.cache_dir
+STALE_AFTER_S = native_build.STALE_AFTER_S
 
 
 def _compiler() -> str | None:
-    for cand in ([os.environ["CC"]] if os.environ.get("CC") else []) + ["cc", "gcc", "clang"]:
-        path = shutil.which(cand.split()[0])
-        if path:
-            return path
-    return None
+    return native_build.find_compiler("CC", ["cc", "gcc", "clang"])
 
 
 def _build(cc: str) -> Path:
+    """The verified build of the kernel for compiler ``cc`` (:func:`native_build.build`), compiled if needed;
+    its key covers the source, the compiler, the flags, the machine and, for ``-march=native``, the host."""
     source = SOURCE.read_bytes()
-    errors = []
-    directory = cache_dir()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _unwritable(directory, exc) from None
-    for extra in _FLAG_SETS:
-        flags = _BASE_FLAGS + extra
-        key = hashlib.sha256(
+
+    def key(flags: list[str]) -> str:
+        return hashlib.sha256(
             b"\0".join([source, cc.encode(), " ".join(flags).encode(), platform.machine().encode(),
-                        platform.node().encode() if "-march=native" in extra else b""])
+                        platform.node().encode() if "-march=native" in flags else b""])
         ).hexdigest()[:20]
-        target = directory / f"fused_cpu-{key}.so"
-        if target.exists():
-            # a build is loaded only if it is the file that was written (size and sha256 recorded then):
-            # a truncated or overwritten one would crash the process (SIGBUS, SIGSEGV) inside dlopen
-            problem = _integrity.problem(target)
-            if problem is None:
-                _touch(target)
-                return target
-            if _integrity.record_path(target).exists():  # damaged, not merely built before records existed
-                warnings.warn(f"adamkit: the cached fused kernel is damaged ({problem}); rebuilding it",
-                              RuntimeWarning, stacklevel=2)
-        try:
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
-        except OSError as exc:
-            raise _unwritable(directory, exc) from None
-        os.close(fd)
-        try:
-            proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"],
-                                  capture_output=True, text=True, timeout=120)
-            if proc.returncode == 0:
-                digest = _integrity.sha256_file(tmp)
-                os.replace(tmp, target)  # atomic: concurrent builders agree (a racing reader re-verifies)
-                _integrity.record(target, sha256=digest)
-                prune_cache(directory, keep=target)
-                return target
-            errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
-        except (OSError, subprocess.SubprocessError) as exc:
-            errors.append(f"{' '.join(flags)}: {exc}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise FusedKernelUnavailable("the C compiler failed:\n" + "\n".join(errors))
 
-
-def _unwritable(directory: Path, exc: OSError) -> FusedKernelUnavailable:
-    return FusedKernelUnavailable(f"its cache directory {directory} is not writable ({exc}); set "
-                                  "ADAMKIT_CACHE_DIR to a writable directory")
-
-
-#: builds not used for this long are removed when a new build is made (other versions, compilers, hosts)
-STALE_AFTER_S = 30 * 24 * 3600
-
-
-def _touch(path: Path) -> None:
-    try:  # a build in use stays fresh (its mtime is its last use), even on noatime file systems
-        os.utime(path)
-    except OSError:
-        pass
+    return native_build.build(
+        "fused_cpu", [_BASE_FLAGS + extra for extra in _FLAG_SETS], key,
+        lambda flags, out: [cc, *flags, str(SOURCE), "-o", out, "-lm"], FusedKernelUnavailable, "the C compiler",
+        timeout=120, after=lambda directory, target: prune_cache(directory, keep=target))
 
 
 def prune_cache(directory: Path, keep: Path | None = None, max_age_s: float = STALE_AFTER_S) -> list[Path]:
     """Remove kernel builds (``fused_cpu-*.so``) unused for ``max_age_s`` and compiler leftovers of killed
     builds (``tmp*.so``, older than a day); returns what was removed. A build another process has loaded
     stays mapped in that process; a later process rebuilds it if it needs it."""
-    now = time.time()
-    removed = []
-    for pattern, age in (("fused_cpu-*.so", max_age_s), ("tmp*.so", min(max_age_s, 24 * 3600))):
-        for path in directory.glob(pattern):
-            if keep is not None and path == keep:
-                continue
-            try:
-                if now - path.stat().st_mtime > age:
-                    path.unlink()
-                    removed.append(path)
-                    _integrity.record_path(path).unlink(missing_ok=True)
-            except OSError:  # another process pruned it first, or it is not ours to remove
-                pass
-    return removed
+    return native_build.prune(directory, "fused_cpu-*.so", keep, max_age_s, leftovers=True)
 
 
 def load():
