@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import protocol
-from .store import ResultStore
+from .store import ResultStore, target_key
 from .suite import ProblemInstanceSpec, Suite
 
 FINAL_ARMS = ("tuned", "fixed", "defaults")
@@ -137,7 +137,7 @@ def load(where: str | Path) -> Results:
             v = _metric(final, inst.target_metric, inst.maximize)
             values.append(v)
             dists.append(_metric(final, "dist"))
-            steps.append(_steps_to_target(store, r.hash, inst) if final is not None else math.inf)
+            steps.append(_steps_to_target(store, r.hash, inst, final) if final is not None else math.inf)
         res.arms[key] = ArmSummary(key[0], key[1], key[2], runs[0].spec["hparams"], [r.seed for r in runs],
                                    [r.hash for r in runs], values, dists, steps, failed, missing, diverged,
                                    inst.target, inst.maximize)
@@ -175,9 +175,17 @@ def _reached(value: float, inst: ProblemInstanceSpec) -> bool:
     return value >= inst.target if inst.maximize else value <= inst.target
 
 
-def _steps_to_target(store: ResultStore, run_hash: str, inst: ProblemInstanceSpec) -> float:
+def _steps_to_target(store: ResultStore, run_hash: str, inst: ProblemInstanceSpec,
+                     final: dict[str, Any] | None = None) -> float:
+    """The first evaluation step at which the run reaches the instance's target (inf: never): as kept in its
+    final metrics by a compacted store (:meth:`ResultStore.compact`, computed from the whole curve), else
+    from its evaluation curve."""
     if inst.target is None:
         return math.inf
+    kept = (final or {}).get("steps_to_target") or {}
+    key = target_key(inst.target_metric, inst.target, inst.maximize)
+    if key in kept:
+        return math.inf if kept[key] is None else float(kept[key])
     curve = store.curve(run_hash)
     for step, value in zip(curve.get("step", []), curve.get(inst.target_metric, [])):
         if _reached(value, inst):

@@ -32,10 +32,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("report", help="write report.md, report.html and PNG plots for a results folder")
     p.add_argument("results", help="the results folder of `adamkit bench run` (or its SQLite file)")
     p.add_argument("--out", help="report folder (default: RESULTS/report)")
+    p = sub.add_parser("compact", help="thin a results folder's stored curves for committing or sharing; every "
+                       "number of its report stays the same (its figures are drawn from the thinned curves)")
+    p.add_argument("results", help="the results folder of `adamkit bench run` (or its SQLite file)")
+    p.add_argument("--eval-points", type=int, default=None, help="evaluation points kept per run (default 100)")
+    p.add_argument("--train-points", type=int, default=None, help="training-loss points kept per run (default 200)")
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"list": _list, "run": _run, "report": _report}[args.bench_command](args)
+    return {"list": _list, "run": _run, "report": _report, "compact": _compact}[args.bench_command](args)
 
 
 def _fail(message: str) -> int:
@@ -215,4 +220,42 @@ def _report(args) -> int:
     except OSError as exc:
         default = "" if args.out else f" (by default the report goes to {out})"
         return _fail(_os_message(exc, out, f"give a writable folder with --out{default}"))
+    return 0
+
+
+def _compact(args) -> int:
+    """Thin the store's curves (:meth:`ResultStore.compact`), first keeping each run's exact steps to the
+    target of every instance of the stored suite that uses it."""
+    from . import analysis, store as store_module
+    from .store import StoreError
+
+    eval_points = args.eval_points if args.eval_points is not None else store_module.COMPACT_EVAL_POINTS
+    train_points = args.train_points if args.train_points is not None else store_module.COMPACT_TRAIN_POINTS
+    if eval_points < store_module.COMPACT_TAIL + 2:
+        return _fail(f"--eval-points must be at least {store_module.COMPACT_TAIL + 2} (the last "
+                     f"{store_module.COMPACT_TAIL} evaluations, what a selection averages, are always kept); "
+                     f"got {eval_points}")
+    if train_points < 2:
+        return _fail(f"--train-points must be at least 2, got {train_points}")
+    try:
+        res = analysis.load(args.results)
+        targets: dict[str, list[tuple[str, float, bool]]] = {}
+        insts = {i.key: i for i in res.instances}
+        for planned in res.phase1 + res.phase2:
+            inst = insts.get(planned.instance)
+            if inst is not None and inst.target is not None:
+                entry = (inst.target_metric, float(inst.target), inst.maximize)
+                if entry not in targets.setdefault(planned.hash, []):
+                    targets[planned.hash].append(entry)
+        path = res.store.path
+        before = path.stat().st_size
+        res.store.close()
+        with store_module.ResultStore(path, create=False) as store:
+            counts = store.compact(targets, eval_points=eval_points, train_points=train_points)
+        after = path.stat().st_size
+    except (ValueError, StoreError) as exc:
+        return _fail(str(exc))
+    print(f"compacted {path}: {counts['thinned']} of {counts['runs']} runs' curves thinned to about {eval_points} "
+          f"evaluation and {train_points} training points, {counts['targets']} steps-to-target kept exactly; "
+          f"{before / 2**20:.1f} MB -> {after / 2**20:.1f} MB")
     return 0

@@ -139,7 +139,7 @@ def values_of(res: analysis.Results, inst, arm: analysis.ArmSummary, metric: str
     for seed, h in zip(arm.seeds, arm.hashes):
         final = res.finals.get(h)
         if metric == "steps_to_target":
-            out[seed] = math.nan if final is None else analysis._steps_to_target(res.store, h, inst)
+            out[seed] = math.nan if final is None else analysis._steps_to_target(res.store, h, inst, final)
         else:
             out[seed] = analysis._metric(final, metric, maximize=direction == "higher")
     return out

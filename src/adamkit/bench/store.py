@@ -25,6 +25,9 @@ Faults never surface as a bare ``sqlite3`` or ``OSError`` traceback: every error
 is not a store, a damaged or truncated one, a read-only folder, a full disk) is a :class:`StoreError` whose
 one-line message names the file and what to do. A store is checked (``PRAGMA quick_check``) when opened.
 
+:meth:`ResultStore.compact` (``adamkit bench compact``) thins a store's curves for committing or sharing, first
+keeping each run's exact steps to its instances' targets in its final metrics (``steps_to_target``).
+
 Schema migrations (applied when a store is opened, additive): ``runs.bench_version`` (INTEGER, the benchmark
 version of the sweep that made the run; NULL in stores written before it: version 1).
 """
@@ -181,6 +184,39 @@ def thin_training_curve(curve: dict[str, list]) -> dict[str, list]:
         if key in curve:
             out[key] = [curve[key][i] for i in keep]
     return out
+
+
+#: what :meth:`ResultStore.compact` keeps of a run's curves (for a store to commit or share): about this many
+#: evaluation points (the first, the last :data:`COMPACT_TAIL`, evenly spaced ones between) and training points
+COMPACT_EVAL_POINTS = 100
+COMPACT_TRAIN_POINTS = 200
+#: the last evaluations every compacted curve keeps whole: what a selection averages (a suite's ``smooth``)
+COMPACT_TAIL = 10
+
+
+def thin_indices(n: int, points: int, tail: int = 0) -> list[int]:
+    """The indices of a series of ``n`` points that thinning to about ``points`` keeps: the first, evenly
+    spaced ones, and the last ``tail`` (at least the last one)."""
+    if n <= points:
+        return list(range(n))
+    tail = max(1, min(tail, n))
+    k = -(-(n - tail) // max(1, points - tail))
+    return sorted(set(range(0, n - tail, k)) | set(range(n - tail, n)))
+
+
+def target_key(metric: str, target: float, maximize: bool) -> str:
+    """The key under which a compacted run's final metrics keep its exact steps to a target:
+    ``"gap<=0.001"``, ``"test_accuracy>=0.91"``."""
+    return f"{metric}{'>=' if maximize else '<='}{target!r}"
+
+
+def first_step_reaching(steps: list, values: list, target: float, maximize: bool) -> float | None:
+    """The first evaluation step whose value reaches ``target`` (None: never)."""
+    for step, value in zip(steps, values):
+        if isinstance(value, (int, float)) and not math.isnan(value) and (
+                value >= target if maximize else value <= target):
+            return float(step)
+    return None
 
 
 def _short(v):
@@ -387,6 +423,67 @@ class ResultStore:
         out = {"step": raw.get("eval_step", [])}
         out.update({k[5:]: v for k, v in raw.items() if k.startswith("eval:")})
         return out
+
+    def compact(self, targets: dict[str, list[tuple[str, float, bool]]] | None = None,
+                eval_points: int = COMPACT_EVAL_POINTS, train_points: int = COMPACT_TRAIN_POINTS,
+                tail: int = COMPACT_TAIL) -> dict[str, int]:
+        """Thin every stored curve for a store to commit or share, keeping every number a report computes.
+
+        First, for each run in ``targets`` (hash -> [(metric, target, maximize), ...]: the targets of the
+        instances that use it), the first evaluation step that reaches each target is computed from the whole
+        curve and kept in the run's final metrics under ``steps_to_target`` (:func:`target_key` -> step, None:
+        never reached), where the analysis reads it. Then each evaluation curve keeps about ``eval_points``
+        points (the first, the last ``tail``: what a selection averages, and evenly spaced ones) and each
+        training curve about ``train_points``; a thinned curve records its length before (``"thinned"``), and
+        is never thinned again or used to compute steps to a target. Returns counts; the file is vacuumed
+        and its write-ahead log folded in.
+        """
+        if eval_points < tail + 2 or train_points < 2 or tail < 1:
+            raise ValueError(f"compact needs eval_points >= tail + 2, train_points >= 2 and tail >= 1; got "
+                             f"{eval_points}, {train_points}, {tail}")
+        targets = targets or {}
+        counts = {"runs": 0, "thinned": 0, "targets": 0}
+        rows = self.db.execute("SELECT c.hash, c.data, r.final FROM curves c JOIN runs r ON r.hash = c.hash").fetchall()
+        try:
+            with self.db:
+                for run_hash, data, final_text in rows:
+                    counts["runs"] += 1
+                    curve = json.loads(zlib.decompress(data))
+                    final = json.loads(final_text) if final_text else None
+                    if "thinned" in curve:
+                        continue
+                    eval_steps = curve.get("eval_step") or []
+                    if final is not None and targets.get(run_hash):
+                        reached = dict(final.get("steps_to_target") or {})
+                        for metric, target, maximize in targets[run_hash]:
+                            key = target_key(metric, target, maximize)
+                            if key not in reached:
+                                reached[key] = first_step_reaching(eval_steps, curve.get(f"eval:{metric}") or [],
+                                                                   target, maximize)
+                                counts["targets"] += 1
+                        final["steps_to_target"] = reached
+                        self.db.execute("UPDATE runs SET final = ? WHERE hash = ?", (_dumps(final), run_hash))
+                    keep_eval = thin_indices(len(eval_steps), eval_points, tail)
+                    train_steps = curve.get("train_step") or []
+                    keep_train = thin_indices(len(train_steps), train_points, 1)
+                    if len(keep_eval) == len(eval_steps) and len(keep_train) == len(train_steps):
+                        continue
+                    thin = {"thinned": {"eval": len(eval_steps), "train": len(train_steps)}}
+                    for key, values in curve.items():
+                        if key == "eval_step" or key.startswith("eval:"):
+                            thin[key] = [values[i] for i in keep_eval if i < len(values)]
+                        elif key in ("train_step", "loss"):
+                            thin[key] = [values[i] for i in keep_train if i < len(values)]
+                        else:
+                            thin[key] = values
+                    self.db.execute("UPDATE curves SET data = ? WHERE hash = ?",
+                                    (zlib.compress(_dumps(thin).encode(), 9), run_hash))
+                    counts["thinned"] += 1
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file itself shrinks (the log folded in)
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
+        return counts
 
     def failed_attempts(self) -> dict[str, str]:
         """hash -> finished_at of every failed run (what a sweep with ``--retry-failed`` means to replace)."""
