@@ -363,3 +363,46 @@ def test_the_sweep_runs_the_search_in_stages_until_it_is_bracketed_or_out_of_ext
     assert len(search.lr_grid) == 5 and search.lr_grid[-1] > 5e-5
     assert stats.failed == 0 and stats.done == len(store.statuses()) == len(_all_planned(suite, store))
     assert res.arm("rosenbrock", "adam", "tuned").n == 1 and res.version == protocol.BENCH_VERSION
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the workers' parent-death signal is Linux's")
+def test_a_killed_sweep_leaves_no_worker_running(tmp_path):
+    """SIGKILL gives the sweep no chance to stop its process pool: the workers end with it (PR_SET_PDEATHSIG)
+    instead of finishing their runs, which nobody would store, for minutes."""
+    suite_path = tmp_path / "long.toml"
+    suite_path.write_text('name = "long"\noptimizers = ["adam"]\n[protocol]\ntrials = 2\nfinal_seeds = 1\n'
+                          '[[problems]]\nname = "rosenbrock"\nsteps = 2000000\neval_every = 100000\n')
+    proc = subprocess.Popen(_cli("run", str(suite_path), "--out", str(tmp_path / "out"), "--jobs", "2", "--quiet"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and len(workers) < 2:  # the pool's workers, busy with their runs
+            workers = [c for c in _children(proc.pid)
+                       if "spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+            assert proc.poll() is None
+            time.sleep(0.2)
+        assert len(workers) >= 2, "the sweep did not start its workers in time"
+        time.sleep(3)  # past the workers' initialiser
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.1)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in alive:  # (do not leave them behind if the test fails)
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "workers outlived the killed sweep"

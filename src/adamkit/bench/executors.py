@@ -16,6 +16,8 @@ import concurrent.futures as cf
 import itertools
 import multiprocessing
 import os
+import signal
+import sys
 from typing import Any, Iterable, Iterator
 
 from .runner import execute
@@ -27,10 +29,22 @@ class ExecutorError(RuntimeError):
     """An executor cannot start (Ray unreachable, or not confined to loopback); the message says what to do."""
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int | None = None) -> None:
+    """A local worker: one torch thread; on Linux it ends with the sweep that started it (``prctl``
+    ``PR_SET_PDEATHSIG``), so a sweep killed by a signal, even SIGKILL, leaves no worker running on."""
     import torch
 
     torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGTERM when the parent ends
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the worker ends with its queue
+            pass
+        if parent is not None and os.getppid() != parent:  # the sweep ended before prctl took effect
+            os._exit(1)
 
 
 class LocalExecutor:
@@ -60,7 +74,8 @@ class LocalExecutor:
         attempts: dict[str, int] = {}
         while True:
             ctx = multiprocessing.get_context("spawn")
-            pool = cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_worker_init)
+            pool = cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_worker_init,
+                                          initargs=(os.getpid(),))
             inflight: dict[cf.Future, Job] = {}
             try:
                 while True:
