@@ -189,3 +189,31 @@ def test_profiles_use_only_instances_every_optimizer_ran_and_right_ratios_for_ma
     assert analysis._ratio(-1400.0, -1290.0, True) == pytest.approx(1 + 110 / 1290)
     assert analysis._ratio(2e-3, 1e-3, False) == pytest.approx(2.0) and analysis._ratio(math.inf, 1.0, False) == math.inf
     assert analysis.algoperf_score(np.array([1.0, 2.0, math.inf])) == pytest.approx((1 + 2 / 3 + 0) / 3, abs=2e-3)
+
+
+def test_chains_of_one_run_are_paired_chain_by_chain(tmp_path):
+    """A counterexample run of n chains gives each chain's values; the judge pairs chain i of the claimed
+    optimizer with chain i of the baseline (the same seed gives both the same gradient streams): one run each
+    gives n pairs, and the comparison says that n counts chains."""
+    from adamkit.bench.executors import LocalExecutor
+    from adamkit.bench.sweep import run_sweep
+
+    suite = parse_suite({"name": "chains", "optimizers": ["adam", "adopt"], "protocol": {"final_seeds": [1000]},
+                         "problems": [{"name": "adopt_counterexample", "label": "adopt_counterexample_long",
+                                       "params": {"k": 10, "beta2": 0.1, "schedule": "constant", "chains": 6},
+                                       "steps": 3000, "eval_every": 1000, "tune": False,
+                                       "hparams": {"lr": 0.01}}]})
+    store = ResultStore(tmp_path / "r.sqlite")
+    run_sweep(suite, store, LocalExecutor(1))
+    store.close()
+    res = analysis.load(tmp_path / "r.sqlite")
+    finals = [f for f in res.finals.values() if f]
+    assert finals and all(len(f["theta_avg_chains"]) == 6 and
+                          f["theta_avg"] == pytest.approx(np.mean(f["theta_avg_chains"])) for f in finals)
+    claim = next(c for c in load_claims() if c.id == "adopt_counterexample")
+    comp = judge.judge_claim(claim, res).comparisons[0]
+    assert comp.n == 6 and "chains" in comp.note and "outside" in comp.verdict  # 3,000 steps < the claim's 10^6
+    a = judge.values_of(res, res.instance("adopt_counterexample_long"),
+                        judge.arm_of(res, res.instance("adopt_counterexample_long"), claim.optimizer),
+                        "theta_avg", "lower")
+    assert sorted(a) == [(1000, i) for i in range(6)]

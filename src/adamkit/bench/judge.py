@@ -56,7 +56,7 @@ def paired_bootstrap(d: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
     return float(d.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
-def paired_differences(a: dict[int, float], b: dict[int, float], direction: str,
+def paired_differences(a: dict, b: dict, direction: str,
                        cap: float | None = None) -> np.ndarray:
     """``d_s`` over the seeds both arms have (nan: failed or missing, dropped); ±inf (diverged, never reached)
     becomes ``cap`` or, without one, the worst finite value of either arm; two infinities tie."""
@@ -133,11 +133,19 @@ def arm_of(res: analysis.Results, inst, ref: Ref) -> analysis.ArmSummary | None:
     return res.arm(inst.key, ref.optimizer, f"paper:{ref.arm}" if ref.arm else res.main_arm(inst))
 
 
-def values_of(res: analysis.Results, inst, arm: analysis.ArmSummary, metric: str, direction: str) -> dict[int, float]:
-    """seed -> the arm's value of ``metric`` (nan: failed or missing; the worst infinity: diverged)."""
-    out = {}
+def values_of(res: analysis.Results, inst, arm: analysis.ArmSummary, metric: str, direction: str) -> dict:
+    """seed -> the arm's value of ``metric`` (nan: failed or missing; the worst infinity: diverged). A run of
+    several independent chains (a counterexample's ``chains``) whose final metrics give each chain's value
+    (``<metric>_chains``) counts each chain: (seed, chain) -> value, paired with the same chain of the other
+    arm (the same seed gives the same gradients)."""
+    out: dict = {}
     for seed, h in zip(arm.seeds, arm.hashes):
         final = res.finals.get(h)
+        per_chain = (final or {}).get(f"{metric}_chains")
+        if isinstance(per_chain, list) and per_chain:
+            for i, v in enumerate(per_chain):
+                out[(seed, i)] = analysis._metric({**final, metric: v}, metric, maximize=direction == "higher")
+            continue
         if metric == "steps_to_target":
             out[seed] = math.nan if final is None else analysis._steps_to_target(res.store, h, inst, final)
         else:
@@ -175,15 +183,17 @@ def judge_claim(claim: Claim, res: analysis.Results) -> Verdict:
         cap = None
         if claim.metric == "steps_to_target":
             cap = float(inst.steps) if inst.steps else None
-        d = paired_differences(values_of(res, inst, a, claim.metric, claim.direction),
-                               values_of(res, inst, b, claim.metric, claim.direction), claim.direction, cap)
+        va = values_of(res, inst, a, claim.metric, claim.direction)
+        d = paired_differences(va, values_of(res, inst, b, claim.metric, claim.direction), claim.direction, cap)
         if d.size == 0:
             out.comparisons.append(Comparison(inst.key, tier, NOT_MEASURED, note="no paired finished runs"))
             continue
         verdict, effect, low, high = verdict_of(d, claim.margin)
         ok, why = _in_regime(claim, inst, res)
+        chains = "n counts independent chains, paired chain by chain" if any(isinstance(k, tuple) for k in va) else ""
+        note = "; ".join(x for x in ("" if ok else why, chains) if x)
         out.comparisons.append(Comparison(inst.key, tier, verdict if ok else OUTSIDE, int(d.size), effect, low,
-                                          high, "" if ok else why))
+                                          high, note))
     for tier in ("A", "B"):
         rows = [c for c in out.comparisons if c.tier == tier]
         if rows:

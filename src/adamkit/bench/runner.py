@@ -94,10 +94,12 @@ def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[s
     eval_steps: list[int] = []
     evals: dict[str, list[float]] = {}
 
-    def record_eval(step: int) -> dict[str, float]:
+    def record_eval(step: int) -> dict[str, Any]:
         metrics = instance.evaluate()
         eval_steps.append(step)
         for k, v in metrics.items():
+            if isinstance(v, (list, tuple)):  # per-chain values (``<metric>_chains``): final metrics only
+                continue
             evals.setdefault(k, [math.nan] * (len(eval_steps) - 1)).append(float(v))
         for k in evals:
             if len(evals[k]) < len(eval_steps):
@@ -124,7 +126,7 @@ def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[s
             raise RunTimeout(f"run exceeded its timeout of {timeout:g} s after {done} of {steps} steps")
     if diverged and (not eval_steps or eval_steps[-1] != done):
         metrics = record_eval(done)
-    final = {k: float(v) for k, v in metrics.items()}
+    final = {k: [float(x) for x in v] if isinstance(v, (list, tuple)) else float(v) for k, v in metrics.items()}
     final.update({"diverged": diverged, "steps": done, "budget_steps": steps,
                   "final_loss": float(train_loss[-1]) if train_loss else math.nan})
     curve = {"train_step": train_steps, "loss": train_loss, "eval_step": eval_steps, **{f"eval:{k}": v for k, v in evals.items()}}

@@ -12,7 +12,9 @@ fixed for every optimizer through :meth:`Problem.optimizer_overrides`; the learn
   t mod 3 = 1 and −θ otherwise (C > 2, so the average is minimised at θ = −1); deterministic.
 
 ``chains = n`` runs n independent chains side by side in one tensor (every update is element-wise), each
-with its own gradient stream. Besides the final θ, a run reports what the papers' claims are about at a long
+with its own gradient stream; the streams come from the run's seed, so chain i of two optimizers sees the same
+gradients, and the final metrics also give each chain's values (``theta_chains``, ``theta_avg_chains``,
+``share_end_chains``), which the claims' judge pairs chain by chain. Besides the final θ, a run reports what the papers' claims are about at a long
 horizon: ``theta_avg`` — the time-averaged θ (mean over steps, then over chains; the regret analyses bound
 the average iterate, and a slow drift the right way shows in it long before the last iterate settles) — and
 ``share_end`` — the share of the last 10 % of steps that each chain spends at the optimum's end θ ≤ −0.99.
@@ -74,6 +76,12 @@ class _LinearInstance(Instance):
         avg = self.theta_sum / self.steps_done if self.steps_done else self.theta.detach()
         out["theta_avg"] = float(avg.mean())
         out["share_end"] = float((self.end_hits / self.end_steps).mean()) if self.end_steps else 0.0
+        if self.chains > 1:  # each chain's values: the judge pairs chain i of two optimizers (the same gradients)
+            theta_all = self.theta.detach()
+            out["theta_chains"] = theta_all.tolist()
+            out["theta_avg_chains"] = avg.tolist()
+            out["share_end_chains"] = ((self.end_hits / self.end_steps).tolist() if self.end_steps
+                                       else [0.0] * self.chains)
         return out
 
     def lr_scheduler(self, optimizer, total_steps: int):
