@@ -49,6 +49,7 @@ def test_a_compacted_store_gives_the_same_report_and_selection(tmp_path):
     with ResultStore.open_results(folder) as store:
         run_sweep(load_suite(suite_file), store, LocalExecutor(1))
     before = _report_text(folder, tmp_path / "before")
+    assert "**Sweep sessions** (1;" in before and "µs/step" in before
     res = analysis.load(folder)
     winners = {k: (s.winner, s.scores) for k, s in res.searches.items()}
     steps_before = {k: a.steps_to_target for k, a in res.arms.items()}

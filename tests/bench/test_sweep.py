@@ -70,6 +70,12 @@ def test_sweep_stores_every_run_once_and_resumes_without_redoing(tmp_path):
     before = {r["hash"]: (r["finished_at"], r["seconds"]) for r in store.runs()}
     again = run_sweep(suite, store, LocalExecutor(1))
     assert again.done == 0 and again.skipped == len(planned)
+    # each sweep session is recorded with the machine's speed then (a probe), and nothing that names the host
+    import json
+    import socket
+    sessions = json.loads(store.get_meta("sessions"))
+    assert len(sessions) == 2 and all(s["probe_us_per_step"] > 0 and s["jobs"] == 1 for s in sessions)
+    assert socket.gethostname() not in store.get_meta("sessions")
     assert {r["hash"]: (r["finished_at"], r["seconds"]) for r in store.runs()} == before
     # per-step metrics are stored with each run
     some = next(iter(planned))

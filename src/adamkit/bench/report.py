@@ -113,6 +113,24 @@ def version_text(res) -> str:
     return text
 
 
+def sessions_text(res) -> str:
+    """One line on the sweep sessions that made the store: when each started, its jobs, and the machine probe
+    (``sweep.machine_probe``: µs per step of a fixed tiny loop), which says how fast the machine ran then."""
+    import json
+
+    try:
+        sessions = json.loads(res.store.get_meta("sessions") or "[]")
+    except ValueError:
+        return ""
+    if not sessions:
+        return ""
+    parts = [f"{s.get('started', '?').replace('T', ' ')[:16]} ({s.get('jobs')} job(s), probe "
+             f"{s.get('probe_us_per_step', float('nan')):.0f} µs/step)" for s in sessions]
+    return (f"**Sweep sessions** ({len(sessions)}; the probe times a fixed tiny training loop, lower is faster: "
+            "wall-clock figures of runs made in different sessions compare only as far as the probes agree): "
+            + "; ".join(parts) + ".")
+
+
 def protocol_text(res) -> str:
     suite = res.suite
     if res.version >= 2 and suite.problems and not any(p.tune for p in suite.problems):
@@ -223,6 +241,9 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
     doc.p(f"{counts.get('done', 0)} runs finished, {counts.get('failed', 0)} failed; report written "
           f"{time.strftime('%Y-%m-%d %H:%M')}. Optimizers: {', '.join(suite.optimizers)}.")
     doc.p(version_text(res))
+    sessions = sessions_text(res)
+    if sessions:
+        doc.p(sessions)
     doc.p("**Protocol.** " + protocol_text(res))
     doc.bullets(protocol_summary(suite))
     missing = sum(a.missing for a in res.arms.values())

@@ -15,6 +15,7 @@ installed is not stored: its instance is skipped and listed with the install com
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import socket
@@ -225,9 +226,57 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
             pass
 
 
+#: steps of the machine probe each sweep session starts with (:func:`machine_probe`; about 0.1-0.3 s)
+PROBE_STEPS = 300
+
+
+def machine_probe(steps: int = PROBE_STEPS) -> float:
+    """Microseconds per step of a fixed tiny training loop (adamkit's Adam on two float64 numbers, autograd
+    included, one torch thread): how fast this machine runs the Python-bound small runs of Tier A right now.
+    The speed of the same machine has varied threefold between days; a store keeps one probe per sweep
+    session (:func:`record_session`) so that a report can say which speed its wall-clock figures had."""
+    import torch
+
+    import adamkit
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+        opt = adamkit.Adam([x], lr=1e-2)
+        best = math.inf
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(steps // 3):
+                opt.zero_grad()
+                ((x - 1.0) ** 2).sum().backward()
+                opt.step()
+            best = min(best, (time.perf_counter() - t) / (steps // 3))
+        return round(best * 1e6, 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def record_session(store, executor) -> dict:
+    """Append this sweep session (its start, the executor and its jobs, the machine probe; no host names or
+    paths) to the store's ``sessions`` meta entry; returns it."""
+    import platform
+
+    session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "executor": getattr(executor, "name", "?"),
+               "jobs": getattr(executor, "jobs", None), "cores": os.cpu_count(), "machine": platform.machine(),
+               "probe_us_per_step": machine_probe()}
+    try:
+        sessions = json.loads(store.get_meta("sessions") or "[]")
+    except ValueError:
+        sessions = []
+    store.set_meta("sessions", json.dumps(sessions + [session], sort_keys=True))
+    return session
+
+
 def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data, notify) -> SweepStats:
     store.set_meta("suite", suite.to_json())
     store.set_meta("bench", json.dumps(bench_record(suite), sort_keys=True))
+    record_session(store, executor)
     stats = SweepStats()
     start = time.monotonic()
     if check_data:
