@@ -443,8 +443,9 @@ class ResultStore:
                              f"{eval_points}, {train_points}, {tail}")
         targets = targets or {}
         counts = {"runs": 0, "thinned": 0, "targets": 0}
-        rows = self.db.execute("SELECT c.hash, c.data, r.final FROM curves c JOIN runs r ON r.hash = c.hash").fetchall()
         try:
+            rows = self.db.execute("SELECT c.hash, c.data, r.final FROM curves c JOIN runs r ON r.hash = c.hash"
+                                   ).fetchall()
             with self.db:
                 for run_hash, data, final_text in rows:
                     counts["runs"] += 1
