@@ -462,6 +462,17 @@ static inline uint32_t mix32(uint32_t x) {
     x ^= x >> 15;
     return x;
 }
+#if defined(__AVX2__)
+/* mix32 of 8 lanes at once (the same integer operations lane by lane): the bfloat16 and int8 encoders' bits */
+static inline __m256i mix32_avx2(__m256i h, __m256i mix1, __m256i mix2) {
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+    h = _mm256_mullo_epi32(h, mix1);
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
+    h = _mm256_mullo_epi32(h, mix2);
+    return _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+}
+#endif
+
 /* state_format.stream_key: the key of one state tensor's stream at one step (uint32 wraps as the masked int64) */
 static inline uint32_t stream_key(uint32_t seed, int64_t step, int32_t slot) {
     return mix32(seed + (uint32_t)step * KEY_STEP + (uint32_t)slot * KEY_SLOT);
@@ -581,13 +592,7 @@ static inline void bf16_encode(const float *restrict src, int64_t n, int kind, u
             const __m256i b = _mm256_loadu_si256((const __m256i *)(src + j + 8 * q));
             __m256i noise = nan16;
             if (!upper) {
-                __m256i h = counter;
-                h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
-                h = _mm256_mullo_epi32(h, mix1);
-                h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
-                h = _mm256_mullo_epi32(h, mix2);
-                h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
-                noise = _mm256_srli_epi32(h, 16);
+                noise = _mm256_srli_epi32(mix32_avx2(counter, mix1, mix2), 16);
             }
             counter = _mm256_add_epi32(counter, step8);
             const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(b, noise), 16);
@@ -713,12 +718,7 @@ static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, in
             const __m256i lo = _mm256_and_si256(k, on);
             const __m256 p = _mm256_div_ps(_mm256_sub_ps(mag, t_lo), _mm256_sub_ps(t_hi, t_lo));
             /* the element's random bits: mix32(i * HASH_INDEX + key) */
-            __m256i h = counter;
-            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
-            h = _mm256_mullo_epi32(h, mix1);
-            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 12));
-            h = _mm256_mullo_epi32(h, mix2);
-            h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+            const __m256i h = mix32_avx2(counter, mix1, mix2);
             counter = _mm256_add_epi32(counter, step8);
             const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), u_unit);
             /* u < p, both >= +0: as int32 bits, as the portable loop */
