@@ -16,8 +16,10 @@ from adamkit.bench.sweep import bench_record
 SEEDS = 5
 
 
-def _store(tmp_path, value, *, steps=10, seeds=SEEDS, tasks=("fmnist_cnn",), optimizers=("adam", "adabelief")):
-    """A stored sweep of fixed-hyperparameter task runs whose final metrics are ``value(run)``."""
+def _store(tmp_path, value, *, steps=10, seeds=SEEDS, tasks=("fmnist_cnn",), optimizers=("adam", "adabelief"),
+           stored=lambda run: True):
+    """A stored sweep of fixed-hyperparameter task runs whose final metrics are ``value(run)`` (the runs
+    ``stored(run)`` is false for are not in the store yet: an unfinished sweep)."""
     entries = [t if isinstance(t, dict) else {"name": t} for t in tasks]
     suite = parse_suite({"name": "j", "optimizers": list(optimizers), "protocol": {"final_seeds": seeds},
                          "tasks": [{"steps": steps, "tune": False, **e} for e in entries]})
@@ -27,6 +29,8 @@ def _store(tmp_path, value, *, steps=10, seeds=SEEDS, tasks=("fmnist_cnn",), opt
     store.set_meta("bench", json.dumps(bench_record(suite)))
     plan = protocol.plan(suite, protocol.Lookup({}))
     for run in plan.runs:
+        if not stored(run):
+            continue
         v = value(run)
         final = None if v is None else {"test_accuracy": v, "val_accuracy": v, "diverged": math.isinf(v),
                                         "steps": steps, "budget_steps": steps}
@@ -97,6 +101,12 @@ def test_not_measured_without_the_arms_or_the_instances(tmp_path):
     other = Claim(**{**CLAIM.__dict__, "instances": ("char_lstm1",)})
     v = judge.judge_claim(other, res)
     assert v.comparisons == [] and v.tiers == {}
+    # the suite plans the arms but the sweep has not got to them (the searches are not finished): said so, not
+    # "not in this suite"
+    unfinished = _store(tmp_path / "u", _accuracy(0.01), tasks=({"name": "fmnist_cnn", "tune": True},),
+                        stored=lambda run: False)
+    (c,) = judge.judge_claim(CLAIM, unfinished).comparisons
+    assert c.verdict == judge.NOT_MEASURED and c.note == "no finished adabelief@cnn and no finished adam arm yet"
 
 
 def test_a_diverged_run_is_the_worst_value_and_two_infinities_tie():

@@ -176,9 +176,14 @@ def judge_claim(claim: Claim, res: analysis.Results) -> Verdict:
         tier = inst.tier
         a, b = arm_of(res, inst, claim.optimizer), arm_of(res, inst, claim.baseline)
         if a is None or b is None:
-            missing = [r.label for r, x in ((claim.optimizer, a), (claim.baseline, b)) if x is None]
-            out.comparisons.append(Comparison(inst.key, tier, NOT_MEASURED, note=f"no {' and no '.join(missing)} "
-                                                                                 "arm in this suite"))
+            refs = [r for r, x in ((claim.optimizer, a), (claim.baseline, b)) if x is None]
+            absent = [r.label for r in refs if r.optimizer not in inst.optimizers
+                      or (r.arm and not res.suite.paper_arms)]
+            if absent:
+                note = f"no {' and no '.join(absent)} arm in this suite"
+            else:  # the suite plans them: a search still running, or an incomplete sweep
+                note = f"no finished {' and no finished '.join(r.label for r in refs)} arm yet"
+            out.comparisons.append(Comparison(inst.key, tier, NOT_MEASURED, note=note))
             continue
         cap = None
         if claim.metric == "steps_to_target":

@@ -340,7 +340,7 @@ def plot_profiles(res: Results, out: Path) -> list[tuple[Path, str]]:
             ax.set_xlabel("τ: within this factor of the best optimizer on an instance")
             ax.set_ylabel("share of instances")
             role = "headline" if tier == "B" else "diagnostic battery (not in the headline score)"
-            ax.set_title(f"Tier {tier} ({role}): {title}, {len(keys)} instances all ran", fontsize=9)
+            ax.set_title(f"Tier {tier}, {role}: {title}, {len(keys)} instances all ran", fontsize=9)
             ax.grid(alpha=0.3, lw=0.4)
             ax.legend(fontsize=7, loc="lower right")
             fig.text(0.01, 0.01, f"ratio = {what}; score = ∫₁⁴ ρ(τ) dτ / 3", fontsize=6.5)
@@ -404,6 +404,7 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
             ax.axhline(1, color="grey", lw=0.6, ls=":")
             ax.set_xticks(range(len(betas)))
             ax.set_xticklabels([str(b) for b in betas])
+            ax.set_xlim(-0.5, len(betas) - 0.5)  # each β2's slot whole, also when there is only one
             ax.set_ylim(-1.1, 1.1)
             ax.set_xlabel("β2")
             ax.set_ylabel("θ: final (dot, 25–75 % bar), time average (dash)")
@@ -413,7 +414,7 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
         axes.flat[0].legend(fontsize=7, loc="center left")
         fig.suptitle(f"{group}: θ across β2, linear axis (start 0, optimum −1: lower is better)\n"
                      "squares: paper configurations (e.g. ADOPT unclipped)", fontsize=8.5)
-        path = _save(fig, out / f"beta2_{_safe(group)}.png")
+        path = _save(fig, out / f"beta2_{_safe(group)}.png", rect=(0, 0, 1, 0.9))  # room for the 2-line title
         paths.append((path, f"β2 sweep on {data['problem']}: final θ (median, 25–75 %) and time-averaged θ (dash) per "
                             "optimizer and paper arm; converging means θ ≈ -1. Where the clipped and unclipped ADOPT "
                             "end alike but their time averages differ, the difference is the clip schedule: a "
