@@ -125,6 +125,13 @@ def test_bootstrap_is_reproducible_and_covers_the_mean():
     assert judge.verdict_of(np.full(5, 0.0))[0] == judge.INCONCLUSIVE  # no difference at all
     assert judge.verdict_of(np.full(5, -0.001), margin=0.005)[0] == judge.SUPPORTED  # within the margin
     assert judge.verdict_of(np.full(5, -0.01), margin=0.005)[0] == judge.CONTRADICTED
+    # an "as good as" claim whose interval lies below 0 but straddles −margin: inconclusive, and it says why
+    d = np.array([-0.0066, -0.0028, -0.0045, -0.005, -0.004])
+    verdict, effect, low, high = judge.verdict_of(d, margin=0.005)
+    assert verdict == judge.INCONCLUSIVE and high < 0 and low < -0.005 < high
+    as_good = Claim(**{**CLAIM.__dict__, "margin": 0.005})
+    text = judge.Comparison("fmnist_resnet", "B", verdict, d.size, effect, low, high).text(as_good)
+    assert text.endswith("(interval contains −0.005, the margin)"), text
 
 
 def test_tiers_are_aggregated_separately_and_never_pooled():

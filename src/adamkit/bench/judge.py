@@ -10,7 +10,7 @@ run drops its pair. Verdicts:
 
 - **supported**: the interval lies above 0 (above −margin for an "as good as" claim);
 - **contradicted**: it lies below 0 (below −margin);
-- **inconclusive**: the interval contains 0, or fewer than :data:`MIN_SEEDS` paired seeds;
+- **inconclusive**: the interval contains 0 (−margin), or fewer than :data:`MIN_SEEDS` paired seeds;
 - **outside the claim's regime**: the instance's budget is below the claim's ``regime`` (numbers shown);
 - **not measured**: the suite has no such instance, or not both arms on it.
 
@@ -101,8 +101,9 @@ class Comparison:
     def text(self, claim: Claim) -> str:
         if self.verdict == NOT_MEASURED:
             return f"{self.instance}: not measured ({self.note})"
+        edge = f"−{_num(claim.margin)}, the margin" if claim.margin else "0"
         why = " (n < 5)" if self.verdict == INCONCLUSIVE and self.n < MIN_SEEDS else \
-            " (interval contains 0)" if self.verdict == INCONCLUSIVE else ""
+            f" (interval contains {edge})" if self.verdict == INCONCLUSIVE else ""
         unit = "steps" if claim.metric == "steps_to_target" else claim.metric
         return (f"{self.instance}: {_signed(self.effect)} {unit} [{_num(self.low)}, {_num(self.high)}], "
                 f"n = {self.n} → **{self.verdict}**{why}" + (f"; {self.note}" if self.note else ""))
