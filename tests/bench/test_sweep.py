@@ -208,6 +208,7 @@ def test_report_is_written_with_its_plots(smoke_results, tmp_path):
         assert (rep / "plots" / expected).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{expected}" in md
     assert html.count("data:image/png;base64,") == len(plots), "the html embeds every plot"
+    assert "nan%" not in md  # a task without a target (the GAN ring) shows no share of seeds reaching one
     assert "Paper claims vs what we measured" in md and "ADOPT (Taniguchi et al. 2024)" in html
     assert "Click-through prediction: AGD" in md
     # smoke is a check that everything runs, not a measurement: no claim gets a firm verdict

@@ -393,7 +393,8 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                 q = a.quantiles()
                 rows.append([o, arm_name, _hp(a.hparams), f"{_fmt(q[1])} [{_fmt(q[0])}, {_fmt(q[2])}]",
                              _fmt(float(np.nanmedian(a.dists))) if any(not math.isnan(d) for d in a.dists) else "–",
-                             f"{a.converged:.0%}", _fmt(a.median_steps),
+                             *((f"{a.converged:.0%}", _fmt(a.median_steps)) if inst.target is not None
+                               else ("–", "–")),  # a task without a target: no share, no steps to it
                              f"{a.failed} failed, {a.diverged} diverged" if (a.failed or a.diverged) else ""])
         doc.table(["optimizer", "arm", "hyperparameters", f"final {inst.target_metric} median [25 %, 75 %]",
                    "distance to minimiser", "reached target", "median steps to target", "problems"], rows)
