@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import protocol
-from .store import ResultStore, target_key
+from .store import ResultStore, first_step_reaching, target_key
 from .suite import ProblemInstanceSpec, Suite
 
 FINAL_ARMS = ("tuned", "fixed", "defaults")
@@ -169,12 +169,6 @@ def _metric(final: dict[str, Any] | None, name: str, maximize: bool = False) -> 
     return float(v) if isinstance(v, (int, float)) else math.nan
 
 
-def _reached(value: float, inst: ProblemInstanceSpec) -> bool:
-    if inst.target is None or not isinstance(value, (int, float)) or math.isnan(value):
-        return False
-    return value >= inst.target if inst.maximize else value <= inst.target
-
-
 def _steps_to_target(store: ResultStore, run_hash: str, inst: ProblemInstanceSpec,
                      final: dict[str, Any] | None = None) -> float:
     """The first evaluation step at which the run reaches the instance's target (inf: never): as kept in its
@@ -187,10 +181,9 @@ def _steps_to_target(store: ResultStore, run_hash: str, inst: ProblemInstanceSpe
     if key in kept:
         return math.inf if kept[key] is None else float(kept[key])
     curve = store.curve(run_hash)
-    for step, value in zip(curve.get("step", []), curve.get(inst.target_metric, [])):
-        if _reached(value, inst):
-            return float(step)
-    return math.inf
+    step = first_step_reaching(curve.get("step", []), curve.get(inst.target_metric, []), inst.target,
+                               inst.maximize)
+    return math.inf if step is None else step
 
 
 def paired_win_rates(res: Results, instances: list[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:

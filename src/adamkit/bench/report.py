@@ -116,12 +116,7 @@ def version_text(res) -> str:
 def sessions_text(res) -> str:
     """One line on the sweep sessions that made the store: when each started, its jobs, and the machine probe
     (``sweep.machine_probe``: µs per step of a fixed tiny loop), which says how fast the machine ran then."""
-    import json
-
-    try:
-        sessions = json.loads(res.store.get_meta("sessions") or "[]")
-    except ValueError:
-        return ""
+    sessions = res.store.sessions()
     if not sessions:
         return ""
     parts = [f"{s.get('started', '?').replace('T', ' ')[:16]} ({s.get('jobs')} job(s), probe "

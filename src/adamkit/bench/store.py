@@ -340,6 +340,15 @@ class ResultStore:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def sessions(self) -> list[dict[str, Any]]:
+        """The ``sessions`` meta record: one entry per sweep session that wrote this store (``sweep.record_session``;
+        [] in stores written before it, or if the record is unreadable)."""
+        try:
+            sessions = json.loads(self.get_meta("sessions") or "[]")
+        except ValueError:
+            return []
+        return sessions if isinstance(sessions, list) else []
+
     def bench_record(self) -> dict[str, Any]:
         """The ``bench`` meta record ({} in stores written before it: benchmark version 1)."""
         text = self.get_meta("bench")

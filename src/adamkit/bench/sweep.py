@@ -265,11 +265,7 @@ def record_session(store, executor) -> dict:
     session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "executor": getattr(executor, "name", "?"),
                "jobs": getattr(executor, "jobs", None), "cores": os.cpu_count(), "machine": platform.machine(),
                "probe_us_per_step": machine_probe()}
-    try:
-        sessions = json.loads(store.get_meta("sessions") or "[]")
-    except ValueError:
-        sessions = []
-    store.set_meta("sessions", json.dumps(sessions + [session], sort_keys=True))
+    store.set_meta("sessions", json.dumps(store.sessions() + [session], sort_keys=True))
     return session
 
 

@@ -15,9 +15,10 @@ fixed for every optimizer through :meth:`Problem.optimizer_overrides`; the learn
 with its own gradient stream; the streams come from the run's seed, so chain i of two optimizers sees the same
 gradients, and the final metrics also give each chain's values (``theta_chains``, ``theta_avg_chains``,
 ``share_end_chains``), which the claims' judge pairs chain by chain. Besides the final θ, a run reports what
-the papers' claims are about at a long horizon: ``theta_avg`` — the time-averaged θ (mean over steps, then over chains; the regret analyses bound
-the average iterate, and a slow drift the right way shows in it long before the last iterate settles) — and
-``share_end`` — the share of the last 10 % of steps that each chain spends at the optimum's end θ ≤ −0.99.
+the papers' claims are about at a long horizon: ``theta_avg`` — the time-averaged θ (mean over steps, then over
+chains; the regret analyses bound the average iterate, and a slow drift the right way shows in it long before
+the last iterate settles) — and ``share_end`` — the share of the last 10 % of steps that each chain spends at
+the optimum's end θ ≤ −0.99.
 """
 from __future__ import annotations
 
