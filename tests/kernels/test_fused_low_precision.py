@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from adamkit.kernels import fused_cpu
-from adamkit.kernels.fused import FUSED
+from adamkit.kernels.fused import FUSED, StoredGroup
 from adamkit.optim import state_format
 from optimizer_table import OPTIMIZERS
 
@@ -154,10 +154,10 @@ def _decoded(opt, p, name):
 
 def _assert_within_one_code(opt_a, p, opt_b, q, name):
     """Stored state of two paths: decoded values at most one code step apart (bfloat16: 2**-7 relative; int8:
-    2**(1/8) - 1 relative), beyond a floor far below the tensor's values (where the float32 math of a moment
+    CODE_RATIO - 1 relative), beyond a floor far below the tensor's values (where the float32 math of a moment
     cancels, one rounding of the operands apart is a large relative gap), and few stored codes differ at all."""
     a, b = _decoded(opt_a, p, name), _decoded(opt_b, q, name)
-    step = 2.0 ** -7 if opt_a.state[p][name].dtype == torch.bfloat16 else 2.0 ** 0.125 - 1.0
+    step = 2.0 ** -7 if opt_a.state[p][name].dtype == torch.bfloat16 else state_format.CODE_RATIO - 1.0
     floor = 1e-5 * float(torch.maximum(a.abs().max(), b.abs().max()))
     allowed = step * 1.001 * torch.maximum(a.abs(), b.abs()) + floor
     assert bool(((a - b).abs() <= allowed).all()), (name, float(((a - b).abs() - allowed).max()))
@@ -180,7 +180,7 @@ def test_every_algorithm_steps_like_the_loop(info, variant, format):
         assert sf.keys() == sl.keys()
         for name in sf:
             assert sf[name].dtype == sl[name].dtype
-            if not name.endswith("_scale"):
+            if not name.endswith("_absmax"):
                 assert sf[name].dtype in (torch.bfloat16, torch.uint8)
                 _assert_within_one_code(opt_f, p, opt_l, q, name)
         assert opt_f.state[p]["step"] == opt_l.state[q]["step"]
@@ -199,7 +199,7 @@ def test_half_parameters_and_channels_last_step_like_the_loop(format, dtype):
             assert p.dtype == dtype and p.stride() == q.stride()
             torch.testing.assert_close(p.float(), q.float(), rtol=1e-2, atol=1e-2)
             for name in _stored(opt_f, p):
-                if not name.endswith("_scale"):
+                if not name.endswith("_absmax"):
                     _assert_within_one_code(opt_f, p, opt_l, q, name)
 
 
@@ -229,7 +229,7 @@ def test_bit_identical_across_runs_and_thread_counts(name, format):
 
 
 @pytest.mark.parametrize("format", FORMATS)
-def test_the_default_cpu_path_is_the_kernel_and_keeps_no_pointer_table(format):
+def test_the_default_cpu_path_is_the_kernel_and_keeps_its_tables(format):
     info = next(i for i in OPTIMIZERS if i.name == "adam")
     default, opt_d = _run(info, {}, STATE_DTYPES[format], {})
     fused, opt_f = _run(info, {}, STATE_DTYPES[format], dict(fused=True))
@@ -237,8 +237,9 @@ def test_the_default_cpu_path_is_the_kernel_and_keeps_no_pointer_table(format):
     assert opt_d._implementation(group, group["params"]) == "fused"
     for p, q in zip(default, fused):
         assert torch.equal(p, q)
-    assert id(group) not in opt_d.__dict__.get("_fused_tables", {})
-    assert id(opt_f.param_groups[0]) not in opt_f.__dict__.get("_fused_tables", {})
+    # both keep the kernel's tables of the group's buckets (tests/kernels/test_fused_stored_cache.py)
+    for opt in (opt_d, opt_f):
+        assert isinstance(opt.__dict__["_fused_tables"][id(opt.param_groups[0])][3], StoredGroup)
 
 
 def test_fused_true_with_a_format_the_kernel_cannot_run_raises_naming_state_dtype(monkeypatch):

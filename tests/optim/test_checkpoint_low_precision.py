@@ -1,6 +1,6 @@
 """Checkpoints of low-precision optimizer state (state_dtype=torch.bfloat16 / "int8"; issue 13 item 3).
 
-A state dict keeps the state as stored (bfloat16 tensors, uint8 codes with their ``<name>_scale``, each
+A state dict keeps the state as stored (bfloat16 tensors, uint8 codes with their ``<name>_absmax``, each
 parameter's ``rounding_seed``) and its groups' ``state_dtype``; a round trip into a fresh optimizer resumes
 bit for bit; a checkpoint of another format, or one with a spoiled tensor, is refused before anything
 changes; ``adamkit.convert_state_dtype`` re-encodes a state dict for another ``state_dtype``.
@@ -43,7 +43,7 @@ if _fused_takes_low_precision():
 #: a 3-D tensor (rows of 6)
 SHAPES = ((3, 300), (5,), (2, 2, 3))
 #: one int8 code step (the ratio of neighbouring magnitudes) and one bfloat16 step, relative
-INT8_STEP = 2.0 ** 0.125 - 1.0
+INT8_STEP = state_format.CODE_RATIO - 1.0
 BF16_STEP = 2.0 ** -7
 
 
@@ -101,10 +101,10 @@ def test_state_dict_carries_the_stored_format(info, dtype):
             t = entry[name]
             assert t.shape == p.shape and t.dtype == (torch.uint8 if fmt == "int8" else torch.bfloat16)
             if fmt == "int8":
-                s = entry[name + "_scale"]
+                s = entry[name + "_absmax"]
                 assert s.dtype == torch.float32 and tuple(s.shape) == state_format.scale_shape(p.shape)
             else:
-                assert name + "_scale" not in entry
+                assert name + "_absmax" not in entry
 
 
 # ------------------------------------------------------------------ round trips
@@ -240,17 +240,17 @@ REFUSALS = {
     "other low-precision format": (("bf16", "int8"), "other", ValueError, r"param group 0.*state_dtype=.*convert"),
     "state_dtype key changed": (("bf16", "int8"), _group("state_dtype", torch.float32), ValueError,
                                 r"state_dtype=torch\.float32.*convert_state_dtype"),
-    "scale of another shape": (("int8",), _set(0, "exp_avg_scale", lambda e: e["exp_avg_scale"][:, :1].clone()),
-                               ValueError, r"'exp_avg_scale' of parameter 0.*\(3, 1\).*\(3, 2\)"),
-    "transposed scale": (("int8",), _set(0, "exp_avg_scale", lambda e: e["exp_avg_scale"].t().contiguous()),
-                         ValueError, r"'exp_avg_scale'.*scale_shape"),
-    "scale of another dtype": (("int8",), _set(0, "exp_avg_scale", lambda e: e["exp_avg_scale"].double()),
-                               ValueError, r"'exp_avg_scale'.*torch\.float64"),
-    "negative scale": (("int8",), _set(2, "exp_avg_scale", lambda e: -e["exp_avg_scale"] - 1), ValueError,
-                       r"'exp_avg_scale' of parameter 2.*negative"),
-    "missing scale": (("int8",), _drop(0, "exp_avg_scale"), KeyError, r"parameter 0 .*'exp_avg_scale'"),
-    "scale of a vector": (("int8",), _set(1, "exp_avg_scale", lambda e: torch.ones(5, 1)), ValueError,
-                          r"parameter 1.*'exp_avg_scale'.*convert_state_dtype"),
+    "scale of another shape": (("int8",), _set(0, "exp_avg_absmax", lambda e: e["exp_avg_absmax"][:, :1].clone()),
+                               ValueError, r"'exp_avg_absmax' of parameter 0.*\(3, 1\).*\(3, 2\)"),
+    "transposed scale": (("int8",), _set(0, "exp_avg_absmax", lambda e: e["exp_avg_absmax"].t().contiguous()),
+                         ValueError, r"'exp_avg_absmax'.*scale_shape"),
+    "scale of another dtype": (("int8",), _set(0, "exp_avg_absmax", lambda e: e["exp_avg_absmax"].double()),
+                               ValueError, r"'exp_avg_absmax'.*torch\.float64"),
+    "negative scale": (("int8",), _set(2, "exp_avg_absmax", lambda e: -e["exp_avg_absmax"] - 1), ValueError,
+                       r"'exp_avg_absmax' of parameter 2.*negative"),
+    "missing scale": (("int8",), _drop(0, "exp_avg_absmax"), KeyError, r"parameter 0 .*'exp_avg_absmax'"),
+    "scale of a vector": (("int8",), _set(1, "exp_avg_absmax", lambda e: torch.ones(5, 1)), ValueError,
+                          r"parameter 1.*'exp_avg_absmax'.*convert_state_dtype"),
     "missing seed": (("bf16", "int8"), _drop(1, "rounding_seed"), KeyError, r"parameter 1 .*'rounding_seed'"),
     "negative seed": (("bf16", "int8"), _set(0, "rounding_seed", lambda e: -1), ValueError,
                       r"'rounding_seed' of parameter 0.*int in \[0, 2\*\*32\)"),
@@ -320,7 +320,7 @@ def _state_values(sd, formats, index, name):
     """float32 values of one state tensor of a state dict, decoded from its format."""
     t = sd["state"][index][name]
     if t.dtype == torch.uint8:
-        return state_format.dequantize_int8(t, sd["state"][index][name + "_scale"], formats[name])
+        return state_format.dequantize_int8(t, sd["state"][index][name + "_absmax"], formats[name])
     return t.float()
 
 
@@ -355,7 +355,7 @@ def test_conversion_float32_bfloat16_int8_float32_keeps_values_flags_and_hyperpa
             # within one step of each format (int8 values also down to the smallest code of their block)
             assert ((b - x).abs() <= BF16_STEP * x.abs()).all(), name
             if p.dim() >= 2:
-                scale = int8["state"][index][name + "_scale"]
+                scale = int8["state"][index][name + "_absmax"]
                 floor = state_format.table(formats[name])[1 if formats[name] != "signed" else 128].item()
                 block = scale.repeat_interleave(state_format.BLOCK, dim=1)[:, :p[0].numel()].reshape(p.shape)
                 assert ((q - b).abs() <= INT8_STEP * b.abs() + floor * block).all(), name
@@ -468,7 +468,7 @@ def test_empty_shards_convert():
     sd = {"state": {0: {"step": 1, "exp_avg": torch.zeros(0, 5), "exp_avg_sq": torch.zeros(0, 5)}},
           "param_groups": [{"params": [0], "adamkit_algorithm": "adam"}]}
     out = adamkit.convert_state_dtype(sd, "int8")
-    assert out["state"][0]["exp_avg"].shape == (0, 5) and out["state"][0]["exp_avg_scale"].shape == (0, 1)
+    assert out["state"][0]["exp_avg"].shape == (0, 5) and out["state"][0]["exp_avg_absmax"].shape == (0, 1)
     back = adamkit.convert_state_dtype(out, torch.float32)
     assert back["state"][0]["exp_avg_sq"].shape == (0, 5) and back["state"][0]["step"] == 1
 
@@ -485,7 +485,7 @@ def test_empty_shard_steps_saves_and_loads(dtype):
     target.load_state_dict(saved_and_loaded(opt.state_dict()))
     assert state_dict_bytes(target.state_dict()) == state_dict_bytes(opt.state_dict())
     if dtype == "int8":
-        assert target.state[q]["exp_avg_scale"].shape == (0, 1)
+        assert target.state[q]["exp_avg_absmax"].shape == (0, 1)
 
 
 @pytest.mark.parametrize("dtype", list(LOW))
@@ -509,3 +509,23 @@ def test_channels_last_round_trip(dtype):
     assert target.state[fresh[0]]["exp_avg"].stride() == opt.state[params[0]]["exp_avg"].stride()
     steps(target, fresh, 2, 4)
     assert torch.equal(straight[0], fresh[0])
+
+
+def test_a_checkpoint_of_the_earlier_8_bit_code_is_refused_before_anything_changes():
+    p = torch.nn.Parameter(torch.randn(8, 300))
+    opt = adamkit.Adam([p], lr=1e-2, state_dtype="int8")
+    p.grad = torch.randn(8, 300)
+    opt.step()
+    sd = opt.state_dict()
+    assert set(sd["state"][0]) == {"step", "rounding_seed", "exp_avg", "exp_avg_sq", "exp_avg_absmax",
+                                   "exp_avg_sq_absmax"}
+    earlier = copy.deepcopy(sd)  # the logarithmic code kept its scales under "<name>_scale"
+    for name in ("exp_avg", "exp_avg_sq"):
+        earlier["state"][0][name + "_scale"] = earlier["state"][0].pop(name + "_absmax")
+    target = adamkit.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2, state_dtype="int8")
+    with pytest.raises(ValueError, match="logarithmic 8-bit code.*convert it to float32 with the adamkit that wrote"):
+        target.load_state_dict(earlier)
+    assert target.state_dict()["state"] == {}
+    with pytest.raises(ValueError, match="logarithmic 8-bit code"):
+        adamkit.convert_state_dtype(earlier, torch.float32)
+    adamkit.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2, state_dtype="int8").load_state_dict(sd)

@@ -98,7 +98,7 @@ def test_bfloat16_rounding_depends_on_the_key_only_and_follows_the_layout():
 
 
 # -------------------------------------------------------------------------------------------------- int8
-def test_int8_tables_are_sorted_logarithmic_and_hold_zero_and_one():
+def test_int8_tables_are_sorted_small_floats_and_hold_zero_and_one():
     for kind in sf.KINDS:
         t = sf.table(kind).double()
         assert t.numel() == 256
@@ -106,10 +106,14 @@ def test_int8_tables_are_sorted_logarithmic_and_hold_zero_and_one():
         assert torch.all(valid[1:] > valid[:-1])
         assert t[sf.ZERO_CODE[kind]].item() == 0.0 and valid[-1].item() == 1.0
         positive = valid[valid > 0]
-        assert torch.allclose(positive[1:] / positive[:-1], torch.tensor(sf.CODE_RATIO, dtype=torch.float64))
-        # each magnitude is exactly 2**-a times one of the eight mantissas
+        ratios = positive[1:] / positive[:-1]
+        assert ratios.max().item() == sf.CODE_RATIO and ratios.min().item() == 16 / 15
+        # each magnitude has 3 mantissa bits: (1 + k/8) * 2**e, its bits (q + OFFSET) << 20
         mant, _ = torch.frexp(positive.float())
-        assert set((mant * 2).tolist()) <= set(sf.MANTISSAS.tolist())
+        assert set((mant * 16).tolist()) <= set(range(8, 16))
+        q = torch.arange(1, positive.numel() + 1)
+        assert torch.equal(positive.float().view(torch.int32), (q + sf.OFFSET[kind]) << 20)
+        assert sf.SMALLEST[kind] == positive[0].item()
     assert torch.isnan(sf.table("signed")[255])
     assert sf.table("unsigned")[1].item() < 1e-9 < sf.table("signed")[128].item()
     with pytest.raises(ValueError, match="kind must be one of"):

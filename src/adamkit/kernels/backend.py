@@ -52,6 +52,11 @@ class Backend:
         """
         return None
 
+    def stored_group_done(self, opt, group: dict, names: tuple, complete: bool) -> None:
+        """Called by the engine after its general path stepped a group of low-precision state on this backend;
+        ``complete``: this backend stepped every parameter of the group, at one step count. A backend may keep
+        what its ``prepare`` needs next time (and must drop what it kept for the group otherwise)."""
+
     def forget(self, opt) -> None:
         """Drop what the backend kept for ``opt`` (its state or groups were replaced)."""
 

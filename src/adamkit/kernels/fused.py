@@ -15,6 +15,9 @@ from __future__ import annotations
 import operator
 from collections import deque
 from itertools import repeat
+from typing import NamedTuple
+
+import torch
 
 from . import fused_cpu
 from .backend import Backend, register
@@ -55,7 +58,25 @@ class Fused(Backend):
             return False
         if whole_group and storage is None:
             self._remember(opt, group, names, call.names)
+        elif storage is not None:
+            # kept by stored_group_done once every bucket of the group is stepped
+            table = fused_cpu.StoredLaunch.build(call, params, grads, states, storage, names,
+                                                 [opt.state.get(p) for p in params])
+            opt.__dict__.setdefault("_fused_pending", []).append(table)
         return True
+
+    def stored_group_done(self, opt, group, names, complete: bool) -> None:
+        """After the general path stepped a group of low-precision state: keep the tables of its buckets when
+        the kernel stepped every parameter of the group (``complete``) and each bucket could keep one, else
+        drop what was kept for the group."""
+        pending = opt.__dict__.pop("_fused_pending", [])
+        tables = opt.__dict__.setdefault("_fused_tables", {})
+        changes = getattr(opt.state, "changes", None)
+        if not complete or not pending or None in pending or changes is None:
+            tables.pop(id(group), None)
+            return
+        kept = StoredGroup(list(group["params"]), group.get("state_dtype"), pending, changes)
+        tables[id(group)] = (group, opt.state, names, kept)
 
     @staticmethod
     def _remember(opt, group, names, kernel_names) -> None:
@@ -88,6 +109,10 @@ class Fused(Backend):
         if (cached_group is not group or cached_state is not state or cached_names != names
                 or getattr(state, "changes", None) != table.state_changes):
             return None  # no entry of opt.state was set or removed since the table was built: its state dicts
+        if isinstance(table, StoredGroup):
+            return self._prepare_stored(opt, group, names, loss, table)
+        if group.get("state_dtype", torch.float32) is not torch.float32:
+            return None
         checked = table.check(table.names, params, table.state_dicts)  # are still the ones kept in the table
         if checked is None or opt._implementation(group, params) != "fused":
             return None
@@ -103,6 +128,40 @@ class Fused(Backend):
             else:
                 deque(map(operator.setitem, table.state_dicts, repeat("step"), repeat(step + 1)), maxlen=0)
         return run
+
+
+    @staticmethod
+    def _prepare_stored(opt, group, names, loss, kept: "StoredGroup"):
+        """``prepare`` for a group of low-precision state: every bucket's kept table checked, one step count."""
+        params = group["params"]
+        if (group.get("state_dtype") != kept.state_dtype or len(params) != len(kept.params)
+                or not all(map(operator.is_, params, kept.params))):
+            return None
+        checked = [table.check(table.params) for table in kept.tables]
+        if None in checked or len({step for step, _ in checked}) != 1 or opt._implementation(group, params) != "fused":
+            return None
+        step = checked[0][0]
+        call = fused_cpu.kernel_call(type(opt), opt.coefficients(group, step, loss), names, group["maximize"])
+        if any(call.names != table.names for table in kept.tables):
+            return None
+
+        def run() -> None:
+            for table, (_, grad_ptrs) in zip(kept.tables, checked):
+                table.launch(call, grad_ptrs, step)
+            for table in kept.tables:
+                deque(map(operator.setitem, table.state_dicts, repeat("step"), repeat(step + 1)), maxlen=0)
+        return run
+
+
+class StoredGroup(NamedTuple):
+    """What the fused backend keeps for a group of low-precision state: its parameters, its ``state_dtype``
+    when kept, one :class:`fused_cpu.StoredLaunch` per bucket, and the owner's count of changes of
+    ``opt.state`` then."""
+
+    params: list
+    state_dtype: object
+    tables: list
+    state_changes: int
 
 
 FUSED = register(Fused())

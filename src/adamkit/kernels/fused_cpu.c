@@ -481,85 +481,43 @@ static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
 /*
- * The code tables (state_format.table(kind)), set once by adamkit_set_tables:
- * VALUE[kind][code] for decoding; MAGS_*[k] the ascending magnitudes of a kind
- * (0 first; one more copy of the top one after it, so that MAGS[k + 1] can be
- * read for every k); DMANT[j] the mantissa bits of d[j] = float32(2**(j/8)).
+ * The 8-bit codes (state_format): magnitude code q >= 1 of a kind is the
+ * float32 of bits (q + OFFSET) << 20 (sign 0, exponent, 3 mantissa bits;
+ * the top code reads 1.0), q = 0 is zero; signed code 127 -+ q is -+ the
+ * magnitude q, signed code 255 reads NaN.  VALUE[kind][code] =
+ * state_format.table(kind), set once by adamkit_set_tables, which checks that
+ * the tables are exactly that (the coders below work from the bits).
  */
 static float VALUE[3][256];
-static float MAGS_S[129], MAGS_U[257];
-static uint32_t DMANT[8];
-/* the mantissa bits of d[1..7] as constants (adamkit_set_tables checks them against the tables) */
-#define D1 0x0B95C2
-#define D2 0x1837F0
-#define D3 0x25FED7
-#define D4 0x3504F3
-#define D5 0x45672A
-#define D6 0x5744FD
-#define D7 0x6AC0C7
+#define OFFSET_SIGNED 889   /* state_format.OFFSET: (0x3F800000 >> 20) - 127 */
+#define OFFSET_UNSIGNED 761 /* (0x3F800000 >> 20) - 255 */
+/* float32(1 / smallest magnitude) of each kind (state_format.INV_SMALLEST) */
+static float INV_SMALLEST[3];
 static int tables_set = 0;
 
+static inline uint32_t magnitude_bits(int32_t q, int32_t offset) { return q ? (uint32_t)(q + offset) << 20 : 0u; }
+
 /*
- * Install the tables (3 x 256 float32: signed, unsigned, upper) and check the
- * structure the level computation relies on: every magnitude 2**(-l/8) is the
- * float32 with exponent -ceil(l/8) and the mantissa of d[8*ceil(l/8) - l].
- * Returns 0, or a negative number if the tables are not of that form.
+ * Install the tables (3 x 256 float32: signed, unsigned, upper) and check
+ * that they are the codes above.  Returns 0, or a negative number if not.
  */
 int adamkit_set_tables(const float *tables) {
     for (int k = 0; k < 3; k++)
         for (int c = 0; c < 256; c++) VALUE[k][c] = tables[k * 256 + c];
-    for (int j = 0; j < 8; j++) DMANT[j] = j ? f2u(VALUE[KIND_UNSIGNED][247 + j]) & 0x7FFFFFu : 0;
-    const uint32_t constants[8] = {0, D1, D2, D3, D4, D5, D6, D7};
-    for (int j = 0; j < 8; j++)
-        if (DMANT[j] != constants[j]) return -6;
-    for (int k = 0; k < 128; k++) MAGS_S[k] = VALUE[KIND_SIGNED][ZERO_SIGNED + k];
-    MAGS_S[128] = MAGS_S[127];
-    for (int k = 0; k < 256; k++) MAGS_U[k] = VALUE[KIND_UNSIGNED][k];
-    MAGS_U[256] = MAGS_U[255];
-    for (int c = 0; c < 256; c++)
+    for (int c = 0; c < 256; c++) {
+        if (f2u(VALUE[KIND_UNSIGNED][c]) != magnitude_bits(c, OFFSET_UNSIGNED)) return -3;
         if (f2u(VALUE[KIND_UPPER][c]) != f2u(VALUE[KIND_UNSIGNED][c])) return -1;
-    if (MAGS_S[0] != 0.0f || MAGS_U[0] != 0.0f) return -2;
-    for (int l = 0; l < 255; l++) { /* level l: unsigned code 255 - l, signed code 127 + 127 - l */
-        const int a = (l + 7) / 8, j = 8 * a - l;
-        const uint32_t want = ((uint32_t)(127 - a) << 23) | DMANT[j];
-        if (f2u(MAGS_U[255 - l]) != want) return -3;
-        if (l < 127 && f2u(MAGS_S[127 - l]) != want) return -4;
-        if (l < 127 && f2u(VALUE[KIND_SIGNED][l]) != (want | 0x80000000u)) return -5;
+        if (c < 255) {
+            const int32_t d = c - ZERO_SIGNED, q = d < 0 ? -d : d;
+            if (f2u(VALUE[KIND_SIGNED][c]) != (magnitude_bits(q, OFFSET_SIGNED) | (d < 0 ? 0x80000000u : 0u)))
+                return -4;
+        }
     }
-    if (VALUE[KIND_SIGNED][ZERO_SIGNED] != 0.0f || signbit(VALUE[KIND_SIGNED][ZERO_SIGNED]) ||
-        !(VALUE[KIND_SIGNED][255] != VALUE[KIND_SIGNED][255]) || f2u(VALUE[KIND_UNSIGNED][0]) != 0)
-        return -7;
+    if (!(VALUE[KIND_SIGNED][255] != VALUE[KIND_SIGNED][255])) return -7;
+    INV_SMALLEST[KIND_SIGNED] = 1.0f / VALUE[KIND_SIGNED][ZERO_SIGNED + 1];
+    INV_SMALLEST[KIND_UNSIGNED] = INV_SMALLEST[KIND_UPPER] = 1.0f / VALUE[KIND_UNSIGNED][1];
     tables_set = 1;
     return 0;
-}
-
-/*
- * The two magnitudes around mag (0 <= mag <= 1, finite): lo, the index into
- * the ascending magnitudes of a kind (top: the last index) of the largest one
- * <= mag, as searchsorted(right) - 1, its value t_lo and the next one's t_hi.
- * From the exponent and mantissa bits of mag with compares and selects, no
- * table lookups (vectorisable): in the binade of mag's exponent e the
- * magnitudes are 2**e * d[j], j = 0..7.  At the top (mag = 1) t_hi is d[1],
- * which no caller needs (there p = 0, and "upper" checks lo < top).
- */
-static inline int32_t level_bounds(float mag, int32_t top, float smallest, float *t_lo, float *t_hi) {
-    const uint32_t b = f2u(mag);
-    const uint32_t e = b >> 23;
-    const int32_t mant = (int32_t)(b & 0x7FFFFFu);
-    /* m_q: all ones where mant >= D_q (monotone in q); j = the number of them; d[j]'s mantissa is the sum
-     * of the steps D_q - D_{q-1} below it and d[j + 1]'s one step more (D_8 = 0x800000, the next binade) */
-    const int32_t m1 = -(mant >= D1), m2 = -(mant >= D2), m3 = -(mant >= D3), m4 = -(mant >= D4);
-    const int32_t m5 = -(mant >= D5), m6 = -(mant >= D6), m7 = -(mant >= D7);
-    const int32_t j = -(m1 + m2 + m3 + m4 + m5 + m6 + m7);
-    const int32_t below = (m1 & D1) + (m2 & (D2 - D1)) + (m3 & (D3 - D2)) + (m4 & (D4 - D3)) + (m5 & (D5 - D4)) +
-                          (m6 & (D6 - D5)) + (m7 & (D7 - D6));
-    const int32_t above = D1 + (m1 & (D2 - D1)) + (m2 & (D3 - D2)) + (m3 & (D4 - D3)) + (m4 & (D5 - D4)) +
-                          (m5 & (D6 - D5)) + (m6 & (D7 - D6)) + (m7 & (0x800000 - D7));
-    const int32_t k = top - (8 * (127 - (int32_t)e) - j);
-    const uint32_t on = -(uint32_t)(k > 0); /* all ones unless below the smallest (the zero code): masks, not selects */
-    *t_lo = u2f(((e << 23) | (uint32_t)below) & on);
-    *t_hi = u2f((((e << 23) + (uint32_t)above) & on) | (f2u(smallest) & ~on));
-    return k & (int32_t)on;
 }
 
 /* ------------------------------------------------------------- bfloat16 */
@@ -617,41 +575,32 @@ static inline void bf16_encode(const float *restrict src, int64_t n, int kind, u
 }
 
 /* ----------------------------------------------------------------- int8 */
-/*
- * dst = VALUE[kind][code] * scale.  With AVX2, 8 codes at a time from their
- * bits (gcc makes the table lookup scalar): a code's magnitude 2**(-l/8) is
- * the float32 with exponent -ceil(l/8) and the mantissa of d[8 ceil(l/8) - l]
- * (adamkit_set_tables checks that the tables are exactly that), signed codes
- * 127 -+ m are -+ the magnitude of level 127 - m, code 127 (signed) and 0
- * (unsigned) are zero, signed code 255 is NaN.
- */
+/* dst = VALUE[kind][code] * scale, from the code's bits (8 at a time with AVX2) */
 static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kind, float scale,
                                float *restrict dst) {
     int32_t j = 0;
 #if defined(__AVX2__)
     const __m256 vscale = _mm256_set1_ps(scale);
-    const __m256i mant_tab = _mm256_setr_epi32(0, D1, D2, D3, D4, D5, D6, D7);
-    const __m256i seven = _mm256_set1_epi32(7), e127 = _mm256_set1_epi32(127), zero = _mm256_setzero_si256();
-    const int is_signed = kind == KIND_SIGNED;
-    const __m256i top = _mm256_set1_epi32(is_signed ? 127 : 255);
-    for (; j + 8 <= (int32_t)n; j += 8) {
-        const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
-        __m256i m = c, sign = zero, nan = zero;
-        if (is_signed) {
-            const __m256i d = _mm256_sub_epi32(c, e127);
-            m = _mm256_abs_epi32(d);
-            sign = _mm256_slli_epi32(_mm256_cmpgt_epi32(zero, d), 31);
-            nan = _mm256_cmpeq_epi32(c, _mm256_set1_epi32(255));
+    const __m256i zero = _mm256_setzero_si256();
+    if (kind == KIND_SIGNED) {
+        const __m256i c127 = _mm256_set1_epi32(ZERO_SIGNED), off = _mm256_set1_epi32(OFFSET_SIGNED);
+        const __m256i c255 = _mm256_set1_epi32(255), qnan = _mm256_set1_epi32(0x7FC00000);
+        const __m256i sign = _mm256_set1_epi32((int32_t)0x80000000u);
+        for (; j + 8 <= (int32_t)n; j += 8) {
+            const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
+            const __m256i d = _mm256_sub_epi32(c, c127), q = _mm256_abs_epi32(d);
+            __m256i bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(q, zero), _mm256_slli_epi32(_mm256_add_epi32(q, off), 20));
+            bits = _mm256_or_si256(bits, _mm256_and_si256(d, sign));
+            bits = _mm256_blendv_epi8(bits, qnan, _mm256_cmpeq_epi32(c, c255));
+            _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_castsi256_ps(bits), vscale));
         }
-        const __m256i level = _mm256_sub_epi32(top, m);
-        const __m256i a = _mm256_srli_epi32(_mm256_add_epi32(level, seven), 3);
-        const __m256i jj = _mm256_sub_epi32(_mm256_slli_epi32(a, 3), level);
-        __m256i bits = _mm256_or_si256(_mm256_slli_epi32(_mm256_sub_epi32(e127, a), 23),
-                                       _mm256_permutevar8x32_epi32(mant_tab, jj));
-        bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(m, zero), bits); /* the zero code */
-        bits = _mm256_or_si256(bits, sign);
-        bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7FC00000), nan);
-        _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_castsi256_ps(bits), vscale));
+    } else {
+        const __m256i off = _mm256_set1_epi32(OFFSET_UNSIGNED);
+        for (; j + 8 <= (int32_t)n; j += 8) {
+            const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
+            const __m256i bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(c, zero), _mm256_slli_epi32(_mm256_add_epi32(c, off), 20));
+            _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_castsi256_ps(bits), vscale));
+        }
     }
 #endif
     const float *restrict value = VALUE[kind];
@@ -661,70 +610,50 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kin
 /*
  * state_format.quantize_int8 of one block of n values (memory positions pos..):
  * the scale is the block's largest magnitude (NaN, with zero codes, if the
- * block holds a non-finite value); each value's ratio r = x / scale is rounded
- * to one of its two neighbouring magnitudes lo <= |r| < hi, up with probability
- * p = (|r| - lo) / (hi - lo) against u = (bits >> 8) * 2**-24 ("signed",
- * "unsigned"), or up to the smallest code whose value times the scale is >= x
- * ("upper").  Non-signed kinds store negative values as zero.
+ * block holds a non-finite value); each value's ratio r = x / scale, with b
+ * the bits of |r| and u the top 20 of the element's random bits, gets the
+ * magnitude code ((b + u) >> 20) - OFFSET at or above the smallest magnitude
+ * and, below it, 1 if u * 2**-20 < |r| * INV_SMALLEST, else 0 ("signed",
+ * "unsigned"); "upper" takes the smallest code whose value times the scale is
+ * >= x.  Non-signed kinds store negative values as zero.
  */
 #if defined(__AVX2__)
 /*
- * The stochastic rounding of the SR_LOOP below, 8 elements at a time with AVX2
- * (gcc's own vectorisation of it spills and rematerialises constants): the
- * same integer and IEEE float operations lane by lane, so the same codes; the
- * lookups of d[j]'s mantissas are one permute each.  Returns how many leading
- * elements it did (a multiple of 8); the portable loop does the rest.
+ * The stochastic rounding of int8_encode, 8 elements at a time with AVX2: the
+ * same integer and IEEE float operations lane by lane, so the same codes.
+ * Returns how many leading elements it did (a multiple of 32); the portable
+ * loop does the rest.
  */
-static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int32_t top, float smallest,
-                              uint32_t base, uint8_t *restrict codes) {
-    const __m256 vsafe = _mm256_set1_ps(safe), u_unit = _mm256_set1_ps(0x1p-24f);
-    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), mant_mask = _mm256_set1_epi32(0x7FFFFF);
-    const __m256i exp_mask = _mm256_set1_epi32(0x7F800000);
-    /* in the eighth t of a binade's mantissas (its top 3 bits) lies exactly one boundary D_{t+1} (none in the
-     * last): j = t + (mant >= D_{t+1}), one permute and one compare */
-    const __m256i thr_tab = _mm256_setr_epi32(D1 - 1, D2 - 1, D3 - 1, D4 - 1, D5 - 1, D6 - 1, D7 - 1, 0x7FFFFF);
-    const __m256i below_tab = _mm256_setr_epi32(0, D1, D2, D3, D4, D5, D6, D7);
-    const __m256i above_tab = _mm256_setr_epi32(D1, D2, D3, D4, D5, D6, D7, 0x800000);
-    const __m256i k_offset = _mm256_set1_epi32(top - 8 * 127), zero = _mm256_setzero_si256();
-    const __m256i small_bits = _mm256_set1_epi32((int32_t)f2u(smallest));
+static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int is_signed, int32_t offset,
+                              float inv_smallest, uint32_t base, uint8_t *restrict codes) {
+    const __m256 vsafe = _mm256_set1_ps(safe), vinv = _mm256_set1_ps(inv_smallest);
+    const __m256 u_unit = _mm256_set1_ps(0x1p-20f);
+    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), voff = _mm256_set1_epi32(offset);
+    const __m256i low_limit = _mm256_set1_epi32((int32_t)((uint32_t)(offset + 1) << 20));
     const __m256i mix1 = _mm256_set1_epi32((int32_t)HASH_MIX1), mix2 = _mm256_set1_epi32((int32_t)HASH_MIX2);
-    const __m256i zero_code = _mm256_set1_epi32(top == 127 ? ZERO_SIGNED : 0);
+    const __m256i zero_code = _mm256_set1_epi32(ZERO_SIGNED), zero = _mm256_setzero_si256();
     const __m256i step8 = _mm256_set1_epi32((int32_t)(8u * HASH_INDEX));
     const __m256i pack_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     __m256i counter = _mm256_add_epi32(_mm256_set1_epi32((int32_t)base),
                                        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                                           _mm256_set1_epi32((int32_t)HASH_INDEX)));
-    const int is_signed = top == 127;
     int32_t j = 0;
     for (; j + 32 <= n; j += 32) {
         __m256i out[4];
         for (int q = 0; q < 4; q++) {
-            const __m256 r = _mm256_div_ps(_mm256_loadu_ps(x + j + 8 * q), vsafe);
-            const __m256i rbits = _mm256_castps_si256(r);
+            const __m256i rbits = _mm256_castps_si256(_mm256_div_ps(_mm256_loadu_ps(x + j + 8 * q), vsafe));
             const __m256i b = _mm256_and_si256(rbits, abs_mask);
-            const __m256 mag = _mm256_castsi256_ps(b);
-            const __m256i qq = _mm256_srli_epi32(b, 20); /* 8 e + t: permutes read its low 3 bits, t */
-            const __m256i thr = _mm256_permutevar8x32_epi32(thr_tab, qq);
-            const __m256i idx = _mm256_sub_epi32(qq, _mm256_cmpgt_epi32(_mm256_and_si256(b, mant_mask), thr));
-            const __m256i below = _mm256_permutevar8x32_epi32(below_tab, idx);
-            const __m256i above = _mm256_permutevar8x32_epi32(above_tab, idx);
-            /* k = top - (8 (127 - e) - j) = idx + top - 8 * 127 */
-            const __m256i k = _mm256_add_epi32(idx, k_offset);
-            const __m256i on = _mm256_cmpgt_epi32(k, zero);
-            const __m256i ebits = _mm256_and_si256(b, exp_mask);
-            const __m256 t_lo = _mm256_castsi256_ps(_mm256_and_si256(_mm256_or_si256(ebits, below), on));
-            const __m256 t_hi = _mm256_castsi256_ps(
-                _mm256_blendv_epi8(small_bits, _mm256_add_epi32(ebits, above), on));
-            const __m256i lo = _mm256_and_si256(k, on);
-            const __m256 p = _mm256_div_ps(_mm256_sub_ps(mag, t_lo), _mm256_sub_ps(t_hi, t_lo));
-            /* the element's random bits: mix32(i * HASH_INDEX + key) */
-            const __m256i h = mix32_avx2(counter, mix1, mix2);
+            /* the element's random bits: mix32(i * HASH_INDEX + key), their top 20 */
+            const __m256i noise = _mm256_srli_epi32(mix32_avx2(counter, mix1, mix2), 12);
             counter = _mm256_add_epi32(counter, step8);
-            const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), u_unit);
-            /* u < p, both >= +0: as int32 bits, as the portable loop */
-            const __m256i up = _mm256_cmpgt_epi32(_mm256_castps_si256(p), _mm256_castps_si256(u));
-            const __m256i level = _mm256_sub_epi32(lo, up);
-            if (is_signed) {
+            __m256i level = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_add_epi32(b, noise), 20), voff);
+            /* below the smallest magnitude: 1 with probability |r| / smallest (u < p compared on the bits of
+             * two floats >= +0, as the portable loop) */
+            const __m256i low = _mm256_cmpgt_epi32(low_limit, b);
+            const __m256i p = _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(b), vinv));
+            const __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(noise), u_unit));
+            level = _mm256_blendv_epi8(level, _mm256_sub_epi32(zero, _mm256_cmpgt_epi32(p, u)), low);
+            if (is_signed) { /* 127 - level for r < 0 (its sign bit) */
                 const __m256i neg = _mm256_srai_epi32(rbits, 31);
                 out[q] = _mm256_add_epi32(zero_code, _mm256_sub_epi32(_mm256_xor_si256(level, neg), neg));
             } else {
@@ -763,9 +692,9 @@ static inline uint32_t absmax_avx2(float *restrict x, int32_t n, int clamp, int3
     return (uint32_t)_mm_cvtsi128_si32(m);
 }
 #else
-static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int32_t top, float smallest,
-                              uint32_t base, uint8_t *restrict codes) {
-    (void)x; (void)n; (void)safe; (void)top; (void)smallest; (void)base; (void)codes;
+static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, int is_signed, int32_t offset,
+                              float inv_smallest, uint32_t base, uint8_t *restrict codes) {
+    (void)x; (void)n; (void)safe; (void)is_signed; (void)offset; (void)inv_smallest; (void)base; (void)codes;
     return 0;
 }
 static inline uint32_t absmax_avx2(float *restrict x, int32_t n, int clamp, int32_t *done) {
@@ -774,24 +703,6 @@ static inline uint32_t absmax_avx2(float *restrict x, int32_t n, int clamp, int3
     return 0;
 }
 #endif
-
-/* the stochastic rounding of int8_encode for a kind with top index TOP; CODE from level and neg (r < 0) */
-#define SR_LOOP(TOP, SMALLEST, CODE)                                                                  \
-    {                                                                                                 \
-        const float smallest = (SMALLEST);                                                            \
-        for (int32_t j = vec_done = sr_avx2(x, (int32_t)n, safe, TOP, smallest, base, codes); j < (int32_t)n; j++) { \
-            const float r = x[j] / safe, mag = fabsf(r);                                              \
-            float t_lo, t_hi;                                                                         \
-            const int32_t lo = level_bounds(mag, TOP, smallest, &t_lo, &t_hi);                        \
-            /* at the top (mag = 1) p = 0 here and in the reference (which divides by 1): never up */ \
-            const float p = (mag - t_lo) / (t_hi - t_lo);                                             \
-            const float u = (float)(int32_t)(mix32(base + (uint32_t)j * HASH_INDEX) >> 8) * 0x1p-24f; \
-            const int32_t level = lo + ((int32_t)f2u(u) < (int32_t)f2u(p)); /* u < p, both >= +0 */  \
-            const int32_t neg = (int32_t)(f2u(r) >> 31);                                              \
-            (void)neg;                                                                                \
-            lv[j] = (CODE);                                                                           \
-        }                                                                                             \
-    }
 
 static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t key, int64_t pos,
                                uint8_t *restrict codes, float *restrict scale_out) {
@@ -805,7 +716,8 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
         const uint32_t a = f2u(x[j]) & 0x7FFFFFFFu; /* |x|: its bits order like its value, NaN above inf */
         amax = a > amax ? a : amax;
     }
-    const uint8_t zero = kind == KIND_SIGNED ? ZERO_SIGNED : ZERO_UNSIGNED;
+    const int is_signed = kind == KIND_SIGNED;
+    const uint8_t zero = is_signed ? ZERO_SIGNED : ZERO_UNSIGNED;
     if (amax >= 0x7F800000u) { /* an inf or a NaN in the block */
         *scale_out = u2f(0x7FC00000u);
         memset(codes, zero, (size_t)n);
@@ -813,29 +725,33 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
     }
     *scale_out = u2f(amax);
     const float safe = amax ? u2f(amax) : 1.0f;
-    int32_t lv[BLOCK] __attribute__((aligned(64))); /* the codes as int32, then packed */
-    int32_t vec_done = 0; /* the leading codes written by sr_avx2 */
+    const int32_t offset = is_signed ? OFFSET_SIGNED : OFFSET_UNSIGNED;
+    const uint32_t low_limit = (uint32_t)(offset + 1) << 20; /* the bits of the smallest magnitude */
     if (kind == KIND_UPPER) {
-        const float smallest = MAGS_U[1];
         for (int32_t j = 0; j < (int32_t)n; j++) {
             const float value = x[j];
             const int32_t vbits = (int32_t)f2u(value); /* value >= 0 or -0 (INT32_MIN: below everything) */
-            float t_lo, t_hi;
-            const int32_t lo = level_bounds(fabsf(value / safe), 255, smallest, &t_lo, &t_hi);
-            const int32_t up = ((int32_t)f2u(t_lo * safe) < vbits) & (lo < 255);
+            const uint32_t b = f2u(value / safe) & 0x7FFFFFFFu;
+            const int32_t lo = b < low_limit ? 0 : (int32_t)(b >> 20) - offset; /* the largest code <= |r| */
+            const int32_t up = ((int32_t)f2u(u2f(magnitude_bits(lo, offset)) * safe) < vbits) & (lo < 255);
             /* float rounding of code * scale must not land below the value itself */
-            const float t_up = u2f((f2u(t_hi) & -(uint32_t)up) | (f2u(t_lo) & ((uint32_t)up - 1u)));
-            const int32_t below = ((int32_t)f2u(t_up * safe) < vbits) & (lo + up < 255);
-            lv[j] = lo + up + below;
+            const int32_t below = ((int32_t)f2u(u2f(magnitude_bits(lo + up, offset)) * safe) < vbits) & (lo + up < 255);
+            codes[j] = (uint8_t)(lo + up + below);
         }
-    } else {
-        const uint32_t base = (uint32_t)pos * HASH_INDEX + key;
-        if (kind == KIND_SIGNED)
-            SR_LOOP(127, MAGS_S[1], ZERO_SIGNED + ((level ^ -neg) + neg)) /* 127 - level for r < 0 */
-        else
-            SR_LOOP(255, MAGS_U[1], level)
+        return;
     }
-    for (int32_t j = vec_done; j < (int32_t)n; j++) codes[j] = (uint8_t)lv[j];
+    const uint32_t base = (uint32_t)pos * HASH_INDEX + key;
+    const float inv = INV_SMALLEST[kind];
+    for (int32_t j = sr_avx2(x, (int32_t)n, safe, is_signed, offset, inv, base, codes); j < (int32_t)n; j++) {
+        const uint32_t rbits = f2u(x[j] / safe), b = rbits & 0x7FFFFFFFu;
+        const uint32_t noise = mix32(base + (uint32_t)j * HASH_INDEX) >> 12;
+        int32_t level = (int32_t)((b + noise) >> 20) - offset;
+        if (b < low_limit) { /* u < p, both >= +0 */
+            const float p = u2f(b) * inv, u = (float)(int32_t)noise * 0x1p-20f;
+            level = (int32_t)f2u(u) < (int32_t)f2u(p);
+        }
+        codes[j] = (uint8_t)(is_signed ? ((rbits >> 31) ? ZERO_SIGNED - level : ZERO_SIGNED + level) : level);
+    }
 }
 
 /*

@@ -354,12 +354,44 @@ def launch_low_precision(call: "KernelCall", params: list[Tensor], grads: list[T
     densely, all of one parameter in one layout, and int8 codes keep dim 0 outermost (as the engine creates
     them). Every check happens before any tensor is written (:class:`Unsupported` otherwise).
     """
-    algorithm, names, scalars, flags = call
-    lib = load()
-    if storage.format not in FORMATS:
-        raise _state_dtype_error(f"the kernel steps bfloat16 and int8 state, not {storage.format!r}")
     if not params:
         return
+    args = _low_precision_args(call, params, grads, states, storage, storage_names)
+    args.launch(call.scalars, call.flags, storage.step)
+    for dst, src in args.writeback:
+        dst.copy_(src)
+
+
+class _LowPrecisionArgs:
+    """The kernel's arguments for one bucket of low-precision state, but the step's scalars: its pointer
+    table (parameters, gradients, state tensors, scales), element counts, row lengths, kinds, slots and
+    rounding seeds, with the copies to write back (tensors stepped in another layout)."""
+
+    __slots__ = ("algorithm", "dtype", "count", "n_states", "ptrs", "scale_ptrs", "numel", "row", "kinds",
+                 "slots", "seeds", "writeback", "tensors")
+
+    def launch(self, scalars, flags: int, step: int) -> None:
+        sc = (ctypes.c_double * 16)(*scalars)
+        base = ctypes.addressof(self.ptrs)
+        size = ctypes.sizeof(ctypes.c_void_p)
+        count = self.count
+        rc = load().adamkit_step_lowp(
+            ALGORITHMS[self.algorithm], self.dtype, count, self.numel, base, base + count * size,
+            base + 2 * count * size, self.n_states, sc, flags, torch.get_num_threads(), GRAIN,
+            self.row, self.scale_ptrs, self.kinds, self.slots, self.seeds, int(step),
+        )
+        if rc != 0:  # pragma: no cover - the checks of _low_precision_args make this unreachable
+            raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
+
+
+def _low_precision_args(call: "KernelCall", params: list[Tensor], grads: list[Tensor],
+                        states: dict[str, list[Tensor]], storage: "state_format.Storage",
+                        storage_names: tuple | None) -> _LowPrecisionArgs:
+    """The checked arguments of :func:`launch_low_precision` (writes nothing; :class:`Unsupported` otherwise)."""
+    algorithm, names, scalars, flags = call
+    load()
+    if storage.format not in FORMATS:
+        raise _state_dtype_error(f"the kernel steps bfloat16 and int8 state, not {storage.format!r}")
     first = params[0]
     if first.device.type != "cpu":
         raise Unsupported(f"the fused CPU kernel got a tensor on {first.device}")
@@ -445,28 +477,21 @@ def launch_low_precision(call: "KernelCall", params: list[Tensor], grads: list[T
     seeds = storage.seeds
     if len(seeds) != count:
         raise _state_dtype_error(f"{len(seeds)} rounding seeds for {count} tensors")
-    ptrs = (ctypes.c_void_p * (count * (2 + n_states)))()
-    scale_ptrs = (ctypes.c_void_p * max(1, count * n_states))()
+    args = _LowPrecisionArgs()
+    args.algorithm, args.dtype, args.count, args.n_states = algorithm, DTYPES[param_dtype], count, n_states
+    args.ptrs = ptrs = (ctypes.c_void_p * (count * (2 + n_states)))()
+    args.scale_ptrs = scale_ptrs = (ctypes.c_void_p * max(1, count * n_states))()
     ptrs[0:count] = [p.data_ptr() for p in params]
     ptrs[count:2 * count] = [g.data_ptr() for g in grads]
     for k, _, _ in used:
         ptrs[(2 + k) * count:(3 + k) * count] = [s.data_ptr() for s in columns[k]]
         scale_ptrs[k * count:(k + 1) * count] = [None if s is None else s.data_ptr() for s in scale_cols[k]]
-    numel = (ctypes.c_int64 * count)(*(p.numel() for p in params))
-    row = (ctypes.c_int64 * count)(*rows)
-    seed_array = (ctypes.c_uint32 * count)(*(int(x) & 0xFFFFFFFF for x in seeds))
-    sc = (ctypes.c_double * 16)(*scalars)
-    base = ctypes.addressof(ptrs)
-    size = ctypes.sizeof(ctypes.c_void_p)
-    rc = lib.adamkit_step_lowp(
-        ALGORITHMS[algorithm], DTYPES[param_dtype], count, numel, base, base + count * size,
-        base + 2 * count * size, n_states, sc, flags, torch.get_num_threads(), GRAIN,
-        row, scale_ptrs, kinds, slots, seed_array, int(storage.step),
-    )
-    if rc != 0:  # pragma: no cover - the checks above make this unreachable
-        raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
-    for dst, src in writeback:
-        dst.copy_(src)
+    args.numel = (ctypes.c_int64 * count)(*(p.numel() for p in params))
+    args.row = (ctypes.c_int64 * count)(*rows)
+    args.seeds = (ctypes.c_uint32 * count)(*(int(x) & 0xFFFFFFFF for x in seeds))
+    args.kinds, args.slots, args.writeback = kinds, slots, writeback
+    args.tensors = (params, grads)  # the copies made here stay allocated while their pointers are in use
+    return args
 
 
 _DTYPE_OF = operator.attrgetter("dtype")
@@ -607,6 +632,102 @@ class CachedLaunch:
         )
         if rc != 0:  # pragma: no cover - eligible() and check() make this unreachable
             raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
+
+
+_SEED = operator.itemgetter("rounding_seed")
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+class StoredLaunch:
+    """The kernel's arguments for one bucket of low-precision state (bfloat16, or int8 codes with their scales),
+    kept between steps as :class:`CachedLaunch` keeps a float32 bucket's table.
+
+    Built (:meth:`build`) after a step of plain contiguous CPU tensors the kernel stepped without copies. Each
+    step :meth:`check` compares the current parameters', state tensors' and scales' data pointers, dtypes,
+    shapes and contiguity with the kept ones (C-level ``map`` over the tensors), and the state dicts' rounding
+    seeds and step counts; only the gradients' pointers are then new. The table holds the storages its
+    pointers point into, so that memory stays allocated while it exists.
+    """
+
+    def __init__(self, call: "KernelCall", params: list[Tensor], states: dict[str, list[Tensor]],
+                 scales: dict[str, list[Tensor]], state_dicts: list[dict], args: "_LowPrecisionArgs"):
+        self.names = call.names
+        self.args = args
+        self.count = len(params)
+        self.params = list(params)
+        self.state_dicts = list(state_dicts)
+        self.param_ptrs = list(map(_DATA_PTR, params))
+        self.shapes = list(map(Tensor.size, params))
+        self.torch_dtype = params[0].dtype
+        self.seeds = list(map(_SEED, state_dicts))
+        # (item getter, pointers, dtype, shapes) of each stored column the kernel reads: codes or bfloat16
+        # tensors (the parameters' shapes), and int8 scales (their own shapes)
+        self.columns = []
+        for name in (n for n in call.names if n is not None):
+            col = states[name]
+            self.columns.append((operator.itemgetter(name), list(map(_DATA_PTR, col)), col[0].dtype, self.shapes))
+            if name in scales:
+                sc = scales[name]
+                self.columns.append((operator.itemgetter(state_format.scale_name(name)), list(map(_DATA_PTR, sc)),
+                                     torch.float32, list(map(Tensor.size, sc))))
+        self._storages = [list(map(Tensor.untyped_storage, params))] + [
+            list(map(Tensor.untyped_storage, map(get, state_dicts))) for get, _, _, _ in self.columns]
+
+    @classmethod
+    def build(cls, call: "KernelCall", params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
+              storage: "state_format.Storage", storage_names: tuple, state_dicts: list[dict]) -> "StoredLaunch | None":
+        """The kept table of a bucket the kernel just stepped, or None where one cannot stand for it."""
+        if None in state_dicts:  # local tensors of DTensor parameters: not the optimizer's keys
+            return None
+        used = [n for n in call.names if n is not None]
+        cols = [states[n] for n in used] + [storage.scales[n] for n in used if n in storage.scales]
+        if not params or params[0].device.type != "cpu" or any(
+                type(t) not in _PLAIN or not t.is_contiguous() for t in (*params, *grads, *(x for c in cols for x in c))):
+            return None
+        try:
+            args = _low_precision_args(call, params, grads, states, storage, storage_names)
+        except Unsupported:
+            return None
+        if args.writeback:
+            return None
+        args.tensors = None  # no copies: the table keeps the storages it points into, not the first gradients
+        scales = {n: storage.scales[n] for n in used if n in storage.scales}
+        return cls(call, params, states, scales, state_dicts, args)
+
+    def check(self, params: list[Tensor]) -> tuple | None:
+        """The step count and the gradients' pointers if the table still applies, else None (writes nothing)."""
+        dicts = self.state_dicts
+        try:
+            if (len(params) != self.count or not all(map(operator.is_, params, self.params))
+                    or list(map(_DATA_PTR, params)) != self.param_ptrs
+                    or not _same_layout(params, self.torch_dtype, self.shapes)
+                    or list(map(_SEED, dicts)) != self.seeds):
+                return None
+            for get, ptrs, dtype, shapes in self.columns:
+                col = list(map(get, dicts))
+                if list(map(_DATA_PTR, col)) != ptrs or not _same_layout(col, dtype, shapes):
+                    return None
+            steps = set(map(_STEP, dicts))
+            grads = list(map(_GRAD, params))
+            grad_ptrs = list(map(_DATA_PTR, grads))  # None or a tensor without storage (sparse) raise here
+            if not _same_layout(grads, self.torch_dtype, self.shapes):
+                return None
+        except (TypeError, RuntimeError, KeyError, AttributeError):
+            return None
+        if len(steps) != 1:
+            return None
+        return steps.pop(), grad_ptrs
+
+    def launch(self, call: "KernelCall", grad_ptrs: list[int], step: int) -> None:
+        """One kernel call with the gradients :meth:`check` accepted (call it right after that check)."""
+        self.args.ptrs[self.count:2 * self.count] = grad_ptrs
+        self.args.launch(call.scalars, call.flags, step)
+
+
+def _same_layout(col: list[Tensor], dtype: torch.dtype, shapes: list) -> bool:
+    """Every tensor of ``col`` contiguous, of ``dtype`` and of the kept shapes."""
+    return (all(map(Tensor.is_contiguous, col)) and set(map(_DTYPE_OF, col)) == {dtype}
+            and list(map(Tensor.size, col)) == shapes)
 
 
 def encode(x: Tensor, format: str, kind: str, key: int) -> tuple[Tensor, Tensor | None]:

@@ -95,8 +95,8 @@ class AdaBelief(AdamkitOptimizer):
     Low-precision state (``state_dtype``): m "signed". s is non-negative ("unsigned") but it is
     the widest-ranging second moment of the family: it is the variance of g around m, which
     can be many decades below g², plus ε accumulated every step (ε = 1e-16 by default, so
-    s ≥ about 1e-13 after a few thousand steps). The logarithmic table keeps its relative
-    precision over 255 codes down to 2.8e-10 of a block's largest value, and stochastic
+    s ≥ about 1e-13 after a few thousand steps). The unsigned codes (small floats of 3
+    mantissa bits) keep its relative precision over 255 codes down to 2.9e-10 of a block's largest value, and stochastic
     rounding keeps the tiny per-step ε increments in expectation (round-to-nearest would drop
     them). Where s is below that range of its block it reads zero and the ε of the
     denominator bounds the step, as it does in float32 at the start. s̄ (amsgrad) is rounded

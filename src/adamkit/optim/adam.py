@@ -58,7 +58,7 @@ class Adam(AdamkitOptimizer):
     Low-precision state (``state_dtype``, :mod:`adamkit.optim.state_format`): m is a signed
     average of gradients ("signed" codes, symmetric around an exact zero); v is an average of
     squares, never negative, spanning twice the decades of the gradients, so it takes the
-    "unsigned" table whose 255 logarithmic magnitudes reach 2.8e-10 of a block's largest value
+    "unsigned" codes whose 255 small-float magnitudes reach 2.9e-10 of a block's largest value
     (it sits under a square root in the denominator: a small v must keep its *relative*
     precision, which a linear code would lose). AMSGrad's v̄ is a running maximum that must
     never read below the true maximum (the guarantee the variant exists for), so it is rounded

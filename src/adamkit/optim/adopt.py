@@ -106,7 +106,7 @@ class ADOPT(AdamkitOptimizer):
     Low-precision state (``state_dtype``): m is an average of *normalised* (and clipped)
     gradients, signed and of order one ("signed"). v is non-negative ("unsigned"); its
     initialising call stores v = g² of one gradient, which spans twice the decades of g, so
-    the unsigned table's 255 logarithmic codes (down to 2.8e-10 of a block's largest) matter
+    the unsigned codes' 255 small-float magnitudes (down to 2.9e-10 of a block's largest) matter
     most right there; the call is encoded with the stream of step 0 like any other step, and
     m (still exactly zero) is re-encoded exactly. v divides the next gradient (``g/max(sqrt(v),
     ε)``), so a v rounded to zero is floored by ε, never a division by zero.

@@ -80,9 +80,9 @@ class AGD(AdamkitOptimizer):
     Low-precision state (``state_dtype``): m "signed"; s, the moment of the *differences* of
     consecutive corrected momenta, is non-negative ("unsigned") and typically decades below
     Adam's v (it shrinks as the momentum settles), and its square root is compared with the
-    floor δ: the logarithmic codes keep its relative precision, so the switch between the
+    floor δ: the small-float codes keep its relative precision, so the switch between the
     adaptive and the SGD step happens where it would in float32 (up to the rounding of one
-    code step, 9 %). Note that the difference itself is computed from the *decoded* previous
+    code step, 6.7-12.5 %). Note that the difference itself is computed from the *decoded* previous
     m, so its rounding noise enters s (as it would with any stored m). s̄ (amsgrad) is rounded
     up ("upper"). Win's z is a signed parameter-like iterate ("signed"); with
     ``win_z_init="params"`` it starts as the parameter, encoded with the stream of the step

@@ -510,8 +510,6 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         return loss
 
     def _prepared(self, group: dict[str, Any], names: tuple, loss: float | None):
-        if group.get("state_dtype", torch.float32) is not torch.float32:
-            return None  # kept tables are for float32 state; the general path checks the stored formats
         for backend in BACKENDS.values():
             run = backend.prepare(self, group, names, loss)
             if run is not None:
@@ -580,8 +578,15 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         for p in params:
             buckets[(p.device, p.dtype, self.state[p]["step"], state_format.tensor_format(state_dtype, p))].append(p)
         whole_group = len(buckets) == 1 and len(params) == len(group["params"])
-        for (_, _, _, fmt), bucket in buckets.items():
-            self._step_bucket(group, bucket, names, loss, impl, whole_group, fmt)
+        # the backend may keep what it needs to step the whole group next time (the fused kernel's tables)
+        complete = False
+        try:
+            by_impl = [self._step_bucket(group, bucket, names, loss, impl, whole_group, fmt)
+                       for (_, _, _, fmt), bucket in buckets.items()]
+            complete = (all(by_impl) and len(params) == len(group["params"])
+                        and len({self.state[p]["step"] for p in params}) == 1)
+        finally:
+            BACKENDS[impl].stored_group_done(self, group, names, complete)
 
     def _storage(self, bucket: list[Tensor], names: tuple, fmt: str, step: int) -> state_format.Storage:
         formats = type(self).state_formats
@@ -612,9 +617,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         return "fused" if BACKENDS["fused"].takes(type(self), params) else "loop"
 
     def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str, whole_group: bool,
-                     fmt: str = "float32") -> None:
+                     fmt: str = "float32") -> bool:
         """Step one bucket (one device, dtype, step count and state format) on backend ``impl``; the loop takes
-        what it refuses."""
+        what it refuses. Returns whether backend ``impl`` stepped it."""
         step = self.state[bucket[0]]["step"]
         c = self.coefficients(group, step, loss)
         params = [local_tensor(p) for p in bucket]
@@ -630,19 +635,22 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                                      f"(the loop), foreach=True or fused=\"compiled\" with it, or "
                                      f"state_dtype=torch.float32")
                 backend = BACKENDS["loop"]
-            if not backend.step(self, group, params, grads, states, names, c, whole_group=whole_group,
-                                storage=storage):
+            stepped = backend.step(self, group, params, grads, states, names, c, whole_group=whole_group,
+                                   storage=storage)
+            if not stepped:
                 BACKENDS["loop"].step(self, group, params, grads, states, names, c, whole_group=whole_group,
                                       storage=storage)
             for p in bucket:
                 self.state[p]["step"] = step + 1
-            return
-        if not BACKENDS[impl].step(self, group, params, grads, states, names, c, whole_group=whole_group):
+            return stepped and backend is BACKENDS[impl]
+        stepped = BACKENDS[impl].step(self, group, params, grads, states, names, c, whole_group=whole_group)
+        if not stepped:
             # the default path met tensors the fused kernel does not take: the loop steps them, checked as it checks
             checkpoint.check_step_tensors(self, bucket, params, grads, states, check_dtypes=True)
             BACKENDS["loop"].step(self, group, params, grads, states, names, c, whole_group=whole_group)
         for p in bucket:
             self.state[p]["step"] = step + 1
+        return stepped
 
     # ------------------------------------------------------------ state dict
     def state_dict(self) -> dict[str, Any]:

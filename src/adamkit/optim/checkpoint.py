@@ -22,7 +22,7 @@ written), with two differences:
   parameter's dtype instead. So a checkpoint of float32 parameters resumes on
   float64 ones (and back) on every path. Under ``torch.bfloat16`` and ``"int8"``
   the tensors are kept exactly as stored (bfloat16; uint8 codes with their float32
-  ``<name>_scale`` of ``state_format.scale_shape``; each parameter's
+  ``<name>_absmax`` of ``state_format.scale_shape``; each parameter's
   ``rounding_seed``, an int in [0, 2**32)), in the format
   ``state_format.tensor_format`` gives each parameter, and nothing is cast: a
   tensor of another dtype is refused. ``step`` becomes an ``int``.
@@ -69,7 +69,10 @@ MARKER = "adamkit_algorithm"
 #: the group key of the storage format, and the per-parameter state entries of the low-precision formats
 STATE_DTYPE = "state_dtype"
 SEED = "rounding_seed"
-SCALE = "_scale"  # suffix: state[name + SCALE] holds the int8 scales of state[name]
+SCALE = state_format.SCALE_SUFFIX  # suffix: state[name + SCALE] holds the int8 scales of state[name]
+#: the suffix of the scales of the earlier, logarithmic 8-bit code (adamkit before 2026-12-02), whose codes
+#: read as other numbers in this one: a checkpoint holding them is refused
+EARLIER_SCALE = "_scale"
 #: group keys that are not hyperparameters and are always accepted
 _META = frozenset({"params", "param_names", "initial_lr", MARKER})
 #: flags of torch.optim.Optimizer that its ``__setstate__`` adds with this value
@@ -89,6 +92,21 @@ def state_dict(opt, sd: dict) -> dict:
     for group in sd["param_groups"]:
         group[MARKER] = type(opt).name
     return sd
+
+
+def _check_int8_code(group: Mapping[str, Any], saved_state: Mapping, i: int, what: str) -> None:
+    """Refuse a param group holding int8 codes of the earlier, logarithmic 8-bit code (their scales are kept
+    under ``name + EARLIER_SCALE``): read with this code they would be other numbers."""
+    for pid in group["params"]:
+        entry = saved_state.get(pid) if _hashable(pid) else None
+        if isinstance(entry, Mapping) and any(
+                isinstance(v, Tensor) and v.dtype == torch.uint8 and isinstance(k, str) and k + EARLIER_SCALE in entry
+                for k, v in entry.items()):
+            raise ValueError(
+                f"param group {i} of {what} holds int8 state in the logarithmic 8-bit code of adamkit before "
+                f"2026-12-02 (scales under '<state>{EARLIER_SCALE}'); this adamkit reads {state_format.INT8_CODE!r} "
+                f"(scales under '<state>{SCALE}'): convert it to float32 with the adamkit that wrote it "
+                f"(adamkit.convert_state_dtype(state_dict, torch.float32)), then load it and convert it here")
 
 
 def after_setstate(opt) -> None:
@@ -216,6 +234,7 @@ def _prepare(opt, sd: Mapping[str, Any]):
     groups, owner = [], {}
     index = 0
     for i, (saved, current) in enumerate(zip(saved_groups, current_groups)):
+        _check_int8_code(saved, saved_state, i, "the checkpoint")
         group = copy.deepcopy({k: v for k, v in saved.items() if k != "params"})
         group.pop(MARKER, None)
         if STATE_DTYPE in opt._checks and STATE_DTYPE not in group:
@@ -506,6 +525,7 @@ def convert_state_dtype(state_dict: Mapping[str, Any], state_dtype: Any, *, algo
     index = 0
     for i, (saved, target) in enumerate(zip(saved_groups, targets)):
         formats = _state_formats(saved, algorithm, i)
+        _check_int8_code(saved, saved_state, i, "the state dict")
         group = copy.deepcopy({k: v for k, v in saved.items() if k != "params"})
         group["params"] = list(saved["params"])
         group[STATE_DTYPE] = target

@@ -36,35 +36,42 @@ bfloat16 (``state_dtype=torch.bfloat16``)
     share of any model, and a vector cannot be cut into rows that survive sharding) keep their state in
     bfloat16 in ``"int8"`` mode (:func:`tensor_format`).
 
-    The tables are logarithmic: neighbouring magnitudes differ by the factor ``2**(1/8)`` (9 %), so a small
-    moment keeps its *relative* precision, which a linear code would not give (a linear 8-bit code maps
+    The codes are small floating-point numbers relative to the block's scale: a magnitude is 0 or
+    ``2**e · (1 + k/8)``, k = 0..7 (3 mantissa bits), so a small moment keeps its *relative* precision (at
+    worst 1/8 between neighbours, at best 1/15), which a linear code would not give (a linear 8-bit code maps
     everything below 1/255 of the block's largest value to zero, and the second moment ends up in a
-    denominator). A magnitude is ``2**-a · d[j]``, ``d[j] = float32(2**(j/8))``, exactly a float32 with
-    exponent ``-a`` and the mantissa of ``d[j]``, so its code can be found from the bits of a float32.
+    denominator). Magnitude code ``q ≥ 1`` is the float32 whose bit pattern is ``(q + OFFSET[kind]) << 20``:
+    the top 12 bits of a float32 (sign 0, exponent, 3 mantissa bits), shifted so that the top code ``Q``
+    is exactly 1.0. A code is therefore found from the bits of the ratio ``r = x / scale``, and rounded by an
+    integer addition below the kept bits, as bfloat16 rounds (no table search, no division per code).
 
     Kinds, chosen per state tensor by the algorithm (``state_formats`` of each optimizer class):
 
     * ``"signed"`` — first moments (m of every algorithm, AGD's z): codes 0..254, code 127 is zero, code
-      ``127 ± c`` is ``±2**(-(127 - c)/8)`` (127 magnitudes, down to 1.8e-5 of the block's largest);
-      code 255 is unused and reads NaN;
+      ``127 ± q`` is ``±value(q)``, ``Q = 127`` (the smallest magnitude is 1.25·2**-16 = 1.9e-5 of the
+      block's largest); code 255 is unused and reads NaN;
     * ``"unsigned"`` — non-negative second moments (Adam's, EAdam's and ADOPT's v, AdaBelief's s, AGD's
-      moment of step differences): code 0 is zero, code ``c ≥ 1`` is ``2**(-(255 - c)/8)`` (255 magnitudes,
-      down to 2.8e-10 of the block's largest: second moments are squares, so they span twice the decades of
-      the gradients); a negative input is stored as zero;
-    * ``"upper"`` — a running maximum (AMSGrad's v̄, AdaBelief's s̄): the unsigned table, rounded **up**
+      moment of step differences): code ``q`` is ``value(q)``, ``Q = 255`` (the smallest magnitude is
+      1.25·2**-32 = 2.9e-10 of the block's largest: second moments are squares, so they span twice the
+      decades of the gradients); a negative input is stored as zero;
+    * ``"upper"`` — a running maximum (AMSGrad's v̄, AdaBelief's s̄): the unsigned codes, rounded **up**
       (the smallest code whose value times the scale is ≥ the value), so the stored maximum is never below
       the true maximum; a value stored exactly stays exactly (no ratchet while the scale holds).
 
-    The signed and unsigned kinds round stochastically between the two neighbouring codes around
-    ``r = x / scale``: up with probability ``(|r| - lo) / (hi - lo)``, computed in float32 and compared with
-    24 random bits. Zero is exact in every kind and the largest magnitude of a block is stored exactly (it
-    is the scale). A block holding a non-finite value stores a NaN scale: it reads back as NaN, as a
-    float32 state poisoned by an infinite or NaN gradient would propagate.
+    The signed and unsigned kinds round stochastically. With ``b`` the bits of ``|r|`` and ``u`` the top 20
+    of the element's 32 random bits: for ``|r|`` at or above the smallest magnitude, ``q = ((b + u) >> 20) -
+    OFFSET`` (up with probability equal to where ``|r|`` lies between its two neighbouring codes, exactly as
+    bfloat16's rounding); below it, ``q = 1`` when ``u · 2**-20 < |r| · float32(1 / smallest)``, else 0. Zero
+    is exact in every kind and the largest magnitude of a block is stored exactly (it is the scale, ``r =
+    ±1``). A block holding a non-finite value stores a NaN scale: it reads back as NaN, as a float32 state
+    poisoned by an infinite or NaN gradient would propagate. The scales are kept under ``name + "_absmax"``;
+    the earlier logarithmic code (ratio 2**(1/8), before 2026-12-02) kept its scales under ``name +
+    "_scale"``, and a checkpoint of it is refused with what to do (``checkpoint.EARLIER_SCALE``).
 
 How the engine keeps and hands the state (added with the engine, for every path)
     ``opt.state[p]`` holds ``step``, ``rounding_seed`` (:func:`rounding_seed` of the parameter's position
     among all the optimizer's parameters) and, per state name ``n``, ``n`` (bfloat16, or uint8 codes) and,
-    for "int8", ``n + "_scale"`` (:func:`scale_name`). A backend gets a :class:`Storage` per bucket and
+    for "int8", ``n + "_absmax"`` (:func:`scale_name`). A backend gets a :class:`Storage` per bucket and
     steps tensor ``i`` as :func:`decode_state` → the algorithm's float32 ``update`` → :func:`encode_state`
     with ``stream_key(seeds[i], step, slots[k])``. State created from a non-zero value (AGD's ``z`` with
     ``win_z_init="params"``) is encoded with :func:`init_key`, the stream of the step before the first,
@@ -83,11 +90,20 @@ from torch import Tensor
 STATE_DTYPES = (torch.float32, torch.bfloat16, "int8")
 #: elements per block of the 8-bit format (at most; the last block of a row may be shorter)
 BLOCK = 256
-#: ratio of neighbouring magnitudes in the 8-bit tables
-CODE_RATIO = 2.0 ** 0.125
+#: the largest ratio of neighbouring non-zero magnitudes of the 8-bit codes (3 mantissa bits: 9/8)
+CODE_RATIO = 1.125
 KINDS = ("signed", "unsigned", "upper")
 #: the zero code of each kind
 ZERO_CODE = {"signed": 127, "unsigned": 0, "upper": 0}
+#: the top magnitude code of each kind (its value is 1.0, the block's scale)
+TOP_CODE = {"signed": 127, "unsigned": 255, "upper": 255}
+#: magnitude code q >= 1 is the float32 of bits (q + OFFSET[kind]) << 20, so that TOP_CODE reads 1.0
+OFFSET = {kind: (0x3F800000 >> 20) - top for kind, top in TOP_CODE.items()}
+#: the name of this 8-bit code (error messages about checkpoints of another one)
+INT8_CODE = "e5m3 small floats"
+#: the state key of the scales of state ``n`` is ``n + SCALE_SUFFIX`` (each block's largest magnitude); the
+#: earlier logarithmic code kept them under ``n + "_scale"`` (checkpoint.EARLIER_SCALE refuses those)
+SCALE_SUFFIX = "_absmax"
 
 _M32 = 0xFFFFFFFF
 # odd multipliers below 2**30, so that the int64 products of the torch reference never overflow
@@ -178,8 +194,8 @@ def init_key(seed: int, slot: int) -> int:
 
 
 def scale_name(name: str) -> str:
-    """The state key of the int8 scales of state tensor ``name``."""
-    return name + "_scale"
+    """The state key of the int8 scales of state tensor ``name``: ``name + SCALE_SUFFIX``."""
+    return name + SCALE_SUFFIX
 
 
 def random_bits(numel: int, key: int, device: torch.device | str = "cpu", offset: int = 0) -> Tensor:
@@ -233,27 +249,24 @@ def decode_bfloat16(t: Tensor) -> Tensor:
 
 
 # -------------------------------------------------------------------------------------------------- int8
-def _magnitudes(count: int) -> np.ndarray:
-    """The ``count`` largest magnitudes ``2**-a · d[j]`` in ascending order, exactly as float32."""
-    d = np.array([2.0 ** (j / 8) for j in range(8)], dtype=np.float32)
-    levels = np.arange(count)  # level ℓ: 2**(-ℓ/8), a = ceil(ℓ/8), j = 8a - ℓ
-    a = -(-levels // 8)
-    j = 8 * a - levels
-    return np.ldexp(d[j], -a).astype(np.float32)[::-1].copy()
+def _magnitude(q: np.ndarray, kind: str) -> np.ndarray:
+    """The float32 value of magnitude codes ``q`` (0 .. TOP_CODE[kind]) of a kind."""
+    bits = ((q.astype(np.int64) + OFFSET[kind]) << 20).astype(np.uint32)
+    return np.where(q == 0, np.float32(0.0), bits.view(np.float32)).astype(np.float32)
 
 
 def _tables() -> dict[str, Tensor]:
-    signed_mag = _magnitudes(127)
-    unsigned_mag = _magnitudes(255)
+    signed_mag = _magnitude(np.arange(1, 128), "signed")
+    unsigned = _magnitude(np.arange(256), "unsigned")
     signed = np.concatenate([-signed_mag[::-1], [0.0], signed_mag, [np.nan]]).astype(np.float32)
-    unsigned = np.concatenate([[0.0], unsigned_mag]).astype(np.float32)
     return {"signed": torch.from_numpy(signed), "unsigned": torch.from_numpy(unsigned),
             "upper": torch.from_numpy(unsigned.copy())}
 
 
 TABLES = _tables()
-#: the mantissas d[j] = float32(2**(j/8)), j = 0..7, of every table magnitude
-MANTISSAS = torch.tensor([2.0 ** (j / 8) for j in range(8)], dtype=torch.float32)
+#: the smallest non-zero magnitude of each kind, and float32(1 / it): the stochastic rounding below it
+SMALLEST = {kind: float(TABLES[kind][ZERO_CODE[kind] + 1]) for kind in KINDS}
+INV_SMALLEST = {kind: float(np.float32(1.0) / np.float32(v)) for kind, v in SMALLEST.items()}
 
 
 def table(kind: str, device: torch.device | str = "cpu") -> Tensor:
@@ -340,25 +353,24 @@ def quantize_int8(x: Tensor, kind: str, key: int, codes: Tensor | None = None,
     safe = torch.where(finite & (scale > 0), scale, torch.ones_like(scale))
     r = torch.where(finite[..., None], blocks / safe[..., None], torch.zeros_like(blocks))
     magnitude = r.abs()
-    zero = ZERO_CODE[kind]
-    mags = codes_table[zero:255] if kind == "signed" else codes_table[:256]  # 0 and the ascending magnitudes
-    # lo: the largest magnitude <= |r| (index into mags), hi the next one (|r| = 1 is the top code itself)
-    lo = (torch.searchsorted(mags, magnitude.reshape(-1), right=True) - 1).view_as(magnitude)
-    top = mags.numel() - 1
-    hi = (lo + 1).clamp_(max=top)
-    t_lo, t_hi = mags[lo], mags[hi]
+    bits = magnitude.view(torch.int32).to(torch.int64)  # |r| <= 1: non-negative bits that order like values
+    zero, offset, top = ZERO_CODE[kind], OFFSET[kind], TOP_CODE[kind]
+    low = bits < (offset + 1) << 20  # below the smallest magnitude (zero included)
     if kind == "upper":
         value = blocks.clamp_min(0.0)
-        up = (t_lo * safe[..., None] < value) & (lo < top)
+        mags = codes_table  # 0 and the ascending magnitudes, code = index
+        lo = torch.where(low, torch.zeros_like(bits), (bits >> 20) - offset)  # the largest code <= |r|
+        up = (mags[lo] * safe[..., None] < value) & (lo < top)
         level = lo + up.long()
         # float rounding of code · scale must not land below the value itself
         below = (mags[level] * safe[..., None] < value) & (level < top)
         level = level + below.long()
     else:
-        p = (magnitude - t_lo) / torch.where(hi > lo, t_hi - t_lo, torch.ones_like(t_hi))
-        u = (random_bits(rows * row, key, x.device).view(rows, row) >> 8).to(torch.float32) * 2.0 ** -24
-        u = _padded_blocks(u, 1.0)
-        level = lo + ((u < p) & (hi > lo)).long()
+        noise = _padded_blocks((random_bits(rows * row, key, x.device) >> 12).view(rows, row), 0)
+        level = ((bits + noise) >> 20) - offset
+        p = magnitude * torch.tensor(INV_SMALLEST[kind], dtype=torch.float32)
+        u = noise.to(torch.float32) * 2.0 ** -20
+        level = torch.where(low, (u < p).long(), level)
     if kind == "signed":
         code = torch.where(r < 0, zero - level, zero + level)
     else:
