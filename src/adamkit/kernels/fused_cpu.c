@@ -667,6 +667,42 @@ static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, in
     return j;
 }
 
+/* The "upper" rounding of int8_encode (x >= 0 or -0 here), 8 elements at a time: as the portable loop. */
+static inline int32_t upper_avx2(const float *restrict x, int32_t n, float safe, uint8_t *restrict codes) {
+    const __m256 vsafe = _mm256_set1_ps(safe);
+    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), voff = _mm256_set1_epi32(OFFSET_UNSIGNED);
+    const __m256i low_limit = _mm256_set1_epi32((int32_t)((uint32_t)(OFFSET_UNSIGNED + 1) << 20));
+    const __m256i top = _mm256_set1_epi32(255), zero = _mm256_setzero_si256();
+    const __m256i pack_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    int32_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m256i out[4];
+        for (int q = 0; q < 4; q++) {
+            const __m256 value = _mm256_loadu_ps(x + j + 8 * q);
+            const __m256i vbits = _mm256_castps_si256(value); /* -0: INT32_MIN, below everything */
+            const __m256i b = _mm256_and_si256(_mm256_castps_si256(_mm256_div_ps(value, vsafe)), abs_mask);
+            /* the largest code <= |r|: 0 below the smallest magnitude */
+            const __m256i lo = _mm256_andnot_si256(_mm256_cmpgt_epi32(low_limit, b),
+                                                   _mm256_sub_epi32(_mm256_srli_epi32(b, 20), voff));
+            const __m256i lo_bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(lo, zero),
+                                                        _mm256_slli_epi32(_mm256_add_epi32(lo, voff), 20));
+            const __m256i lo_value = _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(lo_bits), vsafe));
+            const __m256i up = _mm256_and_si256(_mm256_cmpgt_epi32(vbits, lo_value), _mm256_cmpgt_epi32(top, lo));
+            const __m256i level = _mm256_sub_epi32(lo, up);
+            /* float rounding of code * scale must not land below the value itself (level >= 1 here or value 0) */
+            const __m256i level_bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(level, zero),
+                                                           _mm256_slli_epi32(_mm256_add_epi32(level, voff), 20));
+            const __m256i level_value = _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(level_bits), vsafe));
+            const __m256i below = _mm256_and_si256(_mm256_cmpgt_epi32(vbits, level_value),
+                                                   _mm256_cmpgt_epi32(top, level));
+            out[q] = _mm256_sub_epi32(level, below);
+        }
+        const __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(out[0], out[1]), _mm256_packus_epi32(out[2], out[3]));
+        _mm256_storeu_si256((__m256i *)(codes + j), _mm256_permutevar8x32_epi32(w, pack_order));
+    }
+    return j;
+}
+
 /* the largest |x| of n values as bits (NaN above inf); non-signed kinds first clamp x at 0 (NaN stays) */
 static inline uint32_t absmax_avx2(float *restrict x, int32_t n, int clamp, int32_t *done) {
     const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
@@ -702,6 +738,10 @@ static inline uint32_t absmax_avx2(float *restrict x, int32_t n, int clamp, int3
     *done = 0;
     return 0;
 }
+static inline int32_t upper_avx2(const float *restrict x, int32_t n, float safe, uint8_t *restrict codes) {
+    (void)x; (void)n; (void)safe; (void)codes;
+    return 0;
+}
 #endif
 
 static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t key, int64_t pos,
@@ -728,7 +768,7 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
     const int32_t offset = is_signed ? OFFSET_SIGNED : OFFSET_UNSIGNED;
     const uint32_t low_limit = (uint32_t)(offset + 1) << 20; /* the bits of the smallest magnitude */
     if (kind == KIND_UPPER) {
-        for (int32_t j = 0; j < (int32_t)n; j++) {
+        for (int32_t j = upper_avx2(x, (int32_t)n, safe, codes); j < (int32_t)n; j++) {
             const float value = x[j];
             const int32_t vbits = (int32_t)f2u(value); /* value >= 0 or -0 (INT32_MIN: below everything) */
             const uint32_t b = f2u(value / safe) & 0x7FFFFFFFu;
