@@ -9,6 +9,12 @@ goes straight to the kernel (:meth:`Fused.prepare`). It is used only while it
 provably still applies (same parameter and state storages, same state dicts,
 one step count, every gradient present, strided and contiguous); otherwise the
 engine's general path runs and may rebuild it.
+
+A group of low-precision state (``state_dtype`` bfloat16 or "int8") is kept the
+same way, one :class:`fused_cpu.StoredLaunch` per bucket (int8 matrices and their
+bfloat16 vectors are two buckets), once the engine's general path has stepped the
+whole group on the kernel (:meth:`Fused.stored_group_done`); each step checks the
+codes', the scales' and the seeds' identity too.
 """
 from __future__ import annotations
 
@@ -128,7 +134,6 @@ class Fused(Backend):
             else:
                 deque(map(operator.setitem, table.state_dicts, repeat("step"), repeat(step + 1)), maxlen=0)
         return run
-
 
     @staticmethod
     def _prepare_stored(opt, group, names, loss, kept: "StoredGroup"):
