@@ -185,6 +185,23 @@ def test_int8_upper_never_reads_back_below_the_value_and_exact_values_stay():
     assert torch.equal(again, codes) and torch.equal(same_scales, scales)  # no ratchet upwards
 
 
+def test_int8_upper_does_not_round_up_again_when_the_block_maximum_grows():
+    """A running maximum re-encoded after its block's largest value grew reads back as before (its scale is a
+    power of two, so a stored value is a code at any larger scale): AMSGrad's v̄ does not drift upwards."""
+    torch.manual_seed(2)
+    x = (10.0 ** (-6 * torch.rand(4, sf.BLOCK))).float()
+    codes, scales = sf.quantize_int8(x, "upper", key=0)
+    assert torch.equal(scales, torch.exp2(torch.ceil(torch.log2(x.amax(dim=1, keepdim=True)))))
+    stored = sf.dequantize_int8(codes, scales, "upper")
+    for growth in (1.3, 2.0, 37.0, 1e4):
+        grown = stored.clone()
+        grown[:, 0] = stored[:, 0] * growth  # the maximum moves; every other element keeps its stored value
+        again = sf.dequantize_int8(*sf.quantize_int8(grown, "upper", key=0), "upper")
+        keep = grown[:, 1:] >= sf.SMALLEST["upper"] * grown.amax(dim=1, keepdim=True) * 2  # still within the range
+        assert torch.equal(again[:, 1:][keep], stored[:, 1:][keep]), growth
+        assert (again >= grown).all()
+
+
 def test_int8_non_finite_block_reads_back_as_nan_and_other_blocks_are_untouched():
     x = torch.ones(2, sf.BLOCK)
     x[0, 3] = float("inf")

@@ -614,8 +614,9 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kin
  * the bits of |r| and u the top 20 of the element's random bits, gets the
  * magnitude code ((b + u) >> 20) - OFFSET at or above the smallest magnitude
  * and, below it, 1 if u * 2**-20 < |r| * INV_SMALLEST, else 0 ("signed",
- * "unsigned"); "upper" takes the smallest code whose value times the scale is
- * >= x.  Non-signed kinds store negative values as zero.
+ * "unsigned"); "upper" scales by the smallest power of two >= the largest
+ * value and takes the smallest code whose value times the scale is >= x.
+ * Non-signed kinds store negative values as zero.
  */
 #if defined(__AVX2__)
 /*
@@ -762,6 +763,10 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
         *scale_out = u2f(0x7FC00000u);
         memset(codes, zero, (size_t)n);
         return;
+    }
+    if (kind == KIND_UPPER && amax) { /* the smallest power of two >= the largest value (unless it overflows) */
+        const uint32_t p2 = (amax + 0x7FFFFFu) & 0x7F800000u;
+        if (p2 < 0x7F800000u) amax = p2;
     }
     *scale_out = u2f(amax);
     const float safe = amax ? u2f(amax) : 1.0f;

@@ -56,14 +56,19 @@ bfloat16 (``state_dtype=torch.bfloat16``)
       decades of the gradients); a negative input is stored as zero;
     * ``"upper"`` — a running maximum (AMSGrad's v̄, AdaBelief's s̄): the unsigned codes, rounded **up**
       (the smallest code whose value times the scale is ≥ the value), so the stored maximum is never below
-      the true maximum; a value stored exactly stays exactly (no ratchet while the scale holds).
+      the true maximum. Its block scale is the smallest power of two ≥ the block's largest value (the
+      largest value itself only where that would overflow), so a stored value is exactly a code again at
+      any larger scale: when a block's maximum grows, re-encoding it does not round the others up again.
+      With the block's largest value as the scale, each growth of a block's maximum rounded every element
+      up by up to one code step, and AMSGrad's v̄ drifted above the float32 maximum (measured: AMSGrad int8
+      worse than float32 on the CNN of the ``precision`` suite). A value stored exactly stays exactly.
 
     The signed and unsigned kinds round stochastically. With ``b`` the bits of ``|r|`` and ``u`` the top 20
     of the element's 32 random bits: for ``|r|`` at or above the smallest magnitude, ``q = ((b + u) >> 20) -
     OFFSET`` (up with probability equal to where ``|r|`` lies between its two neighbouring codes, exactly as
     bfloat16's rounding); below it, ``q = 1`` when ``u · 2**-20 < |r| · float32(1 / smallest)``, else 0. Zero
     is exact in every kind and the largest magnitude of a block is stored exactly (it is the scale, ``r =
-    ±1``). A block holding a non-finite value stores a NaN scale: it reads back as NaN, as a float32 state
+    ±1``), except under "upper", whose scale is a power of two (below). A block holding a non-finite value stores a NaN scale: it reads back as NaN, as a float32 state
     poisoned by an infinite or NaN gradient would propagate. The scales are kept under ``name + "_absmax"``;
     the earlier logarithmic code (ratio 2**(1/8), before 2026-12-02) kept its scales under ``name +
     "_scale"``, and a checkpoint of it is refused with what to do (``checkpoint.EARLIER_SCALE``).
@@ -350,6 +355,10 @@ def quantize_int8(x: Tensor, kind: str, key: int, codes: Tensor | None = None,
     finite = torch.isfinite(blocks).all(dim=2)
     scale = blocks.abs().amax(dim=2)
     scale = torch.where(finite, scale, torch.full_like(scale, math.nan))
+    if kind == "upper":  # the smallest power of two >= the block's largest value (unless that overflows)
+        up2 = (scale.view(torch.int32).to(torch.int64) + 0x7FFFFF) & 0x7F800000
+        power = up2.to(torch.int32).view(torch.float32)
+        scale = torch.where(finite & (scale > 0) & (up2 < 0x7F800000), power, scale)
     safe = torch.where(finite & (scale > 0), scale, torch.ones_like(scale))
     r = torch.where(finite[..., None], blocks / safe[..., None], torch.zeros_like(blocks))
     magnitude = r.abs()
