@@ -5,7 +5,7 @@ loop, foreach, the compiled path and the fused C kernel). The math of every algo
 (or the parameter's math dtype): a step reads a state tensor into float32, updates it, and writes it back in
 its format. Both formats round **stochastically**, so that a stored value is, in expectation, the float32
 value the update computed. That matters for the moments of the Adam family: with β2 = 0.999 a second moment
-changes by about 0.1 % a step, far less than one bfloat16 ulp (0.8 %) or one 8-bit code step (9 % here), so
+changes by about 0.1 % a step, far less than one bfloat16 ulp (0.8 %) or one 8-bit code step (6.7-12.5 % here), so
 round-to-nearest would freeze it; stochastic rounding keeps its expectation moving at the right rate.
 
 Random bits
@@ -27,8 +27,8 @@ bfloat16 (``state_dtype=torch.bfloat16``)
 8-bit blockwise (``state_dtype="int8"``)
     For a parameter of two or more dimensions. Each **row** (index along dim 0) of the state tensor is cut,
     in memory order, into blocks of :data:`BLOCK` elements (the last block of a row may be shorter); each
-    block keeps one float32 scale (its largest magnitude) and each element one 8-bit code, an index into a
-    fixed table of values in [-1, 1] or [0, 1]. The scales form a float32 tensor of shape
+    block keeps one float32 scale (its largest magnitude; for "upper", the power of two above it) and each
+    element one 8-bit code, an index into a fixed table of values in [-1, 1] or [0, 1]. The scales form a float32 tensor of shape
     ``(rows, blocks per row)`` (:func:`scale_shape`). A block never straddles two rows, so a parameter
     sharded along dim 0 (FSDP2) shards its codes and its scales along dim 0 the same way, and a resharded
     checkpoint still has whole blocks. Bytes per element: ``1 + 4·ceil(R / BLOCK) / R`` for rows of ``R``
@@ -68,8 +68,9 @@ bfloat16 (``state_dtype=torch.bfloat16``)
     OFFSET`` (up with probability equal to where ``|r|`` lies between its two neighbouring codes, exactly as
     bfloat16's rounding); below it, ``q = 1`` when ``u · 2**-20 < |r| · float32(1 / smallest)``, else 0. Zero
     is exact in every kind and the largest magnitude of a block is stored exactly (it is the scale, ``r =
-    ±1``), except under "upper", whose scale is a power of two (below). A block holding a non-finite value stores a NaN scale: it reads back as NaN, as a float32 state
-    poisoned by an infinite or NaN gradient would propagate. The scales are kept under ``name + "_absmax"``;
+    ±1``), except under "upper", whose scale is a power of two. A block holding a non-finite value stores
+    a NaN scale: it reads back as NaN, as a float32 state poisoned by an infinite or NaN gradient would
+    propagate. The scales are kept under ``name + "_absmax"``;
     the earlier logarithmic code (ratio 2**(1/8), before 2026-12-02) kept its scales under ``name +
     "_scale"``, and a checkpoint of it is refused with what to do (``checkpoint.EARLIER_SCALE``).
 
