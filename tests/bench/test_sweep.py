@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from adamkit.bench import analysis, protocol
 from adamkit.bench.executors import LocalExecutor
@@ -75,6 +76,8 @@ def test_sweep_stores_every_run_once_and_resumes_without_redoing(tmp_path):
     import socket
     sessions = json.loads(store.get_meta("sessions"))
     assert len(sessions) == 2 and all(s["probe_us_per_step"] > 0 and s["jobs"] == 1 for s in sessions)
+    # and the CPU capability torch's kernels run with (their float rounding depends on it)
+    assert all(s["cpu_capability"] == torch.backends.cpu.get_cpu_capability() for s in sessions)
     assert socket.gethostname() not in store.get_meta("sessions")
     assert {r["hash"]: (r["finished_at"], r["seconds"]) for r in store.runs()} == before
     # per-step metrics are stored with each run
@@ -413,3 +416,20 @@ def test_a_killed_sweep_leaves_no_worker_running(tmp_path):
     for w in alive:  # (do not leave them behind if the test fails)
         os.kill(w, signal.SIGKILL)
     assert not alive, "workers outlived the killed sweep"
+
+
+def test_the_report_names_each_sessions_cpu_capability_and_warns_when_they_differ():
+    from types import SimpleNamespace
+
+    from adamkit.bench.report import sessions_text
+
+    def res(*caps):
+        sessions = [{"started": "2026-12-02T03:27:51", "jobs": 2, "probe_us_per_step": 289.0,
+                     **({"cpu_capability": c} if c else {})} for c in caps]
+        return SimpleNamespace(store=SimpleNamespace(sessions=lambda: sessions))
+
+    one = sessions_text(res("AVX512"))
+    assert "probe 289 µs/step, CPU AVX512)" in one and "capabilities" not in one
+    assert "CPU" not in sessions_text(res(None))  # a store recorded before the field: as it was
+    mixed = sessions_text(res("AVX2", "AVX512"))
+    assert "CPUs of 2 capabilities (AVX2, AVX512)" in mixed and "float rounding" in mixed

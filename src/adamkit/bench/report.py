@@ -120,10 +120,15 @@ def sessions_text(res) -> str:
     if not sessions:
         return ""
     parts = [f"{s.get('started', '?').replace('T', ' ')[:16]} ({s.get('jobs')} job(s), probe "
-             f"{s.get('probe_us_per_step', float('nan')):.0f} µs/step)" for s in sessions]
+             f"{s.get('probe_us_per_step', float('nan')):.0f} µs/step"
+             + (f", CPU {s['cpu_capability']}" if s.get("cpu_capability") else "") + ")" for s in sessions]
+    capabilities = {s["cpu_capability"] for s in sessions if s.get("cpu_capability")}
+    mixed = (f" The sessions ran on CPUs of {len(capabilities)} capabilities ({', '.join(sorted(capabilities))}): "
+             "torch chooses its CPU kernels by it, so runs of one spec may differ in float rounding between them."
+             if len(capabilities) > 1 else "")
     return (f"**Sweep sessions** ({len(sessions)}; the probe times a fixed tiny training loop, lower is faster: "
             "wall-clock figures of runs made in different sessions compare only as far as the probes agree): "
-            + "; ".join(parts) + ".")
+            + "; ".join(parts) + "." + mixed)
 
 
 def protocol_text(res) -> str:

@@ -258,12 +258,19 @@ def machine_probe(steps: int = PROBE_STEPS) -> float:
 
 
 def record_session(store, executor) -> dict:
-    """Append this sweep session (its start, the executor and its jobs, the machine probe; no host names or
-    paths) to the store's ``sessions`` meta entry; returns it."""
+    """Append this sweep session (its start, the executor and its jobs, the machine probe, the CPU capability
+    torch's kernels run with; no host names or paths) to the store's ``sessions`` meta entry; returns it.
+
+    ``cpu_capability`` (``torch.backends.cpu.get_cpu_capability()``: "AVX512", "AVX2", "DEFAULT", ...) is
+    recorded because torch picks its CPU kernels by it at run time: the same run spec on machines of
+    different capabilities gives the same result only up to float rounding."""
     import platform
+
+    import torch
 
     session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "executor": getattr(executor, "name", "?"),
                "jobs": getattr(executor, "jobs", None), "cores": os.cpu_count(), "machine": platform.machine(),
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "probe_us_per_step": machine_probe()}
     store.set_meta("sessions", json.dumps(store.sessions() + [session], sort_keys=True))
     return session
