@@ -57,7 +57,7 @@ class Fused(Backend):
         rounding seeds into the kernel. Only float32-state groups keep their pointer table."""
         call = fused_cpu.kernel_call(type(opt), c, names, group["maximize"])
         try:
-            fused_cpu.launch(call, params, grads, states, storage=storage, storage_names=names)
+            args = fused_cpu.launch(call, params, grads, states, storage=storage, storage_names=names)
         except fused_cpu.Unsupported:  # raised before any tensor is written
             if group["fused"]:
                 raise
@@ -66,8 +66,8 @@ class Fused(Backend):
             self._remember(opt, group, names, call.names)
         elif storage is not None:
             # kept by stored_group_done once every bucket of the group is stepped
-            table = fused_cpu.StoredLaunch.build(call, params, grads, states, storage, names,
-                                                 [opt.state.get(p) for p in params])
+            table = fused_cpu.StoredLaunch.build(call, params, grads, states, storage,
+                                                 [opt.state.get(p) for p in params], args)
             opt.__dict__.setdefault("_fused_pending", []).append(table)
         return True
 

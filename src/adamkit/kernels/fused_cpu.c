@@ -619,6 +619,12 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kin
  * Non-signed kinds store negative values as zero.
  */
 #if defined(__AVX2__)
+/* 32 codes (0..254, as int32 in 4 vectors) to bytes: packs work within 128-bit lanes, the permute puts them in order */
+static inline void store32_codes(const __m256i out[4], uint8_t *restrict dst) {
+    const __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(out[0], out[1]), _mm256_packus_epi32(out[2], out[3]));
+    _mm256_storeu_si256((__m256i *)dst, _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
 /*
  * The stochastic rounding of int8_encode, 8 elements at a time with AVX2: the
  * same integer and IEEE float operations lane by lane, so the same codes.
@@ -634,7 +640,6 @@ static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, in
     const __m256i mix1 = _mm256_set1_epi32((int32_t)HASH_MIX1), mix2 = _mm256_set1_epi32((int32_t)HASH_MIX2);
     const __m256i zero_code = _mm256_set1_epi32(ZERO_SIGNED), zero = _mm256_setzero_si256();
     const __m256i step8 = _mm256_set1_epi32((int32_t)(8u * HASH_INDEX));
-    const __m256i pack_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     __m256i counter = _mm256_add_epi32(_mm256_set1_epi32((int32_t)base),
                                        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                                           _mm256_set1_epi32((int32_t)HASH_INDEX)));
@@ -661,9 +666,7 @@ static inline int32_t sr_avx2(const float *restrict x, int32_t n, float safe, in
                 out[q] = level;
             }
         }
-        /* 32 codes (0..254) to bytes: packs work within 128-bit lanes, the permute puts them in order */
-        const __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(out[0], out[1]), _mm256_packus_epi32(out[2], out[3]));
-        _mm256_storeu_si256((__m256i *)(codes + j), _mm256_permutevar8x32_epi32(w, pack_order));
+        store32_codes(out, codes + j);
     }
     return j;
 }
@@ -674,7 +677,6 @@ static inline int32_t upper_avx2(const float *restrict x, int32_t n, float safe,
     const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), voff = _mm256_set1_epi32(OFFSET_UNSIGNED);
     const __m256i low_limit = _mm256_set1_epi32((int32_t)((uint32_t)(OFFSET_UNSIGNED + 1) << 20));
     const __m256i top = _mm256_set1_epi32(255), zero = _mm256_setzero_si256();
-    const __m256i pack_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     int32_t j = 0;
     for (; j + 32 <= n; j += 32) {
         __m256i out[4];
@@ -698,8 +700,7 @@ static inline int32_t upper_avx2(const float *restrict x, int32_t n, float safe,
                                                    _mm256_cmpgt_epi32(top, level));
             out[q] = _mm256_sub_epi32(level, below);
         }
-        const __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(out[0], out[1]), _mm256_packus_epi32(out[2], out[3]));
-        _mm256_storeu_si256((__m256i *)(codes + j), _mm256_permutevar8x32_epi32(w, pack_order));
+        store32_codes(out, codes + j);
     }
     return j;
 }

@@ -260,8 +260,9 @@ def _flat(p: Tensor, g: Tensor, ss: list, writeback: list):
 
 
 def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
-           storage: "state_format.Storage | None" = None, storage_names: tuple | None = None) -> None:
-    """Step ``params`` in place with one kernel call (see the module docstring).
+           storage: "state_format.Storage | None" = None, storage_names: tuple | None = None):
+    """Step ``params`` in place with one kernel call (see the module docstring); with ``storage``, returns the
+    kernel arguments it used (:func:`launch_low_precision`).
 
     ``call.names`` are the state slots the kernel reads, in order; None marks an unused slot.
     ``storage`` (with ``storage_names``, the state names its ``kinds`` and ``slots`` follow) says how the state
@@ -269,8 +270,7 @@ def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states
     Every check happens before any tensor is written (:class:`Unsupported` otherwise).
     """
     if storage is not None:
-        launch_low_precision(call, params, grads, states, storage, storage_names)
-        return
+        return launch_low_precision(call, params, grads, states, storage, storage_names)
     algorithm, names, scalars, flags = call
     lib = load()
     if not params:
@@ -341,8 +341,9 @@ def _state_dtype_error(message: str) -> Unsupported:
 
 def launch_low_precision(call: "KernelCall", params: list[Tensor], grads: list[Tensor],
                          states: dict[str, list[Tensor]], storage: "state_format.Storage",
-                         storage_names: tuple | None = None) -> None:
-    """One kernel call for a bucket whose state is stored in bfloat16 or as 8-bit codes (``storage.format``).
+                         storage_names: tuple | None = None) -> "_LowPrecisionArgs | None":
+    """One kernel call for a bucket whose state is stored in bfloat16 or as 8-bit codes (``storage.format``);
+    returns its arguments (for :meth:`StoredLaunch.build`), None for an empty bucket.
 
     The kernel decodes each block of a state tensor (an int8 block of at most ``state_format.BLOCK``
     elements within a row, or 256 elements of bfloat16) into a small buffer, runs the float32 update on it
@@ -355,11 +356,12 @@ def launch_low_precision(call: "KernelCall", params: list[Tensor], grads: list[T
     them). Every check happens before any tensor is written (:class:`Unsupported` otherwise).
     """
     if not params:
-        return
+        return None
     args = _low_precision_args(call, params, grads, states, storage, storage_names)
     args.launch(call.scalars, call.flags, storage.step)
     for dst, src in args.writeback:
         dst.copy_(src)
+    return args
 
 
 class _LowPrecisionArgs:
@@ -614,8 +616,7 @@ class CachedLaunch:
 
     def _same_layout(self, col: list[Tensor], dtype: torch.dtype) -> bool:
         """Every tensor of ``col`` contiguous, of ``dtype`` and of its parameter's kept shape."""
-        return (all(map(Tensor.is_contiguous, col)) and set(map(_DTYPE_OF, col)) == {dtype}
-                and list(map(Tensor.size, col)) == self.shapes)
+        return _same_layout(col, dtype, self.shapes)
 
     def launch(self, call: "KernelCall", grad_ptrs: list[int]) -> None:
         """One kernel call with the gradients :meth:`check` accepted (call it right after that check;
@@ -675,20 +676,16 @@ class StoredLaunch:
 
     @classmethod
     def build(cls, call: "KernelCall", params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
-              storage: "state_format.Storage", storage_names: tuple, state_dicts: list[dict]) -> "StoredLaunch | None":
-        """The kept table of a bucket the kernel just stepped, or None where one cannot stand for it."""
-        if None in state_dicts:  # local tensors of DTensor parameters: not the optimizer's keys
+              storage: "state_format.Storage", state_dicts: list[dict],
+              args: "_LowPrecisionArgs | None") -> "StoredLaunch | None":
+        """The kept table of a bucket the kernel just stepped with ``args`` (what :func:`launch_low_precision`
+        returned), or None where one cannot stand for it."""
+        if args is None or None in state_dicts:  # local tensors of DTensor parameters: not the optimizer's keys
             return None
         used = [n for n in call.names if n is not None]
         cols = [states[n] for n in used] + [storage.scales[n] for n in used if n in storage.scales]
-        if not params or params[0].device.type != "cpu" or any(
+        if params[0].device.type != "cpu" or args.writeback or any(
                 type(t) not in _PLAIN or not t.is_contiguous() for t in (*params, *grads, *(x for c in cols for x in c))):
-            return None
-        try:
-            args = _low_precision_args(call, params, grads, states, storage, storage_names)
-        except Unsupported:
-            return None
-        if args.writeback:
             return None
         args.tensors = None  # no copies: the table keeps the storages it points into, not the first gradients
         scales = {n: storage.scales[n] for n in used if n in storage.scales}
