@@ -142,7 +142,7 @@ class Fused(Backend):
         if (group.get("state_dtype") != kept.state_dtype or len(params) != len(kept.params)
                 or not all(map(operator.is_, params, kept.params))):
             return None
-        checked = [table.check(table.params) for table in kept.tables]
+        checked = [table.check() for table in kept.tables]
         if None in checked or len({step for step, _ in checked}) != 1 or opt._implementation(group, params) != "fused":
             return None
         step = checked[0][0]

@@ -496,6 +496,13 @@ static float INV_SMALLEST[3];
 static int tables_set = 0;
 
 static inline uint32_t magnitude_bits(int32_t q, int32_t offset) { return q ? (uint32_t)(q + offset) << 20 : 0u; }
+#if defined(__AVX2__)
+/* magnitude_bits of 8 codes q (voff: OFFSET in every lane) */
+static inline __m256i magnitude_bits_avx2(__m256i q, __m256i voff) {
+    return _mm256_andnot_si256(_mm256_cmpeq_epi32(q, _mm256_setzero_si256()),
+                               _mm256_slli_epi32(_mm256_add_epi32(q, voff), 20));
+}
+#endif
 
 /*
  * Install the tables (3 x 256 float32: signed, unsigned, upper) and check
@@ -581,7 +588,6 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kin
     int32_t j = 0;
 #if defined(__AVX2__)
     const __m256 vscale = _mm256_set1_ps(scale);
-    const __m256i zero = _mm256_setzero_si256();
     if (kind == KIND_SIGNED) {
         const __m256i c127 = _mm256_set1_epi32(ZERO_SIGNED), off = _mm256_set1_epi32(OFFSET_SIGNED);
         const __m256i c255 = _mm256_set1_epi32(255), qnan = _mm256_set1_epi32(0x7FC00000);
@@ -589,8 +595,7 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kin
         for (; j + 8 <= (int32_t)n; j += 8) {
             const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
             const __m256i d = _mm256_sub_epi32(c, c127), q = _mm256_abs_epi32(d);
-            __m256i bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(q, zero), _mm256_slli_epi32(_mm256_add_epi32(q, off), 20));
-            bits = _mm256_or_si256(bits, _mm256_and_si256(d, sign));
+            __m256i bits = _mm256_or_si256(magnitude_bits_avx2(q, off), _mm256_and_si256(d, sign));
             bits = _mm256_blendv_epi8(bits, qnan, _mm256_cmpeq_epi32(c, c255));
             _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_castsi256_ps(bits), vscale));
         }
@@ -598,8 +603,7 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kin
         const __m256i off = _mm256_set1_epi32(OFFSET_UNSIGNED);
         for (; j + 8 <= (int32_t)n; j += 8) {
             const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
-            const __m256i bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(c, zero), _mm256_slli_epi32(_mm256_add_epi32(c, off), 20));
-            _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_castsi256_ps(bits), vscale));
+            _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_castsi256_ps(magnitude_bits_avx2(c, off)), vscale));
         }
     }
 #endif
@@ -676,7 +680,7 @@ static inline int32_t upper_avx2(const float *restrict x, int32_t n, float safe,
     const __m256 vsafe = _mm256_set1_ps(safe);
     const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), voff = _mm256_set1_epi32(OFFSET_UNSIGNED);
     const __m256i low_limit = _mm256_set1_epi32((int32_t)((uint32_t)(OFFSET_UNSIGNED + 1) << 20));
-    const __m256i top = _mm256_set1_epi32(255), zero = _mm256_setzero_si256();
+    const __m256i top = _mm256_set1_epi32(255);
     int32_t j = 0;
     for (; j + 32 <= n; j += 32) {
         __m256i out[4];
@@ -687,15 +691,13 @@ static inline int32_t upper_avx2(const float *restrict x, int32_t n, float safe,
             /* the largest code <= |r|: 0 below the smallest magnitude */
             const __m256i lo = _mm256_andnot_si256(_mm256_cmpgt_epi32(low_limit, b),
                                                    _mm256_sub_epi32(_mm256_srli_epi32(b, 20), voff));
-            const __m256i lo_bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(lo, zero),
-                                                        _mm256_slli_epi32(_mm256_add_epi32(lo, voff), 20));
-            const __m256i lo_value = _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(lo_bits), vsafe));
+            const __m256i lo_value =
+                _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(magnitude_bits_avx2(lo, voff)), vsafe));
             const __m256i up = _mm256_and_si256(_mm256_cmpgt_epi32(vbits, lo_value), _mm256_cmpgt_epi32(top, lo));
             const __m256i level = _mm256_sub_epi32(lo, up);
             /* float rounding of code * scale must not land below the value itself (level >= 1 here or value 0) */
-            const __m256i level_bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(level, zero),
-                                                           _mm256_slli_epi32(_mm256_add_epi32(level, voff), 20));
-            const __m256i level_value = _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(level_bits), vsafe));
+            const __m256i level_value =
+                _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(magnitude_bits_avx2(level, voff)), vsafe));
             const __m256i below = _mm256_and_si256(_mm256_cmpgt_epi32(vbits, level_value),
                                                    _mm256_cmpgt_epi32(top, level));
             out[q] = _mm256_sub_epi32(level, below);

@@ -683,20 +683,20 @@ class StoredLaunch:
         if args is None or None in state_dicts:  # local tensors of DTensor parameters: not the optimizer's keys
             return None
         used = [n for n in call.names if n is not None]
-        cols = [states[n] for n in used] + [storage.scales[n] for n in used if n in storage.scales]
+        scales = {n: storage.scales[n] for n in used if n in storage.scales}
+        cols = [states[n] for n in used] + list(scales.values())
         if params[0].device.type != "cpu" or args.writeback or any(
                 type(t) not in _PLAIN or not t.is_contiguous() for t in (*params, *grads, *(x for c in cols for x in c))):
             return None
         args.tensors = None  # no copies: the table keeps the storages it points into, not the first gradients
-        scales = {n: storage.scales[n] for n in used if n in storage.scales}
         return cls(call, params, states, scales, state_dicts, args)
 
-    def check(self, params: list[Tensor]) -> tuple | None:
-        """The step count and the gradients' pointers if the table still applies, else None (writes nothing)."""
-        dicts = self.state_dicts
+    def check(self) -> tuple | None:
+        """The step count and the gradients' pointers if the table still applies to its parameters (the caller
+        checks that they are still the group's), else None (writes nothing)."""
+        params, dicts = self.params, self.state_dicts
         try:
-            if (len(params) != self.count or not all(map(operator.is_, params, self.params))
-                    or list(map(_DATA_PTR, params)) != self.param_ptrs
+            if (list(map(_DATA_PTR, params)) != self.param_ptrs
                     or not _same_layout(params, self.torch_dtype, self.shapes)
                     or list(map(_SEED, dicts)) != self.seeds):
                 return None
