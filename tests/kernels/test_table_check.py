@@ -173,6 +173,42 @@ def test_every_change_the_python_check_refuses_is_refused(native, mutate):
     assert want is None and got is None
 
 
+#: 300 tensors: on two threads the native check reads their C++ objects in two shares of 150 (MIN_SHARE 128)
+MANY = SHAPES * 60
+
+
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_check_is_built_with_openmp_where_the_kernel_is():
+    lib = native_or_skip()
+    if not fused_cpu.has_openmp():
+        pytest.skip("this compiler builds without OpenMP")
+    assert lib.adamkit_check_has_openmp() == 1  # the -fopenmp flag sets were not passed over
+
+
+def test_a_group_read_on_two_threads_gives_the_python_checks_step_and_gradients(native, two_threads):
+    params, opt, table = stepped(amsgrad=True, shapes=MANY)
+    got, want = both_checks(table, params)
+    assert want is not None and got == (want[0], list(want[1]))
+    assert got[1] == [p.grad.data_ptr() for p in params]
+
+
+@pytest.mark.parametrize("offset", [0, 145, 150, 295], ids=lambda o: f"tensor{o}")
+@pytest.mark.parametrize("mutate", MUTATIONS, ids=lambda f: f.__name__.strip("_"))
+def test_a_change_in_either_threads_share_is_refused(native, two_threads, mutate, offset):
+    """The same changes, made to the first, last, or a middle tensor of the first or of the second share."""
+    params, opt, table = stepped(shapes=MANY)
+    mutate(params[offset:], opt)  # MANY repeats SHAPES: params[offset + i] has the shape mutate expects of i
+    got, want = both_checks(table, params)
+    assert want is None and got is None
+
+
 @pytest.mark.parametrize("mutate", MUTATIONS + [_float_steps], ids=lambda f: f.__name__.strip("_"))
 def test_after_a_refusal_the_step_is_the_general_paths(native, mutate):
     """The optimizer with the native check steps (or raises) exactly as one whose table is dropped.
@@ -335,4 +371,4 @@ def test_the_build_is_cached_verified_and_rebuilt_when_damaged(monkeypatch, tmp_
         again = fused_check._build(cxx)
     assert again == copy and _integrity.problem(again) is None
     lib = ctypes.PyDLL(str(again))
-    assert lib.adamkit_check_abi_version() == 1
+    assert lib.adamkit_check_abi_version() == fused_check.ABI_VERSION

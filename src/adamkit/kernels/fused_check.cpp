@@ -5,9 +5,10 @@
 // into the table's gradient slots and returns the common step count. Where anything differs from what the
 // table was built for it returns None and the engine's general path steps the group (and raises, naming
 // the parameter, where a tensor is wrong). It reads the tensors' C++ objects directly instead of going
-// through torch's Python bindings (50-100 ns per attribute and tensor): measured on 2,000 small tensors,
-// about 0.3 us a tensor with warm caches and 0.7-1 us right after a kernel call, against about 3 us for the
-// Python check. What remains is memory latency: a tensor's objects lie on about nine different pages.
+// through torch's Python bindings (50-100 ns per attribute and tensor). What remains is memory latency: a
+// tensor's objects lie on about nine different pages. Measured on 2,000 small tensors right after a kernel
+// call (2 cores): 0.36-0.77 us a tensor on one thread, 0.22-0.38 us with the C++ objects read on two
+// threads (below), against about 3 us for the Python check.
 //
 // Only ATen/core/Tensor.h is included (a few seconds to compile); torch's Python binding header, which
 // drags in pybind11, would take 20 s. The tensor a Python torch.Tensor object holds is therefore read at
@@ -19,6 +20,9 @@
 
 #include <cstdint>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define ADAMKIT_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -60,6 +64,8 @@ inline bool plain(const c10::TensorImpl* t, int64_t dtype, const int64_t* sizes,
 
 // how many tensors ahead each pass prefetches (a few hundred ns of memory latency over ~10-20 ns a tensor)
 constexpr int64_t AHEAD = 16;
+// the fewest tensors a thread of the check reads (below, starting a thread costs more than it saves)
+constexpr int64_t MIN_SHARE = 128;
 
 inline void prefetch_lines(const void* p, size_t bytes) {
   if (p == nullptr) {
@@ -83,7 +89,7 @@ inline PyObject* none() {
 
 }  // namespace
 
-ADAMKIT_EXPORT int adamkit_check_abi_version(void) { return 1; }
+ADAMKIT_EXPORT int adamkit_check_abi_version(void) { return 2; }
 
 // The TensorImpl address of a torch.Tensor/Parameter object as this build reads it (0 for other objects);
 // fused_check.py compares it with Tensor._cdata before trusting the layout.
@@ -108,10 +114,107 @@ ADAMKIT_EXPORT int64_t adamkit_check_dtype(PyObject* obj, PyObject* tensor_type,
   }
 }
 
+namespace {
+
+// The passes over tensors [lo, hi) that read only C++ objects (no Python API, so any thread may run them
+// while the calling thread holds the GIL): each parameter's TensorImpl (dtype, shape, contiguity), its
+// storage (the same memory as kept) and autograd metadata (the gradient); the state tensors' objects (a
+// plain torch.Tensor, as eligible() requires); the gradients' and the state tensors' TensorImpls; their
+// storages (the gradients' pointers, for the kernel; the state tensors', as kept). ti, gi and vi as in
+// adamkit_check_table. False where anything differs (or torch refuses to describe a tensor).
+bool check_tensors(int64_t lo, int64_t hi, int64_t count, int64_t n_slots, const PyTypeObject* tensor_t,
+                   c10::TensorImpl** ti, c10::TensorImpl** gi, c10::TensorImpl** vi, const int64_t* param_ptrs,
+                   const int64_t* state_ptrs, const int64_t* dtypes, const int64_t* dims, const int64_t* sizes,
+                   void** grad_out) {
+  try {
+    const int64_t param_dtype = dtypes[0];
+    for (int64_t i = lo; i < hi; ++i) {
+      if (i + AHEAD < hi) {
+        prefetch_lines(ti[i + AHEAD], sizeof(c10::TensorImpl));
+        for (int64_t k = 0; k < n_slots; ++k) {
+          prefetch_object(reinterpret_cast<PyObject*>(vi[k * count + i + AHEAD]));
+        }
+      }
+      if (!plain(ti[i], param_dtype, sizes + dims[i], dims[i + 1] - dims[i])) {
+        return false;
+      }
+      for (int64_t k = 0; k < n_slots; ++k) {
+        PyObject* v = reinterpret_cast<PyObject*>(vi[k * count + i]);
+        if (Py_TYPE(v) != tensor_t) {
+          return false;
+        }
+        vi[k * count + i] = impl_of(v);
+      }
+    }
+    for (int64_t i = lo; i < hi; ++i) {
+      if (i + AHEAD < hi) {
+        const c10::TensorImpl* t = ti[i + AHEAD];
+        prefetch_lines(t->unsafe_storage().unsafeGetStorageImpl(), 128);
+        prefetch_lines(t->autograd_meta(), 128);
+        for (int64_t k = 0; k < n_slots; ++k) {
+          prefetch_lines(vi[k * count + i + AHEAD], sizeof(c10::TensorImpl));
+        }
+      }
+      if (reinterpret_cast<int64_t>(ti[i]->mutable_data()) != param_ptrs[i]) {
+        return false;
+      }
+      const at::Tensor& grad = ti[i]->grad();
+      if (!grad.defined()) {
+        return false;
+      }
+      gi[i] = grad.unsafeGetTensorImpl();
+    }
+    for (int64_t i = lo; i < hi; ++i) {
+      if (i + AHEAD < hi) {
+        prefetch_lines(gi[i + AHEAD], sizeof(c10::TensorImpl));
+        for (int64_t k = 0; k < n_slots; ++k) {
+          prefetch_lines(vi[k * count + i + AHEAD]->unsafe_storage().unsafeGetStorageImpl(), 128);
+        }
+      }
+      const int64_t* shape = sizes + dims[i];
+      const int64_t ndim = dims[i + 1] - dims[i];
+      if (!plain(gi[i], param_dtype, shape, ndim)) {
+        return false;
+      }
+      for (int64_t k = 0; k < n_slots; ++k) {
+        if (!plain(vi[k * count + i], dtypes[1 + k], shape, ndim) ||
+            reinterpret_cast<int64_t>(vi[k * count + i]->mutable_data()) != state_ptrs[k * count + i]) {
+          return false;
+        }
+      }
+    }
+    for (int64_t i = lo; i < hi; ++i) {
+      if (i + AHEAD < hi) {
+        prefetch_lines(gi[i + AHEAD]->unsafe_storage().unsafeGetStorageImpl(), 128);
+      }
+      const void* gptr = gi[i]->data();
+      if (gptr == nullptr && gi[i]->numel() != 0) {
+        return false;
+      }
+      grad_out[i] = const_cast<void*>(gptr);  // the kernel only reads the gradient
+    }
+  } catch (...) {  // a tensor torch refuses to describe (e.g. no data pointer): the general path decides
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// 1 where this build checks on several threads (compiled with OpenMP), else 0.
+ADAMKIT_EXPORT int adamkit_check_has_openmp(void) {
+#ifdef _OPENMP
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 // The check. params: list of `count` tensors; state_dicts: list of `count` dicts; slots: tuple of the state
 // names the kernel uses (n_slots of them); step_key: "step". Kept when the table was built: param_ptrs[count],
 // state_ptrs[n_slots * count] (slot-major), dtypes[1 + n_slots] (the parameters', then each slot's),
-// dims[count + 1] (prefix offsets into sizes), sizes[dims[count]] (each parameter's shape).
+// dims[count + 1] (prefix offsets into sizes), sizes[dims[count]] (each parameter's shape). nthreads: at
+// most this many threads read the tensors' C++ objects, each at least MIN_SHARE tensors.
 // Returns a new reference: the step count shared by every state dict (an int) with grad_out[0:count] set
 // to the gradients' data pointers, or None (grad_out then partly written: unused until a check succeeds).
 //
@@ -120,11 +223,14 @@ ADAMKIT_EXPORT int64_t adamkit_check_dtype(PyObject* obj, PyObject* tensor_type,
 // from memory. One loop that follows each tensor's chain of pointers waits for every one of them in turn.
 // The walk is therefore split into passes by depth of indirection: each pass reads
 // objects whose addresses the previous pass found and prefetches those of the tensors AHEAD iterations on,
-// so that many loads are in flight at once.
+// so that many loads are in flight at once. The Python objects (the first two passes: types, dict lookups)
+// are read on the calling thread, which holds the GIL; the C++ objects behind them (check_tensors, most of
+// the lines) are read by up to nthreads threads, each on its own share of the tensors, so that each core's
+// loads are in flight at once too.
 ADAMKIT_EXPORT PyObject* adamkit_check_table(
     PyObject* params, PyObject* state_dicts, PyObject* slots, PyObject* step_key, PyObject* tensor_type,
     PyObject* param_type, int64_t count, const int64_t* param_ptrs, const int64_t* state_ptrs,
-    const int64_t* dtypes, const int64_t* dims, const int64_t* sizes, void** grad_out) {
+    const int64_t* dtypes, const int64_t* dims, const int64_t* sizes, void** grad_out, int64_t nthreads) {
   if (!PyList_CheckExact(params) || !PyList_CheckExact(state_dicts) || !PyTuple_CheckExact(slots)) {
     PyErr_SetString(PyExc_TypeError, "adamkit_check_table: params and state_dicts must be lists, slots a tuple");
     return nullptr;
@@ -135,130 +241,74 @@ ADAMKIT_EXPORT PyObject* adamkit_check_table(
   const auto* tensor_t = reinterpret_cast<PyTypeObject*>(tensor_type);
   const auto* param_t = reinterpret_cast<PyTypeObject*>(param_type);
   const int64_t n_slots = PyTuple_GET_SIZE(slots);
-  const int64_t param_dtype = dtypes[0];
   PyObject** ps = reinterpret_cast<PyListObject*>(params)->ob_item;
   PyObject** ds = reinterpret_cast<PyListObject*>(state_dicts)->ob_item;
-  // scratch, per thread: the parameters' TensorImpls, their gradients', and each slot's state tensors'
+  // scratch, per calling thread: the parameters' TensorImpls, their gradients', and each slot's state tensors'
   thread_local std::vector<c10::TensorImpl*> scratch;
   scratch.resize(static_cast<size_t>(count * (2 + n_slots)));
   c10::TensorImpl** ti = scratch.data();
   c10::TensorImpl** gi = ti + count;
   c10::TensorImpl** vi = gi + count;  // slot-major; first the state values (PyObject*), then their TensorImpls
   PyObject* step = nullptr;  // borrowed from the first state dict
-  try {
-    // 1. the Python objects: a parameter's type and its TensorImpl, the state dict's type
-    for (int64_t i = 0; i < count; ++i) {
-      if (i + AHEAD < count) {
-        prefetch_object(ps[i + AHEAD]);
-        prefetch_object(ds[i + AHEAD]);
-      }
-      PyObject* p = ps[i];
-      if ((Py_TYPE(p) != tensor_t && Py_TYPE(p) != param_t) || !PyDict_CheckExact(ds[i])) {
-        return none();
-      }
-      ti[i] = impl_of(p);
+  // 1. the Python objects: a parameter's type and its TensorImpl, the state dict's type
+  for (int64_t i = 0; i < count; ++i) {
+    if (i + AHEAD < count) {
+      prefetch_object(ps[i + AHEAD]);
+      prefetch_object(ds[i + AHEAD]);
     }
-    // 2. the parameters' TensorImpls (dtype, shape, contiguity) and the state dicts' tables (the step
-    //    count and the state tensors' objects)
-    for (int64_t i = 0; i < count; ++i) {
-      if (i + AHEAD < count) {
-        prefetch_lines(ti[i + AHEAD], sizeof(c10::TensorImpl));
-        prefetch_lines(reinterpret_cast<PyDictObject*>(ds[i + AHEAD])->ma_keys, 128);
-      }
-      if (!plain(ti[i], param_dtype, sizes + dims[i], dims[i + 1] - dims[i])) {
-        return none();
-      }
-      PyObject* d = ds[i];
-      PyObject* s = PyDict_GetItemWithError(d, step_key);
-      if (s == nullptr || !PyLong_CheckExact(s)) {
+    PyObject* p = ps[i];
+    if ((Py_TYPE(p) != tensor_t && Py_TYPE(p) != param_t) || !PyDict_CheckExact(ds[i])) {
+      return none();
+    }
+    ti[i] = impl_of(p);
+  }
+  // 2. the state dicts' tables: the step count and the state tensors' objects
+  for (int64_t i = 0; i < count; ++i) {
+    if (i + AHEAD < count) {
+      prefetch_lines(reinterpret_cast<PyDictObject*>(ds[i + AHEAD])->ma_keys, 128);
+    }
+    PyObject* d = ds[i];
+    PyObject* s = PyDict_GetItemWithError(d, step_key);
+    if (s == nullptr || !PyLong_CheckExact(s)) {
+      PyErr_Clear();
+      return none();
+    }
+    if (step == nullptr) {
+      step = s;
+    } else if (s != step) {
+      int same = PyObject_RichCompareBool(s, step, Py_EQ);
+      if (same != 1) {
         PyErr_Clear();
         return none();
       }
-      if (step == nullptr) {
-        step = s;
-      } else if (s != step) {
-        int same = PyObject_RichCompareBool(s, step, Py_EQ);
-        if (same != 1) {
-          PyErr_Clear();
-          return none();
-        }
-      }
-      for (int64_t k = 0; k < n_slots; ++k) {
-        PyObject* v = PyDict_GetItemWithError(d, PyTuple_GET_ITEM(slots, k));
-        if (v == nullptr) {
-          PyErr_Clear();
-          return none();
-        }
-        vi[k * count + i] = reinterpret_cast<c10::TensorImpl*>(v);  // the object, for now
-      }
     }
-    // 3. the parameters' storages (the same memory as kept) and autograd metadata (the gradient), the state
-    //    tensors' objects (a plain torch.Tensor, as eligible() requires)
-    for (int64_t i = 0; i < count; ++i) {
-      if (i + AHEAD < count) {
-        const c10::TensorImpl* t = ti[i + AHEAD];
-        prefetch_lines(t->unsafe_storage().unsafeGetStorageImpl(), 128);
-        prefetch_lines(t->autograd_meta(), 128);
-        for (int64_t k = 0; k < n_slots; ++k) {
-          prefetch_object(reinterpret_cast<PyObject*>(vi[k * count + i + AHEAD]));
-        }
-      }
-      if (reinterpret_cast<int64_t>(ti[i]->mutable_data()) != param_ptrs[i]) {
+    for (int64_t k = 0; k < n_slots; ++k) {
+      PyObject* v = PyDict_GetItemWithError(d, PyTuple_GET_ITEM(slots, k));
+      if (v == nullptr) {
+        PyErr_Clear();
         return none();
       }
-      const at::Tensor& grad = ti[i]->grad();
-      if (!grad.defined()) {
-        return none();
-      }
-      gi[i] = grad.unsafeGetTensorImpl();
-      for (int64_t k = 0; k < n_slots; ++k) {
-        PyObject* v = reinterpret_cast<PyObject*>(vi[k * count + i]);
-        if (Py_TYPE(v) != tensor_t) {
-          return none();
-        }
-        vi[k * count + i] = impl_of(v);
-      }
+      vi[k * count + i] = reinterpret_cast<c10::TensorImpl*>(v);  // the object, for now
     }
-    // 4. the gradients' and the state tensors' TensorImpls
-    for (int64_t i = 0; i < count; ++i) {
-      if (i + AHEAD < count) {
-        prefetch_lines(gi[i + AHEAD], sizeof(c10::TensorImpl));
-        for (int64_t k = 0; k < n_slots; ++k) {
-          prefetch_lines(vi[k * count + i + AHEAD], sizeof(c10::TensorImpl));
-        }
-      }
-      const int64_t* shape = sizes + dims[i];
-      const int64_t ndim = dims[i + 1] - dims[i];
-      if (!plain(gi[i], param_dtype, shape, ndim)) {
-        return none();
-      }
-      for (int64_t k = 0; k < n_slots; ++k) {
-        if (!plain(vi[k * count + i], dtypes[1 + k], shape, ndim)) {
-          return none();
-        }
-      }
-    }
-    // 5. their storages: the gradients' pointers (for the kernel), the state tensors' (as kept)
-    for (int64_t i = 0; i < count; ++i) {
-      if (i + AHEAD < count) {
-        prefetch_lines(gi[i + AHEAD]->unsafe_storage().unsafeGetStorageImpl(), 128);
-        for (int64_t k = 0; k < n_slots; ++k) {
-          prefetch_lines(vi[k * count + i + AHEAD]->unsafe_storage().unsafeGetStorageImpl(), 128);
-        }
-      }
-      const void* gptr = gi[i]->data();
-      if (gptr == nullptr && gi[i]->numel() != 0) {
-        return none();
-      }
-      grad_out[i] = const_cast<void*>(gptr);  // the kernel only reads the gradient
-      for (int64_t k = 0; k < n_slots; ++k) {
-        if (reinterpret_cast<int64_t>(vi[k * count + i]->mutable_data()) != state_ptrs[k * count + i]) {
-          return none();
-        }
-      }
-    }
-  } catch (...) {  // a tensor torch refuses to describe (e.g. no data pointer): the general path decides
-    PyErr_Clear();
+  }
+  // 3. the C++ objects, in contiguous shares of the tensors
+  int64_t threads = nthreads < 1 ? 1 : nthreads;
+  if (threads > count / MIN_SHARE) {
+    threads = count / MIN_SHARE > 1 ? count / MIN_SHARE : 1;
+  }
+  bool ok = true;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(static_cast<int>(threads)) if (threads > 1) reduction(&& : ok)
+  {
+    const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    ok = check_tensors(count * tid / nth, count * (tid + 1) / nth, count, n_slots, tensor_t, ti, gi, vi,
+                       param_ptrs, state_ptrs, dtypes, dims, sizes, grad_out);
+  }
+#else
+  ok = check_tensors(0, count, count, n_slots, tensor_t, ti, gi, vi, param_ptrs, state_ptrs, dtypes, dims, sizes,
+                     grad_out);
+#endif
+  if (!ok) {
     return none();
   }
   Py_INCREF(step);

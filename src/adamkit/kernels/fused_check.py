@@ -6,8 +6,12 @@ one step count, every gradient a dense contiguous tensor of its parameter's
 shape and dtype. In Python that is nine C-level passes over the tensors through
 torch's bindings, about 3 µs a tensor a step: for 2,000 small tensors (6 ms) as
 long as the kernel call itself. :class:`NativeCheck` does the same walk in C++,
-reading the tensors' C++ objects (about 0.2 µs a tensor, cache misses included)
-and writing the gradients' pointers straight into the table.
+reading the tensors' C++ objects (0.2-0.4 µs a tensor, cache misses included)
+and writing the gradients' pointers straight into the table. The Python objects
+(types, the state dicts' entries) are read on the calling thread, which holds
+the GIL; the C++ objects behind them, most of the memory the check waits for,
+are read on up to ``torch.get_num_threads()`` threads (OpenMP, where the
+compiler has it), each on its own share of at least 128 tensors.
 
 It is built on first use for a group of at least :data:`MIN_TENSORS` tensors
 (smaller groups gain too little to pay a build) with the system C++ compiler
@@ -42,11 +46,14 @@ from . import fused_cpu, native_build
 
 SOURCE = Path(__file__).with_name("fused_check.cpp")
 
+#: the native check's interface version (adamkit_check_abi_version in fused_check.cpp)
+ABI_VERSION = 2
+
 #: groups with fewer tensors keep the Python check (a few µs a tensor: not worth a build of seconds)
 MIN_TENSORS = 64
 
-#: tried in order; the first that compiles is used
-_FLAG_SETS = (["-std=c++20"], ["-std=c++17"])
+#: tried in order; the first that compiles is used (without OpenMP the check reads on one thread)
+_FLAG_SETS = (["-std=c++20", "-fopenmp"], ["-std=c++17", "-fopenmp"], ["-std=c++20"], ["-std=c++17"])
 _BASE_FLAGS = ["-O2", "-fPIC", "-shared", "-fvisibility=hidden"]
 
 
@@ -133,7 +140,7 @@ def load():
             if cxx is None:
                 raise NativeCheckUnavailable("no C++ compiler found (set $CXX, or install g++ or clang++)")
             lib = ctypes.PyDLL(str(_build(cxx)))  # PyDLL: called with the GIL held, Python errors propagate
-            if lib.adamkit_check_abi_version() != 1:
+            if lib.adamkit_check_abi_version() != ABI_VERSION:
                 raise NativeCheckUnavailable("stale build in the cache (ABI mismatch)")
             obj = ctypes.py_object
             lib.adamkit_check_impl.restype = ctypes.c_ssize_t
@@ -141,7 +148,9 @@ def load():
             lib.adamkit_check_dtype.restype = ctypes.c_int64
             lib.adamkit_check_dtype.argtypes = [obj, obj, obj]
             lib.adamkit_check_table.restype = obj
-            lib.adamkit_check_table.argtypes = [obj] * 6 + [ctypes.c_int64] + [ctypes.c_void_p] * 6
+            lib.adamkit_check_table.argtypes = [obj] * 6 + [ctypes.c_int64] + [ctypes.c_void_p] * 6 + [ctypes.c_int64]
+            lib.adamkit_check_has_openmp.restype = ctypes.c_int
+            lib.adamkit_check_has_openmp.argtypes = []
             lib.adamkit_check_set_steps.restype = ctypes.c_int
             lib.adamkit_check_set_steps.argtypes = [obj, obj, obj]
             _verify_layout(lib)
@@ -209,7 +218,7 @@ class NativeCheck:
 
     def __call__(self, params: list, state_dicts: list):
         """The common step count, with the gradients' pointers written into the table; None where it does not apply."""
-        return self._check(params, state_dicts, *self._args)
+        return self._check(params, state_dicts, *self._args, torch.get_num_threads())
 
     def set_steps(self, state_dicts: list, step: int) -> None:
         self._set_steps(state_dicts, "step", step)
