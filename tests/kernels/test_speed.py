@@ -115,3 +115,64 @@ def test_state_dtype_options():
     assert parser.parse_args(["--state-dtypes", ""]).state_dtypes == []
     with pytest.raises(SystemExit):
         parser.parse_args(["--state-dtypes", "float16"])
+
+
+def test_torchao_is_timed_as_the_declarations_name_it_where_it_steps_cpu_tensors(monkeypatch):
+    """A stand-in torchao.optim: Adam and AdamW map to its 8-bit classes, AMSGrad to Adam8bit(amsgrad=True);
+    algorithms without a torchao twin, and a class whose CPU step fails, are left out."""
+    import sys
+    import types
+
+    import torch
+
+    made = []
+
+    def fake(name, fails=False):
+        def factory(params, **kwargs):
+            made.append((name, kwargs))
+            opt = torch.optim.Adam(params, **kwargs)
+            if fails:
+                def broken(*args, **kw):
+                    raise RuntimeError("CUDA only")
+                opt.step = broken
+            return opt
+        return factory
+
+    optim = types.ModuleType("torchao.optim")
+    optim.Adam8bit, optim.AdamW8bit = fake("Adam8bit"), fake("AdamW8bit")
+    package = types.ModuleType("torchao")
+    package.optim = optim
+    monkeypatch.setitem(sys.modules, "torchao", package)
+    monkeypatch.setitem(sys.modules, "torchao.optim", optim)
+    cands = speed._torchao_candidates(["adam", "adamw", "amsgrad", "adopt"])
+    assert [(c.library, c.optimizer, c.path) for c in cands] == [
+        ("torchao", "adam", "8bit"), ("torchao", "adamw", "8bit"), ("torchao", "amsgrad", "8bit")]
+    made.clear()
+    cands[2].make([torch.nn.Parameter(torch.zeros(3))])
+    assert made == [("Adam8bit", {"amsgrad": True})]
+    optim.AdamW8bit = fake("AdamW8bit", fails=True)
+    assert [c.optimizer for c in speed._torchao_candidates(["adamw"])] == []
+
+
+def test_state_bytes_count_the_tensors_inside_a_state_subclass():
+    """torchao keeps 8-bit state in a tensor subclass that presents float32: its codes and scales count."""
+    import torch
+
+    class Quantized(torch.Tensor):
+        @staticmethod
+        def __new__(cls, codes, scale, shape):
+            return torch.Tensor._make_wrapper_subclass(cls, shape, dtype=torch.float32)
+
+        def __init__(self, codes, scale, shape):
+            self.codes, self.scale = codes, scale
+
+        def __tensor_flatten__(self):
+            return ["codes", "scale"], None
+
+        @classmethod
+        def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+            raise NotImplementedError(func)  # no operation is run on it here
+
+    q = Quantized(torch.zeros(512, dtype=torch.uint8), torch.zeros(2), (512,))
+    assert q.element_size() == 4 and speed._state_bytes(q) == 512 + 8
+    assert speed._state_bytes(torch.zeros(5, dtype=torch.bfloat16)) == 10

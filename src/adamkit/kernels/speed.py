@@ -32,8 +32,12 @@ Low-precision state (``--state-dtypes``, :func:`measure_state_dtypes`): per layo
 one-big) and optimizer, the default path with ``state_dtype`` float32, bfloat16 and "int8", each timed in
 the same repetition, with the state bytes per parameter (int8 scales included; a vector keeps bfloat16
 state in "int8" mode) and the ratio of each step to the float32-state step of the same repetition.
-bitsandbytes' 8-bit Adam/AdamW, where it is installed and runs on CPU, is timed alongside on layouts of
-up to 20M parameters (never a dependency; skipped when absent; its CPU step is slow).
+bitsandbytes' 8-bit Adam/AdamW and torchao's Adam8bit/AdamW8bit (AMSGrad: ``Adam8bit(amsgrad=True)``), as
+each optimizer class declares them (``bitsandbytes_reference``, ``torchao_reference``), are timed alongside
+where installed and able to step CPU tensors, on layouts of up to 20M parameters (never dependencies; skipped
+when absent; their CPU steps are slow, and torchao compiles its step once per parameter shape first: about
+100 s for ResNet-18's shapes, untimed). Their state bytes count the tensors inside torchao's state tensor
+subclasses (codes, scales and code table), not the float32 they present.
 
 Use from Python: ``adamkit.kernels.speed.measure(...)`` returns the rows;
 ``markdown(rows)`` renders them.
@@ -41,6 +45,7 @@ Use from Python: ``adamkit.kernels.speed.measure(...)`` returns the rows;
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -230,8 +235,7 @@ def _time_candidate(cand: Candidate, init: list[torch.Tensor], grads: list[torch
     opt = cand.make(params)
     opt.step()  # the state is created, the kernel built
     state_bytes = sum(
-        v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)
-        and v.dim() > 0
+        _state_bytes(v) for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor) and v.dim() > 0
     )
     param_bytes = sum(p.numel() * p.element_size() for p in params)
     grad_bytes = sum(g.numel() * g.element_size() for g in grads)
@@ -322,8 +326,8 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
 
 #: the state dtypes ``--state-dtypes`` can time, by their names on the command line
 STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": "int8"}
-#: bitsandbytes' CPU 8-bit step is about 10x slower than adamkit's: timed on layouts up to this size only
-BITSANDBYTES_MAX_PARAMS = 20_000_000
+#: bitsandbytes' and torchao's CPU 8-bit steps are 10-40x slower than adamkit's: timed on layouts up to this size
+THIRD_PARTY_8BIT_MAX_PARAMS = 20_000_000
 #: layouts of the state-dtype table by default (``--state-layouts``)
 STATE_LAYOUTS = ("resnet18", "one-big")
 
@@ -359,6 +363,38 @@ def _bitsandbytes_candidates(algorithms) -> list[Candidate]:
     return out
 
 
+def _torchao_candidates(algorithms) -> list[Candidate]:
+    """torchao's 8-bit Adam / AdamW where installed and able to step CPU tensors (never a dependency)."""
+    try:
+        import torchao.optim as ao_optim  # noqa: PLC0415 - optional
+    except Exception:  # ImportError, or a build that fails to load
+        return []
+    out = []
+    for algo in algorithms:
+        ref = get_optimizer_class(algo).torchao_reference
+        factory = None if ref is None else getattr(ao_optim, ref[0], None)
+        if factory is None:
+            continue
+        make = functools.partial(factory, **ref[1])
+        try:  # a CPU step must work here (it compiles the step: a few seconds)
+            probe = torch.nn.Parameter(torch.randn(16, 256))
+            probe.grad = torch.randn_like(probe)
+            make([probe]).step()
+        except Exception:
+            continue
+        out.append(Candidate("torchao", algo, "8bit", make))
+    return out
+
+
+def _state_bytes(value) -> int:
+    """The bytes a state tensor keeps: its own, or for a tensor subclass that holds others (torchao's
+    low-bit state: ``__tensor_flatten__``), theirs."""
+    if type(value) in (torch.Tensor, torch.nn.Parameter) or not hasattr(value, "__tensor_flatten__"):
+        return value.numel() * value.element_size()
+    names, _ = value.__tensor_flatten__()
+    return sum(_state_bytes(getattr(value, name)) for name in names)
+
+
 def measure_state_dtypes(layouts=STATE_LAYOUTS, algorithms=ALGORITHMS[:1], state_dtypes=tuple(STATE_DTYPES),
                          repeats: int = 5, steps: int = 3, third_party: bool = True, log=print) -> list[dict]:
     """Step time and state bytes per parameter of the default path for each ``state_dtype``.
@@ -377,8 +413,8 @@ def measure_state_dtypes(layouts=STATE_LAYOUTS, algorithms=ALGORITHMS[:1], state
             cls = get_optimizer_class(algo)
             cands += [Candidate("adamkit", algo, name, lambda ps, cls=cls, sd=STATE_DTYPES[name]: cls(ps, state_dtype=sd))
                       for name in state_dtypes]
-        if third_party and sum(t.numel() for t in init) <= BITSANDBYTES_MAX_PARAMS:
-            cands += _bitsandbytes_candidates(algorithms)
+        if third_party and sum(t.numel() for t in init) <= THIRD_PARTY_8BIT_MAX_PARAMS:
+            cands += _bitsandbytes_candidates(algorithms) + _torchao_candidates(algorithms)
         samples: dict[str, list[Sample]] = {c.label: [] for c in cands}
         ratios: dict[str, list[float]] = {c.label: [] for c in cands}
         for rep in range(repeats):
@@ -393,7 +429,7 @@ def measure_state_dtypes(layouts=STATE_LAYOUTS, algorithms=ALGORITHMS[:1], state
             rows.append(dict(
                 layout=layout, library=cand.library, optimizer=cand.optimizer, state_dtype=cand.path,
                 implementation=_implementation_name(Candidate(cand.library, cand.optimizer, "default", cand.make))
-                if cand.library == "adamkit" else "bitsandbytes",
+                if cand.library == "adamkit" else cand.library,
                 step_ms=statistics.median(secs) * 1e3, step_ms_spread=[x * 1e3 for x in _spread(secs)],
                 ratio_to_float32=statistics.median(ratios[cand.label]), ratio_spread=_spread(ratios[cand.label]),
                 state_bytes_per_param=ss[0].state_bytes / (ss[0].param_bytes / init[0].element_size()),

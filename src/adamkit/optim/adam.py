@@ -67,6 +67,7 @@ class Adam(AdamkitOptimizer):
 
     name = "adam"
     bitsandbytes_reference = "Adam8bit"  # its CPU step, timed by adamkit speed beside int8 state
+    torchao_reference = ("Adam8bit", {})
     bench = BenchSpec(color="#1f77b4", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))
     hyperparameters = {
         "lr": learning_rate(1e-3),
@@ -130,6 +131,7 @@ class AdamW(Adam):
 
     name = "adamw"
     bitsandbytes_reference = "AdamW8bit"
+    torchao_reference = ("AdamW8bit", {})
     hyperparameters = variant(Adam.hyperparameters, defaults={"weight_decay": 1e-2},
                               fixed={"decoupled_weight_decay": True})
     bench = BenchSpec(color="#17becf", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))
@@ -149,4 +151,5 @@ class AMSGrad(Adam):
     hyperparameters = variant(Adam.hyperparameters, fixed={"amsgrad": True})
     torch_reference = ("Adam", {"amsgrad": True})  # keeps a third state tensor: compared with its own torch twin
     bitsandbytes_reference = None  # bitsandbytes has no 8-bit AMSGrad
+    torchao_reference = ("Adam8bit", {"amsgrad": True})
     bench = BenchSpec(color="#9467bd", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))

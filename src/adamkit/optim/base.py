@@ -214,6 +214,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     #: the bitsandbytes 8-bit optimizer computing the same math (a name in ``bitsandbytes.optim``), or None;
     #: ``adamkit speed`` times it beside this optimizer's int8 state where bitsandbytes is installed
     bitsandbytes_reference: ClassVar[str | None] = None
+    #: the torchao low-bit optimizer computing the same math: ``(name in torchao.optim, keyword arguments)``,
+    #: or None; ``adamkit speed`` times it beside this optimizer's int8 state where torchao is installed
+    torchao_reference: ClassVar[tuple[str, dict] | None] = None
     #: True for an optimizer whose update uses the loss value (AdamL): step() then needs a closure or loss=
     requires_loss: ClassVar[bool] = False
     #: ``{state name: kind}`` for EVERY state tensor the algorithm can keep, in slot order (that of
