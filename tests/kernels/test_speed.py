@@ -29,9 +29,22 @@ def test_options_and_markdown():
     row = dict(layout="resnet18", library="adamkit", optimizer="adopt", path="default", implementation="fused",
                step_ms=10.0, step_ms_spread=[9.0, 12.0], ratio_to_torch_fused_adamw=0.9, ratio_spread=[0.8, 1.1],
                reference="torch adamw fused", ratio_to_reference=0.9, ratio_to_reference_spread=[0.8, 1.1],
-               bandwidth_gbs=20.0, bandwidth_share=0.5, state_bytes_per_param=8.0, peak_extra_share=0.01, repeats=3)
+               bandwidth_gbs=20.0, bandwidth_share=0.5, state_bytes_per_param=8.0, peak_extra_share=0.01, repeats=3,
+               ratio_interval=[0.88, 0.8, 0.97], ratio_to_reference_interval=[0.88, 0.8, 0.97])
     text = speed.markdown(dict(machine=speed.machine_info(1e10), rows=[row]))
-    assert "| resnet18 | adamkit | adopt | default (fused) | 10.0 (9.0-12.0) | 0.90 (0.80-1.10) | 0.90 |" in text
+    assert ("| resnet18 | adamkit | adopt | default (fused) | 10.0 (9.0-12.0) | 0.90 (0.80-1.10) | 0.88 [0.80-0.97] "
+            "| 0.88 [0.80-0.97] |") in text
+
+
+def test_ratio_intervals_are_the_bootstrap_of_the_geometric_mean():
+    import math
+
+    ratios = [0.8, 0.9, 1.0, 0.85, 0.95, 0.9]
+    mean, low, high = speed._ratio_interval(ratios)
+    assert math.isclose(mean, math.exp(sum(map(math.log, ratios)) / len(ratios)))
+    assert min(ratios) <= low < mean < high <= max(ratios) and high < 1.0
+    assert speed._ratio_interval(ratios) == [mean, low, high]  # fixed seed: the same interval
+    assert speed._ratio_interval([1.0, 1.0]) == [1.0, 1.0, 1.0] and speed._ratio_interval([]) is None
 
 
 def test_measure_times_amsgrad_against_torchs_fused_amsgrad(monkeypatch):
@@ -47,6 +60,9 @@ def test_measure_times_amsgrad_against_torchs_fused_amsgrad(monkeypatch):
     assert rows["adamkit", "amsgrad", "default"]["reference"] != rows["adamkit", "adam", "default"]["reference"]
     assert rows["torch", "adamw", "fused"]["ratio_to_torch_fused_adamw"] == 1.0
     assert rows["torch", "amsgrad", "fused"]["ratio_to_reference"] == 1.0
+    assert rows["torch", "adamw", "fused"]["ratio_interval"] == [1.0, 1.0, 1.0]
+    low, high = rows["adamkit", "adam", "default"]["ratio_interval"][1:]
+    assert 0 < low <= high
     assert rows["adamkit", "amsgrad", "default"]["state_bytes_per_param"] == 12
 
 
@@ -103,6 +119,8 @@ def test_state_dtypes_report_bytes_per_parameter_and_the_ratio_to_float32_state(
     assert abs(by["adam", "int8"]["state_bytes_per_param"] - expected) < 1e-9
     assert by["adam", "float32"]["ratio_to_float32"] == 1.0
     assert all(r["ratio_to_float32"] > 0 and r["repeats"] == 2 for r in rows)
+    assert by["adam", "float32"]["ratio_interval"] == [1.0, 1.0, 1.0]
+    assert all(r["ratio_interval"][1] <= r["ratio_interval"][0] <= r["ratio_interval"][2] for r in rows)
     text = speed.markdown_state_dtypes(rows)
     assert "| tiny | adam | int8 |" in text and "state B/param" in text
 

@@ -32,28 +32,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._stats import LEVEL, RESAMPLES, paired_bootstrap  # noqa: F401 - part of this module's interface
 from . import analysis
 from .claims import Claim, Ref, load_claims
 
 MIN_SEEDS = 5
-RESAMPLES = 10_000
-LEVEL = 0.95
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 NO_WORSE, WORSE = "no worse", "worse"  # the verdicts of a non-inferiority test (and INCONCLUSIVE)
 OUTSIDE, NOT_MEASURED, MIXED = "outside the claim's regime", "not measured", "mixed"
-
-
-def paired_bootstrap(d: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
-                     level: float = LEVEL) -> tuple[float, float, float]:
-    """(mean, low, high) of the mean of paired differences ``d``: percentile bootstrap over the pairs."""
-    d = np.asarray(d, dtype=float)
-    if d.size == 0:
-        return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(resamples, d.size))
-    means = d[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2
-    return float(d.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
 def paired_differences(a: dict, b: dict, direction: str,
