@@ -530,13 +530,13 @@ class CachedLaunch:
         self.param_ptrs = list(map(_DATA_PTR, params))
         self.state_dicts = list(state_dicts)  # the per-parameter state dicts the state tensors are found in
         self.state_changes = None  # the owner's count of changes of opt.state when the table was built
-        # (the item getter of a slot, its tensors' pointers, their dtype) for each slot the kernel uses
-        self.state_ptrs = [(operator.itemgetter(name), list(map(_DATA_PTR, states[name])), states[name][0].dtype)
-                           for name in names if name is not None]
+        self.shapes = list(map(Tensor.size, params))  # a gradient of another shape, even of the same size, is refused
+        # (item getter, pointers, dtype, shapes) of each state column the kernel reads (see _check_kept)
+        self.columns = [(operator.itemgetter(name), list(map(_DATA_PTR, states[name])), states[name][0].dtype,
+                         self.shapes) for name in names if name is not None]
         # the memory the pointers point into stays allocated while the table exists
         self._storages = [list(map(Tensor.untyped_storage, params))] + [
             list(map(Tensor.untyped_storage, states[name])) for name in names if name is not None]
-        self.shapes = list(map(Tensor.size, params))  # a gradient of another shape, even of the same size, is refused
         self.numel = (ctypes.c_int64 * count)(*map(Tensor.numel, params))
         self.torch_dtype = params[0].dtype
         self.dtype = DTYPES[params[0].dtype]
@@ -585,38 +585,15 @@ class CachedLaunch:
         """
         if names != self.names or len(params) != self.count:
             return None
+        if state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)):
+            return None
         if self.native is not None and type(params) is list:
-            # the same conditions, checked per tensor in C++ (fused_check.cpp): the state dicts' identity
-            # here, then each parameter's storage, dtype, shape and contiguity, each gradient's, each state
-            # tensor's, and one step count (an int); the gradients' pointers are then already in self.ptrs
-            if state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)):
-                return None
+            # the same conditions, checked per tensor in C++ (fused_check.cpp): each parameter's storage,
+            # dtype, shape and contiguity, each gradient's, each state tensor's, and one step count (an int);
+            # the gradients' pointers are then already in self.ptrs
             step = self.native(params, self.state_dicts)
             return None if step is None else (step, None)
-        try:
-            # a same-storage view of another dtype, shape or order (p.data = p.data.t(), ...) keeps the pointer
-            if ((state_dicts is not self.state_dicts and not all(map(operator.is_, state_dicts, self.state_dicts)))
-                    or list(map(_DATA_PTR, params)) != self.param_ptrs
-                    or not self._same_layout(params, self.torch_dtype)):
-                return None
-            for get, ptrs, dtype in self.state_ptrs:
-                col = list(map(get, state_dicts))
-                if list(map(_DATA_PTR, col)) != ptrs or not self._same_layout(col, dtype):
-                    return None
-            steps = set(map(_STEP, state_dicts))
-            grads = list(map(_GRAD, params))
-            grad_ptrs = list(map(_DATA_PTR, grads))  # None or a tensor without storage (sparse) raise here
-            if not self._same_layout(grads, self.torch_dtype):
-                return None
-        except (TypeError, RuntimeError, KeyError):
-            return None
-        if len(steps) != 1:
-            return None
-        return steps.pop(), grad_ptrs
-
-    def _same_layout(self, col: list[Tensor], dtype: torch.dtype) -> bool:
-        """Every tensor of ``col`` contiguous, of ``dtype`` and of its parameter's kept shape."""
-        return _same_layout(col, dtype, self.shapes)
+        return _check_kept(params, state_dicts, self.param_ptrs, self.torch_dtype, self.shapes, self.columns)
 
     def launch(self, call: "KernelCall", grad_ptrs: list[int]) -> None:
         """One kernel call with the gradients :meth:`check` accepted (call it right after that check;
@@ -696,29 +673,43 @@ class StoredLaunch:
         checks that they are still the group's), else None (writes nothing)."""
         params, dicts = self.params, self.state_dicts
         try:
-            if (list(map(_DATA_PTR, params)) != self.param_ptrs
-                    or not _same_layout(params, self.torch_dtype, self.shapes)
-                    or list(map(_SEED, dicts)) != self.seeds):
+            if list(map(_SEED, dicts)) != self.seeds:
                 return None
-            for get, ptrs, dtype, shapes in self.columns:
-                col = list(map(get, dicts))
-                if list(map(_DATA_PTR, col)) != ptrs or not _same_layout(col, dtype, shapes):
-                    return None
-            steps = set(map(_STEP, dicts))
-            grads = list(map(_GRAD, params))
-            grad_ptrs = list(map(_DATA_PTR, grads))  # None or a tensor without storage (sparse) raise here
-            if not _same_layout(grads, self.torch_dtype, self.shapes):
-                return None
-        except (TypeError, RuntimeError, KeyError, AttributeError):
+        except (TypeError, KeyError):
             return None
-        if len(steps) != 1:
-            return None
-        return steps.pop(), grad_ptrs
+        return _check_kept(params, dicts, self.param_ptrs, self.torch_dtype, self.shapes, self.columns)
 
     def launch(self, call: "KernelCall", grad_ptrs: list[int], step: int) -> None:
         """One kernel call with the gradients :meth:`check` accepted (call it right after that check)."""
         self.args.ptrs[self.count:2 * self.count] = grad_ptrs
         self.args.launch(call.scalars, call.flags, step)
+
+
+def _check_kept(params: list[Tensor], state_dicts: list[dict], param_ptrs: list[int], dtype: torch.dtype,
+                shapes: list, columns: list) -> tuple | None:
+    """The Python check of a kept table (:class:`CachedLaunch`, :class:`StoredLaunch`): the step count and the
+    gradients' pointers while the parameters' pointers are ``param_ptrs`` and each column of ``columns``
+    (item getter, pointers, dtype, shapes) is what it was, all contiguous and of their kept dtypes and shapes,
+    every state dict has one step count, and every gradient is a dense contiguous tensor of its parameter's
+    shape and dtype; else None (writes nothing). A same-storage view of another dtype, shape or order
+    (``p.data = p.data.t()``, ...) keeps the pointer: the layout is compared too."""
+    try:
+        if list(map(_DATA_PTR, params)) != param_ptrs or not _same_layout(params, dtype, shapes):
+            return None
+        for get, ptrs, col_dtype, col_shapes in columns:
+            col = list(map(get, state_dicts))
+            if list(map(_DATA_PTR, col)) != ptrs or not _same_layout(col, col_dtype, col_shapes):
+                return None
+        steps = set(map(_STEP, state_dicts))
+        grads = list(map(_GRAD, params))
+        grad_ptrs = list(map(_DATA_PTR, grads))  # None or a tensor without storage (sparse) raise here
+        if not _same_layout(grads, dtype, shapes):
+            return None
+    except (TypeError, RuntimeError, KeyError, AttributeError):
+        return None
+    if len(steps) != 1:
+        return None
+    return steps.pop(), grad_ptrs
 
 
 def _same_layout(col: list[Tensor], dtype: torch.dtype, shapes: list) -> bool:
