@@ -358,48 +358,37 @@ def _layout_tensors(layout: str) -> tuple[list, list[torch.Tensor], list[torch.T
     return shapes, init, grads
 
 
-def _bitsandbytes_candidates(algorithms) -> list[Candidate]:
-    """bitsandbytes' 8-bit Adam / AdamW where installed and able to step CPU tensors (never a dependency)."""
-    try:
-        import bitsandbytes.optim as bnb_optim  # noqa: PLC0415 - optional
-    except Exception:  # ImportError, or a build that fails to load its native library
-        return []
-    out = []
-    for algo in algorithms:
-        name = get_optimizer_class(algo).bitsandbytes_reference
-        factory = None if name is None else getattr(bnb_optim, name, None)
-        if factory is None:
-            continue
-        try:  # a CPU step must work here (older builds are CUDA-only)
-            probe = torch.nn.Parameter(torch.randn(64, 4096))
-            probe.grad = torch.randn_like(probe)
-            factory([probe]).step()
-        except Exception:
-            continue
-        out.append(Candidate("bitsandbytes", algo, "8bit", lambda ps, f=factory: f(ps)))
-    return out
+#: the 8-bit optimizers timed beside int8 state where installed: library, module, and each class's declaration of
+#: its twin there (a name, or a name and keyword arguments)
+EIGHT_BIT_LIBRARIES = (
+    ("bitsandbytes", "bitsandbytes.optim", lambda cls: cls.bitsandbytes_reference),
+    ("torchao", "torchao.optim", lambda cls: cls.torchao_reference),
+)
 
 
-def _torchao_candidates(algorithms) -> list[Candidate]:
-    """torchao's 8-bit Adam / AdamW where installed and able to step CPU tensors (never a dependency)."""
-    try:
-        import torchao.optim as ao_optim  # noqa: PLC0415 - optional
-    except Exception:  # ImportError, or a build that fails to load
-        return []
+def _eight_bit_candidates(algorithms) -> list[Candidate]:
+    """bitsandbytes' and torchao's 8-bit twins of ``algorithms``, where installed and able to step CPU tensors
+    (never dependencies; a probe step, which compiles torchao's update, decides)."""
     out = []
-    for algo in algorithms:
-        ref = get_optimizer_class(algo).torchao_reference
-        factory = None if ref is None else getattr(ao_optim, ref[0], None)
-        if factory is None:
+    for library, module, declared in EIGHT_BIT_LIBRARIES:
+        try:
+            mod = __import__(module, fromlist=["_"])
+        except Exception:  # ImportError, or a build that fails to load its native library
             continue
-        make = functools.partial(factory, **ref[1])
-        try:  # a CPU step must work here (it compiles the step: a few seconds)
-            probe = torch.nn.Parameter(torch.randn(16, 256))
-            probe.grad = torch.randn_like(probe)
-            make([probe]).step()
-        except Exception:
-            continue
-        out.append(Candidate("torchao", algo, "8bit", make))
+        for algo in algorithms:
+            ref = declared(get_optimizer_class(algo))
+            name, kwargs = (ref, {}) if isinstance(ref, str) or ref is None else ref
+            factory = None if name is None else getattr(mod, name, None)
+            if factory is None:
+                continue
+            make = functools.partial(factory, **kwargs)
+            try:  # a CPU step must work here (older bitsandbytes builds are CUDA-only)
+                probe = torch.nn.Parameter(torch.randn(64, 4096))
+                probe.grad = torch.randn_like(probe)
+                make([probe]).step()
+            except Exception:
+                continue
+            out.append(Candidate(library, algo, "8bit", make))
     return out
 
 
@@ -431,7 +420,7 @@ def measure_state_dtypes(layouts=STATE_LAYOUTS, algorithms=ALGORITHMS[:1], state
             cands += [Candidate("adamkit", algo, name, lambda ps, cls=cls, sd=STATE_DTYPES[name]: cls(ps, state_dtype=sd))
                       for name in state_dtypes]
         if third_party and sum(t.numel() for t in init) <= THIRD_PARTY_8BIT_MAX_PARAMS:
-            cands += _bitsandbytes_candidates(algorithms) + _torchao_candidates(algorithms)
+            cands += _eight_bit_candidates(algorithms)
         samples: dict[str, list[Sample]] = {c.label: [] for c in cands}
         ratios: dict[str, list[float]] = {c.label: [] for c in cands}
         for rep in range(repeats):
