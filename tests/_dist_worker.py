@@ -177,7 +177,7 @@ def _state_is_sharded_like_params(opt) -> bool:
     sharded with the parameter's rows; ``step`` and ``rounding_seed`` ints; stored dtypes as the format says."""
     from torch.distributed.tensor import DTensor
 
-    from adamkit.optim import state_format
+    from adamkit.core import state_format
 
     for group in opt.param_groups:
         fmt_of = group.get("state_dtype", torch.float32)

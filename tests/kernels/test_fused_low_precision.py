@@ -14,7 +14,7 @@ import torch
 
 from adamkit.kernels import fused_cpu
 from adamkit.kernels.fused import FUSED, StoredGroup
-from adamkit.optim import state_format
+from adamkit.core import state_format
 from optimizer_table import OPTIMIZERS
 
 pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="no fused CPU kernel here")

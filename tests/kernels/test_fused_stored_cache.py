@@ -8,7 +8,7 @@ import torch
 import adamkit
 from adamkit.kernels import fused_cpu
 from adamkit.kernels.fused import StoredGroup
-from adamkit.optim import state_format
+from adamkit.core import state_format
 
 pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
 

@@ -9,10 +9,11 @@ import torch
 
 import adamkit
 import test_contract as contract
+from adamkit.core import checks
+from adamkit.core.declaration import Coefficients, Hyperparameter as H
+from adamkit.core.hyperparameters import FOREACH, FUSED, MAXIMIZE, STATE_DTYPE, learning_rate
 from adamkit.kernels import compiled
-from adamkit.optim import _checks
-from adamkit.optim.base import FOREACH, FUSED, MAXIMIZE, STATE_DTYPE, AdamkitOptimizer, learning_rate
-from adamkit.optim.declaration import Coefficients, Hyperparameter as H
+from adamkit.optim.base import AdamkitOptimizer
 from optimizer_table import OptimizerInfo, _same
 
 
@@ -35,8 +36,8 @@ class ToyLion(AdamkitOptimizer):
     name = "toy-lion"
     hyperparameters = {
         "lr": learning_rate(1e-4),
-        "betas": H((0.9, 0.99), _checks.betas, "(β1, β2), each in [0, 1)"),
-        "weight_decay": H(0.0, _checks.non_negative, "λ, decoupled"),
+        "betas": H((0.9, 0.99), checks.betas, "(β1, β2), each in [0, 1)"),
+        "weight_decay": H(0.0, checks.non_negative, "λ, decoupled"),
         "maximize": MAXIMIZE,
         "foreach": FOREACH,
         "fused": FUSED,

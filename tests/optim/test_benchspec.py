@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import adamkit
-from adamkit.optim.benchspec import BenchSpec
+from adamkit.core.benchspec import BenchSpec
 
 
 @pytest.mark.parametrize("name", adamkit.list_optimizers())

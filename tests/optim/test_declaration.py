@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.optim.declaration import Coefficients, flag_fields
+from adamkit.core.declaration import Coefficients, flag_fields
 from optimizer_table import OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]

@@ -15,7 +15,7 @@ from torch import nn
 
 import adamkit
 from adamkit.kernels import BACKENDS, compiled
-from adamkit.optim import state_format as sf
+from adamkit.core import state_format as sf
 from optimizer_table import OPTIMIZERS
 
 FORMATS = [pytest.param(torch.bfloat16, id="bf16"), pytest.param("int8", id="int8")]

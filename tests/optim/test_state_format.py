@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from adamkit.optim import state_format as sf
+from adamkit.core import state_format as sf
 
 
 # ------------------------------------------------------------------------------------------ the argument

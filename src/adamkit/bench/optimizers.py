@@ -1,7 +1,7 @@
 """The optimizers a suite may name: every registered adamkit optimizer, and the baselines of the bench.
 
 adamkit's optimizers are discovered from the registry and described by their own ``bench`` declaration
-(:class:`adamkit.optim.benchspec.BenchSpec`). The bench adds one baseline that is not an adamkit algorithm:
+(:class:`adamkit.core.benchspec.BenchSpec`). The bench adds one baseline that is not an adamkit algorithm:
 ``sgd``, ``torch.optim.SGD`` with heavy-ball momentum 0.9 (Nesterov as its paper arm ``sgd@nesterov``),
 tuned like the rest — the reference of "generalises like SGD" (AdaBelief) and of AGD's switch to SGD.
 """
@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import torch
 
 import adamkit
-from adamkit.optim.benchspec import BenchSpec
+from adamkit.core.benchspec import BenchSpec
 
 #: the bench's baselines: name -> (constructor, its defaults in the bench, its declaration)
 BASELINES: dict[str, tuple[type, dict[str, Any], BenchSpec]] = {

@@ -6,7 +6,7 @@ nothing of how a backend runs. A backend gets the optimizer class (its
 ``update``, ``Flags``/``Scalars`` and ``fused_kernel`` declarations), the
 coefficients of the step, and lists of local tensors.
 
-Low-precision state (``state_dtype``, :mod:`adamkit.optim.state_format`): the engine buckets by state
+Low-precision state (``state_dtype``, :mod:`adamkit.core.state_format`): the engine buckets by state
 format too and hands a bucket of bfloat16 or int8 state with ``storage=`` a ``state_format.Storage``
 (``states[n]`` then lists the stored tensors: bfloat16, or uint8 codes with their scales in
 ``storage.scales[n]``). A backend runs a format only if it is in its ``storage_formats``; the engine sends a

@@ -34,11 +34,11 @@ import types
 
 import torch
 
-from ..optim.declaration import Coefficients
+from ..core.declaration import Coefficients
+from ..core.tensors import HALF_DTYPES
 from .backend import Backend, register
 from .eager import decoded, encode
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 #: the torch.compile backend (tests use "eager" / "aot_eager" to count graphs without code generation)
 BACKEND = "inductor"
@@ -76,7 +76,7 @@ def step(opt, group, params, grads, states, c) -> None:
     params = [real(p) for p in params]
     grads = [real(g) for g in grads]
     states = {k: [real(s) for s in v] for k, v in states.items()}
-    low = params[0].dtype in _LOW_PRECISION
+    low = params[0].dtype in HALF_DTYPES
     math = torch.float32 if low else params[0].dtype
     vec = torch.tensor([float(x) for x in c.scalars], dtype=torch.float64).to(device=params[0].device, dtype=math)
     cls = type(opt)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ..optim.state_format import decode_state, encode_state, stream_key
+from ..core.state_format import decode_state, encode_state, stream_key
+from ..core.tensors import HALF_DTYPES
 from .backend import Backend, register
 from .tensorlist import TensorList
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _real_view(t):
@@ -25,7 +24,7 @@ def run_update(update, params, grads, states, c, maximize: bool, multi_tensor: b
     params = [_real_view(p) for p in params]
     grads = [_real_view(g) for g in grads]
     states = {name: [_real_view(s) for s in tensors] for name, tensors in states.items()}
-    low = params[0].dtype in _LOW_PRECISION
+    low = params[0].dtype in HALF_DTYPES
     work = [p.float() for p in params] if low else params
     if low:  # float32 copies; the user's gradient is never written to
         grads = [g.to(torch.float32, copy=True) for g in grads]

@@ -18,7 +18,7 @@ It is built on first use for a group of at least :data:`MIN_TENSORS` tensors
 (``$CXX``, else ``c++``/``g++``/``clang++``) against the installed torch's
 headers (``ATen/core/Tensor.h``, about 5 s; no network, no pybind11) and linked
 to its ``libc10``. The build is cached beside the fused kernel's
-(:func:`adamkit.kernels.fused_cpu.cache_dir`), keyed by the source, the
+(:func:`adamkit.kernels.native_build.cache_dir`), keyed by the source, the
 compiler, its flags, torch's and Python's versions, and verified against its
 integrity record before every load, as the kernel is.
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from . import fused_cpu, native_build
+from . import native_build
 
 SOURCE = Path(__file__).with_name("fused_check.cpp")
 

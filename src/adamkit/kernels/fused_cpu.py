@@ -38,7 +38,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..optim import state_format
+from ..core import state_format
 from . import native_build
 
 SOURCE = Path(__file__).with_name("fused_cpu.c")
@@ -347,7 +347,7 @@ def launch_low_precision(call: "KernelCall", params: list[Tensor], grads: list[T
 
     The kernel decodes each block of a state tensor (an int8 block of at most ``state_format.BLOCK``
     elements within a row, or 256 elements of bfloat16) into a small buffer, runs the float32 update on it
-    and encodes it back, rounding as :mod:`adamkit.optim.state_format` does with the bits of
+    and encodes it back, rounding as :mod:`adamkit.core.state_format` does with the bits of
     ``stream_key(storage.seeds[i], storage.step, storage.slots[k])`` at each element's position in the memory
     of its state tensor: no float32 copy of a state tensor is made. In a bucket of format "int8", tensors
     whose state is bfloat16 (vectors) are stepped in the same call. Parameters and gradients are stepped in

@@ -78,7 +78,7 @@ TORCH_ADAMW = torch.optim.AdamW.__name__.lower()
 
 def _step_dependent(name: str) -> bool:
     """Whether an algorithm's flags change with the step (a first-step flag, or a choice such as a mode)."""
-    from ..optim.declaration import flag_fields
+    from ..core.declaration import flag_fields
 
     fields = flag_fields(get_optimizer_class(name).Flags)
     return "first_step" in fields or any(kind is not bool for kind in fields.values())

@@ -5,10 +5,11 @@ import enum
 import math
 from typing import NamedTuple
 
-from . import _checks
-from .base import FOREACH, FUSED, STATE_DTYPE, AdamkitOptimizer, learning_rate
-from .benchspec import BenchSpec
-from .declaration import Coefficients, FusedKernel, Hyperparameter as H
+from ..core import checks
+from ..core.hyperparameters import FOREACH, FUSED, STATE_DTYPE, learning_rate
+from ..core.benchspec import BenchSpec
+from ..core.declaration import Coefficients, FusedKernel, Hyperparameter as H
+from .base import AdamkitOptimizer
 
 
 class Mode(enum.IntEnum):
@@ -111,19 +112,19 @@ class AdaBelief(AdamkitOptimizer):
                        "gan": {"rectify": False, "eps": 1e-12}, "toy": {"rectify": False}})
     hyperparameters = {
         "lr": learning_rate(1e-3),
-        "betas": H((0.9, 0.999), _checks.betas, "(β1, β2), each in [0, 1)"),
-        "eps": H(1e-16, _checks.non_negative, "ε (the authors use 1e-8 for image classification)"),
-        "weight_decay": H(0.0, _checks.non_negative, "λ"),
-        "amsgrad": H(False, _checks.flag, "keep the running maximum s̄ of s"),
-        "weight_decouple": H(True, _checks.flag, "decoupled decay θ ← θ·(1 - α·λ) (else coupled L2)"),
-        "fixed_decay": H(False, _checks.flag, "decoupled decay without the learning rate: θ ← θ·(1 - λ)"),
-        "rectify": H(True, _checks.flag, "RAdam-style rectification (the package default)"),
-        "degenerated_to_sgd": H(True, _checks.flag, "while ρt < 5, an SGD-with-momentum step (else none)"),
-        "print_change_log": H(False, _checks.flag, "accepted for compatibility with the reference; prints nothing",
+        "betas": H((0.9, 0.999), checks.betas, "(β1, β2), each in [0, 1)"),
+        "eps": H(1e-16, checks.non_negative, "ε (the authors use 1e-8 for image classification)"),
+        "weight_decay": H(0.0, checks.non_negative, "λ"),
+        "amsgrad": H(False, checks.flag, "keep the running maximum s̄ of s"),
+        "weight_decouple": H(True, checks.flag, "decoupled decay θ ← θ·(1 - α·λ) (else coupled L2)"),
+        "fixed_decay": H(False, checks.flag, "decoupled decay without the learning rate: θ ← θ·(1 - λ)"),
+        "rectify": H(True, checks.flag, "RAdam-style rectification (the package default)"),
+        "degenerated_to_sgd": H(True, checks.flag, "while ρt < 5, an SGD-with-momentum step (else none)"),
+        "print_change_log": H(False, checks.flag, "accepted for compatibility with the reference; prints nothing",
                               stored=False),
-        "rectified_amsgrad": H(False, _checks.flag, "the rectified branch uses s̄ (the reference ignores it)",
+        "rectified_amsgrad": H(False, checks.flag, "the rectified branch uses s̄ (the reference ignores it)",
                                keyword_only=True),
-        "maximize": H(False, _checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
+        "maximize": H(False, checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
         "foreach": FOREACH,
         "fused": FUSED,
         "state_dtype": STATE_DTYPE,

@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from . import _checks
-from .base import FOREACH, FUSED, STATE_DTYPE, MAXIMIZE, AdamkitOptimizer, learning_rate
-from .benchspec import BenchSpec
-from .declaration import Coefficients, FusedKernel, Hyperparameter as H, variant
+from ..core import checks
+from ..core.hyperparameters import FOREACH, FUSED, STATE_DTYPE, MAXIMIZE, learning_rate
+from ..core.benchspec import BenchSpec
+from ..core.declaration import Coefficients, FusedKernel, Hyperparameter as H, variant
+from .base import AdamkitOptimizer
 
 
 class AdamFlags(NamedTuple):
@@ -30,8 +31,8 @@ class AdamScalars(NamedTuple):
 
 #: torch compatibility: accepted, only False is supported
 TORCH_ONLY_FALSE = {
-    "capturable": H(False, _checks.must_be_false, "accepted for torch compatibility; only False", keyword_only=True),
-    "differentiable": H(False, _checks.must_be_false, "accepted for torch compatibility; only False",
+    "capturable": H(False, checks.must_be_false, "accepted for torch compatibility; only False", keyword_only=True),
+    "differentiable": H(False, checks.must_be_false, "accepted for torch compatibility; only False",
                         keyword_only=True),
 }
 
@@ -55,7 +56,7 @@ class Adam(AdamkitOptimizer):
     State per parameter: ``step`` (int), ``exp_avg`` (m), ``exp_avg_sq`` (v),
     ``max_exp_avg_sq`` (v̄, with amsgrad).
 
-    Low-precision state (``state_dtype``, :mod:`adamkit.optim.state_format`): m is a signed
+    Low-precision state (``state_dtype``, :mod:`adamkit.core.state_format`): m is a signed
     average of gradients ("signed" codes, symmetric around an exact zero); v is an average of
     squares, never negative, spanning twice the decades of the gradients, so it takes the
     "unsigned" codes whose 255 small-float magnitudes reach 2.9e-10 of a block's largest value
@@ -71,11 +72,11 @@ class Adam(AdamkitOptimizer):
     bench = BenchSpec(color="#1f77b4", eps_range=(1e-10, 1e-6), paper_eps=(1e-8,))
     hyperparameters = {
         "lr": learning_rate(1e-3),
-        "betas": H((0.9, 0.999), _checks.betas, "(β1, β2), each in [0, 1)"),
-        "eps": H(1e-8, _checks.non_negative, "ε added to the denominator"),
-        "weight_decay": H(0.0, _checks.non_negative, "λ"),
-        "amsgrad": H(False, _checks.flag, "keep the running maximum of v (torch's AMSGrad variant)"),
-        "decoupled_weight_decay": H(False, _checks.flag, "apply λ as AdamW does", keyword_only=True),
+        "betas": H((0.9, 0.999), checks.betas, "(β1, β2), each in [0, 1)"),
+        "eps": H(1e-8, checks.non_negative, "ε added to the denominator"),
+        "weight_decay": H(0.0, checks.non_negative, "λ"),
+        "amsgrad": H(False, checks.flag, "keep the running maximum of v (torch's AMSGrad variant)"),
+        "decoupled_weight_decay": H(False, checks.flag, "apply λ as AdamW does", keyword_only=True),
         "maximize": MAXIMIZE,
         "foreach": FOREACH,
         "fused": FUSED,

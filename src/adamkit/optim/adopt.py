@@ -5,11 +5,12 @@ import math
 import numbers
 from typing import NamedTuple
 
-from . import _checks
+from ..core import checks
+from ..core.hyperparameters import FOREACH, FUSED, STATE_DTYPE, MAXIMIZE, learning_rate
+from ..core.benchspec import BenchSpec
+from ..core.declaration import Coefficients, FusedKernel, Hyperparameter as H
 from .adam import TORCH_ONLY_FALSE
-from .base import FOREACH, FUSED, STATE_DTYPE, MAXIMIZE, AdamkitOptimizer, learning_rate
-from .benchspec import BenchSpec
-from .declaration import Coefficients, FusedKernel, Hyperparameter as H
+from .base import AdamkitOptimizer
 
 
 class ADOPTFlags(NamedTuple):
@@ -118,13 +119,13 @@ class ADOPT(AdamkitOptimizer):
         paper_configs={"clipped": {"clip_lambda": 0.25}, "unclipped": {"clip_lambda": None}})
     hyperparameters = {
         "lr": learning_rate(1e-3),
-        "betas": H((0.9, 0.9999), _checks.betas, "(β1, β2), each in [0, 1)"),
-        "eps": H(1e-6, _checks.non_negative, "ε, a floor of sqrt(v) (not an additive term)"),
+        "betas": H((0.9, 0.9999), checks.betas, "(β1, β2), each in [0, 1)"),
+        "eps": H(1e-6, checks.non_negative, "ε, a floor of sqrt(v) (not an additive term)"),
         "clip_lambda": H(0.25, _clip_lambda, "the clipping threshold as a function of the update index t: a "
                          "callable t -> c_t (as the reference), a number p meaning t**p (0.25: the reference's "
                          "step**0.25; a number keeps the state dict serialisable) or None for no clipping"),
-        "weight_decay": H(0.0, _checks.non_negative, "λ"),
-        "decouple": H(False, _checks.flag, "False: coupled L2; True: AdamW-style decay"),
+        "weight_decay": H(0.0, checks.non_negative, "λ"),
+        "decouple": H(False, checks.flag, "False: coupled L2; True: AdamW-style decay"),
         "foreach": FOREACH,
         "maximize": MAXIMIZE,
         **TORCH_ONLY_FALSE,

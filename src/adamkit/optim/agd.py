@@ -6,10 +6,12 @@ from typing import NamedTuple
 
 import torch
 
-from . import _checks
-from .base import FOREACH, FUSED, STATE_DTYPE, AdamkitOptimizer, learning_rate, math_dtype
-from .benchspec import BenchSpec
-from .declaration import Coefficients, FusedKernel, Hyperparameter as H
+from ..core import checks
+from ..core.hyperparameters import FOREACH, FUSED, STATE_DTYPE, learning_rate
+from ..core.tensors import math_dtype
+from ..core.benchspec import BenchSpec
+from ..core.declaration import Coefficients, FusedKernel, Hyperparameter as H
+from .base import AdamkitOptimizer
 
 
 class AGDFlags(NamedTuple):
@@ -95,17 +97,17 @@ class AGD(AdamkitOptimizer):
         paper_configs={"cnn": {"delta": 1e-8}, "transformer": {"delta": 1e-14}})
     hyperparameters = {
         "lr": learning_rate(1e-3),
-        "betas": H((0.9, 0.999), _checks.betas, "(β1, β2), each in [0, 1)"),
-        "delta": H(1e-5, _checks.non_negative, "δ, the floor of sqrt(ŝ) (the authors use 1e-14 for transformers)"),
-        "weight_decay": H(0.0, _checks.non_negative, "λ"),
-        "amsgrad": H(False, _checks.flag, "keep the running maximum s̄ of s"),
-        "win": H(False, _checks.flag, "the Win acceleration (z state)"),
-        "clip": H(None, _checks.optional_positive, "clamp q to [-clip, clip] (the authors suggest 5 when unstable)"),
-        "weight_decouple": H(True, _checks.flag, "decoupled decay (else coupled L2)"),
-        "fixed_decay": H(False, _checks.flag, "decoupled decay without the learning rate"),
-        "win_z_init": H("zeros", _checks.one_of("zeros", "params"), "z's start: the reference's zeros, or θ",
+        "betas": H((0.9, 0.999), checks.betas, "(β1, β2), each in [0, 1)"),
+        "delta": H(1e-5, checks.non_negative, "δ, the floor of sqrt(ŝ) (the authors use 1e-14 for transformers)"),
+        "weight_decay": H(0.0, checks.non_negative, "λ"),
+        "amsgrad": H(False, checks.flag, "keep the running maximum s̄ of s"),
+        "win": H(False, checks.flag, "the Win acceleration (z state)"),
+        "clip": H(None, checks.optional_positive, "clamp q to [-clip, clip] (the authors suggest 5 when unstable)"),
+        "weight_decouple": H(True, checks.flag, "decoupled decay (else coupled L2)"),
+        "fixed_decay": H(False, checks.flag, "decoupled decay without the learning rate"),
+        "win_z_init": H("zeros", checks.one_of("zeros", "params"), "z's start: the reference's zeros, or θ",
                         keyword_only=True),
-        "maximize": H(False, _checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
+        "maximize": H(False, checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
         "foreach": FOREACH,
         "fused": FUSED,
         "state_dtype": STATE_DTYPE,

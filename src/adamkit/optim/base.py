@@ -1,6 +1,6 @@
 """The engine shared by every adamkit optimizer.
 
-An algorithm module declares (see :mod:`adamkit.optim.declaration`)
+An algorithm module declares (see :mod:`adamkit.core.declaration`)
   * its hyperparameters, once: default, check and doc (``hyperparameters``),
     from which its constructor, defaults and checks are generated,
   * the state tensors it keeps (``state_names``),
@@ -42,7 +42,6 @@ format leaves the bucket to the loop (the default path) or raises (``fused=True`
 from __future__ import annotations
 
 import difflib
-import inspect
 import math
 import textwrap
 from collections import defaultdict
@@ -51,11 +50,12 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from . import _checks, checkpoint, state_format
-from .declaration import Coefficients, FusedKernel, Hyperparameter, make_init
+from ..core import checks, declaration, state_format
+from ..core.declaration import Coefficients, FusedKernel, Hyperparameter, make_init
+from ..core.hyperparameters import COMMON_HYPERPARAMETERS
+from ..core.tensors import DTensor, math_dtype, local_tensor
 from ..kernels import BACKENDS
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+from . import checkpoint
 
 
 class OptimizerState(defaultdict):
@@ -103,96 +103,15 @@ for _name in ("pop", "popitem", "clear", "update", "setdefault"):
     setattr(OptimizerState, _name, _method)
 del _name, _method
 
-def learning_rate(default: float = 1e-3) -> Hyperparameter:
-    """The ``lr`` every adamkit optimizer takes."""
-    return Hyperparameter(default, _checks.learning_rate, "learning rate α (a number, or a one-element tensor)")
-
-
-def _fused_flag(name: str, value: Any) -> bool | str | None:
-    """``fused``: None, True, False or "compiled" (the torch.compile path)."""
-    if isinstance(value, str):
-        if value != "compiled":
-            raise ValueError(f'{name} must be None, True, False or "compiled", got {value!r}')
-        return value
-    return _checks.optional_flag(name, value)
-
-
-MAXIMIZE = Hyperparameter(False, _checks.flag, "maximise the objective", keyword_only=True)
-FOREACH = Hyperparameter(None, _checks.optional_flag,
-                         "True: multi-tensor (torch._foreach_*); False: one tensor at a time; None: adamkit chooses",
-                         keyword_only=True)
-FUSED = Hyperparameter(None, _fused_flag, 'True: the fused kernel (C on CPU, compiled elsewhere); "compiled": '
-                       "torch.compile of the update; None: adamkit chooses", keyword_only=True)
-STATE_DTYPE = Hyperparameter(torch.float32, state_format.check_state_dtype,
-                             'how the moments are stored: torch.float32, torch.bfloat16 (stochastic rounding) or '
-                             '"int8" (blockwise 8-bit codes); the math is float32 either way (see README, '
-                             '"Low-precision state")', keyword_only=True)
-
-#: hyperparameters every adamkit optimizer has (``lr``'s default is the algorithm's own)
-COMMON_HYPERPARAMETERS: dict[str, Hyperparameter] = {
-    "lr": learning_rate(), "maximize": MAXIMIZE, "foreach": FOREACH, "fused": FUSED, "state_dtype": STATE_DTYPE,
-}
-
-
-def math_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the update is computed in (and the state is kept in) for a parameter dtype."""
-    if dtype in _LOW_PRECISION:
-        return torch.float32
-    if dtype == torch.complex32:
-        return torch.complex64
-    return dtype
-
-
-try:  # DTensor (FSDP2, tensor parallel); absent from very old torch builds
-    from torch.distributed.tensor import DTensor, Partial
-except ImportError:  # pragma: no cover
-    DTensor = Partial = None
-
-
-def local_tensor(t: Tensor) -> Tensor:
-    """The local shard of a DTensor (the tensor itself otherwise).
-
-    Every update rule is element-wise, so stepping each rank's shard of the
-    parameter, gradient and state is exact; no kernel needs a sharding rule.
-    """
-    if DTensor is not None and isinstance(t, DTensor):
-        if any(isinstance(placement, Partial) for placement in t.placements):
-            raise RuntimeError(
-                "adamkit got a DTensor with a Partial placement (an unreduced gradient); "
-                "reduce it before optimizer.step()"
-            )
-        return t.to_local()
-    return t
-
-
-_FOREIGN: dict[str, str] | None = None
-
 
 def _foreign_hyperparameters() -> dict[str, str]:
-    """Hyperparameter name -> the optimizers that take it, over every adamkit optimizer class and the
-    constructors of ``torch.optim``: param-group keys that are settings somewhere, so never mere metadata."""
-    global _FOREIGN
-    if _FOREIGN is None:
-        owners: dict[str, list[str]] = defaultdict(list)
-        pending = list(AdamkitOptimizer.__subclasses__())
-        while pending:
-            cls = pending.pop()
-            pending += cls.__subclasses__()
-            for key in {**COMMON_HYPERPARAMETERS, **cls.hyperparameters}:
-                owners[key].append(f"adamkit.{cls.__name__}")
-        for name in dir(torch.optim):
-            cls = getattr(torch.optim, name)
-            if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer:
-                try:
-                    names = inspect.signature(cls.__init__).parameters
-                except (TypeError, ValueError):
-                    continue
-                for key in names:
-                    if key not in ("self", "params", "args", "kwargs"):
-                        owners[key].append(f"torch.optim.{name}")
-        _FOREIGN = {k: ", ".join(sorted(set(v))[:3]) + (" and others" if len(set(v)) > 3 else "")
-                    for k, v in owners.items()}
-    return _FOREIGN
+    """Hyperparameter name -> the optimizers that take it (adamkit's and ``torch.optim``'s): param-group keys
+    that are settings somewhere, so never mere metadata."""
+    owners: dict[str, list[str]] = defaultdict(list)
+    for owner, keys in declaration.optimizer_hyperparameters().items():
+        for key in keys:
+            owners[key].append(owner)
+    return {k: ", ".join(sorted(set(v))[:3]) + (" and others" if len(set(v)) > 3 else "") for k, v in owners.items()}
 
 
 class AdamkitOptimizer(torch.optim.Optimizer):
@@ -201,7 +120,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     #: name in the registry (``adamkit.create_optimizer``)
     name: ClassVar[str] = ""
     #: the declaration: ``{name: Hyperparameter}`` in signature order, the common ones included
-    #: (see :mod:`adamkit.optim.declaration`); the constructor, defaults and checks come from it
+    #: (see :mod:`adamkit.core.declaration`); the constructor, defaults and checks come from it
     hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
     #: the two records ``coefficients()`` returns (NamedTuple types): static choices, numbers of one step
     Flags: ClassVar[type] = tuple
@@ -221,12 +140,13 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     requires_loss: ClassVar[bool] = False
     #: ``{state name: kind}`` for EVERY state tensor the algorithm can keep, in slot order (that of
     #: ``fused_kernel.states``): how each is stored under a low-precision ``state_dtype`` ("signed" first
-    #: moments, "unsigned" second moments, "upper" running maxima; see :mod:`adamkit.optim.state_format`).
+    #: moments, "unsigned" second moments, "upper" running maxima; see :mod:`adamkit.core.state_format`).
     #: The position of a name is its random-stream slot.
     state_formats: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        declaration.declare(cls)
         if "hyperparameters" not in cls.__dict__:
             return
         missing = set(COMMON_HYPERPARAMETERS) - set(cls.hyperparameters)
@@ -265,7 +185,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         _counting(self)
 
     @property
-    def _checks(self) -> dict[str, _checks.Check]:
+    def _checks(self) -> dict[str, checks.Check]:
         """Hyperparameter name -> check (of the class, so that copies and unpickled optimizers have them)."""
         return {n: h.check for n, h in type(self).hyperparameters.items() if h.stored}
 
@@ -328,7 +248,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """The state of ``param``: created lazily (step 0 and every state tensor ``group`` needs), as a first step would.
 
         Under a low-precision ``state_dtype`` the tensors are created in their stored format (see
-        :mod:`adamkit.optim.state_format`) with the parameter's ``rounding_seed``, from its ``position`` among
+        :mod:`adamkit.core.state_format`) with the parameter's ``rounding_seed``, from its ``position`` among
         all the optimizer's parameters (found when not given).
         """
         names = self.state_names(group) if names is None else names

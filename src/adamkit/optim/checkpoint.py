@@ -14,7 +14,7 @@ written), with two differences:
   checkpoint raises and leaves the optimizer exactly as it was; the new state
   and groups replace the old ones in one assignment.
 * **State tensors are kept in the group's storage format** (``state_dtype``, see
-  :mod:`adamkit.optim.state_format`). Under ``state_dtype=torch.float32`` (the
+  :mod:`adamkit.core.state_format`). Under ``state_dtype=torch.float32`` (the
   default, and what a checkpoint without a ``state_dtype`` key holds: torch's and
   older adamkit's) they are cast to the parameter's math dtype (``base.math_dtype``:
   float32 for float16/bfloat16 parameters, else the parameter's dtype), the dtype
@@ -61,8 +61,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from ..core import declaration, state_format
+from ..core.tensors import is_dtensor, local_tensor, math_dtype
 from ..kernels import BACKENDS
-from . import state_format
 
 #: the param-group key under which adamkit's state dicts name their algorithm
 MARKER = "adamkit_algorithm"
@@ -117,51 +118,16 @@ def after_setstate(opt) -> None:
 
 
 # ------------------------------------------------------------------ algorithms
-def _adamkit_classes() -> dict[str, type]:
-    from .base import AdamkitOptimizer
-
-    found, pending = {}, list(AdamkitOptimizer.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        pending += cls.__subclasses__()
-        if cls.name:
-            found.setdefault(cls.name, cls)
-    return found
-
-
 def _same_rule(a: type, b: type) -> bool:
     """Whether two optimizer classes step with the same update rule (Adam, AdamW and AMSGrad do)."""
     return inspect.getattr_static(a, "update") is inspect.getattr_static(b, "update")
-
-
-_OWNERS: dict[str, frozenset] | None = None
-
-
-def _hyperparameter_sets() -> dict[str, frozenset]:
-    """Optimizer name -> its hyperparameter names, for adamkit's optimizers and the constructors of torch.optim."""
-    global _OWNERS
-    if _OWNERS is None:
-        from .base import COMMON_HYPERPARAMETERS
-
-        owners = {f"adamkit.{cls.__name__}": frozenset({**COMMON_HYPERPARAMETERS, **cls.hyperparameters})
-                  for cls in _adamkit_classes().values()}
-        for name in dir(torch.optim):
-            cls = getattr(torch.optim, name)
-            if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer:
-                try:
-                    keys = set(inspect.signature(cls.__init__).parameters) - {"self", "params", "args", "kwargs"}
-                except (TypeError, ValueError):
-                    continue
-                owners[f"torch.optim.{name}"] = frozenset(keys)
-        _OWNERS = owners
-    return _OWNERS
 
 
 def _check_algorithm(opt, saved_groups: list) -> None:
     cls = type(opt)
     here = f"adamkit.{cls.__name__}"
     for name in sorted({g.get(MARKER) for g in saved_groups if isinstance(g, Mapping)} - {None}, key=str):
-        other = _adamkit_classes().get(name)
+        other = declaration.algorithms_by_name().get(name)
         if other is None:
             raise ValueError(f"this checkpoint is of the optimizer {name!r}, unknown to this adamkit version; "
                              f"it cannot be loaded into {here}")
@@ -172,7 +138,7 @@ def _check_algorithm(opt, saved_groups: list) -> None:
                 f"(a new optimizer, without load_state_dict)"
             )
     # no marker (torch.optim, an older adamkit): told by hyperparameters this optimizer lacks and another has
-    known = _hyperparameter_sets()
+    known = declaration.optimizer_hyperparameters()
     own = opt._checks
     keys = set()
     for group in saved_groups:
@@ -318,8 +284,6 @@ def _group_format(opt, group: Mapping[str, Any]) -> Any:
 
 def _restore(opt, index: int, p: Tensor, group: dict, saved: Any) -> dict:
     """The checked copy of one parameter's saved state: cast (float32 format) or kept as stored (bfloat16, int8)."""
-    from .base import math_dtype
-
     cls = type(opt).__name__
     if not isinstance(saved, Mapping):
         raise TypeError(f"the state of parameter {index} must be a dict, got {type(saved).__name__}")
@@ -390,19 +354,13 @@ def _seed(index: int, value: Any) -> int:
     return int(number)
 
 
-def _is_dtensor(t: Any) -> bool:
-    from .base import DTensor
-
-    return DTensor is not None and isinstance(t, DTensor)
-
-
 def _check_distribution(index: int, key: str, value: Tensor, p: Tensor) -> None:
     """A low-precision state tensor of a DTensor parameter is a DTensor with its mesh and placements."""
-    if _is_dtensor(p) != _is_dtensor(value):
+    if is_dtensor(p) != is_dtensor(value):
         raise TypeError(f"state {key!r} of parameter {index} is a {type(value).__name__}, its parameter a "
                         f"{type(p).__name__}: load a sharded checkpoint with torch.distributed.checkpoint "
                         f"(set_state_dict) into the sharded model")
-    if _is_dtensor(p) and (tuple(value.placements) != tuple(p.placements) or value.device_mesh != p.device_mesh):
+    if is_dtensor(p) and (tuple(value.placements) != tuple(p.placements) or value.device_mesh != p.device_mesh):
         raise ValueError(f"state {key!r} of parameter {index} is placed {tuple(value.placements)}, its parameter "
                          f"{tuple(p.placements)}")
 
@@ -415,7 +373,7 @@ def _dim_order(t: Tensor) -> list[int]:
 
 def _stored_copy(index: int, key: str, value: Tensor, p: Tensor, fmt: str) -> Tensor:
     """A copy of a bfloat16 tensor or of int8 codes on ``p``'s device, in the layout the optimizer keeps."""
-    if _is_dtensor(p):
+    if is_dtensor(p):
         local, target = value.to_local(), p.to_local()
     else:
         local, target = value, p
@@ -428,7 +386,7 @@ def _stored_copy(index: int, key: str, value: Tensor, p: Tensor, fmt: str) -> Te
                 f"{local.stride()}, unlike this parameter's state; the 8-bit blocks follow the memory order, "
                 f"so they cannot be copied into another layout: give the parameter its saved memory format, "
                 f"or convert the checkpoint with adamkit.convert_state_dtype(state_dict, torch.bfloat16) first")
-    if _is_dtensor(p):
+    if is_dtensor(p):
         return value.detach().to(device=p.device, copy=True)
     out = torch.empty_like(p, dtype=value.dtype, **state_format.layout_like(p))
     return out.copy_(value.detach())
@@ -443,8 +401,8 @@ def _scales_copy(index: int, key: str, value: Any, p: Tensor, codes: Tensor) -> 
                          f"int8 scales of a {tuple(p.shape)} parameter are torch.float32 of shape {want} "
                          f"(state_format.scale_shape)")
     _check_distribution(index, key, value, p)
-    local = value.to_local() if _is_dtensor(value) else value
-    local_codes = codes.to_local() if _is_dtensor(codes) else codes
+    local = value.to_local() if is_dtensor(value) else value
+    local_codes = codes.to_local() if is_dtensor(codes) else codes
     if tuple(local.shape) != state_format.scale_shape(local_codes.shape):
         raise ValueError(f"state {key!r} of parameter {index}: this rank's scales have shape {tuple(local.shape)}, "
                          f"its codes {tuple(local_codes.shape)} (expected {state_format.scale_shape(local_codes.shape)}"
@@ -453,7 +411,7 @@ def _scales_copy(index: int, key: str, value: Any, p: Tensor, codes: Tensor) -> 
         raise ValueError(f"state {key!r} of parameter {index} has negative scales (a scale is the largest "
                          f"magnitude of its block, >= 0, or NaN)")
     copied = value.detach().to(device=p.device, copy=True)
-    return copied if _is_dtensor(copied) else copied.contiguous()
+    return copied if is_dtensor(copied) else copied.contiguous()
 
 
 def _step_count(index: int, value: Any) -> int:
@@ -485,7 +443,7 @@ def convert_state_dtype(state_dict: Mapping[str, Any], state_dtype: Any, *, algo
         opt.load_state_dict(adamkit.convert_state_dtype(torch.load(path), "int8"))
 
     Every param group gets ``state_dtype`` and every state tensor is re-encoded, in any direction
-    (float32 ⇄ bfloat16 ⇄ int8; see :mod:`adamkit.optim.state_format`): each is decoded to float32
+    (float32 ⇄ bfloat16 ⇄ int8; see :mod:`adamkit.core.state_format`): each is decoded to float32
     (int8 codes dequantised with their scales, bfloat16 widened: exact) and encoded in the format
     ``state_format.tensor_format(state_dtype, ·)`` gives its parameter (vectors under "int8" take
     bfloat16; a float32 target keeps float32, and float64 state stays as it is). The encoding rounds as a
@@ -506,8 +464,6 @@ def convert_state_dtype(state_dict: Mapping[str, Any], state_dtype: Any, *, algo
     without the marker (one saved by ``torch.optim.Adam``, say). The input is not changed; the result holds
     new tensors.
     """
-    from .base import math_dtype
-
     if not isinstance(state_dict, Mapping) or not isinstance(state_dict.get("state"), Mapping) or not isinstance(
             state_dict.get("param_groups"), (list, tuple)) or not all(
             isinstance(g, Mapping) and "params" in g for g in state_dict["param_groups"]):
@@ -551,7 +507,7 @@ def _state_formats(group: Mapping[str, Any], algorithm: Any, i: int) -> dict[str
     """{state name: kind} of the algorithm of one param group (by its marker, else by ``algorithm``)."""
     name = group.get(MARKER)
     if name is not None:
-        cls = _adamkit_classes().get(name)
+        cls = declaration.algorithms_by_name().get(name)
         if cls is None:
             raise ValueError(f"param group {i} is of the optimizer {name!r}, unknown to this adamkit version")
         if algorithm is not None and not _same_rule(_algorithm_class(algorithm), cls):
@@ -566,13 +522,11 @@ def _state_formats(group: Mapping[str, Any], algorithm: Any, i: int) -> dict[str
 
 
 def _algorithm_class(algorithm: Any) -> type:
-    from .base import AdamkitOptimizer
-
-    if isinstance(algorithm, type) and issubclass(algorithm, AdamkitOptimizer) and algorithm.name:
+    if isinstance(algorithm, type) and algorithm in declaration.declared_classes() and algorithm.name:
         return algorithm
-    if isinstance(algorithm, str) and algorithm in _adamkit_classes():
-        return _adamkit_classes()[algorithm]
-    raise ValueError(f"algorithm must be an adamkit optimizer class or one of {sorted(_adamkit_classes())}, "
+    if isinstance(algorithm, str) and algorithm in declaration.algorithms_by_name():
+        return declaration.algorithms_by_name()[algorithm]
+    raise ValueError(f"algorithm must be an adamkit optimizer class or one of {sorted(declaration.algorithms_by_name())}, "
                      f"got {algorithm!r}")
 
 
@@ -597,14 +551,14 @@ def _convert_entry(index: int, entry: Mapping[str, Any], formats: dict[str, str]
         if not isinstance(value, Tensor):
             raise TypeError(f"state {name!r} of parameter {index} must be a tensor, got {type(value).__name__}")
         kind, slot = formats[name], list(formats).index(name)
-        local = value.to_local() if _is_dtensor(value) else value
+        local = value.to_local() if is_dtensor(value) else value
         fmt = state_format.tensor_format(target, value)
         if value.dtype == torch.uint8:
             scales = entry.get(name + SCALE)
             if not isinstance(scales, Tensor):
                 raise MissingStateError(f"the state of parameter {index} has int8 codes {name!r} without "
                                         f"{name + SCALE!r}")
-            local_scales = scales.to_local() if _is_dtensor(scales) else scales
+            local_scales = scales.to_local() if is_dtensor(scales) else scales
             if local.numel():
                 x = state_format.dequantize_int8(local, local_scales.float(), kind)
             else:
@@ -642,7 +596,7 @@ def _convert_entry(index: int, entry: Mapping[str, Any], formats: dict[str, str]
 
 
 def _check_int8_placements(index: int, value: Tensor) -> None:
-    if _is_dtensor(value):
+    if is_dtensor(value):
         from torch.distributed.tensor import Replicate, Shard
 
         if any(not (isinstance(pl, Replicate) or (isinstance(pl, Shard) and pl.dim == 0)) for pl in value.placements):
@@ -653,7 +607,7 @@ def _check_int8_placements(index: int, value: Tensor) -> None:
 
 def _like(source: Tensor, local: Tensor, scales: bool) -> Tensor:
     """``local`` as a DTensor with ``source``'s mesh and placements when ``source`` is one."""
-    if not _is_dtensor(source):
+    if not is_dtensor(source):
         return local
     from torch.distributed.tensor import DTensor
 
@@ -675,8 +629,6 @@ def check_step_tensors(opt, bucket: list[Tensor], params, grads, states: dict, c
     ``check_dtypes``: also the dtypes (the fused kernel checks its own, raising
     ``fused_cpu.Unsupported``, which the default path answers with the loop).
     """
-    from .base import math_dtype
-
     for k, (p, g) in enumerate(zip(params, grads)):
         if g.shape != p.shape or g.dtype != p.dtype:
             raise RuntimeError(
@@ -697,9 +649,6 @@ def check_step_tensors(opt, bucket: list[Tensor], params, grads, states: dict, c
 def check_stored_state(opt, bucket: list[Tensor], params, names) -> None:
     """Before a step of low-precision state writes anything: every int8 state has float32 scales of the shape
     its blocks need (``state_format.scale_shape`` of the local tensor), every stored tensor its format's dtype."""
-    from . import state_format
-    from .base import local_tensor
-
     for k, p in enumerate(params):
         state = opt.state[bucket[k]]
         for name in names:
@@ -728,8 +677,6 @@ def check_groups_before_step(opt, skip: list[bool]) -> None:
     already by the backend that will step them from what it kept (the fused kernel's
     pointer table checks its tensors in its check phase, writing nothing).
     """
-    from .base import local_tensor
-
     for group, checked in zip(opt.param_groups, skip):
         if checked:
             continue

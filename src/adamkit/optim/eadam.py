@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from . import _checks
-from .base import FOREACH, FUSED, STATE_DTYPE, MAXIMIZE, AdamkitOptimizer, learning_rate
-from .benchspec import BenchSpec
-from .declaration import Coefficients, FusedKernel, Hyperparameter as H
+from ..core import checks
+from ..core.hyperparameters import FOREACH, FUSED, STATE_DTYPE, learning_rate
+from ..core.benchspec import BenchSpec
+from ..core.declaration import Coefficients, FusedKernel, Hyperparameter as H
+from .base import AdamkitOptimizer
 
 
 class EAdamFlags(NamedTuple):
@@ -58,11 +59,11 @@ class EAdam(AdamkitOptimizer):
         paper_configs={"cnn": {"eps": 1e-8}, "lstm": {"eps": 1e-16}})
     hyperparameters = {
         "lr": learning_rate(1e-3),
-        "betas": H((0.9, 0.999), _checks.betas, "(β1, β2), each in [0, 1)"),
-        "eps": H(1e-8, _checks.non_negative, "ε, accumulated in v every step"),
-        "weight_decay": H(0.0, _checks.non_negative, "λ (coupled L2)"),
-        "amsgrad": H(False, _checks.flag, "the reference's AMSGrad branch"),
-        "maximize": H(False, _checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
+        "betas": H((0.9, 0.999), checks.betas, "(β1, β2), each in [0, 1)"),
+        "eps": H(1e-8, checks.non_negative, "ε, accumulated in v every step"),
+        "weight_decay": H(0.0, checks.non_negative, "λ (coupled L2)"),
+        "amsgrad": H(False, checks.flag, "the reference's AMSGrad branch"),
+        "maximize": H(False, checks.flag, "maximise the objective (not in the reference)", keyword_only=True),
         "foreach": FOREACH,
         "fused": FUSED,
         "state_dtype": STATE_DTYPE,

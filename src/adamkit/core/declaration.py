@@ -27,12 +27,18 @@ An algorithm is a subclass of :class:`~adamkit.optim.base.AdamkitOptimizer` with
     and the kernel's state slots. The kernel's scalar slots and flag fields are
     ``Scalars`` and ``Flags`` in declaration order (a header generated from
     these declarations, checked by a test).
+
+Every optimizer class is recorded here when it is defined (:func:`declare`), so that the layers that must
+know the algorithms (a checkpoint names its algorithm; a param-group key is told from another optimizer's
+hyperparameter) find them on this floor, without importing the engine.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 import typing
+import weakref
 from typing import Any, Callable, Mapping, NamedTuple
 
 Check = Callable[[str, Any], Any]
@@ -137,3 +143,51 @@ def args_doc(hyper: Mapping[str, Hyperparameter]) -> str:
     if fixed:
         lines.append(f"Fixed by this variant: {', '.join(fixed)}.")
     return "\n".join(lines)
+
+
+_declared: list[weakref.ref] = []
+
+
+def declare(cls: type) -> None:
+    """Record an optimizer class (the engine calls this for every subclass it defines)."""
+    _declared.append(weakref.ref(cls))
+
+
+def declared_classes() -> list[type]:
+    """Every optimizer class defined so far (and still alive), in the order of definition."""
+    return [cls for ref in _declared if (cls := ref()) is not None]
+
+
+def algorithms_by_name() -> dict[str, type]:
+    """Registry name -> the first class defined with that ``name`` (a subclass that keeps its base's name
+    is not another algorithm)."""
+    found: dict[str, type] = {}
+    for cls in declared_classes():
+        if getattr(cls, "name", ""):
+            found.setdefault(cls.name, cls)
+    return found
+
+
+_TORCH_OPTIMIZERS: dict[str, frozenset] | None = None
+
+
+def optimizer_hyperparameters() -> dict[str, frozenset]:
+    """``"adamkit.X"`` / ``"torch.optim.Y"`` -> the names of its hyperparameters: adamkit's algorithms (from
+    their declarations) and the constructors of ``torch.optim`` (read once from their signatures)."""
+    global _TORCH_OPTIMIZERS
+    if _TORCH_OPTIMIZERS is None:
+        import torch
+
+        found = {}
+        for name in dir(torch.optim):
+            cls = getattr(torch.optim, name)
+            if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer:
+                try:
+                    keys = set(inspect.signature(cls.__init__).parameters) - {"self", "params", "args", "kwargs"}
+                except (TypeError, ValueError):
+                    continue
+                found[f"torch.optim.{name}"] = frozenset(keys)
+        _TORCH_OPTIMIZERS = found
+    ours = {f"adamkit.{cls.__name__}": frozenset(cls.hyperparameters)
+            for cls in algorithms_by_name().values()}
+    return {**ours, **_TORCH_OPTIMIZERS}

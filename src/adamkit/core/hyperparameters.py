@@ -1,0 +1,40 @@
+"""The hyperparameters every adamkit optimizer declares (``lr``'s default is each algorithm's own)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import checks, state_format
+from .declaration import Hyperparameter
+
+
+def learning_rate(default: float = 1e-3) -> Hyperparameter:
+    """The ``lr`` every adamkit optimizer takes."""
+    return Hyperparameter(default, checks.learning_rate, "learning rate α (a number, or a one-element tensor)")
+
+
+def _fused_flag(name: str, value: Any) -> bool | str | None:
+    """``fused``: None, True, False or "compiled" (the torch.compile path)."""
+    if isinstance(value, str):
+        if value != "compiled":
+            raise ValueError(f'{name} must be None, True, False or "compiled", got {value!r}')
+        return value
+    return checks.optional_flag(name, value)
+
+
+MAXIMIZE = Hyperparameter(False, checks.flag, "maximise the objective", keyword_only=True)
+FOREACH = Hyperparameter(None, checks.optional_flag,
+                         "True: multi-tensor (torch._foreach_*); False: one tensor at a time; None: adamkit chooses",
+                         keyword_only=True)
+FUSED = Hyperparameter(None, _fused_flag, 'True: the fused kernel (C on CPU, compiled elsewhere); "compiled": '
+                       "torch.compile of the update; None: adamkit chooses", keyword_only=True)
+STATE_DTYPE = Hyperparameter(torch.float32, state_format.check_state_dtype,
+                             'how the moments are stored: torch.float32, torch.bfloat16 (stochastic rounding) or '
+                             '"int8" (blockwise 8-bit codes); the math is float32 either way (see README, '
+                             '"Low-precision state")', keyword_only=True)
+
+#: hyperparameters every adamkit optimizer has (``lr``'s default is the algorithm's own)
+COMMON_HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    "lr": learning_rate(), "maximize": MAXIMIZE, "foreach": FOREACH, "fused": FUSED, "state_dtype": STATE_DTYPE,
+}
