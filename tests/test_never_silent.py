@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import fused_cpu
+from adamkit.kernels import fused_cpu, implementation_of
 from optimizer_table import BY_NAME, OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]
@@ -197,7 +197,7 @@ def _fallback_warnings(n_optimizers=3):
                 for p in params:
                     p.grad = torch.randn_like(p)
                 opt.step()
-            assert opt._implementation(opt.param_groups[0], params) == "loop"
+            assert implementation_of(opt, opt.param_groups[0], params) == "loop"
     return [w for w in caught if issubclass(w.category, RuntimeWarning) and "per-tensor loop" in str(w.message)]
 
 
@@ -238,12 +238,12 @@ def test_no_warning_when_the_loop_is_chosen(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ item 7
 STEP_SCRIPT = """
 import sys, torch, adamkit
-from adamkit.kernels import fused_cpu
+from adamkit.kernels import fused_cpu, implementation_of
 p = torch.randn(10, requires_grad=True)
 p.grad = torch.randn(10)
 opt = adamkit.Adam([p])
 opt.step()
-assert opt._implementation(opt.param_groups[0], [p]) == "fused", fused_cpu._error
+assert implementation_of(opt, opt.param_groups[0], [p]) == "fused", fused_cpu._error
 print(fused_cpu._build(fused_cpu._compiler()))
 """
 

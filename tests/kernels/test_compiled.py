@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import compiled
+from adamkit.kernels import compiled, implementation_of
+from adamkit.kernels.fused import FUSED
 from optimizer_table import BY_NAME, OPTIMIZERS
 
 VARIANTS = [
@@ -29,7 +30,7 @@ def _run(info, variant, path, dtype=torch.float64, steps=8, maximize=False):
 @pytest.mark.parametrize("info,variant", VARIANTS)
 def test_compiled_rules_match_the_reference(info, variant, monkeypatch):
     """The tensor-scalar rules of the compiled path, run eagerly (no compile time), match every branch."""
-    monkeypatch.setattr(compiled, "compiled_body", lambda rule: compiled._body)
+    monkeypatch.setattr(compiled, "compiled_body", lambda *args, **kwargs: compiled._body)
     ref = _run(info, variant, dict(foreach=False), maximize=True)
     got = _run(info, variant, dict(fused="compiled"), maximize=True)
     for a, b in zip(got, ref):
@@ -38,7 +39,7 @@ def test_compiled_rules_match_the_reference(info, variant, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.complex64])
 def test_compiled_rules_low_precision_and_complex(dtype, monkeypatch):
-    monkeypatch.setattr(compiled, "compiled_body", lambda rule: compiled._body)
+    monkeypatch.setattr(compiled, "compiled_body", lambda *args, **kwargs: compiled._body)
     info = BY_NAME["adamw"]
     ref = _run(info, {}, dict(foreach=False), dtype=dtype)
     got = _run(info, {}, dict(fused="compiled"), dtype=dtype)
@@ -77,9 +78,9 @@ def test_fused_true_on_cpu_is_not_the_compiled_path():
     p = torch.randn(3)
     p.grad = torch.randn(3)
     opt = adamkit.Adam([p], fused="compiled")
-    assert opt._implementation(opt.param_groups[0], [p]) == "compiled"
+    assert implementation_of(opt, opt.param_groups[0], [p]) == "compiled"
     opt2 = adamkit.Adam([p], fused=True)
-    assert opt2._implementation(opt2.param_groups[0], [p]) == "fused"
+    assert implementation_of(opt2, opt2.param_groups[0], [p]) == "fused"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
@@ -90,7 +91,7 @@ def test_cuda_fused_is_compiled_and_matches():  # pragma: no cover - needs a GPU
     gpu = [t.cuda() for t in init]
     cpu = [t.clone() for t in init]
     opt = info.make(gpu, fused=True)
-    assert opt._implementation(opt.param_groups[0], gpu) == "compiled"
+    assert implementation_of(opt, opt.param_groups[0], gpu) == "compiled"
     ref = info.make(cpu, foreach=False)
     for _ in range(5):
         grads = [torch.randn(t.shape, generator=gen) for t in init]
@@ -163,7 +164,7 @@ def test_torch_compile_recipe_keeps_the_fused_kernel_on_cpu():
     info = BY_NAME["agd"]
     got, opt = _recipe(info, {}, compile_step=True)
     assert counters["stats"]["unique_graphs"] == 0
-    assert "_fused_tables" in opt.__dict__  # the kernel's pointer table was used
+    assert FUSED.kept(opt, opt.param_groups[0]) is not None  # the kernel's pointer table was used
     ref, _ = _recipe(info, {}, compile_step=False)
     for a, b in zip(got, ref):
         assert torch.equal(a, b)

@@ -6,6 +6,7 @@ import torch
 
 import adamkit
 from adamkit.kernels import fused_cpu
+from adamkit.kernels.fused import FUSED
 
 pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
 
@@ -38,7 +39,7 @@ def step_both(a, b, oa, ob, step, mutate=None):
 
 
 def table_of(opt):
-    return opt.__dict__.get("_fused_tables", {}).get(id(opt.param_groups[0]))
+    return FUSED.kept(opt, opt.param_groups[0])
 
 
 def test_a_table_is_kept_after_the_first_step_and_used_afterwards(monkeypatch):
@@ -168,8 +169,7 @@ def test_a_bad_gradient_in_a_later_cached_group_raises_before_any_group_is_stepp
         for p, g in zip(params, grads_for(params, s)):
             p.grad = g
         opt.step()
-    tables = opt.__dict__.get("_fused_tables", {})
-    assert all(id(group) in tables for group in opt.param_groups)  # both groups step through their tables
+    assert all(FUSED.kept(opt, group) is not None for group in opt.param_groups)  # both groups step through their tables
     for p, g in zip(params, grads_for(params, 3)):
         p.grad = g
     params[3].grad.data = torch.zeros(5, dtype=torch.float64)  # a wrong shape, around torch's check

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from adamkit.kernels import fused_cpu
+from adamkit.kernels import fused_cpu, implementation_of
 from adamkit.kernels.fused import FUSED, StoredGroup
 from adamkit.core import state_format
 from optimizer_table import OPTIMIZERS
@@ -234,12 +234,12 @@ def test_the_default_cpu_path_is_the_kernel_and_keeps_its_tables(format):
     default, opt_d = _run(info, {}, STATE_DTYPES[format], {})
     fused, opt_f = _run(info, {}, STATE_DTYPES[format], dict(fused=True))
     group = opt_d.param_groups[0]
-    assert opt_d._implementation(group, group["params"]) == "fused"
+    assert implementation_of(opt_d, group, group["params"]) == "fused"
     for p, q in zip(default, fused):
         assert torch.equal(p, q)
     # both keep the kernel's tables of the group's buckets (tests/kernels/test_fused_stored_cache.py)
     for opt in (opt_d, opt_f):
-        assert isinstance(opt.__dict__["_fused_tables"][id(opt.param_groups[0])][3], StoredGroup)
+        assert isinstance(FUSED.kept(opt, opt.param_groups[0]), StoredGroup)
 
 
 def test_fused_true_with_a_format_the_kernel_cannot_run_raises_naming_state_dtype(monkeypatch):

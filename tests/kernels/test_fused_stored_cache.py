@@ -7,7 +7,7 @@ import torch
 
 import adamkit
 from adamkit.kernels import fused_cpu
-from adamkit.kernels.fused import StoredGroup
+from adamkit.kernels.fused import FUSED, StoredGroup
 from adamkit.core import state_format
 
 pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
@@ -27,8 +27,7 @@ def set_grads(params, step):
 
 
 def table_of(opt):
-    entry = opt.__dict__.get("_fused_tables", {}).get(id(opt.param_groups[0]))
-    return None if entry is None else entry[3]
+    return FUSED.kept(opt, opt.param_groups[0])
 
 
 def twin(cls=adamkit.AMSGrad, state_dtype="int8", **kwargs):
@@ -43,7 +42,7 @@ def step_both(a, b, oa, ob, step, mutate=None):
     if mutate:
         mutate(a, b, oa, ob)
     oa.step()
-    ob.__dict__.pop("_fused_tables", None)  # b always takes the general path
+    FUSED.forget(ob)  # b always takes the general path
     ob.step()
     for p, q in zip(a, b):
         assert torch.equal(p, q)
@@ -136,7 +135,7 @@ def test_a_state_dtype_set_by_hand_still_raises_naming_the_conversion():
 def test_a_failed_kernel_step_keeps_no_half_built_tables(monkeypatch):
     a, b, oa, ob = twin(fused=True)
     step_both(a, b, oa, ob, 0)
-    oa.__dict__.pop("_fused_tables")
+    FUSED.forget(oa)
     calls = []
 
     def failing(*args, **kwargs):
@@ -150,4 +149,4 @@ def test_a_failed_kernel_step_keeps_no_half_built_tables(monkeypatch):
     set_grads(a, 1)
     with pytest.raises(RuntimeError, match="boom"):
         oa.step()
-    assert table_of(oa) is None and "_fused_pending" not in oa.__dict__
+    assert table_of(oa) is None

@@ -16,6 +16,7 @@ import torch
 import adamkit
 from adamkit import _integrity
 from adamkit.kernels import fused_check, fused_cpu
+from adamkit.kernels.fused import FUSED
 
 pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
 
@@ -50,8 +51,7 @@ def set_grads(params, step):
 
 
 def table_of(opt):
-    entry = opt.__dict__.get("_fused_tables", {}).get(id(opt.param_groups[0]))
-    return None if entry is None else entry[3]
+    return FUSED.kept(opt, opt.param_groups[0])
 
 
 def both_checks(table, params):
@@ -217,7 +217,7 @@ def test_after_a_refusal_the_step_is_the_general_paths(native, mutate):
     for keep in (True, False):
         params, opt, table = stepped()
         if not keep:
-            opt.__dict__.pop("_fused_tables", None)  # this step takes the general path
+            FUSED.forget(opt)  # this step takes the general path
         mutate(params, opt)
         before = [p.detach().clone() for p in params]
         try:

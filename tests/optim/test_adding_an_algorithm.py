@@ -12,7 +12,7 @@ import test_contract as contract
 from adamkit.core import checks
 from adamkit.core.declaration import Coefficients, Hyperparameter as H
 from adamkit.core.hyperparameters import FOREACH, FUSED, MAXIMIZE, STATE_DTYPE, learning_rate
-from adamkit.kernels import compiled
+from adamkit.kernels import compiled, implementation_of
 from adamkit.optim.base import AdamkitOptimizer
 from optimizer_table import OptimizerInfo, _same
 
@@ -137,7 +137,7 @@ def test_no_fused_kernel_declared_means_the_default_is_the_loop_and_fused_true_s
     p = torch.randn(3)
     p.grad = torch.randn(3)
     opt = ToyLion([p])
-    assert opt._implementation(opt.param_groups[0], [p]) == "loop"
+    assert implementation_of(opt, opt.param_groups[0], [p]) == "loop"
     with pytest.raises(RuntimeError, match="no fused implementation"):
         ToyLion([p], fused=True).step()
 

@@ -363,7 +363,7 @@ def test_pre_hook_sees_a_shallow_copy_and_can_change_hyperparameters():
 @pytest.mark.parametrize("info", OPTIMIZERS, ids=INFO_IDS)
 def test_checkpoint_into_parameters_of_another_dtype_steps(info, src, dst, path, monkeypatch):
     """Item 9: the state is cast to the parameters' math dtype, so the next step runs on every path."""
-    monkeypatch.setattr(compiled, "compiled_body", lambda rule: compiled._body)  # the rules, without compile time
+    monkeypatch.setattr(compiled, "compiled_body", lambda *args, **kwargs: compiled._body)  # the rules, without compile time
     _, opt = trained(info, dtype=src)
     fresh = make_params(dst)
     other = info.make(fresh, lr=1e-2, **PATHS[path])
@@ -480,7 +480,7 @@ ROUND_TRIP_CASES = [pytest.param(info, variant, pname, how, id=f"{info.name}-{i}
 def test_round_trip_is_bit_exact(info, variant, pname, how, monkeypatch):
     """Save, deepcopy, pickle, load into a fresh or a copied optimizer, with and without hooks: bit-exact."""
     if pname == "compiled":
-        monkeypatch.setattr(compiled, "compiled_body", lambda rule: compiled._body)
+        monkeypatch.setattr(compiled, "compiled_body", lambda *args, **kwargs: compiled._body)
     path = PATHS[pname]
     straight, sopt = trained(info, variant, path, n=8)
     params, opt = trained(info, variant, path, n=4)

@@ -18,15 +18,14 @@ on CPU, Triton on CUDA) without temporaries. Compiling costs seconds to tens of
 seconds per process and bucket layout; on CPU the fused C kernel is faster and the
 default, so this is mainly the GPU path.
 
-Low-precision state (``storage`` given): the **update is compiled, the decoding and encoding around it run
-eagerly** (:func:`adamkit.kernels.eager.decoded` / :func:`~adamkit.kernels.eager.encode`, the loop's own
-functions): the compiled graph sees float32 state tensors, the same graph as for float32 state, and the
-rounding streams' keys (which change every step) stay Python integers of the eager code, never constants
-of a graph, so no step recompiles. The codec is therefore not fused into the update's loop here (the fused C
-kernel fuses it on CPU). Why not compile it too: dynamo traces the codec whole (one graph, the keys as an
-int64 tensor input), but inductor's code for the 8-bit rounding did not reproduce the reference codes bit for
-bit (measured with torch 2.13 on CPU: bfloat16 codes and int8 scales identical, some int8 codes not), every
-path must round a given float32 value identically, and that compile cost 95 s for one layout here.
+Low-precision state (``bucket.storage``): the **update is compiled, the decoding and encoding around it run
+eagerly** (:func:`adamkit.kernels.eager.with_storage`, the loop's own wrapper), one tensor at a time: its
+state is decoded to float32, the tensors are flattened, and one graph with dynamic sizes steps every tensor
+(so no tensor shape compiles a graph of its own); the step's extra memory is one tensor's float32 state. The
+rounding streams' keys (which change every step) stay Python integers of the eager code, never constants of
+a graph, so no step recompiles. The codec is not compiled because every path must round a given float32
+value to the same bits, and inductor's code for the 8-bit rounding did not reproduce the reference codes
+bit for bit (``tests/optim/test_state_format.py`` holds the reference).
 """
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ import torch
 from ..core.declaration import Coefficients
 from ..core.tensors import HALF_DTYPES
 from .backend import Backend, register
-from .eager import decoded, encode
+from .eager import real_views, with_storage
 
 
 #: the torch.compile backend (tests use "eager" / "aot_eager" to count graphs without code generation)
@@ -59,31 +58,29 @@ def _body(update, flags, scalars_type, params, grads, states, vec, maximize: boo
 _compiled: dict[tuple, object] = {}
 
 
-def compiled_body(layout: tuple):
+def compiled_body(layout: tuple, dynamic: bool = False):
     """The compiled step of ``layout`` (the optimizer class, then the bucket's device, dtype, shapes and state
-    names), built on first use: ``_body`` under a code object of its own."""
-    key = (layout, BACKEND)
+    names), built on first use: ``_body`` under a code object of its own; ``dynamic``: one graph for every
+    size of one-dimensional tensors (the layout then holds no shapes)."""
+    key = (layout, dynamic, BACKEND)
     if key not in _compiled:
         code = _body.__code__.replace(co_name=f"_step_{layout[0].__name__}")
         body = types.FunctionType(code, _body.__globals__, code.co_name, _body.__defaults__)
-        _compiled[key] = torch.compile(body, fullgraph=True, dynamic=False, backend=BACKEND)
+        _compiled[key] = torch.compile(body, fullgraph=True, dynamic=dynamic, backend=BACKEND)
     return _compiled[key]
 
 
-def step(opt, group, params, grads, states, c) -> None:
-    """Step one bucket (lists of local tensors of one device / dtype / step) with the compiled update."""
-    real = (lambda t: torch.view_as_real(t)) if params[0].is_complex() else (lambda t: t)
-    params = [real(p) for p in params]
-    grads = [real(g) for g in grads]
-    states = {k: [real(s) for s in v] for k, v in states.items()}
+def step(cls, params, grads, states, c, maximize: bool, flat: bool = False) -> None:
+    """Step real tensors of one device / dtype / step with the compiled update; ``flat``: one-dimensional
+    tensors of any size, under one dynamic graph."""
     low = params[0].dtype in HALF_DTYPES
     math = torch.float32 if low else params[0].dtype
     vec = torch.tensor([float(x) for x in c.scalars], dtype=torch.float64).to(device=params[0].device, dtype=math)
-    cls = type(opt)
-    args = (cls.update, c.flags, type(c.scalars), params, grads, states, vec, bool(group["maximize"]), low)
-    layout = (cls, params[0].device, params[0].dtype, tuple(p.shape for p in params), tuple(states))
+    args = (cls.update, c.flags, type(c.scalars), params, grads, states, vec, bool(maximize), low)
+    shapes = None if flat else tuple(p.shape for p in params)
+    layout = (cls, params[0].device, params[0].dtype, shapes, tuple(states))
     try:
-        compiled_body(layout)(*args)
+        compiled_body(layout, dynamic=flat)(*args)
     except torch._dynamo.exc.FailOnRecompileLimitHit:  # raised before the graph runs: nothing written yet
         _body(*args)  # the same update, eagerly, with the same tensor scalars
 
@@ -93,14 +90,25 @@ class Compiled(Backend):
     options = {"fused": "compiled"}
     storage_formats = ("bfloat16", "int8")
 
-    def step(self, opt, group, params, grads, states, names, c, *, whole_group, storage=None):
-        if storage is None:
-            step(opt, group, params, grads, states, c)
+    def step(self, cls, bucket, c, *, explicit):
+        bucket = real_views(bucket)
+        if bucket.storage is None:
+            step(cls, bucket.params, bucket.grads, bucket.states, c, bucket.maximize)
             return True
-        work = [decoded(storage, names, states, i) for i in range(len(params))]
-        step(opt, group, params, grads, {n: [w[n] for w in work] for n in names}, c)
-        for i, w in enumerate(work):
-            encode(storage, names, states, w, i)
+        # low-precision state: one tensor at a time (its float32 state decoded, stepped, encoded), flattened so
+        # that one dynamic graph serves every tensor size
+        params, grads = bucket.params, bucket.grads
+
+        def update(indices, states):
+            (i,) = indices
+            p = params[i]
+            flat = p.view(-1) if p.is_contiguous() else p.reshape(-1).clone()
+            step(cls, [flat], [grads[i].reshape(-1)], {n: [s[0].view(-1)] for n, s in states.items()}, c,
+                 bucket.maximize, flat=True)
+            if flat.data_ptr() != p.data_ptr():
+                p.copy_(flat.view(p.shape))
+
+        with_storage(bucket, update, 1)
         return True
 
 

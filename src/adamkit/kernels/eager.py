@@ -1,35 +1,53 @@
 """The eager backends: ``update`` called per tensor (loop, the readable reference) or on TensorLists (foreach).
 
-Low-precision state (``storage`` given): each state tensor is decoded to float32, ``update`` runs on the
-float32 tensors exactly as it does for float32 state, and the results are encoded back with the step's
-rounding streams. The loop does this one tensor at a time (one tensor's float32 copy at once); foreach
-decodes and encodes per tensor and runs the math over TensorLists (the bucket's float32 copies at once).
+Low-precision state (``bucket.storage``): :func:`with_storage` decodes the state of a few tensors at a time
+to float32, runs ``update`` on those float32 tensors exactly as for float32 state, and encodes the results
+back with the step's rounding streams. The loop does this one tensor at a time; foreach a chunk of whole
+tensors of about :data:`CHUNK_ELEMENTS` elements at a time (one tensor where it is larger), so the step's
+extra memory is that of one chunk's float32 state, not the bucket's. The compiled path uses the same
+wrapper, one tensor at a time (:mod:`.compiled`).
 """
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import torch
+from torch import Tensor
 
 from ..core.state_format import decode_state, encode_state, stream_key
 from ..core.tensors import HALF_DTYPES
-from .backend import Backend, register
+from .backend import Backend, Bucket, register
 from .tensorlist import TensorList
 
+#: foreach with low-precision state decodes whole tensors adding up to about this many elements at a time
+CHUNK_ELEMENTS = 1 << 20
 
-def _real_view(t):
+
+def _real_view(t: Tensor) -> Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+def real_views(bucket: Bucket) -> Bucket:
+    """The bucket with complex tensors as their real views (every update rule is element-wise on the real and
+    imaginary parts, as torch.optim treats them)."""
+    if not bucket.params[0].is_complex():
+        return bucket
+    return bucket._replace(params=[_real_view(p) for p in bucket.params], grads=[_real_view(g) for g in bucket.grads],
+                           states={n: [_real_view(s) for s in col] for n, col in bucket.states.items()})
+
+
 def run_update(update, params, grads, states, c, maximize: bool, multi_tensor: bool) -> None:
-    """Run ``update`` on the real views, in float32 for half parameters: on one tensor or as TensorLists."""
-    params = [_real_view(p) for p in params]
-    grads = [_real_view(g) for g in grads]
-    states = {name: [_real_view(s) for s in tensors] for name, tensors in states.items()}
+    """Run ``update`` on real tensors, in float32 for half parameters: on one tensor or as TensorLists.
+    Half parameters are stepped on float32 copies written back after; the gradient is negated under
+    ``maximize`` on a copy (the user's ``p.grad`` is never written to)."""
     low = params[0].dtype in HALF_DTYPES
     work = [p.float() for p in params] if low else params
-    if low:  # float32 copies; the user's gradient is never written to
+    if low:
         grads = [g.to(torch.float32, copy=True) for g in grads]
-    if maximize:
-        grads = [g.neg_() for g in grads] if low else [torch.neg(g) for g in grads]
+        if maximize:
+            torch._foreach_neg_(grads)
+    elif maximize:
+        grads = torch._foreach_neg(grads)
     if multi_tensor:
         update(TensorList(work), TensorList(grads), {n: TensorList(s) for n, s in states.items()}, c)
     else:
@@ -38,56 +56,70 @@ def run_update(update, params, grads, states, c, maximize: bool, multi_tensor: b
         torch._foreach_copy_(params, work)
 
 
-def decoded(storage, names, states, i: int) -> dict:
-    """``{name: float32 values}`` of tensor ``i``'s stored state."""
+def chunks(params: list[Tensor], elements: int) -> Iterator[list[int]]:
+    """Consecutive indices of ``params`` in chunks of about ``elements`` elements (a larger tensor alone)."""
+    chunk, size = [], 0
+    for i, p in enumerate(params):
+        if chunk and size + p.numel() > elements:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(i)
+        size += p.numel()
+    if chunk:
+        yield chunk
+
+
+def with_storage(bucket: Bucket, run: Callable[[list[int], dict[str, list[Tensor]]], None], elements: int) -> None:
+    """``run(indices, float32 states)`` over chunks of a bucket of low-precision state (:func:`chunks`): each
+    chunk's state decoded to float32 before, encoded back with the step's rounding streams after."""
+    storage, names, states = bucket.storage, bucket.names, bucket.states
     scales = storage.scales
-    return {name: decode_state(storage.format, storage.kinds[k], states[name][i],
-                               scales[name][i] if scales else None) for k, name in enumerate(names)}
+    for indices in chunks(bucket.params, elements):
+        work = {name: [decode_state(storage.format, storage.kinds[k], states[name][i],
+                                    scales[name][i] if scales else None) for i in indices]
+                for k, name in enumerate(names)}
+        run(indices, work)
+        for k, name in enumerate(names):
+            for i, values in zip(indices, work[name]):
+                encode_state(storage.format, storage.kinds[k], stream_key(storage.seeds[i], storage.step,
+                             storage.slots[k]), values, states[name][i], scales[name][i] if scales else None)
 
 
-def encode(storage, names, states, values: dict, i: int) -> None:
-    """Write tensor ``i``'s float32 state ``values`` back into its stored tensors, rounding with the step's streams."""
-    scales = storage.scales
-    seed, step = storage.seeds[i], storage.step
-    for k, name in enumerate(names):
-        encode_state(storage.format, storage.kinds[k], stream_key(seed, step, storage.slots[k]), values[name],
-                     states[name][i], scales[name][i] if scales else None)
+class _Eager(Backend):
+    storage_formats = ("bfloat16", "int8")
+    #: tensors per ``update`` call: one (loop) or the whole bucket (foreach)
+    multi_tensor = False
+    #: with low-precision state: elements decoded at a time (1: one tensor at a time)
+    chunk_elements = 1
+
+    def step(self, cls, bucket, c, *, explicit):
+        bucket = real_views(bucket)
+        params, grads = bucket.params, bucket.grads
+
+        def update(indices, states):
+            run_update(cls.update, [params[i] for i in indices], [grads[i] for i in indices], states, c,
+                       bucket.maximize, self.multi_tensor)
+
+        if bucket.storage is not None:
+            with_storage(bucket, update, self.chunk_elements)
+        elif self.multi_tensor:
+            update(range(len(params)), bucket.states)
+        else:
+            for i in range(len(params)):
+                update([i], {name: [col[i]] for name, col in bucket.states.items()})
+        return True
 
 
-class Loop(Backend):
+class Loop(_Eager):
     name = "loop"
     options = {"foreach": False}
-    storage_formats = ("bfloat16", "int8")
-
-    def step(self, opt, group, params, grads, states, names, c, *, whole_group, storage=None):
-        update, maximize = type(opt).update, group["maximize"]
-        if storage is None:
-            for i, (p, g) in enumerate(zip(params, grads)):
-                one = {name: [tensors[i]] for name, tensors in states.items()}
-                run_update(update, [p], [g], one, c, maximize, multi_tensor=False)
-            return True
-        for i, (p, g) in enumerate(zip(params, grads)):
-            work = decoded(storage, names, states, i)
-            run_update(update, [p], [g], {n: [w] for n, w in work.items()}, c, maximize, multi_tensor=False)
-            encode(storage, names, states, work, i)
-        return True
 
 
-class Foreach(Backend):
+class Foreach(_Eager):
     name = "foreach"
     options = {"foreach": True}
-    storage_formats = ("bfloat16", "int8")
-
-    def step(self, opt, group, params, grads, states, names, c, *, whole_group, storage=None):
-        if storage is None:
-            run_update(type(opt).update, params, grads, states, c, group["maximize"], multi_tensor=True)
-            return True
-        work = [decoded(storage, names, states, i) for i in range(len(params))]
-        lists = {n: [w[n] for w in work] for n in names}
-        run_update(type(opt).update, params, grads, lists, c, group["maximize"], multi_tensor=True)
-        for i, w in enumerate(work):
-            encode(storage, names, states, w, i)
-        return True
+    multi_tensor = True
+    chunk_elements = CHUNK_ELEMENTS
 
 
 LOOP = register(Loop())

@@ -1,24 +1,24 @@
-"""The fused backend: the C kernel of ``fused_cpu`` for a bucket, and its pointer table kept between steps.
+"""The fused backend: the C kernel of ``fused_cpu`` for a bucket, and its pointer tables kept between steps.
 
 The kernel's arguments come from the algorithm's declaration through one generic
 packer (:func:`adamkit.kernels.fused_spec.kernel_call`). With thousands of small
 tensors, building the kernel's pointer table is most of a step's cost, so after a
-step that covered a whole group in one bucket the table is kept (in the
-optimizer's ``_fused_tables``, keyed by the group) and the next step of that group
-goes straight to the kernel (:meth:`Fused.prepare`). It is used only while it
-provably still applies (same parameter and state storages, same state dicts,
-one step count, every gradient present, strided and contiguous); otherwise the
-engine's general path runs and may rebuild it.
+step that covered a whole group the table is kept (by this backend, per owner
+and group) and the next step of that group goes straight to the kernel
+(:meth:`Fused.prepare`). It is used only while it provably still applies (same
+parameter and state storages, same state dicts, one step count, every gradient
+present, strided and contiguous); otherwise the engine's general path runs and
+may rebuild it.
 
-A group of low-precision state (``state_dtype`` bfloat16 or "int8") is kept the
-same way, one :class:`fused_cpu.StoredLaunch` per bucket (int8 matrices and their
-bfloat16 vectors are two buckets), once the engine's general path has stepped the
-whole group on the kernel (:meth:`Fused.stored_group_done`); each step checks the
-codes', the scales' and the seeds' identity too.
+A group of float32 state keeps one :class:`fused_cpu.CachedLaunch` (the group in one bucket); a group of
+low-precision state (``state_dtype`` bfloat16 or "int8") one :class:`fused_cpu.StoredLaunch` per bucket
+(int8 matrices and their bfloat16 vectors are two buckets); each step checks the codes', the scales' and the
+seeds' identity too.
 """
 from __future__ import annotations
 
 import operator
+import weakref
 from collections import deque
 from itertools import repeat
 from typing import NamedTuple
@@ -29,11 +29,35 @@ from . import fused_cpu
 from .backend import Backend, register
 
 
+class Stepped(NamedTuple):
+    """What :meth:`Fused.step` returns for a bucket it stepped: the kernel's state slots, and for low-precision
+    state the table that can stand for the bucket next time (None where none can)."""
+
+    names: tuple
+    stored: bool
+    table: "fused_cpu.StoredLaunch | None"
+
+
+class StoredGroup(NamedTuple):
+    """What the fused backend keeps for a group of low-precision state: its parameters, its ``state_dtype``
+    when kept, one :class:`fused_cpu.StoredLaunch` per bucket, and the owner's count of changes of its
+    state then."""
+
+    params: list
+    state_dtype: object
+    tables: list
+    state_changes: int
+
+
 class Fused(Backend):
     name = "fused"
     options = {"fused": True}
     #: the low-precision state formats the kernel steps (``state_format.Storage.format``)
     storage_formats = ("bfloat16", "int8")
+
+    def __init__(self):
+        #: owner -> {id(group): (group, state, names, table)}
+        self._kept: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def available(self) -> bool:
         return fused_cpu.available()
@@ -52,78 +76,79 @@ class Fused(Backend):
         fused_cpu.warn_fallback()  # once per process: why, and how to fix it
         return False
 
-    def step(self, opt, group, params, grads, states, names, c, *, whole_group, storage=None):
-        """One kernel call for the bucket; ``storage`` (bfloat16 or int8 state) passes its formats, kinds and
-        rounding seeds into the kernel. Only float32-state groups keep their pointer table."""
-        call = fused_cpu.kernel_call(type(opt), c, names, group["maximize"])
+    def step(self, cls, bucket, c, *, explicit):
+        """One kernel call for the bucket; ``bucket.storage`` (bfloat16 or int8 state) passes its formats, kinds
+        and rounding seeds into the kernel."""
+        call = fused_cpu.kernel_call(cls, c, bucket.names, bucket.maximize)
+        storage = bucket.storage
         try:
-            args = fused_cpu.launch(call, params, grads, states, storage=storage, storage_names=names)
+            args = fused_cpu.launch(call, bucket.params, bucket.grads, bucket.states, storage=storage,
+                                    storage_names=bucket.names)
         except fused_cpu.Unsupported:  # raised before any tensor is written
-            if group["fused"]:
+            if explicit:
                 raise
             return False
-        if whole_group and storage is None:
-            self._remember(opt, group, names, call.names)
-        elif storage is not None:
-            # kept by stored_group_done once every bucket of the group is stepped
-            table = fused_cpu.StoredLaunch.build(call, params, grads, states, storage,
-                                                 [opt.state.get(p) for p in params], args)
-            opt.__dict__.setdefault("_fused_pending", []).append(table)
-        return True
+        if storage is None:
+            return Stepped(call.names, False, None)
+        dicts = bucket.state_dicts or [None] * len(bucket.params)
+        return Stepped(call.names, True, fused_cpu.StoredLaunch.build(
+            call, bucket.params, bucket.grads, bucket.states, storage, dicts, args))
 
-    def stored_group_done(self, opt, group, names, complete: bool) -> None:
-        """After the general path stepped a group of low-precision state: keep the tables of its buckets when
-        the kernel stepped every parameter of the group (``complete``) and each bucket could keep one, else
-        drop what was kept for the group."""
-        pending = opt.__dict__.pop("_fused_pending", [])
-        tables = opt.__dict__.setdefault("_fused_tables", {})
-        changes = getattr(opt.state, "changes", None)
-        if not complete or not pending or None in pending or changes is None:
-            tables.pop(id(group), None)
+    def finish_group(self, owner, cls, group, state, names, receipts, complete) -> None:
+        """Keep the group's tables when the kernel stepped every parameter of it at one step count (``complete``)
+        and each bucket could keep one (float32: the group in one bucket), else drop what was kept for it."""
+        kept = self._kept.setdefault(owner, {})
+        kept.pop(id(group), None)
+        changes = getattr(state, "changes", None)  # the owner's state counts its changes (base.OptimizerState)
+        if not complete or not receipts or changes is None:
             return
-        kept = StoredGroup(list(group["params"]), group.get("state_dtype"), pending, changes)
-        tables[id(group)] = (group, opt.state, names, kept)
-
-    @staticmethod
-    def _remember(opt, group, names, kernel_names) -> None:
+        if all(r.stored for r in receipts):
+            tables = [r.table for r in receipts]
+            if None not in tables:
+                table = StoredGroup(list(group["params"]), group.get("state_dtype"), tables, changes)
+                kept[id(group)] = (group, state, names, table)
+            return
+        if len(receipts) != 1:
+            return
         params = group["params"]
-        state_dicts = [opt.state[p] for p in params]
+        state_dicts = [state[p] for p in params]
+        kernel_names = receipts[0].names
         states = {n: [s[n] for s in state_dicts] for n in kernel_names if n is not None}
-        tables = opt.__dict__.setdefault("_fused_tables", {})
-        changes = getattr(opt.state, "changes", None)  # opt.state counts its changes (base.OptimizerState)
-        if changes is not None and fused_cpu.CachedLaunch.eligible(kernel_names, params, states):
+        if fused_cpu.CachedLaunch.eligible(kernel_names, params, states):
             table = fused_cpu.CachedLaunch(kernel_names, params, states, state_dicts)
             table.state_changes = changes
-            tables[id(group)] = (group, opt.state, names, table)
-        else:
-            tables.pop(id(group), None)
+            kept[id(group)] = (group, state, names, table)
 
-    def forget(self, opt) -> None:
-        opt.__dict__.pop("_fused_tables", None)  # the tables point at the old tensors
+    def forget(self, owner) -> None:
+        self._kept.pop(owner, None)  # the tables point at the old tensors
 
-    def prepare(self, opt, group, names, loss):
+    def kept(self, owner, group):
+        """The table kept for ``owner``'s ``group`` (a :class:`fused_cpu.CachedLaunch` or a
+        :class:`StoredGroup`), or None."""
+        entry = self._kept.get(owner, {}).get(id(group))
+        return None if entry is None else entry[3]
+
+    def prepare(self, owner, cls, group, state, names, coefficients):
         """The group's next step from its kept table, checked but not yet run; None where the table does not apply.
 
         O(1) Python per group plus a few C-level passes over the tensors (:meth:`CachedLaunch.check`).
         """
-        entry = opt.__dict__.get("_fused_tables", {}).get(id(group))
+        entry = self._kept.get(owner, {}).get(id(group))
         if entry is None:
             return None
         cached_group, cached_state, cached_names, table = entry
-        params = group["params"]
-        state = opt.state
         if (cached_group is not group or cached_state is not state or cached_names != names
                 or getattr(state, "changes", None) != table.state_changes):
-            return None  # no entry of opt.state was set or removed since the table was built: its state dicts
+            return None  # an entry of the owner's state was set or removed since the table was built
         if isinstance(table, StoredGroup):
-            return self._prepare_stored(opt, group, names, loss, table)
+            return self._prepare_stored(cls, group, names, coefficients, table)
         if group.get("state_dtype", torch.float32) is not torch.float32:
             return None
-        checked = table.check(table.names, params, table.state_dicts)  # are still the ones kept in the table
-        if checked is None or opt._implementation(group, params) != "fused":
+        checked = table.check(table.names, group["params"], table.state_dicts)
+        if checked is None:
             return None
         step, grad_ptrs = checked
-        call = fused_cpu.kernel_call(type(opt), opt.coefficients(group, step, loss), names, group["maximize"])
+        call = fused_cpu.kernel_call(cls, coefficients(step), names, group["maximize"])
         if call.names != table.names:
             return None
 
@@ -136,17 +161,17 @@ class Fused(Backend):
         return run
 
     @staticmethod
-    def _prepare_stored(opt, group, names, loss, kept: "StoredGroup"):
+    def _prepare_stored(cls, group, names, coefficients, kept: StoredGroup):
         """``prepare`` for a group of low-precision state: every bucket's kept table checked, one step count."""
         params = group["params"]
         if (group.get("state_dtype") != kept.state_dtype or len(params) != len(kept.params)
                 or not all(map(operator.is_, params, kept.params))):
             return None
         checked = [table.check() for table in kept.tables]
-        if None in checked or len({step for step, _ in checked}) != 1 or opt._implementation(group, params) != "fused":
+        if None in checked or len({step for step, _ in checked}) != 1:
             return None
         step = checked[0][0]
-        call = fused_cpu.kernel_call(type(opt), opt.coefficients(group, step, loss), names, group["maximize"])
+        call = fused_cpu.kernel_call(cls, coefficients(step), names, group["maximize"])
         if any(call.names != table.names for table in kept.tables):
             return None
 
@@ -156,17 +181,6 @@ class Fused(Backend):
             for table in kept.tables:
                 deque(map(operator.setitem, table.state_dicts, repeat("step"), repeat(step + 1)), maxlen=0)
         return run
-
-
-class StoredGroup(NamedTuple):
-    """What the fused backend keeps for a group of low-precision state: its parameters, its ``state_dtype``
-    when kept, one :class:`fused_cpu.StoredLaunch` per bucket, and the owner's count of changes of
-    ``opt.state`` then."""
-
-    params: list
-    state_dtype: object
-    tables: list
-    state_changes: int
 
 
 FUSED = register(Fused())

@@ -11,33 +11,26 @@ An algorithm module declares (see :mod:`adamkit.core.declaration`)
 
 The engine does the rest, the same way for every algorithm: argument checks,
 param groups, lazy state, one step counter per parameter, grouping tensors by
-device / dtype / step so that one call covers many tensors, choosing the
-backend, closures and an optional loss value, and a ``state_dict`` that keeps
-every flag and every state dtype. How a bucket runs is the backend's business
-(``adamkit.kernels.BACKENDS``; mixed precision, complex parameters and
-``maximize`` are handled there):
-  * ``foreach=False``: ``loop``, ``update`` called with one tensor at a time (the
-    readable reference path);
-  * ``foreach=True``: ``foreach``, ``update`` called with :class:`TensorList`
-    arguments, i.e. as ``torch._foreach_*`` multi-tensor kernels;
-  * ``fused=True``: on CPU ``fused``, the C kernel (one pass over memory, one call
-    per bucket); on other devices the compiled path;
-  * ``fused="compiled"``: ``compiled``, ``update`` itself compiled with its
-    scalars as tensors, so that a learning-rate schedule never recompiles.
+device / dtype / step / state format so that one call covers many tensors,
+closures and an optional loss value, and a ``state_dict`` that keeps every flag
+and every state dtype. Which backend steps a group, and what happens where it
+cannot, is :func:`adamkit.kernels.choose` and :func:`adamkit.kernels.run`; how a
+bucket runs (mixed precision, complex parameters, ``maximize``) is the backend's
+business. The engine names no backend.
 
-With neither given, each device gets its fastest correct path, chosen by
-measurement (``adamkit speed``): the fused kernel on CPU (the loop where no C
-compiler is available; never foreach, slower than the loop on CPU), multi-tensor
-foreach elsewhere.
+A step has two phases. The check phase asks each group's backend whether it can
+step the whole group from what it kept last time (the fused kernel's pointer
+tables: :meth:`~adamkit.kernels.Backend.prepare`), and checks every other group's
+tensors; nothing is written until every group passed. The launch phase then steps
+each group, either from what was kept or on the general path (``_step_group``),
+after which the backend is told how the group went
+(:meth:`~adamkit.kernels.Backend.finish_group`).
 
-Low-precision state (``state_dtype``, a common hyperparameter): a group whose
-``state_dtype`` is not float32 takes a path of its own (``_step_stored_group``),
-so the float32 path pays nothing for it but a comparison per group. Its state is
-created in the stored format with each parameter's ``rounding_seed``, checked
-against the group's ``state_dtype`` every step (a value changed by hand raises,
-naming ``convert_state_dtype``), bucketed by format too and handed to a backend
-with a ``state_format.Storage``; a backend whose ``storage_formats`` lack the
-format leaves the bucket to the loop (the default path) or raises (``fused=True``).
+Low-precision state (``state_dtype``, a common hyperparameter): the state of such
+a group is created in the stored format with each parameter's ``rounding_seed``,
+checked against the group's ``state_dtype`` every step (a value changed by hand
+raises, naming ``convert_state_dtype``), bucketed by format too and handed to the
+backend with a ``state_format.Storage``.
 """
 from __future__ import annotations
 
@@ -53,9 +46,9 @@ from torch import Tensor
 from ..core import checks, declaration, state_format
 from ..core.declaration import Coefficients, FusedKernel, Hyperparameter, make_init
 from ..core.hyperparameters import COMMON_HYPERPARAMETERS
-from ..core.tensors import DTensor, math_dtype, local_tensor
-from ..kernels import BACKENDS
-from . import checkpoint
+from ..core.tensors import DTensor, is_dtensor, local_tensor, math_dtype
+from .. import kernels
+from . import checkpoint, step_checks
 
 
 class OptimizerState(defaultdict):
@@ -417,13 +410,13 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                 )
             loss_value = _loss_to_float(loss)
         # check phase: every group is checked before any is stepped, so that a bad tensor in a later group
-        # raises before an earlier one moves. A group a backend can step from what it kept (the fused kernel's
-        # pointer table) is checked by that backend; the others by the general path's checks.
+        # raises before an earlier one moves. A group its backend can step from what it kept (the fused
+        # kernel's pointer table) is checked by that backend; the others by the general path's checks.
         groups = self.param_groups
         names = [self.state_names(group) for group in groups]
         launches = [self._prepared(group, n, loss_value) for group, n in zip(groups, names)]
         if len(groups) > 1:
-            checkpoint.check_groups_before_step(self, skip=[run is not None for run in launches])
+            step_checks.check_groups_before_step(self, skip=[run is not None for run in launches])
         # launch phase
         for group, n, run in zip(groups, names, launches):
             if run is not None:
@@ -432,47 +425,25 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                 self._step_group(group, n, loss_value)
         return loss
 
+    def _choice(self, group: Mapping[str, Any], params: list[Tensor]) -> kernels.Choice:
+        return kernels.choose(type(self), group, params, compiling=self.__dict__.get("_under_compile", False))
+
     def _prepared(self, group: dict[str, Any], names: tuple, loss: float | None):
-        for backend in BACKENDS.values():
-            run = backend.prepare(self, group, names, loss)
-            if run is not None:
-                return run
-        return None
+        """The group's step from what its backend kept, checked and ready to run; None: the general path."""
+        if not group["params"]:
+            return None
+        return self._choice(group, group["params"]).backend.prepare(
+            self, type(self), group, self.state, names, lambda step: self.coefficients(group, step, loss))
 
     def _step_group(self, group: dict[str, Any], names: tuple, loss: float | None) -> None:
+        """The general path: every parameter with a gradient checked, its state created where missing, then
+        stepped in buckets of one device, dtype, step count and state format (float32 state, or a low-precision
+        ``state_dtype``: created in its stored format, checked against the group's ``state_dtype``, handed to the
+        backend with a ``state_format.Storage``)."""
         state_dtype = group.get("state_dtype", torch.float32)
         if state_dtype is not torch.float32:
             state_dtype = state_format.check_state_dtype("state_dtype", state_dtype)
-            if state_dtype is not torch.float32:
-                return self._step_stored_group(group, names, loss, state_dtype)
-        params = []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            self._init_float32_state(p, group, names)
-            params.append(p)
-        if not params:
-            return
-        impl = self._implementation(group, params)
-        if impl in ("loop", "foreach") and self.__dict__.get("_under_compile"):
-            impl = "compiled"
-        # every path checks shapes (and dtypes) before any tensor of the group is written
-        checkpoint.check_step_tensors(self, params, [local_tensor(p) for p in params],
-                                      [local_tensor(p.grad) for p in params],
-                                      {n: [local_tensor(self.state[p][n]) for p in params] for n in names},
-                                      check_dtypes=impl != "fused")
-        # one call covers the tensors that share the per-step scalars
-        buckets: dict[tuple, list[Tensor]] = defaultdict(list)
-        for p in params:
-            buckets[(p.device, p.dtype, self.state[p]["step"])].append(p)
-        whole_group = len(buckets) == 1 and len(params) == len(group["params"])
-        for bucket in buckets.values():
-            self._step_bucket(group, bucket, names, loss, impl, whole_group)
-
-    def _step_stored_group(self, group: dict[str, Any], names: tuple, loss: float | None, state_dtype) -> None:
-        """``_step_group`` for a group of low-precision state: checked, bucketed by format too, handed with a Storage."""
+        stored = state_dtype is not torch.float32
         params = []
         for p in group["params"]:
             if p.grad is None:
@@ -480,36 +451,40 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             state = self.state.get(p)
-            if state:
+            if stored and state:
                 self._check_state_format(group, p, state)
             params.append(p)
         if not params:
             return
         for p in params:
-            state = self.state.get(p)
-            if not state or any(n not in state for n in names):
-                self.init_param_state(p, group, names)
-        impl = self._implementation(group, params)
-        if impl in ("loop", "foreach") and self.__dict__.get("_under_compile"):
-            impl = "compiled"
+            if stored:
+                state = self.state.get(p)
+                if not state or any(n not in state for n in names):
+                    self.init_param_state(p, group, names)
+            else:
+                self._init_float32_state(p, group, names)
+        choice = self._choice(group, params)
+        # every path checks shapes (and the float32 state's dtypes) before any tensor of the group is written
         local_params = [local_tensor(p) for p in params]
-        checkpoint.check_step_tensors(self, params, local_params, [local_tensor(p.grad) for p in params],
-                                      {n: [local_tensor(self.state[p][n]) for p in params] for n in names},
-                                      check_dtypes=False)
-        checkpoint.check_stored_state(self, params, local_params, names)
+        step_checks.check_step_tensors(self, params, local_params, [local_tensor(p.grad) for p in params],
+                                       {n: [local_tensor(self.state[p][n]) for p in params] for n in names},
+                                       check_dtypes=not stored)
+        if stored:
+            step_checks.check_stored_state(self, params, local_params, names)
+        # one call covers the tensors that share the per-step scalars (and the state's format)
         buckets: dict[tuple, list[Tensor]] = defaultdict(list)
         for p in params:
-            buckets[(p.device, p.dtype, self.state[p]["step"], state_format.tensor_format(state_dtype, p))].append(p)
-        whole_group = len(buckets) == 1 and len(params) == len(group["params"])
-        # the backend may keep what it needs to step the whole group next time (the fused kernel's tables)
+            fmt = state_format.tensor_format(state_dtype, p) if stored else "float32"
+            buckets[(p.device, p.dtype, self.state[p]["step"], fmt)].append(p)
+        receipts: list = []
         complete = False
         try:
-            by_impl = [self._step_bucket(group, bucket, names, loss, impl, whole_group, fmt)
-                       for (_, _, _, fmt), bucket in buckets.items()]
-            complete = (all(by_impl) and len(params) == len(group["params"])
+            for (_, _, _, fmt), bucket in buckets.items():
+                receipts.append(self._step_bucket(group, bucket, names, loss, choice, fmt))
+            complete = (all(receipts) and len(params) == len(group["params"])
                         and len({self.state[p]["step"] for p in params}) == 1)
-        finally:
-            BACKENDS[impl].stored_group_done(self, group, names, complete)
+        finally:  # the backend keeps what it needs to step the whole group next time, or drops it
+            choice.backend.finish_group(self, type(self), group, self.state, names, receipts, complete)
 
     def _storage(self, bucket: list[Tensor], names: tuple, fmt: str, step: int) -> state_format.Storage:
         formats = type(self).state_formats
@@ -520,60 +495,21 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         return state_format.Storage(fmt, tuple(formats[n] for n in names), tuple(slots.index(n) for n in names),
                                     [self.state[p]["rounding_seed"] for p in bucket], step, scales)
 
-    def _implementation(self, group: Mapping[str, Any], params: list[Tensor]) -> str:
-        """The backend (a name of ``adamkit.kernels.BACKENDS``) that steps ``params`` of ``group``."""
-        if group["fused"]:
-            if group["fused"] == "compiled" or params[0].device.type != "cpu":
-                return "compiled"
-            BACKENDS["fused"].require(type(self))
-            return "fused"
-        if group["foreach"]:
-            return "foreach"
-        if group["foreach"] is None and group["fused"] is None:
-            return self._default_implementation(params)
-        return "loop"
-
-    def _default_implementation(self, params: list[Tensor]) -> str:
-        """With neither foreach nor fused given: the fused kernel on CPU (else the loop), multi-tensor elsewhere."""
-        if params[0].device.type != "cpu":
-            return "foreach"
-        return "fused" if BACKENDS["fused"].takes(type(self), params) else "loop"
-
-    def _step_bucket(self, group, bucket: list[Tensor], names, loss, impl: str, whole_group: bool,
-                     fmt: str = "float32") -> bool:
-        """Step one bucket (one device, dtype, step count and state format) on backend ``impl``; the loop takes
-        what it refuses. Returns whether backend ``impl`` stepped it."""
+    def _step_bucket(self, group, bucket: list[Tensor], names, loss, choice: kernels.Choice, fmt: str) -> Any:
+        """Step one bucket (one device, dtype, step count and state format) on the chosen backend (the loop
+        takes what it refuses); returns what the backend returned, False where the loop stepped it."""
         step = self.state[bucket[0]]["step"]
         c = self.coefficients(group, step, loss)
-        params = [local_tensor(p) for p in bucket]
-        grads = [local_tensor(p.grad) for p in bucket]
-        states = {name: [local_tensor(self.state[p][name]) for p in bucket] for name in names}
-        if fmt != "float32":
-            storage = self._storage(bucket, names, fmt, step)
-            backend = BACKENDS[impl]
-            if fmt not in backend.storage_formats:
-                if group["fused"] is True and impl == "fused":
-                    raise ValueError(f"fused=True: the fused C kernel of this build does not store state as "
-                                     f"state_dtype={group['state_dtype']!r}; use fused=None or foreach=False "
-                                     f"(the loop), foreach=True or fused=\"compiled\" with it, or "
-                                     f"state_dtype=torch.float32")
-                backend = BACKENDS["loop"]
-            stepped = backend.step(self, group, params, grads, states, names, c, whole_group=whole_group,
-                                   storage=storage)
-            if not stepped:
-                BACKENDS["loop"].step(self, group, params, grads, states, names, c, whole_group=whole_group,
-                                      storage=storage)
-            for p in bucket:
-                self.state[p]["step"] = step + 1
-            return stepped and backend is BACKENDS[impl]
-        stepped = BACKENDS[impl].step(self, group, params, grads, states, names, c, whole_group=whole_group)
-        if not stepped:
-            # the default path met tensors the fused kernel does not take: the loop steps them, checked as it checks
-            checkpoint.check_step_tensors(self, bucket, params, grads, states, check_dtypes=True)
-            BACKENDS["loop"].step(self, group, params, grads, states, names, c, whole_group=whole_group)
+        state = self.state
+        work = kernels.Bucket(
+            params=[local_tensor(p) for p in bucket], grads=[local_tensor(p.grad) for p in bucket],
+            states={name: [local_tensor(state[p][name]) for p in bucket] for name in names}, names=names,
+            maximize=group["maximize"], storage=None if fmt == "float32" else self._storage(bucket, names, fmt, step),
+            state_dicts=[None if is_dtensor(p) else state[p] for p in bucket])
+        receipt = kernels.run(choice, type(self), work, c)
         for p in bucket:
-            self.state[p]["step"] = step + 1
-        return stepped
+            state[p]["step"] = step + 1
+        return receipt
 
     # ------------------------------------------------------------ state dict
     def state_dict(self) -> dict[str, Any]:
