@@ -1,5 +1,6 @@
-"""Adding an algorithm costs one declaration: a test-only algorithm, declared as docs/adding-an-algorithm.md shows, gets the
-loop, foreach and compiled paths, the registry and the generic contract tests of test_contract.py for free."""
+"""Adding an algorithm costs one declaration: a test-only algorithm, declared as docs/adding-an-algorithm.md shows,
+gets the loop, foreach and compiled paths, the registry and the generic contract tests of test_contract.py for
+free."""
 from __future__ import annotations
 
 from typing import NamedTuple
