@@ -77,7 +77,11 @@ def _markdown_literals(text: str) -> str:
 
 
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A table cell: one line, pipes escaped, and outside code spans the characters Markdown reads as emphasis
+    (``t**p``, ``torch._foreach_*``) escaped."""
+    parts = re.split(r"(`[^`]*`)", str(text).replace("\n", " "))
+    emphasis = re.compile(r"[*|]|(?<!\w)_|_(?!\w)")  # an underscore inside a word is no emphasis
+    return "".join(p if p.startswith("`") else emphasis.sub(lambda m: "\\" + m.group(0), p) for p in parts)
 
 
 def _number(value: float) -> str:
