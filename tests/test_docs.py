@@ -18,6 +18,7 @@ process group, a cluster); the test it names must exist.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import io
 import re
@@ -203,9 +204,11 @@ def test_every_python_snippet_runs(path, tmp_path, monkeypatch):
             elif block.language == "python":
                 with contextlib.redirect_stdout(io.StringIO()):
                     exec(compile(block.text, _where(block), "exec"), namespace)
-    finally:
-        for name in set(adamkit.list_optimizers()) - registered:  # an algorithm a page registered
+    finally:  # an algorithm a page declared and registered leaves no trace for the tests after this one
+        for name in set(adamkit.list_optimizers()) - registered:
             adamkit.registry.unregister(name)
+        namespace.clear()
+        gc.collect()
 
 
 def _makefile_targets() -> set[str]:
