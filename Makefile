@@ -1,6 +1,9 @@
 # The two commands of the README:
 #   make demo   set everything up, then run the main job
-#   make test   set everything up, then run every test
+#   make test   set everything up, then run every test (tests/test_docs.py builds the docs, tests/test_examples.py
+#               runs the examples)
+# and
+#   make docs   build the documentation into docs/_build/html, warnings as errors
 # Everything is installed into .venv/ in the repository root (CPU build of torch 2.13.0).
 
 PYTHON ?= python3
@@ -8,14 +11,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.adamkit-installed
 
-.PHONY: demo test install clean data
+.PHONY: demo test docs install clean data
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,tasks,bench]'
+	$(PY) -m pip install --quiet -e '.[test,tasks,bench,docs,examples]'
 	touch $(STAMP)
 
 # the quick suite (Tier A, plus a very short run of every Tier B task, whose data `data` prepares first):
@@ -33,5 +36,9 @@ data: $(STAMP)
 test: $(STAMP) data
 	$(PY) -m pytest -q
 
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -n -b html docs docs/_build/html
+	@echo "documentation: docs/_build/html/index.html"
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis docs/_build docs/algorithms docs/_generated

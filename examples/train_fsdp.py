@@ -91,8 +91,9 @@ def setup(init_method: str | None) -> tuple[int, int, str]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of every FSDP2 example: the optimizer and its options, the steps, the batch, the seed, the
+    rendezvous."""
     parser.add_argument("--optimizer", default="adamw", choices=adamkit.list_optimizers())
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -100,12 +101,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="train until this step")
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size (split over the ranks)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-method", default=None,
+                        help="torch.distributed init_method, e.g. file:///tmp/rdzv (default: env://, set by torchrun)")
+
+
+def optimizer_options(args: argparse.Namespace) -> dict:
+    """The optimizer's keyword arguments: ``--option`` pairs and ``--lr``."""
+    options = parse_options(args.option)
+    if args.lr is not None:
+        options["lr"] = args.lr
+    return options
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_training_arguments(parser)
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints/train_fsdp"))
     parser.add_argument("--checkpoint-every", type=int, default=10, help="also checkpoint at the last step")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    parser.add_argument("--init-method", default=None,
-                        help="torch.distributed init_method, e.g. file:///tmp/rdzv (default: env://, set by torchrun)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     rank, world, device = setup(args.init_method)
     if args.batch_size % world:
@@ -116,10 +134,7 @@ def main() -> None:
         if isinstance(layer, torch.nn.Linear):
             fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    options = parse_options(args.option)
-    if args.lr is not None:
-        options["lr"] = args.lr
-    opt = adamkit.create_optimizer(args.optimizer, model.parameters(), **options)
+    opt = adamkit.create_optimizer(args.optimizer, model.parameters(), **optimizer_options(args))
 
     def checkpoint_state(step: int) -> dict:
         model_state, optim_state = get_state_dict(model, opt)

@@ -17,3 +17,30 @@ def test_demo_prints_a_row_per_optimizer(capsys):
 def test_console_script_help():
     result = subprocess.run([sys.executable, "-m", "adamkit.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+def test_version_comes_from_one_place_and_the_changelog_has_its_section():
+    """``adamkit --version``, ``adamkit.__version__`` and the package metadata (pyproject's dynamic version) all
+    read ``adamkit/_version.py``; CHANGELOG.md has a section for that version."""
+    import re
+    from pathlib import Path
+
+    import adamkit
+    from adamkit import _version
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "adamkit", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"adamkit {_version.__version__}"
+    assert adamkit.__version__ == _version.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+([ab]|rc)?\d*", _version.__version__)
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "adamkit._version.__version__"}
+    changelog = (root / "CHANGELOG.md").read_text()
+    assert re.search(rf"^## {re.escape(_version.__version__)}\b", changelog, re.M), "CHANGELOG.md lacks this version"

@@ -1,4 +1,5 @@
 """adamkit: the modern Adam family of optimizers for PyTorch, exact to the authors' code."""
+from ._version import __version__
 from .optim import ADOPT, AGD, AdaBelief, Adam, AdamkitOptimizer, AdamW, AMSGrad, EAdam, convert_state_dtype
 from . import distributed
 from .param_groups import param_groups_weight_decay
@@ -9,8 +10,6 @@ from .registry import (
     list_optimizers,
     load_optimizer_config,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AdamkitOptimizer",

@@ -12,6 +12,8 @@ import importlib
 import importlib.util
 import sys
 
+from ._version import __version__
+
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("adamkit.demo", "train a small model with every optimizer and print a comparison table"),
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adamkit", description="adamkit: the Adam family of optimizers, their benchmark suite and tools"
     )
+    parser.add_argument("--version", action="version", version=f"adamkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, text) in SUBCOMMANDS.items():

@@ -1,5 +1,6 @@
-"""Adding an algorithm costs one declaration: a test-only algorithm, declared as the README shows, gets the
-loop, foreach and compiled paths, the registry and the generic contract tests of test_contract.py for free."""
+"""Adding an algorithm costs one declaration: a test-only algorithm, declared as docs/adding-an-algorithm.md shows,
+gets the loop, foreach and compiled paths, the registry and the generic contract tests of test_contract.py for
+free."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -44,7 +45,7 @@ class ToyLion(AdamkitOptimizer):
         "state_dtype": STATE_DTYPE,
     }
     Flags, Scalars = LionFlags, LionScalars
-    state_formats = {"exp_avg": "signed"}  # how each state is stored under state_dtype (README: Low-precision state)
+    state_formats = {"exp_avg": "signed"}  # how each state is stored under state_dtype (docs/low-precision.md)
 
     def state_names(self, group):
         return ("exp_avg",)

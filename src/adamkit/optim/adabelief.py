@@ -61,7 +61,7 @@ def rectification(beta2: float, t: int) -> tuple[float, float]:
 
 
 class AdaBelief(AdamkitOptimizer):
-    r"""AdaBelief, numerically identical to ``adabelief_pytorch.AdaBelief`` 0.2.1 (the authors' package).
+    r"""AdaBelief (Zhuang et al., NeurIPS 2020), as the authors' ``adabelief_pytorch.AdaBelief`` 0.2.1 computes it.
 
     Per parameter, at update ``t`` (``bc1 = 1 - β1^t``, ``bc2 = 1 - β2^t``)::
 
@@ -85,8 +85,9 @@ class AdaBelief(AdamkitOptimizer):
 
     Where the reference is odd, its behaviour is the default and a named option
     gives the alternative:
-      * ``rectified_amsgrad=True`` makes the rectified branch use the AMSGrad
-        maximum s̄ (the reference keeps s̄ but ignores it once ``ρt ≥ 5``).
+
+    * ``rectified_amsgrad=True`` makes the rectified branch use the AMSGrad
+      maximum s̄ (the reference keeps s̄ but ignores it once ``ρt ≥ 5``).
 
     The paper's algorithm is ``rectify=False, weight_decay=0, amsgrad=False``.
 

@@ -139,7 +139,7 @@ class AdamW(Adam):
 
 
 class AMSGrad(Adam):
-    r"""AMSGrad as PyTorch computes it: ``torch.optim.Adam(amsgrad=True)``.
+    r"""AMSGrad (Reddi, Kale & Kumar, ICLR 2018), as PyTorch computes it: ``torch.optim.Adam(amsgrad=True)``.
 
     As :class:`Adam`, with ``v̄ ← max(v̄, v)`` of the *uncorrected* v and the step
     ``θ ← θ - (α/bc1)·m/(sqrt(v̄)/sqrt(bc2) + ε)``. Reddi et al.'s Algorithm 2 differs:

@@ -82,7 +82,7 @@ def clip_threshold(clip_lambda, t: int) -> float | None:
 
 
 class ADOPT(AdamkitOptimizer):
-    r"""ADOPT, numerically identical to the authors' reference (github iShohei220/adopt, current code).
+    r"""ADOPT (Taniguchi et al., NeurIPS 2024), as the authors' ``adopt.py`` (= torch-adopt 0.1.0) computes it.
 
     The gradient is normalised by the second moment of the *previous* steps, momentum
     is applied after normalisation, there is no bias correction, and the first call

@@ -44,13 +44,14 @@ class AGDScalars(NamedTuple):
 
 
 class AGD(AdamkitOptimizer):
-    r"""AGD: auto-switchable optimizer with stepwise gradient difference, as atorch's reference computes it.
+    r"""AGD (Yue et al., NeurIPS 2023), as the authors' ``agd.py`` in atorch computes it.
 
-    AGD preconditions with an EMA of the squared difference between consecutive
-    bias-corrected momenta and floors the preconditioner at δ: coordinates whose
-    preconditioner is below δ take an SGD-with-momentum step (learning rate α/δ), the
-    others an adaptive step. That floor *is* the automatic switch. Per parameter, at
-    update ``t`` (``bc1 = 1 - β1^t``, ``bc2 = 1 - β2^t``)::
+    AGD, the auto-switchable optimizer with stepwise gradient difference, preconditions
+    with an EMA of the squared difference between consecutive bias-corrected momenta and
+    floors the preconditioner at δ: coordinates whose preconditioner is below δ take an
+    SGD-with-momentum step (learning rate α/δ), the others an adaptive step. That floor
+    *is* the automatic switch. Per parameter, at update ``t`` (``bc1 = 1 - β1^t``,
+    ``bc2 = 1 - β2^t``)::
 
         g ← -g                              if maximize (not in the reference)
         if not win:

@@ -26,7 +26,7 @@ class EAdamScalars(NamedTuple):
 
 
 class EAdam(AdamkitOptimizer):
-    r"""EAdam (Yuan & Gao, arXiv 2011.02150), as the authors' ``EAdam.py`` computes it.
+    r"""EAdam (Yuan & Gao, arXiv 2011.02150), as the authors' ``EAdam.py`` (yuanwei2019/EAdam-optimizer) computes it.
 
     Per parameter, at update ``t`` (``bc1 = 1 - β1^t``, ``bc2 = 1 - β2^t``)::
 
