@@ -51,7 +51,7 @@ def classes() -> list[type]:
 
 def _common() -> set[str]:
     """Hyperparameters every optimizer has, whose meaning is the engine's (the learning rate stays per algorithm)."""
-    from adamkit.optim.base import COMMON_HYPERPARAMETERS
+    from adamkit.core.hyperparameters import COMMON_HYPERPARAMETERS
 
     return set(COMMON_HYPERPARAMETERS) - {"lr"}
 

@@ -31,8 +31,8 @@ FUSED = Hyperparameter(None, _fused_flag, 'True: the fused kernel (C on CPU, com
                        "torch.compile of the update; None: adamkit chooses", keyword_only=True)
 STATE_DTYPE = Hyperparameter(torch.float32, state_format.check_state_dtype,
                              'how the moments are stored: torch.float32, torch.bfloat16 (stochastic rounding) or '
-                             '"int8" (blockwise 8-bit codes); the math is float32 either way (see README, '
-                             '"Low-precision state")', keyword_only=True)
+                             '"int8" (blockwise 8-bit codes); the math is float32 either way (docs/low-precision.md)',
+                             keyword_only=True)
 
 #: hyperparameters every adamkit optimizer has (``lr``'s default is the algorithm's own)
 COMMON_HYPERPARAMETERS: dict[str, Hyperparameter] = {
