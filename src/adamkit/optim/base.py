@@ -109,10 +109,10 @@ def learning_rate(default: float = 1e-3) -> Hyperparameter:
 
 
 def _fused_flag(name: str, value: Any) -> bool | str | None:
-    """``fused``: None, True, False or "compiled" (the torch.compile path)."""
+    """``fused``: None, True, False, "compiled" (the torch.compile path) or "triton" (the generated Triton kernel)."""
     if isinstance(value, str):
-        if value != "compiled":
-            raise ValueError(f'{name} must be None, True, False or "compiled", got {value!r}')
+        if value not in ("compiled", "triton"):
+            raise ValueError(f'{name} must be None, True, False, "compiled" or "triton", got {value!r}')
         return value
     return _checks.optional_flag(name, value)
 
@@ -122,7 +122,8 @@ FOREACH = Hyperparameter(None, _checks.optional_flag,
                          "True: multi-tensor (torch._foreach_*); False: one tensor at a time; None: adamkit chooses",
                          keyword_only=True)
 FUSED = Hyperparameter(None, _fused_flag, 'True: the fused kernel (C on CPU, compiled elsewhere); "compiled": '
-                       "torch.compile of the update; None: adamkit chooses", keyword_only=True)
+                       'torch.compile of the update; "triton": one Triton kernel per bucket (CUDA); None: adamkit '
+                       "chooses", keyword_only=True)
 STATE_DTYPE = Hyperparameter(torch.float32, state_format.check_state_dtype,
                              'how the moments are stored: torch.float32, torch.bfloat16 (stochastic rounding) or '
                              '"int8" (blockwise 8-bit codes); the math is float32 either way (see README, '
@@ -603,6 +604,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     def _implementation(self, group: Mapping[str, Any], params: list[Tensor]) -> str:
         """The backend (a name of ``adamkit.kernels.BACKENDS``) that steps ``params`` of ``group``."""
         if group["fused"]:
+            if group["fused"] == "triton":
+                BACKENDS["triton"].require(type(self))
+                return "triton"
             if group["fused"] == "compiled" or params[0].device.type != "cpu":
                 return "compiled"
             BACKENDS["fused"].require(type(self))
