@@ -14,7 +14,10 @@ PATHS = {name: dict(backend.options) for name, backend in BACKENDS.items()}
 
 
 def _skip_unavailable(path):
-    """The fused CPU kernel needs a C compiler; without one its cases are skipped, saying why."""
+    """The fused CPU kernel needs a C compiler, the Triton backend triton and its interpreter (CPU tensors);
+    without them their cases are skipped, saying why."""
+    if path == "triton" and not BACKENDS["triton"].available():
+        pytest.skip("the Triton backend cannot run here (no triton, or no GPU and no TRITON_INTERPRET=1)")
     if path == "fused":
         from adamkit.kernels import fused_cpu
 
