@@ -105,14 +105,17 @@ def test_golden_final_state(info, doc, case):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-@pytest.mark.parametrize("path", ["foreach", "compiled"])
+@pytest.mark.parametrize("path", ["foreach", "compiled", "triton"])
 @pytest.mark.parametrize(
     "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
 )
 def test_golden_replay_cuda(info, doc, case, path):  # pragma: no cover - needs a GPU
-    """float64 on CUDA: the multi-tensor path and the compiled one (``fused=True`` on CUDA), inductor included."""
+    """float64 on CUDA: the multi-tensor path, the compiled one (``fused=True`` on CUDA, inductor included) and
+    the Triton kernel."""
+    _skip_unavailable(path)
     torch._dynamo.reset()
-    results, _ = replay(info, case, {"foreach": True} if path == "foreach" else {"fused": True}, device="cuda")
+    options = {"foreach": {"foreach": True}, "compiled": {"fused": True}, "triton": {"fused": "triton"}}[path]
+    results, _ = replay(info, case, options, device="cuda")
     tol = doc["tolerance"]
     for key, per_param in case["expected"].items():
         for name, ref in per_param.items():
