@@ -13,11 +13,15 @@ CASES = list(golden_cases())
 PATHS = {name: dict(backend.options) for name, backend in BACKENDS.items()}
 
 
-def _skip_unavailable(path):
-    """The fused CPU kernel needs a C compiler, the Triton backend triton and its interpreter (CPU tensors);
+def _skip_unavailable(path, device="cpu"):
+    """The fused CPU kernel needs a C compiler, the Triton backend triton (and its interpreter for CPU tensors);
     without them their cases are skipped, saying why."""
-    if path == "triton" and not BACKENDS["triton"].available():
-        pytest.skip("the Triton backend cannot run here (no triton, or no GPU and no TRITON_INTERPRET=1)")
+    if path == "triton":
+        from adamkit.kernels.gpu import launch
+
+        if not (launch.steps_cpu_tensors() if device == "cpu" else BACKENDS["triton"].available()):
+            pytest.skip(f"the Triton backend does not step {device} tensors here (no triton, no GPU, or on CPU no "
+                        "TRITON_INTERPRET=1)")
     if path == "fused":
         from adamkit.kernels import fused_cpu
 
@@ -112,7 +116,7 @@ def test_golden_final_state(info, doc, case):
 def test_golden_replay_cuda(info, doc, case, path):  # pragma: no cover - needs a GPU
     """float64 on CUDA: the multi-tensor path, the compiled one (``fused=True`` on CUDA, inductor included) and
     the Triton kernel."""
-    _skip_unavailable(path)
+    _skip_unavailable(path, "cuda")
     torch._dynamo.reset()
     options = {"foreach": {"foreach": True}, "compiled": {"fused": True}, "triton": {"fused": "triton"}}[path]
     results, _ = replay(info, case, options, device="cuda")

@@ -37,6 +37,11 @@ def interpreting() -> bool:
     return bool(triton.knobs.runtime.interpret)
 
 
+def steps_cpu_tensors() -> bool:
+    """Whether CPU tensors can be stepped here: triton is installed and runs in its interpreter (tests)."""
+    return importlib.util.find_spec("triton") is not None and interpreting()
+
+
 def _check_device(device: torch.device) -> None:
     if importlib.util.find_spec("triton") is None:
         raise Unsupported('fused="triton" needs the triton package (pip install adamkit[gpu])')
