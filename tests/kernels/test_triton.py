@@ -384,3 +384,42 @@ def test_cuda_agrees_with_the_cuda_loop(info, variant):  # pragma: no cover - ne
     got, _ = _run(info, variant, dict(fused="triton"), torch.float32, device="cuda")
     for x, y in zip(ref, got):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+_INTERPRETED_RUN = """
+import sys, torch
+sys.path[:0] = {paths!r}
+from test_triton import _cross_check_run
+torch.save(_cross_check_run("cpu"), {out!r})
+"""
+
+
+def _cross_check_run(device):
+    """Every algorithm (its last variant), float32 parameters, float32 and int8 state: parameters and states."""
+    results = {}
+    for info in OPTIMIZERS:
+        for state_dtype in (torch.float32, "int8"):
+            params, opt = _run(info, info.variants[-1], dict(fused="triton"), torch.float32, [(3, 300), (7,)],
+                               state_dtype=state_dtype, device=device)
+            results[f"{info.name}-{state_dtype}"] = [t.detach().cpu() for p in params for t in
+                                                     [p, *(v for v in opt.state[p].values() if torch.is_tensor(v))]]
+    return results
+
+
+@needs_cuda
+def test_cuda_kernels_compute_the_interpreters_bits(tmp_path):  # pragma: no cover - needs a GPU
+    """The same steps on CUDA (compiled, no contraction) and in the interpreter (CPU, another process): the same
+    bits, parameters, codes and scales alike."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "interpreted.pt"
+    here = os.path.dirname(__file__)
+    code = _INTERPRETED_RUN.format(paths=[here, os.path.dirname(here)] + sys.path, out=str(out))
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "TRITON_INTERPRET": "1"},
+                   timeout=600)
+    interpreted = torch.load(out)
+    for key, tensors in _cross_check_run("cuda").items():
+        for i, (a, b) in enumerate(zip(tensors, interpreted[key])):
+            assert torch.equal(_bits(a), _bits(b)), f"{key}: tensor {i}"
