@@ -20,14 +20,12 @@ from ...optim import state_format
 if TYPE_CHECKING:  # the functions run inside generated modules, which import triton.language as tl
     import triton.language as tl
 
-#: the module-level constants of every generated kernel module (``NAME: tl.constexpr = value``)
-CONSTANTS = {
-    "HASH_INDEX": state_format.HASH_INDEX,
-    "HASH_MIX1": state_format.HASH_MIX1,
-    "HASH_MIX2": state_format.HASH_MIX2,
-    "INT8_BLOCK": state_format.BLOCK,
-    "UNIT20": 2.0 ** -20,
-}
+HASH_INDEX, HASH_MIX1, HASH_MIX2 = state_format.HASH_INDEX, state_format.HASH_MIX1, state_format.HASH_MIX2
+INT8_BLOCK = state_format.BLOCK
+UNIT20 = 2.0 ** -20
+#: the module-level constants of every generated kernel module (``NAME = tl.constexpr(value)`` in its header)
+CONSTANTS = {"HASH_INDEX": HASH_INDEX, "HASH_MIX1": HASH_MIX1, "HASH_MIX2": HASH_MIX2, "INT8_BLOCK": INT8_BLOCK,
+             "UNIT20": UNIT20}
 
 
 def kind_constants(kind: str) -> dict:
