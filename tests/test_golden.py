@@ -13,8 +13,15 @@ CASES = list(golden_cases())
 PATHS = {name: dict(backend.options) for name, backend in BACKENDS.items()}
 
 
-def _skip_unavailable(path):
-    """The fused CPU kernel needs a C compiler; without one its cases are skipped, saying why."""
+def _skip_unavailable(path, device="cpu"):
+    """The fused CPU kernel needs a C compiler, the Triton backend triton (and its interpreter for CPU tensors);
+    without them their cases are skipped, saying why."""
+    if path == "triton":
+        from adamkit.kernels.gpu import launch
+
+        if not (launch.steps_cpu_tensors() if device == "cpu" else BACKENDS["triton"].available()):
+            pytest.skip(f"the Triton backend does not step {device} tensors here (no triton, no GPU, or on CPU no "
+                        "TRITON_INTERPRET=1)")
     if path == "fused":
         from adamkit.kernels import fused_cpu
 
@@ -102,14 +109,17 @@ def test_golden_final_state(info, doc, case):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-@pytest.mark.parametrize("path", ["foreach", "compiled"])
+@pytest.mark.parametrize("path", ["foreach", "compiled", "triton"])
 @pytest.mark.parametrize(
     "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
 )
 def test_golden_replay_cuda(info, doc, case, path):  # pragma: no cover - needs a GPU
-    """float64 on CUDA: the multi-tensor path and the compiled one (``fused=True`` on CUDA), inductor included."""
+    """float64 on CUDA: the multi-tensor path, the compiled one (``fused=True`` on CUDA, inductor included) and
+    the Triton kernel."""
+    _skip_unavailable(path, "cuda")
     torch._dynamo.reset()
-    results, _ = replay(info, case, {"foreach": True} if path == "foreach" else {"fused": True}, device="cuda")
+    options = {"foreach": {"foreach": True}, "compiled": {"fused": True}, "triton": {"fused": "triton"}}[path]
+    results, _ = replay(info, case, options, device="cuda")
     tol = doc["tolerance"]
     for key, per_param in case["expected"].items():
         for name, ref in per_param.items():

@@ -15,10 +15,10 @@ def learning_rate(default: float = 1e-3) -> Hyperparameter:
 
 
 def _fused_flag(name: str, value: Any) -> bool | str | None:
-    """``fused``: None, True, False or "compiled" (the torch.compile path)."""
+    """``fused``: None, True, False, "compiled" (the torch.compile path) or "triton" (the generated Triton kernel)."""
     if isinstance(value, str):
-        if value != "compiled":
-            raise ValueError(f'{name} must be None, True, False or "compiled", got {value!r}')
+        if value not in ("compiled", "triton"):
+            raise ValueError(f'{name} must be None, True, False, "compiled" or "triton", got {value!r}')
         return value
     return checks.optional_flag(name, value)
 
@@ -28,7 +28,8 @@ FOREACH = Hyperparameter(None, checks.optional_flag,
                          "True: multi-tensor (torch._foreach_*); False: one tensor at a time; None: adamkit chooses",
                          keyword_only=True)
 FUSED = Hyperparameter(None, _fused_flag, 'True: the fused kernel (C on CPU, compiled elsewhere); "compiled": '
-                       "torch.compile of the update; None: adamkit chooses", keyword_only=True)
+                       'torch.compile of the update; "triton": one Triton kernel per bucket (CUDA); None: adamkit '
+                       "chooses", keyword_only=True)
 STATE_DTYPE = Hyperparameter(torch.float32, state_format.check_state_dtype,
                              'how the moments are stored: torch.float32, torch.bfloat16 (stochastic rounding) or '
                              '"int8" (blockwise 8-bit codes); the math is float32 either way (docs/low-precision.md)',

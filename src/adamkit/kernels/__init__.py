@@ -4,7 +4,8 @@ that chooses among them.
 ``BACKENDS`` maps each implementation name to its backend, in this order:
 ``loop`` (``update`` per tensor, the reference), ``foreach`` (``update`` on
 TensorLists), ``fused`` (the C kernel, CPU), ``compiled`` (``torch.compile`` of
-``update`` with tensor scalars). :func:`choose` picks the backend of a param group
+``update`` with tensor scalars), ``triton`` (a Triton kernel generated from ``update``,
+one launch per bucket: :mod:`.gpu`). :func:`choose` picks the backend of a param group
 and :func:`run` steps a bucket on it with the fallback policy; the engine names no
 backend. Tests iterate over ``BACKENDS`` (``backend.options`` selects one,
 ``backend.available()`` says whether it runs here).
@@ -15,7 +16,7 @@ from typing import Any, Mapping, NamedTuple
 
 from torch import Tensor
 
-from . import compiled, eager, fused  # noqa: F401 - each registers its backend
+from . import compiled, eager, fused, gpu  # noqa: F401 - each registers its backend
 from .backend import BACKENDS, Backend, Bucket
 from .tensorlist import TensorList
 
@@ -23,8 +24,8 @@ __all__ = ["BACKENDS", "Backend", "Bucket", "Choice", "TensorList", "choose", "f
 
 
 class Choice(NamedTuple):
-    """The backend that steps a param group, and whether the user asked for it (``fused=True`` or
-    ``"compiled"``): an explicit choice raises where it cannot be honoured, a default one falls back to the
+    """The backend that steps a param group, and whether the user asked for it (``fused=True``,
+    ``"compiled"`` or ``"triton"``): an explicit choice raises where it cannot be honoured, a default one falls back to the
     loop."""
 
     backend: Backend
@@ -36,6 +37,7 @@ def choose(cls: type, group: Mapping[str, Any], params: list[Tensor], *, compili
     ``fused``; ``compiling``: the step runs under ``torch.compile``.
 
     * ``fused="compiled"``: the compiled path, on any device;
+    * ``fused="triton"``: the Triton kernel (CUDA tensors; CPU tensors only under Triton's interpreter);
     * ``fused=True``: the fused C kernel on CPU (raising, saying why, where it cannot run), the compiled path
       on other devices;
     * ``foreach=True``: foreach; ``foreach=False`` or ``fused=False``: the loop;
@@ -47,6 +49,9 @@ def choose(cls: type, group: Mapping[str, Any], params: list[Tensor], *, compili
     """
     fused_flag, foreach = group["fused"], group["foreach"]
     on_cpu = params[0].device.type == "cpu"
+    if fused_flag == "triton":
+        BACKENDS["triton"].require(cls)
+        return Choice(BACKENDS["triton"], True)
     if fused_flag:
         if fused_flag == "compiled" or not on_cpu:
             return Choice(BACKENDS["compiled"], True)
