@@ -1,4 +1,4 @@
-"""Filesystem faults for tests: a folder this process cannot write, a filesystem that is full.
+"""Filesystem faults for tests: a folder or file this process cannot write, a filesystem that is full.
 
 A read-only folder is made with ``chmod`` for a normal user; root ignores file modes, so for root the folder
 is bind-mounted read-only onto itself (skipped where mounting is not allowed). A full disk is a tiny tmpfs
@@ -47,6 +47,29 @@ def read_only(folder: Path):
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@contextlib.contextmanager
+def read_only_file(path: Path):
+    """The file ``path`` cannot be opened for writing by this process (its folder still can): its mode for a
+    normal user, a read-only bind mount of the file onto itself for root (skipped where mounting is not allowed).
+    Files already open stay writable through their descriptors, as the kernel keeps them."""
+    path = Path(path)
+    if not _is_root():
+        mode = path.stat().st_mode
+        path.chmod(stat.S_IMODE(mode) & ~0o222)
+        try:
+            yield path
+        finally:
+            path.chmod(stat.S_IMODE(mode))
+        return
+    if not (_mount("--bind", str(path), str(path)) and _mount("-o", "remount,bind,ro", str(path), str(path))):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        pytest.skip("running as root and cannot bind-mount a read-only file here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 @contextlib.contextmanager

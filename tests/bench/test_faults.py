@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (the _faults helpers)
 
-from _faults import read_only, tiny_filesystem  # noqa: E402
+from _faults import read_only, read_only_file, tiny_filesystem  # noqa: E402
 
 from adamkit.bench import sweep as sweep_module  # noqa: E402
 from adamkit.bench.executors import LocalExecutor  # noqa: E402
@@ -151,7 +151,7 @@ def test_a_store_made_read_only_mid_sweep_stops_it_in_one_line_and_the_same_comm
     if what == "folder":
         fault = lambda: read_only(out)  # noqa: E731
     else:  # the file alone: a read-only bind mount of it (root), or its mode
-        fault = lambda: _read_only_file(out / "results.sqlite")  # noqa: E731
+        fault = lambda: read_only_file(out / "results.sqlite")  # noqa: E731
     with _fault_after_puts(monkeypatch, 3, fault):
         assert main(args) == 2
         err = _one_line_error(capsys, str(out / "results.sqlite"), "cannot write", "read-only",
@@ -164,30 +164,6 @@ def test_a_store_made_read_only_mid_sweep_stops_it_in_one_line_and_the_same_comm
     capsys.readouterr()
     with ResultStore.open_results(out) as store:
         assert store.count() == {"done": 18}
-
-
-@contextlib.contextmanager
-def _read_only_file(path: Path):
-    import stat
-    import subprocess
-
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        ok = subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True).returncode == 0 and \
-            subprocess.run(["mount", "-o", "remount,bind,ro", str(path), str(path)], capture_output=True).returncode == 0
-        if not ok:
-            subprocess.run(["umount", "-l", str(path)], capture_output=True)
-            pytest.skip("running as root and cannot bind-mount a read-only file here")
-        try:
-            yield path
-        finally:
-            subprocess.run(["umount", "-l", str(path)], capture_output=True)
-        return
-    mode = path.stat().st_mode
-    path.chmod(stat.S_IMODE(mode) & ~0o222)
-    try:
-        yield path
-    finally:
-        path.chmod(stat.S_IMODE(mode))
 
 
 def test_a_store_removed_mid_sweep_stops_it_in_one_line(tmp_path, suite_file, capsys, monkeypatch):
