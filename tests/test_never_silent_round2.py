@@ -4,15 +4,118 @@ tests/kernels/test_fused_low_precision.py, the checkpoints' in tests/optim/test_
 the results store's in tests/bench/test_faults.py.)"""
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
 import torch
 
 import adamkit
+from adamkit.kernels import BACKENDS, compiled
 from optimizer_table import BY_NAME, OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]
+PATHS = {name: dict(backend.options) for name, backend in BACKENDS.items()}
+STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": "int8"}
+
+
+@pytest.fixture(scope="module")
+def traced_compiled_path():
+    """The compiled path traced by dynamo without code generation (inductor's own tests are in tests/kernels); one
+    trace per algorithm and flags for the whole module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compiled, "BACKEND", "aot_eager")
+        torch._dynamo.reset()
+        yield
+        torch._dynamo.reset()
+
+
+def _path(name, request):
+    if not BACKENDS[name].available():
+        pytest.skip(f"the {name} path is unavailable here")
+    if name == "compiled":
+        request.getfixturevalue("traced_compiled_path")
+    return PATHS[name]
+
+
+# ------------------------------------------------------------------ item 1: overflow with low-precision state
+#: gradients of a (2, 256) parameter (one int8 block per row), one per step; ``bad`` goes into element [0, 0]
+#: (and [1, 5]) of step ``at``: a finite gradient whose square overflows float32, or a non-finite one
+OVERFLOWS = {"1e20": 1e20, "-3e38": -3e38, "inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _poisoned(info, variant, state_dtype, path, bad, at, steps=3):
+    p = torch.zeros(2, 256, requires_grad=True)
+    opt = info.make([p], lr=1e-2, **variant, state_dtype=state_dtype, **path)
+    g = torch.Generator().manual_seed(0)
+    for step in range(steps):
+        p.grad = torch.randn(2, 256, generator=g)
+        if step == at:
+            p.grad[0, 0] = bad
+            p.grad[1, 5] = bad
+        opt.step()
+    return set(map(tuple, (~torch.isfinite(p)).nonzero().tolist()))
+
+
+@pytest.mark.parametrize("bad", list(OVERFLOWS), ids=list(OVERFLOWS))
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=INFO_IDS)
+def test_low_precision_state_poisons_exactly_the_elements_float32_state_poisons(info, path, bad, request):
+    """Issue 25 item 1: with float32 state a gradient above 1.8e19 gives an infinite second moment and a finite
+    parameter (the step is m/inf = 0); int8 state stored a NaN scale for the block and all 256 parameters of it
+    became NaN. On every algorithm (each variant reaching another branch), path and state dtype, the parameter
+    elements made non-finite are those float32 state makes non-finite, no others."""
+    kwargs = _path(path, request)
+    # every variant where it is cheap (the compiled path traces each anew); the first step where it differs
+    # (ADOPT's stores v = g², AGD's has no previous moment), a later one everywhere
+    variants = info.variants[:1] if path == "compiled" or bad not in ("1e20", "inf") else info.variants
+    for variant in variants:
+        for at in (0, 1) if info.name in ("adopt", "agd") else (1,):
+            want = _poisoned(info, variant, torch.float32, kwargs, OVERFLOWS[bad], at)
+            for name in ("bfloat16", "int8"):
+                got = _poisoned(info, variant, STATE_DTYPES[name], kwargs, OVERFLOWS[bad], at)
+                assert got == want, (variant, at, name, sorted(got)[:4], len(got), sorted(want))
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("state_dtype", list(STATE_DTYPES))
+def test_adopt_first_step_with_one_infinite_gradient_keeps_every_parameter_finite(path, state_dtype, request):
+    """ADOPT's first step stores v = g² and does not move the parameter: a single +inf gradient gives v = inf for
+    that element, whose later steps are g / inf = 0; int8 state made the whole block NaN at the second step."""
+    p = torch.ones(4, 300, requires_grad=True)
+    opt = adamkit.ADOPT([p], lr=0.1, state_dtype=STATE_DTYPES[state_dtype], **_path(path, request))
+    p.grad = torch.ones(4, 300)
+    p.grad[2, 17] = math.inf
+    opt.step()
+    for _ in range(3):
+        p.grad = torch.ones(4, 300)
+        opt.step()
+    assert bool(torch.isfinite(p).all())
+    assert p[2, 17].item() == 1.0 and bool((p.view(-1)[:5] < 1).all())  # that element stays; the others move
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_float32_state_holding_inf_and_nan_converts_without_poisoning_its_neighbours(state_dtype):
+    """convert_state_dtype encodes with the same codec: a float32 checkpoint whose second moments hold inf (and NaN)
+    converts to low-precision state that goes on stepping its other elements."""
+    params = [torch.zeros(3, 256, requires_grad=True), torch.zeros(300, requires_grad=True)]
+    opt = adamkit.AMSGrad(params, lr=1e-2)
+    for step in range(2):
+        for p in params:
+            p.grad = torch.full_like(p, 0.5)
+            if step == 0:
+                p.grad.view(-1)[:2] = torch.tensor([1e20, math.nan])
+        opt.step()
+    sd = adamkit.convert_state_dtype(opt.state_dict(), STATE_DTYPES[state_dtype])
+    copies = [p.detach().clone().requires_grad_() for p in params]
+    low = adamkit.AMSGrad(copies, lr=1e-2, state_dtype=STATE_DTYPES[state_dtype])
+    low.load_state_dict(sd)
+    for o, ps in ((opt, params), (low, copies)):
+        for p in ps:
+            p.grad = torch.full_like(p, 0.5)
+        o.step()
+    for p, q in zip(params, copies):
+        assert torch.equal(~torch.isfinite(p), ~torch.isfinite(q)) and int((~torch.isfinite(q)).sum()) == 1
 
 
 # ------------------------------------------------------------------ item 3: integer and bool parameters
