@@ -22,10 +22,10 @@ bfloat16 (``state_dtype=torch.bfloat16``)
     and truncates. For a value between two bfloat16 neighbours ``a < x < b`` this gives ``b`` with
     probability ``(x - a) / (b - a)``: unbiased. Kind ``"upper"`` (a running maximum) adds ``0xFFFF``
     instead: it rounds the magnitude up, so the stored maximum is never below the true one. ±inf stay
-    what they are and every NaN is stored as the bfloat16 NaN 0x7FC0. A finite value never becomes infinite under
-    the stochastic kinds: one above the largest finite bfloat16 (3.3895e38, within 0.4 % of float32's
-    largest) is stored as it (a rounding that would carry into the exponent overflowed to inf before
-    2026-12-04); "upper" rounds it up to inf, the only bfloat16 not below it. 2 bytes per element.
+    what they are and every NaN is stored as the bfloat16 NaN 0x7FC0. A finite value never becomes
+    infinite under the stochastic kinds: one above the largest finite bfloat16 (3.3895e38, within 0.4 % of
+    float32's largest) is stored as it (a rounding that would carry into the exponent overflowed to inf
+    before 2026-12-04); "upper" rounds it up to inf, the only bfloat16 not below it. 2 bytes per element.
 
 8-bit blockwise (``state_dtype="int8"``)
     For a parameter of two or more dimensions. Each **row** (index along dim 0) of the state tensor is cut,
@@ -88,8 +88,8 @@ bfloat16 (``state_dtype=torch.bfloat16``)
 How the engine keeps and hands the state (added with the engine, for every path)
     ``opt.state[p]`` holds ``step``, ``rounding_seed`` (:func:`rounding_seed` of the parameter's position
     among all the optimizer's parameters) and, per state name ``n``, ``n`` (bfloat16, or uint8 codes) and,
-    for "int8", ``n + "_finite_absmax"`` (:func:`scale_name`). A backend gets a :class:`Storage` per bucket and
-    steps tensor ``i`` as :func:`decode_state` → the algorithm's float32 ``update`` → :func:`encode_state`
+    for "int8", ``n + "_finite_absmax"`` (:func:`scale_name`). A backend gets a :class:`Storage` per bucket
+    and steps tensor ``i`` as :func:`decode_state` → the algorithm's float32 ``update`` → :func:`encode_state`
     with ``stream_key(seeds[i], step, slots[k])``. State created from a non-zero value (AGD's ``z`` with
     ``win_z_init="params"``) is encoded with :func:`init_key`, the stream of the step before the first,
     so that the first step's rounding bits are not those of the initial value's.
@@ -129,6 +129,8 @@ SCALE_SUFFIX = "_finite_absmax"
 #: ``n + "_scale"`` (checkpoint.EARLIER_SCALE refuses those).
 ABSMAX_SUFFIX = "_absmax"
 ABSMAX_TOP_CODE = {"signed": 127, "unsigned": 255, "upper": 255}
+#: the bits of the one NaN every encoder stores in bfloat16 (c10::BFloat16's)
+BFLOAT16_NAN_BITS = 0x7FC0
 
 _M32 = 0xFFFFFFFF
 # odd multipliers below 2**30, so that the int64 products of the torch reference never overflow
@@ -272,10 +274,6 @@ def encode_bfloat16(x: Tensor, kind: str, key: int, out: Tensor | None = None) -
     half = rounded >> 16
     memory_flat(out).view(torch.int16).copy_(torch.where(half >= 0x8000, half - 0x10000, half))
     return out
-
-
-#: the bits of the NaN every encoder stores in bfloat16 (c10::BFloat16's)
-BFLOAT16_NAN_BITS = 0x7FC0
 
 
 def decode_bfloat16(t: Tensor) -> Tensor:
