@@ -190,7 +190,7 @@ def _state_is_sharded_like_params(opt) -> bool:
                 if key in ("step", "rounding_seed"):
                     if type(value) is not int:
                         return False
-                elif key.endswith("_absmax"):
+                elif key.endswith(state_format.SCALE_SUFFIX):
                     if fmt != "int8" or not (
                             isinstance(value, DTensor) and value.placements == p.placements
                             and tuple(value.shape) == state_format.scale_shape(p.shape)
@@ -201,7 +201,7 @@ def _state_is_sharded_like_params(opt) -> bool:
                     want = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.uint8}[fmt]
                     if not (isinstance(value, DTensor) and value.placements == p.placements
                             and value.shape == p.shape and value.dtype == want
-                            and (fmt != "int8" or key + "_absmax" in state)):
+                            and (fmt != "int8" or state_format.scale_name(key) in state)):
                         return False
     return True
 

@@ -2,6 +2,7 @@
 line naming the file, key or argument and what to do (exit status 2), never a traceback; nothing is lost."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -12,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (the _faults helpers)
 
-from _faults import read_only, tiny_filesystem  # noqa: E402
+from _faults import read_only, read_only_file, tiny_filesystem  # noqa: E402
 
 from adamkit.bench import sweep as sweep_module  # noqa: E402
 from adamkit.bench.executors import LocalExecutor  # noqa: E402
@@ -122,6 +123,76 @@ def test_a_full_filesystem_mid_sweep_is_one_line_error(tmp_path, suite_file, cap
         code = main(["bench", "run", str(suite_file), "--out", str(tiny / "out"), "--quiet", "--jobs", "1"])
         assert code == 2
         _one_line_error(capsys, "out", "full")
+
+
+def _fault_after_puts(monkeypatch, count: int, fault):
+    """``fault()`` (a context manager, entered until the test ends) just before the store's ``count``-th result."""
+    real_put = ResultStore.put
+    calls, stack = [], contextlib.ExitStack()
+
+    def put(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == count:
+            stack.enter_context(fault())
+        return real_put(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResultStore, "put", put)
+    return stack
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_a_store_made_read_only_mid_sweep_stops_it_in_one_line_and_the_same_command_resumes(
+        tmp_path, suite_file, capsys, monkeypatch, what):
+    """Issue 25 item 5: the store (or its folder) made read-only while the sweep runs. SQLite keeps its files open
+    and went on writing, or failed later with a bare "OperationalError: disk I/O error"; the sweep stops at its
+    next write, naming the store and how to resume, and the runs stored before are kept."""
+    out = tmp_path / "out"
+    args = ["bench", "run", str(suite_file), "--out", str(out), "--quiet", "--jobs", "1"]
+    if what == "folder":
+        fault = lambda: read_only(out)  # noqa: E731
+    else:  # the file alone: a read-only bind mount of it (root), or its mode
+        fault = lambda: read_only_file(out / "results.sqlite")  # noqa: E731
+    with _fault_after_puts(monkeypatch, 3, fault):
+        assert main(args) == 2
+        err = _one_line_error(capsys, str(out / "results.sqlite"), "cannot write", "read-only",
+                              "run the same command again to resume")
+        assert "2 runs are stored" in err
+    monkeypatch.undo()
+    with ResultStore.open_results(out) as store:
+        assert store.count() == {"done": 2}
+    assert main(args) == 0  # writable again: the same command resumes
+    capsys.readouterr()
+    with ResultStore.open_results(out) as store:
+        assert store.count() == {"done": 18}
+
+
+def test_a_store_removed_mid_sweep_stops_it_in_one_line(tmp_path, suite_file, capsys, monkeypatch):
+    """The store removed (or replaced by a copy) while the sweep runs: SQLite went on writing the removed file, and
+    the sweep reported its runs done while they were lost with it."""
+    out = tmp_path / "out"
+
+    @contextlib.contextmanager
+    def removed():
+        (out / "results.sqlite").rename(out / "moved.sqlite")
+        yield
+
+    with _fault_after_puts(monkeypatch, 3, removed):
+        assert main(["bench", "run", str(suite_file), "--out", str(out), "--quiet", "--jobs", "1"]) == 2
+    _one_line_error(capsys, str(out / "results.sqlite"), "cannot write", "removed, moved or replaced",
+                    "run the same command again")
+
+
+def test_a_disk_io_error_of_the_store_says_it_cannot_be_written_and_how_to_resume(tmp_path):
+    """SQLite's "disk I/O error" (SQLITE_IOERR: a store whose files were made unwritable or removed under it, or a
+    failing disk) was passed on as a bare "OperationalError: disk I/O error"."""
+    from adamkit.bench.store import store_error
+
+    exc = sqlite3.OperationalError("disk I/O error")
+    exc.sqlite_errorname = "SQLITE_IOERR_WRITE"
+    for error in (exc, sqlite3.OperationalError("disk I/O error"), OSError(errno.EIO, os.strerror(errno.EIO))):
+        message = str(store_error(tmp_path / "results.sqlite", error))
+        assert message.startswith(f"cannot write {tmp_path / 'results.sqlite'} (") and "\n" not in message
+        assert "run the same command again to resume" in message, message
 
 
 def test_report_into_a_read_only_folder_is_one_line_error(tmp_path, suite_file, capsys):

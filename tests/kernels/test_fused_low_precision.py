@@ -66,26 +66,52 @@ def test_bfloat16_rounding_is_the_reference_bit_for_bit(shape, kind):
         assert torch.equal(out.view(torch.int16), ref.view(torch.int16)), (shape, kind, seed)
 
 
-@pytest.mark.parametrize("format", FORMATS)
+#: NaN patterns of every sign and payload (some whose top 16 bits alone would read inf), and the infinities
+SPECIAL_BITS = [0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0xFFFFFFFF, 0x7F80FFFF, 0x7F800000,
+                0xFF800000]
+
+
+def _non_finite_values(shape, seed):
+    """``_values`` with the non-finite cases of issue 25 item 1: inf, -inf and NaN patterns scattered in the blocks
+    (in the vectorised body and in the tails), blocks of only non-finite values, blocks of only one finite value
+    among them, and huge finite values (up to float32's largest) beside them."""
+    g = torch.Generator().manual_seed(seed)
+    x = _values(shape, seed)
+    rows = x.view(x.shape[0], -1)
+    flat = x.view(-1)
+    special = torch.tensor(SPECIAL_BITS, dtype=torch.int64).to(torch.int32).view(torch.float32)
+    picks = torch.randint(0, flat.numel(), (max(4, flat.numel() // 40),), generator=g)
+    flat[picks] = special[torch.randint(0, len(SPECIAL_BITS), picks.shape, generator=g)]
+    huge = torch.tensor([float.fromhex("0x1.fffffep127"), -3.4e38, 3.39e38, float.fromhex("0x1.fep127"), 1e38])
+    flat[torch.randint(0, flat.numel(), (5,), generator=g)] = huge
+    if rows.shape[0] >= 3:
+        rows[0, :256] = special[torch.arange(min(256, rows.shape[1])) % len(SPECIAL_BITS)]  # no finite value
+        rows[1, :256] = math.inf
+        rows[1, rows.shape[1] // 2] = -2.5  # one finite value among infinities
+    return x
+
+
+def _same_bits(a, b):
+    return torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+
+
 @pytest.mark.parametrize("kind", state_format.KINDS)
-def test_non_finite_values_round_as_the_reference(format, kind):
-    x = torch.randn(4, 600)
-    x[0, 3] = math.nan
-    x[1, 300] = math.inf
-    x[2, 10] = -math.inf
-    x[3] = 0.0
-    x[3, 599] = -math.nan
-    out, scales = fused_cpu.encode(x, format, kind, 99)
-    if format == "int8":
-        ref, ref_scales = state_format.quantize_int8(x, kind, 99)
-        assert torch.equal(out, ref)
-        same = (scales.view(torch.int32) == ref_scales.view(torch.int32)) | (scales.isnan() & ref_scales.isnan())
-        assert bool(same.all())
-        assert bool(scales.isnan().any())  # the poisoned blocks read back as NaN
-    else:
-        ref = state_format.encode_bfloat16(x, kind, 99)
-        same = (out.view(torch.int16) == ref.view(torch.int16)) | (out.isnan() & ref.isnan())
-        assert bool(same.all())
+@pytest.mark.parametrize("shape", [(7, 1000), (3, 256), (5, 3), (4, 64), (2, 513), (6, 37)], ids=str)
+def test_non_finite_values_round_as_the_reference_bit_for_bit(shape, kind):
+    """Issue 25 item 1: every non-finite value takes its code (its bfloat16) element by element, the scales are the
+    largest finite magnitudes; the kernel (AVX2 body and scalar tails) agrees with the reference bit for bit."""
+    for seed, key in ((0, 99), (1, 0xFEEDF00D)):
+        x = _non_finite_values(shape, seed)
+        codes, scales = fused_cpu.encode(x, "int8", kind, key)
+        ref_codes, ref_scales = state_format.quantize_int8(x, kind, key)
+        assert torch.equal(codes, ref_codes), (shape, kind, seed, int((codes != ref_codes).sum()))
+        assert _same_bits(scales, ref_scales) and bool(torch.isfinite(scales).all())
+        positive = x if kind == "signed" else x.clamp_min(0)
+        back = state_format.dequantize_int8(codes, scales, kind)
+        assert _same_bits(fused_cpu.decode(codes, scales, kind), back)
+        assert torch.equal(back.isnan(), positive.isnan()) and torch.equal(back.isinf(), positive.isinf())
+        out, _ = fused_cpu.encode(x.view(-1), "bfloat16", kind, key)
+        assert _same_bits(out, state_format.encode_bfloat16(x.view(-1), kind, key)), (shape, kind, seed)
 
 
 @pytest.mark.parametrize("kind", state_format.KINDS)
@@ -98,8 +124,7 @@ def test_int8_decoding_is_the_reference_bit_for_bit(kind):
                            [7.0, 1e-10, 1.5], [1.0, 1.0, 1.0], [2.0 ** -100, 2.0 ** 100, 0.1]])
     out = fused_cpu.decode(codes, scales, kind)
     ref = state_format.dequantize_int8(codes, scales, kind)
-    same = (out.view(torch.int32) == ref.view(torch.int32)) | (out.isnan() & ref.isnan())
-    assert bool(same.all()), int((~same).sum())
+    assert _same_bits(out, ref)
 
 
 def test_stochastic_rounding_is_unbiased():
@@ -180,7 +205,7 @@ def test_every_algorithm_steps_like_the_loop(info, variant, format):
         assert sf.keys() == sl.keys()
         for name in sf:
             assert sf[name].dtype == sl[name].dtype
-            if not name.endswith("_absmax"):
+            if not name.endswith(state_format.SCALE_SUFFIX):
                 assert sf[name].dtype in (torch.bfloat16, torch.uint8)
                 _assert_within_one_code(opt_f, p, opt_l, q, name)
         assert opt_f.state[p]["step"] == opt_l.state[q]["step"]
@@ -199,7 +224,7 @@ def test_half_parameters_and_channels_last_step_like_the_loop(format, dtype):
             assert p.dtype == dtype and p.stride() == q.stride()
             torch.testing.assert_close(p.float(), q.float(), rtol=1e-2, atol=1e-2)
             for name in _stored(opt_f, p):
-                if not name.endswith("_absmax"):
+                if not name.endswith(state_format.SCALE_SUFFIX):
                     _assert_within_one_code(opt_f, p, opt_l, q, name)
 
 
@@ -306,12 +331,22 @@ def test_the_portable_build_rounds_alike(tmp_path):
     assert lib.adamkit_set_tables(fused_cpu._CODE_TABLES.data_ptr()) == 0
     lib.adamkit_encode.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32]
+    lib.adamkit_decode.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                   ctypes.c_void_p]
     for kind in state_format.KINDS:
-        x = _values((7, 1000), 3)
-        work = x.clone()
-        codes = torch.empty_like(x, dtype=torch.uint8)
-        scales = torch.empty(state_format.scale_shape(x.shape))
-        assert lib.adamkit_encode(1, fused_cpu.KINDS[kind], 7, 1000, work.data_ptr(), codes.data_ptr(),
-                                  scales.data_ptr(), 77) == 0
-        ref_codes, ref_scales = state_format.quantize_int8(x, kind, 77)
-        assert torch.equal(codes, ref_codes) and torch.equal(scales, ref_scales), kind
+        for x in (_values((7, 1000), 3), _non_finite_values((7, 1000), 4)):
+            work = x.clone()
+            codes = torch.empty_like(x, dtype=torch.uint8)
+            scales = torch.empty(state_format.scale_shape(x.shape))
+            assert lib.adamkit_encode(1, fused_cpu.KINDS[kind], 7, 1000, work.data_ptr(), codes.data_ptr(),
+                                      scales.data_ptr(), 77) == 0
+            ref_codes, ref_scales = state_format.quantize_int8(x, kind, 77)
+            assert torch.equal(codes, ref_codes) and torch.equal(scales, ref_scales), kind
+            back = torch.empty_like(x)
+            assert lib.adamkit_decode(fused_cpu.KINDS[kind], 7, 1000, codes.data_ptr(), scales.data_ptr(),
+                                      back.data_ptr()) == 0
+            assert _same_bits(back, state_format.dequantize_int8(codes, scales, kind)), kind
+            half = torch.empty_like(x, dtype=torch.bfloat16)
+            assert lib.adamkit_encode(0, fused_cpu.KINDS[kind], 1, x.numel(), x.clone().data_ptr(), half.data_ptr(),
+                                      None, 77) == 0
+            assert _same_bits(half, state_format.encode_bfloat16(x, kind, 77)), kind

@@ -1,6 +1,6 @@
 """Checkpoints of low-precision optimizer state (state_dtype=torch.bfloat16 / "int8"; issue 13 item 3).
 
-A state dict keeps the state as stored (bfloat16 tensors, uint8 codes with their ``<name>_absmax``, each
+A state dict keeps the state as stored (bfloat16 tensors, uint8 codes with their ``<name>_finite_absmax``, each
 parameter's ``rounding_seed``) and its groups' ``state_dtype``; a round trip into a fresh optimizer resumes
 bit for bit; a checkpoint of another format, or one with a spoiled tensor, is refused before anything
 changes; ``adamkit.convert_state_dtype`` re-encodes a state dict for another ``state_dtype``.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 
 import pytest
 import torch
@@ -101,10 +102,10 @@ def test_state_dict_carries_the_stored_format(info, dtype):
             t = entry[name]
             assert t.shape == p.shape and t.dtype == (torch.uint8 if fmt == "int8" else torch.bfloat16)
             if fmt == "int8":
-                s = entry[name + "_absmax"]
+                s = entry[name + "_finite_absmax"]
                 assert s.dtype == torch.float32 and tuple(s.shape) == state_format.scale_shape(p.shape)
             else:
-                assert name + "_absmax" not in entry
+                assert name + "_finite_absmax" not in entry
 
 
 # ------------------------------------------------------------------ round trips
@@ -233,6 +234,45 @@ def _group(key, value):
     return mutate
 
 
+M_SCALE = state_format.scale_name("exp_avg")
+M_ABSMAX = "exp_avg" + state_format.ABSMAX_SUFFIX
+
+
+def _one_scale(scales, value):
+    out = scales.clone()
+    out.view(-1)[0] = value
+    return out
+
+
+def as_previous_revision(sd):
+    """``sd`` (int8 state of finite values) in the previous revision of the 8-bit code: its scales under
+    "_absmax" and its magnitude codes numbered from the previous top codes (127 and 255)."""
+    formats = _adamkit_class(sd).state_formats
+    for entry in sd["state"].values():
+        for name in [k for k in entry if k in formats and entry[k].dtype == torch.uint8]:
+            kind = formats[name]
+            zero, shift = state_format.ZERO_CODE[kind], state_format.ABSMAX_TOP_CODE[kind] - state_format.TOP_CODE[kind]
+            codes = entry[name].long()
+            assert bool(((codes != state_format.POS_INF_CODE) & (codes != state_format.NAN_CODE)).all())
+            level = (codes - zero).abs()
+            level = torch.where(level > 0, level + shift, level)
+            entry[name] = torch.where(codes < zero, zero - level, zero + level).to(torch.uint8)
+            entry[name + state_format.ABSMAX_SUFFIX] = entry.pop(state_format.scale_name(name))
+    return sd
+
+
+def _adamkit_class(sd):
+    from adamkit.optim.checkpoint import _adamkit_classes
+
+    return _adamkit_classes()[sd["param_groups"][0]["adamkit_algorithm"]]
+
+
+def _previous(mutate):
+    def both(sd):
+        mutate(as_previous_revision(sd))
+    return both
+
+
 REFUSALS = {
     # (state_dtypes it applies to, mutate, error, pattern)
     "float32 checkpoint": (("bf16", "int8"), None, ValueError,
@@ -240,17 +280,31 @@ REFUSALS = {
     "other low-precision format": (("bf16", "int8"), "other", ValueError, r"param group 0.*state_dtype=.*convert"),
     "state_dtype key changed": (("bf16", "int8"), _group("state_dtype", torch.float32), ValueError,
                                 r"state_dtype=torch\.float32.*convert_state_dtype"),
-    "scale of another shape": (("int8",), _set(0, "exp_avg_absmax", lambda e: e["exp_avg_absmax"][:, :1].clone()),
-                               ValueError, r"'exp_avg_absmax' of parameter 0.*\(3, 1\).*\(3, 2\)"),
-    "transposed scale": (("int8",), _set(0, "exp_avg_absmax", lambda e: e["exp_avg_absmax"].t().contiguous()),
-                         ValueError, r"'exp_avg_absmax'.*scale_shape"),
-    "scale of another dtype": (("int8",), _set(0, "exp_avg_absmax", lambda e: e["exp_avg_absmax"].double()),
-                               ValueError, r"'exp_avg_absmax'.*torch\.float64"),
-    "negative scale": (("int8",), _set(2, "exp_avg_absmax", lambda e: -e["exp_avg_absmax"] - 1), ValueError,
-                       r"'exp_avg_absmax' of parameter 2.*negative"),
-    "missing scale": (("int8",), _drop(0, "exp_avg_absmax"), KeyError, r"parameter 0 .*'exp_avg_absmax'"),
-    "scale of a vector": (("int8",), _set(1, "exp_avg_absmax", lambda e: torch.ones(5, 1)), ValueError,
-                          r"parameter 1.*'exp_avg_absmax'.*convert_state_dtype"),
+    "scale of another shape": (("int8",), _set(0, M_SCALE, lambda e: e[M_SCALE][:, :1].clone()),
+                               ValueError, rf"'{M_SCALE}' of parameter 0.*\(3, 1\).*\(3, 2\)"),
+    "transposed scale": (("int8",), _set(0, M_SCALE, lambda e: e[M_SCALE].t().contiguous()),
+                         ValueError, rf"'{M_SCALE}'.*scale_shape"),
+    "scale of another dtype": (("int8",), _set(0, M_SCALE, lambda e: e[M_SCALE].double()),
+                               ValueError, rf"'{M_SCALE}'.*torch\.float64"),
+    "negative scale": (("int8",), _set(2, M_SCALE, lambda e: -e[M_SCALE] - 1), ValueError,
+                       rf"'{M_SCALE}' of parameter 2 \(the int8 scales of 'exp_avg'\) has negative scales"),
+    # issue 25 item 2: an infinite scale loaded, and two steps later its block was NaN
+    "infinite scale": (("int8",), _set(0, M_SCALE, lambda e: _one_scale(e[M_SCALE], math.inf)), ValueError,
+                       rf"'{M_SCALE}' of parameter 0 \(the int8 scales of 'exp_avg'\) has infinite scales; a "
+                       r"scale is the largest finite magnitude of its block, a finite number >= 0"),
+    "NaN scale": (("int8",), _set(2, M_SCALE, lambda e: _one_scale(e[M_SCALE], math.nan)), ValueError,
+                  rf"'{M_SCALE}' of parameter 2 \(the int8 scales of 'exp_avg'\) has NaN scales"),
+    "-inf scale": (("int8",), _set(0, M_SCALE, lambda e: _one_scale(e[M_SCALE], -math.inf)), ValueError,
+                   r"has negative and infinite scales"),
+    "infinite scale, previous revision": (("int8",), _previous(_set(0, M_ABSMAX, lambda e: _one_scale(
+        e[M_ABSMAX], math.inf))), ValueError, rf"'{M_ABSMAX}' of parameter 0 .*has infinite scales"),
+    "negative scale, previous revision": (("int8",), _previous(_set(0, M_ABSMAX, lambda e: -e[M_ABSMAX] - 1)),
+                                          ValueError, rf"'{M_ABSMAX}' of parameter 0 .*has negative scales"),
+    "both revisions": (("int8",), _set(0, M_ABSMAX, lambda e: e[M_SCALE].clone()), ValueError,
+                       rf"parameter 0 has both '{M_SCALE}' and '{M_ABSMAX}'"),
+    "missing scale": (("int8",), _drop(0, M_SCALE), KeyError, rf"parameter 0 .*'{M_SCALE}'"),
+    "scale of a vector": (("int8",), _set(1, M_SCALE, lambda e: torch.ones(5, 1)), ValueError,
+                          rf"parameter 1.*'{M_SCALE}'.*convert_state_dtype"),
     "missing seed": (("bf16", "int8"), _drop(1, "rounding_seed"), KeyError, r"parameter 1 .*'rounding_seed'"),
     "negative seed": (("bf16", "int8"), _set(0, "rounding_seed", lambda e: -1), ValueError,
                       r"'rounding_seed' of parameter 0.*int in \[0, 2\*\*32\)"),
@@ -320,7 +374,7 @@ def _state_values(sd, formats, index, name):
     """float32 values of one state tensor of a state dict, decoded from its format."""
     t = sd["state"][index][name]
     if t.dtype == torch.uint8:
-        return state_format.dequantize_int8(t, sd["state"][index][name + "_absmax"], formats[name])
+        return state_format.dequantize_int8(t, sd["state"][index][name + "_finite_absmax"], formats[name])
     return t.float()
 
 
@@ -355,7 +409,7 @@ def test_conversion_float32_bfloat16_int8_float32_keeps_values_flags_and_hyperpa
             # within one step of each format (int8 values also down to the smallest code of their block)
             assert ((b - x).abs() <= BF16_STEP * x.abs()).all(), name
             if p.dim() >= 2:
-                scale = int8["state"][index][name + "_absmax"]
+                scale = int8["state"][index][name + "_finite_absmax"]
                 floor = state_format.table(formats[name])[1 if formats[name] != "signed" else 128].item()
                 block = scale.repeat_interleave(state_format.BLOCK, dim=1)[:, :p[0].numel()].reshape(p.shape)
                 assert ((q - b).abs() <= INT8_STEP * b.abs() + floor * block).all(), name
@@ -468,7 +522,7 @@ def test_empty_shards_convert():
     sd = {"state": {0: {"step": 1, "exp_avg": torch.zeros(0, 5), "exp_avg_sq": torch.zeros(0, 5)}},
           "param_groups": [{"params": [0], "adamkit_algorithm": "adam"}]}
     out = adamkit.convert_state_dtype(sd, "int8")
-    assert out["state"][0]["exp_avg"].shape == (0, 5) and out["state"][0]["exp_avg_absmax"].shape == (0, 1)
+    assert out["state"][0]["exp_avg"].shape == (0, 5) and out["state"][0]["exp_avg_finite_absmax"].shape == (0, 1)
     back = adamkit.convert_state_dtype(out, torch.float32)
     assert back["state"][0]["exp_avg_sq"].shape == (0, 5) and back["state"][0]["step"] == 1
 
@@ -485,7 +539,7 @@ def test_empty_shard_steps_saves_and_loads(dtype):
     target.load_state_dict(saved_and_loaded(opt.state_dict()))
     assert state_dict_bytes(target.state_dict()) == state_dict_bytes(opt.state_dict())
     if dtype == "int8":
-        assert target.state[q]["exp_avg_absmax"].shape == (0, 1)
+        assert target.state[q]["exp_avg_finite_absmax"].shape == (0, 1)
 
 
 @pytest.mark.parametrize("dtype", list(LOW))
@@ -517,11 +571,11 @@ def test_a_checkpoint_of_the_earlier_8_bit_code_is_refused_before_anything_chang
     p.grad = torch.randn(8, 300)
     opt.step()
     sd = opt.state_dict()
-    assert set(sd["state"][0]) == {"step", "rounding_seed", "exp_avg", "exp_avg_sq", "exp_avg_absmax",
-                                   "exp_avg_sq_absmax"}
+    assert set(sd["state"][0]) == {"step", "rounding_seed", "exp_avg", "exp_avg_sq", "exp_avg_finite_absmax",
+                                   "exp_avg_sq_finite_absmax"}
     earlier = copy.deepcopy(sd)  # the logarithmic code kept its scales under "<name>_scale"
     for name in ("exp_avg", "exp_avg_sq"):
-        earlier["state"][0][name + "_scale"] = earlier["state"][0].pop(name + "_absmax")
+        earlier["state"][0][name + "_scale"] = earlier["state"][0].pop(name + "_finite_absmax")
     target = adamkit.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2, state_dtype="int8")
     with pytest.raises(ValueError, match="logarithmic 8-bit code.*convert it to float32 with the adamkit that wrote"):
         target.load_state_dict(earlier)
@@ -529,3 +583,63 @@ def test_a_checkpoint_of_the_earlier_8_bit_code_is_refused_before_anything_chang
     with pytest.raises(ValueError, match="logarithmic 8-bit code"):
         adamkit.convert_state_dtype(earlier, torch.float32)
     adamkit.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2, state_dtype="int8").load_state_dict(sd)
+
+
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=[i.name for i in OPTIMIZERS])
+def test_a_checkpoint_of_the_previous_revision_of_the_code_is_converted_exactly_on_load(info):
+    """Issue 25 item 1 revised the 8-bit code (codes for inf and NaN, scales of finite values, under
+    "<name>_finite_absmax"); a checkpoint of the previous revision (scales under "<name>_absmax") is never read
+    with this one's numbering: it is converted on load to the same values and resumes as the saved run would."""
+    variant = {"amsgrad": True} if {"amsgrad": True} in info.variants else {}  # every kind ("upper" too)
+    straight, sopt = trained(info, "int8", variant, n=5)
+    params, opt = trained(info, "int8", variant, n=3)
+    saved = opt.state_dict()
+    previous = as_previous_revision(copy.deepcopy(saved))
+    assert any(k.endswith("_absmax") and not k.endswith("_finite_absmax") for k in previous["state"][0])
+    fresh = [p.detach().clone().requires_grad_() for p in params]
+    target = info.make(fresh, lr=1e-2, state_dtype="int8", **variant)
+    target.load_state_dict(previous)
+    assert state_dict_bytes(target.state_dict()) == state_dict_bytes(saved)
+    steps(target, fresh, 3, 5)
+    assert all(torch.equal(x, y) for x, y in zip(straight, fresh))
+    # convert_state_dtype reads it alike
+    assert state_dict_bytes(adamkit.convert_state_dtype(previous, torch.float32)) == state_dict_bytes(
+        adamkit.convert_state_dtype(saved, torch.float32))
+
+
+def test_a_poisoned_block_of_the_previous_revision_loads_as_nan_elements():
+    """The previous revision stored a NaN scale for a block that held inf or NaN (all its elements read NaN):
+    converted, those elements are NaN codes, the others keep their values."""
+    p = torch.nn.Parameter(torch.randn(4, 300))
+    opt = adamkit.Adam([p], lr=1e-2, state_dtype="int8")
+    p.grad = torch.randn(4, 300)
+    opt.step()
+    previous = as_previous_revision(copy.deepcopy(opt.state_dict()))
+    previous["state"][0]["exp_avg_sq_absmax"][1, 0] = math.nan
+    target = adamkit.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2, state_dtype="int8")
+    target.load_state_dict(previous)
+    state = target.state[target.param_groups[0]["params"][0]]
+    key = state_format.scale_name("exp_avg_sq")
+    v = state_format.dequantize_int8(state["exp_avg_sq"], state[key], "unsigned")
+    v0 = state_format.dequantize_int8(opt.state[p]["exp_avg_sq"], opt.state[p][key], "unsigned")
+    poisoned = torch.zeros(4, 300, dtype=torch.bool)
+    poisoned[1, :256] = True
+    assert bool(v[poisoned].isnan().all()) and torch.equal(v[~poisoned], v0[~poisoned])
+    assert state[key][1, 0].item() == 0.0
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan, -1.0])
+def test_convert_state_dtype_refuses_scales_that_are_not_finite_numbers_at_least_zero(value):
+    """Issue 25 item 2, the other reader of int8 scales: converting would read an infinite scale's block as inf and
+    NaN (and a NaN scale's as NaN)."""
+    p = torch.nn.Parameter(torch.randn(4, 300))
+    opt = adamkit.AdamW([p], lr=1e-2, state_dtype="int8")
+    p.grad = torch.randn(4, 300)
+    opt.step()
+    sd = opt.state_dict()
+    sd["state"][0]["exp_avg_sq_finite_absmax"][2, 1] = value
+    what = {math.inf: "infinite", -1.0: "negative"}.get(value, "NaN")
+    for target in (torch.float32, torch.bfloat16, "int8"):
+        with pytest.raises(ValueError, match=rf"'exp_avg_sq_finite_absmax' of parameter 0 \(the int8 scales of "
+                                             rf"'exp_avg_sq'\) has {what} scales"):
+            adamkit.convert_state_dtype(sd, target)

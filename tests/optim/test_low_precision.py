@@ -125,8 +125,8 @@ def test_state_layout_seeds_scales_and_no_generator_drawn():
     assert torch.equal(rng, torch.get_rng_state())  # the rounding bits are counter-based
     sw, sb, sv = opt.state[w], opt.state[b], opt.state[v]
     assert [s["rounding_seed"] for s in (sw, sb, sv)] == [sf.rounding_seed(i) for i in range(3)]
-    assert sw["step"] == 1 and set(sw) == {"step", "rounding_seed", "exp_avg", "exp_avg_sq", "max_exp_avg_sq",
-                                           "exp_avg_absmax", "exp_avg_sq_absmax", "max_exp_avg_sq_absmax"}
+    names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    assert sw["step"] == 1 and set(sw) == {"step", "rounding_seed", *names, *(n + "_finite_absmax" for n in names)}
     for name, kind in adamkit.AMSGrad.state_formats.items():
         assert sw[name].dtype == torch.uint8 and sw[name].shape == w.shape
         assert sw[sf.scale_name(name)].dtype == torch.float32 and sw[sf.scale_name(name)].shape == (8, 2)
@@ -134,10 +134,10 @@ def test_state_layout_seeds_scales_and_no_generator_drawn():
         assert sf.scale_name(name) not in sb
     # the stored values are the encoded float32 moments of one step
     g = w.grad
-    m = sf.dequantize_int8(sw["exp_avg"], sw["exp_avg_absmax"], "signed")
+    m = sf.dequantize_int8(sw["exp_avg"], sw["exp_avg_finite_absmax"], "signed")
     assert ((m - 0.1 * g).abs() <= (sf.CODE_RATIO - 1) * (0.1 * g).abs() + 1e-12).all()
-    vmax = sf.dequantize_int8(sw["max_exp_avg_sq"], sw["max_exp_avg_sq_absmax"], "upper")
-    vv = sf.dequantize_int8(sw["exp_avg_sq"], sw["exp_avg_sq_absmax"], "unsigned")
+    vmax = sf.dequantize_int8(sw["max_exp_avg_sq"], sw["max_exp_avg_sq_finite_absmax"], "upper")
+    vv = sf.dequantize_int8(sw["exp_avg_sq"], sw["exp_avg_sq_finite_absmax"], "unsigned")
     assert (vmax >= g * g * (1 - 0.999)).all() and (vmax * sf.CODE_RATIO >= vv).all()  # the update's order
     late = torch.randn(2, 2, requires_grad=True)  # a late joiner: its position over every group so far
     opt.add_param_group({"params": [late]})
@@ -151,7 +151,7 @@ def test_channels_last_parameters_keep_their_layout_in_the_codes():
     w.grad = torch.randn_like(w)
     opt = adamkit.Adam([w], state_dtype="int8", foreach=False)
     opt.step()
-    assert opt.state[w]["exp_avg"].stride() == w.stride() and opt.state[w]["exp_avg_absmax"].shape == (4, 1)
+    assert opt.state[w]["exp_avg"].stride() == w.stride() and opt.state[w]["exp_avg_finite_absmax"].shape == (4, 1)
 
 
 def test_agd_z_from_the_parameter_is_its_encoded_value():
@@ -342,7 +342,7 @@ def test_stochastic_rounding_keeps_a_slowly_moving_second_moment_on_track():
         v32.mul_(0.999).add_(g.mul(g).mul_(1 - 0.999))  # the float32 state's update
         nearest = (0.999 * nearest + 0.001 * g * g).bfloat16().float()
     v16 = opts[0].state[p16]["exp_avg_sq"].float()
-    v8 = sf.dequantize_int8(opts[1].state[p8]["exp_avg_sq"], opts[1].state[p8]["exp_avg_sq_absmax"], "unsigned")
+    v8 = sf.dequantize_int8(opts[1].state[p8]["exp_avg_sq"], opts[1].state[p8]["exp_avg_sq_finite_absmax"], "unsigned")
     assert abs(v16.sum() / v32.sum() - 1) < 0.005
     assert abs(v8.sum() / v32.sum() - 1) < 0.005
     assert nearest.sum() / v32.sum() < 0.9  # round-to-nearest has stalled

@@ -81,6 +81,40 @@ def test_bfloat16_rounding_is_exact_for_representable_values_and_keeps_signs_and
     assert (negative.float() < 0).all() and abs(negative.double().mean().item() + 1.0 + 2.0 ** -9) < 1e-4
 
 
+BF16_MAX = float.fromhex("0x1.fep127")  # the largest finite bfloat16, 3.3895e38
+F32_MAX = float.fromhex("0x1.fffffep127")
+
+
+def _float32_bits(*bits):
+    return torch.tensor(list(bits), dtype=torch.int64).to(torch.int32).view(torch.float32)
+
+
+@pytest.mark.parametrize("kind", sf.KINDS)
+def test_bfloat16_rounding_near_the_float32_maximum_never_makes_a_finite_value_infinite(kind):
+    """Issue 25 item 1: stochastic rounding carried a finite value above the largest bfloat16 into inf, which
+    float32 state holds finite (a first moment at inf would make its parameter NaN). The stochastic kinds keep
+    the largest finite bfloat16; "upper" rounds up to inf, the only bfloat16 not below the value."""
+    x = torch.tensor([BF16_MAX, 3.39e38, 3.4e38, F32_MAX, -3.4e38, -F32_MAX]).repeat(2000)
+    x = x if kind == "signed" else x.abs()
+    out = sf.encode_bfloat16(x, kind, key=21).float()
+    if kind == "upper":
+        assert bool((out >= x).all()) and bool(torch.isinf(out[x > BF16_MAX]).all()) and bool(
+            (out[x == BF16_MAX] == BF16_MAX).all())
+    else:
+        assert bool(torch.isfinite(out).all())
+        assert set(out.abs().unique().tolist()) <= {BF16_MAX, float.fromhex("0x1.fcp127")}
+
+
+@pytest.mark.parametrize("kind", sf.KINDS)
+def test_bfloat16_keeps_infinities_and_stores_every_nan_as_one_pattern(kind):
+    """NaN patterns whose top 16 bits alone would read inf (0x7F800001) or another NaN are all stored as the
+    bfloat16 NaN 0x7FC0, on every path (the kernel's bit-identity tests compare the bits)."""
+    nans = _float32_bits(0x7F800001, 0x7FC00000, 0x7FFFFFFF, 0xFF800001, 0xFFC00000, 0xFFFFFFFF, 0x7F80FFFF)
+    x = torch.cat([nans, torch.tensor([math.inf, -math.inf])])
+    out = sf.encode_bfloat16(x, kind, key=3).view(torch.int16).tolist()
+    assert out[:7] == [sf.BFLOAT16_NAN_BITS] * 7 and out[7:] == [0x7F80, -0x80]
+
+
 def test_bfloat16_upper_rounds_up_and_keeps_exact_values():
     x = torch.rand(10_000)
     up = sf.encode_bfloat16(x, "upper", key=0).float()
@@ -102,8 +136,10 @@ def test_int8_tables_are_sorted_small_floats_and_hold_zero_and_one():
     for kind in sf.KINDS:
         t = sf.table(kind).double()
         assert t.numel() == 256
-        valid = t[~torch.isnan(t)]
+        valid = t[torch.isfinite(t)]
         assert torch.all(valid[1:] > valid[:-1])
+        assert valid.numel() == 254 - (kind == "signed") and valid[0].item() == (-1.0 if kind == "signed" else 0.0)
+        assert t[sf.POS_INF_CODE].item() == math.inf and math.isnan(t[sf.NAN_CODE].item())
         assert t[sf.ZERO_CODE[kind]].item() == 0.0 and valid[-1].item() == 1.0
         positive = valid[valid > 0]
         ratios = positive[1:] / positive[:-1]
@@ -114,7 +150,7 @@ def test_int8_tables_are_sorted_small_floats_and_hold_zero_and_one():
         q = torch.arange(1, positive.numel() + 1)
         assert torch.equal(positive.float().view(torch.int32), (q + sf.OFFSET[kind]) << 20)
         assert sf.SMALLEST[kind] == positive[0].item()
-    assert torch.isnan(sf.table("signed")[255])
+    assert sf.table("signed")[sf.NEG_INF_CODE].item() == -math.inf
     assert sf.table("unsigned")[1].item() < 1e-9 < sf.table("signed")[128].item()
     with pytest.raises(ValueError, match="kind must be one of"):
         sf.table("magnitude")
@@ -202,12 +238,63 @@ def test_int8_upper_does_not_round_up_again_when_the_block_maximum_grows():
         assert (again >= grown).all()
 
 
-def test_int8_non_finite_block_reads_back_as_nan_and_other_blocks_are_untouched():
-    x = torch.ones(2, sf.BLOCK)
-    x[0, 3] = float("inf")
-    codes, scales = sf.quantize_int8(x, "unsigned", key=0)
-    back = sf.dequantize_int8(codes, scales, "unsigned")
-    assert torch.isnan(back[0]).all() and (back[1] == 1).all()
+@pytest.mark.parametrize("kind", sf.KINDS)
+def test_int8_non_finite_values_read_back_as_themselves_and_poison_no_other_element(kind):
+    """Issue 25 item 1: a block holding inf or NaN stored a NaN scale, so all its elements read NaN (a gradient
+    above 1.8e19 made 256 parameters NaN where float32 state makes none). Each non-finite element now has its
+    own code and the scale is the block's largest finite magnitude: the others read back as without it."""
+    torch.manual_seed(3)
+    x = torch.rand(4, 2 * sf.BLOCK) + 0.5
+    clean = x.clone()
+    x[0, 3], x[0, 300], x[1, 7], x[1, 8] = math.inf, -math.inf, math.nan, -math.nan
+    x[2, :sf.BLOCK] = math.inf  # a whole block of non-finite values: scale 0
+    x[2, sf.BLOCK:] = torch.tensor([math.inf, -math.inf, math.nan, 0.0]).repeat(sf.BLOCK // 4)
+    x[3, 5] = 3.4e38  # the largest finite value of float32 is the scale of its block (no overflow)
+    codes, scales = sf.quantize_int8(x, kind, key=7)
+    back = sf.dequantize_int8(codes, scales, kind)
+    positive = x if kind == "signed" else x.clamp_min(0)  # the other kinds store negative values (-inf too) as 0
+    special = ~torch.isfinite(positive)
+    assert torch.equal(torch.isnan(back), torch.isnan(positive))
+    assert torch.equal(back[special & ~torch.isnan(positive)], positive[special & ~torch.isnan(positive)])
+    assert bool(torch.isfinite(back[~special]).all())
+    assert scales[2].tolist() == [0.0, 0.0]
+    assert scales[3, 0].item() == pytest.approx(3.4e38) and back[3, 5].item() == scales[3, 0].item()
+    # rows 0 and 1 round as the same values without the non-finite ones (the same codes: same scale, same bits)
+    ref_codes, ref_scales = sf.quantize_int8(torch.where(special, clean, x)[:2].contiguous(), kind, key=7)
+    assert torch.equal(scales[:2], ref_scales) if kind != "upper" else bool((scales[:2] >= ref_scales).all())
+    if kind != "upper":
+        assert torch.equal(codes[:2][~special[:2]], ref_codes[~special[:2]])
+    if kind == "signed":
+        assert codes[0, 3] == sf.POS_INF_CODE and codes[0, 300] == sf.NEG_INF_CODE and codes[1, 8] == sf.NAN_CODE
+    else:
+        assert codes[0, 3] == sf.POS_INF_CODE and codes[0, 300] == 0 and codes[1, 7] == sf.NAN_CODE
+
+
+def test_int8_previous_revision_codes_upgrade_to_the_same_values():
+    """A checkpoint of the previous revision (scales under "_absmax": top codes 127 / 255, a NaN scale for a block
+    that held a non-finite value) converts to the same values, except the one or two smallest magnitudes, which
+    become the smallest one of this revision, and a NaN scale, whose elements are NaN codes."""
+    old_offset = {kind: (0x3F800000 >> 20) - top for kind, top in sf.ABSMAX_TOP_CODE.items()}
+    for kind in sf.KINDS:
+        old_mags = sf._magnitude(torch.arange(sf.ABSMAX_TOP_CODE[kind] + 1).numpy(), kind, old_offset)
+        if kind == "signed":
+            old_table = torch.cat([-torch.from_numpy(old_mags[1:]).flip(0), torch.zeros(1),
+                                   torch.from_numpy(old_mags[1:]), torch.tensor([math.nan])])
+        else:
+            old_table = torch.from_numpy(old_mags)
+        codes = torch.arange(256, dtype=torch.uint8).repeat(3, 2)  # rows of 512: two blocks each
+        scales = torch.tensor([[1.0, 3.0], [2.0 ** -20, math.nan], [0.0, 1e30]])
+        new_codes, new_scales = sf.upgrade_absmax(codes, scales, kind)
+        back = sf.dequantize_int8(new_codes, new_scales, kind)
+        old = old_table[codes.long()] * scales.repeat_interleave(sf.BLOCK, dim=1)
+        smallest = sf.SMALLEST[kind] * scales.repeat_interleave(sf.BLOCK, dim=1)
+        tiny = (old.abs() > 0) & (old.abs() < smallest)  # the old magnitudes this revision lacks
+        assert int(tiny[0].sum()) == 4  # two per block: signed ±q=1, the other kinds q=1 and 2
+        exact = ~tiny & ~torch.isnan(old)
+        assert torch.equal(back[exact], old[exact]), kind
+        assert torch.equal(back[tiny], smallest[tiny] * old[tiny].sign())
+        assert bool(torch.isnan(back[torch.isnan(old)]).all()) and bool(torch.isnan(back[1, sf.BLOCK:]).all())
+        assert new_scales[1, 1].item() == 0.0 and torch.equal(new_scales[0], scales[0])
 
 
 def test_int8_rounding_depends_on_the_key_only():

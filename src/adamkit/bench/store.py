@@ -37,6 +37,7 @@ import contextlib
 import errno
 import json
 import math
+import os
 import sqlite3
 import time
 import zlib
@@ -46,6 +47,10 @@ from typing import Any, Iterable
 
 class StoreError(RuntimeError):
     """The results store cannot be opened, read or written; the message names the file and what to do."""
+
+
+#: how a sweep stopped by a fault of its store resumes (every finished run is committed as it arrives)
+RESUME = "run the same command again to resume (the runs stored so far are kept)"
 
 
 def _sqlite_code(exc: BaseException) -> str:
@@ -64,11 +69,15 @@ def store_error(path: Path, exc: BaseException) -> StoreError:
                           "command again to redo its runs")
     if code.startswith("SQLITE_FULL") or err_no == errno.ENOSPC or "disk is full" in text:
         return StoreError(f"cannot write {path}: no space left on the device (disk is full); free some space and "
-                          "run the same command again (the runs stored so far are kept)")
+                          f"{RESUME}")
     if (code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"))
             or err_no in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text):
-        return StoreError(f"cannot write {path} ({text}): its folder is read-only or not ours; give a writable "
-                          "--out (or --store)")
+        return StoreError(f"cannot write {path} ({text}): the store or its folder is read-only or not ours; make "
+                          f"it writable and {RESUME}, or give a writable --out (or --store)")
+    if code.startswith("SQLITE_IOERR") or err_no == errno.EIO or "disk I/O error" in text:
+        return StoreError(f"cannot write {path} ({text}): the store or its folder became unwritable (made "
+                          f"read-only, removed or moved, or a failing disk); make it writable and {RESUME}, or give "
+                          "another --out (or --store)")
     if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
         return StoreError(f"{path} stayed locked by another process for over a minute ({text}): wait for it, or "
                           "stop it, then run the same command again")
@@ -259,12 +268,17 @@ class ResultStore:
         if not create and not self.path.is_file():
             raise StoreError(f"{self.path}: no sweep stored here (no results store; run `adamkit bench run SUITE "
                              f"--out DIR` first)")
+        self._identity = None  # (device, inode) of the file this store writes; None: opened read-only
         try:
             self.db = self._open(create)
         except StoreError as exc:
             if create or "read-only" not in str(exc):
                 raise
             self.db = self._open_read_only()
+        else:
+            with _translated(self.path):
+                st = self.path.stat()
+            self._identity = (st.st_dev, st.st_ino)
 
     def _open(self, create: bool) -> _Connection:
         with _translated(self.path):
@@ -331,6 +345,37 @@ class ResultStore:
     def __exit__(self, *exc):
         self.close()
 
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` unless the store can still be written where it was opened: the same file
+        (not removed, moved or replaced since) in a writable folder.
+
+        A sweep checks before each of its writes (claims and results). SQLite keeps its files open, so a store
+        made read-only while a sweep runs (``chmod``, a read-only remount of its folder) or removed would
+        otherwise go on taking the sweep's results (into a removed file, or a store that cannot be opened for
+        writing again), or fail later with a bare "disk I/O error"; this way the sweep stops at its next write
+        saying so, and the same command resumes it once the store is writable again.
+        """
+        if self._identity is None:
+            return
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise store_error(self.path, exc) from None
+        if st is None or (st.st_dev, st.st_ino) != self._identity:
+            raise StoreError(f"cannot write {self.path}: the store was removed, moved or replaced while this run "
+                             f"was writing it; put it back and {RESUME}, or run the same command again to start "
+                             f"a new store there")
+        for where in (self.path, self.path.parent):
+            if not os.access(where, os.W_OK):
+                kept = ""
+                with contextlib.suppress(StoreError):
+                    kept = f" ({sum(self.count().values())} runs are stored)"
+                raise StoreError(f"cannot write {self.path}: {'the store' if where == self.path else 'its folder'} "
+                                 f"became read-only during the run{kept}; make it writable and {RESUME}, or give "
+                                 f"another --out (or --store)")
+
     # ------------------------------------------------------------------ meta
     def set_meta(self, key: str, value: str) -> None:
         with self.db:
@@ -366,6 +411,7 @@ class ResultStore:
         curve = result.get("curve")
         if curve:
             curve = thin_training_curve(curve)
+        self.check_writable()
         with self.db:
             self.db.execute("DELETE FROM curves WHERE hash = ?", (run_hash,))
             self.db.execute(
@@ -508,6 +554,7 @@ class ResultStore:
         - ``"busy"``: another sweep holds an unexpired claim and (``alive(owner)``, if given) still lives;
         - ``"claimed"``: it is now this sweep's to run.
         """
+        self.check_writable()
         now = time.time()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")  # read and write under one lock: two sweeps cannot both claim

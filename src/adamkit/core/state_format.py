@@ -21,20 +21,24 @@ bfloat16 (``state_dtype=torch.bfloat16``)
     :func:`encode_bfloat16`: adds 16 random bits below bfloat16's last mantissa bit of the float32 pattern
     and truncates. For a value between two bfloat16 neighbours ``a < x < b`` this gives ``b`` with
     probability ``(x - a) / (b - a)``: unbiased. Kind ``"upper"`` (a running maximum) adds ``0xFFFF``
-    instead: it rounds the magnitude up, so the stored maximum is never below the true one. ±inf and NaN
-    stay what they are. 2 bytes per element.
+    instead: it rounds the magnitude up, so the stored maximum is never below the true one. ±inf stay
+    what they are and every NaN is stored as the bfloat16 NaN 0x7FC0. A finite value never becomes
+    infinite under the stochastic kinds: one above the largest finite bfloat16 (3.3895e38, within 0.4 % of
+    float32's largest) is stored as it (a rounding that would carry into the exponent overflowed to inf
+    before 2026-12-04); "upper" rounds it up to inf, the only bfloat16 not below it. 2 bytes per element.
 
 8-bit blockwise (``state_dtype="int8"``)
     For a parameter of two or more dimensions. Each **row** (index along dim 0) of the state tensor is cut,
     in memory order, into blocks of :data:`BLOCK` elements (the last block of a row may be shorter); each
-    block keeps one float32 scale (its largest magnitude; for "upper", the power of two above it) and each
-    element one 8-bit code, an index into a fixed table of values in [-1, 1] or [0, 1]. The scales form a float32 tensor of shape
-    ``(rows, blocks per row)`` (:func:`scale_shape`). A block never straddles two rows, so a parameter
-    sharded along dim 0 (FSDP2) shards its codes and its scales along dim 0 the same way, and a resharded
-    checkpoint still has whole blocks. Bytes per element: ``1 + 4·ceil(R / BLOCK) / R`` for rows of ``R``
-    elements (1.0156 for R ≥ 256 a multiple of it). Vectors and scalars (biases, norm weights: a small
-    share of any model, and a vector cannot be cut into rows that survive sharding) keep their state in
-    bfloat16 in ``"int8"`` mode (:func:`tensor_format`).
+    block keeps one float32 scale (its largest finite magnitude; for "upper", the power of two above it) and
+    each element one 8-bit code, an index into a fixed table of values in [-1, 1] or [0, 1] and of the
+    non-finite values (:data:`POS_INF_CODE`, :data:`NAN_CODE`, :data:`NEG_INF_CODE`). The scales form a
+    float32 tensor of shape ``(rows, blocks per row)`` (:func:`scale_shape`). A block never straddles two
+    rows, so a parameter sharded along dim 0 (FSDP2) shards its codes and its scales along dim 0 the same
+    way, and a resharded checkpoint still has whole blocks. Bytes per element: ``1 + 4·ceil(R / BLOCK) / R``
+    for rows of ``R`` elements (1.0156 for R ≥ 256 a multiple of it). Vectors and scalars (biases, norm
+    weights: a small share of any model, and a vector cannot be cut into rows that survive sharding) keep
+    their state in bfloat16 in ``"int8"`` mode (:func:`tensor_format`).
 
     The codes are small floating-point numbers relative to the block's scale: a magnitude is 0 or
     ``2**e · (1 + k/8)``, k = 0..7 (3 mantissa bits), so a small moment keeps its *relative* precision (at
@@ -47,13 +51,13 @@ bfloat16 (``state_dtype=torch.bfloat16``)
 
     Kinds, chosen per state tensor by the algorithm (``state_formats`` of each optimizer class):
 
-    * ``"signed"`` — first moments (m of every algorithm, AGD's z): codes 0..254, code 127 is zero, code
-      ``127 ± q`` is ``±value(q)``, ``Q = 127`` (the smallest magnitude is 1.25·2**-16 = 1.9e-5 of the
-      block's largest); code 255 is unused and reads NaN;
+    * ``"signed"`` — first moments (m of every algorithm, AGD's z): codes 1..253, code 127 is zero, code
+      ``127 ± q`` is ``±value(q)``, ``Q = 126`` (the smallest magnitude is 1.375·2**-16 = 2.1e-5 of the
+      block's largest); code 0 is -inf, 254 +inf, 255 NaN;
     * ``"unsigned"`` — non-negative second moments (Adam's, EAdam's and ADOPT's v, AdaBelief's s, AGD's
-      moment of step differences): code ``q`` is ``value(q)``, ``Q = 255`` (the smallest magnitude is
-      1.25·2**-32 = 2.9e-10 of the block's largest: second moments are squares, so they span twice the
-      decades of the gradients); a negative input is stored as zero;
+      moment of step differences): code ``q`` is ``value(q)``, ``Q = 253`` (the smallest magnitude is
+      1.5·2**-32 = 3.5e-10 of the block's largest: second moments are squares, so they span twice the
+      decades of the gradients); code 254 is +inf, 255 NaN; a negative input (-inf too) is stored as zero;
     * ``"upper"`` — a running maximum (AMSGrad's v̄, AdaBelief's s̄): the unsigned codes, rounded **up**
       (the smallest code whose value times the scale is ≥ the value), so the stored maximum is never below
       the true maximum. Its block scale is the smallest power of two ≥ the block's largest value (the
@@ -68,17 +72,24 @@ bfloat16 (``state_dtype=torch.bfloat16``)
     OFFSET`` (up with probability equal to where ``|r|`` lies between its two neighbouring codes, exactly as
     bfloat16's rounding); below it, ``q = 1`` when ``u · 2**-20 < |r| · float32(1 / smallest)``, else 0. Zero
     is exact in every kind and the largest magnitude of a block is stored exactly (it is the scale, ``r =
-    ±1``), except under "upper", whose scale is a power of two. A block holding a non-finite value stores
-    a NaN scale: it reads back as NaN, as a float32 state poisoned by an infinite or NaN gradient would
-    propagate. The scales are kept under ``name + "_absmax"``;
-    the earlier logarithmic code (ratio 2**(1/8), before 2026-12-02) kept its scales under ``name +
-    "_scale"``, and a checkpoint of it is refused with what to do (``checkpoint.EARLIER_SCALE``).
+    ±1``), except under "upper", whose scale is a power of two.
+
+    Non-finite values are stored **element by element**: +inf, -inf and NaN take their own codes and read
+    back as themselves whatever the scale, and a block's scale is its largest *finite* magnitude (0 when it
+    has none), so a value that overflows (a second moment g² of a gradient above 1.8e19, which float32 state
+    holds as inf too) changes no other element of its block: low-precision state makes non-finite exactly
+    the elements float32 state does. (Before 2026-12-04 such a block stored a NaN scale and all its
+    elements read NaN.) The scales are kept under ``name + "_finite_absmax"``; a checkpoint of that previous
+    revision (``name + "_absmax"``) is converted exactly on load, its codes shifted to the same values
+    (:func:`upgrade_absmax`); the earlier logarithmic code (ratio 2**(1/8), before 2026-12-02) kept its
+    scales under ``name + "_scale"``, and a checkpoint of it is refused with what to do
+    (``checkpoint.EARLIER_SCALE``).
 
 How the engine keeps and hands the state (added with the engine, for every path)
     ``opt.state[p]`` holds ``step``, ``rounding_seed`` (:func:`rounding_seed` of the parameter's position
     among all the optimizer's parameters) and, per state name ``n``, ``n`` (bfloat16, or uint8 codes) and,
-    for "int8", ``n + "_absmax"`` (:func:`scale_name`). A backend gets a :class:`Storage` per bucket and
-    steps tensor ``i`` as :func:`decode_state` → the algorithm's float32 ``update`` → :func:`encode_state`
+    for "int8", ``n + "_finite_absmax"`` (:func:`scale_name`). A backend gets a :class:`Storage` per bucket
+    and steps tensor ``i`` as :func:`decode_state` → the algorithm's float32 ``update`` → :func:`encode_state`
     with ``stream_key(seeds[i], step, slots[k])``. State created from a non-zero value (AGD's ``z`` with
     ``win_z_init="params"``) is encoded with :func:`init_key`, the stream of the step before the first,
     so that the first step's rounding bits are not those of the initial value's.
@@ -102,14 +113,24 @@ KINDS = ("signed", "unsigned", "upper")
 #: the zero code of each kind
 ZERO_CODE = {"signed": 127, "unsigned": 0, "upper": 0}
 #: the top magnitude code of each kind (its value is 1.0, the block's scale)
-TOP_CODE = {"signed": 127, "unsigned": 255, "upper": 255}
+TOP_CODE = {"signed": 126, "unsigned": 253, "upper": 253}
 #: magnitude code q >= 1 is the float32 of bits (q + OFFSET[kind]) << 20, so that TOP_CODE reads 1.0
 OFFSET = {kind: (0x3F800000 >> 20) - top for kind, top in TOP_CODE.items()}
+#: the codes reserved for non-finite values, the same in every kind (-inf only in "signed": the other kinds
+#: store a negative value as zero)
+POS_INF_CODE, NAN_CODE, NEG_INF_CODE = 254, 255, 0
 #: the name of this 8-bit code (error messages about checkpoints of another one)
-INT8_CODE = "e5m3 small floats"
-#: the state key of the scales of state ``n`` is ``n + SCALE_SUFFIX`` (each block's largest magnitude); the
-#: earlier logarithmic code kept them under ``n + "_scale"`` (checkpoint.EARLIER_SCALE refuses those)
-SCALE_SUFFIX = "_absmax"
+INT8_CODE = "e5m3 small floats with codes for inf and NaN"
+#: the state key of the scales of state ``n`` is ``n + SCALE_SUFFIX`` (each block's largest finite magnitude)
+SCALE_SUFFIX = "_finite_absmax"
+#: the scales of the previous revision of this code (before 2026-12-04: no codes for inf and NaN, a NaN scale
+#: for a block holding one, the top codes 127 and 255) were kept under ``n + ABSMAX_SUFFIX``; a checkpoint of
+#: it is converted on load (:func:`upgrade_absmax`). The logarithmic code before it kept them under
+#: ``n + "_scale"`` (checkpoint.EARLIER_SCALE refuses those).
+ABSMAX_SUFFIX = "_absmax"
+ABSMAX_TOP_CODE = {"signed": 127, "unsigned": 255, "upper": 255}
+#: the bits of the one NaN every encoder stores in bfloat16 (c10::BFloat16's)
+BFLOAT16_NAN_BITS = 0x7FC0
 
 _M32 = 0xFFFFFFFF
 # odd multipliers below 2**30, so that the int64 products of the torch reference never overflow
@@ -236,17 +257,22 @@ def encode_bfloat16(x: Tensor, kind: str, key: int, out: Tensor | None = None) -
     if out.stride() != x.stride():
         x = torch.empty_like(out, dtype=torch.float32).copy_(x)
     flat = memory_flat(x)
-    bits = flat.view(torch.int32).to(torch.int64)
+    bits = flat.view(torch.int32).to(torch.int64) & _M32
     if kind == "upper":
         noise = 0xFFFF
     else:
         noise = random_bits(flat.numel(), key, x.device) >> 16
     # adding below the kept bits rounds the magnitude up with the right probability, for either sign; the
-    # carry can only reach the exponent of the largest finite values (which round to inf, as overflow does)
-    rounded = ((bits & _M32) + noise).bitwise_and_(0xFFFF0000)
-    rounded = torch.where(rounded >= 2**31, rounded - 2**32, rounded).to(torch.int32).view(torch.float32)
-    rounded = torch.where(torch.isfinite(flat), rounded, flat)  # inf and NaN patterns stay what they are
-    memory_flat(out).copy_(rounded)  # exact: the low 16 bits are zero
+    # carry can only reach the exponent of the largest finite values: "upper" lets them round up to inf (the
+    # only bfloat16 >= them), the stochastic kinds keep the largest finite bfloat16 of their sign
+    rounded = (bits + noise).bitwise_and_(0xFFFF0000)
+    if kind != "upper":
+        rounded = torch.where((rounded & 0x7FFFFFFF) == 0x7F800000, rounded - 0x10000, rounded)
+    magnitude = bits & 0x7FFFFFFF
+    rounded = torch.where(magnitude >= 0x7F800000, bits & 0xFFFF0000, rounded)  # inf stays inf
+    rounded = torch.where(magnitude > 0x7F800000, BFLOAT16_NAN_BITS << 16, rounded)  # one NaN
+    half = rounded >> 16
+    memory_flat(out).view(torch.int16).copy_(torch.where(half >= 0x8000, half - 0x10000, half))
     return out
 
 
@@ -255,16 +281,19 @@ def decode_bfloat16(t: Tensor) -> Tensor:
 
 
 # -------------------------------------------------------------------------------------------------- int8
-def _magnitude(q: np.ndarray, kind: str) -> np.ndarray:
+def _magnitude(q: np.ndarray, kind: str, offset: dict[str, int] = OFFSET) -> np.ndarray:
     """The float32 value of magnitude codes ``q`` (0 .. TOP_CODE[kind]) of a kind."""
-    bits = ((q.astype(np.int64) + OFFSET[kind]) << 20).astype(np.uint32)
+    bits = ((q.astype(np.int64) + offset[kind]) << 20).astype(np.uint32)
     return np.where(q == 0, np.float32(0.0), bits.view(np.float32)).astype(np.float32)
 
 
 def _tables() -> dict[str, Tensor]:
-    signed_mag = _magnitude(np.arange(1, 128), "signed")
-    unsigned = _magnitude(np.arange(256), "unsigned")
-    signed = np.concatenate([-signed_mag[::-1], [0.0], signed_mag, [np.nan]]).astype(np.float32)
+    signed_mag = _magnitude(np.arange(1, TOP_CODE["signed"] + 1), "signed")
+    unsigned = _magnitude(np.arange(TOP_CODE["unsigned"] + 1), "unsigned")
+    signed = np.concatenate([[-np.inf], -signed_mag[::-1], [0.0], signed_mag, [np.inf, np.nan]]).astype(np.float32)
+    unsigned = np.concatenate([unsigned, [np.inf, np.nan]]).astype(np.float32)
+    assert signed[NEG_INF_CODE] == -np.inf and signed[ZERO_CODE["signed"]] == 0.0 and len(signed) == 256
+    assert signed[POS_INF_CODE] == unsigned[POS_INF_CODE] == np.inf and len(unsigned) == 256
     return {"signed": torch.from_numpy(signed), "unsigned": torch.from_numpy(unsigned),
             "upper": torch.from_numpy(unsigned.copy())}
 
@@ -276,7 +305,7 @@ INV_SMALLEST = {kind: float(np.float32(1.0) / np.float32(v)) for kind, v in SMAL
 
 
 def table(kind: str, device: torch.device | str = "cpu") -> Tensor:
-    """The float32 value of each code of a kind (256 entries: code = index; NaN marks an unused code)."""
+    """The float32 value of each code of a kind (256 entries: code = index; the last ones are ±inf and NaN)."""
     try:
         t = TABLES[kind]
     except KeyError:
@@ -337,7 +366,8 @@ def quantize_int8(x: Tensor, kind: str, key: int, codes: Tensor | None = None,
 
     ``codes`` (uint8, ``x``'s shape) and ``scales`` (float32, :func:`scale_shape`) are written in place when
     given. The signed and unsigned kinds round stochastically with the bits of stream ``key``; ``"upper"``
-    rounds up, so ``dequantize_int8(...) >= x`` everywhere.
+    rounds up, so ``dequantize_int8(...) >= x`` everywhere. ±inf and NaN take their codes, whatever the
+    block's other values; the scales are the largest finite magnitudes.
     """
     if x.dtype != torch.float32:
         raise TypeError(f"quantize_int8 takes a float32 tensor, got {x.dtype}")
@@ -351,17 +381,16 @@ def quantize_int8(x: Tensor, kind: str, key: int, codes: Tensor | None = None,
     x2 = _rows(x)
     rows, row = x2.shape
     if kind != "signed":
-        x2 = x2.clamp_min(0.0)  # NaN stays NaN
+        x2 = x2.clamp_min(0.0)  # NaN stays NaN, -inf becomes 0
     blocks = _padded_blocks(x2, 0.0)  # (rows, nb, BLOCK)
-    finite = torch.isfinite(blocks).all(dim=2)
-    scale = blocks.abs().amax(dim=2)
-    scale = torch.where(finite, scale, torch.full_like(scale, math.nan))
+    finite = torch.isfinite(blocks)
+    scale = torch.where(finite, blocks.abs(), torch.zeros_like(blocks)).amax(dim=2)  # the largest finite magnitude
     if kind == "upper":  # the smallest power of two >= the block's largest value (unless that overflows)
         up2 = (scale.view(torch.int32).to(torch.int64) + 0x7FFFFF) & 0x7F800000
         power = up2.to(torch.int32).view(torch.float32)
-        scale = torch.where(finite & (scale > 0) & (up2 < 0x7F800000), power, scale)
-    safe = torch.where(finite & (scale > 0), scale, torch.ones_like(scale))
-    r = torch.where(finite[..., None], blocks / safe[..., None], torch.zeros_like(blocks))
+        scale = torch.where((scale > 0) & (up2 < 0x7F800000), power, scale)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    r = torch.where(finite, blocks / safe[..., None], torch.zeros_like(blocks))
     magnitude = r.abs()
     bits = magnitude.view(torch.int32).to(torch.int64)  # |r| <= 1: non-negative bits that order like values
     zero, offset, top = ZERO_CODE[kind], OFFSET[kind], TOP_CODE[kind]
@@ -385,14 +414,16 @@ def quantize_int8(x: Tensor, kind: str, key: int, codes: Tensor | None = None,
         code = torch.where(r < 0, zero - level, zero + level)
     else:
         code = level
-    code = torch.where(finite[..., None], code, torch.full_like(code, zero))
+    special = torch.where(blocks.isnan(), NAN_CODE, torch.where(blocks > 0, POS_INF_CODE, NEG_INF_CODE))
+    code = torch.where(finite, code, special)
     _rows(codes).copy_(code.flatten(1)[:, :row].to(torch.uint8))
     scales.copy_(scale)
     return codes, scales
 
 
 def dequantize_int8(codes: Tensor, scales: Tensor, kind: str, out: Tensor | None = None) -> Tensor:
-    """float32 values of blockwise 8-bit codes (code value × its block's scale), ``codes``' layout."""
+    """float32 values of blockwise 8-bit codes (code value × its block's scale; ±inf and NaN as they are),
+    ``codes``' layout."""
     codes_table = table(kind, codes.device)
     if out is None:
         out = torch.empty_like(codes, dtype=torch.float32)
@@ -402,8 +433,36 @@ def dequantize_int8(codes: Tensor, scales: Tensor, kind: str, out: Tensor | None
     if tuple(scales.shape) != (rows, values.shape[1]):
         raise ValueError(f"int8 scales of shape {tuple(scales.shape)} do not fit codes of shape "
                          f"{tuple(codes.shape)} (expected {(rows, values.shape[1])})")
-    _rows(out).copy_((values * scales[..., None]).flatten(1)[:, :row])
+    scaled = torch.where(values.isfinite(), values * scales[..., None], values)  # inf · 0 would be NaN
+    _rows(out).copy_(scaled.flatten(1)[:, :row])
     return out
+
+
+def upgrade_absmax(codes: Tensor, scales: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+    """Codes and scales of this revision from those of the previous one (scales under ``name + ABSMAX_SUFFIX``).
+
+    The magnitudes are the same e5m3 values, numbered from the top: old magnitude code ``q`` is new code
+    ``q - (ABSMAX_TOP_CODE - TOP_CODE)`` (one for "signed", two for the others), exactly, except the
+    smallest one or two old magnitudes, which this revision lacks: they round to its smallest (to nearest
+    for the stochastic kinds, up for "upper": both the same code). A block of a NaN scale (one that held a
+    non-finite value) read NaN everywhere: its codes become NaN and its scale 0. Other scales are kept;
+    unsigned code 255 reads 1.0 and signed code 255 (unused, NaN) becomes NaN.
+    """
+    shift = ABSMAX_TOP_CODE[kind] - TOP_CODE[kind]
+    c2 = _rows(codes).long()
+    rows, row = c2.shape
+    zero = ZERO_CODE[kind]
+    level = (c2 - zero).abs()
+    level = torch.where(level > 0, (level - shift).clamp_min(1), level)
+    new = torch.where(c2 < zero, zero - level, zero + level)
+    if kind == "signed":
+        new = torch.where(c2 == 255, NAN_CODE, new)
+    poisoned = scales.isnan()
+    blocks = _padded_blocks(new, 0)
+    blocks = torch.where(poisoned[..., None], NAN_CODE, blocks)
+    out = torch.empty_like(codes, dtype=torch.uint8, **layout_like(codes))
+    _rows(out).copy_(blocks.flatten(1)[:, :row].to(torch.uint8))
+    return out, torch.where(poisoned, torch.zeros_like(scales), scales)
 
 
 # ------------------------------------------------------------------------------ one state tensor, any format

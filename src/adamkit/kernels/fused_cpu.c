@@ -430,7 +430,7 @@ int adamkit_step(int algo, int dtype, int64_t count, const int64_t *numel, void 
 }
 
 /* ============================================================================
- * Low-precision state (adamkit/optim/state_format.py, followed bit for bit).
+ * Low-precision state (adamkit/core/state_format.py, followed bit for bit).
  *
  * A state tensor is stored in bfloat16 (stochastic rounding) or as blockwise
  * 8-bit codes with one float32 scale per block of at most BLOCK elements
@@ -483,14 +483,25 @@ static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 /*
  * The 8-bit codes (state_format): magnitude code q >= 1 of a kind is the
  * float32 of bits (q + OFFSET) << 20 (sign 0, exponent, 3 mantissa bits;
- * the top code reads 1.0), q = 0 is zero; signed code 127 -+ q is -+ the
- * magnitude q, signed code 255 reads NaN.  VALUE[kind][code] =
+ * the top code, TOP_*, reads 1.0), q = 0 is zero; signed code 127 -+ q is -+
+ * the magnitude q.  Codes 254 and 255 are +inf and NaN in every kind, signed
+ * code 0 is -inf: they read back as themselves whatever the block's scale,
+ * which is the block's largest finite magnitude.  VALUE[kind][code] =
  * state_format.table(kind), set once by adamkit_set_tables, which checks that
  * the tables are exactly that (the coders below work from the bits).
  */
 static float VALUE[3][256];
-#define OFFSET_SIGNED 889   /* state_format.OFFSET: (0x3F800000 >> 20) - 127 */
-#define OFFSET_UNSIGNED 761 /* (0x3F800000 >> 20) - 255 */
+#define TOP_SIGNED 126      /* state_format.TOP_CODE */
+#define TOP_UNSIGNED 253
+#define OFFSET_SIGNED 890   /* state_format.OFFSET: (0x3F800000 >> 20) - TOP_SIGNED */
+#define OFFSET_UNSIGNED 763 /* (0x3F800000 >> 20) - TOP_UNSIGNED */
+#define CODE_POS_INF 254    /* state_format.POS_INF_CODE, NAN_CODE, NEG_INF_CODE */
+#define CODE_NAN 255
+#define CODE_NEG_INF 0
+#define BITS_POS_INF 0x7F800000u
+#define BITS_NEG_INF 0xFF800000u
+#define BITS_NAN 0x7FC00000u       /* the NaN of the tables (numpy's) */
+#define BF16_NAN 0x7FC0u           /* state_format.BFLOAT16_NAN_BITS */
 /* float32(1 / smallest magnitude) of each kind (state_format.INV_SMALLEST) */
 static float INV_SMALLEST[3];
 static int tables_set = 0;
@@ -512,15 +523,15 @@ int adamkit_set_tables(const float *tables) {
     for (int k = 0; k < 3; k++)
         for (int c = 0; c < 256; c++) VALUE[k][c] = tables[k * 256 + c];
     for (int c = 0; c < 256; c++) {
-        if (f2u(VALUE[KIND_UNSIGNED][c]) != magnitude_bits(c, OFFSET_UNSIGNED)) return -3;
+        const uint32_t special = c == CODE_POS_INF ? BITS_POS_INF : c == CODE_NAN ? BITS_NAN : 0u;
+        if (f2u(VALUE[KIND_UNSIGNED][c]) != (c <= TOP_UNSIGNED ? magnitude_bits(c, OFFSET_UNSIGNED) : special))
+            return -3;
         if (f2u(VALUE[KIND_UPPER][c]) != f2u(VALUE[KIND_UNSIGNED][c])) return -1;
-        if (c < 255) {
-            const int32_t d = c - ZERO_SIGNED, q = d < 0 ? -d : d;
-            if (f2u(VALUE[KIND_SIGNED][c]) != (magnitude_bits(q, OFFSET_SIGNED) | (d < 0 ? 0x80000000u : 0u)))
-                return -4;
-        }
+        const int32_t d = c - ZERO_SIGNED, q = d < 0 ? -d : d;
+        const uint32_t want = c == CODE_NEG_INF ? BITS_NEG_INF : c >= CODE_POS_INF ? special
+                              : magnitude_bits(q, OFFSET_SIGNED) | (d < 0 ? 0x80000000u : 0u);
+        if (f2u(VALUE[KIND_SIGNED][c]) != want) return -4;
     }
-    if (!(VALUE[KIND_SIGNED][255] != VALUE[KIND_SIGNED][255])) return -7;
     INV_SMALLEST[KIND_SIGNED] = 1.0f / VALUE[KIND_SIGNED][ZERO_SIGNED + 1];
     INV_SMALLEST[KIND_UNSIGNED] = INV_SMALLEST[KIND_UPPER] = 1.0f / VALUE[KIND_UNSIGNED][1];
     tables_set = 1;
@@ -535,7 +546,8 @@ static inline void bf16_decode(const uint16_t *restrict src, int64_t n, float *r
 /*
  * state_format.encode_bfloat16 of n values whose memory positions are pos.. :
  * add 16 random bits (0xFFFF for "upper") below the kept bits and truncate;
- * inf stays inf, NaN is stored as torch's float->bfloat16 copy stores it.
+ * a finite value that would carry into inf keeps the largest finite bfloat16
+ * of its sign (not "upper"); inf stays inf, every NaN is stored as BF16_NAN.
  */
 static inline void bf16_encode(const float *restrict src, int64_t n, int kind, uint32_t key, int64_t pos,
                                uint16_t *restrict dst) {
@@ -546,7 +558,9 @@ static inline void bf16_encode(const float *restrict src, int64_t n, int kind, u
      * keeps the kind test and the selects scalar-ish), packed to 16 bits in registers */
     const __m256i mix1 = _mm256_set1_epi32((int32_t)HASH_MIX1), mix2 = _mm256_set1_epi32((int32_t)HASH_MIX2);
     const __m256i exp_mask = _mm256_set1_epi32(0x7F800000), abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
-    const __m256i nan16 = _mm256_set1_epi32(0xFFFF), step8 = _mm256_set1_epi32((int32_t)(8u * HASH_INDEX));
+    const __m256i all16 = _mm256_set1_epi32(0xFFFF), nan16 = _mm256_set1_epi32(BF16_NAN);
+    const __m256i abs16 = _mm256_set1_epi32(0x7FFF), inf16 = _mm256_set1_epi32(0x7F80);
+    const __m256i step8 = _mm256_set1_epi32((int32_t)(8u * HASH_INDEX));
     const int upper = kind == KIND_UPPER;
     __m256i counter = _mm256_add_epi32(_mm256_set1_epi32((int32_t)base),
                                        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
@@ -555,12 +569,14 @@ static inline void bf16_encode(const float *restrict src, int64_t n, int kind, u
         __m256i half[2];
         for (int q = 0; q < 2; q++) {
             const __m256i b = _mm256_loadu_si256((const __m256i *)(src + j + 8 * q));
-            __m256i noise = nan16;
+            __m256i noise = all16;
             if (!upper) {
                 noise = _mm256_srli_epi32(mix32_avx2(counter, mix1, mix2), 16);
             }
             counter = _mm256_add_epi32(counter, step8);
-            const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(b, noise), 16);
+            __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(b, noise), 16);
+            if (!upper) /* a carry into inf: the largest finite bfloat16 of its sign (inf - 1) */
+                rounded = _mm256_add_epi32(rounded, _mm256_cmpeq_epi32(_mm256_and_si256(rounded, abs16), inf16));
             const __m256i nonfinite = _mm256_cmpeq_epi32(_mm256_and_si256(b, exp_mask), exp_mask);
             const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, abs_mask), exp_mask);
             const __m256i special = _mm256_blendv_epi8(_mm256_srli_epi32(b, 16), nan16, nan);
@@ -574,47 +590,60 @@ static inline void bf16_encode(const float *restrict src, int64_t n, int kind, u
     for (; j < (int32_t)n; j++) {
         const uint32_t b = f2u(src[j]);
         const uint32_t noise = kind == KIND_UPPER ? 0xFFFFu : mix32(base + (uint32_t)j * HASH_INDEX) >> 16;
-        const uint32_t r = (b + noise) >> 16;
+        uint32_t r = (b + noise) >> 16;
+        if (kind != KIND_UPPER && (r & 0x7FFFu) == 0x7F80u) r -= 1; /* a carry into inf */
         const int finite = (b & 0x7F800000u) != 0x7F800000u;
         const int nan = (b & 0x7FFFFFFFu) > 0x7F800000u;
-        dst[j] = (uint16_t)(finite ? r : nan ? 0xFFFFu : (b >> 16));
+        dst[j] = (uint16_t)(finite ? r : nan ? BF16_NAN : (b >> 16));
     }
 }
 
 /* ----------------------------------------------------------------- int8 */
-/* dst = VALUE[kind][code] * scale, from the code's bits (8 at a time with AVX2) */
+/* dst = VALUE[kind][code] * scale, from the code's bits (8 at a time with AVX2); +-inf and NaN as they are */
 static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kind, float scale,
                                float *restrict dst) {
     int32_t j = 0;
 #if defined(__AVX2__)
     const __m256 vscale = _mm256_set1_ps(scale);
+    const __m256i c_pos_inf = _mm256_set1_epi32(CODE_POS_INF), c_nan = _mm256_set1_epi32(CODE_NAN);
+    const __m256i pos_inf = _mm256_set1_epi32((int32_t)BITS_POS_INF), qnan = _mm256_set1_epi32((int32_t)BITS_NAN);
     if (kind == KIND_SIGNED) {
         const __m256i c127 = _mm256_set1_epi32(ZERO_SIGNED), off = _mm256_set1_epi32(OFFSET_SIGNED);
-        const __m256i c255 = _mm256_set1_epi32(255), qnan = _mm256_set1_epi32(0x7FC00000);
-        const __m256i sign = _mm256_set1_epi32((int32_t)0x80000000u);
+        const __m256i sign = _mm256_set1_epi32((int32_t)0x80000000u), zero = _mm256_setzero_si256();
+        const __m256i neg_inf = _mm256_set1_epi32((int32_t)BITS_NEG_INF);
         for (; j + 8 <= (int32_t)n; j += 8) {
             const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
             const __m256i d = _mm256_sub_epi32(c, c127), q = _mm256_abs_epi32(d);
-            __m256i bits = _mm256_or_si256(magnitude_bits_avx2(q, off), _mm256_and_si256(d, sign));
-            bits = _mm256_blendv_epi8(bits, qnan, _mm256_cmpeq_epi32(c, c255));
-            _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_castsi256_ps(bits), vscale));
+            const __m256i bits = _mm256_or_si256(magnitude_bits_avx2(q, off), _mm256_and_si256(d, sign));
+            __m256i v = _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(bits), vscale));
+            v = _mm256_blendv_epi8(v, neg_inf, _mm256_cmpeq_epi32(c, zero));
+            v = _mm256_blendv_epi8(v, pos_inf, _mm256_cmpeq_epi32(c, c_pos_inf));
+            v = _mm256_blendv_epi8(v, qnan, _mm256_cmpeq_epi32(c, c_nan));
+            _mm256_storeu_si256((__m256i *)(dst + j), v);
         }
     } else {
         const __m256i off = _mm256_set1_epi32(OFFSET_UNSIGNED);
         for (; j + 8 <= (int32_t)n; j += 8) {
             const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
-            _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_castsi256_ps(magnitude_bits_avx2(c, off)), vscale));
+            __m256i v = _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(magnitude_bits_avx2(c, off)), vscale));
+            v = _mm256_blendv_epi8(v, pos_inf, _mm256_cmpeq_epi32(c, c_pos_inf));
+            v = _mm256_blendv_epi8(v, qnan, _mm256_cmpeq_epi32(c, c_nan));
+            _mm256_storeu_si256((__m256i *)(dst + j), v);
         }
     }
 #endif
     const float *restrict value = VALUE[kind];
-    for (; j < (int32_t)n; j++) dst[j] = value[codes[j]] * scale;
+    for (; j < (int32_t)n; j++) {
+        const float v = value[codes[j]];
+        dst[j] = (f2u(v) & 0x7F800000u) != 0x7F800000u ? v * scale : v; /* inf * 0 would be NaN */
+    }
 }
 
 /*
  * state_format.quantize_int8 of one block of n values (memory positions pos..):
- * the scale is the block's largest magnitude (NaN, with zero codes, if the
- * block holds a non-finite value); each value's ratio r = x / scale, with b
+ * the scale is the block's largest finite magnitude; +-inf and NaN take their
+ * own codes (a second pass, only in a block that holds one); each finite
+ * value's ratio r = x / scale, with b
  * the bits of |r| and u the top 20 of the element's random bits, gets the
  * magnitude code ((b + u) >> 20) - OFFSET at or above the smallest magnitude
  * and, below it, 1 if u * 2**-20 < |r| * INV_SMALLEST, else 0 ("signed",
@@ -623,7 +652,8 @@ static inline void int8_decode(const uint8_t *restrict codes, int64_t n, int kin
  * Non-signed kinds store negative values as zero.
  */
 #if defined(__AVX2__)
-/* 32 codes (0..254, as int32 in 4 vectors) to bytes: packs work within 128-bit lanes, the permute puts them in order */
+/* 32 codes (as int32 in 4 vectors; a non-finite value's may be out of 0..255: its code is set afterwards) to bytes:
+ * packs work within 128-bit lanes, the permute puts them in order */
 static inline void store32_codes(const __m256i out[4], uint8_t *restrict dst) {
     const __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(out[0], out[1]), _mm256_packus_epi32(out[2], out[3]));
     _mm256_storeu_si256((__m256i *)dst, _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
@@ -680,7 +710,7 @@ static inline int32_t upper_avx2(const float *restrict x, int32_t n, float safe,
     const __m256 vsafe = _mm256_set1_ps(safe);
     const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), voff = _mm256_set1_epi32(OFFSET_UNSIGNED);
     const __m256i low_limit = _mm256_set1_epi32((int32_t)((uint32_t)(OFFSET_UNSIGNED + 1) << 20));
-    const __m256i top = _mm256_set1_epi32(255);
+    const __m256i top = _mm256_set1_epi32(TOP_UNSIGNED);
     int32_t j = 0;
     for (; j + 32 <= n; j += 32) {
         __m256i out[4];
@@ -761,11 +791,13 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
         amax = a > amax ? a : amax;
     }
     const int is_signed = kind == KIND_SIGNED;
-    const uint8_t zero = is_signed ? ZERO_SIGNED : ZERO_UNSIGNED;
-    if (amax >= 0x7F800000u) { /* an inf or a NaN in the block */
-        *scale_out = u2f(0x7FC00000u);
-        memset(codes, zero, (size_t)n);
-        return;
+    const int special = amax >= 0x7F800000u; /* an inf or a NaN in the block: the scale is the largest finite |x| */
+    if (special) {
+        amax = 0;
+        for (int32_t j = 0; j < (int32_t)n; j++) {
+            const uint32_t a = f2u(x[j]) & 0x7FFFFFFFu;
+            amax = a < 0x7F800000u && a > amax ? a : amax;
+        }
     }
     if (kind == KIND_UPPER && amax) { /* the smallest power of two >= the largest value (unless it overflows) */
         const uint32_t p2 = (amax + 0x7FFFFFu) & 0x7F800000u;
@@ -781,25 +813,31 @@ static inline void int8_encode(float *restrict x, int64_t n, int kind, uint32_t 
             const int32_t vbits = (int32_t)f2u(value); /* value >= 0 or -0 (INT32_MIN: below everything) */
             const uint32_t b = f2u(value / safe) & 0x7FFFFFFFu;
             const int32_t lo = b < low_limit ? 0 : (int32_t)(b >> 20) - offset; /* the largest code <= |r| */
-            const int32_t up = ((int32_t)f2u(u2f(magnitude_bits(lo, offset)) * safe) < vbits) & (lo < 255);
+            const int32_t up = ((int32_t)f2u(u2f(magnitude_bits(lo, offset)) * safe) < vbits) & (lo < TOP_UNSIGNED);
             /* float rounding of code * scale must not land below the value itself */
-            const int32_t below = ((int32_t)f2u(u2f(magnitude_bits(lo + up, offset)) * safe) < vbits) & (lo + up < 255);
+            const int32_t below =
+                ((int32_t)f2u(u2f(magnitude_bits(lo + up, offset)) * safe) < vbits) & (lo + up < TOP_UNSIGNED);
             codes[j] = (uint8_t)(lo + up + below);
         }
-        return;
-    }
-    const uint32_t base = (uint32_t)pos * HASH_INDEX + key;
-    const float inv = INV_SMALLEST[kind];
-    for (int32_t j = sr_avx2(x, (int32_t)n, safe, is_signed, offset, inv, base, codes); j < (int32_t)n; j++) {
-        const uint32_t rbits = f2u(x[j] / safe), b = rbits & 0x7FFFFFFFu;
-        const uint32_t noise = mix32(base + (uint32_t)j * HASH_INDEX) >> 12;
-        int32_t level = (int32_t)((b + noise) >> 20) - offset;
-        if (b < low_limit) { /* u < p, both >= +0 */
-            const float p = u2f(b) * inv, u = (float)(int32_t)noise * 0x1p-20f;
-            level = (int32_t)f2u(u) < (int32_t)f2u(p);
+    } else {
+        const uint32_t base = (uint32_t)pos * HASH_INDEX + key;
+        const float inv = INV_SMALLEST[kind];
+        for (int32_t j = sr_avx2(x, (int32_t)n, safe, is_signed, offset, inv, base, codes); j < (int32_t)n; j++) {
+            const uint32_t rbits = f2u(x[j] / safe), b = rbits & 0x7FFFFFFFu;
+            const uint32_t noise = mix32(base + (uint32_t)j * HASH_INDEX) >> 12;
+            int32_t level = (int32_t)((b + noise) >> 20) - offset;
+            if (b < low_limit) { /* u < p, both >= +0 */
+                const float p = u2f(b) * inv, u = (float)(int32_t)noise * 0x1p-20f;
+                level = (int32_t)f2u(u) < (int32_t)f2u(p);
+            }
+            codes[j] = (uint8_t)(is_signed ? ((rbits >> 31) ? ZERO_SIGNED - level : ZERO_SIGNED + level) : level);
         }
-        codes[j] = (uint8_t)(is_signed ? ((rbits >> 31) ? ZERO_SIGNED - level : ZERO_SIGNED + level) : level);
     }
+    if (special) /* the codes of the non-finite values (the loops above gave them arbitrary ones) */
+        for (int32_t j = 0; j < (int32_t)n; j++) {
+            const uint32_t b = f2u(x[j]), a = b & 0x7FFFFFFFu;
+            if (a >= 0x7F800000u) codes[j] = a > 0x7F800000u ? CODE_NAN : (b >> 31) ? CODE_NEG_INF : CODE_POS_INF;
+        }
 }
 
 /*

@@ -222,13 +222,12 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         merged = {**self.defaults, **param_group}
         self._checked(merged)
         param_group.update({k: merged[k] for k in param_group if k in self._checks})
-        if merged.get("state_dtype", torch.float32) is not torch.float32:
-            params = param_group.get("params")
-            if not isinstance(params, (Tensor, set)) and params is not None:
-                param_group["params"] = params = list(params)  # as torch does next (a generator is read once)
-            for i, p in enumerate([params] if isinstance(params, Tensor) else params or ()):
-                if isinstance(p, Tensor):
-                    _check_low_precision_param(p, merged["state_dtype"], i)
+        params = param_group.get("params")
+        if not isinstance(params, (Tensor, set)) and params is not None:
+            param_group["params"] = params = list(params)  # as torch does next (a generator is read once)
+        if not isinstance(params, set):  # (torch refuses a set next)
+            _check_group_params(self.param_groups, [params] if isinstance(params, Tensor) else params or [],
+                                merged.get("state_dtype", torch.float32))
         super().add_param_group(param_group)
 
     # ------------------------------------------------------------ per algorithm
@@ -541,6 +540,46 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
 
 _STORED_FORMATS = {torch.bfloat16: "bfloat16", torch.uint8: "int8"}
+#: the parameter dtypes every path steps (float8 and the integer dtypes have no arithmetic for the update rules)
+PARAM_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex32, torch.complex64,
+                torch.complex128)
+
+
+class ParameterDtypeError(TypeError, ValueError):
+    """A parameter of a dtype adamkit does not step (a TypeError, and a ValueError as torch's other refusals of
+    a param group's content are)."""
+
+
+def _check_group_params(groups: list[dict], entries: list, state_dtype) -> None:
+    """The parameters of a new param group (tensors, or ``(name, tensor)`` as torch takes them): each of a dtype
+    every path steps, listed once, in no earlier group, and fit for the group's ``state_dtype``. torch.optim only
+    warns about a parameter listed twice in one group (and means to raise); stepped twice in one step, it would
+    take two steps of its learning rate, and the paths would not agree on how (one after the other, or both
+    from the old values), so adamkit raises."""
+    index = len(groups)
+    earlier = {id(p): (g, i) for g, group in enumerate(groups) for i, p in enumerate(group["params"])}
+    seen: dict[int, int] = {}
+    for i, entry in enumerate(entries):
+        name, p = entry if isinstance(entry, tuple) and len(entry) == 2 else (None, entry)
+        if not isinstance(p, Tensor):
+            continue  # torch.optim refuses it next, naming its type
+        what = f"parameter {i}{'' if name is None else f' ({name!r})'} of param group {index}"
+        if p.dtype not in PARAM_DTYPES:
+            raise ParameterDtypeError(
+                f"{what} is {p.dtype}: adamkit steps parameters of dtype "
+                f"{', '.join(str(d).removeprefix('torch.') for d in PARAM_DTYPES)}; keep it out of the optimizer "
+                f"(an integer or bool tensor has no gradient), or optimize a float32 copy of it")
+        if id(p) in seen:
+            raise ValueError(
+                f"{what} is the same tensor as parameter {seen[id(p)]}: list each parameter once (stepped twice "
+                f"per step it would move by two steps; torch.optim warns about this and will refuse it)")
+        seen[id(p)] = i
+        if id(p) in earlier:
+            g, j = earlier[id(p)]
+            raise ValueError(f"{what} is already parameter {j} of param group {g}: a parameter belongs to one "
+                             f"param group (torch.optim refuses this too)")
+        if state_dtype is not torch.float32:
+            _check_low_precision_param(p, state_dtype, i)
 
 
 def _check_low_precision_param(p: Tensor, state_dtype, index: int) -> None:

@@ -22,10 +22,14 @@ written), with two differences:
   parameter's dtype instead. So a checkpoint of float32 parameters resumes on
   float64 ones (and back) on every path. Under ``torch.bfloat16`` and ``"int8"``
   the tensors are kept exactly as stored (bfloat16; uint8 codes with their float32
-  ``<name>_absmax`` of ``state_format.scale_shape``; each parameter's
+  ``<name>_finite_absmax`` of ``state_format.scale_shape``; each parameter's
   ``rounding_seed``, an int in [0, 2**32)), in the format
   ``state_format.tensor_format`` gives each parameter, and nothing is cast: a
-  tensor of another dtype is refused. ``step`` becomes an ``int``.
+  tensor of another dtype is refused, and so is a scale that is not a finite
+  number >= 0 (an infinite scale would read its block as inf and NaN). int8
+  state of the previous revision of the code (scales under ``<name>_absmax``)
+  is converted exactly on load (``state_format.upgrade_absmax``). ``step``
+  becomes an ``int``.
 * **A state dtype is never changed by loading.** A checkpoint group whose
   ``state_dtype`` differs from the loaded group's (a float32 checkpoint into a
   bfloat16 optimizer, say) is refused, naming the conversion call,
@@ -71,6 +75,10 @@ MARKER = "adamkit_algorithm"
 STATE_DTYPE = "state_dtype"
 SEED = "rounding_seed"
 SCALE = state_format.SCALE_SUFFIX  # suffix: state[name + SCALE] holds the int8 scales of state[name]
+#: the suffix of the scales of the previous revision of the 8-bit code (before 2026-12-04: no codes for inf
+#: and NaN, a NaN scale for a block that held one), whose checkpoints are converted on load
+#: (``state_format.upgrade_absmax``)
+ABSMAX = state_format.ABSMAX_SUFFIX
 #: the suffix of the scales of the earlier, logarithmic 8-bit code (adamkit before 2026-12-02), whose codes
 #: read as other numbers in this one: a checkpoint holding them is refused
 EARLIER_SCALE = "_scale"
@@ -296,19 +304,19 @@ def _restore(opt, index: int, p: Tensor, group: dict, saved: Any) -> dict:
     names = opt.state_names(group)
     possible = _possible_state_names(opt, group)
     low = () if fmt == "float32" else (SEED,)
-    scales = {n + SCALE for n in possible} if fmt == "int8" else set()
+    scales = {n + suffix for n in possible for suffix in (SCALE, ABSMAX)} if fmt == "int8" else set()
     needed = ("step", *low, *names, *(n + SCALE for n in names if fmt == "int8"))
     unknown = sorted(set(saved) - possible - scales - {"step", *low}, key=str)
     if unknown:
         hint = ""
-        if all(k == SEED or (isinstance(k, str) and k.endswith(SCALE)) for k in unknown):
+        if all(k == SEED or (isinstance(k, str) and k.endswith((SCALE, ABSMAX))) for k in unknown):
             hint = (f" under state_dtype={_show(state_dtype)}: a checkpoint of another state_dtype? convert it "
                     f"with adamkit.convert_state_dtype(state_dict, {_show(state_dtype)})")
         raise ValueError(f"the state of parameter {index} has {unknown}, which {cls} does not keep{hint} (it keeps "
                          f"{list(needed)}){'' if hint else ': a checkpoint of another optimizer?'}")
     present = [k for k in saved if k in possible]
     for key in (*needed, *(k + SCALE for k in present if fmt == "int8")):
-        if key not in saved:
+        if key not in saved and not (key.endswith(SCALE) and _scale_key(index, saved, key[:-len(SCALE)])):
             raise MissingStateError(
                 f"the state of parameter {index} has no {key!r}, which {cls} needs with these settings "
                 f"(it has {sorted(map(str, saved))}, needs {list(needed)}); the checkpoint is incomplete "
@@ -340,8 +348,51 @@ def _restore(opt, index: int, p: Tensor, group: dict, saved: Any) -> dict:
         _check_distribution(index, key, value, p)
         restored[key] = _stored_copy(index, key, value, p, fmt)
         if fmt == "int8":
-            restored[key + SCALE] = _scales_copy(index, key + SCALE, saved[key + SCALE], p, restored[key])
+            scale_key = _scale_key(index, saved, key)
+            restored[key + SCALE] = _scales_copy(index, scale_key, saved[scale_key], p, restored[key])
+            if _previous_revision(scale_key):  # converted exactly
+                restored[key], restored[key + SCALE] = _upgraded(restored[key], restored[key + SCALE],
+                                                                 type(opt).state_formats[key])
     return restored
+
+
+def _scale_key(index: int, saved: Mapping, name: str) -> str | None:
+    """The key of the int8 scales of state ``name`` in a saved state: ``name + SCALE``, or ``name + ABSMAX`` in a
+    checkpoint of the previous revision of the code (None: neither)."""
+    keys = [name + suffix for suffix in (SCALE, ABSMAX) if name + suffix in saved]
+    if len(keys) > 1:
+        raise ValueError(f"the state of parameter {index} has both {keys[0]!r} and {keys[1]!r}: two revisions of "
+                         f"the int8 scales of {name!r}, of which the codes can follow one only")
+    return keys[0] if keys else None
+
+
+def _previous_revision(scale_key: str) -> bool:
+    """Whether int8 scales kept under ``scale_key`` are of the previous revision of the code (``SCALE`` ends
+    with ``ABSMAX`` too)."""
+    return scale_key.endswith(ABSMAX) and not scale_key.endswith(SCALE)
+
+
+def _upgraded(codes: Tensor, scales: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+    """``state_format.upgrade_absmax`` of (local) codes and scales, placed as they were."""
+    local_codes = codes.to_local() if is_dtensor(codes) else codes
+    local_scales = scales.to_local() if is_dtensor(scales) else scales
+    new_codes, new_scales = state_format.upgrade_absmax(local_codes, local_scales, kind)
+    return _like(codes, new_codes, scales=False), _like(codes, new_scales, scales=True)
+
+
+def _check_scale_values(index: int, key: str, scales: Tensor) -> None:
+    """Refuse int8 scales that are not finite numbers >= 0 (the previous revision's NaN: a block that held a
+    non-finite value, which the conversion keeps as NaN elements)."""
+    previous = _previous_revision(key)
+    bad = [what for what, mask in (("negative", scales < 0), ("infinite", scales.isinf()),
+                                   ("NaN", scales.isnan() & (not previous))) if bool(mask.any())]
+    if bad:
+        name = key[:-len(ABSMAX if previous else SCALE)]
+        raise ValueError(
+            f"state {key!r} of parameter {index} (the int8 scales of {name!r}) has {' and '.join(bad)} scales; "
+            f"a scale is the largest finite magnitude of its block, a finite number >= 0 (an infinite one would "
+            f"read its block as inf and NaN): the checkpoint is damaged or was edited; load another one, or "
+            f"start afresh without load_state_dict")
 
 
 def _seed(index: int, value: Any) -> int:
@@ -406,9 +457,7 @@ def _scales_copy(index: int, key: str, value: Any, p: Tensor, codes: Tensor) -> 
         raise ValueError(f"state {key!r} of parameter {index}: this rank's scales have shape {tuple(local.shape)}, "
                          f"its codes {tuple(local_codes.shape)} (expected {state_format.scale_shape(local_codes.shape)}"
                          f"): the scales must be sharded along dim 0 with the parameter's rows")
-    if not bool(((local >= 0) | local.isnan()).all()):
-        raise ValueError(f"state {key!r} of parameter {index} has negative scales (a scale is the largest "
-                         f"magnitude of its block, >= 0, or NaN)")
+    _check_scale_values(index, key, local)
     copied = value.detach().to(device=p.device, copy=True)
     return copied if is_dtensor(copied) else copied.contiguous()
 
@@ -533,8 +582,9 @@ def _convert_entry(index: int, entry: Mapping[str, Any], formats: dict[str, str]
                    math_dtype) -> dict:
     if not entry:
         return {}
-    names = [k for k in entry if k not in ("step", SEED) and not (
-        isinstance(k, str) and k.endswith(SCALE) and k[:-len(SCALE)] in entry and k[:-len(SCALE)] in formats)]
+    names = [k for k in entry if k not in ("step", SEED) and not any(
+        isinstance(k, str) and k.endswith(suffix) and k[:-len(suffix)] in entry and k[:-len(suffix)] in formats
+        for suffix in (SCALE, ABSMAX))]
     unknown = [k for k in names if k not in formats]
     if unknown:
         raise ValueError(f"the state of parameter {index} has {unknown}, which its algorithm does not keep (it "
@@ -553,13 +603,17 @@ def _convert_entry(index: int, entry: Mapping[str, Any], formats: dict[str, str]
         local = value.to_local() if is_dtensor(value) else value
         fmt = state_format.tensor_format(target, value)
         if value.dtype == torch.uint8:
-            scales = entry.get(name + SCALE)
+            scale_key = _scale_key(index, entry, name) or name + SCALE
+            scales = entry.get(scale_key)
             if not isinstance(scales, Tensor):
                 raise MissingStateError(f"the state of parameter {index} has int8 codes {name!r} without "
                                         f"{name + SCALE!r}")
-            local_scales = scales.to_local() if is_dtensor(scales) else scales
+            local_scales = (scales.to_local() if is_dtensor(scales) else scales).float()
+            _check_scale_values(index, scale_key, local_scales)
             if local.numel():
-                x = state_format.dequantize_int8(local, local_scales.float(), kind)
+                if _previous_revision(scale_key):
+                    local, local_scales = state_format.upgrade_absmax(local, local_scales, kind)
+                x = state_format.dequantize_int8(local, local_scales, kind)
             else:
                 x = torch.empty_like(local, dtype=torch.float32)
         elif value.is_floating_point() and math_dtype(value.dtype) == torch.float32:
