@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.adamkit-installed
 
-.PHONY: demo test install clean data
+.PHONY: demo test install clean data wheel
 
 install: $(STAMP)
 
@@ -33,5 +33,9 @@ data: $(STAMP)
 test: $(STAMP) data
 	$(PY) -m pytest -q
 
+# the wheel, with the fused C kernel prebuilt in its instruction-set variants (py3-none-<platform>): dist/
+wheel: $(STAMP)
+	$(PY) -m pip wheel . --no-deps -w dist/
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
