@@ -348,7 +348,7 @@ def test_disabled_by_the_environment_silently(monkeypatch, tmp_path, variable, v
     monkeypatch.setenv(variable, value)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fused_check.native() is None
+        assert fused_check.native(True, 0) is None
     assert not list(tmp_path.glob("fused_check-*.so"))
 
 
@@ -378,11 +378,15 @@ def test_by_default_the_check_is_native_only_where_the_kernel_was_built_here(mon
     build = fused_cpu.loaded_build()
     monkeypatch.setattr(fused_cpu, "_build_info", fused_cpu.KernelBuild(build.variant, origin, build.path,
                                                                         build.threads))
-    assert fused_check.enabled() is wanted
+    if wanted:
+        native_or_skip()
+    params, opt, table = stepped(shapes=MANY)
+    assert (table.native is not None) is wanted
+    built_here = origin == fused_cpu.FIRST_USE_ORIGIN
     monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "1")
-    assert fused_check.enabled()
+    assert fused_check.enabled(built_here)
     monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "0")
-    assert not fused_check.enabled()
+    assert not fused_check.enabled(built_here)
     monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "yes")
     with pytest.raises(ValueError, match="ADAMKIT_NATIVE_CHECK='yes'.*1.*0"):
-        fused_check.enabled()
+        fused_check.enabled(built_here)

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from . import fused_cpu, native_build
+from . import native_build
 
 SOURCE = Path(__file__).with_name("fused_check.cpp")
 
@@ -158,7 +158,6 @@ def load():
             lib.adamkit_check_table.argtypes = [obj] * 6 + [ctypes.c_int64] + [ctypes.c_void_p] * 6 + [ctypes.c_int64]
             lib.adamkit_check_use_pool.restype = None
             lib.adamkit_check_use_pool.argtypes = [ctypes.c_void_p]
-            lib.adamkit_check_use_pool(fused_cpu.parallel_run_address())
             lib.adamkit_check_set_steps.restype = ctypes.c_int
             lib.adamkit_check_set_steps.argtypes = [obj, obj, obj]
             _verify_layout(lib)
@@ -172,10 +171,10 @@ def load():
         return lib
 
 
-def enabled() -> bool:
+def enabled(kernel_built_here: bool) -> bool:
     """Whether the native check is wanted: ``$ADAMKIT_NATIVE_CHECK`` 1 or 0 (``ADAMKIT_DISABLE_NATIVE_CHECK=1``:
-    0) where set, else where the fused kernel was built on first use (a source install, a compiler at hand)
-    rather than prebuilt in a wheel."""
+    0) where set, else where the fused kernel was built on first use (``kernel_built_here``: a source install,
+    a compiler at hand) rather than prebuilt in a wheel."""
     value = os.environ.get(ENV, "").strip()
     if value not in ("", "0", "1"):
         raise ValueError(f"{ENV}={value!r}: set it to 1 (use the native table check) or 0 (the Python check)")
@@ -183,17 +182,20 @@ def enabled() -> bool:
         return value == "1"
     if os.environ.get("ADAMKIT_DISABLE_NATIVE_CHECK", "") not in ("", "0"):
         return False
-    return fused_cpu.loaded_build().origin == fused_cpu.FIRST_USE_ORIGIN
+    return kernel_built_here
 
 
-def native():
+def native(kernel_built_here: bool, pool: int):
     """The loaded check, or None (the Python check then runs): not wanted (:func:`enabled`), or unavailable
-    (said once, with why)."""
+    (said once, with why). ``pool``: the address of the fused kernel's ``adamkit_parallel_run``, whose threads
+    the check reads on (one thread pool in the process)."""
     global _warned
-    if not enabled():
+    if not enabled(kernel_built_here):
         return None
     try:
-        return load()
+        lib = load()
+        lib.adamkit_check_use_pool(pool)
+        return lib
     except NativeCheckUnavailable as exc:
         if not _warned:
             _warned = True

@@ -551,6 +551,27 @@ struct step_args {
     int64_t step;
 };
 
+/* the arguments every step call has (total: the sum of numel) */
+static struct step_args step_args_of(int algo, int dtype, int64_t count, int64_t total, const int64_t *numel,
+                                     void *const *params, void *const *grads, void *const *states, int nstates,
+                                     const double *sc, int64_t flags) {
+    struct step_args a = {0};
+    a.fn = TABLE[algo][dtype];
+    a.count = count;
+    a.total = total;
+    a.units = (total + ALIGN - 1) / ALIGN;
+    a.numel = numel;
+    a.params = params;
+    a.grads = grads;
+    a.states = states;
+    a.nstates = nstates;
+    a.psz = PARAM_SIZE[dtype];
+    a.ssz = STATE_SIZE[dtype];
+    a.sc = sc;
+    a.flags = flags;
+    return a;
+}
+
 /* this thread's share of the concatenated elements, in whole units of ALIGN */
 static void share_of(const struct step_args *a, int tid, int nth, int64_t *begin, int64_t *end) {
     *begin = (a->units * tid / nth) * ALIGN;
@@ -599,20 +620,7 @@ int adamkit_step(int algo, int dtype, int64_t count, const int64_t *numel, void 
         total += numel[i];
     }
     if (total == 0) return 0;
-    struct step_args a = {0};
-    a.fn = TABLE[algo][dtype];
-    a.count = count;
-    a.total = total;
-    a.units = (total + ALIGN - 1) / ALIGN;
-    a.numel = numel;
-    a.params = params;
-    a.grads = grads;
-    a.states = states;
-    a.nstates = nstates;
-    a.psz = PARAM_SIZE[dtype];
-    a.ssz = STATE_SIZE[dtype];
-    a.sc = sc;
-    a.flags = flags;
+    struct step_args a = step_args_of(algo, dtype, count, total, numel, params, grads, states, nstates, sc, flags);
     parallel_run(thread_count(total, a.units, nthreads, grain), step_share, &a);
     return 0;
 }
@@ -1121,19 +1129,7 @@ int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, 
         total += numel[i];
     }
     if (total == 0) return 0;
-    struct step_args a = {0};
-    a.fn = TABLE[algo][dtype];
-    a.count = count;
-    a.total = total;
-    a.units = (total + ALIGN - 1) / ALIGN;
-    a.numel = numel;
-    a.params = params;
-    a.grads = grads;
-    a.states = states;
-    a.nstates = nstates;
-    a.psz = PARAM_SIZE[dtype];
-    a.sc = sc;
-    a.flags = flags;
+    struct step_args a = step_args_of(algo, dtype, count, total, numel, params, grads, states, nstates, sc, flags);
     a.row = row;
     a.scales = scales;
     a.kinds = kinds;

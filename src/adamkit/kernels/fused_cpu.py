@@ -750,7 +750,8 @@ class CachedLaunch:
         # pointers straight into self.ptrs; None: the Python check below
         self.native = None
         from . import fused_check  # noqa: PLC0415 - it imports this module
-        if count >= fused_check.MIN_TENSORS and (lib := fused_check.native()) is not None:
+        if count >= fused_check.MIN_TENSORS and (lib := fused_check.native(
+                loaded_build().origin == FIRST_USE_ORIGIN, parallel_run_address())) is not None:
             grad_slots = ctypes.addressof(self.ptrs) + count * ctypes.sizeof(ctypes.c_void_p)
             try:
                 self.native = fused_check.NativeCheck(lib, names, params, states, grad_slots)
