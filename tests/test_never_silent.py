@@ -180,6 +180,8 @@ def re_shape(shape):
 def _fresh_kernel_state(monkeypatch, tmp_path):
     monkeypatch.setattr(fused_cpu, "_lib", None)
     monkeypatch.setattr(fused_cpu, "_error", None)
+    monkeypatch.setattr(fused_cpu, "_opened", {})
+    monkeypatch.setattr(fused_cpu, "_build_info", None)
     monkeypatch.setattr(fused_cpu, "_warned_fallback", False)
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("ADAMKIT_DISABLE_FUSED", raising=False)

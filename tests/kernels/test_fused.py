@@ -204,6 +204,8 @@ def test_default_falls_back_to_loop_and_explicit_fused_raises(monkeypatch):
 def test_no_compiler_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(fused_cpu, "_lib", None)
     monkeypatch.setattr(fused_cpu, "_error", None)
+    monkeypatch.setattr(fused_cpu, "_opened", {})
+    monkeypatch.setattr(fused_cpu, "_build_info", None)
     monkeypatch.setattr(fused_cpu, "_compiler", lambda: None)
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path))
     assert not fused_cpu.available()
@@ -219,6 +221,8 @@ def test_no_compiler_gives_a_clear_error(monkeypatch, tmp_path):
 def test_a_failing_compiler_is_reported(monkeypatch, tmp_path):
     monkeypatch.setattr(fused_cpu, "_lib", None)
     monkeypatch.setattr(fused_cpu, "_error", None)
+    monkeypatch.setattr(fused_cpu, "_opened", {})
+    monkeypatch.setattr(fused_cpu, "_build_info", None)
     monkeypatch.setattr(fused_cpu, "_compiler", lambda: "/bin/false")
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path))
     with pytest.raises(fused_cpu.FusedKernelUnavailable, match="compiler failed"):

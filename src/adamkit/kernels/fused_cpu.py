@@ -144,7 +144,7 @@ def _build(cc: str, variant: str) -> Path:
 
     return native_build.build(
         "fused_cpu", _flag_sets(variant), key, lambda flags, out: cpu_variants.command(cc, flags, str(SOURCE), out),
-        FusedKernelUnavailable, f"the C compiler (the {variant} build)", timeout=300,
+        FusedKernelUnavailable, "the C compiler", timeout=300,
         after=lambda directory, target: prune_cache(directory, keep=target))
 
 
@@ -208,7 +208,8 @@ def _locate(variant: str) -> tuple[Path, str]:
     cc = _compiler()
     if cc is None:
         why = "no C compiler found (set $CC, or install gcc or clang)"
-        raise FusedKernelUnavailable(f"{refused}; and {why} to build it" if refused else why)
+        raise FusedKernelUnavailable(f"{refused}; and {why} to build it" if refused else
+                                     f"{why}; pass fused=False or leave fused unset to use the reference path")
     if refused and not _warned_prebuilt:
         _warned_prebuilt = True
         warnings.warn(f"adamkit: {refused}; building the kernel from source instead", RuntimeWarning, stacklevel=4)
@@ -340,8 +341,7 @@ def load():
                 else:
                     raise FusedKernelUnavailable(errors[-1])
         except FusedKernelUnavailable as exc:
-            _error = (f"adamkit's fused CPU kernel is unavailable: {exc}; pass fused=False or leave fused unset to "
-                      "use the reference path")
+            _error = f"adamkit's fused CPU kernel is unavailable: {exc}"
             raise FusedKernelUnavailable(_error) from None
         _lib, _build_info = lib, info
         return lib
