@@ -99,7 +99,7 @@ using parallel_run_fn = int (*)(int, task_fn, void*);
 parallel_run_fn parallel_run = nullptr;
 }  // namespace
 
-// Hand the check the kernel's pool (fused_check.py does, once, before any check); without it the check
+// Hand the check the kernel's pool (fused_check.native does, with the kernel's address); without it the check
 // reads on the calling thread.
 ADAMKIT_EXPORT void adamkit_check_use_pool(void* run) { parallel_run = reinterpret_cast<parallel_run_fn>(run); }
 
