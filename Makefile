@@ -11,7 +11,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.adamkit-installed
 
-.PHONY: demo test docs install clean data
+.PHONY: demo test docs install clean data wheel
 
 install: $(STAMP)
 
@@ -40,5 +40,9 @@ docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -n -b html docs docs/_build/html
 	@echo "documentation: docs/_build/html/index.html"
 
+# the wheel, with the fused C kernel prebuilt in its instruction-set variants (py3-none-<platform>): dist/
+wheel: $(STAMP)
+	$(PY) -m pip wheel . --no-deps -w dist/
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis docs/_build docs/algorithms docs/_generated
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis docs/_build docs/algorithms docs/_generated

@@ -91,6 +91,44 @@ def test_golden_replay(info, doc, case, path, request):
             )
 
 
+def _kernel_variants() -> list[str]:
+    """The instruction-set builds of the fused kernel this CPU runs (none without the kernel)."""
+    from adamkit.kernels import fused_cpu
+
+    try:
+        return fused_cpu.runnable_variants()
+    except fused_cpu.FusedKernelUnavailable:
+        return []
+
+
+@pytest.mark.parametrize(
+    "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
+)
+def test_golden_replay_on_every_kernel_variant(info, doc, case):
+    """Every build of the fused kernel this CPU runs (baseline x86-64, AVX2, AVX-512: cpu_variants) replays every
+    case to the references' tolerance, and bit for bit as the others."""
+    from adamkit.kernels import fused_cpu
+
+    variants = _kernel_variants()
+    if not variants:
+        _skip_unavailable("fused")
+    results = {}
+    for variant in variants:
+        with fused_cpu.using(variant):
+            results[variant], _ = replay(info, case, PATHS["fused"])
+    tol = doc["tolerance"]
+    for key, per_param in case["expected"].items():
+        for name, ref in per_param.items():
+            ref = torch.tensor(ref, dtype=torch.float64)
+            for variant in variants:
+                got = results[variant][key][name].reshape(-1)
+                assert torch.allclose(got, ref, rtol=tol["rtol"], atol=tol["atol"]), (variant, key, name)
+                first = results[variants[0]][key][name].reshape(-1)
+                assert torch.equal(got.view(torch.int64), first.view(torch.int64)), (
+                    f"{info.name}/{case['name']} step {key} {name}: the {variant} build differs from the "
+                    f"{variants[0]} build")
+
+
 @pytest.mark.parametrize(
     "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
 )

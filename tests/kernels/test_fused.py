@@ -204,6 +204,8 @@ def test_default_falls_back_to_loop_and_explicit_fused_raises(monkeypatch):
 def test_no_compiler_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(fused_cpu, "_lib", None)
     monkeypatch.setattr(fused_cpu, "_error", None)
+    monkeypatch.setattr(fused_cpu, "_opened", {})
+    monkeypatch.setattr(fused_cpu, "_build_info", None)
     monkeypatch.setattr(fused_cpu, "_compiler", lambda: None)
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path))
     assert not fused_cpu.available()
@@ -219,6 +221,8 @@ def test_no_compiler_gives_a_clear_error(monkeypatch, tmp_path):
 def test_a_failing_compiler_is_reported(monkeypatch, tmp_path):
     monkeypatch.setattr(fused_cpu, "_lib", None)
     monkeypatch.setattr(fused_cpu, "_error", None)
+    monkeypatch.setattr(fused_cpu, "_opened", {})
+    monkeypatch.setattr(fused_cpu, "_build_info", None)
     monkeypatch.setattr(fused_cpu, "_compiler", lambda: "/bin/false")
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path))
     with pytest.raises(fused_cpu.FusedKernelUnavailable, match="compiler failed"):
@@ -254,7 +258,7 @@ def test_fused_flag_values_are_checked():
 
 @needs_kernel
 def test_kernel_is_cached_by_source_hash():
-    lib_path = fused_cpu._build(fused_cpu._compiler())  # already built: found, not rebuilt
+    lib_path = fused_cpu._build(fused_cpu._compiler(), fused_cpu.loaded_build().variant)  # found, not rebuilt
     assert lib_path.exists() and lib_path.parent == fused_cpu.cache_dir()
     assert lib_path.name.startswith("fused_cpu-")
 
@@ -287,7 +291,8 @@ def test_cache_prune_removes_only_stale_builds_and_leftovers(tmp_path):
 def test_loading_a_cached_build_marks_it_used():
     import os
 
-    lib_path = fused_cpu._build(fused_cpu._compiler())
+    variant = fused_cpu.loaded_build().variant
+    lib_path = fused_cpu._build(fused_cpu._compiler(), variant)
     os.utime(lib_path, (1, 1))
-    assert fused_cpu._build(fused_cpu._compiler()) == lib_path
+    assert fused_cpu._build(fused_cpu._compiler(), variant) == lib_path
     assert lib_path.stat().st_mtime > 1e9

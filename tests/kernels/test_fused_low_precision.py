@@ -312,41 +312,17 @@ def test_a_hand_set_state_of_the_wrong_dtype_raises_naming_state_dtype():
         opt.step()
 
 
-def test_the_portable_build_rounds_alike(tmp_path):
-    """Built without -march=native (no AVX2 code), the kernel's rounding is still the reference's bit for bit."""
-    import ctypes
-    import subprocess
-
-    cc = fused_cpu._compiler()
-    if cc is None:
-        pytest.skip("no C compiler")
-    target = tmp_path / "portable.so"
-    import platform
-
-    flags = list(fused_cpu._BASE_FLAGS) + (["-mno-avx2"] if platform.machine() in ("x86_64", "AMD64") else [])
-    subprocess.run([cc, *flags, str(fused_cpu.SOURCE), "-o", str(target), "-lm"], check=True,
-                   capture_output=True, timeout=300)
-    lib = ctypes.CDLL(str(target))
-    lib.adamkit_set_tables.argtypes = [ctypes.c_void_p]
-    assert lib.adamkit_set_tables(fused_cpu._CODE_TABLES.data_ptr()) == 0
-    lib.adamkit_encode.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32]
-    lib.adamkit_decode.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                   ctypes.c_void_p]
-    for kind in state_format.KINDS:
-        for x in (_values((7, 1000), 3), _non_finite_values((7, 1000), 4)):
-            work = x.clone()
-            codes = torch.empty_like(x, dtype=torch.uint8)
-            scales = torch.empty(state_format.scale_shape(x.shape))
-            assert lib.adamkit_encode(1, fused_cpu.KINDS[kind], 7, 1000, work.data_ptr(), codes.data_ptr(),
-                                      scales.data_ptr(), 77) == 0
-            ref_codes, ref_scales = state_format.quantize_int8(x, kind, 77)
-            assert torch.equal(codes, ref_codes) and torch.equal(scales, ref_scales), kind
-            back = torch.empty_like(x)
-            assert lib.adamkit_decode(fused_cpu.KINDS[kind], 7, 1000, codes.data_ptr(), scales.data_ptr(),
-                                      back.data_ptr()) == 0
-            assert _same_bits(back, state_format.dequantize_int8(codes, scales, kind)), kind
-            half = torch.empty_like(x, dtype=torch.bfloat16)
-            assert lib.adamkit_encode(0, fused_cpu.KINDS[kind], 1, x.numel(), x.clone().data_ptr(), half.data_ptr(),
-                                      None, 77) == 0
-            assert _same_bits(half, state_format.encode_bfloat16(x, kind, 77)), kind
+@pytest.mark.parametrize("variant", fused_cpu.runnable_variants() if fused_cpu.available() else [])
+def test_every_build_rounds_as_the_reference(variant):
+    """Each instruction-set variant (the baseline one has no AVX2 code paths) rounds as the reference, bit for
+    bit: int8 codes and scales of every kind, and bfloat16, finite and non-finite values alike."""
+    with fused_cpu.using(variant):
+        for kind in state_format.KINDS:
+            for x in (_values((7, 1000), 3), _non_finite_values((7, 1000), 4)):
+                codes, scales = fused_cpu.encode(x, "int8", kind, 77)
+                ref_codes, ref_scales = state_format.quantize_int8(x, kind, 77)
+                assert torch.equal(codes, ref_codes) and torch.equal(scales, ref_scales), (variant, kind)
+                assert _same_bits(fused_cpu.decode(codes, scales, kind),
+                                  state_format.dequantize_int8(codes, scales, kind)), (variant, kind)
+                half, _ = fused_cpu.encode(x, "bfloat16", kind, 77)
+                assert _same_bits(half, state_format.encode_bfloat16(x, kind, 77)), (variant, kind)

@@ -33,7 +33,7 @@ def native(monkeypatch):
     """Tables of any size use the native check."""
     native_or_skip()
     monkeypatch.setattr(fused_check, "MIN_TENSORS", 1)
-    monkeypatch.delenv("ADAMKIT_DISABLE_NATIVE_CHECK", raising=False)
+    monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "1")
 
 
 SHAPES = ((5, 3), (7,), (2, 2), (1, 4, 1), (6,))
@@ -84,7 +84,7 @@ def stepped(cls=adamkit.AdamW, seed=0, steps=2, shapes=SHAPES, **kwargs):
 
 def test_a_big_group_uses_the_native_check_and_a_small_one_does_not(monkeypatch):
     native_or_skip()
-    monkeypatch.delenv("ADAMKIT_DISABLE_NATIVE_CHECK", raising=False)
+    monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "1")
     big = [torch.nn.Parameter(torch.randn(3)) for _ in range(fused_check.MIN_TENSORS)]
     small = big[:fused_check.MIN_TENSORS - 1]
     tables = []
@@ -183,13 +183,6 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(threads)
-
-
-def test_the_check_is_built_with_openmp_where_the_kernel_is():
-    lib = native_or_skip()
-    if not fused_cpu.has_openmp():
-        pytest.skip("this compiler builds without OpenMP")
-    assert lib.adamkit_check_has_openmp() == 1  # the -fopenmp flag sets were not passed over
 
 
 def test_a_group_read_on_two_threads_gives_the_python_checks_step_and_gradients(native, two_threads):
@@ -322,7 +315,7 @@ def test_a_layout_other_than_the_one_the_build_reads_is_refused():
 
 def _fresh(monkeypatch, tmp_path):
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("ADAMKIT_DISABLE_NATIVE_CHECK", raising=False)
+    monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "1")
     monkeypatch.setattr(fused_check, "_lib", None)
     monkeypatch.setattr(fused_check, "_error", None)
     monkeypatch.setattr(fused_check, "_warned", False)
@@ -348,12 +341,14 @@ def test_without_a_compiler_the_python_check_runs_and_says_why_once(monkeypatch,
         torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
 
 
-def test_disabled_by_the_environment_silently(monkeypatch, tmp_path):
+@pytest.mark.parametrize("variable,value", [("ADAMKIT_NATIVE_CHECK", "0"), ("ADAMKIT_DISABLE_NATIVE_CHECK", "1")])
+def test_disabled_by_the_environment_silently(monkeypatch, tmp_path, variable, value):
     _fresh(monkeypatch, tmp_path)
-    monkeypatch.setenv("ADAMKIT_DISABLE_NATIVE_CHECK", "1")
+    monkeypatch.delenv("ADAMKIT_NATIVE_CHECK")
+    monkeypatch.setenv(variable, value)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fused_check.native() is None
+        assert fused_check.native(True, 0) is None
     assert not list(tmp_path.glob("fused_check-*.so"))
 
 
@@ -372,3 +367,26 @@ def test_the_build_is_cached_verified_and_rebuilt_when_damaged(monkeypatch, tmp_
     assert again == copy and _integrity.problem(again) is None
     lib = ctypes.PyDLL(str(again))
     assert lib.adamkit_check_abi_version() == fused_check.ABI_VERSION
+
+
+@pytest.mark.parametrize("origin,wanted", [(fused_cpu.FIRST_USE_ORIGIN, True), (fused_cpu.PREBUILT_ORIGIN, False)])
+def test_by_default_the_check_is_native_only_where_the_kernel_was_built_here(monkeypatch, origin, wanted):
+    """A wheel's prebuilt kernel keeps the Python check (no compiler is assumed); a source install, whose kernel
+    a compiler just built, builds the native one too; ADAMKIT_NATIVE_CHECK decides where it is set."""
+    monkeypatch.delenv("ADAMKIT_NATIVE_CHECK", raising=False)
+    monkeypatch.delenv("ADAMKIT_DISABLE_NATIVE_CHECK", raising=False)
+    build = fused_cpu.loaded_build()
+    monkeypatch.setattr(fused_cpu, "_build_info", fused_cpu.KernelBuild(build.variant, origin, build.path,
+                                                                        build.threads))
+    if wanted:
+        native_or_skip()
+    params, opt, table = stepped(shapes=MANY)
+    assert (table.native is not None) is wanted
+    built_here = origin == fused_cpu.FIRST_USE_ORIGIN
+    monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "1")
+    assert fused_check.enabled(built_here)
+    monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "0")
+    assert not fused_check.enabled(built_here)
+    monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "yes")
+    with pytest.raises(ValueError, match="ADAMKIT_NATIVE_CHECK='yes'.*1.*0"):
+        fused_check.enabled(built_here)

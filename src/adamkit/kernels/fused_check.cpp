@@ -20,9 +20,6 @@
 
 #include <cstdint>
 #include <vector>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define ADAMKIT_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -66,6 +63,8 @@ inline bool plain(const c10::TensorImpl* t, int64_t dtype, const int64_t* sizes,
 constexpr int64_t AHEAD = 16;
 // the fewest tensors a thread of the check reads (below, starting a thread costs more than it saves)
 constexpr int64_t MIN_SHARE = 128;
+// the most threads a check reads on
+constexpr int MAX_THREADS = 64;
 
 inline void prefetch_lines(const void* p, size_t bytes) {
   if (p == nullptr) {
@@ -89,7 +88,20 @@ inline PyObject* none() {
 
 }  // namespace
 
-ADAMKIT_EXPORT int adamkit_check_abi_version(void) { return 2; }
+ADAMKIT_EXPORT int adamkit_check_abi_version(void) { return 3; }
+
+namespace {
+// The fused kernel's thread pool (adamkit_parallel_run in fused_cpu.c): run(n, fn, ctx) calls fn(ctx, tid, n)
+// for tid < n on up to n threads and returns how many it used. One pool in the process, no OpenMP here:
+// torch's at::parallel_for is an OpenMP pragma in its headers, which would link this compiler's runtime.
+using task_fn = void (*)(void*, int, int);
+using parallel_run_fn = int (*)(int, task_fn, void*);
+parallel_run_fn parallel_run = nullptr;
+}  // namespace
+
+// Hand the check the kernel's pool (fused_check.native does, with the kernel's address); without it the check
+// reads on the calling thread.
+ADAMKIT_EXPORT void adamkit_check_use_pool(void* run) { parallel_run = reinterpret_cast<parallel_run_fn>(run); }
 
 // The TensorImpl address of a torch.Tensor/Parameter object as this build reads it (0 for other objects);
 // fused_check.py compares it with Tensor._cdata before trusting the layout.
@@ -201,14 +213,26 @@ bool check_tensors(int64_t lo, int64_t hi, int64_t count, int64_t n_slots, const
 
 }  // namespace
 
-// 1 where this build checks on several threads (compiled with OpenMP), else 0.
-ADAMKIT_EXPORT int adamkit_check_has_openmp(void) {
-#ifdef _OPENMP
-  return 1;
-#else
-  return 0;
-#endif
+namespace {
+
+// The arguments of check_tensors shared by the threads of one check, and each share's verdict.
+struct CheckShares {
+  int64_t count, n_slots;
+  const PyTypeObject* tensor_t;
+  c10::TensorImpl **ti, **gi, **vi;
+  const int64_t *param_ptrs, *state_ptrs, *dtypes, *dims, *sizes;
+  void** grad_out;
+  bool ok[MAX_THREADS];
+};
+
+void check_share(void* ctx, int tid, int nth) {
+  auto* c = static_cast<CheckShares*>(ctx);
+  c->ok[tid] = check_tensors(c->count * tid / nth, c->count * (tid + 1) / nth, c->count, c->n_slots, c->tensor_t,
+                             c->ti, c->gi, c->vi, c->param_ptrs, c->state_ptrs, c->dtypes, c->dims, c->sizes,
+                             c->grad_out);
 }
+
+}  // namespace
 
 // The check. params: list of `count` tensors; state_dicts: list of `count` dicts; slots: tuple of the state
 // names the kernel uses (n_slots of them); step_key: "step". Kept when the table was built: param_ptrs[count],
@@ -225,8 +249,8 @@ ADAMKIT_EXPORT int adamkit_check_has_openmp(void) {
 // objects whose addresses the previous pass found and prefetches those of the tensors AHEAD iterations on,
 // so that many loads are in flight at once. The Python objects (the first two passes: types, dict lookups)
 // are read on the calling thread, which holds the GIL; the C++ objects behind them (check_tensors, most of
-// the lines) are read by up to nthreads threads, each on its own share of the tensors, so that each core's
-// loads are in flight at once too.
+// the lines) are read by up to nthreads threads of the kernel's pool, each on its own share of the tensors,
+// so that each core's loads are in flight at once too.
 ADAMKIT_EXPORT PyObject* adamkit_check_table(
     PyObject* params, PyObject* state_dicts, PyObject* slots, PyObject* step_key, PyObject* tensor_type,
     PyObject* param_type, int64_t count, const int64_t* param_ptrs, const int64_t* state_ptrs,
@@ -296,18 +320,20 @@ ADAMKIT_EXPORT PyObject* adamkit_check_table(
   if (threads > count / MIN_SHARE) {
     threads = count / MIN_SHARE > 1 ? count / MIN_SHARE : 1;
   }
-  bool ok = true;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(static_cast<int>(threads)) if (threads > 1) reduction(&& : ok)
-  {
-    const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    ok = check_tensors(count * tid / nth, count * (tid + 1) / nth, count, n_slots, tensor_t, ti, gi, vi,
-                       param_ptrs, state_ptrs, dtypes, dims, sizes, grad_out);
+  if (threads > MAX_THREADS) {
+    threads = MAX_THREADS;
   }
-#else
-  ok = check_tensors(0, count, count, n_slots, tensor_t, ti, gi, vi, param_ptrs, state_ptrs, dtypes, dims, sizes,
-                     grad_out);
-#endif
+  bool ok = true;
+  if (threads > 1 && parallel_run != nullptr) {
+    CheckShares shares{count, n_slots, tensor_t, ti, gi, vi, param_ptrs, state_ptrs, dtypes, dims, sizes, grad_out, {}};
+    const int used = parallel_run(static_cast<int>(threads), check_share, &shares);
+    for (int t = 0; t < used; ++t) {
+      ok = ok && shares.ok[t];
+    }
+  } else {
+    ok = check_tensors(0, count, count, n_slots, tensor_t, ti, gi, vi, param_ptrs, state_ptrs, dtypes, dims, sizes,
+                       grad_out);
+  }
   if (!ok) {
     return none();
   }

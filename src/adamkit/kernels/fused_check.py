@@ -10,10 +10,15 @@ reading the tensors' C++ objects (0.2-0.4 µs a tensor, cache misses included)
 and writing the gradients' pointers straight into the table. The Python objects
 (types, the state dicts' entries) are read on the calling thread, which holds
 the GIL; the C++ objects behind them, most of the memory the check waits for,
-are read on up to ``torch.get_num_threads()`` threads (OpenMP, where the
-compiler has it), each on its own share of at least 128 tensors.
+are read on up to ``torch.get_num_threads()`` threads of the fused kernel's
+own pool (no OpenMP), each on its own share of at least 128 tensors.
 
-It is built on first use for a group of at least :data:`MIN_TENSORS` tensors
+It reads torch's internals, so no wheel can ship it: it is an optional build
+on first use. ``ADAMKIT_NATIVE_CHECK=1`` opts in, ``ADAMKIT_NATIVE_CHECK=0``
+(or ``ADAMKIT_DISABLE_NATIVE_CHECK=1``) opts out; unset, it is used where the
+kernel itself was built on first use (a source checkout, where a compiler is
+at hand), and the Python check where the kernel came prebuilt in a wheel
+(:func:`enabled`). It is built for a group of at least :data:`MIN_TENSORS` tensors
 (smaller groups gain too little to pay a build) with the system C++ compiler
 (``$CXX``, else ``c++``/``g++``/``clang++``) against the installed torch's
 headers (``ATen/core/Tensor.h``, about 5 s; no network, no pybind11) and linked
@@ -22,11 +27,10 @@ to its ``libc10``. The build is cached beside the fused kernel's
 compiler, its flags, torch's and Python's versions, and verified against its
 integrity record before every load, as the kernel is.
 
-Where it cannot be built or loaded (no C++ compiler, no torch headers, a torch
-whose Python tensor objects are laid out otherwise), the Python check is used
-instead (correct, slower on many small tensors), and a RuntimeWarning says so
-once per process, with the reason. ``ADAMKIT_DISABLE_NATIVE_CHECK=1`` chooses
-the Python check silently.
+Where it is wanted but cannot be built or loaded (no C++ compiler, no torch
+headers, a torch whose Python tensor objects are laid out otherwise), the
+Python check is used instead (correct, slower on many small tensors), and a
+RuntimeWarning says so once per process, with the reason.
 """
 from __future__ import annotations
 
@@ -47,14 +51,16 @@ from . import native_build
 SOURCE = Path(__file__).with_name("fused_check.cpp")
 
 #: the native check's interface version (adamkit_check_abi_version in fused_check.cpp)
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 #: groups with fewer tensors keep the Python check (a few µs a tensor: not worth a build of seconds); from
 #: here on the native one pays (ResNet-18's 62 tensors: 0.32 ms a step in Python, 0.09 ms native)
 MIN_TENSORS = 16
 
-#: tried in order; the first that compiles is used (without OpenMP the check reads on one thread)
-_FLAG_SETS = (["-std=c++20", "-fopenmp"], ["-std=c++17", "-fopenmp"], ["-std=c++20"], ["-std=c++17"])
+#: tried in order; the first that compiles is used
+_FLAG_SETS = (["-std=c++20"], ["-std=c++17"])
+#: the environment variable that opts in (1) or out (0) of the native check (:func:`enabled`)
+ENV = "ADAMKIT_NATIVE_CHECK"
 _BASE_FLAGS = ["-O2", "-fPIC", "-shared", "-fvisibility=hidden"]
 
 
@@ -150,8 +156,8 @@ def load():
             lib.adamkit_check_dtype.argtypes = [obj, obj, obj]
             lib.adamkit_check_table.restype = obj
             lib.adamkit_check_table.argtypes = [obj] * 6 + [ctypes.c_int64] + [ctypes.c_void_p] * 6 + [ctypes.c_int64]
-            lib.adamkit_check_has_openmp.restype = ctypes.c_int
-            lib.adamkit_check_has_openmp.argtypes = []
+            lib.adamkit_check_use_pool.restype = None
+            lib.adamkit_check_use_pool.argtypes = [ctypes.c_void_p]
             lib.adamkit_check_set_steps.restype = ctypes.c_int
             lib.adamkit_check_set_steps.argtypes = [obj, obj, obj]
             _verify_layout(lib)
@@ -165,20 +171,38 @@ def load():
         return lib
 
 
-def native():
-    """The loaded check, or None (the Python check then runs): disabled, or unavailable (said once, with why)."""
-    global _warned
+def enabled(kernel_built_here: bool) -> bool:
+    """Whether the native check is wanted: ``$ADAMKIT_NATIVE_CHECK`` 1 or 0 (``ADAMKIT_DISABLE_NATIVE_CHECK=1``:
+    0) where set, else where the fused kernel was built on first use (``kernel_built_here``: a source install,
+    a compiler at hand) rather than prebuilt in a wheel."""
+    value = os.environ.get(ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{ENV}={value!r}: set it to 1 (use the native table check) or 0 (the Python check)")
+    if value:
+        return value == "1"
     if os.environ.get("ADAMKIT_DISABLE_NATIVE_CHECK", "") not in ("", "0"):
+        return False
+    return kernel_built_here
+
+
+def native(kernel_built_here: bool, pool: int):
+    """The loaded check, or None (the Python check then runs): not wanted (:func:`enabled`), or unavailable
+    (said once, with why). ``pool``: the address of the fused kernel's ``adamkit_parallel_run``, whose threads
+    the check reads on (one thread pool in the process)."""
+    global _warned
+    if not enabled(kernel_built_here):
         return None
     try:
-        return load()
+        lib = load()
+        lib.adamkit_check_use_pool(pool)
+        return lib
     except NativeCheckUnavailable as exc:
         if not _warned:
             _warned = True
             warnings.warn(
                 f"{exc}. The fused kernel's kept pointer table is checked in Python instead: steps stay "
                 "correct, about 3 µs a tensor slower (noticeable with thousands of small tensors); fix the "
-                "cause above, or set ADAMKIT_DISABLE_NATIVE_CHECK=1 to choose the Python check and silence this",
+                "cause above, or set ADAMKIT_NATIVE_CHECK=0 to choose the Python check and silence this",
                 RuntimeWarning, stacklevel=5,
             )
         return None

@@ -2,11 +2,15 @@
  * adamkit's fused CPU kernels: one pass over memory per tensor, vectorised and
  * parallel over the elements of all the tensors of one call.
  *
- * Plain C (no torch headers), compiled once on first use by
- * adamkit/kernels/fused_cpu.py and loaded with ctypes.  One call covers every
- * tensor of a bucket (same device, dtype and step): the caller passes arrays of
- * data pointers and element counts; the total element range is split evenly
- * over the threads, so 2,000 small tensors cost one dispatch.
+ * Plain C (no torch headers, no Python), loaded with ctypes by
+ * adamkit/kernels/fused_cpu.py: prebuilt in a wheel in a few instruction-set
+ * variants (adamkit/kernels/cpu_variants.py), or compiled on first use.  One
+ * call covers every tensor of a bucket (same device, dtype and step): the
+ * caller passes arrays of data pointers and element counts; the total element
+ * range is split evenly over the threads of the kernel's own pool (pthreads,
+ * below: no OpenMP runtime beside torch's), so 2,000 small tensors cost one
+ * dispatch.  Every element's result is independent of the split, so any
+ * thread count gives the same bits.
  *
  * The math of every algorithm is the element-wise update of its module in
  * adamkit/optim (the reference, `update`), in the same order of operations,
@@ -17,12 +21,16 @@
  */
 #include <tgmath.h> /* sqrt is sqrtf on float: float math stays float */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
-#ifdef _OPENMP
+#if defined(ADAMKIT_THREADS_OPENMP)
 #include <omp.h>
+#else
+#include <pthread.h>
+#include <signal.h>
 #endif
 
 /* parameter dtypes */
@@ -354,15 +362,166 @@ static const int STATE_SIZE[4] = {4, 8, 4, 4};
 /* elements per unit of work division: 64 elements keep every thread's writes on its own cache lines */
 #define ALIGN 64
 
-int adamkit_abi_version(void) { return 2; }
+/* the interface version: fused_cpu.py's ABI_VERSION (and a prebuilt library's manifest) must say the same */
+int adamkit_abi_version(void) { return 3; }
 
-int adamkit_has_openmp(void) {
-#ifdef _OPENMP
+/*
+ * The highest x86-64 instruction-set level this CPU (and its operating system)
+ * runs: 4 (x86-64-v4: AVX-512 F/BW/CD/DQ/VL), 3 (x86-64-v3: AVX2, FMA, F16C,
+ * BMI1/2, LZCNT, MOVBE), 1 (x86-64); 0 on other machines.  Called in the
+ * baseline build, which runs everywhere, to choose the variant to load.
+ */
+int adamkit_cpu_level(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+#if !defined(__clang__) && __GNUC__ >= 12
+    if (__builtin_cpu_supports("x86-64-v4")) return 4;
+    if (__builtin_cpu_supports("x86-64-v3")) return 3;
+#else
+    const int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                   __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+    if (v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl"))
+        return 4;
+    if (v3) return 3;
+#endif
     return 1;
 #else
     return 0;
 #endif
 }
+
+/* ------------------------------------------------------------- threads
+ * parallel_run(nt, fn, ctx) calls fn(ctx, tid, nt) for tid = 0..nt-1, tid 0
+ * on the calling thread, and returns when all are done.  The workers are
+ * pthreads of the kernel's own, started on first need (as many as the most
+ * threads asked for, up to MAX_THREADS) and asleep on a condition variable
+ * between calls (no spinning on cores torch's threads share).  One call owns
+ * the pool at a time; a concurrent call (another Python thread stepping
+ * another optimizer: ctypes releases the GIL) runs on its own thread, which
+ * gives the same bits.  A forked child starts with an empty pool.
+ * Built with -DADAMKIT_THREADS_OPENMP -fopenmp it uses OpenMP instead: only
+ * for `adamkit speed --kernels ...,openmp`, which times the pool against it.
+ */
+typedef void (*task_fn)(void *ctx, int tid, int nth);
+#define MAX_THREADS 256
+
+#if defined(ADAMKIT_THREADS_OPENMP)
+static int parallel_run(int nt, task_fn fn, void *ctx) {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    fn(ctx, omp_get_thread_num(), omp_get_num_threads());
+    return nt;
+}
+const char *adamkit_threads(void) { return "openmp"; }
+#else
+static struct {
+    pthread_mutex_t owner;            /* held by the call using the workers */
+    pthread_mutex_t lock;             /* guards the fields below */
+    pthread_cond_t start, finish;
+    unsigned long generation;         /* one more for each call that uses the workers */
+    task_fn fn;
+    void *ctx;
+    int nth;                          /* threads of the current call, the caller's included */
+    int pending;                      /* workers of the current call still running */
+    int workers;                      /* workers started (thread ids 1..workers) */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0};
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+struct worker_start {
+    int tid;
+    unsigned long seen;
+};
+
+static void *pool_worker(void *arg) {
+    const struct worker_start start = *(struct worker_start *)arg;
+    const int tid = start.tid;
+    unsigned long seen = start.seen;
+    free(arg);
+    for (;;) {
+        pthread_mutex_lock(&pool.lock);
+        while (pool.generation == seen) pthread_cond_wait(&pool.start, &pool.lock);
+        seen = pool.generation;
+        const task_fn fn = pool.fn;
+        void *const ctx = pool.ctx;
+        const int nth = pool.nth;
+        pthread_mutex_unlock(&pool.lock);
+        if (tid >= nth) continue; /* not needed in this call */
+        fn(ctx, tid, nth);
+        pthread_mutex_lock(&pool.lock);
+        if (--pool.pending == 0) pthread_cond_signal(&pool.finish);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    return NULL;
+}
+
+/* in a forked child the workers do not exist: start anew */
+static void pool_after_fork_child(void) {
+    pthread_mutex_init(&pool.owner, NULL);
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.start, NULL);
+    pthread_cond_init(&pool.finish, NULL);
+    pool.workers = 0;
+    pool.pending = 0;
+}
+static void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork_child); }
+
+/* start workers up to thread id want - 1 (the owner calls this); returns the threads available */
+static int pool_grow(int want) {
+    if (want > MAX_THREADS) want = MAX_THREADS;
+    if (pool.workers + 1 >= want) return want;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* workers take no signals: they stay with Python's thread */
+    while (pool.workers + 1 < want) {
+        struct worker_start *arg = malloc(sizeof *arg);
+        pthread_t thread;
+        if (arg == NULL) break;
+        arg->tid = pool.workers + 1;
+        arg->seen = pool.generation; /* no call starts before this one: the owner holds the pool */
+        if (pthread_create(&thread, NULL, pool_worker, arg) != 0) {
+            free(arg);
+            break;
+        }
+        pthread_detach(thread);
+        pool.workers++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return pool.workers + 1 < want ? pool.workers + 1 : want;
+}
+
+static int parallel_run(int nt, task_fn fn, void *ctx) {
+    if (nt <= 1 || pthread_once(&pool_once, pool_init) != 0 || pthread_mutex_trylock(&pool.owner) != 0) {
+        fn(ctx, 0, 1); /* one thread, or the pool is busy with another call */
+        return 1;
+    }
+    nt = pool_grow(nt);
+    if (nt > 1) {
+        pthread_mutex_lock(&pool.lock);
+        pool.fn = fn;
+        pool.ctx = ctx;
+        pool.nth = nt;
+        pool.pending = nt - 1;
+        pool.generation++;
+        pthread_cond_broadcast(&pool.start);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    fn(ctx, 0, nt);
+    if (nt > 1) {
+        pthread_mutex_lock(&pool.lock);
+        while (pool.pending > 0) pthread_cond_wait(&pool.finish, &pool.lock);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    pthread_mutex_unlock(&pool.owner);
+    return nt;
+}
+const char *adamkit_threads(void) { return "pthreads"; }
+#endif
+
+/* parallel_run for other native code of adamkit (the table check): one pool in the process; returns the
+ * threads it ran on */
+int adamkit_parallel_run(int nthreads, task_fn fn, void *ctx) { return parallel_run(nthreads, fn, ctx); }
 
 /* threads for `total` elements in `units` units of ALIGN: at most nthreads, at least `grain` elements each */
 static int thread_count(int64_t total, int64_t units, int nthreads, int64_t grain) {
@@ -371,61 +530,98 @@ static int thread_count(int64_t total, int64_t units, int nthreads, int64_t grai
     if ((int64_t)nt > total / grain) nt = (int)(total / grain);
     if (nt < 1) nt = 1;
     if ((int64_t)nt > units) nt = (int)units;
+    if (nt > MAX_THREADS) nt = MAX_THREADS;
     return nt;
+}
+
+/* the arguments of one step call, shared by its threads */
+struct step_args {
+    range_fn fn;
+    int64_t count, total, units;
+    const int64_t *numel;
+    void *const *params, *const *grads, *const *states;
+    int nstates, psz, ssz;
+    const double *sc;
+    int64_t flags;
+    /* low-precision state (adamkit_step_lowp) */
+    const int64_t *row;
+    float *const *scales;
+    const int32_t *kinds, *slots;
+    const uint32_t *seeds;
+    int64_t step;
+};
+
+/* the arguments every step call has (total: the sum of numel) */
+static struct step_args step_args_of(int algo, int dtype, int64_t count, int64_t total, const int64_t *numel,
+                                     void *const *params, void *const *grads, void *const *states, int nstates,
+                                     const double *sc, int64_t flags) {
+    struct step_args a = {0};
+    a.fn = TABLE[algo][dtype];
+    a.count = count;
+    a.total = total;
+    a.units = (total + ALIGN - 1) / ALIGN;
+    a.numel = numel;
+    a.params = params;
+    a.grads = grads;
+    a.states = states;
+    a.nstates = nstates;
+    a.psz = PARAM_SIZE[dtype];
+    a.ssz = STATE_SIZE[dtype];
+    a.sc = sc;
+    a.flags = flags;
+    return a;
+}
+
+/* this thread's share of the concatenated elements, in whole units of ALIGN */
+static void share_of(const struct step_args *a, int tid, int nth, int64_t *begin, int64_t *end) {
+    *begin = (a->units * tid / nth) * ALIGN;
+    *end = (a->units * (tid + 1) / nth) * ALIGN;
+    if (*end > a->total) *end = a->total;
+}
+
+static void step_share(void *ctx, int tid, int nth) {
+    const struct step_args *a = ctx;
+    int64_t begin, end;
+    share_of(a, tid, nth, &begin, &end);
+    /* find the tensor holding `begin` */
+    int64_t i = 0, base = 0;
+    while (i < a->count && base + a->numel[i] <= begin) base += a->numel[i++];
+    int64_t pos = begin;
+    while (pos < end && i < a->count) {
+        const int64_t off = pos - base;
+        int64_t len = a->numel[i] - off;
+        if (len > end - pos) len = end - pos;
+        if (len > 0) {
+            void *s[MAX_STATES] = {0, 0, 0, 0};
+            for (int k = 0; k < a->nstates; k++) s[k] = (char *)a->states[(int64_t)k * a->count + i] + off * a->ssz;
+            a->fn(len, (char *)a->params[i] + off * a->psz, (const char *)a->grads[i] + off * a->psz, s[0], s[1],
+                  s[2], s[3], a->sc, a->flags);
+        }
+        pos += len;
+        base += a->numel[i];
+        i++;
+    }
 }
 
 /*
  * Step the tensors 0..count-1: params[i], grads[i] and states[k*count + i]
- * (k < nstates) hold numel[i] contiguous elements each.  Returns 0, or a
- * negative number for bad arguments.
+ * (k < nstates) hold numel[i] contiguous elements each, on up to nthreads
+ * threads of at least `grain` elements each.  Returns 0, or a negative number
+ * for bad arguments.
  */
 int adamkit_step(int algo, int dtype, int64_t count, const int64_t *numel, void *const *params,
                  void *const *grads, void *const *states, int nstates, const double *sc, int64_t flags,
                  int nthreads, int64_t grain) {
     if (algo < 0 || algo >= N_KERNELS || dtype < 0 || dtype > 3 || nstates < 0 || nstates > MAX_STATES) return -1;
     if (count <= 0) return 0;
-    const range_fn fn = TABLE[algo][dtype];
-    const int psz = PARAM_SIZE[dtype], ssz = STATE_SIZE[dtype];
     int64_t total = 0;
     for (int64_t i = 0; i < count; i++) {
         if (numel[i] < 0) return -2;
         total += numel[i];
     }
     if (total == 0) return 0;
-    const int64_t units = (total + ALIGN - 1) / ALIGN;
-    const int nt = thread_count(total, units, nthreads, grain);
-
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int tid = 0, nth = 1;
-#endif
-        /* this thread's share of the concatenated elements, in whole units */
-        int64_t begin = (units * tid / nth) * ALIGN, end = (units * (tid + 1) / nth) * ALIGN;
-        if (end > total) end = total;
-        /* find the tensor holding `begin` */
-        int64_t i = 0, base = 0;
-        while (i < count && base + numel[i] <= begin) base += numel[i++];
-        int64_t pos = begin;
-        while (pos < end && i < count) {
-            const int64_t off = pos - base;
-            int64_t len = numel[i] - off;
-            if (len > end - pos) len = end - pos;
-            if (len > 0) {
-                void *s[MAX_STATES] = {0, 0, 0, 0};
-                for (int k = 0; k < nstates; k++) s[k] = (char *)states[(int64_t)k * count + i] + off * ssz;
-                fn(len, (char *)params[i] + off * psz, (const char *)grads[i] + off * psz, s[0], s[1], s[2],
-                   s[3], sc, flags);
-            }
-            pos += len;
-            base += numel[i];
-            i++;
-        }
-    }
+    struct step_args a = step_args_of(algo, dtype, count, total, numel, params, grads, states, nstates, sc, flags);
+    parallel_run(thread_count(total, a.units, nthreads, grain), step_share, &a);
     return 0;
 }
 
@@ -891,6 +1087,70 @@ int adamkit_decode(int kind, int64_t rows, int64_t row, const uint8_t *codes, co
  * slots[k]; per tensor its rounding seed, and the step count before this step.
  * The element positions in the memory of each tensor index the random bits.
  */
+static void step_lowp_share(void *ctx, int tid, int nth) {
+    const struct step_args *a = ctx;
+    const int64_t count = a->count, *numel = a->numel, *row = a->row;
+    void *const *params = a->params, *const *grads = a->grads, *const *states = a->states;
+    float *const *scales = a->scales;
+    const int32_t *kinds = a->kinds;
+    const int nstates = a->nstates, psz = a->psz;
+    float buf[MAX_STATES][SPAN] __attribute__((aligned(64)));
+    /* this thread steps the chunks that start in its share of the concatenated elements */
+    int64_t begin, end;
+    share_of(a, tid, nth, &begin, &end);
+    int64_t i = 0, base = 0;
+    while (i < count && base + numel[i] <= begin) base += numel[i++];
+    for (; i < count && base < end; base += numel[i], i++) {
+        const int64_t n_i = numel[i], r_len = row[i];
+        if (n_i == 0) continue;
+        const int64_t lo = begin > base ? begin - base : 0, hi = end - base < n_i ? end - base : n_i;
+        uint32_t key[MAX_STATES];
+        for (int k = 0; k < nstates; k++) key[k] = kinds[k] < 0 ? 0 : stream_key(a->seeds[i], a->step, a->slots[k]);
+        /* the first chunk starting at or after lo */
+        int64_t start;
+        if (r_len == 0) {
+            start = (lo + SPAN - 1) / SPAN * SPAN;
+        } else {
+            const int64_t r = lo / r_len, w = (lo - r * r_len + SPAN - 1) / SPAN * SPAN;
+            start = w >= r_len ? (r + 1) * r_len : r * r_len + w;
+        }
+        const int64_t nb = r_len > 0 ? (r_len + BLOCK - 1) / BLOCK : 0;
+        while (start < hi) {
+            int64_t len, blk = 0;
+            if (r_len == 0) {
+                len = n_i - start < SPAN ? n_i - start : SPAN;
+            } else {
+                const int64_t r = start / r_len, w = start - r * r_len;
+                len = r_len - w < SPAN ? r_len - w : SPAN;
+                blk = r * nb + w / BLOCK;
+            }
+            for (int k = 0; k < nstates; k++) {
+                if (kinds[k] < 0) continue;
+                const char *s = (const char *)states[(int64_t)k * count + i];
+                if (r_len == 0)
+                    bf16_decode((const uint16_t *)s + start, len, buf[k]);
+                else
+                    for (int64_t o = 0; o < len; o += BLOCK)
+                        int8_decode((const uint8_t *)s + start + o, len - o < BLOCK ? len - o : BLOCK, kinds[k],
+                                    scales[(int64_t)k * count + i][blk + o / BLOCK], buf[k] + o);
+            }
+            a->fn(len, (char *)params[i] + start * psz, (const char *)grads[i] + start * psz, buf[0], buf[1],
+               buf[2], buf[3], a->sc, a->flags);
+            for (int k = 0; k < nstates; k++) {
+                if (kinds[k] < 0) continue;
+                char *s = (char *)states[(int64_t)k * count + i];
+                if (r_len == 0)
+                    bf16_encode(buf[k], len, kinds[k], key[k], start, (uint16_t *)s + start);
+                else
+                    for (int64_t o = 0; o < len; o += BLOCK)
+                        int8_encode(buf[k] + o, len - o < BLOCK ? len - o : BLOCK, kinds[k], key[k], start + o,
+                                    (uint8_t *)s + start + o, &scales[(int64_t)k * count + i][blk + o / BLOCK]);
+            }
+            start += len;
+        }
+    }
+}
+
 int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, void *const *params,
                       void *const *grads, void *const *states, int nstates, const double *sc, int64_t flags,
                       int nthreads, int64_t grain, const int64_t *row, float *const *scales, const int32_t *kinds,
@@ -901,82 +1161,19 @@ int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, 
     for (int k = 0; k < nstates; k++)
         if (kinds[k] < -1 || kinds[k] > 2) return -3;
     if (count <= 0) return 0;
-    const range_fn fn = TABLE[algo][dtype];
-    const int psz = PARAM_SIZE[dtype];
     int64_t total = 0;
     for (int64_t i = 0; i < count; i++) {
         if (numel[i] < 0 || row[i] < 0 || (row[i] > 0 && numel[i] % row[i] != 0)) return -2;
         total += numel[i];
     }
     if (total == 0) return 0;
-    const int64_t units = (total + ALIGN - 1) / ALIGN;
-    const int nt = thread_count(total, units, nthreads, grain);
-
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int tid = 0, nth = 1;
-#endif
-        float buf[MAX_STATES][SPAN] __attribute__((aligned(64)));
-        /* this thread steps the chunks that start in its share of the concatenated elements */
-        const int64_t begin = (units * tid / nth) * ALIGN;
-        int64_t end = (units * (tid + 1) / nth) * ALIGN;
-        if (end > total) end = total;
-        int64_t i = 0, base = 0;
-        while (i < count && base + numel[i] <= begin) base += numel[i++];
-        for (; i < count && base < end; base += numel[i], i++) {
-            const int64_t n_i = numel[i], r_len = row[i];
-            if (n_i == 0) continue;
-            const int64_t lo = begin > base ? begin - base : 0, hi = end - base < n_i ? end - base : n_i;
-            uint32_t key[MAX_STATES];
-            for (int k = 0; k < nstates; k++) key[k] = kinds[k] < 0 ? 0 : stream_key(seeds[i], step, slots[k]);
-            /* the first chunk starting at or after lo */
-            int64_t start;
-            if (r_len == 0) {
-                start = (lo + SPAN - 1) / SPAN * SPAN;
-            } else {
-                const int64_t r = lo / r_len, w = (lo - r * r_len + SPAN - 1) / SPAN * SPAN;
-                start = w >= r_len ? (r + 1) * r_len : r * r_len + w;
-            }
-            const int64_t nb = r_len > 0 ? (r_len + BLOCK - 1) / BLOCK : 0;
-            while (start < hi) {
-                int64_t len, blk = 0;
-                if (r_len == 0) {
-                    len = n_i - start < SPAN ? n_i - start : SPAN;
-                } else {
-                    const int64_t r = start / r_len, w = start - r * r_len;
-                    len = r_len - w < SPAN ? r_len - w : SPAN;
-                    blk = r * nb + w / BLOCK;
-                }
-                for (int k = 0; k < nstates; k++) {
-                    if (kinds[k] < 0) continue;
-                    const char *s = (const char *)states[(int64_t)k * count + i];
-                    if (r_len == 0)
-                        bf16_decode((const uint16_t *)s + start, len, buf[k]);
-                    else
-                        for (int64_t o = 0; o < len; o += BLOCK)
-                            int8_decode((const uint8_t *)s + start + o, len - o < BLOCK ? len - o : BLOCK, kinds[k],
-                                        scales[(int64_t)k * count + i][blk + o / BLOCK], buf[k] + o);
-                }
-                fn(len, (char *)params[i] + start * psz, (const char *)grads[i] + start * psz, buf[0], buf[1],
-                   buf[2], buf[3], sc, flags);
-                for (int k = 0; k < nstates; k++) {
-                    if (kinds[k] < 0) continue;
-                    char *s = (char *)states[(int64_t)k * count + i];
-                    if (r_len == 0)
-                        bf16_encode(buf[k], len, kinds[k], key[k], start, (uint16_t *)s + start);
-                    else
-                        for (int64_t o = 0; o < len; o += BLOCK)
-                            int8_encode(buf[k] + o, len - o < BLOCK ? len - o : BLOCK, kinds[k], key[k], start + o,
-                                        (uint8_t *)s + start + o, &scales[(int64_t)k * count + i][blk + o / BLOCK]);
-                }
-                start += len;
-            }
-        }
-    }
+    struct step_args a = step_args_of(algo, dtype, count, total, numel, params, grads, states, nstates, sc, flags);
+    a.row = row;
+    a.scales = scales;
+    a.kinds = kinds;
+    a.slots = slots;
+    a.seeds = seeds;
+    a.step = step;
+    parallel_run(thread_count(total, a.units, nthreads, grain), step_lowp_share, &a);
     return 0;
 }

@@ -1,20 +1,29 @@
 """The fused CPU kernels (``fused=True`` on CPU, and the CPU default where available).
 
-``fused_cpu.c`` (plain C, no torch headers) holds one kernel per algorithm:
-one pass over memory, vectorised (``-O3 -march=native``) and parallel over the
-elements of all the tensors of a bucket (OpenMP, ``torch.get_num_threads()``
-threads). It is compiled on first use with the system C compiler (``$CC``,
-else ``cc``/``gcc``/``clang``), which takes about a second, into a cache
-directory keyed by a hash of the source, the compiler and its flags:
-``$ADAMKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/adamkit``, else
-``~/.cache/adamkit``. It is loaded with ``ctypes``; one call steps every tensor
-of a bucket, so many small tensors cost one dispatch. A new build removes the
-builds nobody has loaded for 30 days (:func:`prune_cache`).
+``fused_cpu.c`` (plain C, no torch or Python headers) holds one kernel per
+algorithm: one pass over memory, vectorised, and parallel over the elements of
+all the tensors of a bucket on ``torch.get_num_threads()`` threads of its own
+pool (pthreads: no OpenMP runtime beside torch's). It is loaded with
+``ctypes``; one call steps every tensor of a bucket, so many small tensors
+cost one dispatch.
 
-Without a working compiler :func:`available` is False: ``fused=True`` on CPU
-then raises :class:`FusedKernelUnavailable` saying why, and the default path
-falls back to the per-tensor loop. ``ADAMKIT_DISABLE_FUSED=1`` forces that
-fallback (for testing and for platforms where the build misbehaves).
+Builds (:mod:`.cpu_variants`): on x86-64 the kernel comes in three instruction-set variants, baseline,
+avx2 and avx512, which compute the same bits; :func:`load` takes the highest this CPU runs (the baseline
+build, which runs everywhere, reports the CPU's level), or ``$ADAMKIT_KERNEL_VARIANT``'s. A wheel holds
+them prebuilt (``adamkit/kernels/prebuilt``, recorded with their sha256, the kernel's interface version and
+the sha256 of the source they were built from, all checked before one is loaded). Where there are none (a
+source checkout) or they must not be used (damaged, stale, of another interface version: said once, with
+why), the variant is compiled on first use with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``,
+a few seconds, once) into a cache directory keyed by a hash of the source, the compiler and its flags:
+``$ADAMKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/adamkit``, else ``~/.cache/adamkit``, and verified before
+every load. ``ADAMKIT_KERNEL_VARIANT=native`` opts in to a first-use build with ``-march=native``. A new
+build removes the builds nobody has loaded for 30 days (:func:`prune_cache`). :func:`loaded_build` says
+which build steps.
+
+Without a usable build (no prebuilt library and no working compiler) :func:`available` is False:
+``fused=True`` on CPU then raises :class:`FusedKernelUnavailable` saying why, and the default path falls back
+to the per-tensor loop. ``ADAMKIT_DISABLE_FUSED=1`` forces that fallback (for testing and for platforms where
+the kernel misbehaves).
 
 Memory layout: each parameter, its gradient and its state tensors are stepped
 as flat arrays. Contiguous tensors (the usual case) are used in place; tensors
@@ -24,14 +33,17 @@ buffer and back.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
+import json
 import operator
 import os
 import platform
 import sys
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -39,14 +51,15 @@ import torch
 from torch import Tensor
 
 from ..core import state_format
-from . import native_build
+from .. import _integrity
+from . import cpu_variants, native_build
 
 SOURCE = Path(__file__).with_name("fused_cpu.c")
 
 from .fused_spec import ALGORITHMS, KernelCall, kernel_call  # noqa: F401 - the seam, generated from the declarations
 
 #: the kernel's interface version (adamkit_abi_version in fused_cpu.c)
-ABI_VERSION = 2
+ABI_VERSION = 3
 #: the 8-bit code tables of state_format, in the kernel's kind order (signed, unsigned, upper), handed to it once
 _CODE_TABLES = torch.cat([state_format.table(kind) for kind in state_format.KINDS]).contiguous()
 #: the kernel's numbers of the storage formats and kinds
@@ -60,14 +73,13 @@ STATE_DTYPE = {torch.float32: torch.float32, torch.float64: torch.float64,
 #: below this many elements per thread a call runs on one thread
 GRAIN = 32768
 
-_BASE_FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=off"]
-# tried in order; the first that compiles is used
-_FLAG_SETS = (
-    ["-march=native", "-fopenmp"],
-    ["-fopenmp"],
-    ["-march=native"],
-    [],
-)
+#: the environment variable that chooses a build: a variant of :func:`cpu_variants.variants` (one this CPU
+#: runs), "native" (built on first use with -march=native) or "auto" (unset: the highest variant this CPU runs)
+VARIANT_ENV = "ADAMKIT_KERNEL_VARIANT"
+#: the prebuilt libraries of a wheel (absent in a source checkout)
+PREBUILT = Path(__file__).with_name(cpu_variants.PREBUILT_DIR)
+#: how a build came to be: prebuilt in the wheel, or compiled on first use into the cache
+PREBUILT_ORIGIN, FIRST_USE_ORIGIN = "prebuilt", "built on first use"
 
 
 class FusedKernelUnavailable(RuntimeError):
@@ -78,9 +90,24 @@ class Unsupported(TypeError):
     """Tensors the fused kernel does not step (raised before any tensor is written)."""
 
 
-_lock = threading.Lock()
+@dataclass(frozen=True)
+class KernelBuild:
+    """One loaded build of the kernel: its variant, where it came from (:data:`PREBUILT_ORIGIN` or
+    :data:`FIRST_USE_ORIGIN`), its file, and its threads ("pthreads": the kernel's own pool)."""
+
+    variant: str
+    origin: str
+    path: Path
+    threads: str
+
+
+_lock = threading.RLock()
 _lib = None
+_build_info: KernelBuild | None = None
 _error: str | None = None
+#: every build this process opened, by variant: (library, KernelBuild)
+_opened: dict[str, tuple] = {}
+_warned_prebuilt = False
 
 
 cache_dir = native_build.cache_dir
@@ -91,21 +118,34 @@ def _compiler() -> str | None:
     return native_build.find_compiler("CC", ["cc", "gcc", "clang"])
 
 
-def _build(cc: str) -> Path:
-    """The verified build of the kernel for compiler ``cc`` (:func:`native_build.build`), compiled if needed;
-    its key covers the source, the compiler, the flags, the machine and, for ``-march=native``, the host."""
+def _flag_sets(variant: str) -> list[list[str]]:
+    """The flag sets a first-use build of ``variant`` tries, in order."""
+    base = list(cpu_variants.BASE_FLAGS)
+    if variant == cpu_variants.NATIVE:
+        return [base + list(alt) for alt in cpu_variants.NATIVE_FLAGS]
+    if variant == cpu_variants.OPENMP:  # the auto variant's flags, with OpenMP instead of the pool
+        best = _auto_variant()
+        return [flags + list(cpu_variants.OPENMP_FLAGS) for flags in _flag_sets(best)]
+    return [base + list(alt) for alt in cpu_variants.variants()[variant][1]]
+
+
+def _build(cc: str, variant: str) -> Path:
+    """The verified first-use build of ``variant`` for compiler ``cc`` (:func:`native_build.build`), compiled
+    if needed; its key covers the source, the compiler, the flags, the machine and, for -march=native, the
+    host."""
     source = SOURCE.read_bytes()
 
     def key(flags: list[str]) -> str:
+        native = any(f.endswith("=native") for f in flags)
         return hashlib.sha256(
             b"\0".join([source, cc.encode(), " ".join(flags).encode(), platform.machine().encode(),
-                        platform.node().encode() if "-march=native" in flags else b""])
+                        platform.node().encode() if native else b""])
         ).hexdigest()[:20]
 
     return native_build.build(
-        "fused_cpu", [_BASE_FLAGS + extra for extra in _FLAG_SETS], key,
-        lambda flags, out: [cc, *flags, str(SOURCE), "-o", out, "-lm"], FusedKernelUnavailable, "the C compiler",
-        timeout=120, after=lambda directory, target: prune_cache(directory, keep=target))
+        "fused_cpu", _flag_sets(variant), key, lambda flags, out: cpu_variants.command(cc, flags, str(SOURCE), out),
+        FusedKernelUnavailable, "the C compiler", timeout=300,
+        after=lambda directory, target: prune_cache(directory, keep=target))
 
 
 def prune_cache(directory: Path, keep: Path | None = None, max_age_s: float = STALE_AFTER_S) -> list[Path]:
@@ -115,9 +155,166 @@ def prune_cache(directory: Path, keep: Path | None = None, max_age_s: float = ST
     return native_build.prune(directory, "fused_cpu-*.so", keep, max_age_s, leftovers=True)
 
 
+# ---------------------------------------------------------------- prebuilt libraries
+def _prebuilt_manifest() -> dict | None:
+    """The wheel's record of its prebuilt libraries, or None where there are none (a source checkout).
+
+    Raises :class:`FusedKernelUnavailable` saying why they must not be used: an unreadable record, another
+    interface version than this package's Python (a wheel's library beside another version's Python files),
+    or a kernel source that is not the one they were built from (a source checkout edited since)."""
+    path = PREBUILT / cpu_variants.MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        abi, built_from, libraries = int(manifest["abi_version"]), str(manifest["source_sha256"]), manifest["variants"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FusedKernelUnavailable(f"the prebuilt kernel's record {path} is unreadable ({exc})") from None
+    if abi != ABI_VERSION:
+        raise FusedKernelUnavailable(f"the prebuilt kernel has interface version {abi}, this adamkit's Python "
+                                     f"expects {ABI_VERSION} (files of two adamkit versions mixed?)")
+    if SOURCE.exists() and _integrity.sha256_file(SOURCE) != built_from:
+        raise FusedKernelUnavailable(f"the prebuilt kernel in {PREBUILT} was built from another {SOURCE.name} "
+                                     "than this one (stale: rebuild the wheel, or remove that folder)")
+    return libraries
+
+
+def _prebuilt(variant: str) -> Path | None:
+    """The verified prebuilt library of ``variant``, or None where the wheel has none; a damaged or mismatched
+    one raises :class:`FusedKernelUnavailable` saying why."""
+    libraries = _prebuilt_manifest()
+    if libraries is None or variant not in libraries:
+        return None
+    path = PREBUILT / cpu_variants.library_name(variant)
+    problem = _integrity.problem_once(path, expected_sha256=str(libraries[variant].get("sha256", "")) or None)
+    if problem is not None:
+        raise FusedKernelUnavailable(f"the prebuilt kernel is damaged: {problem}")
+    return path
+
+
+def _locate(variant: str) -> tuple[Path, str]:
+    """The file of a build of ``variant`` and its origin: the wheel's prebuilt library where there is a sound
+    one, else a first-use build (compiled if not cached). A prebuilt library that must not be used is said
+    once per process, and the first-use build replaces it."""
+    global _warned_prebuilt
+    refused = None
+    if variant not in (cpu_variants.NATIVE, cpu_variants.OPENMP):
+        try:
+            path = _prebuilt(variant)
+            if path is not None:
+                return path, PREBUILT_ORIGIN
+        except FusedKernelUnavailable as exc:
+            refused = str(exc)
+    cc = _compiler()
+    if cc is None:
+        why = "no C compiler found (set $CC, or install gcc or clang)"
+        raise FusedKernelUnavailable(f"{refused}; and {why} to build it" if refused else
+                                     f"{why}; pass fused=False or leave fused unset to use the reference path")
+    if refused and not _warned_prebuilt:
+        _warned_prebuilt = True
+        warnings.warn(f"adamkit: {refused}; building the kernel from source instead", RuntimeWarning, stacklevel=4)
+    return _build(cc, variant), FIRST_USE_ORIGIN
+
+
+def _open(path: Path, variant: str, origin: str):
+    """dlopen a build, check its interface version and hand it the 8-bit code tables."""
+    lib = ctypes.CDLL(str(path))
+    lib.adamkit_abi_version.restype = ctypes.c_int
+    if lib.adamkit_abi_version() != ABI_VERSION:
+        raise FusedKernelUnavailable(f"{path} has interface version {lib.adamkit_abi_version()}, this adamkit "
+                                     f"expects {ABI_VERSION} (a stale build)")
+    lib.adamkit_step.restype = ctypes.c_int
+    lib.adamkit_step.argtypes = [
+        ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
+    ]
+    lib.adamkit_step_lowp.restype = ctypes.c_int
+    lib.adamkit_step_lowp.argtypes = lib.adamkit_step.argtypes + [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+    ]
+    lib.adamkit_encode.restype = ctypes.c_int
+    lib.adamkit_encode.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32]
+    lib.adamkit_set_tables.restype = ctypes.c_int
+    lib.adamkit_set_tables.argtypes = [ctypes.c_void_p]
+    lib.adamkit_decode.restype = ctypes.c_int
+    lib.adamkit_decode.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                   ctypes.c_void_p, ctypes.c_void_p]
+    lib.adamkit_cpu_level.restype = ctypes.c_int
+    lib.adamkit_threads.restype = ctypes.c_char_p
+    rc = lib.adamkit_set_tables(_CODE_TABLES.data_ptr())
+    if rc != 0:
+        raise FusedKernelUnavailable(f"the 8-bit code tables are not of the form the kernel reads ({rc})")
+    return lib, KernelBuild(variant, origin, path, lib.adamkit_threads().decode())
+
+
+def open_build(variant: str):
+    """(library, :class:`KernelBuild`) of one build, opened once per process: a variant this CPU runs,
+    "native" or "openmp" (:mod:`.cpu_variants`). Raises :class:`FusedKernelUnavailable` saying why not."""
+    with _lock:
+        if variant in _opened:
+            return _opened[variant]
+        known = list(cpu_variants.variants()) + [cpu_variants.NATIVE, cpu_variants.OPENMP]
+        if variant not in known:
+            raise FusedKernelUnavailable(f"no kernel build {variant!r}; choose from {', '.join(known)}")
+        if variant in cpu_variants.variants() and variant != _lowest_variant():
+            runs = runnable_variants()
+            if variant not in runs:
+                raise FusedKernelUnavailable(f"this CPU does not run the {variant} build (it runs {', '.join(runs)})")
+        try:
+            path, origin = _locate(variant)
+            opened = _open(path, variant, origin)
+        except OSError as exc:
+            raise FusedKernelUnavailable(f"the {variant} build could not be loaded: {exc}") from None
+        _opened[variant] = opened
+        return opened
+
+
+def _lowest_variant() -> str:
+    return next(iter(cpu_variants.variants()))
+
+
+def runnable_variants() -> list[str]:
+    """The variants (:func:`cpu_variants.variants`) this CPU runs, lowest first, as the lowest build (which
+    runs on every CPU of its kind) reports the CPU's level."""
+    lib, _ = open_build(_lowest_variant())
+    level = lib.adamkit_cpu_level()
+    return [name for name, (needs, _) in cpu_variants.variants().items() if needs <= level]
+
+
+def _auto_variants() -> list[str]:
+    """The variants :func:`load` tries, best first: the prebuilt ones this CPU runs, or where there are none
+    (a source install, a stale or mismatched wheel) every one it runs, built on first use."""
+    runs = runnable_variants()
+    try:
+        prebuilt = _prebuilt_manifest() or {}
+    except FusedKernelUnavailable:  # said by _locate when the lowest build was located
+        prebuilt = {}
+    return [v for v in runs if v in prebuilt][::-1] or runs[::-1]
+
+
+def _auto_variant() -> str:
+    return _auto_variants()[0]
+
+
+def _requested_variant() -> str | None:
+    """``$ADAMKIT_KERNEL_VARIANT``: None for "auto" or unset; refuses an unknown name, saying the valid ones."""
+    value = os.environ.get(VARIANT_ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    valid = list(cpu_variants.variants()) + [cpu_variants.NATIVE]
+    if value not in valid:
+        raise FusedKernelUnavailable(f"{VARIANT_ENV}={value!r} is not a kernel build; choose from auto, "
+                                     f"{', '.join(valid)}")
+    return value
+
+
 def load():
-    """The loaded kernel library (built on first use); raises :class:`FusedKernelUnavailable`."""
-    global _lib, _error
+    """The loaded kernel library; raises :class:`FusedKernelUnavailable` saying why there is none.
+
+    The build is ``$ADAMKIT_KERNEL_VARIANT``'s, else the highest variant this CPU runs, falling back to lower
+    ones where that one is neither prebuilt nor buildable here (say, a compiler without AVX-512)."""
+    global _lib, _build_info, _error
     if os.environ.get("ADAMKIT_DISABLE_FUSED", "") not in ("", "0"):
         raise FusedKernelUnavailable("adamkit's fused CPU kernel is disabled by ADAMKIT_DISABLE_FUSED")
     if _lib is not None:
@@ -130,43 +327,49 @@ def load():
         try:
             if sys.platform == "win32":
                 raise FusedKernelUnavailable("the fused CPU kernel is built for POSIX systems only")
-            cc = _compiler()
-            if cc is None:
-                raise FusedKernelUnavailable(
-                    "no C compiler found (set $CC, or install gcc or clang); "
-                    "pass fused=False or leave fused unset to use the reference path"
-                )
-            lib = ctypes.CDLL(str(_build(cc)))
-            lib.adamkit_step.restype = ctypes.c_int
-            lib.adamkit_step.argtypes = [
-                ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
-            ]
-            if lib.adamkit_abi_version() != ABI_VERSION:
-                raise FusedKernelUnavailable("stale fused kernel in the cache (ABI mismatch)")
-            lib.adamkit_step_lowp.restype = ctypes.c_int
-            lib.adamkit_step_lowp.argtypes = lib.adamkit_step.argtypes + [
-                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-            ]
-            lib.adamkit_encode.restype = ctypes.c_int
-            lib.adamkit_encode.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
-                                           ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32]
-            lib.adamkit_set_tables.restype = ctypes.c_int
-            lib.adamkit_set_tables.argtypes = [ctypes.c_void_p]
-            lib.adamkit_decode.restype = ctypes.c_int
-            lib.adamkit_decode.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                                           ctypes.c_void_p, ctypes.c_void_p]
-            rc = lib.adamkit_set_tables(_CODE_TABLES.data_ptr())
-            if rc != 0:
-                raise FusedKernelUnavailable(f"the 8-bit code tables are not of the form the kernel reads ({rc})")
+            requested = _requested_variant()
+            if requested is not None:
+                lib, info = open_build(requested)
+            else:
+                errors = []
+                for variant in _auto_variants():
+                    try:
+                        lib, info = open_build(variant)
+                        break
+                    except FusedKernelUnavailable as exc:
+                        errors.append(str(exc))
+                else:
+                    raise FusedKernelUnavailable(errors[-1])
         except FusedKernelUnavailable as exc:
             _error = f"adamkit's fused CPU kernel is unavailable: {exc}"
             raise FusedKernelUnavailable(_error) from None
-        except OSError as exc:
-            _error = f"adamkit's fused CPU kernel could not be loaded: {exc}"
-            raise FusedKernelUnavailable(_error) from None
-        _lib = lib
+        _lib, _build_info = lib, info
         return lib
+
+
+def loaded_build() -> KernelBuild:
+    """The build :func:`load` uses: its variant, origin (prebuilt or built on first use), file and threads."""
+    load()
+    return _build_info
+
+
+@contextlib.contextmanager
+def using(variant: str):
+    """Step with another build within the block (tests, ``adamkit speed --kernels``; not thread-safe)."""
+    global _lib, _build_info
+    load()
+    lib, info = open_build(variant)
+    saved = _lib, _build_info
+    _lib, _build_info = lib, info
+    try:
+        yield info
+    finally:
+        _lib, _build_info = saved
+
+
+def parallel_run_address() -> int:
+    """The address of the kernel's ``adamkit_parallel_run`` (its thread pool), for adamkit's other native code."""
+    return ctypes.cast(load().adamkit_parallel_run, ctypes.c_void_p).value
 
 
 _warned_fallback = False
@@ -195,8 +398,6 @@ def available() -> bool:
         return False
 
 
-def has_openmp() -> bool:
-    return bool(load().adamkit_has_openmp())
 
 
 def supports(tensors: Sequence[Tensor]) -> bool:
@@ -549,7 +750,8 @@ class CachedLaunch:
         # pointers straight into self.ptrs; None: the Python check below
         self.native = None
         from . import fused_check  # noqa: PLC0415 - it imports this module
-        if count >= fused_check.MIN_TENSORS and (lib := fused_check.native()) is not None:
+        if count >= fused_check.MIN_TENSORS and (lib := fused_check.native(
+                loaded_build().origin == FIRST_USE_ORIGIN, parallel_run_address())) is not None:
             grad_slots = ctypes.addressof(self.ptrs) + count * ctypes.sizeof(ctypes.c_void_p)
             try:
                 self.native = fused_check.NativeCheck(lib, names, params, states, grad_slots)

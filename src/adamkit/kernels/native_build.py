@@ -13,7 +13,6 @@ when a new build is made (:func:`prune`).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .. import _integrity
+from . import cpu_variants
 
 #: builds not used for this long are removed when a new build is made (other versions, compilers, hosts)
 STALE_AFTER_S = 30 * 24 * 3600
@@ -35,13 +35,7 @@ def cache_dir() -> Path:
     return Path(base) / "adamkit"
 
 
-def find_compiler(variable: str, candidates: Sequence[str]) -> str | None:
-    """The path of ``$variable`` (its first word) if set and found, else of the first candidate on PATH."""
-    for cand in ([os.environ[variable]] if os.environ.get(variable) else []) + list(candidates):
-        path = shutil.which(cand.split()[0])
-        if path:
-            return path
-    return None
+find_compiler = cpu_variants.find_compiler
 
 
 def touch(path: Path) -> None:

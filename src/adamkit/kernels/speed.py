@@ -43,12 +43,17 @@ when absent; their CPU steps are slow, and torchao compiles its step once per pa
 100 s for ResNet-18's shapes, untimed). Their state bytes count the tensors inside torchao's state tensor
 subclasses (codes, scales and code table), not the float32 they present.
 
+Kernel builds (``--kernels``): adamkit's fused path timed with each named build of the C kernel, side by
+side (instruction-set variants, ``native``, and ``openmp``: the kernel with OpenMP instead of its own thread
+pool, built for this comparison only), each also as a ratio to the first build named, in the same repetition.
+
 Use from Python: ``adamkit.kernels.speed.measure(...)`` returns the rows;
 ``markdown(rows)`` renders them.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import json
@@ -59,6 +64,7 @@ import statistics
 import subprocess
 import sys
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Callable
@@ -120,6 +126,7 @@ class Candidate:
     optimizer: str
     path: str
     make: Callable = field(compare=False, repr=False)
+    kernel: str | None = None  # the fused kernel's build to step with (``fused_cpu.open_build``), if not the default
 
     @property
     def label(self) -> str:
@@ -135,6 +142,13 @@ def _adamkit_candidates(algorithms, paths):
             cls, kw = get_optimizer_class(algo), kwargs[path]
             out.append(Candidate("adamkit", algo, path, lambda ps, cls=cls, kw=kw: cls(ps, **kw)))
     return out
+
+
+def _kernel_candidates(algorithms, kernels):
+    """adamkit's fused path with each named build of the kernel (``--kernels``)."""
+    return [Candidate("adamkit", algo, f"fused[{kernel}]",
+                      lambda ps, cls=get_optimizer_class(algo): cls(ps, fused=True), kernel)
+            for algo in algorithms for kernel in kernels]
 
 
 def _torch_reference(algo: str, **path_kwargs) -> Candidate | None:
@@ -235,6 +249,11 @@ class Sample:
 def _time_candidate(cand: Candidate, init: list[torch.Tensor], grads: list[torch.Tensor], steps: int,
                     new_grads: bool = False) -> Sample:
     """Time ``cand``'s steps; with ``new_grads`` each step gets new gradient tensors first (untimed)."""
+    if cand.kernel is not None:
+        from . import fused_cpu
+
+        with fused_cpu.using(cand.kernel):
+            return _time_candidate(dataclasses.replace(cand, kernel=None), init, grads, steps, new_grads)
     params = [t.clone() for t in init]
     for p, g in zip(params, grads):
         p.grad = g  # shared: no optimizer writes to the gradient
@@ -281,7 +300,7 @@ def _ratio_interval(ratios) -> list[float] | None:
 
 
 def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), torch_paths=TORCH_PATHS,
-            repeats: int = 5, steps: int = 3, third_party: bool = True, log=print) -> dict:
+            repeats: int = 5, steps: int = 3, third_party: bool = True, log=print, kernels=()) -> dict:
     """Time every candidate; returns {"machine": ..., "rows": [...]} (see the module docstring)."""
     bandwidth = stream_bandwidth()
     log(f"streaming bandwidth {bandwidth / 1e9:.1f} GB/s, {torch.get_num_threads()} threads")
@@ -294,7 +313,11 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
     ]
     if third_party:
         cands += _third_party_candidates(algorithms)
+    kernel_cands = _kernel_candidates(algorithms, kernels)
+    cands += kernel_cands
     everyone = list(references.values()) + cands
+    # each kernel build's candidate is also compared with the first build's of the same optimizer
+    first_kernel = {c.label: next(k for k in kernel_cands if k.optimizer == c.optimizer) for c in kernel_cands}
 
     def reference_of(cand: Candidate) -> Candidate:
         return own.get(cand.optimizer) or reference
@@ -306,6 +329,7 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
         samples: dict[str, list[Sample]] = {c.label: [] for c in everyone}
         ratios: dict[str, list[float]] = {c.label: [] for c in everyone}
         own_ratios: dict[str, list[float]] = {c.label: [] for c in everyone}
+        kernel_ratios: dict[str, list[float]] = {label: [] for label in first_kernel}
         for rep in range(repeats):
             for cand in everyone:  # the references first, then every candidate, in the same repetition
                 samples[cand.label].append(_time_candidate(cand, init, grads, steps, layout in NEW_GRADS))
@@ -313,6 +337,8 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
                 seconds = samples[cand.label][-1].seconds
                 ratios[cand.label].append(seconds / samples[reference.label][-1].seconds)
                 own_ratios[cand.label].append(seconds / samples[reference_of(cand).label][-1].seconds)
+            for label, first in first_kernel.items():
+                kernel_ratios[label].append(samples[label][-1].seconds / samples[first.label][-1].seconds)
             log(f"  repetition {rep + 1}/{repeats} done")
         for cand in everyone:
             ss = samples[cand.label]
@@ -336,6 +362,11 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=("default", "loop"), t
                 peak_extra_share=(statistics.median(peaks) / ss[0].param_bytes) if peaks else None,
                 repeats=repeats,
             ))
+            if cand.label in first_kernel:
+                rows[-1].update(kernel=cand.kernel, first_kernel=first_kernel[cand.label].kernel,
+                                ratio_to_first_kernel=statistics.median(kernel_ratios[cand.label]),
+                                ratio_to_first_kernel_spread=_spread(kernel_ratios[cand.label]),
+                                ratio_to_first_kernel_interval=_ratio_interval(kernel_ratios[cand.label]))
         del init, grads
         gc.collect()
     return dict(machine=machine_info(bandwidth), rows=rows)
@@ -478,9 +509,15 @@ def machine_info(bandwidth: float | None = None) -> dict:
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
+    from . import fused_cpu
+
+    kernel = None
+    if fused_cpu.available():  # the build adamkit's fused path steps with (``--kernels`` names others)
+        build = fused_cpu.loaded_build()
+        kernel = f"{build.variant}, {build.origin}, {build.threads}"
     return dict(date=date.today().isoformat(), cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(),
                 torch=torch.__version__, python=platform.python_version(),
-                stream_bandwidth_gbs=None if bandwidth is None else bandwidth / 1e9)
+                stream_bandwidth_gbs=None if bandwidth is None else bandwidth / 1e9, kernel=kernel)
 
 
 # ------------------------------------------------------------- first step
@@ -519,7 +556,8 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
         f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, "
-        f"float32; streaming bandwidth {m['stream_bandwidth_gbs']:.1f} GB/s. Times are medians over "
+        f"float32; streaming bandwidth {m['stream_bandwidth_gbs']:.1f} GB/s; fused kernel: "
+        f"{m.get('kernel') or 'unavailable'}. Times are medians over "
         f"{result['rows'][0]['repeats'] if result['rows'] else 0} repetitions (min-max); the ratios are to "
         "torch.optim.AdamW(fused=True) and to the optimizer's own torch reference (fused AdamW; for AMSGrad "
         "fused Adam(amsgrad=True)), each timed in the same repetition (lower is faster): their median (min-max) "
@@ -541,6 +579,18 @@ def markdown(result: dict) -> str:
             f"{r['bandwidth_gbs']:.1f} ({100 * r['bandwidth_share']:.0f}%) | {r['state_bytes_per_param']:.0f} | "
             f"{peak} |"
         )
+    kernel_rows = [r for r in result["rows"] if r.get("kernel")]
+    if kernel_rows:
+        lines += ["", f"Kernel builds side by side (adamkit's fused path), each step time over the first build's "
+                      f"({kernel_rows[0]['first_kernel']}) of the same repetition: median (min-max) and the geometric "
+                      f"mean with its {INTERVAL_NOTE}.", "",
+                  "| layout | optimizer | build | step ms | × first build (min-max) | geo. mean [95 % interval] |",
+                  "|---|---|---|---|---|---|"]
+        for r in kernel_rows:
+            lines.append(f"| {r['layout']} | {r['optimizer']} | {r['kernel']} | {r['step_ms']:.1f} | "
+                         f"{r['ratio_to_first_kernel']:.3f} ({r['ratio_to_first_kernel_spread'][0]:.3f}-"
+                         f"{r['ratio_to_first_kernel_spread'][1]:.3f}) | "
+                         f"{_interval_text(r['ratio_to_first_kernel_interval'])} |")
     if result.get("first_step"):
         lines += ["", "First step of a new process (ResNet-18 layout, kernel already built):", "",
                   "| optimizer | first step s | later step s | difference s |", "|---|---|---|---|"]
@@ -566,6 +616,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"adamkit paths, from {','.join(PATHS)} (default: default,loop)")
     parser.add_argument("--torch-paths", type=lambda v: _csv(v, TORCH_PATHS), default=list(TORCH_PATHS),
                         help="torch's paths timed alongside (default: fused,foreach,loop; fused AdamW always)")
+    parser.add_argument("--kernels", type=lambda v: [k.strip() for k in v.split(",") if k.strip()], default=[],
+                        help="builds of the fused kernel to time side by side, the first the yardstick: variants "
+                             "this CPU runs (baseline, avx2, avx512), native, openmp (the kernel with OpenMP "
+                             "instead of its thread pool); e.g. --kernels avx2,openmp (default: none)")
     parser.add_argument("--repeats", type=int, default=5, help="repetitions (default 5)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per candidate and repetition (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -595,8 +649,16 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.steps < 1:
         raise SystemExit("--repeats and --steps must be at least 1")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
+    if args.kernels:
+        from . import fused_cpu
+
+        for kernel in args.kernels:  # built (or refused, saying why) before anything is timed
+            try:
+                fused_cpu.open_build(kernel)
+            except fused_cpu.FusedKernelUnavailable as exc:
+                raise SystemExit(f"adamkit speed --kernels: {exc}") from None
     result = measure(args.layouts, args.algorithms, args.paths, args.torch_paths, args.repeats, args.steps,
-                     third_party=not args.no_third_party, log=log)
+                     third_party=not args.no_third_party, log=log, kernels=args.kernels)
     if args.first_step:
         result["first_step"] = {a: first_step(a) for a in args.first_step}
     if args.state_dtypes:
