@@ -1,98 +1,24 @@
 """Low-precision storage of optimizer state: bfloat16 with stochastic rounding, and blockwise 8-bit codes.
 
-These are the storage formats, defined once here and followed bit for bit by every path (the reference
-loop, foreach, the compiled path and the fused C kernel). The math of every algorithm still runs in float32
-(or the parameter's math dtype): a step reads a state tensor into float32, updates it, and writes it back in
-its format. Both formats round **stochastically**, so that a stored value is, in expectation, the float32
-value the update computed. That matters for the moments of the Adam family: with β2 = 0.999 a second moment
-changes by about 0.1 % a step, far less than one bfloat16 ulp (0.8 %) or one 8-bit code step (6.7-12.5 % here), so
-round-to-nearest would freeze it; stochastic rounding keeps its expectation moving at the right rate.
+The formats are specified in docs/low-precision.md ("The formats"); this module is their reference
+implementation, and every path (loop, foreach, compiled, the fused C kernel, the Triton kernel) follows it bit
+for bit. The invariants:
 
-Random bits
-    Counter-based, as Philox is: the bits of element ``i`` (its position in the memory of the state tensor)
-    are ``mix32(i·C + key)``, with ``key = stream_key(seed, step, slot)`` from the parameter's
-    ``rounding_seed`` (kept in its optimizer state), the step count and the state slot. The generator's
-    whole state is therefore the seed and the step count, both in the optimizer state: a run resumed from a
-    checkpoint draws the same bits and is bit-identical, and every path draws the same bits for the same
-    element, so the paths agree bit for bit. No torch generator is consumed (a user's random stream is not
-    disturbed).
-
-bfloat16 (``state_dtype=torch.bfloat16``)
-    :func:`encode_bfloat16`: adds 16 random bits below bfloat16's last mantissa bit of the float32 pattern
-    and truncates. For a value between two bfloat16 neighbours ``a < x < b`` this gives ``b`` with
-    probability ``(x - a) / (b - a)``: unbiased. Kind ``"upper"`` (a running maximum) adds ``0xFFFF``
-    instead: it rounds the magnitude up, so the stored maximum is never below the true one. ±inf stay
-    what they are and every NaN is stored as the bfloat16 NaN 0x7FC0. A finite value never becomes
-    infinite under the stochastic kinds: one above the largest finite bfloat16 (3.3895e38, within 0.4 % of
-    float32's largest) is stored as it (a rounding that would carry into the exponent overflowed to inf
-    before 2026-12-04); "upper" rounds it up to inf, the only bfloat16 not below it. 2 bytes per element.
-
-8-bit blockwise (``state_dtype="int8"``)
-    For a parameter of two or more dimensions. Each **row** (index along dim 0) of the state tensor is cut,
-    in memory order, into blocks of :data:`BLOCK` elements (the last block of a row may be shorter); each
-    block keeps one float32 scale (its largest finite magnitude; for "upper", the power of two above it) and
-    each element one 8-bit code, an index into a fixed table of values in [-1, 1] or [0, 1] and of the
-    non-finite values (:data:`POS_INF_CODE`, :data:`NAN_CODE`, :data:`NEG_INF_CODE`). The scales form a
-    float32 tensor of shape ``(rows, blocks per row)`` (:func:`scale_shape`). A block never straddles two
-    rows, so a parameter sharded along dim 0 (FSDP2) shards its codes and its scales along dim 0 the same
-    way, and a resharded checkpoint still has whole blocks. Bytes per element: ``1 + 4·ceil(R / BLOCK) / R``
-    for rows of ``R`` elements (1.0156 for R ≥ 256 a multiple of it). Vectors and scalars (biases, norm
-    weights: a small share of any model, and a vector cannot be cut into rows that survive sharding) keep
-    their state in bfloat16 in ``"int8"`` mode (:func:`tensor_format`).
-
-    The codes are small floating-point numbers relative to the block's scale: a magnitude is 0 or
-    ``2**e · (1 + k/8)``, k = 0..7 (3 mantissa bits), so a small moment keeps its *relative* precision (at
-    worst 1/8 between neighbours, at best 1/15), which a linear code would not give (a linear 8-bit code maps
-    everything below 1/255 of the block's largest value to zero, and the second moment ends up in a
-    denominator). Magnitude code ``q ≥ 1`` is the float32 whose bit pattern is ``(q + OFFSET[kind]) << 20``:
-    the top 12 bits of a float32 (sign 0, exponent, 3 mantissa bits), shifted so that the top code ``Q``
-    is exactly 1.0. A code is therefore found from the bits of the ratio ``r = x / scale``, and rounded by an
-    integer addition below the kept bits, as bfloat16 rounds (no table search, no division per code).
-
-    Kinds, chosen per state tensor by the algorithm (``state_formats`` of each optimizer class):
-
-    * ``"signed"`` — first moments (m of every algorithm, AGD's z): codes 1..253, code 127 is zero, code
-      ``127 ± q`` is ``±value(q)``, ``Q = 126`` (the smallest magnitude is 1.375·2**-16 = 2.1e-5 of the
-      block's largest); code 0 is -inf, 254 +inf, 255 NaN;
-    * ``"unsigned"`` — non-negative second moments (Adam's, EAdam's and ADOPT's v, AdaBelief's s, AGD's
-      moment of step differences): code ``q`` is ``value(q)``, ``Q = 253`` (the smallest magnitude is
-      1.5·2**-32 = 3.5e-10 of the block's largest: second moments are squares, so they span twice the
-      decades of the gradients); code 254 is +inf, 255 NaN; a negative input (-inf too) is stored as zero;
-    * ``"upper"`` — a running maximum (AMSGrad's v̄, AdaBelief's s̄): the unsigned codes, rounded **up**
-      (the smallest code whose value times the scale is ≥ the value), so the stored maximum is never below
-      the true maximum. Its block scale is the smallest power of two ≥ the block's largest value (the
-      largest value itself only where that would overflow), so a stored value is exactly a code again at
-      any larger scale: when a block's maximum grows, re-encoding it does not round the others up again.
-      With the block's largest value as the scale, each growth of a block's maximum rounded every element
-      up by up to one code step, and AMSGrad's v̄ drifted above the float32 maximum (measured: AMSGrad int8
-      worse than float32 on the CNN of the ``precision`` suite). A value stored exactly stays exactly.
-
-    The signed and unsigned kinds round stochastically. With ``b`` the bits of ``|r|`` and ``u`` the top 20
-    of the element's 32 random bits: for ``|r|`` at or above the smallest magnitude, ``q = ((b + u) >> 20) -
-    OFFSET`` (up with probability equal to where ``|r|`` lies between its two neighbouring codes, exactly as
-    bfloat16's rounding); below it, ``q = 1`` when ``u · 2**-20 < |r| · float32(1 / smallest)``, else 0. Zero
-    is exact in every kind and the largest magnitude of a block is stored exactly (it is the scale, ``r =
-    ±1``), except under "upper", whose scale is a power of two.
-
-    Non-finite values are stored **element by element**: +inf, -inf and NaN take their own codes and read
-    back as themselves whatever the scale, and a block's scale is its largest *finite* magnitude (0 when it
-    has none), so a value that overflows (a second moment g² of a gradient above 1.8e19, which float32 state
-    holds as inf too) changes no other element of its block: low-precision state makes non-finite exactly
-    the elements float32 state does. (Before 2026-12-04 such a block stored a NaN scale and all its
-    elements read NaN.) The scales are kept under ``name + "_finite_absmax"``; a checkpoint of that previous
-    revision (``name + "_absmax"``) is converted exactly on load, its codes shifted to the same values
-    (:func:`upgrade_absmax`); the earlier logarithmic code (ratio 2**(1/8), before 2026-12-02) kept its
-    scales under ``name + "_scale"``, and a checkpoint of it is refused with what to do
-    (``checkpoint.EARLIER_SCALE``).
-
-How the engine keeps and hands the state (added with the engine, for every path)
-    ``opt.state[p]`` holds ``step``, ``rounding_seed`` (:func:`rounding_seed` of the parameter's position
-    among all the optimizer's parameters) and, per state name ``n``, ``n`` (bfloat16, or uint8 codes) and,
-    for "int8", ``n + "_finite_absmax"`` (:func:`scale_name`). A backend gets a :class:`Storage` per bucket
-    and steps tensor ``i`` as :func:`decode_state` → the algorithm's float32 ``update`` → :func:`encode_state`
-    with ``stream_key(seeds[i], step, slots[k])``. State created from a non-zero value (AGD's ``z`` with
-    ``win_z_init="params"``) is encoded with :func:`init_key`, the stream of the step before the first,
-    so that the first step's rounding bits are not those of the initial value's.
+* the math is float32: a step decodes a state tensor to float32, runs the algorithm's update, and encodes;
+* "signed" and "unsigned" state round stochastically (unbiased); "upper" (running maxima) rounds up, never
+  below the true value;
+* the random bits of element ``i`` are ``mix32(i·C + stream_key(seed, step, slot))``: from the parameter's
+  ``rounding_seed``, the step count and the state's slot; no torch generator is drawn, a resumed run is
+  bit-identical;
+* zero is exact; a block's largest finite magnitude is exact (it is the scale), except under "upper", whose
+  scale is a power of two; +inf, -inf and NaN are stored element by element (their own int8 codes, bfloat16's
+  own values, NaN as 0x7FC0), so low-precision state makes non-finite exactly the elements float32 state does,
+  and a finite value never rounds to inf under the stochastic kinds;
+* an int8 block (:data:`BLOCK` elements) never straddles a row (dim 0), so a parameter sharded along dim 0
+  shards its codes and scales alike; vectors and scalars keep bfloat16 state in "int8" mode;
+* the int8 scales are kept under ``name + "_finite_absmax"``; a checkpoint of the previous revision
+  (``name + "_absmax"``) is converted exactly on load (:func:`upgrade_absmax`), and one of the earlier
+  logarithmic code (``name + "_scale"``) is refused with what to do (``checkpoint.EARLIER_SCALE``).
 """
 from __future__ import annotations
 
