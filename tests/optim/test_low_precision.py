@@ -417,7 +417,7 @@ def test_every_algorithm_declares_a_kind_for_every_state_and_takes_state_dtype(i
     cls = info.cls
     parameter = inspect.signature(cls).parameters["state_dtype"]
     assert parameter.kind is inspect.Parameter.KEYWORD_ONLY and parameter.default is torch.float32
-    assert "state_dtype" in cls.__doc__ and "Low-precision state" in cls.__doc__
+    assert "state_dtype" in cls.__doc__ and "docs/low-precision.md" in cls.__doc__
     opt = cls([torch.zeros(2, 2)])
     for variant in info.variants:
         names = opt.state_names({**opt.defaults, **variant})
