@@ -262,9 +262,9 @@ def as_previous_revision(sd):
 
 
 def _adamkit_class(sd):
-    from adamkit.optim.checkpoint import _adamkit_classes
+    from adamkit.core import declaration
 
-    return _adamkit_classes()[sd["param_groups"][0]["adamkit_algorithm"]]
+    return declaration.algorithms_by_name()[sd["param_groups"][0]["adamkit_algorithm"]]
 
 
 def _previous(mutate):
