@@ -12,7 +12,7 @@ import adamkit
 import test_contract as contract
 from adamkit.core import checks
 from adamkit.core.declaration import Coefficients, Hyperparameter as H
-from adamkit.core.hyperparameters import FOREACH, FUSED, MAXIMIZE, STATE_DTYPE, learning_rate
+from adamkit.core.hyperparameters import FOREACH, FUSED, MAXIMIZE, PARAM_ROUNDING, STATE_DTYPE, learning_rate
 from adamkit.kernels import compiled, implementation_of
 from adamkit.optim.base import AdamkitOptimizer
 from optimizer_table import OptimizerInfo, _same
@@ -43,6 +43,7 @@ class ToyLion(AdamkitOptimizer):
         "foreach": FOREACH,
         "fused": FUSED,
         "state_dtype": STATE_DTYPE,
+        "param_rounding": PARAM_ROUNDING,
     }
     Flags, Scalars = LionFlags, LionScalars
     state_formats = {"exp_avg": "signed"}  # how each state is stored under state_dtype (docs/low-precision.md)

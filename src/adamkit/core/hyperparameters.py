@@ -34,8 +34,14 @@ STATE_DTYPE = Hyperparameter(torch.float32, state_format.check_state_dtype,
                              'how the moments are stored: torch.float32, torch.bfloat16 (stochastic rounding) or '
                              '"int8" (blockwise 8-bit codes); the math is float32 either way (docs/low-precision.md)',
                              keyword_only=True)
+PARAM_ROUNDING = Hyperparameter("nearest", state_format.check_param_rounding,
+                                'how bfloat16/float16 parameters are written: "nearest" (round to nearest even, as '
+                                'torch) or "stochastic" (unbiased stochastic rounding of the float32 result, so '
+                                'that small updates are kept in expectation; docs/low-precision.md); float32 and '
+                                'float64 parameters are written exactly either way', keyword_only=True)
 
 #: hyperparameters every adamkit optimizer has (``lr``'s default is the algorithm's own)
 COMMON_HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "lr": learning_rate(), "maximize": MAXIMIZE, "foreach": FOREACH, "fused": FUSED, "state_dtype": STATE_DTYPE,
+    "param_rounding": PARAM_ROUNDING,
 }

@@ -16,6 +16,9 @@ for bit. The invariants:
   and a finite value never rounds to inf under the stochastic kinds;
 * an int8 block (:data:`BLOCK` elements) never straddles a row (dim 0), so a parameter sharded along dim 0
   shards its codes and scales alike; vectors and scalars keep bfloat16 state in "int8" mode;
+* parameters (``param_rounding="stochastic"``): a bfloat16 or float16 parameter's float32 result is written
+  with unbiased stochastic rounding (:func:`round_param`), from the stream of slot :data:`PARAM_SLOT` of its
+  ``rounding_seed``, which no state tensor draws;
 * the int8 scales are kept under ``name + "_finite_absmax"``; a checkpoint of the previous revision
   (``name + "_absmax"``) is converted exactly on load (:func:`upgrade_absmax`), and one of the earlier
   logarithmic code (``name + "_scale"``) is refused with what to do (``checkpoint.EARLIER_SCALE``).
@@ -58,6 +61,17 @@ ABSMAX_TOP_CODE = {"signed": 127, "unsigned": 255, "upper": 255}
 #: the bits of the one NaN every encoder stores in bfloat16 (c10::BFloat16's)
 BFLOAT16_NAN_BITS = 0x7FC0
 
+#: the valid values of ``param_rounding``
+PARAM_ROUNDINGS = ("nearest", "stochastic")
+#: the parameter dtypes ``param_rounding="stochastic"`` rounds (a complex32 parameter as its float16 real view)
+ROUNDED_PARAM_DTYPES = (torch.bfloat16, torch.float16)
+#: the stream slot of the parameters' rounding: state tensors draw the slots 0 .. len(state_formats) - 1 and
+#: a conversion ``checkpoint.CONVERSION_SLOT + slot``, so that no two roundings share a stream
+PARAM_SLOT = 32
+#: the bits of float16's largest finite value (65504) as a float32, and of its smallest normal one (2**-14)
+FLOAT16_MAX_BITS = 0x477FE000
+FLOAT16_NORMAL_BITS = 0x38800000
+
 _M32 = 0xFFFFFFFF
 # odd multipliers below 2**30, so that the int64 products of the torch reference never overflow
 HASH_INDEX = 0x27D4EB2F
@@ -96,6 +110,13 @@ def check_state_dtype(name: str, value: Any) -> torch.dtype | str:
     if value == "int8":
         return "int8"
     raise ValueError(f'{name} must be torch.float32, torch.bfloat16 or "int8", got {value!r}')
+
+
+def check_param_rounding(name: str, value: Any) -> str:
+    """``param_rounding``: "nearest" (default) or "stochastic"; raises naming the valid values."""
+    if isinstance(value, str) and value in PARAM_ROUNDINGS:
+        return value
+    raise ValueError(f'{name} must be "nearest" or "stochastic", got {value!r}')
 
 
 def tensor_format(state_dtype: torch.dtype | str, param: Tensor) -> str:
@@ -405,3 +426,86 @@ def encode_state(format: str, kind: str, key: int, x: Tensor, stored: Tensor, sc
         quantize_int8(x, kind, key, codes=stored, scales=scales)
     else:
         encode_bfloat16(x, kind, key, out=stored)
+
+
+# ------------------------------------------------------------------------------------------ parameters
+class ParamRounding(NamedTuple):
+    """Stochastic rounding of one bucket's bfloat16 or float16 parameters, handed by the engine to a backend
+    (``param_rounding="stochastic"``): ``seeds[i]`` is the ``rounding_seed`` of the bucket's i-th tensor and
+    ``step`` the step count before this step, so tensor i rounds with :func:`param_key` ``(seeds[i], step)``."""
+
+    seeds: list[int]
+    step: int
+
+    def keys(self) -> list[int]:
+        return [param_key(seed, self.step) for seed in self.seeds]
+
+
+def param_key(seed: int, step: int) -> int:
+    """The key of a parameter's rounding stream at one step: ``stream_key(seed, step, PARAM_SLOT)``."""
+    return stream_key(seed, step, PARAM_SLOT)
+
+
+def in_memory_order(param: Tensor) -> bool:
+    """Whether the elements of ``param`` are numbered in the order of its memory for the rounding (else in
+    row-major order): where the state of a parameter is laid out as the parameter (:func:`layout_like`)."""
+    return layout_like(param)["memory_format"] is torch.preserve_format and _dense(param)
+
+
+def round_param_bits(x: Tensor, dtype: torch.dtype, key: int) -> Tensor:
+    """The bits (int64 in [0, 2**16)) of 1-D float32 ``x`` rounded stochastically to ``dtype`` (bfloat16 or
+    float16), element ``i`` with the bits of ``random_bits(i, key)``.
+
+    bfloat16: ``encode_bfloat16``'s "signed" rounding (16 random bits added below the kept bits, then
+    truncated). float16: from 2**-14 (its smallest normal) up, 13 random bits added below float16's 10
+    mantissa bits; below it, in units of 2**-24 (its subnormal spacing), the integer part ``f`` and the
+    remainder ``rem`` of ``|x|·2**24`` (``rem < 2**s``), rounded up when ``r < (rem·2**32) >> s`` for the 32
+    random bits ``r`` (exact for ``|x| >= 2**-33``, an error below 2**-32 units under it). Both are unbiased
+    for every finite value a finite result can hold; a finite value never rounds to inf (one beyond the
+    largest finite value rounds to it), ±inf stays, NaN becomes the one NaN (bfloat16 0x7FC0, float16 0x7E00).
+    """
+    bits = x.view(torch.int32).to(torch.int64) & _M32
+    if dtype == torch.bfloat16:
+        noise = random_bits(x.numel(), key, x.device) >> 16
+        rounded = (bits + noise).bitwise_and_(0xFFFF0000)
+        rounded = torch.where((rounded & 0x7FFFFFFF) == 0x7F800000, rounded - 0x10000, rounded)
+        magnitude = bits & 0x7FFFFFFF
+        rounded = torch.where(magnitude >= 0x7F800000, bits & 0xFFFF0000, rounded)
+        rounded = torch.where(magnitude > 0x7F800000, BFLOAT16_NAN_BITS << 16, rounded)
+        return rounded >> 16
+    if dtype != torch.float16:
+        raise ValueError(f"stochastic rounding writes bfloat16 or float16 parameters, not {dtype}")
+    r = random_bits(x.numel(), key, x.device)
+    sign = (bits >> 16) & 0x8000
+    magnitude = bits & 0x7FFFFFFF
+    normal = ((magnitude + (r >> 19)) & ~0x1FFF).clamp_max_(FLOAT16_MAX_BITS)
+    normal = (normal - 0x38000000) >> 13
+    exponent = magnitude >> 23
+    mantissa = (magnitude & 0x7FFFFF) | ((exponent != 0).long() << 23)
+    shift = (126 - exponent.clamp_min(1)).clamp_(0, 63)  # >= 14 below 2**-14
+    whole = mantissa >> shift
+    rem = mantissa - (whole << shift)
+    small = whole + (r < ((rem << 32) >> shift)).long()
+    out = torch.where(magnitude < FLOAT16_NORMAL_BITS, small, normal)
+    out = torch.where(magnitude >= 0x7F800000, torch.where(magnitude > 0x7F800000, 0x7E00, 0x7C00), out)
+    return torch.where(magnitude > 0x7F800000, out, out | sign)
+
+
+def round_param(x: Tensor, param: Tensor, key: int) -> None:
+    """``param`` ← the float32 values ``x`` rounded stochastically to ``param``'s dtype (bfloat16 or float16;
+    :func:`round_param_bits`), with the bits of stream ``key`` (:func:`param_key`).
+
+    Element ``i`` takes random bits ``i``, numbered in the parameter's memory order where it is laid out as its
+    state (:func:`in_memory_order`: every dense parameter whose dim 0 is outermost, and any vector), else in
+    row-major order, so that every path numbers the elements alike.
+    """
+    if x.dtype != torch.float32:
+        raise TypeError(f"round_param takes float32 values, got {x.dtype}")
+    out = param if in_memory_order(param) else torch.empty_like(param, memory_format=torch.contiguous_format)
+    if x.stride() != out.stride() or x.shape != out.shape:
+        x = torch.empty_like(out, dtype=torch.float32).copy_(x)
+    if out.numel():
+        half = round_param_bits(memory_flat(x), out.dtype, key)
+        memory_flat(out).view(torch.int16).copy_(torch.where(half >= 0x8000, half - 0x10000, half))
+    if out is not param:
+        param.copy_(out)

@@ -13,6 +13,11 @@ uint8 codes with their scales in ``storage.scales[n]``). A backend runs a format
 algorithm's float32 ``update``, ``state_format.encode_state`` with ``stream_key(storage.seeds[i],
 storage.step, storage.slots[k])``.
 
+Stochastic parameter rounding (``param_rounding="stochastic"``): a bucket of bfloat16 or float16 parameters
+comes with ``rounding`` (a ``state_format.ParamRounding``); every path computes the float32 result as
+otherwise and writes it with ``state_format.round_param`` and ``param_key(rounding.seeds[i], rounding.step)``,
+bit for bit. A backend that cannot raises or returns False, like for tensors it does not take.
+
 A backend may keep what it needs to step a whole group faster next time (the fused kernel's pointer
 tables): :meth:`Backend.prepare` offers the step from what was kept, :meth:`Backend.finish_group` is told how
 the general path stepped a group, :meth:`Backend.forget` drops what was kept for an owner. The others leave
@@ -40,6 +45,8 @@ class Bucket(NamedTuple):
     #: the parameters' state dicts (None for the local shard of a DTensor parameter): what a backend that keeps
     #: tables between steps checks them against
     state_dicts: list | None = None
+    #: stochastic rounding of bfloat16/float16 parameters (a ``state_format.ParamRounding``); None: to nearest
+    rounding: Any = None
 
 
 class Backend:

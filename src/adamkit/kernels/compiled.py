@@ -26,6 +26,10 @@ rounding streams' keys (which change every step) stay Python integers of the eag
 a graph, so no step recompiles. The codec is not compiled because every path must round a given float32
 value to the same bits, and inductor's code for the 8-bit rounding did not reproduce the reference codes
 bit for bit (``tests/optim/test_state_format.py`` holds the reference).
+
+Stochastic parameter rounding (``param_rounding="stochastic"``, ``bucket.rounding``): the compiled update
+steps float32 copies of the bfloat16/float16 parameters and ``state_format.round_param`` writes them back
+eagerly, for the same reasons.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import types
 import torch
 
 from ..core.declaration import Coefficients
+from ..core.state_format import round_param
 from ..core.tensors import HALF_DTYPES
 from .backend import Backend, register
 from .eager import real_views, with_storage
@@ -92,20 +97,36 @@ class Compiled(Backend):
 
     def step(self, cls, bucket, c, *, explicit):
         bucket = real_views(bucket)
+        params, grads = bucket.params, bucket.grads
+        keys = None if bucket.rounding is None else bucket.rounding.keys()
         if bucket.storage is None:
-            step(cls, bucket.params, bucket.grads, bucket.states, c, bucket.maximize)
+            if keys is None:
+                step(cls, params, grads, bucket.states, c, bucket.maximize)
+                return True
+            # stochastic parameter rounding: the compiled update steps float32 copies of the parameters, which
+            # are then rounded eagerly (the streams' keys change every step: never constants of a graph)
+            work = [p.float() for p in params]
+            step(cls, work, [g.float() for g in grads], bucket.states, c, bucket.maximize)
+            for p, w, key in zip(params, work, keys):
+                round_param(w, p, key)
             return True
         # low-precision state: one tensor at a time (its float32 state decoded, stepped, encoded), flattened so
         # that one dynamic graph serves every tensor size
-        params, grads = bucket.params, bucket.grads
 
         def update(indices, states):
             (i,) = indices
             p = params[i]
-            flat = p.view(-1) if p.is_contiguous() else p.reshape(-1).clone()
-            step(cls, [flat], [grads[i].reshape(-1)], {n: [s[0].view(-1)] for n, s in states.items()}, c,
-                 bucket.maximize, flat=True)
-            if flat.data_ptr() != p.data_ptr():
+            rounded = keys is not None
+            if rounded:  # stepped in float32, rounded eagerly after
+                flat = p.to(torch.float32, memory_format=torch.contiguous_format).view(-1)
+                g = grads[i].to(torch.float32, memory_format=torch.contiguous_format).view(-1)
+            else:
+                flat = p.view(-1) if p.is_contiguous() else p.reshape(-1).clone()
+                g = grads[i].reshape(-1)
+            step(cls, [flat], [g], {n: [s[0].view(-1)] for n, s in states.items()}, c, bucket.maximize, flat=True)
+            if rounded:
+                round_param(flat.view(p.shape), p, keys[i])
+            elif flat.data_ptr() != p.data_ptr():
                 p.copy_(flat.view(p.shape))
 
         with_storage(bucket, update, 1)

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from ..core.state_format import decode_state, encode_state, stream_key
+from ..core.state_format import decode_state, encode_state, round_param, stream_key
 from ..core.tensors import HALF_DTYPES
 from .backend import Backend, Bucket, register
 from .tensorlist import TensorList
@@ -36,9 +36,11 @@ def real_views(bucket: Bucket) -> Bucket:
                            states={n: [_real_view(s) for s in col] for n, col in bucket.states.items()})
 
 
-def run_update(update, params, grads, states, c, maximize: bool, multi_tensor: bool) -> None:
+def run_update(update, params, grads, states, c, maximize: bool, multi_tensor: bool,
+               keys: list[int] | None = None) -> None:
     """Run ``update`` on real tensors, in float32 for half parameters: on one tensor or as TensorLists.
-    Half parameters are stepped on float32 copies written back after; the gradient is negated under
+    Half parameters are stepped on float32 copies written back after, rounded to nearest, or stochastically
+    with the streams ``keys`` (one per tensor: ``state_format.round_param``); the gradient is negated under
     ``maximize`` on a copy (the user's ``p.grad`` is never written to)."""
     low = params[0].dtype in HALF_DTYPES
     work = [p.float() for p in params] if low else params
@@ -52,7 +54,10 @@ def run_update(update, params, grads, states, c, maximize: bool, multi_tensor: b
         update(TensorList(work), TensorList(grads), {n: TensorList(s) for n, s in states.items()}, c)
     else:
         update(work[0], grads[0], {n: s[0] for n, s in states.items()}, c)
-    if low:
+    if low and keys is not None:
+        for p, w, key in zip(params, work, keys):
+            round_param(w, p, key)
+    elif low:
         torch._foreach_copy_(params, work)
 
 
@@ -95,10 +100,11 @@ class _Eager(Backend):
     def step(self, cls, bucket, c, *, explicit):
         bucket = real_views(bucket)
         params, grads = bucket.params, bucket.grads
+        keys = None if bucket.rounding is None else bucket.rounding.keys()
 
         def update(indices, states):
             run_update(cls.update, [params[i] for i in indices], [grads[i] for i in indices], states, c,
-                       bucket.maximize, self.multi_tensor)
+                       bucket.maximize, self.multi_tensor, None if keys is None else [keys[i] for i in indices])
 
         if bucket.storage is not None:
             with_storage(bucket, update, self.chunk_elements)

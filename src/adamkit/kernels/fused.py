@@ -13,7 +13,8 @@ may rebuild it.
 A group of float32 state keeps one :class:`fused_cpu.CachedLaunch` (the group in one bucket); a group of
 low-precision state (``state_dtype`` bfloat16 or "int8") one :class:`fused_cpu.StoredLaunch` per bucket
 (int8 matrices and their bfloat16 vectors are two buckets); each step checks the codes', the scales' and the
-seeds' identity too.
+seeds' identity too. A group of ``param_rounding="stochastic"`` keeps no table: the general path steps it,
+handing the kernel the parameters' rounding seeds.
 """
 from __future__ import annotations
 
@@ -83,13 +84,15 @@ class Fused(Backend):
         storage = bucket.storage
         try:
             args = fused_cpu.launch(call, bucket.params, bucket.grads, bucket.states, storage=storage,
-                                    storage_names=bucket.names)
+                                    storage_names=bucket.names, rounding=bucket.rounding)
         except fused_cpu.Unsupported:  # raised before any tensor is written
             if explicit:
                 raise
             return False
         if storage is None:
             return Stepped(call.names, False, None)
+        if bucket.rounding is not None:  # no kept table: the general path hands the rounding seeds each step
+            return Stepped(call.names, True, None)
         dicts = bucket.state_dicts or [None] * len(bucket.params)
         return Stepped(call.names, True, fused_cpu.StoredLaunch.build(
             call, bucket.params, bucket.grads, bucket.states, storage, dicts, args))
@@ -100,7 +103,7 @@ class Fused(Backend):
         kept = self._kept.setdefault(owner, {})
         kept.pop(id(group), None)
         changes = getattr(state, "changes", None)  # the owner's state counts its changes (base.OptimizerState)
-        if not complete or not receipts or changes is None:
+        if not complete or not receipts or changes is None or _stochastic(group):
             return
         if all(r.stored for r in receipts):
             tables = [r.table for r in receipts]
@@ -140,6 +143,8 @@ class Fused(Backend):
         if (cached_group is not group or cached_state is not state or cached_names != names
                 or getattr(state, "changes", None) != table.state_changes):
             return None  # an entry of the owner's state was set or removed since the table was built
+        if _stochastic(group):  # param_rounding set by hand since: the general path hands the rounding seeds
+            return None
         if isinstance(table, StoredGroup):
             return self._prepare_stored(cls, group, names, coefficients, table)
         if group.get("state_dtype", torch.float32) is not torch.float32:
@@ -181,6 +186,12 @@ class Fused(Backend):
             for table in kept.tables:
                 deque(map(operator.setitem, table.state_dicts, repeat("step"), repeat(step + 1)), maxlen=0)
         return run
+
+
+def _stochastic(group) -> bool:
+    """Whether ``group`` writes its half-precision parameters with stochastic rounding: its steps take the
+    general path, which hands the kernel the rounding seeds (no table is kept for it)."""
+    return group.get("param_rounding", "nearest") != "nearest"
 
 
 FUSED = register(Fused())

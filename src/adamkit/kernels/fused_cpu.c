@@ -363,7 +363,7 @@ static const int STATE_SIZE[4] = {4, 8, 4, 4};
 #define ALIGN 64
 
 /* the interface version: fused_cpu.py's ABI_VERSION (and a prebuilt library's manifest) must say the same */
-int adamkit_abi_version(void) { return 3; }
+int adamkit_abi_version(void) { return 4; }
 
 /*
  * The highest x86-64 instruction-set level this CPU (and its operating system)
@@ -549,7 +549,14 @@ struct step_args {
     const int32_t *kinds, *slots;
     const uint32_t *seeds;
     int64_t step;
+    /* stochastic rounding of bfloat16/float16 parameters: each tensor's rounding seed (NULL: to nearest) */
+    int algo, dtype;
+    const uint32_t *param_seeds;
 };
+
+/* one range of tensor i (off.. off+len), its state slots at s0..s3: run_range below */
+static void run_range(const struct step_args *a, int64_t i, int64_t off, int64_t len, void *s0, void *s1, void *s2,
+                      void *s3);
 
 /* the arguments every step call has (total: the sum of numel) */
 static struct step_args step_args_of(int algo, int dtype, int64_t count, int64_t total, const int64_t *numel,
@@ -569,6 +576,8 @@ static struct step_args step_args_of(int algo, int dtype, int64_t count, int64_t
     a.ssz = STATE_SIZE[dtype];
     a.sc = sc;
     a.flags = flags;
+    a.algo = algo;
+    a.dtype = dtype;
     return a;
 }
 
@@ -594,8 +603,7 @@ static void step_share(void *ctx, int tid, int nth) {
         if (len > 0) {
             void *s[MAX_STATES] = {0, 0, 0, 0};
             for (int k = 0; k < a->nstates; k++) s[k] = (char *)a->states[(int64_t)k * a->count + i] + off * a->ssz;
-            a->fn(len, (char *)a->params[i] + off * a->psz, (const char *)a->grads[i] + off * a->psz, s[0], s[1],
-                  s[2], s[3], a->sc, a->flags);
+            run_range(a, i, off, len, s[0], s[1], s[2], s[3]);
         }
         pos += len;
         base += a->numel[i];
@@ -606,13 +614,16 @@ static void step_share(void *ctx, int tid, int nth) {
 /*
  * Step the tensors 0..count-1: params[i], grads[i] and states[k*count + i]
  * (k < nstates) hold numel[i] contiguous elements each, on up to nthreads
- * threads of at least `grain` elements each.  Returns 0, or a negative number
- * for bad arguments.
+ * threads of at least `grain` elements each; param_seeds (NULL: round to
+ * nearest) rounds bfloat16/float16 parameters stochastically with the streams
+ * of the seeds at step count `step` (run_range).  Returns 0, or a negative
+ * number for bad arguments.
  */
 int adamkit_step(int algo, int dtype, int64_t count, const int64_t *numel, void *const *params,
                  void *const *grads, void *const *states, int nstates, const double *sc, int64_t flags,
-                 int nthreads, int64_t grain) {
+                 int nthreads, int64_t grain, const uint32_t *param_seeds, int64_t step) {
     if (algo < 0 || algo >= N_KERNELS || dtype < 0 || dtype > 3 || nstates < 0 || nstates > MAX_STATES) return -1;
+    if (param_seeds && dtype != DT_BF16 && dtype != DT_F16) return -4;
     if (count <= 0) return 0;
     int64_t total = 0;
     for (int64_t i = 0; i < count; i++) {
@@ -621,6 +632,8 @@ int adamkit_step(int algo, int dtype, int64_t count, const int64_t *numel, void 
     }
     if (total == 0) return 0;
     struct step_args a = step_args_of(algo, dtype, count, total, numel, params, grads, states, nstates, sc, flags);
+    a.param_seeds = param_seeds;
+    a.step = step;
     parallel_run(thread_count(total, a.units, nthreads, grain), step_share, &a);
     return 0;
 }
@@ -791,6 +804,83 @@ static inline void bf16_encode(const float *restrict src, int64_t n, int kind, u
         const int finite = (b & 0x7F800000u) != 0x7F800000u;
         const int nan = (b & 0x7FFFFFFFu) > 0x7F800000u;
         dst[j] = (uint16_t)(finite ? r : nan ? BF16_NAN : (b >> 16));
+    }
+}
+
+/* ------------------------------------------------------- parameters */
+#define PARAM_SLOT 32              /* state_format.PARAM_SLOT: the parameters' stream slot */
+#define F16_MAX_BITS 0x477FE000u   /* state_format.FLOAT16_MAX_BITS: 65504 */
+#define F16_NORMAL_BITS 0x38800000u /* state_format.FLOAT16_NORMAL_BITS: 2**-14 */
+
+/*
+ * state_format.round_param_bits: n float32 values at memory positions pos..
+ * rounded stochastically to the parameter dtype. bfloat16: bf16_encode's
+ * "signed" rounding. float16: 13 random bits below the kept ones from 2**-14
+ * up (a finite value keeps float16's largest finite); below, in units of
+ * 2**-24, the integer part rounded up when the 32 random bits are below the
+ * remainder scaled to 2**32; inf stays, NaN becomes 0x7E00.
+ */
+static void param_round(const float *restrict src, int64_t n, int dtype, uint32_t key, int64_t pos, void *dst) {
+    if (dtype == DT_BF16) {
+        bf16_encode(src, n, KIND_SIGNED, key, pos, (uint16_t *)dst);
+        return;
+    }
+    uint16_t *restrict out = dst;
+    const uint32_t base = (uint32_t)pos * HASH_INDEX + key;
+    for (int32_t j = 0; j < (int32_t)n; j++) {
+        const uint32_t b = f2u(src[j]), mag = b & 0x7FFFFFFFu, r = mix32(base + (uint32_t)j * HASH_INDEX);
+        uint32_t h;
+        if (mag >= 0x7F800000u) {
+            h = mag > 0x7F800000u ? 0x7E00u : 0x7C00u;
+        } else if (mag >= F16_NORMAL_BITS) {
+            uint32_t m = (mag + (r >> 19)) & ~0x1FFFu;
+            if (m > F16_MAX_BITS) m = F16_MAX_BITS;
+            h = (m - 0x38000000u) >> 13;
+        } else {
+            const int32_t e = (int32_t)(mag >> 23);
+            const uint64_t mant = (mag & 0x7FFFFFu) | (e ? 0x800000u : 0u);
+            const int32_t shift = 126 - (e > 1 ? e : 1), sh = shift < 63 ? shift : 63;
+            const uint64_t whole = mant >> sh, rem = mant - (whole << sh);
+            h = (uint32_t)whole + ((uint64_t)r < ((rem << 32) >> sh));
+        }
+        if (mag <= 0x7F800000u) h |= (b >> 16) & 0x8000u;
+        out[j] = (uint16_t)h;
+    }
+}
+
+/*
+ * One range of tensor i: the range function; with stochastic parameter
+ * rounding, the float32 range function on float32 copies of the parameter and
+ * the gradient (SPAN elements at a time: the same float32 math as the half
+ * types' range functions), the parameter then written by param_round.
+ */
+static void run_range(const struct step_args *a, int64_t i, int64_t off, int64_t len, void *s0, void *s1, void *s2,
+                      void *s3) {
+    char *p = (char *)a->params[i] + off * a->psz;
+    const char *g = (const char *)a->grads[i] + off * a->psz;
+    if (!a->param_seeds) {
+        a->fn(len, p, g, s0, s1, s2, s3, a->sc, a->flags);
+        return;
+    }
+    const range_fn f32 = TABLE[a->algo][DT_F32];
+    const uint32_t key = stream_key(a->param_seeds[i], a->step, PARAM_SLOT);
+    float pb[SPAN] __attribute__((aligned(64))), gb[SPAN] __attribute__((aligned(64)));
+    float *s[MAX_STATES] = {s0, s1, s2, s3};
+    for (int64_t o = 0; o < len; o += SPAN) {
+        const int64_t n = len - o < SPAN ? len - o : SPAN;
+        if (a->dtype == DT_BF16) {
+            bf16_decode((const uint16_t *)p + o, n, pb);
+            bf16_decode((const uint16_t *)g + o, n, gb);
+        } else {
+            for (int32_t j = 0; j < (int32_t)n; j++) {
+                pb[j] = (float)((const _Float16 *)p)[o + j];
+                gb[j] = (float)((const _Float16 *)g)[o + j];
+            }
+        }
+        float *so[MAX_STATES];
+        for (int k = 0; k < MAX_STATES; k++) so[k] = s[k] ? s[k] + o : s[k];
+        f32(n, pb, gb, so[0], so[1], so[2], so[3], a->sc, a->flags);
+        param_round(pb, n, a->dtype, key, off + o, (uint16_t *)p + o);
     }
 }
 
@@ -1084,16 +1174,17 @@ int adamkit_decode(int kind, int64_t rows, int64_t row, const uint8_t *codes, co
  * point at uint16), else the row length of its int8 state (states point at
  * uint8 codes, scales[k*count + i] at its rows x ceil(row / BLOCK) float32
  * scales); per slot k, kinds[k] (-1: unused slot) and the stream slot
- * slots[k]; per tensor its rounding seed, and the step count before this step.
+ * slots[k]; per tensor its rounding seed, and the step count before this step;
+ * param_seeds as adamkit_step's.
  * The element positions in the memory of each tensor index the random bits.
  */
 static void step_lowp_share(void *ctx, int tid, int nth) {
     const struct step_args *a = ctx;
     const int64_t count = a->count, *numel = a->numel, *row = a->row;
-    void *const *params = a->params, *const *grads = a->grads, *const *states = a->states;
+    void *const *states = a->states;
     float *const *scales = a->scales;
     const int32_t *kinds = a->kinds;
-    const int nstates = a->nstates, psz = a->psz;
+    const int nstates = a->nstates;
     float buf[MAX_STATES][SPAN] __attribute__((aligned(64)));
     /* this thread steps the chunks that start in its share of the concatenated elements */
     int64_t begin, end;
@@ -1134,8 +1225,7 @@ static void step_lowp_share(void *ctx, int tid, int nth) {
                         int8_decode((const uint8_t *)s + start + o, len - o < BLOCK ? len - o : BLOCK, kinds[k],
                                     scales[(int64_t)k * count + i][blk + o / BLOCK], buf[k] + o);
             }
-            a->fn(len, (char *)params[i] + start * psz, (const char *)grads[i] + start * psz, buf[0], buf[1],
-               buf[2], buf[3], a->sc, a->flags);
+            run_range(a, i, start, len, buf[0], buf[1], buf[2], buf[3]);
             for (int k = 0; k < nstates; k++) {
                 if (kinds[k] < 0) continue;
                 char *s = (char *)states[(int64_t)k * count + i];
@@ -1154,10 +1244,11 @@ static void step_lowp_share(void *ctx, int tid, int nth) {
 int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, void *const *params,
                       void *const *grads, void *const *states, int nstates, const double *sc, int64_t flags,
                       int nthreads, int64_t grain, const int64_t *row, float *const *scales, const int32_t *kinds,
-                      const int32_t *slots, const uint32_t *seeds, int64_t step) {
+                      const int32_t *slots, const uint32_t *seeds, int64_t step, const uint32_t *param_seeds) {
     if (algo < 0 || algo >= N_KERNELS || dtype < 0 || dtype > 3 || dtype == DT_F64 || nstates < 0 ||
         nstates > MAX_STATES || !tables_set)
         return -1;
+    if (param_seeds && dtype != DT_BF16 && dtype != DT_F16) return -4;
     for (int k = 0; k < nstates; k++)
         if (kinds[k] < -1 || kinds[k] > 2) return -3;
     if (count <= 0) return 0;
@@ -1174,6 +1265,7 @@ int adamkit_step_lowp(int algo, int dtype, int64_t count, const int64_t *numel, 
     a.slots = slots;
     a.seeds = seeds;
     a.step = step;
+    a.param_seeds = param_seeds;
     parallel_run(thread_count(total, a.units, nthreads, grain), step_lowp_share, &a);
     return 0;
 }

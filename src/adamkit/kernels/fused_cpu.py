@@ -59,7 +59,7 @@ SOURCE = Path(__file__).with_name("fused_cpu.c")
 from .fused_spec import ALGORITHMS, KernelCall, kernel_call  # noqa: F401 - the seam, generated from the declarations
 
 #: the kernel's interface version (adamkit_abi_version in fused_cpu.c)
-ABI_VERSION = 3
+ABI_VERSION = 4
 #: the 8-bit code tables of state_format, in the kernel's kind order (signed, unsigned, upper), handed to it once
 _CODE_TABLES = torch.cat([state_format.table(kind) for kind in state_format.KINDS]).contiguous()
 #: the kernel's numbers of the storage formats and kinds
@@ -223,14 +223,17 @@ def _open(path: Path, variant: str, origin: str):
     if lib.adamkit_abi_version() != ABI_VERSION:
         raise FusedKernelUnavailable(f"{path} has interface version {lib.adamkit_abi_version()}, this adamkit "
                                      f"expects {ABI_VERSION} (a stale build)")
-    lib.adamkit_step.restype = ctypes.c_int
-    lib.adamkit_step.argtypes = [
+    common = [
         ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
         ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
     ]
+    lib.adamkit_step.restype = ctypes.c_int
+    # ..., the parameters' rounding seeds (None: to nearest), the step count
+    lib.adamkit_step.argtypes = common + [ctypes.c_void_p, ctypes.c_int64]
     lib.adamkit_step_lowp.restype = ctypes.c_int
-    lib.adamkit_step_lowp.argtypes = lib.adamkit_step.argtypes + [
+    lib.adamkit_step_lowp.argtypes = common + [
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+        ctypes.c_void_p,  # the parameters' rounding seeds (None: to nearest)
     ]
     lib.adamkit_encode.restype = ctypes.c_int
     lib.adamkit_encode.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
@@ -433,9 +436,27 @@ def _check_column(name, col, shapes, dtype):
         raise RuntimeError(f"fused kernel: {name} has shape {tuple(col[k].shape)}, its parameter {tuple(shapes[k])}")
 
 
-def _flat(p: Tensor, g: Tensor, ss: list, writeback: list):
-    """Same-layout dense versions of one parameter's tensors (copies where needed, noted in writeback)."""
-    if _dense_strides(p):  # e.g. channels_last: step the memory as it lies, if the others share the layout
+def _param_seeds(rounding: "state_format.ParamRounding | None", param_dtype: torch.dtype, count: int):
+    """The kernel's ``param_seeds`` argument: None (round to nearest), or the bucket's rounding seeds (uint32)
+    for stochastic rounding of bfloat16 or float16 parameters."""
+    if rounding is None:
+        return None
+    if param_dtype not in state_format.ROUNDED_PARAM_DTYPES:
+        raise Unsupported(f"fused kernel: stochastic rounding writes bfloat16 or float16 parameters, not {param_dtype}")
+    if len(rounding.seeds) != count:
+        raise Unsupported(f"fused kernel: {len(rounding.seeds)} rounding seeds for {count} parameters")
+    return (ctypes.c_uint32 * count)(*(int(x) & 0xFFFFFFFF for x in rounding.seeds))
+
+
+def _same_order(a: tuple, b: tuple, shape) -> bool:
+    """Whether two dense layouts of ``shape`` (strides ``a`` and ``b``) put the elements in one memory order."""
+    return all(x == y for x, y, n in zip(a, b, shape) if n != 1)
+
+
+def _flat(p: Tensor, g: Tensor, ss: list, writeback: list, memory_order: bool = True):
+    """Same-layout dense versions of one parameter's tensors (copies where needed, noted in writeback);
+    ``memory_order`` False: row-major copies of a dense parameter too."""
+    if memory_order and _dense_strides(p):  # e.g. channels_last: step the memory as it lies, if the others share the layout
         stride = p.stride()
         if g.stride() != stride:
             g = torch.empty_like(p, dtype=g.dtype).copy_(g)  # a same-layout read-only copy
@@ -461,17 +482,19 @@ def _flat(p: Tensor, g: Tensor, ss: list, writeback: list):
 
 
 def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
-           storage: "state_format.Storage | None" = None, storage_names: tuple | None = None):
+           storage: "state_format.Storage | None" = None, storage_names: tuple | None = None,
+           rounding: "state_format.ParamRounding | None" = None):
     """Step ``params`` in place with one kernel call (see the module docstring); with ``storage``, returns the
     kernel arguments it used (:func:`launch_low_precision`).
 
     ``call.names`` are the state slots the kernel reads, in order; None marks an unused slot.
     ``storage`` (with ``storage_names``, the state names its ``kinds`` and ``slots`` follow) says how the state
-    tensors are stored when they are not float32 (:func:`launch_low_precision`).
+    tensors are stored when they are not float32 (:func:`launch_low_precision`). ``rounding``: bfloat16 or
+    float16 parameters are written with ``state_format.round_param``'s stochastic rounding (:func:`_param_seeds`).
     Every check happens before any tensor is written (:class:`Unsupported` otherwise).
     """
     if storage is not None:
-        return launch_low_precision(call, params, grads, states, storage, storage_names)
+        return launch_low_precision(call, params, grads, states, storage, storage_names, rounding)
     algorithm, names, scalars, flags = call
     lib = load()
     if not params:
@@ -496,6 +519,7 @@ def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states
     for name, col in zip(names, columns):
         if col is not None:
             _check_column(f"state '{name}'", col, shapes, state_dtype)
+    param_seeds = _param_seeds(rounding, param_dtype, count)
     writeback: list = []
     used = [col for col in columns if col is not None]
     if not (all(p.is_contiguous() for p in params) and all(g.is_contiguous() for g in grads)
@@ -507,7 +531,10 @@ def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states
                 s is None or s.is_contiguous() for s in ss
             ):
                 continue
-            params[i], grads[i], ss = _flat(params[i], grads[i], ss, writeback)
+            # stochastic rounding numbers a parameter's elements in its memory order only where its state is
+            # laid out alike (state_format.in_memory_order): otherwise a row-major copy is stepped
+            memory_order = param_seeds is None or state_format.in_memory_order(params[i])
+            params[i], grads[i], ss = _flat(params[i], grads[i], ss, writeback, memory_order)
             for col, s in zip(columns, ss):
                 if col is not None:
                     col[i] = s
@@ -525,6 +552,7 @@ def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states
     rc = lib.adamkit_step(
         ALGORITHMS[algorithm], DTYPES[param_dtype], count, numel, base, base + count * size,
         base + 2 * count * size, n_states, sc, flags, torch.get_num_threads(), GRAIN,
+        param_seeds, 0 if rounding is None else int(rounding.step),
     )
     if rc != 0:  # pragma: no cover - the checks above make this unreachable
         raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
@@ -542,7 +570,8 @@ def _state_dtype_error(message: str) -> Unsupported:
 
 def launch_low_precision(call: "KernelCall", params: list[Tensor], grads: list[Tensor],
                          states: dict[str, list[Tensor]], storage: "state_format.Storage",
-                         storage_names: tuple | None = None) -> "_LowPrecisionArgs | None":
+                         storage_names: tuple | None = None,
+                         rounding: "state_format.ParamRounding | None" = None) -> "_LowPrecisionArgs | None":
     """One kernel call for a bucket whose state is stored in bfloat16 or as 8-bit codes (``storage.format``);
     returns its arguments (for :meth:`StoredLaunch.build`), None for an empty bucket.
 
@@ -554,11 +583,13 @@ def launch_low_precision(call: "KernelCall", params: list[Tensor], grads: list[T
     whose state is bfloat16 (vectors) are stepped in the same call. Parameters and gradients are stepped in
     the layout of their state tensors (copies where theirs differs); state tensors must cover their memory
     densely, all of one parameter in one layout, and int8 codes keep dim 0 outermost (as the engine creates
-    them). Every check happens before any tensor is written (:class:`Unsupported` otherwise).
+    them). ``rounding``: as :func:`launch`'s (a parameter's elements are numbered in its state's layout, which
+    must then be the one the engine gives it, ``state_format.layout_like``). Every check happens before any
+    tensor is written (:class:`Unsupported` otherwise).
     """
     if not params:
         return None
-    args = _low_precision_args(call, params, grads, states, storage, storage_names)
+    args = _low_precision_args(call, params, grads, states, storage, storage_names, rounding)
     args.launch(call.scalars, call.flags, storage.step)
     for dst, src in args.writeback:
         dst.copy_(src)
@@ -571,7 +602,7 @@ class _LowPrecisionArgs:
     rounding seeds, with the copies to write back (tensors stepped in another layout)."""
 
     __slots__ = ("algorithm", "dtype", "count", "n_states", "ptrs", "scale_ptrs", "numel", "row", "kinds",
-                 "slots", "seeds", "writeback", "tensors")
+                 "slots", "seeds", "writeback", "tensors", "param_seeds")
 
     def launch(self, scalars, flags: int, step: int) -> None:
         sc = (ctypes.c_double * 16)(*scalars)
@@ -581,7 +612,7 @@ class _LowPrecisionArgs:
         rc = load().adamkit_step_lowp(
             ALGORITHMS[self.algorithm], self.dtype, count, self.numel, base, base + count * size,
             base + 2 * count * size, self.n_states, sc, flags, torch.get_num_threads(), GRAIN,
-            self.row, self.scale_ptrs, self.kinds, self.slots, self.seeds, int(step),
+            self.row, self.scale_ptrs, self.kinds, self.slots, self.seeds, int(step), self.param_seeds,
         )
         if rc != 0:  # pragma: no cover - the checks of _low_precision_args make this unreachable
             raise RuntimeError(f"adamkit fused kernel failed with code {rc}")
@@ -589,7 +620,8 @@ class _LowPrecisionArgs:
 
 def _low_precision_args(call: "KernelCall", params: list[Tensor], grads: list[Tensor],
                         states: dict[str, list[Tensor]], storage: "state_format.Storage",
-                        storage_names: tuple | None) -> _LowPrecisionArgs:
+                        storage_names: tuple | None,
+                        rounding: "state_format.ParamRounding | None" = None) -> _LowPrecisionArgs:
     """The checked arguments of :func:`launch_low_precision` (writes nothing; :class:`Unsupported` otherwise)."""
     algorithm, names, scalars, flags = call
     load()
@@ -607,6 +639,7 @@ def _low_precision_args(call: "KernelCall", params: list[Tensor], grads: list[Te
     shapes = [p.shape for p in params]
     _check_column("a parameter", params, shapes, param_dtype)
     _check_column("a gradient", grads, shapes, param_dtype)
+    param_seeds = _param_seeds(rounding, param_dtype, count)
     n_states = len(names)
     kinds = (ctypes.c_int32 * max(1, n_states))()
     slots = (ctypes.c_int32 * max(1, n_states))()
@@ -671,6 +704,10 @@ def _low_precision_args(call: "KernelCall", params: list[Tensor], grads: list[Te
                 scale_cols[k][i] = scales
         if layout is None:
             continue
+        if param_seeds is not None and not _same_order(layout, torch.empty_like(
+                p, device="meta", **state_format.layout_like(p)).stride(), p.shape):
+            raise _state_dtype_error("stochastic parameter rounding numbers the elements in the layout the "
+                                     "engine gives the state (state_format.layout_like); this state has another")
         if p.stride() != layout or not _dense_strides(p):
             work = torch.empty_like(columns[used[0][0]][i], dtype=p.dtype).copy_(p)
             writeback.append((p, work))
@@ -693,6 +730,7 @@ def _low_precision_args(call: "KernelCall", params: list[Tensor], grads: list[Te
     args.row = (ctypes.c_int64 * count)(*rows)
     args.seeds = (ctypes.c_uint32 * count)(*(int(x) & 0xFFFFFFFF for x in seeds))
     args.kinds, args.slots, args.writeback = kinds, slots, writeback
+    args.param_seeds = param_seeds
     args.tensors = (params, grads)  # the copies made here stay allocated while their pointers are in use
     return args
 
@@ -808,7 +846,7 @@ class CachedLaunch:
         size = ctypes.sizeof(ctypes.c_void_p)
         rc = load().adamkit_step(
             ALGORITHMS[call.algorithm], self.dtype, count, self.numel, base, base + count * size,
-            base + 2 * count * size, len(self.names), sc, call.flags, torch.get_num_threads(), GRAIN,
+            base + 2 * count * size, len(self.names), sc, call.flags, torch.get_num_threads(), GRAIN, None, 0,
         )
         if rc != 0:  # pragma: no cover - eligible() and check() make this unreachable
             raise RuntimeError(f"adamkit fused kernel failed with code {rc}")

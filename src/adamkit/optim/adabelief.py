@@ -6,7 +6,7 @@ import math
 from typing import NamedTuple
 
 from ..core import checks
-from ..core.hyperparameters import FOREACH, FUSED, STATE_DTYPE, learning_rate
+from ..core.hyperparameters import FOREACH, FUSED, PARAM_ROUNDING, STATE_DTYPE, learning_rate
 from ..core.benchspec import BenchSpec
 from ..core.declaration import Coefficients, FusedKernel, Hyperparameter as H
 from .base import AdamkitOptimizer
@@ -129,6 +129,7 @@ class AdaBelief(AdamkitOptimizer):
         "foreach": FOREACH,
         "fused": FUSED,
         "state_dtype": STATE_DTYPE,
+        "param_rounding": PARAM_ROUNDING,
     }
     Flags, Scalars = AdaBeliefFlags, AdaBeliefScalars
     fused_kernel = FusedKernel("adabelief", ("exp_avg", "exp_avg_var", "max_exp_avg_var"))

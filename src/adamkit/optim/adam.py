@@ -5,7 +5,7 @@ import math
 from typing import NamedTuple
 
 from ..core import checks
-from ..core.hyperparameters import FOREACH, FUSED, STATE_DTYPE, MAXIMIZE, learning_rate
+from ..core.hyperparameters import FOREACH, FUSED, PARAM_ROUNDING, STATE_DTYPE, MAXIMIZE, learning_rate
 from ..core.benchspec import BenchSpec
 from ..core.declaration import Coefficients, FusedKernel, Hyperparameter as H, variant
 from .base import AdamkitOptimizer
@@ -81,6 +81,7 @@ class Adam(AdamkitOptimizer):
         "foreach": FOREACH,
         "fused": FUSED,
         "state_dtype": STATE_DTYPE,
+        "param_rounding": PARAM_ROUNDING,
         **TORCH_ONLY_FALSE,
     }
     Flags, Scalars = AdamFlags, AdamScalars

@@ -6,7 +6,7 @@ import numbers
 from typing import NamedTuple
 
 from ..core import checks
-from ..core.hyperparameters import FOREACH, FUSED, STATE_DTYPE, MAXIMIZE, learning_rate
+from ..core.hyperparameters import FOREACH, FUSED, PARAM_ROUNDING, STATE_DTYPE, MAXIMIZE, learning_rate
 from ..core.benchspec import BenchSpec
 from ..core.declaration import Coefficients, FusedKernel, Hyperparameter as H
 from .adam import TORCH_ONLY_FALSE
@@ -131,6 +131,7 @@ class ADOPT(AdamkitOptimizer):
         **TORCH_ONLY_FALSE,
         "fused": FUSED,
         "state_dtype": STATE_DTYPE,
+        "param_rounding": PARAM_ROUNDING,
     }
     Flags, Scalars = ADOPTFlags, ADOPTScalars
     fused_kernel = FusedKernel("adopt", ("exp_avg", "exp_avg_sq"))

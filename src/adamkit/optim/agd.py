@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 
 from ..core import checks
-from ..core.hyperparameters import FOREACH, FUSED, STATE_DTYPE, learning_rate
+from ..core.hyperparameters import FOREACH, FUSED, PARAM_ROUNDING, STATE_DTYPE, learning_rate
 from ..core.tensors import math_dtype
 from ..core.benchspec import BenchSpec
 from ..core.declaration import Coefficients, FusedKernel, Hyperparameter as H
@@ -112,6 +112,7 @@ class AGD(AdamkitOptimizer):
         "foreach": FOREACH,
         "fused": FUSED,
         "state_dtype": STATE_DTYPE,
+        "param_rounding": PARAM_ROUNDING,
     }
     Flags, Scalars = AGDFlags, AGDScalars
     fused_kernel = FusedKernel("agd", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "z"))

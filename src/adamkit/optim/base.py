@@ -265,6 +265,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         for name in names:
             if name not in state:
                 state[name] = self.init_state_tensor(name, param, group)
+        if _rounds(group, param) and "rounding_seed" not in state:
+            state["rounding_seed"] = state_format.rounding_seed(self._position(param))
         return state
 
     def _init_stored_state(self, param, group, names, state, state_dtype, position) -> None:
@@ -336,7 +338,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             if not isinstance(stored, Tensor):
                 continue
             have = _STORED_FORMATS.get(stored.dtype, "float32")
-            if have != want or (want != "float32") != ("rounding_seed" in state):
+            # float32 state may have a rounding_seed too: that of the parameter's stochastic rounding
+            if have != want or (want != "float32" and "rounding_seed" not in state):
                 index = next((i for i, g in enumerate(self.param_groups) if g is group), "?")
                 raise ValueError(
                     f"param group {index} has "
@@ -500,11 +503,14 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         step = self.state[bucket[0]]["step"]
         c = self.coefficients(group, step, loss)
         state = self.state
+        rounding = None
+        if _rounds(group, bucket[0]):
+            rounding = state_format.ParamRounding([state[p]["rounding_seed"] for p in bucket], step)
         work = kernels.Bucket(
             params=[local_tensor(p) for p in bucket], grads=[local_tensor(p.grad) for p in bucket],
             states={name: [local_tensor(state[p][name]) for p in bucket] for name in names}, names=names,
             maximize=group["maximize"], storage=None if fmt == "float32" else self._storage(bucket, names, fmt, step),
-            state_dicts=[None if is_dtensor(p) else state[p] for p in bucket])
+            state_dicts=[None if is_dtensor(p) else state[p] for p in bucket], rounding=rounding)
         receipt = kernels.run(choice, type(self), work, c)
         for p in bucket:
             state[p]["step"] = step + 1
@@ -580,6 +586,16 @@ def _check_group_params(groups: list[dict], entries: list, state_dtype) -> None:
                              f"param group (torch.optim refuses this too)")
         if state_dtype is not torch.float32:
             _check_low_precision_param(p, state_dtype, i)
+
+
+#: the parameter dtypes ``param_rounding="stochastic"`` rounds (complex32 as its float16 real view)
+_ROUNDED_DTYPES = (*state_format.ROUNDED_PARAM_DTYPES, torch.complex32)
+
+
+def _rounds(group: Mapping[str, Any], param: Tensor) -> bool:
+    """Whether ``param`` is written with stochastic rounding under ``group`` (a bfloat16/float16 parameter of a
+    group with ``param_rounding="stochastic"``): it then keeps a ``rounding_seed`` whatever its state_dtype."""
+    return param.dtype in _ROUNDED_DTYPES and group.get("param_rounding", "nearest") == "stochastic"
 
 
 def _check_low_precision_param(p: Tensor, state_dtype, index: int) -> None:

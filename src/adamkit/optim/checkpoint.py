@@ -23,7 +23,8 @@ written), with two differences:
   float64 ones (and back) on every path. Under ``torch.bfloat16`` and ``"int8"``
   the tensors are kept exactly as stored (bfloat16; uint8 codes with their float32
   ``<name>_finite_absmax`` of ``state_format.scale_shape``; each parameter's
-  ``rounding_seed``, an int in [0, 2**32)), in the format
+  ``rounding_seed``, an int in [0, 2**32), which float32 state keeps too for a parameter written with
+  stochastic rounding, ``param_rounding="stochastic"``), in the format
   ``state_format.tensor_format`` gives each parameter, and nothing is cast: a
   tensor of another dtype is refused, and so is a scale that is not a finite
   number >= 0 (an infinite scale would read its block as inf and NaN). int8
@@ -74,6 +75,8 @@ MARKER = "adamkit_algorithm"
 #: the group key of the storage format, and the per-parameter state entries of the low-precision formats
 STATE_DTYPE = "state_dtype"
 SEED = "rounding_seed"
+#: the group key of the parameters' rounding: a group of "stochastic" keeps its parameters' seeds in float32 state
+PARAM_ROUNDING = "param_rounding"
 SCALE = state_format.SCALE_SUFFIX  # suffix: state[name + SCALE] holds the int8 scales of state[name]
 #: the suffix of the scales of the previous revision of the 8-bit code (before 2026-12-04: no codes for inf
 #: and NaN, a NaN scale for a block that held one), whose checkpoints are converted on load
@@ -306,7 +309,9 @@ def _restore(opt, index: int, p: Tensor, group: dict, saved: Any) -> dict:
     low = () if fmt == "float32" else (SEED,)
     scales = {n + suffix for n in possible for suffix in (SCALE, ABSMAX)} if fmt == "int8" else set()
     needed = ("step", *low, *names, *(n + SCALE for n in names if fmt == "int8"))
-    unknown = sorted(set(saved) - possible - scales - {"step", *low}, key=str)
+    # float32 state may keep a rounding_seed too: the stream of the parameter's stochastic rounding
+    # (param_rounding="stochastic"; one missing is made again from the parameter's position at its next step)
+    unknown = sorted(set(saved) - possible - scales - {"step", SEED}, key=str)
     if unknown:
         hint = ""
         if all(k == SEED or (isinstance(k, str) and k.endswith((SCALE, ABSMAX))) for k in unknown):
@@ -323,7 +328,7 @@ def _restore(opt, index: int, p: Tensor, group: dict, saved: Any) -> dict:
                 f"or of other settings"
             )
     restored = {"step": _step_count(index, saved["step"])}
-    if low:
+    if SEED in saved:
         restored[SEED] = _seed(index, saved[SEED])
     for key in present:
         value = saved[key]
@@ -501,7 +506,8 @@ def convert_state_dtype(state_dict: Mapping[str, Any], state_dtype: Any, *, algo
     counter-based stream, ``stream_key(rounding_seed, step, CONVERSION_SLOT + slot)``, so a conversion is
     deterministic and draws no torch generator. A parameter that has no ``rounding_seed`` yet gets
     ``state_format.rounding_seed(index)`` (its position over the groups, as a fresh optimizer gives it);
-    converting to float32 drops the seeds and the scales. Hyperparameters, flags and step counts are kept.
+    converting to float32 drops the scales, and the seeds but in a group of ``param_rounding="stochastic"``
+    (whose parameters round with them). Hyperparameters, flags and step counts are kept.
 
     A DTensor state (FSDP2) is converted shard by shard, on each rank, as the engine steps it: the codes and
     scales stay DTensors with the parameter's mesh and placements (int8 needs ``Shard(0)`` or
@@ -539,7 +545,8 @@ def convert_state_dtype(state_dict: Mapping[str, Any], state_dtype: Any, *, algo
             if entry is not None:
                 if not isinstance(entry, Mapping):
                     raise TypeError(f"the state of parameter {index} must be a dict, got {type(entry).__name__}")
-                state[pid] = _convert_entry(index, entry, formats, target, math_dtype)
+                state[pid] = _convert_entry(index, entry, formats, target, math_dtype,
+                                            keep_seed=group.get(PARAM_ROUNDING) == "stochastic")
             index += 1
     listed = {pid for g in saved_groups for pid in g["params"] if _hashable(pid)}
     orphans = [pid for pid in saved_state if pid not in listed]
@@ -579,7 +586,7 @@ def _algorithm_class(algorithm: Any) -> type:
 
 
 def _convert_entry(index: int, entry: Mapping[str, Any], formats: dict[str, str], target: Any,
-                   math_dtype) -> dict:
+                   math_dtype, keep_seed: bool = False) -> dict:
     if not entry:
         return {}
     names = [k for k in entry if k not in ("step", SEED) and not any(
@@ -643,7 +650,7 @@ def _convert_entry(index: int, entry: Mapping[str, Any], formats: dict[str, str]
             encoded = {name: codes, name + SCALE: sc}
         for k, t in encoded.items():
             out[k] = _like(value, t, scales=k.endswith(SCALE) and k != name)
-    if target != torch.float32:
+    if target != torch.float32 or (keep_seed and SEED in entry):
         out[SEED] = seed
     return out
 

@@ -5,7 +5,7 @@ import math
 from typing import NamedTuple
 
 from ..core import checks
-from ..core.hyperparameters import FOREACH, FUSED, STATE_DTYPE, learning_rate
+from ..core.hyperparameters import FOREACH, FUSED, PARAM_ROUNDING, STATE_DTYPE, learning_rate
 from ..core.benchspec import BenchSpec
 from ..core.declaration import Coefficients, FusedKernel, Hyperparameter as H
 from .base import AdamkitOptimizer
@@ -67,6 +67,7 @@ class EAdam(AdamkitOptimizer):
         "foreach": FOREACH,
         "fused": FUSED,
         "state_dtype": STATE_DTYPE,
+        "param_rounding": PARAM_ROUNDING,
     }
     Flags, Scalars = EAdamFlags, EAdamScalars
     fused_kernel = FusedKernel("eadam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))

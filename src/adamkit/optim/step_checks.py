@@ -80,9 +80,11 @@ def check_groups_before_step(opt, skip: list[bool]) -> None:
             if p.grad is None or p.grad.is_sparse:
                 continue
             state = opt.state.get(p, {})
-            if low_precision or "rounding_seed" in state:
-                if state:
-                    opt._check_state_format(group, p, state)  # the format the group's state_dtype makes
+            # a rounding_seed alone does not mean low-precision state: a parameter written with stochastic
+            # rounding (param_rounding="stochastic") keeps one with float32 state too
+            if state and (low_precision or "rounding_seed" in state):
+                opt._check_state_format(group, p, state)  # the format the group's state_dtype makes
+                if low_precision:
                     check_stored_state(opt, [p], [local_tensor(p)], [n for n in names if n in state])
             states = {n: [local_tensor(state[n])] for n in names if n in state}
             check_step_tensors(opt, [p], [local_tensor(p)], [local_tensor(p.grad)], states, check_dtypes=False)
