@@ -57,7 +57,7 @@ class Triton(Backend):
     def step(self, cls, bucket, c, *, explicit):
         try:
             step_bucket(cls, c, bucket.params, bucket.grads, bucket.states, bucket.names, bucket.maximize,
-                        bucket.storage)
+                        bucket.storage, bucket.rounding)
         except Unsupported:  # raised before any tensor is written
             if explicit:
                 raise

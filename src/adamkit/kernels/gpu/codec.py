@@ -26,7 +26,8 @@ UNIT20 = 2.0 ** -20
 #: the module-level constants of every generated kernel module (``NAME = tl.constexpr(value)`` in its header)
 CONSTANTS = {"HASH_INDEX": HASH_INDEX, "HASH_MIX1": HASH_MIX1, "HASH_MIX2": HASH_MIX2, "INT8_BLOCK": INT8_BLOCK,
              "UNIT20": UNIT20, "POS_INF_CODE": state_format.POS_INF_CODE, "NAN_CODE": state_format.NAN_CODE,
-             "NEG_INF_CODE": state_format.NEG_INF_CODE, "NAN_BITS": state_format.BFLOAT16_NAN_BITS << 16}
+             "NEG_INF_CODE": state_format.NEG_INF_CODE, "NAN_BITS": state_format.BFLOAT16_NAN_BITS << 16,
+             "F16_MAX_BITS": state_format.FLOAT16_MAX_BITS, "F16_NORMAL_BITS": state_format.FLOAT16_NORMAL_BITS}
 
 
 def kind_constants(kind: str) -> dict:
@@ -76,6 +77,30 @@ def bfloat16_stochastic(x, bits, UPPER: tl.constexpr):
         rounded = tl.where((rounded & 0x7FFF) == 0x7F80, rounded - 1, rounded)
     finite = (u & 0x7F800000) != 0x7F800000
     return tl.where(finite, rounded.to(tl.uint16), bfloat16_nearest(x))
+
+
+# ------------------------------------------------------------------------------------------- parameters
+def float16_stochastic(x, bits):
+    """state_format.round_param_bits for float16 (uint16 bits): from 2**-14 up, the top 13 random bits added
+    below float16's mantissa, then truncated (float16's largest finite value where that passes it); below, in
+    units of 2**-24, the integer part rounded up when the 32 random bits are below the remainder scaled to
+    2**32; inf stays, NaN becomes 0x7E00."""
+    u = x.to(tl.uint32, bitcast=True)
+    magnitude = u & 0x7FFFFFFF
+    normal = ((magnitude + (bits >> 19)) >> 13) << 13
+    normal = tl.where(normal > F16_MAX_BITS, F16_MAX_BITS, normal)
+    normal = (normal - 0x38000000) >> 13  # (wraps where unused: below 2**-14)
+    exponent = (magnitude >> 23).to(tl.int32)
+    mantissa = ((magnitude & 0x7FFFFF) | tl.where(exponent != 0, 0x800000, 0)).to(tl.uint64)
+    shift = tl.minimum(tl.maximum(126 - tl.maximum(exponent, 1), 0), 63).to(tl.uint64)
+    whole = mantissa >> shift
+    rem = mantissa - (whole << shift)
+    small = (whole + (bits.to(tl.uint64) < ((rem << 32) >> shift)).to(tl.uint64)).to(tl.uint32)
+    h = tl.where(magnitude < F16_NORMAL_BITS, small, normal)
+    nan = magnitude > 0x7F800000
+    h = tl.where(magnitude >= 0x7F800000, tl.where(nan, 0x7E00, 0x7C00), h).to(tl.uint32)
+    h = tl.where(nan, h, h | ((u >> 16) & 0x8000))
+    return h.to(tl.uint16)
 
 
 # ------------------------------------------------------------------------------------------------- int8
@@ -162,5 +187,6 @@ def int8_special_value(value, code, SIGNED: tl.constexpr):
 
 
 #: every device function of this module, in dependency order (the generator copies those a kernel needs)
-FUNCTIONS = (mix32, random_bits, bfloat16_value, bfloat16_nearest, bfloat16_stochastic, int8_magnitude,
+FUNCTIONS = (mix32, random_bits, bfloat16_value, bfloat16_nearest, bfloat16_stochastic, float16_stochastic,
+             int8_magnitude,
              int8_scale, int8_special_codes, int8_special_value, decode_int8, encode_int8)

@@ -74,12 +74,16 @@ def _aligned(tensors: list[Tensor], reference: Tensor, writeback: list) -> list[
 
 
 def step_bucket(cls, c, params: list[Tensor], grads: list[Tensor], states: dict[str, list[Tensor]],
-                names: tuple[str, ...], maximize: bool, storage: state_format.Storage | None = None) -> None:
+                names: tuple[str, ...], maximize: bool, storage: state_format.Storage | None = None,
+                rounding: state_format.ParamRounding | None = None) -> None:
     """Step one bucket in place with one kernel launch (see :mod:`adamkit.kernels.gpu`).
 
     ``cls``: the algorithm (its ``update``, ``Flags``, ``Scalars``, ``state_formats``); ``c``: the step's
     coefficients; ``params``, ``grads`` and ``states[name]``: local tensors of one device, dtype and step;
-    ``storage``: how ``states`` are stored when not in the math dtype (``state_format.Storage``).
+    ``storage``: how ``states`` are stored when not in the math dtype (``state_format.Storage``);
+    ``rounding``: bfloat16/float16 parameters written with stochastic rounding (``state_format.ParamRounding``;
+    each element's bits from its position in the parameter's memory where ``state_format.in_memory_order``,
+    else in a row-major copy, as ``state_format.round_param``).
     Raises :class:`Unsupported` before anything is written where it cannot step them.
     """
     if not params:
@@ -95,7 +99,11 @@ def step_bucket(cls, c, params: list[Tensor], grads: list[Tensor], states: dict[
     dtype = params[0].dtype
     if dtype not in source.PARAM_DTYPES:
         raise Unsupported(f'fused="triton" steps float32, float16, bfloat16 and float64 parameters, got {dtype}')
-    spec = source.spec_for(cls, c.flags, names, dtype, storage, maximize)
+    if rounding is not None and (dtype not in state_format.ROUNDED_PARAM_DTYPES or len(rounding.seeds) != len(params)):
+        raise Unsupported(f"stochastic rounding writes bfloat16 or float16 parameters with one seed each, got "
+                          f"{dtype} and {len(rounding.seeds)} seeds for {len(params)} parameters")
+    spec = source.spec_for(cls, c.flags, names, dtype, storage, maximize,
+                           "nearest" if rounding is None else "stochastic")
     kernel = source.kernel(spec)
     cols = kernel.columns
     scalars = np.array(kernel.trace.scalar_values(c.scalars), dtype=np.float64)
@@ -113,6 +121,13 @@ def step_bucket(cls, c, params: list[Tensor], grads: list[Tensor], states: dict[
         tensors = [p, g] + [states[n][i] for n in names]
         if int8:
             reference = tensors[2]  # the codes' memory order defines the blocks
+            if rounding is not None and _memory_order(reference) != _memory_order(
+                    torch.empty_like(p, device="meta", **state_format.layout_like(p))):
+                raise Unsupported("stochastic parameter rounding numbers the elements in the layout the engine "
+                                  "gives int8 state (state_format.layout_like); these codes have another")
+        elif rounding is not None:  # the rounding's element order (state_format.round_param)
+            reference = p if state_format.in_memory_order(p) else torch.empty_like(
+                p, memory_format=torch.contiguous_format)
         else:
             reference = p if state_format._dense(p) else torch.empty_like(p, memory_format=torch.contiguous_format)
         tensors = _aligned(tensors, reference, writeback)
@@ -125,6 +140,8 @@ def step_bucket(cls, c, params: list[Tensor], grads: list[Tensor], states: dict[
         if storage is not None:
             for k, name in enumerate(names):
                 row[cols[f"key:{name}"]] = state_format.stream_key(storage.seeds[i], storage.step, storage.slots[k])
+        if rounding is not None:
+            row[cols["key:param"]] = state_format.param_key(rounding.seeds[i], rounding.step)
         if int8:
             n_rows, per_row = state_format.scale_shape(p.shape)
             row[cols["row"]] = p.numel() // n_rows if n_rows else 0

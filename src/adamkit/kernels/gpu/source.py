@@ -10,7 +10,8 @@ step count is new data, never a new kernel.
 The table (int64, one device tensor per launch; :func:`columns` names its columns)::
 
     [scalars: float64 bits, trace.scalars order] [count, search steps] [starts: count + 1 prefix sums]
-    [one row per tensor: numel, row length, blocks per row, blocks, param, grad, states..., scales..., keys...]
+    [one row per tensor: numel, row length, blocks per row, blocks, param, grad, states..., scales..., keys...,
+     the parameter's key (stochastic rounding)]
 
 Each node is computed as torch computes the method (:data:`EMIT`): IEEE division and square root (``div_rn``,
 ``sqrt_rn`` in float32), one fused multiply-add where ATen's kernels use one (``lerp``, ``addcmul``, ``add``
@@ -40,7 +41,7 @@ HEADER = 2
 #: the fixed columns of a tensor's row, then its pointers
 FIXED = ("numel", "row", "per_row", "blocks", "param", "grad")
 PARAM_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-PARAM_ROUNDINGS = ("nearest",)
+PARAM_ROUNDINGS = state_format.PARAM_ROUNDINGS
 
 
 class KernelSpec(NamedTuple):
@@ -74,13 +75,15 @@ def columns(spec: KernelSpec) -> dict[str, int]:
         names += [f"scale:{n}" for n in spec.names]
     if spec.stored:
         names += [f"key:{n}" for n in spec.names]
+    if spec.param_rounding == "stochastic":
+        names.append("key:param")
     return {name: i for i, name in enumerate(names)}
 
 
-def spec_for(cls, flags, names, param_dtype, storage=None, maximize=False) -> KernelSpec:
+def spec_for(cls, flags, names, param_dtype, storage=None, maximize=False, param_rounding="nearest") -> KernelSpec:
     kinds = tuple(storage.kinds) if storage is not None else tuple(cls.state_formats.get(n, "signed") for n in names)
     return KernelSpec(cls, flags, tuple(names), param_dtype, storage.format if storage is not None else "float32",
-                      kinds, bool(maximize))
+                      kinds, bool(maximize), param_rounding)
 
 
 # ------------------------------------------------------------------------------------------ the node emitters
@@ -120,7 +123,13 @@ def _param_store(spec: KernelSpec, value: str) -> str:
     """The one line that writes the parameter back: where a rounding mode of half parameters plugs in."""
     if spec.param_rounding not in PARAM_ROUNDINGS:
         raise ValueError(f"param_rounding must be one of {PARAM_ROUNDINGS}, got {spec.param_rounding!r}")
-    if spec.param_dtype == torch.bfloat16:
+    stochastic = spec.param_rounding == "stochastic" and spec.param_dtype in state_format.ROUNDED_PARAM_DTYPES
+    bits = f"random_bits(offs, tl.load(row + {columns(spec).get('key:param')}))"  # the element's memory position
+    if stochastic and spec.param_dtype == torch.bfloat16:
+        stored = f"bfloat16_stochastic({value}, {bits}, UPPER=False)"
+    elif stochastic:
+        stored = f"float16_stochastic({value}, {bits}).to(tl.float16, bitcast=True)"
+    elif spec.param_dtype == torch.bfloat16:
         stored = f"bfloat16_nearest({value})"
     elif spec.param_dtype == torch.float16:
         stored = f"{value}.to(tl.float16)"  # round to nearest even, as torch's copy_
@@ -143,7 +152,8 @@ def kernel_source(spec: KernelSpec, tr: Trace | None = None) -> str:
               f"# flags: {spec.flags}",
               f"# state tensors: {', '.join(spec.names)} ({spec.state}"
               + (f"; kinds {', '.join(spec.kinds)})" if spec.stored else ")"),
-              f"# parameters: {spec.param_dtype} (math in {spec.math}); maximize={spec.maximize}", ""]
+              f"# parameters: {spec.param_dtype} (math in {spec.math}); maximize={spec.maximize}; "
+              f"param_rounding={spec.param_rounding}", ""]
     header += [f"{name} = tl.constexpr({value!r})" for name, value in codec.CONSTANTS.items()]
     parts = ["\n".join(header)] + ["@device\n" + _codec_sources()[name] for name in functions] + [body]
     return "\n\n".join(parts) + "\n"
