@@ -38,7 +38,7 @@ import types
 import torch
 
 from ..core.declaration import Coefficients
-from ..core.state_format import round_param
+from ..core.state_format import memory_flat, round_param
 from ..core.tensors import HALF_DTYPES
 from .backend import Backend, register
 from .eager import real_views, with_storage
@@ -114,20 +114,23 @@ class Compiled(Backend):
         # that one dynamic graph serves every tensor size
 
         def update(indices, states):
-            (i,) = indices
-            p = params[i]
-            rounded = keys is not None
-            if rounded:  # stepped in float32, rounded eagerly after
-                flat = p.to(torch.float32, memory_format=torch.contiguous_format).view(-1)
-                g = grads[i].to(torch.float32, memory_format=torch.contiguous_format).view(-1)
-            else:
-                flat = p.view(-1) if p.is_contiguous() else p.reshape(-1).clone()
-                g = grads[i].reshape(-1)
-            step(cls, [flat], [g], {n: [s[0].view(-1)] for n, s in states.items()}, c, bucket.maximize, flat=True)
-            if rounded:
-                round_param(flat.view(p.shape), p, keys[i])
-            elif flat.data_ptr() != p.data_ptr():
-                p.copy_(flat.view(p.shape))
+            for j, i in enumerate(indices):  # one tensor (and the empty ones a chunk adds to it)
+                p, g = params[i], grads[i]
+                if not p.numel():
+                    continue
+                like = next(iter(states.values()))[j]  # every tensor is flattened in the memory order of the state
+                rounded = keys is not None  # stepped in float32, rounded eagerly after
+                work = p
+                if rounded or p.stride() != like.stride():
+                    work = torch.empty_like(like, dtype=torch.float32 if rounded else p.dtype).copy_(p)
+                if rounded or g.stride() != like.stride():
+                    g = torch.empty_like(like, dtype=work.dtype).copy_(g)
+                step(cls, [memory_flat(work)], [memory_flat(g)], {n: [memory_flat(s[j])] for n, s in states.items()},
+                     c, bucket.maximize, flat=True)
+                if rounded:
+                    round_param(work, p, keys[i])
+                elif work is not p:
+                    p.copy_(work)
 
         with_storage(bucket, update, 1)
         return True

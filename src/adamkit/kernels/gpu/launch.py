@@ -116,6 +116,7 @@ def step_bucket(cls, c, params: list[Tensor], grads: list[Tensor], states: dict[
     rows = table[len(scalars) + source.HEADER + count + 1:].reshape(count, len(cols))
     int8 = spec.state == "int8"
     writeback: list = []
+    alive: list = []
     programs = [0]
     for i, (p, g) in enumerate(zip(params, grads)):
         tensors = [p, g] + [states[n][i] for n in names]
@@ -131,6 +132,7 @@ def step_bucket(cls, c, params: list[Tensor], grads: list[Tensor], states: dict[
         else:
             reference = p if state_format._dense(p) else torch.empty_like(p, memory_format=torch.contiguous_format)
         tensors = _aligned(tensors, reference, writeback)
+        alive.append(tensors)  # the copies (a gradient's too) stay allocated until the kernel has run
         row = rows[i]
         row[cols["numel"]] = p.numel()
         row[cols["param"]] = tensors[0].data_ptr()
