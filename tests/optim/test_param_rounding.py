@@ -11,7 +11,6 @@ import copy
 import io
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -53,11 +52,6 @@ def cheap_compiles(monkeypatch):
 def _bits(t: torch.Tensor) -> torch.Tensor:
     view = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
     return t.detach().contiguous().view(view).long()
-
-
-def _ieee_sqrt(t):
-    """sqrt rounded correctly (numpy's): the Triton kernel's, for the loop it is compared with."""
-    return torch.from_numpy(np.asarray(np.sqrt(t.detach().numpy())))
 
 
 # ------------------------------------------------------------------------------------------------ the key
@@ -226,6 +220,29 @@ def _start(dtype, seed=0):
         x = p * scale[torch.arange(p.numel()) % 4].view(p.shape) if p.is_contiguous() else p
         out.append(x.to(dtype).requires_grad_())
     return out
+
+
+def _run(info, variant, path, dtype, state_dtype, steps=3, rounding="stochastic"):
+    params = _start(dtype)
+    opt = info.make(params, lr=3e-2, **variant, **path, state_dtype=state_dtype, param_rounding=rounding)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g).to(dtype)
+        opt.step()
+    return params, opt
+
+
+def _assert_same(ref, got, ref_opt, got_opt, what):
+    """The same bits in every parameter and state tensor, the same other state entries."""
+    for i, (x, y) in enumerate(zip(ref, got)):
+        assert torch.equal(_bits(x), _bits(y)), f"{what}: parameter {i}"
+        for key, value in ref_opt.state[x].items():
+            other = got_opt.state[y][key]
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(_bits(value), _bits(other)), f"{what}: state {key} of {i}"
+            else:
+                assert value == other, f"{what}: {key} of {i}"
 
 
 #: the optimizers with a decoupled weight decay, in a setting that takes it: with zero gradients their update is
