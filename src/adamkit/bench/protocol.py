@@ -752,3 +752,125 @@ def plan_v1(suite: Suite, lookup: Lookup) -> Plan:
             if suite.defaults_arm:
                 final += runs_with(base, inst.final_seeds, "defaults", -1)
     return Plan(tuning, final, searches, complete)
+
+
+# ------------------------------------------------------------------------------------------- cost model
+
+#: seconds of one run, per problem: (per optimizer step, per evaluation, per run), fitted to the run-seconds of
+#: the committed `full` store of benchmark version 2 (one torch thread per run, 2 runs at a time on the 2-core
+#: development machine, on a day its small runs were about 3x slower than on a quiet one: Tier A costs here are
+#: upper bounds). Steps per epoch for tasks budgeted in epochs. A problem not listed costs its tier's default.
+COSTS: dict[str, tuple[float, float, float]] = {
+    "adopt_counterexample": (2.4e-4, 1e-4, 0.1), "reddi_counterexample": (2.5e-4, 5e-5, 0.05),
+    "logreg_breast_cancer": (7.9e-4, 1e-4, 0.1), "quadratic_deep": (4.6e-4, 1e-4, 0.1),
+    "rosenbrock_nd": (8.5e-4, 1e-4, 0.1),
+    "mnist1d_mlp": (1.4e-3, 0.05, 0.5), "mnist1d_cnn": (6.5e-3, 0.1, 0.5), "fm_movielens": (2.5e-3, 0.05, 0.2),
+    "deepfm_movielens": (4.2e-3, 0.05, 0.2), "gan_ring8": (7.2e-3, 0.15, 0.2), "cartpole_ppo": (0.05, 0.2, 0.5),
+    "char_lstm1": (0.035, 0.3, 0.5), "fmnist_resnet": (0.08, 2.0, 17.0), "word_lstm1": (0.22, 2.0, 1.0),
+    "gpt_noclip_b8": (0.066, 0.5, 3.5), "vae_fmnist": (0.017, 0.7, 1.0), "fm_criteo": (0.015, 1.0, 4.0),
+    "hopper_ppo": (0.0087, 0.2, 1.0),
+}
+#: the chains of a counterexample run side by side: about 20 % more per step at 8 chains (measured)
+CHAIN_COST = 0.02
+STEPS_PER_EPOCH = {"fmnist_resnet": 421, "vae_fmnist": 421, "fm_criteo": 488, "fm_movielens": 156,
+                   "deepfm_movielens": 156, "word_lstm1": 1507}
+TIER_DEFAULT = {"A": (1e-3, 1e-4, 0.1), "B": (0.1, 2.0, 5.0)}
+
+
+def run_seconds(spec: dict[str, Any]) -> tuple[float, bool]:
+    """(estimated seconds of one run of ``spec`` on one core, whether its problem's cost was measured)."""
+    from . import registry
+
+    problem = spec["problem"]
+    measured = problem in COSTS
+    if measured:
+        per_step, per_eval, per_run = COSTS[problem]
+    else:
+        try:
+            tier = registry.get_problem_class(problem).tier
+        except ValueError:
+            tier = "B"
+        per_step, per_eval, per_run = TIER_DEFAULT[tier]
+    steps = spec.get("steps")
+    if steps is None:
+        epochs = spec.get("epochs") or 1
+        steps = epochs * STEPS_PER_EPOCH.get(problem, 500)
+        measured = measured and problem in STEPS_PER_EPOCH
+    chains = (spec.get("params") or {}).get("chains") or 1
+    per_step *= 1.0 + CHAIN_COST * (chains - 1)
+    evals = steps // max(1, spec.get("eval_every") or 1) + 2
+    return per_run + steps * per_step + evals * per_eval, measured
+
+
+@dataclass
+class CostEstimate:
+    """What a suite costs by :func:`run_seconds`, before any result is stored: the first stage of every search
+    (its grid, defaults and the ε/δ grid at one rate) and every final arm; grid extensions add to it."""
+
+    seconds: float
+    runs: int
+    by_group: dict[str, tuple[int, float]]  # suite entry -> (runs, seconds)
+    unmeasured: list[str]  # problems costed by their tier's default
+
+    @property
+    def cpu_hours(self) -> float:
+        return self.seconds / 3600.0
+
+    def lines(self, jobs: int = 2) -> list[str]:
+        out = [f"{self.runs} runs, about {self.cpu_hours:.1f} CPU-hours (about {self.cpu_hours / jobs:.1f} h of "
+               f"wall time at --jobs {jobs}); grid extensions add to it"]
+        for group, (n, sec) in sorted(self.by_group.items(), key=lambda kv: -kv[1][1]):
+            out.append(f"  {group:<32} {n:>6} runs {sec / 3600:>7.2f} CPU-h")
+        if self.unmeasured:
+            out.append(f"  (not measured, costed at their tier's default: {', '.join(sorted(self.unmeasured))})")
+        return out
+
+
+def estimate(suite: Suite) -> CostEstimate:
+    """The cost of ``suite`` by the planner's cost model: every run the plan makes with nothing stored, plus the
+    ε/δ grid values each search tries at its best rate (:func:`search_v3`), each at :func:`run_seconds`."""
+
+    class _Unfinished(Lookup):
+        def has(self, run_hash):  # nothing is stored: the first stage of every search
+            return False
+
+    planned = plan(suite, _Unfinished({}))
+    by_group: dict[str, list] = {}
+    unmeasured: set[str] = set()
+    insts = {i.key: i for i in suite.problems}
+    seen: set[str] = set()
+
+    def count(h, spec, group, times=1):
+        if h in seen:
+            return
+        seen.add(h)
+        sec, ok = run_seconds(spec)
+        if not ok:
+            unmeasured.add(spec["problem"])
+        acc = by_group.setdefault(group, [0, 0.0])
+        acc[0] += times
+        acc[1] += sec * times
+    for r in planned.runs:
+        count(r.hash, r.spec, insts[r.instance].group)
+    # the final arms of the searches (not planned before their tuning is stored) and the ε/δ grids
+    for (key, label), s in planned.searches.items():
+        inst = insts[key]
+        opt, _, arm = label.partition("@")
+        spec = make_spec(inst, opt, dict(inst.hparams), inst.final_seeds[0])
+        for seed in inst.final_seeds:  # the winner (``tuned`` or ``paper:<arm>``)
+            count(f"final:{key}:{label}:{seed}", {**spec, "seed": seed}, inst.group)
+        space = {k: v for k, v in search_space(suite, opt).items() if k not in inst.hparams and k not in s.held}
+        defaults = bench_optimizers.defaults(opt)
+        for name, (low, high) in space.items():
+            tune = make_spec(inst, opt, {}, 0, tuning=True)
+            for v in eps_grid(low, high, suite.eps_trials):
+                if isinstance(defaults.get(name), float) and math.isclose(v, defaults[name], rel_tol=1e-6):
+                    continue  # the best rate's own run
+                for seed in inst.tune_seeds:
+                    count(f"eps:{key}:{label}:{name}:{v}:{seed}", tune, inst.group)
+        for variant in suite.variants:
+            for seed in inst.final_seeds:
+                count(f"variant:{key}:{label}:{variant}:{seed}", spec, inst.group)
+    total = sum(sec for _, sec in by_group.values())
+    runs = sum(n for n, _ in by_group.values())
+    return CostEstimate(total, runs, {g: (n, sec) for g, (n, sec) in by_group.items()}, sorted(unmeasured))
