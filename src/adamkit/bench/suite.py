@@ -41,6 +41,7 @@ A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``pa
     tune = true                     # false: no search, run `hparams` (on the defaults) on the final seeds
     hparams = { lr = 0.01 }         # hyperparameters fixed for every optimizer and arm
     optimizers = ["adam", "adopt"]  # a subset for this problem
+    paper_only = ["agd"]            # of those, run only in the paper configurations the claims name (agd@cnn)
     trials = 8, tune_seeds = ..., final_seeds = ...   # per-problem protocol overrides
     selection_metric = "steps_to_target"  # select on the first evaluation step reaching `target` (toy-speed claims)
     timeout = 600                   # seconds one run may take (Tier B); 0: no limit
@@ -113,6 +114,9 @@ class ProblemInstanceSpec:
     tune_steps: int | None = None
     tune_epochs: int | None = None
     tune_eval_every: int | None = None
+    #: optimizers run here only in the paper configurations the claims name (no search of their own, no
+    #: defaults arm): what a claim about ``optimizer@arm`` needs, at the cost of one search
+    paper_only: tuple[str, ...] = ()
 
     @property
     def tune_budget(self) -> tuple[int | None, int | None, int]:
@@ -268,7 +272,7 @@ PROTOCOL_KEYS = {"trials", "tune_seeds", "final_seeds", "search_seed", "defaults
                  "smooth", "paper_arms", "variants", "margins", "eps_trials", "selection_metric"}
 ENTRY_KEYS = {"name", "label", "params", "grid", "steps", "epochs", "eval_every", "record_every", "target", "lr",
               "tune", "hparams", "optimizers", "trials", "tune_seeds", "final_seeds", "timeout",
-              "tune_steps", "tune_epochs", "tune_eval_every", "selection_metric"}
+              "tune_steps", "tune_epochs", "tune_eval_every", "selection_metric", "paper_only"}
 #: the defaults that changed with the benchmark version (a stored suite is read with its own version's)
 VERSION_DEFAULTS = {1: {"tune_seeds": [0], "final_seeds": 5}, 2: {"tune_seeds": [0], "final_seeds": 5},
                     3: {"tune_seeds": 2, "final_seeds": 10}}
@@ -407,6 +411,15 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>", version: int |
         timeout = _float(source, f"{where}.timeout", entry.get("timeout", 0), positive=False)
         if timeout < 0:
             _fail(source, f"{where}.timeout", f"expected seconds >= 0 (0: no limit), got {entry['timeout']!r}")
+        paper_only = entry.get("paper_only", [])
+        if not (isinstance(paper_only, list) and all(isinstance(v, str) for v in paper_only)):
+            _fail(source, f"{where}.paper_only", f"expected a list of optimizer names, got {paper_only!r}")
+        for i, v in enumerate(paper_only):
+            if v.lower() not in opts:
+                _fail(source, f"{where}.paper_only[{i}]", f"{v!r} is not one of this entry's optimizers ({', '.join(opts)})")
+            if not bench_optimizers.spec(v.lower()).paper_configs:
+                _fail(source, f"{where}.paper_only[{i}]", f"{v!r} declares no paper configuration")
+        paper_only = tuple(v.lower() for v in paper_only)
         label = entry.get("label", pname)
         if not isinstance(label, str) or not label:
             _fail(source, f"{where}.label", "expected a non-empty string")
@@ -440,7 +453,7 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>", version: int |
                 maximize=bool(cls.maximize_metric), lr_range=lr_range, tune=tune and e_trials > 0, hparams=hparams,
                 optimizers=opts, trials=e_trials if tune else 0, tune_seeds=e_tune, final_seeds=e_final,
                 timeout=timeout, group=label, tune_steps=tune_steps, tune_epochs=tune_epochs,
-                tune_eval_every=tune_eval_every,
+                tune_eval_every=tune_eval_every, paper_only=paper_only,
             ))
     if variants:
         for inst in instances:
