@@ -134,9 +134,9 @@ def test_report_states_each_problems_protocol_and_the_direction_of_its_target(tm
     lines = report.protocol_summary(load_suite("full"))
     by_tasks = {line.split(": ", 1)[1]: line.split(": ", 1)[0] for line in lines}
     cnn = next(k for names, k in by_tasks.items() if "mnist1d_cnn" in names.split(", "))
-    assert cnn == "8 trials + defaults on 1 tuning seed (0), 5 final seeds (1000–1004)"
+    assert cnn == "8 trials + defaults on 2 tuning seeds (0, 1), 10 final seeds (1000–1009)"
     resnet = next(k for names, k in by_tasks.items() if "fmnist_resnet" in names.split(", "))
-    assert resnet == "8 trials + defaults on 1 tuning seed (0) at 210 steps (final arms 3 epochs), 5 final seeds (1000–1004)"
+    assert resnet == "8 trials + defaults on 2 tuning seeds (0, 1), 10 final seeds (1000–1009)"  # at the final budget
     assert any(k.startswith("no tuning") and "adopt_counterexample" in names for names, k in by_tasks.items())
     # every problem of the suite is named exactly once
     named = [n for names in by_tasks for n in names.split(", ")]
