@@ -91,8 +91,11 @@ class Results:
     def arm(self, instance: str, optimizer: str, arm: str) -> ArmSummary | None:
         return self.arms.get((instance, optimizer, arm))
 
-    def tuning_runs(self, instance: str, optimizer: str) -> list[protocol.PlannedRun]:
-        return [r for r in self.phase1 if r.arm == "tune" and r.instance == instance and r.optimizer == optimizer]
+    def tuning_runs(self, instance: str, optimizer: str, paper: str | None = None) -> list[protocol.PlannedRun]:
+        """The trials of the search of (``instance``, ``optimizer``), or of its paper configuration ``paper``
+        (search key ``(instance, "optimizer@paper")``)."""
+        arm = "tune" if paper is None else f"tune:{paper}"
+        return [r for r in self.phase1 if r.arm == arm and r.instance == instance and r.optimizer == optimizer]
 
 
 def load(where: str | Path) -> Results:
@@ -101,18 +104,22 @@ def load(where: str | Path) -> Results:
     text = store.get_meta("suite")
     if text is None:
         raise ValueError(f"{where}: no sweep stored here (run `adamkit bench run SUITE --out DIR` first)")
-    suite = Suite.from_json(text)
-    finals = store.finals()
     bench = store.bench_record()
     version = int(bench.get("version", 1))
+    if version > protocol.BENCH_VERSION:
+        raise ValueError(f"{where}: made by benchmark version {version}, newer than this adamkit's "
+                         f"({protocol.BENCH_VERSION}); read it with the adamkit that wrote it")
+    suite = Suite.from_json(text, version)
+    finals = store.finals()
     specs = store.specs() if version < 2 else None
     if specs is not None:  # a version-1 suite's default optimizers were adamkit's only (no baseline yet)
         ran = {s["optimizer"] for s in specs.values()}
         suite.optimizers = tuple(o for o in suite.optimizers if o in ran)
         for i, inst in enumerate(suite.problems):
             suite.problems[i] = dataclasses.replace(inst, optimizers=tuple(o for o in inst.optimizers if o in ran))
-    plan = protocol.plan(suite, protocol.Lookup(finals, store.curve if version >= 2 else None, suite.smooth, specs),
-                         version)
+    lookup = protocol.Lookup(finals, store.curve if version >= 2 else None, suite.smooth, specs,
+                             exclude_start=version >= 3)  # (older stores: smoothed as they were selected)
+    plan = protocol.plan(suite, lookup, version)
     phase1, phase2 = plan.tuning, plan.final
     res = Results(suite, store, finals, phase1, phase2, plan.winners(), searches=plan.searches, version=version,
                   bench=bench)
@@ -120,7 +127,7 @@ def load(where: str | Path) -> Results:
     insts = {i.key: i for i in suite.problems}
     groups: dict[tuple[str, str, str], list[protocol.PlannedRun]] = {}
     for r in phase1 + phase2:
-        if r.arm in FINAL_ARMS or r.arm.startswith(("paper:", "variant:")):
+        if r.arm in FINAL_ARMS or r.arm.startswith(("paper:", "paper-lr:", "variant:")):
             groups.setdefault((r.instance, r.optimizer, r.arm), []).append(r)
     for key, runs in groups.items():
         inst = insts[key[0]]
@@ -173,7 +180,8 @@ def _steps_to_target(store: ResultStore, run_hash: str, inst: ProblemInstanceSpe
                      final: dict[str, Any] | None = None) -> float:
     """The first evaluation step at which the run reaches the instance's target (inf: never): as kept in its
     final metrics by a compacted store (:meth:`ResultStore.compact`, computed from the whole curve), else
-    from its evaluation curve."""
+    from its evaluation curve. (The protocol's selection on steps to target, ``Lookup.steps_score``, reads
+    the same step; a run that never reaches the target is ranked there by its final distance.)"""
     if inst.target is None:
         return math.inf
     kept = (final or {}).get("steps_to_target") or {}
