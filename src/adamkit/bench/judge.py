@@ -410,7 +410,10 @@ def _compare(claim: Claim, res: analysis.Results, inst, row: str) -> Comparison:
     notes = [why_kind] if why_kind else []
     if chains:
         notes.append("n counts independent chains, paired chain by chain")
-    if c.n >= 2:
+    constant = c.n >= 2 and bool(np.all(d == d[0]))  # the same difference on every pair: no sampling variation
+    if constant:
+        notes.append("the same difference on every pair: no interval")
+    elif c.n >= 2:
         _, low, high = _stats.t_interval(d)
         c.low, c.high = low, high
         c.p_wilcoxon = _stats.wilcoxon(d)
@@ -426,7 +429,7 @@ def _compare(claim: Claim, res: analysis.Results, inst, row: str) -> Comparison:
         c.verdict = OUTSIDE
         c.note = "; ".join([why] + notes)
         return c
-    if c.deterministic:
+    if c.deterministic or constant:  # no sampling error: the exact difference against the band
         c.verdict = _standin(claim, BETTER if c.mean > claim.band else WORSE if c.mean < -claim.band else EQUIVALENT,
                              c.experiment)
         c.note = "; ".join(notes)
