@@ -27,7 +27,8 @@ def _store(tmp_path, value, *, steps=10, seeds=SEEDS, tasks=("fmnist_resnet",), 
     entries = [t if isinstance(t, dict) else {"name": t} for t in tasks]
     suite = parse_suite({"name": "j", "optimizers": list(optimizers),
                          "protocol": {"final_seeds": seeds, "paper_arms": paper_arms},
-                         "tasks": [{**({} if "epochs" in e else {"steps": steps}), "tune": False, **e} for e in entries],
+                         "tasks": [{**({} if "epochs" in e else {"steps": steps}), "tune": False, **e}
+                                   for e in entries],
                          "problems": [{"steps": steps, "tune": False, **p} for p in problems]})
     path = tmp_path / "r.sqlite"
     store = ResultStore(path)

@@ -325,7 +325,8 @@ def regime_of(claim: Claim, inst, res: analysis.Results, experiment: str) -> tup
                 return False, fraction, (f"budget {budget.text()}: the runs record no steps per epoch, so it cannot "
                                          f"be compared with the stand-in minimum of {need_e:g} epochs")
             if budget.epochs < need_e:
-                return False, fraction, f"budget {budget.text('epochs')} < the claim's stand-in minimum of {need_e:g} epochs"
+                return False, fraction, (f"budget {budget.text('epochs')} < the claim's stand-in minimum of "
+                                         f"{need_e:g} epochs")
         if need_s is not None and (budget.steps is None or budget.steps < need_s):
             return False, fraction, f"budget {budget.text()} < the claim's stand-in minimum of {need_s} steps"
         return True, fraction, ""
@@ -381,7 +382,7 @@ def _compare(claim: Claim, res: analysis.Results, inst, row: str) -> Comparison:
             c.note = f"the suite runs no {' and no '.join(absent)} on this instance"
         elif unplanned:
             c.verdict = PRECONDITION
-            c.note = f"the arm the claim needs was not run: the suite runs no paper arms (protocol.paper_arms = false)"
+            c.note = "the arm the claim needs was not run: the suite runs no paper arms (protocol.paper_arms = false)"
         else:  # the suite plans them: a search still running, or an incomplete sweep
             c.note = f"no finished {' and no finished '.join(r.label for r in refs)} arm yet"
         return c
