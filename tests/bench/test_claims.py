@@ -115,8 +115,9 @@ def test_paper_arms_are_planned_where_a_claim_names_them():
                          "tasks": [{"name": "fmnist_cnn", "steps": 5, "tune": False},
                                    {"name": "char_lstm1", "steps": 5, "tune": False}]})
     cnn, lstm = suite.problems
-    assert dict(paper_arms(cnn, "adabelief"))["cnn"] == {"rectify": False, "weight_decouple": False, "eps": 1e-8}
-    assert dict(paper_arms(lstm, "eadam")) == {"lstm": {"eps": 1e-16}}
+    assert dict(paper_arms(cnn, "adabelief"))["cnn"] == {"rectify": False, "weight_decouple": False, "eps": 1e-8,
+                                                         "lr": 1e-3}
+    assert dict(paper_arms(lstm, "eadam")) == {"lstm": {"eps": 1e-16, "lr": 1e-3}}
     assert paper_arms(cnn, "adam") == []
     plan = protocol.plan(suite, protocol.Lookup({}))
     arms = {(r.instance, r.optimizer, r.arm) for r in plan.final}

@@ -355,8 +355,10 @@ def test_not_measured_without_the_arms_or_the_instances(tmp_path):
     assert v.comparisons == [] and v.tiers == {}
     unfinished = _store(tmp_path / "u", _accuracy(0.01), tasks=({"name": "fmnist_resnet", "tune": True},),
                         stored=lambda run: False)
-    c = _one(CLAIM, unfinished)
-    assert c.verdict == judge.NOT_MEASURED and c.note == "no finished adabelief@cnn and no finished adam arm yet"
+    tuned, paper_lr = judge.judge_claim(CLAIM, unfinished).comparisons  # the configuration gives a rate: two rows
+    assert (tuned.row, paper_lr.row) == ("tuned", "paper-lr")
+    assert tuned.verdict == judge.NOT_MEASURED and tuned.note == "no finished adabelief@cnn and no finished adam arm yet"
+    assert paper_lr.verdict == judge.NOT_MEASURED and paper_lr.note == "no finished adam arm yet"
 
 
 def test_a_diverged_run_is_the_worst_value_and_two_infinities_tie():
