@@ -42,7 +42,7 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 def _hp(hparams: dict[str, Any]) -> str:
     if not hparams:
-        return "paper defaults"
+        return "its defaults"
     return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in hparams.items())
 
 
@@ -494,13 +494,13 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
             ax.set_yticklabels([", ".join(f"{k}={v}" for k, v in o) or "–" for o in others], fontsize=7)
             ax.set_xlabel("β2", fontsize=7)
             ax.set_title(label, fontsize=8, color=_color(label.split(" ")[0]))
+        fig.subplots_adjust(hspace=0.75, wspace=0.35)
         if image is not None:
             fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label=f"{what} (−1: the optimum; 0: the start)")
         fig.suptitle(f"{name}: {what} per arm over (setting, β2), median over seeds (green: converges to −1)",
                      fontsize=9)
         path = out / f"beta2_{_safe(data['problem'])}_{_safe(data['budget'])}.png"
-        fig.savefig(path, bbox_inches="tight")
-        plt.close(fig)
+        _save(fig, path, tight_box=True)
         paths.append((path, f"{name}: {what} per arm (one panel each: the optimizer's main arm and its paper arms) "
                             "over the problem's settings (rows) and β2 (columns), the median over seeds written in "
                             "each cell; −1 is the optimum, 0 the start, +1 the worst point."))
@@ -538,10 +538,14 @@ def _metric_label(metric: str) -> str:
         metric, metric)
 
 
-def _save(fig, path: Path, rect=None) -> Path:
-    """Lay out, write and close a figure; returns its path."""
-    fig.tight_layout(**({} if rect is None else {"rect": rect}))
-    fig.savefig(path)
+def _save(fig, path: Path, rect=None, tight_box: bool = False) -> Path:
+    """Lay out, write and close a figure; returns its path. ``tight_box``: no layout pass, the saved box fitted
+    to the drawing instead (figures with a shared colour bar)."""
+    if tight_box:
+        fig.savefig(path, bbox_inches="tight")
+    else:
+        fig.tight_layout(**({} if rect is None else {"rect": rect}))
+        fig.savefig(path)
     import matplotlib.pyplot as plt  # loaded already: the figure came from it
 
     plt.close(fig)

@@ -377,9 +377,21 @@ def practitioner_rows(res, comparisons: list[Shown]) -> list[list[str]]:
                      f"{inst.target_metric} ({'higher' if inst.maximize else 'lower'} is better)",
                      _fmt(defaults.median) if defaults is not None else "–",
                      f"{_fmt(main.median)} (lr {_lr_of(main, ref)})" if main is not None else "–",
-                     f"{_fmt(min(family))}–{_fmt(max(family))}" if family else "–", use,
-                     f"{alt.label}: " + effect_text(best), f"**{best.verdict}**", others])
+                     _spread(family), use, f"{alt.label}: " + effect_text(best, _unit(best.claim)),
+                     f"**{best.verdict}**", others])
     return rows
+
+
+def _spread(values: list[float]) -> str:
+    """``0.9156–0.9163``: the range with as many digits as it takes to tell its ends apart (up to 6)."""
+    if not values:
+        return "–"
+    lo, hi = min(values), max(values)
+    for digits in range(3, 7):
+        a, b = _fmt(lo, digits), _fmt(hi, digits)
+        if a != b:
+            break
+    return f"{a}–{b}"
 
 
 def practitioner_section(doc, res, comparisons: list[Shown]) -> None:
@@ -397,7 +409,7 @@ def practitioner_section(doc, res, comparisons: list[Shown]) -> None:
           f"and the judge's verdict. Use an alternative only where the judge says *better*; elsewhere use {ref} and "
           f"tune its learning rate: the first two value columns show what tuning bought. Only measured comparisons "
           "are listed.")
-    doc.table(["family", "task (regime)", "metric", f"{ref} at defaults", f"tuned {ref} (lr)",
+    doc.table(["family", "task (regime)", "metric (the value columns)", f"{ref} at defaults", f"tuned {ref} (lr)",
                "tuned family spread", "use (lr)", f"best alternative vs tuned {ref}", "verdict",
                "other alternatives measured"], rows)
 
