@@ -123,11 +123,11 @@ def counter(tmp_path_factory):
 
 def test_beta2_heat_map_per_arm_over_k_and_beta2(counter, tmp_path, figures):
     sweeps = plots.beta2_sweeps(counter)
-    assert list(sweeps) == ["adopt_counterexample, 200 steps"]
+    assert list(sweeps) == ["adopt_counterexample, 200 steps"]  # one budget: beta2_adopt_counterexample.png
     rows = sweeps["adopt_counterexample, 200 steps"]["rows"]
     assert {(dict(r[0])["k"], r[1]) for r in rows} == {(10, 0.1), (10, 0.9), (50, 0.1), (50, 0.9)}
     (path, caption), = plots.plot_beta2(counter, tmp_path)
-    assert path.stat().st_size > 1000 and "time-averaged θ" in caption
+    assert path.name == "beta2_adopt_counterexample.png" and path.stat().st_size > 1000 and "time-averaged θ" in caption
     labels = list(dict.fromkeys(r[2] for r in rows))
     assert labels[:1] == ["adam"] and "adopt" in labels
     # each panel is one arm's heat map: rows k, columns β2, each cell that arm's outcome there

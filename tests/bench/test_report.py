@@ -74,7 +74,7 @@ def test_only_measured_claims_are_listed_and_the_rest_are_named_once(store, tmp_
     claims = _section(md, "Paper claims vs what we measured")
     table = [line for line in claims.splitlines() if line.startswith("| Paper")]
     assert len(table) == 2 and not any("not measured" in line for line in table)
-    assert "1 of the 2 claims are not measured by this suite" in claims and "adabelief_lstm" in claims
+    assert "1 of the 2 claims are not measured by this suite" in claims and "- `adabelief_lstm` (Paper)" in claims
     assert "not measured" not in _section(md, "What to use: the practitioner table")
     # the real judge on this store: nothing "not measured" in any table either
     monkeypatch.undo()

@@ -464,7 +464,8 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
     with the value written in each cell; per task sweep, the final metric against β2 per optimizer."""
     plt = _plt()
     paths = []
-    for name, data in beta2_sweeps(res).items():
+    sweeps = beta2_sweeps(res)
+    for name, data in sweeps.items():
         rows = data["rows"]
         labels = list(dict.fromkeys(r[2] for r in rows))
         others = sorted({r[0] for r in rows})
@@ -499,7 +500,9 @@ def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
             fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label=f"{what} (−1: the optimum; 0: the start)")
         fig.suptitle(f"{name}: {what} per arm over (setting, β2), median over seeds (green: converges to −1)",
                      fontsize=9)
-        path = out / f"beta2_{_safe(data['problem'])}_{_safe(data['budget'])}.png"
+        budgets = sum(1 for d in sweeps.values() if d["problem"] == data["problem"])
+        path = out / (f"beta2_{_safe(data['problem'])}.png" if budgets == 1 else
+                      f"beta2_{_safe(data['problem'])}_{_safe(data['budget'])}.png")
         _save(fig, path, tight_box=True)
         paths.append((path, f"{name}: {what} per arm (one panel each: the optimizer's main arm and its paper arms) "
                             "over the problem's settings (rows) and β2 (columns), the median over seeds written in "

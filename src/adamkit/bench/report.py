@@ -479,11 +479,12 @@ def claims_section(doc, res, verdicts, comparisons: list[Shown], plots: Path) ->
                               "equivalence band; ◆ marks a deterministic comparison (n = 1, no interval).")
     else:
         doc.p("This suite measured no claim outside the counterexamples.")
-    absent = [v.claim.id for v in verdicts if not any(s.claim is v.claim for s in comparisons)]
+    absent = [v.claim for v in verdicts if not any(s.claim is v.claim for s in comparisons)]
     if absent:
         doc.p(f"{len(absent)} of the {len(verdicts)} claims are not measured by this suite (it runs none of their "
-              f"instances, or not their arms): {', '.join(absent)}. The committed `full` runs under `results/` in "
-              "the repository measure them, with their own reports.")
+              "instances, or not their arms); the committed `full` runs under `results/` in the repository measure "
+              "them, with their own reports:")
+        doc.bullets([f"`{c.id}` ({c.paper}): {c.claim}" for c in absent])
 
 
 def counterexample_section(doc, res, comparisons: list[Shown], plots: Path) -> None:
