@@ -182,10 +182,11 @@ class Candidate:
         return f"{self.library}:{self.optimizer}:{self.path}:{self.state_dtype}"
 
 
-def candidates(layout: str, algorithms, paths, state_layouts=(), state_dtypes=(), state_paths=()) -> list[Candidate]:
+def candidates(layout: str, algorithms, paths, state_layouts=(), state_dtypes=(), state_paths=(),
+               state_algorithms=None) -> list[Candidate]:
     """torch's fused AdamW first (the yardstick), the torch references the algorithms declare, then adamkit's
     algorithms on each path with float32 state, and on ``state_layouts`` the ``state_paths`` with each
-    low-precision ``state_dtypes``."""
+    low-precision ``state_dtypes`` (for ``state_algorithms``; None: every one of ``algorithms``)."""
     out = [Candidate("torch", TORCH_ADAMW, "fused", make=lambda ps: torch.optim.AdamW(ps, fused=True))]
     for algo in algorithms:
         ref = get_optimizer_class(algo).torch_reference
@@ -196,9 +197,10 @@ def candidates(layout: str, algorithms, paths, state_layouts=(), state_dtypes=()
     low = [d for d in state_dtypes if d != "float32"] if layout in state_layouts else []
     for algo in algorithms:
         cls = get_optimizer_class(algo)
+        low_here = low if state_algorithms is None or algo in state_algorithms else []
         runs = [(p, "float32") for p in paths]
-        runs += [(p, "float32") for p in state_paths if low and p not in paths]
-        runs += [(p, d) for d in low for p in state_paths]
+        runs += [(p, "float32") for p in state_paths if low_here and p not in paths]
+        runs += [(p, d) for d in low_here for p in state_paths]
         for path, dtype in runs:
             kw = dict(PATHS[path])
             if dtype != "float32":
@@ -329,8 +331,8 @@ def _error_text(exc: BaseException) -> str:
 
 
 def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=DEFAULT_PATHS, state_layouts=DEFAULT_STATE_LAYOUTS,
-            state_dtypes=tuple(STATE_DTYPES), state_paths=DEFAULT_STATE_PATHS, repeats: int = 5, steps: int = 3,
-            scale: float = 1.0, device="cuda", log=print, on_layout=None, bandwidth: float | None = None,
+            state_dtypes=tuple(STATE_DTYPES), state_paths=DEFAULT_STATE_PATHS, state_algorithms=None,
+            repeats: int = 5, steps: int = 3, scale: float = 1.0, device="cuda", log=print, on_layout=None, bandwidth: float | None = None,
             shapes_of=layout_shapes) -> dict:
     """Time every candidate (:func:`candidates`) on every layout; returns ``dict(machine=..., rows=[...])``.
 
@@ -349,7 +351,7 @@ def measure(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=DEFAULT_PATHS, state_l
         label = layout_label(layout, scale)
         init, grads = _layout_tensors(shapes, clock.device)
         n = sum(t.numel() for t in init)
-        cands = candidates(layout, algorithms, paths, state_layouts, state_dtypes, state_paths)
+        cands = candidates(layout, algorithms, paths, state_layouts, state_dtypes, state_paths, state_algorithms)
         log(f"{label}: {len(shapes)} tensors, {n / 1e6:.2f}M parameters, {len(cands)} candidates")
         samples: dict[str, list[Sample]] = {c.label: [] for c in cands}
         errors: dict[str, str] = {}
@@ -455,8 +457,8 @@ def _mb(n: float) -> str:
 
 
 def plan(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=DEFAULT_PATHS, state_layouts=DEFAULT_STATE_LAYOUTS,
-         state_dtypes=tuple(STATE_DTYPES), state_paths=DEFAULT_STATE_PATHS, repeats: int = 5, steps: int = 3,
-         scale: float = 1.0) -> str:
+         state_dtypes=tuple(STATE_DTYPES), state_paths=DEFAULT_STATE_PATHS, state_algorithms=None, repeats: int = 5,
+         steps: int = 3, scale: float = 1.0) -> str:
     """What ``adamkit speed --device cuda`` would do, as text (``--dry-run``): no tensor is allocated."""
     lines = [
         "adamkit speed --device cuda: plan (dry run, nothing is timed)",
@@ -472,7 +474,7 @@ def plan(layouts=LAYOUTS, algorithms=ALGORITHMS, paths=DEFAULT_PATHS, state_layo
     ]
     for layout in layouts:
         shapes = layout_shapes(layout, scale)
-        cands = candidates(layout, algorithms, paths, state_layouts, state_dtypes, state_paths)
+        cands = candidates(layout, algorithms, paths, state_layouts, state_dtypes, state_paths, state_algorithms)
         n = sum(math.prod(s) for s in shapes)
         lines += [f"layout {layout_label(layout, scale)}: {len(shapes)} tensors, {n:,} parameters "
                   f"({_mb(4 * n)} float32), {len(cands)} candidates",
