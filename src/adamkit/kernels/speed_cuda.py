@@ -679,16 +679,17 @@ def bf16_training(device="cuda", steps: int = 400, algorithm: str = "adamw", tol
             "bfloat16-nearest": (torch.bfloat16, {})}
     out = dict(algorithm=algorithm, path=path, steps=steps, tolerance=tolerance, device=str(device), final_loss={},
                curves={})
-    for name, (dtype, extra) in runs.items():
-        ps = [t.to(device=device, dtype=dtype).requires_grad_() for t in init]
-        try:
-            opt = cls(ps, lr=1e-3, weight_decay=0.01, **PATHS[path], **extra)
-        except (TypeError, ValueError) as exc:
-            if "param_rounding" in extra and "param_rounding" in str(exc):
-                out["skipped"] = (f'{cls.__name__} refuses param_rounding="stochastic" in this version '
-                                  f"({_error_text(exc)}): the bf16-parameter check is skipped")
-                return out
+    try:  # before any training: an optimizer without the key is said so at once
+        cls([torch.zeros(2, dtype=torch.bfloat16, device=device, requires_grad=True)], param_rounding="stochastic")
+    except (TypeError, ValueError) as exc:
+        if "param_rounding" not in str(exc):
             raise
+        out["skipped"] = (f'{cls.__name__} refuses param_rounding="stochastic" in this version '
+                          f"({_error_text(exc)}): the bf16-parameter check is skipped")
+        return out
+    for name, (dtype, extra) in runs.items():
+        ps = [t.to(device=device, dtype=dtype, copy=True).requires_grad_() for t in init]  # init stays as it is
+        opt = cls(ps, lr=1e-3, weight_decay=0.01, **PATHS[path], **extra)
         evals = []
         for i in range(steps):
             x = xs[i].to(device)
