@@ -49,6 +49,9 @@ pool, built for this comparison only), each also as a ratio to the first build n
 
 Use from Python: ``adamkit.kernels.speed.measure(...)`` returns the rows;
 ``markdown(rows)`` renders them.
+
+On a GPU (``--device cuda``, with ``--dry-run`` for the plan and ``--scale`` for the decoder-1b layout): every
+path against torch's fused AdamW on CUDA, the HBM roofline and peak memory per step (:mod:`.speed_cuda`).
 """
 from __future__ import annotations
 

@@ -288,7 +288,7 @@ def _time_candidate(cand: Candidate, init, grads, steps: int, clock: Clock) -> S
             opt.step()
         clock.sync()
         if cand.library == "adamkit":
-            from . import implementation_of
+            from ..kernels import implementation_of
 
             implementation = implementation_of(opt)
         else:
