@@ -1,7 +1,7 @@
 """The one interval statistic adamkit reports: a percentile bootstrap of a mean over paired measurements.
 
 The benchmark's judge (:mod:`adamkit.bench.judge`) applies it to paired seeds' differences, ``adamkit speed``
-(:mod:`adamkit.kernels.speed`) to the logarithms of step-time ratios taken within one repetition (so its
+(:mod:`adamkit.bench.speed`) to the logarithms of step-time ratios taken within one repetition (so its
 interval is that of a geometric mean ratio). A fixed generator seed makes the same data give the same interval.
 """
 from __future__ import annotations

@@ -47,7 +47,7 @@ Kernel builds (``--kernels``): adamkit's fused path timed with each named build 
 side (instruction-set variants, ``native``, and ``openmp``: the kernel with OpenMP instead of its own thread
 pool, built for this comparison only), each also as a ratio to the first build named, in the same repetition.
 
-Use from Python: ``adamkit.kernels.speed.measure(...)`` returns the rows;
+Use from Python: ``adamkit.bench.speed.measure(...)`` returns the rows;
 ``markdown(rows)`` renders them.
 """
 from __future__ import annotations
@@ -250,7 +250,7 @@ def _time_candidate(cand: Candidate, init: list[torch.Tensor], grads: list[torch
                     new_grads: bool = False) -> Sample:
     """Time ``cand``'s steps; with ``new_grads`` each step gets new gradient tensors first (untimed)."""
     if cand.kernel is not None:
-        from . import fused_cpu
+        from ..kernels import fused_cpu
 
         with fused_cpu.using(cand.kernel):
             return _time_candidate(dataclasses.replace(cand, kernel=None), init, grads, steps, new_grads)
@@ -497,7 +497,7 @@ def markdown_state_dtypes(rows: list[dict]) -> str:
 def _implementation_name(cand: Candidate) -> str:
     if cand.library != "adamkit" or cand.path != "default":
         return cand.path
-    from . import fused_cpu
+    from ..kernels import fused_cpu
 
     return "fused" if fused_cpu.available() else "loop"
 
@@ -509,7 +509,7 @@ def machine_info(bandwidth: float | None = None) -> dict:
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    from . import fused_cpu
+    from ..kernels import fused_cpu
 
     kernel = None
     if fused_cpu.available():  # the build adamkit's fused path steps with (``--kernels`` names others)
@@ -523,7 +523,7 @@ def machine_info(bandwidth: float | None = None) -> dict:
 # ------------------------------------------------------------- first step
 _FIRST_STEP = r"""
 import json, sys, time, torch, adamkit
-from adamkit.kernels.speed import layout_shapes
+from adamkit.bench.speed import layout_shapes
 cls = adamkit.get_optimizer_class(sys.argv[1])
 params = [torch.randn(s) for s in layout_shapes(sys.argv[2])]
 for p in params: p.grad = torch.randn_like(p)
@@ -650,7 +650,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--repeats and --steps must be at least 1")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
     if args.kernels:
-        from . import fused_cpu
+        from ..kernels import fused_cpu
 
         for kernel in args.kernels:  # built (or refused, saying why) before anything is timed
             try:
