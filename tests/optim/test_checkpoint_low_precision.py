@@ -16,7 +16,7 @@ import torch
 
 import adamkit
 from adamkit.core import state_format
-from adamkit.optim.checkpoint import CONVERSION_SLOT
+from adamkit.optim.convert import CONVERSION_SLOT
 from optimizer_table import BY_NAME, OPTIMIZERS
 from test_checkpoint import assert_same_snapshot, snapshot, state_dict_bytes
 
