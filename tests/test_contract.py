@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import adamkit
-from adamkit.kernels import fused_cpu
+from adamkit.kernels.fused import build as fused_build
 from optimizer_table import OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]
@@ -18,7 +18,7 @@ VARIANTS = [(info, variant) for info in OPTIMIZERS for variant in info.variants]
 VARIANT_IDS = [f"{info.name}-{i}" for info in OPTIMIZERS for i, _ in enumerate(info.variants)]
 PATHS = [dict(foreach=False), dict(foreach=True)]
 PATH_IDS = ["loop", "foreach"]
-if fused_cpu.available():  # without a C compiler test_golden/test_fused say why the fused path is skipped
+if fused_build.available():  # without a C compiler test_golden/test_fused say why the fused path is skipped
     PATHS.append(dict(fused=True))
     PATH_IDS.append("fused")
 

@@ -17,12 +17,13 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import compiled, fused_cpu
+from adamkit.kernels import compiled
+from adamkit.kernels.fused import build as fused_build
 from optimizer_table import BY_NAME, OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]
 PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "compiled": dict(fused="compiled")}
-if fused_cpu.available():
+if fused_build.available():
     PATHS["fused"] = dict(fused=True)
     PATHS["default"] = {}
 SHAPES = ((4, 3), (5,), (2, 2, 2))

@@ -126,7 +126,7 @@ class Candidate:
     optimizer: str
     path: str
     make: Callable = field(compare=False, repr=False)
-    kernel: str | None = None  # the fused kernel's build to step with (``fused_cpu.open_build``), if not the default
+    kernel: str | None = None  # the fused kernel's build to step with (``kernels.fused.build.open_build``), if not the default
 
     @property
     def label(self) -> str:
@@ -250,9 +250,9 @@ def _time_candidate(cand: Candidate, init: list[torch.Tensor], grads: list[torch
                     new_grads: bool = False) -> Sample:
     """Time ``cand``'s steps; with ``new_grads`` each step gets new gradient tensors first (untimed)."""
     if cand.kernel is not None:
-        from ..kernels import fused_cpu
+        from ..kernels.fused import build as fused_build
 
-        with fused_cpu.using(cand.kernel):
+        with fused_build.using(cand.kernel):
             return _time_candidate(dataclasses.replace(cand, kernel=None), init, grads, steps, new_grads)
     params = [t.clone() for t in init]
     for p, g in zip(params, grads):
@@ -497,9 +497,9 @@ def markdown_state_dtypes(rows: list[dict]) -> str:
 def _implementation_name(cand: Candidate) -> str:
     if cand.library != "adamkit" or cand.path != "default":
         return cand.path
-    from ..kernels import fused_cpu
+    from ..kernels.fused import build as fused_build
 
-    return "fused" if fused_cpu.available() else "loop"
+    return "fused" if fused_build.available() else "loop"
 
 
 def machine_info(bandwidth: float | None = None) -> dict:
@@ -509,11 +509,11 @@ def machine_info(bandwidth: float | None = None) -> dict:
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    from ..kernels import fused_cpu
+    from ..kernels.fused import build as fused_build
 
     kernel = None
-    if fused_cpu.available():  # the build adamkit's fused path steps with (``--kernels`` names others)
-        build = fused_cpu.loaded_build()
+    if fused_build.available():  # the build adamkit's fused path steps with (``--kernels`` names others)
+        build = fused_build.loaded_build()
         kernel = f"{build.variant}, {build.origin}, {build.threads}"
     return dict(date=date.today().isoformat(), cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(),
                 torch=torch.__version__, python=platform.python_version(),
@@ -650,12 +650,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--repeats and --steps must be at least 1")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
     if args.kernels:
-        from ..kernels import fused_cpu
+        from ..kernels.fused import build as fused_build
 
         for kernel in args.kernels:  # built (or refused, saying why) before anything is timed
             try:
-                fused_cpu.open_build(kernel)
-            except fused_cpu.FusedKernelUnavailable as exc:
+                fused_build.open_build(kernel)
+            except fused_build.FusedKernelUnavailable as exc:
                 raise SystemExit(f"adamkit speed --kernels: {exc}") from None
     result = measure(args.layouts, args.algorithms, args.paths, args.torch_paths, args.repeats, args.steps,
                      third_party=not args.no_third_party, log=log, kernels=args.kernels)

@@ -23,7 +23,7 @@ An algorithm is a subclass of :class:`~adamkit.optim.base.AdamkitOptimizer` with
     same function runs per tensor (loop), over tensor lists (foreach) and
     compiled with tensor scalars (compiled);
 ``fused_kernel``
-    a :class:`FusedKernel`: the name of its loop body in ``kernels/fused_cpu.c``
+    a :class:`FusedKernel`: the name of its loop body in ``kernels/fused/bodies/<body>.h``
     and the kernel's state slots. The kernel's scalar slots and flag fields are
     ``Scalars`` and ``Flags`` in declaration order (a header generated from
     these declarations, checked by a test).
@@ -86,7 +86,7 @@ class Coefficients(NamedTuple):
 
 
 class FusedKernel(NamedTuple):
-    """The fused C kernel of an algorithm: its loop body (``<body>_BODY`` in fused_cpu.c) and state slots.
+    """The fused C kernel of an algorithm: its loop body (``<BODY>_BODY`` in ``kernels/fused/bodies/<body>.h``) and state slots.
 
     ``states`` lists every state tensor the body can touch, in slot order; a state
     the group does not keep (``max_exp_avg_sq`` without amsgrad) leaves its slot empty.
