@@ -73,7 +73,7 @@ def test_a_declaration_out_of_step_with_the_c_source_is_refused():
         fused_spec.kernel_call(Reordered, c, ("exp_avg", "exp_avg_sq"), False)
 
     class Unknown(adamkit.Adam):
-        fused_kernel = FusedKernel("nonesuch", ("exp_avg",))
+        fused_kernel = FusedKernel("nonesuch")
 
     with pytest.raises(RuntimeError, match="no kernel body 'nonesuch'"):
         fused_spec.kernel_call(Unknown, c, ("exp_avg",), False)

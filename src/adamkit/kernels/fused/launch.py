@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ...core import state_format
+from ...core.tensors import HALF_DTYPES, math_dtype
 from .build import load
 from .spec import ALGORITHMS, KernelCall
 
@@ -32,8 +33,8 @@ FORMATS = {"bfloat16": 0, "int8": 1}
 KINDS = {kind: i for i, kind in enumerate(state_format.KINDS)}
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
-STATE_DTYPE = {torch.float32: torch.float32, torch.float64: torch.float64,
-               torch.float16: torch.float32, torch.bfloat16: torch.float32}
+#: the state dtype of each parameter dtype: its math dtype
+STATE_DTYPE = {dtype: math_dtype(dtype) for dtype in DTYPES}
 
 #: below this many elements per thread a call runs on one thread
 GRAIN = 32768
@@ -177,7 +178,7 @@ def launch(call: "KernelCall", params: list[Tensor], grads: list[Tensor], states
 
 
 #: parameter dtypes whose state a low-precision format can hold (float32 math)
-LOW_PRECISION_PARAMS = (torch.float32, torch.float16, torch.bfloat16)
+LOW_PRECISION_PARAMS = (torch.float32, *HALF_DTYPES)
 
 
 def _state_dtype_error(message: str) -> Unsupported:

@@ -1,8 +1,8 @@
 """The seam between the algorithm declarations and the fused C kernel, generated from the declarations.
 
-Each algorithm with a fused kernel declares ``fused_kernel = FusedKernel(body, states)``
-and its ``Flags`` / ``Scalars`` records (:mod:`adamkit.core.declaration`). From
-them this module
+Each algorithm with a fused kernel declares ``fused_kernel = FusedKernel(body)``,
+its ``Flags`` / ``Scalars`` records and its ``state_formats``, whose names in order are
+the kernel's state slots (:mod:`adamkit.core.declaration`). From them this module
 
 * **generates** the block of ``kernel.c`` between :data:`BEGIN` and :data:`END`:
   the list of kernels (``ADAMKIT_KERNELS``, whose order is the algorithm ids), and
@@ -56,10 +56,14 @@ class Layout(NamedTuple):
     states: tuple[str, ...]
 
 
+def kernel_states(cls) -> tuple[str, ...]:
+    """The kernel's state slots of an optimizer class: the names of its ``state_formats``, in order."""
+    return tuple(cls.state_formats)
+
+
 def layout_of(cls) -> Layout:
     """The kernel layout an optimizer class declares."""
-    spec = cls.fused_kernel
-    return Layout(tuple(cls.Scalars._fields), ("maximize",) + tuple(flag_fields(cls.Flags)), tuple(spec.states))
+    return Layout(tuple(cls.Scalars._fields), ("maximize",) + tuple(flag_fields(cls.Flags)), kernel_states(cls))
 
 
 def kernel_classes(classes) -> dict[str, type]:
@@ -136,7 +140,7 @@ def kernel_call(cls, c, names: tuple, maximize: bool) -> KernelCall:
     flags = int(maximize)
     for index, value in enumerate(c.flags, start=1):
         flags |= int(value) << (FLAG_BITS * index)
-    slots = tuple(n if n in names else None for n in cls.fused_kernel.states)
+    slots = tuple(n if n in names else None for n in kernel_states(cls))
     while slots and slots[-1] is None:
         slots = slots[:-1]
     return KernelCall(cls.fused_kernel.body, slots, tuple(map(float, c.scalars)), flags)
