@@ -9,6 +9,7 @@ import torch
 import adamkit
 from adamkit.kernels import implementation_of
 from adamkit.kernels.fused import build as fused_build
+from backend_paths import paths
 from optimizer_table import BY_NAME, OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]
@@ -97,9 +98,7 @@ def test_adopt_clip_callable_giving_no_finite_threshold_raises_clearly(schedule,
 
 
 # ------------------------------------------------------------------ items 4 and 6 (in the step)
-PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True)}
-if fused_build.available():
-    PATHS.update(fused=dict(fused=True), default={})
+PATHS = paths(default=True)
 
 
 def _stepped(info, path, n=2):

@@ -18,14 +18,11 @@ import torch
 
 import adamkit
 from adamkit.kernels import compiled
-from adamkit.kernels.fused import build as fused_build
+from backend_paths import paths
 from optimizer_table import BY_NAME, OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]
-PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "compiled": dict(fused="compiled")}
-if fused_build.available():
-    PATHS["fused"] = dict(fused=True)
-    PATHS["default"] = {}
+PATHS = paths(exclude=("triton",), default=True)
 SHAPES = ((4, 3), (5,), (2, 2, 2))
 
 
