@@ -8,7 +8,7 @@
  *
  * A state tensor is stored in bfloat16 (stochastic rounding) or as blockwise
  * 8-bit codes with one float32 scale per block of at most BLOCK elements
- * within a row.  The step never makes a float32 copy of a state tensor: each
+ * within a row.  The step (adamkit_step_lowp in kernel.c) never makes a float32 copy of a state tensor: each
  * span (SPAN elements: up to 4 int8 blocks of one row, or of bfloat16 state) is decoded into
  * small stack buffers, stepped by the same range function as float32 state
  * (its s0..s3 pointing at the buffers), and encoded back, in one pass.

@@ -8,7 +8,7 @@
  * call covers every tensor of a bucket (same device, dtype and step): the
  * caller passes arrays of data pointers and element counts; the total element
  * range is split evenly over the threads of the kernel's own pool (pthreads,
- * below: no OpenMP runtime beside torch's), so 2,000 small tensors cost one
+ * pool.h: no OpenMP runtime beside torch's), so 2,000 small tensors cost one
  * dispatch.  Every element's result is independent of the split, so any
  * thread count gives the same bits.
  *
