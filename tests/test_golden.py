@@ -147,16 +147,17 @@ def test_golden_final_state(info, doc, case):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-@pytest.mark.parametrize("path", ["foreach", "compiled", "triton"])
+@pytest.mark.parametrize("path", ["loop", "foreach", "compiled", "triton"])
 @pytest.mark.parametrize(
     "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
 )
 def test_golden_replay_cuda(info, doc, case, path):  # pragma: no cover - needs a GPU
-    """float64 on CUDA: the multi-tensor path, the compiled one (``fused=True`` on CUDA, inductor included) and
-    the Triton kernel."""
+    """float64 on CUDA: the loop, the multi-tensor path, the compiled one (``fused=True`` on CUDA, inductor
+    included) and the Triton kernel (scripts/gpu_check.sh runs these on a GPU)."""
     _skip_unavailable(path, "cuda")
     torch._dynamo.reset()
-    options = {"foreach": {"foreach": True}, "compiled": {"fused": True}, "triton": {"fused": "triton"}}[path]
+    options = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "compiled": {"fused": True},
+               "triton": {"fused": "triton"}}[path]
     results, _ = replay(info, case, options, device="cuda")
     tol = doc["tolerance"]
     for key, per_param in case["expected"].items():

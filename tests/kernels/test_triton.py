@@ -339,16 +339,20 @@ def test_int8_encoding_is_the_reference_bit_for_bit(shape, kind):
 def test_non_finite_values_round_as_the_reference(fmt, kind):
     x = torch.randn(4, 600)
     x[0, 3], x[1, 300], x[2, 10], x[3, 599] = math.nan, math.inf, -math.inf, -math.nan
+    x[0, 5], x[2, 20] = 3.4e38, -3.4e38  # finite values that must not round to inf
     x = x.to(DEVICE)
     stored = torch.zeros(x.shape, dtype=torch.uint8 if fmt == "int8" else torch.bfloat16, device=DEVICE)
     scales = torch.zeros(state_format.scale_shape(x.shape), device=DEVICE)
     key = _codec_step(x.clone(), stored, scales, fmt, kind)
     if fmt == "int8":
         ref, ref_scales = state_format.quantize_int8(x.cpu(), kind, key)
-        assert torch.equal(_bits(scales), _bits(ref_scales)) and bool(scales.isnan().any())
+        assert torch.equal(_bits(scales), _bits(ref_scales)) and bool(scales.isfinite().all())
+        assert {state_format.POS_INF_CODE, state_format.NAN_CODE} <= set(stored.cpu().unique().tolist())
     else:
         ref = state_format.encode_bfloat16(x.cpu(), kind, key)
     assert torch.equal(_bits(stored), _bits(ref))
+    if fmt == "bfloat16" and kind != "upper":
+        assert bool(stored[0, 5].float().isfinite()) and bool(stored[2, 20].float().isfinite())
 
 
 @pytest.mark.parametrize("kind", state_format.KINDS)

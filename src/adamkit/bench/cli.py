@@ -3,6 +3,7 @@
     adamkit bench list
     adamkit bench run SUITE --out DIR [--jobs N]   (or: --suite SUITE) [--executor local|ray] [--address ADDR] [--store FILE]
     adamkit bench report DIR [--out REPORT_DIR]
+    adamkit bench plan SUITE [--jobs N]          (what a suite costs, by the planner's cost model)
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address (with --executor ray); default: start a local Ray")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p = sub.add_parser("plan", help="what a suite costs by the planner's cost model (CPU-hours per entry), "
+                       "before running it")
+    p.add_argument("suite", help="a shipped suite name or the path of a suite TOML file")
+    p.add_argument("--jobs", type=int, default=2, help="parallel runs the wall time is given for (default 2)")
     p = sub.add_parser("report", help="write report.md, report.html and PNG plots for a results folder")
     p.add_argument("results", help="the results folder of `adamkit bench run` (or its SQLite file)")
     p.add_argument("--out", help="report folder (default: RESULTS/report)")
@@ -40,7 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"list": _list, "run": _run, "report": _report, "compact": _compact}[args.bench_command](args)
+    return {"list": _list, "run": _run, "report": _report, "compact": _compact,
+            "plan": _plan}[args.bench_command](args)
 
 
 def _fail(message: str) -> int:
@@ -258,4 +264,21 @@ def _compact(args) -> int:
     print(f"compacted {path}: {counts['thinned']} of {counts['runs']} runs' curves thinned to about {eval_points} "
           f"evaluation and {train_points} training points, {counts['targets']} steps-to-target kept exactly; "
           f"{before / 2**20:.1f} MB -> {after / 2**20:.1f} MB")
+    return 0
+
+
+def _plan(args) -> int:
+    """``adamkit bench plan SUITE``: the suite's runs and CPU-hours by the planner's cost model."""
+    from .protocol import BENCH_VERSION, estimate
+    from .suite import SuiteError, load_suite
+
+    try:
+        suite = load_suite(args.suite)
+    except SuiteError as exc:
+        return _fail(str(exc))
+    if args.jobs < 1:
+        return _fail(f"--jobs must be at least 1, got {args.jobs}")
+    print(f"suite {suite.name!r} (benchmark version {BENCH_VERSION}): {len(suite.problems)} problem instances")
+    for line in estimate(suite).lines(args.jobs):
+        print(line)
     return 0

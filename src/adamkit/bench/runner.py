@@ -128,6 +128,7 @@ def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[s
         metrics = record_eval(done)
     final = {k: [float(x) for x in v] if isinstance(v, (list, tuple)) else float(v) for k, v in metrics.items()}
     final.update({"diverged": diverged, "steps": done, "budget_steps": steps,
+                  **({"steps_per_epoch": int(instance.steps_per_epoch)} if instance.steps_per_epoch else {}),
                   "final_loss": float(train_loss[-1]) if train_loss else math.nan})
     curve = {"train_step": train_steps, "loss": train_loss, "eval_step": eval_steps, **{f"eval:{k}": v for k, v in evals.items()}}
     return final, curve

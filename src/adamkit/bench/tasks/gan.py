@@ -242,6 +242,7 @@ def _bce_g(logits):  # non-saturating generator loss
 
 
 class _GANTask(Task):
+    experiment = "stand-in"  # small GANs stand in for the papers' CIFAR WGANs and SN-GAN
     stands_for = "GAN training (the papers' DCGAN/WGAN experiments, AdaBelief's GAN claims)"
     lr_range = (1e-5, 1e-2)
     n_critic_default: ClassVar[int] = 1

@@ -129,6 +129,7 @@ class CharLMInstance(Instance):
 
 
 class _CharLM(Task):
+    experiment = "stand-in"  # character-level models stand in for word-level PTB LSTMs and GPT-2
     selection_metric = "val_bpc"
     target_metric = "test_bpc"
     lr_range = (1e-4, 3e-2)

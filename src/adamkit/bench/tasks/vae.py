@@ -89,6 +89,7 @@ class VAEInstance(MinibatchInstance):
 
 @register
 class FashionVAE(Task):
+    experiment = "stand-in"  # an MLP VAE stands in for NVAE
     name = "vae_fmnist"
     description = "Fashion-MNIST VAE (MLP 784-512-256, z 20, Bernoulli decoder): negative ELBO (nats) on held-out images"
     stands_for = "generative modelling: a VAE's negative ELBO (ADOPT's NVAE experiment)"

@@ -150,6 +150,7 @@ class WordLMInstance(Instance):
 
 
 class _WordLM(Task):
+    experiment = "paper"  # word-level LSTM language models, the papers' PTB experiment
     selection_metric = "val_ppl"
     target_metric = "test_ppl"
     lr_range = (1e-4, 3e-2)

@@ -25,7 +25,8 @@ INT8_BLOCK = state_format.BLOCK
 UNIT20 = 2.0 ** -20
 #: the module-level constants of every generated kernel module (``NAME = tl.constexpr(value)`` in its header)
 CONSTANTS = {"HASH_INDEX": HASH_INDEX, "HASH_MIX1": HASH_MIX1, "HASH_MIX2": HASH_MIX2, "INT8_BLOCK": INT8_BLOCK,
-             "UNIT20": UNIT20}
+             "UNIT20": UNIT20, "POS_INF_CODE": state_format.POS_INF_CODE, "NAN_CODE": state_format.NAN_CODE,
+             "NEG_INF_CODE": state_format.NEG_INF_CODE, "NAN_BITS": state_format.BFLOAT16_NAN_BITS << 16}
 
 
 def kind_constants(kind: str) -> dict:
@@ -70,8 +71,9 @@ def bfloat16_stochastic(x, bits, UPPER: tl.constexpr):
     u = x.to(tl.uint32, bitcast=True)
     if UPPER:
         rounded = (u + 0xFFFF) >> 16
-    else:
+    else:  # a carry into the exponent of the largest finite values keeps the largest finite bfloat16
         rounded = (u + (bits >> 16)) >> 16
+        rounded = tl.where((rounded & 0x7FFF) == 0x7F80, rounded - 1, rounded)
     finite = (u & 0x7F800000) != 0x7F800000
     return tl.where(finite, rounded.to(tl.uint16), bfloat16_nearest(x))
 
@@ -91,7 +93,8 @@ def decode_int8(code, scale, ZERO: tl.constexpr, OFFSET: tl.constexpr, SIGNED: t
         value = tl.where(q < 0, -magnitude, magnitude)
     else:
         value = int8_magnitude(c, OFFSET)
-    return int8_special_value(value, c, SIGNED) * scale
+    value = value * scale
+    return int8_special_value(value, c, SIGNED)
 
 
 def encode_int8(x, mask, bits, ZERO: tl.constexpr, OFFSET: tl.constexpr, TOP: tl.constexpr,
@@ -107,9 +110,9 @@ def encode_int8(x, mask, bits, ZERO: tl.constexpr, OFFSET: tl.constexpr, TOP: tl
     if UPPER:  # the smallest power of two >= the largest value (the value itself where that overflows)
         up2 = (scale.to(tl.uint32, bitcast=True) + 0x7FFFFF) & 0x7F800000
         power = up2.to(tl.float32, bitcast=True)
-        scale = tl.where(finite & (scale > 0.0) & (up2 < 0x7F800000), power, scale)
-    safe = tl.where(finite & (scale > 0.0), scale, 1.0)[:, None]
-    r = tl.where(finite[:, None], tl.div_rn(x, safe), 0.0)
+        scale = tl.where((scale > 0.0) & (up2 < 0x7F800000), power, scale)
+    safe = tl.where(scale > 0.0, scale, 1.0)[:, None]
+    r = tl.where(finite, tl.div_rn(tl.where(finite, x, 0.0), safe), 0.0)
     magnitude = tl.abs(r)
     b = magnitude.to(tl.int32, bitcast=True)
     low = b < ((OFFSET + 1) << 20)  # below the smallest magnitude (zero included)
@@ -126,32 +129,35 @@ def encode_int8(x, mask, bits, ZERO: tl.constexpr, OFFSET: tl.constexpr, TOP: tl
         code = tl.where(r < 0.0, ZERO - level, ZERO + level)
     else:
         code = level
-    return int8_special_codes(code, finite, ZERO).to(tl.uint8), scale
+    return int8_special_codes(code, x, finite).to(tl.uint8), scale
 
 
 # -------------------------------------------------------------- int8: the format's rule for non-finite values
-# Today: a block holding an infinite or NaN value has a NaN scale and every code is the zero code, so the
-# whole block reads back NaN; the signed kind's unused code (255) reads NaN. These three functions are the
-# only places that know it.
+# An infinite or NaN element takes a code of its own (POS_INF_CODE, NAN_CODE, and NEG_INF_CODE for the signed
+# kind; the other kinds clamp -inf to 0 before), whatever the block's other values; a block's scale is its
+# largest finite magnitude, so the finite values beside a non-finite one keep their precision. These three
+# functions are the only places that know it.
 def int8_scale(x):
-    """``(scale, finite)`` per block of a tile: the largest magnitude, and whether every value is finite."""
-    special = (x.to(tl.uint32, bitcast=True) & 0x7F800000) == 0x7F800000
-    finite = tl.max(special.to(tl.int32), axis=1) == 0
-    largest = tl.max(tl.abs(x), axis=1)
-    nan = (largest.to(tl.uint32, bitcast=True) | 0x7FC00000).to(tl.float32, bitcast=True)
-    return tl.where(finite, largest, nan), finite
+    """``(scale, finite)`` of a tile: each block's largest finite magnitude (0 where it has none), and whether
+    each element is finite."""
+    finite = (x.to(tl.uint32, bitcast=True) & 0x7F800000) != 0x7F800000
+    return tl.max(tl.where(finite, tl.abs(x), 0.0), axis=1), finite
 
 
-def int8_special_codes(code, finite, ZERO: tl.constexpr):
-    """The codes of a tile, with those of non-finite blocks replaced."""
-    return tl.where(finite[:, None], code, ZERO)
+def int8_special_codes(code, x, finite):
+    """The codes of a tile, with those of the non-finite elements of ``x`` replaced by their own codes."""
+    special = tl.where(x != x, NAN_CODE, tl.where(x > 0.0, POS_INF_CODE, NEG_INF_CODE))
+    return tl.where(finite, code, special)
 
 
 def int8_special_value(value, code, SIGNED: tl.constexpr):
-    """Decoded code values, with the unused code's replaced."""
+    """Decoded code values, with those of the codes of ±inf and NaN replaced (they are not scaled)."""
+    zero_bits = value.to(tl.uint32, bitcast=True) & 0
+    inf = (zero_bits | 0x7F800000).to(tl.float32, bitcast=True)
+    value = tl.where(code == POS_INF_CODE, inf, value)
+    value = tl.where(code == NAN_CODE, (zero_bits | NAN_BITS).to(tl.float32, bitcast=True), value)
     if SIGNED:
-        nan = (value.to(tl.uint32, bitcast=True) | 0x7FC00000).to(tl.float32, bitcast=True)
-        value = tl.where(code == 255, nan, value)
+        value = tl.where(code == NEG_INF_CODE, -inf, value)
     return value
 
 
