@@ -89,13 +89,13 @@ section() {
 section env 20 bash -c '
     nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.memory --format=csv
-    "$PY" -m adamkit.kernels.speed_cuda env > "$OUT/env.json" && cat "$OUT/env.json"
+    "$PY" -m adamkit.bench.speed_cuda env > "$OUT/env.json" && cat "$OUT/env.json"
     "$PY" -m pip list --format=freeze > "$OUT/packages.txt" 2>/dev/null
     true'
 section tests 100 "$PY" -m pytest -v -rs -p no:cacheprovider "${TESTS[@]}"
 section tests-compiled 75 "$PY" -m pytest -v -rs -p no:cacheprovider "${TESTS_COMPILED[@]}"
 section speed 150 "$PY" -m adamkit speed "${SPEED[@]}" --json "$OUT/speed.json"
 section speed-compiled 50 "$PY" -m adamkit speed "${SPEED_COMPILED[@]}" --json "$OUT/speed-compiled.json"
-section bf16 40 "$PY" -m adamkit.kernels.speed_cuda bf16 --device cuda --json "$OUT/bf16.json"
-section readme 15 "$PY" -m adamkit.kernels.speed_cuda readme "$OUT"
+section bf16 40 "$PY" -m adamkit.bench.speed_cuda bf16 --device cuda --json "$OUT/bf16.json"
+section readme 15 "$PY" -m adamkit.bench.speed_cuda readme "$OUT"
 echo "results: $OUT/README.md"

@@ -1,7 +1,7 @@
 """The statistics adamkit reports, in plain numpy and the standard library (no scipy needed at run time).
 
 - :func:`paired_bootstrap`: a percentile bootstrap of a mean over paired measurements. ``adamkit speed``
-  (:mod:`adamkit.kernels.speed`) applies it to the logarithms of step-time ratios taken within one repetition
+  (:mod:`adamkit.bench.speed`) applies it to the logarithms of step-time ratios taken within one repetition
   (so its interval is that of a geometric mean ratio). A fixed generator seed makes the same data give the
   same interval.
 - The benchmark's judge (:mod:`adamkit.bench.judge`) uses the paired tests on per-seed differences

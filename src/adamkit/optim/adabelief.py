@@ -131,7 +131,7 @@ class AdaBelief(AdamkitOptimizer):
         "state_dtype": STATE_DTYPE,
     }
     Flags, Scalars = AdaBeliefFlags, AdaBeliefScalars
-    fused_kernel = FusedKernel("adabelief", ("exp_avg", "exp_avg_var", "max_exp_avg_var"))
+    fused_kernel = FusedKernel("adabelief")  # its state slots: state_formats, in order
     state_formats = {"exp_avg": "signed", "exp_avg_var": "unsigned", "max_exp_avg_var": "upper"}
 
     def check_group(self, group):

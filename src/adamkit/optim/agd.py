@@ -114,7 +114,7 @@ class AGD(AdamkitOptimizer):
         "state_dtype": STATE_DTYPE,
     }
     Flags, Scalars = AGDFlags, AGDScalars
-    fused_kernel = FusedKernel("agd", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "z"))
+    fused_kernel = FusedKernel("agd")  # its state slots: state_formats, in order
     state_formats = {"exp_avg": "signed", "exp_avg_sq": "unsigned", "max_exp_avg_sq": "upper", "z": "signed"}
 
     def state_names(self, group):

@@ -69,7 +69,7 @@ class EAdam(AdamkitOptimizer):
         "state_dtype": STATE_DTYPE,
     }
     Flags, Scalars = EAdamFlags, EAdamScalars
-    fused_kernel = FusedKernel("eadam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+    fused_kernel = FusedKernel("eadam")  # its state slots: state_formats, in order
     state_formats = {"exp_avg": "signed", "exp_avg_sq": "unsigned", "max_exp_avg_sq": "upper"}
 
     def state_names(self, group):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adamkit import cli
-from adamkit.kernels import speed_cuda
+from adamkit.bench import speed_cuda
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "scripts", "gpu_check.sh")

@@ -47,7 +47,7 @@ Kernel builds (``--kernels``): adamkit's fused path timed with each named build 
 side (instruction-set variants, ``native``, and ``openmp``: the kernel with OpenMP instead of its own thread
 pool, built for this comparison only), each also as a ratio to the first build named, in the same repetition.
 
-Use from Python: ``adamkit.kernels.speed.measure(...)`` returns the rows;
+Use from Python: ``adamkit.bench.speed.measure(...)`` returns the rows;
 ``markdown(rows)`` renders them.
 
 On a GPU (``--device cuda``, with ``--dry-run`` for the plan and ``--scale`` for the decoder-1b layout): every
@@ -129,7 +129,7 @@ class Candidate:
     optimizer: str
     path: str
     make: Callable = field(compare=False, repr=False)
-    kernel: str | None = None  # the fused kernel's build to step with (``fused_cpu.open_build``), if not the default
+    kernel: str | None = None  # the fused kernel's build to step with (``kernels.fused.build.open_build``), if not the default
 
     @property
     def label(self) -> str:
@@ -253,9 +253,9 @@ def _time_candidate(cand: Candidate, init: list[torch.Tensor], grads: list[torch
                     new_grads: bool = False) -> Sample:
     """Time ``cand``'s steps; with ``new_grads`` each step gets new gradient tensors first (untimed)."""
     if cand.kernel is not None:
-        from . import fused_cpu
+        from ..kernels.fused import build as fused_build
 
-        with fused_cpu.using(cand.kernel):
+        with fused_build.using(cand.kernel):
             return _time_candidate(dataclasses.replace(cand, kernel=None), init, grads, steps, new_grads)
     params = [t.clone() for t in init]
     for p, g in zip(params, grads):
@@ -500,9 +500,9 @@ def markdown_state_dtypes(rows: list[dict]) -> str:
 def _implementation_name(cand: Candidate) -> str:
     if cand.library != "adamkit" or cand.path != "default":
         return cand.path
-    from . import fused_cpu
+    from ..kernels.fused import build as fused_build
 
-    return "fused" if fused_cpu.available() else "loop"
+    return "fused" if fused_build.available() else "loop"
 
 
 def machine_info(bandwidth: float | None = None) -> dict:
@@ -512,11 +512,11 @@ def machine_info(bandwidth: float | None = None) -> dict:
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    from . import fused_cpu
+    from ..kernels.fused import build as fused_build
 
     kernel = None
-    if fused_cpu.available():  # the build adamkit's fused path steps with (``--kernels`` names others)
-        build = fused_cpu.loaded_build()
+    if fused_build.available():  # the build adamkit's fused path steps with (``--kernels`` names others)
+        build = fused_build.loaded_build()
         kernel = f"{build.variant}, {build.origin}, {build.threads}"
     return dict(date=date.today().isoformat(), cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(),
                 torch=torch.__version__, python=platform.python_version(),
@@ -526,7 +526,7 @@ def machine_info(bandwidth: float | None = None) -> dict:
 # ------------------------------------------------------------- first step
 _FIRST_STEP = r"""
 import json, sys, time, torch, adamkit
-from adamkit.kernels.speed import layout_shapes
+from adamkit.bench.speed import layout_shapes
 cls = adamkit.get_optimizer_class(sys.argv[1])
 params = [torch.randn(s) for s in layout_shapes(sys.argv[2])]
 for p in params: p.grad = torch.randn_like(p)
@@ -684,7 +684,7 @@ def _run_cuda(args: argparse.Namespace) -> int:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cpu (default), or cuda: the GPU tables (adamkit.kernels.speed_cuda: every path against "
+                        help="cpu (default), or cuda: the GPU tables (adamkit.bench.speed_cuda: every path against "
                              "torch's fused AdamW on CUDA, the HBM roofline, peak memory per step)")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --device cuda: print the plan (layouts, sizes, candidates, bytes per step, the "
@@ -749,12 +749,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--repeats and --steps must be at least 1")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
     if args.kernels:
-        from . import fused_cpu
+        from ..kernels.fused import build as fused_build
 
         for kernel in args.kernels:  # built (or refused, saying why) before anything is timed
             try:
-                fused_cpu.open_build(kernel)
-            except fused_cpu.FusedKernelUnavailable as exc:
+                fused_build.open_build(kernel)
+            except fused_build.FusedKernelUnavailable as exc:
                 raise SystemExit(f"adamkit speed --kernels: {exc}") from None
     result = measure(args.layouts, args.algorithms, args.paths, args.torch_paths, args.repeats, args.steps,
                      third_party=not args.no_third_party, log=log, kernels=args.kernels)

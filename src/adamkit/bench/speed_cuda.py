@@ -26,7 +26,7 @@ timed first and each candidate's step is divided by them, so the ratios compare 
   and repetition.
 
 Layouts: ``resnet18``, ``one-big`` and ``many-small`` are those of the CPU command
-(:func:`adamkit.kernels.speed.layout_shapes`); ``decoder-1b`` is the parameters of a ~1B decoder
+(:func:`adamkit.bench.speed.layout_shapes`); ``decoder-1b`` is the parameters of a ~1B decoder
 (:func:`decoder_shapes`): untied embedding and output matrices of a 50,304-token vocabulary, 16 layers of
 width 2,048 with four attention matrices, two MLP matrices of 4x width and two norm vectors, and a final
 norm: 1,011,419,136 parameters; ``--scale s`` shrinks it to about ``s`` times that (width and vocabulary
@@ -825,8 +825,8 @@ def environment() -> dict:
 
 
 def main(argv=None) -> int:
-    """``python -m adamkit.kernels.speed_cuda env | bf16 OUT.json | readme DIR``: the pieces of gpu_check.sh."""
-    parser = argparse.ArgumentParser(prog="python -m adamkit.kernels.speed_cuda")
+    """``python -m adamkit.bench.speed_cuda env | bf16 OUT.json | readme DIR``: the pieces of gpu_check.sh."""
+    parser = argparse.ArgumentParser(prog="python -m adamkit.bench.speed_cuda")
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("env", help="print the machine's description as JSON")
     p = sub.add_parser("bf16", help="bfloat16 parameters against float32 parameters, as JSON")
