@@ -12,7 +12,9 @@
 #   --jobs        runs at once, sharing the GPU (default: the CPU count minus 2, between 2 and 14)
 #   --check       steps 1-3 only
 # Environment: OUT (the results folder; default results/<UTC date>-gpu-bench), PYTHON (default .venv/bin/python
-# when it exists, else python3), ADAMKIT_DATA_DIR (the data cache; no network is needed when it holds the data).
+# when it exists, else python3), ADAMKIT_DATA_DIR (the data cache; no network is needed when it holds the data),
+# SUITES (default "gpu_smoke gpu": shipped names or TOML files, run in that order; --skip-smoke drops gpu_smoke).
+# --device cpu runs the same steps on the CPU (a dry run of the script itself: no GPU check, no GPU tests).
 # Exit status: 0 when every step ran (a sweep cut by the time limit included), 2 when the GPU or the data is
 # missing, else the status of the first step that failed.
 set -uo pipefail
@@ -33,7 +35,7 @@ while (( $# )); do
         --device) DEVICE="${2:?--device needs cuda or cuda:N}"; shift 2 ;;
         --skip-smoke) SKIP_SMOKE=1; shift ;;
         --check) CHECK_ONLY=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "gpu_bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -46,9 +48,13 @@ fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
+SUITES="${SUITES:-gpu_smoke gpu}"
+(( SKIP_SMOKE )) && SUITES="${SUITES//gpu_smoke/}"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+# this tree's adamkit (and the tests' helpers), whatever the interpreter has installed
+export PYTHONPATH="$ROOT/src:$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}"
 DEST="${OUT:-results/$(date -u +%Y-%m-%d)-gpu-bench}"
 mkdir -p "$DEST" || { echo "gpu_bench.sh: cannot create $DEST" >&2; exit 2; }
 LOG="$DEST/gpu_bench.log"
@@ -93,7 +99,9 @@ cat "$DEST/environment.txt" >> "$LOG"
 say "environment recorded in $DEST/environment.txt"
 
 # ---------------------------------------------------------------------------------------------- 2. checks
-if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+if [[ "$DEVICE" == cpu ]]; then
+    say "--device cpu: a dry run of this script on the CPU (no GPU check, no GPU tests)"
+elif ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     echo "gpu_bench.sh: no CUDA device is available to torch in $PYTHON (see $DEST/environment.txt); run this on a" \
          "machine with an NVIDIA GPU and a CUDA build of torch (PYTHON=... to choose the interpreter)" >&2
     exit 2
@@ -114,9 +122,10 @@ fi
 say "GPU and data present"
 
 # ---------------------------------------------------------------------------------------------- 3. GPU tests
-if "$PYTHON" -c "import pytest" 2>/dev/null; then
-    PYTHONPATH="$ROOT/src:$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m pytest -q -p no:cacheprovider \
-        tests/bench/test_devices.py -k cuda > "$DEST/gpu_tests.txt" 2>&1
+if [[ "$DEVICE" == cpu ]]; then
+    :
+elif "$PYTHON" -c "import pytest" 2>/dev/null; then
+    "$PYTHON" -m pytest -q -p no:cacheprovider tests/bench/test_devices.py -k cuda > "$DEST/gpu_tests.txt" 2>&1
     rc=$?
     say "GPU tests: $(tail -n 1 "$DEST/gpu_tests.txt") (exit $rc; $DEST/gpu_tests.txt)"
     if (( rc != 0 )); then
@@ -135,15 +144,17 @@ fi
 # ---------------------------------------------------------------------------------------------- 4. sweeps
 DEADLINE=$(( START + TIME_LIMIT ))
 STATUS=0
+name_of() { local base; base="$(basename "$1")"; echo "${base%.toml}"; }
 sweep() {  # sweep SUITE: run it until the deadline; a sweep cut by the deadline (130) is not a failure
-    local suite="$1" left=$(( DEADLINE - SECONDS ))
+    local spec="$1" suite left=$(( DEADLINE - SECONDS ))
+    suite="$(name_of "$spec")"
     if (( left < 30 )); then
         say "$suite: not started (${left}s left of the time limit); run this script again to go on"
         return 0
     fi
     say "$suite: adamkit bench run $suite --device $DEVICE --jobs $JOBS (at most ${left}s)"
     timeout --signal=INT --kill-after=120 "$left" \
-        "$PYTHON" -m adamkit bench run "$suite" --out "$DEST/$suite" --device "$DEVICE" --jobs "$JOBS" \
+        "$PYTHON" -m adamkit bench run "$spec" --out "$DEST/$suite" --device "$DEVICE" --jobs "$JOBS" \
         > "$DEST/$suite.run.txt" 2>&1
     local rc=$?
     case $rc in
@@ -153,11 +164,13 @@ sweep() {  # sweep SUITE: run it until the deadline; a sweep cut by the deadline
     esac
     tail -n 25 "$DEST/$suite.run.txt" >> "$LOG"
 }
-(( SKIP_SMOKE )) || sweep gpu_smoke
-sweep gpu
+for spec in $SUITES; do
+    sweep "$spec"   # sweep gpu_smoke, then sweep gpu
+done
 
 # ---------------------------------------------------------------------------------------------- 5. reports, costs
-for suite in gpu_smoke gpu; do
+for spec in $SUITES; do
+    suite="$(name_of "$spec")"
     [[ -f "$DEST/$suite/results.sqlite" ]] || continue
     if adamkit bench report "$DEST/$suite" > "$DEST/$suite.report.txt" 2>&1; then
         say "$suite: report in $DEST/$suite/report/"
@@ -166,13 +179,15 @@ for suite in gpu_smoke gpu; do
         (( STATUS == 0 )) && STATUS=1
     fi
 done
-"$PYTHON" - "$DEST" <<'EOF' > "$DEST/costs.txt" 2>&1
+NAMES=""
+for spec in $SUITES; do NAMES="$NAMES $(name_of "$spec")"; done
+"$PYTHON" - "$DEST" $NAMES <<'EOF' > "$DEST/costs.txt" 2>&1
 import json, statistics, sys
 from pathlib import Path
 from adamkit.bench.store import ResultStore
 
 print("measured cost of the stored runs: task, device, runs, median seconds per run, median ms per step")
-for suite in ("gpu_smoke", "gpu"):
+for suite in sys.argv[2:]:
     path = Path(sys.argv[1]) / suite / "results.sqlite"
     if not path.is_file():
         continue
