@@ -187,6 +187,14 @@ def test_a_store_of_cpu_runs_refuses_a_gpu_sweep_and_the_reverse(tmp_path):
         assert store.device_record() == _cuda_record(), "the first sweep's record is kept"
 
 
+def test_runs_on_several_gpu_models_are_named():
+    cpu = devices.describe(torch.device("cpu"))
+    records = [cpu, None, _cuda_record(), _cuda_record(index=1)]
+    assert devices.gpu_models(records) == ["cuda (NVIDIA H200)"]
+    assert devices.gpu_models(records + [_cuda_record("NVIDIA H100 80GB HBM3")]) == [
+        "cuda (NVIDIA H100 80GB HBM3)", "cuda (NVIDIA H200)"]
+
+
 def test_a_store_written_before_devices_were_recorded_holds_cpu_runs(tmp_path):
     with ResultStore(tmp_path / "old.sqlite") as store:
         _put(store)  # no meta record, no run record: as an older store

@@ -183,6 +183,10 @@ def _run_sweep(args, out: Path) -> int:
         print(f"  failed: {line}")
     if len(stats.failures) > 10:
         print(f"  ... and {len(stats.failures) - 10} more (see the report)")
+    gpus = devices.gpu_models(store.run_devices().values())
+    if len(gpus) > 1:  # a Ray cluster of several GPU models: each run's record says which (never pooled silently)
+        print(f"note: the runs of this store computed on {len(gpus)} GPU models ({', '.join(gpus)}); their "
+              "wall-clock figures are not comparable, and their results agree only up to float rounding")
     _summary(store.path)
     print(f"\nnext: adamkit bench report {out}")
     return 0 if not stats.failed else 1

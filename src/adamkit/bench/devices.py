@@ -7,11 +7,12 @@ MuJoCo) runs on the CPU in the same worker processes, whatever the sweep's devic
 
 Reproducibility on a GPU. Everything random is drawn on the CPU from the run's seed (initial weights, data
 order, augmentation, latent noise) and then moved, so a run on ``cuda`` starts from the same weights and sees the
-same batches as on ``cpu``. On CUDA each worker process also runs with cuDNN's deterministic algorithms (no
+same batches as on ``cpu`` (random numbers drawn inside a model, dropout, come from the device's generator, seeded
+from the run's seed). On CUDA each worker process also runs with cuDNN's deterministic algorithms (no
 autotuning), ``torch.use_deterministic_algorithms(True, warn_only=True)`` (an operation without a deterministic
 CUDA kernel warns once instead of failing), ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` and TF32 off (float32 matrix
 products in float32, as on the CPU). The results of one device are then repeatable run to run; they equal the
-CPU's only up to float rounding (different kernels sum in a different order), and the GPU's wall-clock figures
+CPU's only up to float rounding (different kernels sum in a different order; dropout masks differ), and the GPU's wall-clock figures
 are not the CPU's. So a store holds the runs of one kind of device only: each run records where it computed
 (:func:`describe`), the store records its sweep's device, and a sweep on another kind of device (the CPU against
 a GPU, or two GPU models) is refused with what to do (:meth:`adamkit.bench.store.ResultStore.check_device`).
@@ -124,6 +125,12 @@ def describe(dev) -> dict[str, Any]:
     else:
         out.update({"name": platform.machine() or "cpu", "cpu_capability": torch.backends.cpu.get_cpu_capability()})
     return out
+
+
+def gpu_models(records) -> list[str]:
+    """The GPU models (:func:`identity`) among run records, sorted: more than one only where runs of one sweep
+    computed on different GPUs (a Ray cluster of mixed nodes); the CLI says so after the sweep."""
+    return sorted({identity(r) for r in records if r and r.get("device", "cpu") != "cpu"})
 
 
 def identity(record: dict[str, Any] | None) -> str:

@@ -111,7 +111,7 @@ class FashionResNetWDAug(_FashionMNIST):
                    "1e-2), random crop (pad 3) + flip, batch 128, lr x0.1 at 75% of training")
     stands_for = ("image classification as the papers run it: a ResNet with weight decay, augmentation and a late "
                   "step decay (AdaBelief's, EAdam's and AGD's CIFAR-10 ResNet-34 at 200 epochs)")
-    experiment = "paper"
+    experiment = "paper"  # the papers' ResNet recipe (weight decay, augmentation, late decay) on other data
     target = 0.93
     defaults = {**_FashionMNIST.defaults, "depth": 20, "width": 16, "weight_decay": 5e-4,
                 "adamw_weight_decay": 1e-2, "crop_pad": 3, "flip": True}
