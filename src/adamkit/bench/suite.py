@@ -1,6 +1,7 @@
 """Suites: which problems and tasks, which optimizers, budgets, seeds and targets — TOML files.
 
-A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``paper``, ``precision``:
+A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``paper``, ``precision``, ``gpu_smoke``,
+``gpu``:
 ``src/adamkit/bench/suites/*.toml``) or the path of a user's file. The format::
 
     name = "my-suite"
@@ -82,7 +83,7 @@ class SuiteError(ValueError):
     """A suite file that cannot be used; the message names the file and the key."""
 
 
-SHIPPED = ("smoke", "quick", "full", "tasks_quick", "paper", "precision")
+SHIPPED = ("smoke", "quick", "full", "tasks_quick", "paper", "precision", "gpu_smoke", "gpu")
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ def small_resnet(width: int = 16, channels: int = 1, size: int = 28, classes: in
 
 class _Classification(Task):
     experiment = "stand-in"  # small MLPs and CNNs, not the papers' CIFAR/ImageNet networks
+    supports_device = True
     selection_metric = "val_accuracy"
     maximize_metric = True
     target_metric = "test_accuracy"
@@ -88,7 +89,8 @@ class _Classification(Task):
         data = self.data()
         if self.train_size:
             data["x_train"], data["y_train"] = data["x_train"][: self.train_size], data["y_train"][: self.train_size]
-        return ClassifierInstance(self.model(), data, self.batch_size, gen, self.steps, self.lr_decay, self.eval_size)
+        return ClassifierInstance(self.model(), data, self.batch_size, gen, self.steps, self.lr_decay, self.eval_size,
+                                  self.device)
 
 
 class _FashionMNIST(_Classification):
