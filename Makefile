@@ -11,7 +11,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.adamkit-installed
 
-.PHONY: demo test docs install clean data wheel
+.PHONY: demo test docs install clean data wheel gpu-bench
 
 install: $(STAMP)
 
@@ -43,6 +43,13 @@ docs: $(STAMP)
 # the wheel, with the fused C kernel prebuilt in its instruction-set variants (py3-none-<platform>): dist/
 wheel: $(STAMP)
 	$(PY) -m pip wheel . --no-deps -w dist/
+
+# the GPU tier on a machine with an NVIDIA GPU and a CUDA build of torch: the environment, the GPU tests, the
+# gpu_smoke then the gpu suite within TIME_LIMIT seconds (the store resumes), their reports, into
+# $(OUT) or results/<date>-gpu-bench/ (scripts/gpu_bench.sh --help)
+TIME_LIMIT ?= 480
+gpu-bench: $(STAMP) data
+	PYTHON=$(PY) bash scripts/gpu_bench.sh --time-limit $(TIME_LIMIT)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis docs/_build docs/algorithms docs/_generated

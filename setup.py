@@ -1,10 +1,11 @@
-"""The wheel's build step: the fused C kernel compiled into ``adamkit/kernels/prebuilt/``.
+"""The wheel's build step: the fused C kernel compiled into ``adamkit/kernels/fused/prebuilt/``.
 
-Everything else is declared in pyproject.toml. ``fused_cpu.c`` links neither Python nor torch, so one wheel
-per platform serves every Python and torch version: it is tagged ``py3-none-<platform>``. Each instruction-set
-variant of :mod:`adamkit.kernels.cpu_variants` is compiled with the same flags as adamkit's first-use build,
-and recorded with its sha256 in ``prebuilt/manifest.json``, with the kernel's interface version and the
-sha256 of the source it was built from; the loader checks all three before it loads one. An editable
+Everything else is declared in pyproject.toml. The kernel (``kernel.c`` and the headers it includes) links
+neither Python nor torch, so one wheel per platform serves every Python and torch version: it is tagged
+``py3-none-<platform>``. Each instruction-set variant of :mod:`adamkit.kernels.fused.cpu_variants` is compiled
+with the same flags as adamkit's first-use build, and recorded with its sha256 in ``prebuilt/manifest.json``,
+with the kernel's interface version and the sha256 of the sources it was built from
+(``cpu_variants.source_digest``); the loader checks all three before it loads one. An editable
 install (``pip install -e .``) builds nothing here: a source checkout builds the kernel on first use.
 ``ADAMKIT_PREBUILD_KERNEL=0`` builds a wheel without the kernel (first use builds it, or the loop runs).
 """
@@ -24,13 +25,13 @@ from setuptools import Command, Distribution, setup
 from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build import build
 
-KERNELS = Path(__file__).resolve().parent / "src" / "adamkit" / "kernels"
-SOURCE = KERNELS / "fused_cpu.c"
+KERNEL = Path(__file__).resolve().parent / "src" / "adamkit" / "kernels" / "fused"
+SOURCE = KERNEL / "kernel.c"
 
 
 def _variants_module():
-    """adamkit.kernels.cpu_variants, loaded by path (importing the package would import torch)."""
-    spec = importlib.util.spec_from_file_location("_adamkit_cpu_variants", KERNELS / "cpu_variants.py")
+    """adamkit.kernels.fused.cpu_variants, loaded by path (importing the package would import torch)."""
+    spec = importlib.util.spec_from_file_location("_adamkit_cpu_variants", KERNEL / "cpu_variants.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -58,7 +59,7 @@ def _compile(cv, cc: str, alternatives, output: Path) -> tuple[list[str] | None,
 
 
 class build_kernels(Command):
-    """Compile the fused C kernel's instruction-set variants into the build's adamkit/kernels/prebuilt."""
+    """Compile the fused C kernel's instruction-set variants into the build's adamkit/kernels/fused/prebuilt."""
 
     description = __doc__
     user_options: list = []
@@ -83,7 +84,7 @@ class build_kernels(Command):
         abi = re.search(r"int adamkit_abi_version\(void\) \{ return (\d+); \}", SOURCE.read_text())
         if abi is None:
             raise SystemExit(f"adamkit: no adamkit_abi_version in {SOURCE}")
-        out_dir = Path(self.build_lib) / "adamkit" / "kernels" / cv.PREBUILT_DIR
+        out_dir = Path(self.build_lib) / "adamkit" / "kernels" / "fused" / cv.PREBUILT_DIR
         out_dir.mkdir(parents=True, exist_ok=True)
         table = cv.variants()
         lowest = next(iter(table))
@@ -104,7 +105,7 @@ class build_kernels(Command):
                 variants[name] = {"file": target.name, "flags": flags, "sha256": _sha256(target),
                                   "size": target.stat().st_size}
                 self._outputs.append(str(target))
-        manifest = {"abi_version": int(abi.group(1)), "source_sha256": _sha256(SOURCE), "compiler":
+        manifest = {"abi_version": int(abi.group(1)), "source_sha256": cv.source_digest(KERNEL), "compiler":
                     cv.compiler_version(cc), "variants": variants}
         (out_dir / cv.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         self._outputs.append(str(out_dir / cv.MANIFEST))

@@ -31,13 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from optimizer_table import OPTIMIZERS  # noqa: E402
 
 import adamkit  # noqa: E402
+from adamkit.kernels import BACKENDS  # noqa: E402
 
 STEPS = 4
 SAVE_AT = 2
 LR = 1e-2
 BATCH = 8
-PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True},
-         "compiled": {"fused": "compiled"}}
+#: every backend, by the options that choose it (the test names the path)
+PATHS = {name: dict(backend.options) for name, backend in BACKENDS.items()}
 #: the torch.compile path costs many seconds of compilation per process: only on request, first variants only
 WITH_COMPILED = os.environ.get("ADAMKIT_TEST_COMPILED") == "1"
 if WITH_COMPILED:  # one process steps every optimizer and shard shape: more graphs than dynamo's default 8

@@ -10,17 +10,13 @@ import torch
 from torch import nn
 
 import adamkit
-from adamkit.kernels import fused_cpu
+from backend_paths import paths
 from optimizer_table import OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]
 VARIANTS = [(info, variant) for info in OPTIMIZERS for variant in info.variants]
 VARIANT_IDS = [f"{info.name}-{i}" for info in OPTIMIZERS for i, _ in enumerate(info.variants)]
-PATHS = [dict(foreach=False), dict(foreach=True)]
-PATH_IDS = ["loop", "foreach"]
-if fused_cpu.available():  # without a C compiler test_golden/test_fused say why the fused path is skipped
-    PATHS.append(dict(fused=True))
-    PATH_IDS.append("fused")
+PATHS, PATH_IDS = list(paths().values()), list(paths())
 
 
 def make_params(dtype=torch.float64, seed=0, shapes=((4, 3), (5,), (2, 2, 2))):

@@ -23,11 +23,11 @@ def _skip_unavailable(path, device="cpu"):
             pytest.skip(f"the Triton backend does not step {device} tensors here (no triton, no GPU, or on CPU no "
                         "TRITON_INTERPRET=1)")
     if path == "fused":
-        from adamkit.kernels import fused_cpu
+        from adamkit.kernels.fused import build as fused_build
 
         try:
-            fused_cpu.load()
-        except fused_cpu.FusedKernelUnavailable as exc:
+            fused_build.load()
+        except fused_build.FusedKernelUnavailable as exc:
             pytest.skip(str(exc))
 
 
@@ -93,11 +93,11 @@ def test_golden_replay(info, doc, case, path, request):
 
 def _kernel_variants() -> list[str]:
     """The instruction-set builds of the fused kernel this CPU runs (none without the kernel)."""
-    from adamkit.kernels import fused_cpu
+    from adamkit.kernels.fused import build as fused_build
 
     try:
-        return fused_cpu.runnable_variants()
-    except fused_cpu.FusedKernelUnavailable:
+        return fused_build.runnable_variants()
+    except fused_build.FusedKernelUnavailable:
         return []
 
 
@@ -107,14 +107,14 @@ def _kernel_variants() -> list[str]:
 def test_golden_replay_on_every_kernel_variant(info, doc, case):
     """Every build of the fused kernel this CPU runs (baseline x86-64, AVX2, AVX-512: cpu_variants) replays every
     case to the references' tolerance, and bit for bit as the others."""
-    from adamkit.kernels import fused_cpu
+    from adamkit.kernels.fused import build as fused_build
 
     variants = _kernel_variants()
     if not variants:
         _skip_unavailable("fused")
     results = {}
     for variant in variants:
-        with fused_cpu.using(variant):
+        with fused_build.using(variant):
             results[variant], _ = replay(info, case, PATHS["fused"])
     tol = doc["tolerance"]
     for key, per_param in case["expected"].items():
@@ -147,16 +147,17 @@ def test_golden_final_state(info, doc, case):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-@pytest.mark.parametrize("path", ["foreach", "compiled", "triton"])
+@pytest.mark.parametrize("path", ["loop", "foreach", "compiled", "triton"])
 @pytest.mark.parametrize(
     "info,doc,case", CASES, ids=[f"{info.name}-{case['name']}" for info, _, case in CASES]
 )
 def test_golden_replay_cuda(info, doc, case, path):  # pragma: no cover - needs a GPU
-    """float64 on CUDA: the multi-tensor path, the compiled one (``fused=True`` on CUDA, inductor included) and
-    the Triton kernel."""
+    """float64 on CUDA: the loop, the multi-tensor path, the compiled one (``fused=True`` on CUDA, inductor
+    included) and the Triton kernel (scripts/gpu_check.sh runs these on a GPU)."""
     _skip_unavailable(path, "cuda")
     torch._dynamo.reset()
-    options = {"foreach": {"foreach": True}, "compiled": {"fused": True}, "triton": {"fused": "triton"}}[path]
+    options = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "compiled": {"fused": True},
+               "triton": {"fused": "triton"}}[path]
     results, _ = replay(info, case, options, device="cuda")
     tol = doc["tolerance"]
     for key, per_param in case["expected"].items():

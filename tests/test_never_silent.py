@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import fused_cpu, implementation_of
+from adamkit.kernels import implementation_of
+from adamkit.kernels.fused import build as fused_build
+from backend_paths import paths
 from optimizer_table import BY_NAME, OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]
@@ -96,9 +98,7 @@ def test_adopt_clip_callable_giving_no_finite_threshold_raises_clearly(schedule,
 
 
 # ------------------------------------------------------------------ items 4 and 6 (in the step)
-PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True)}
-if fused_cpu.available():
-    PATHS.update(fused=dict(fused=True), default={})
+PATHS = paths(default=True)
 
 
 def _stepped(info, path, n=2):
@@ -178,11 +178,10 @@ def re_shape(shape):
 
 # ------------------------------------------------------------------ item 14
 def _fresh_kernel_state(monkeypatch, tmp_path):
-    monkeypatch.setattr(fused_cpu, "_lib", None)
-    monkeypatch.setattr(fused_cpu, "_error", None)
-    monkeypatch.setattr(fused_cpu, "_opened", {})
-    monkeypatch.setattr(fused_cpu, "_build_info", None)
-    monkeypatch.setattr(fused_cpu, "_warned_fallback", False)
+    monkeypatch.setattr(fused_build._kernel, "value", None)
+    monkeypatch.setattr(fused_build._kernel, "error", None)
+    monkeypatch.setattr(fused_build, "_opened", {})
+    monkeypatch.setattr(fused_build, "_warned_fallback", False)
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("ADAMKIT_DISABLE_FUSED", raising=False)
 
@@ -206,7 +205,7 @@ def _fallback_warnings(n_optimizers=3):
 def test_fallback_without_a_compiler_is_said_once(monkeypatch, tmp_path):
     """Item 14: the default path drops to the 2-12x slower loop: one warning per process, with the reason and fix."""
     _fresh_kernel_state(monkeypatch, tmp_path)
-    monkeypatch.setattr(fused_cpu, "_compiler", lambda: None)
+    monkeypatch.setattr(fused_build, "_compiler", lambda: None)
     found = _fallback_warnings()
     assert len(found) == 1
     message = str(found[0].message)
@@ -225,14 +224,14 @@ def test_fallback_with_an_unwritable_cache_is_said_once(monkeypatch, tmp_path):
 
 def test_fallback_with_a_failing_compiler_is_said_once(monkeypatch, tmp_path):
     _fresh_kernel_state(monkeypatch, tmp_path)
-    monkeypatch.setattr(fused_cpu, "_compiler", lambda: "/bin/false")
+    monkeypatch.setattr(fused_build, "_compiler", lambda: "/bin/false")
     found = _fallback_warnings()
     assert len(found) == 1 and "compiler failed" in str(found[0].message)
 
 
 def test_no_warning_when_the_loop_is_chosen(monkeypatch, tmp_path):
     _fresh_kernel_state(monkeypatch, tmp_path)
-    monkeypatch.setattr(fused_cpu, "_compiler", lambda: None)
+    monkeypatch.setattr(fused_build, "_compiler", lambda: None)
     monkeypatch.setenv("ADAMKIT_DISABLE_FUSED", "1")
     assert _fallback_warnings(1) == []
 
@@ -240,13 +239,14 @@ def test_no_warning_when_the_loop_is_chosen(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ item 7
 STEP_SCRIPT = """
 import sys, torch, adamkit
-from adamkit.kernels import fused_cpu, implementation_of
+from adamkit.kernels import implementation_of
+from adamkit.kernels.fused import build as fused_build
 p = torch.randn(10, requires_grad=True)
 p.grad = torch.randn(10)
 opt = adamkit.Adam([p])
 opt.step()
-assert implementation_of(opt, opt.param_groups[0], [p]) == "fused", fused_cpu._error
-print(fused_cpu.loaded_build().path)
+assert implementation_of(opt, opt.param_groups[0], [p]) == "fused", fused_build._kernel.error
+print(fused_build.loaded_build().path)
 """
 
 
@@ -278,12 +278,12 @@ def _seeded_cache(tmp_path):
 
     from adamkit import _integrity
 
-    cc = fused_cpu._compiler()
-    source = fused_cpu._build(cc, fused_cpu.loaded_build().variant)
+    cc = fused_build._compiler()
+    source = fused_build._build(cc, fused_build.loaded_build().variant)
     cache = tmp_path / "cache"
     cache.mkdir()
-    for variant in {fused_cpu.runnable_variants()[0], fused_cpu.loaded_build().variant}:
-        built = fused_cpu._build(cc, variant)
+    for variant in {fused_build.runnable_variants()[0], fused_build.loaded_build().variant}:
+        built = fused_build._build(cc, variant)
         for path in (built, _integrity.record_path(built)):
             shutil.copy2(path, cache / path.name)
     return cache, cache / source.name
@@ -301,7 +301,7 @@ def _garbage(path):
     path.write_bytes(random.Random(0).randbytes(size))
 
 
-@pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
+@pytest.mark.skipif(not fused_build.available(), reason="the fused CPU kernel is unavailable here")
 def test_a_cached_kernel_full_of_garbage_is_rebuilt_not_loaded(tmp_path, damage=_garbage):
     """Item 7: a cached .so overwritten with garbage (SIGSEGV in dlopen before) is caught by its record, rebuilt."""
     from adamkit import _integrity
@@ -316,7 +316,7 @@ def test_a_cached_kernel_full_of_garbage_is_rebuilt_not_loaded(tmp_path, damage=
     assert _integrity.problem(built) is None and built.stat().st_size == len(good)
 
 
-@pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
+@pytest.mark.skipif(not fused_build.available(), reason="the fused CPU kernel is unavailable here")
 def test_concurrent_processes_heal_a_truncated_kernel_together(tmp_path):
     """Item 7: a cached .so truncated to 4 KiB (SIGBUS before), met by two processes at once: each rebuilds
     it atomically and steps on the fused path, and one good, recorded build is left."""

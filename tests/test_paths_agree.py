@@ -5,10 +5,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adamkit.kernels import fused_cpu
+from backend_paths import paths
 from optimizer_table import OPTIMIZERS
 
-PATHS = [dict(foreach=False), dict(foreach=True)] + ([dict(fused=True)] if fused_cpu.available() else [])
+PATHS = list(paths().values())
 
 shapes = st.lists(st.lists(st.integers(0, 5), min_size=0, max_size=3).map(tuple), min_size=1, max_size=4)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import cpu_variants, fused_cpu
+from adamkit.kernels.fused import build as fused_build, cpu_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,24 +47,25 @@ import torch
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import adamkit
-    from adamkit.kernels import fused_check, fused_cpu, implementation_of
+    from adamkit.kernels import implementation_of
+    from adamkit.kernels.fused import build as fused_build, check as fused_check
     params = [torch.nn.Parameter(torch.randn(100)) for _ in range(20)]  # a kept table and its per-step check
     opt = adamkit.AdaBelief(params, fused=True)
     for _ in range(3):
         for p in params:
             p.grad = torch.randn(100)
         opt.step()
-    build = fused_cpu.loaded_build()
+    build = fused_build.loaded_build()
     digests = {}
-    for variant in fused_cpu.runnable_variants():
-        with fused_cpu.using(variant):
+    for variant in fused_build.runnable_variants():
+        with fused_build.using(variant):
             digests[variant] = digest()
 print(json.dumps({
     "compilers": [c for c in ("cc", "gcc", "clang", "c++", "g++") if shutil.which(c)],
     "warnings": [str(w.message) for w in caught], "adamkit": adamkit.__file__,
     "implementation": implementation_of(opt),
     "variant": build.variant, "origin": build.origin, "path": str(build.path), "threads": build.threads,
-    "native_check": fused_check._lib is not None, "digests": digests,
+    "native_check": fused_check._library.value is not None, "digests": digests,
 }))
 """
 
@@ -93,14 +94,16 @@ def test_the_wheel_holds_every_variant_and_is_tagged_for_any_python(wheel):
     platform_tag = sysconfig.get_platform().replace("-", "_").replace(".", "_")
     assert wheel.name.endswith(f"-py3-none-{platform_tag}.whl"), wheel.name
     names = set(zipfile.ZipFile(wheel).namelist())
-    prebuilt = f"adamkit/kernels/{cpu_variants.PREBUILT_DIR}/"
+    prebuilt = f"adamkit/kernels/fused/{cpu_variants.PREBUILT_DIR}/"
     assert {prebuilt + cpu_variants.library_name(v) for v in cpu_variants.variants()} <= names
     manifest = json.loads(zipfile.ZipFile(wheel).read(prebuilt + cpu_variants.MANIFEST))
-    assert manifest["abi_version"] == fused_cpu.ABI_VERSION and set(manifest["variants"]) == set(cpu_variants.variants())
-    assert "adamkit/kernels/fused_cpu.c" in names  # the source of a first-use build (ADAMKIT_KERNEL_VARIANT=native)
+    assert manifest["abi_version"] == fused_build.ABI_VERSION and set(manifest["variants"]) == set(cpu_variants.variants())
+    # the sources of a first-use build (ADAMKIT_KERNEL_VARIANT=native)
+    sources = cpu_variants.source_files(fused_build.SOURCE.parent)
+    assert {"adamkit/kernels/fused/" + p.relative_to(fused_build.SOURCE.parent).as_posix() for p in sources} <= names
 
 
-@pytest.mark.skipif(not fused_cpu.available() or sys.platform == "win32", reason="no fused kernel here to compare")
+@pytest.mark.skipif(not fused_build.available() or sys.platform == "win32", reason="no fused kernel here to compare")
 def test_the_wheel_steps_with_its_prebuilt_kernel_without_a_compiler(wheel, tmp_path):
     env_dir = tmp_path / "env"
     _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)])
@@ -116,15 +119,15 @@ def test_the_wheel_steps_with_its_prebuilt_kernel_without_a_compiler(wheel, tmp_
     got = json.loads(_run([str(python), "-c", IN_THE_WHEEL], env=env, cwd=tmp_path).strip().splitlines()[-1])
     assert got["compilers"] == [] and got["warnings"] == [], got
     assert Path(got["adamkit"]).is_relative_to(env_dir)
-    assert got["implementation"] == "fused" and got["origin"] == fused_cpu.PREBUILT_ORIGIN
-    assert got["variant"] == fused_cpu.runnable_variants()[-1] and Path(got["path"]).is_relative_to(env_dir)
+    assert got["implementation"] == "fused" and got["origin"] == fused_build.PREBUILT_ORIGIN
+    assert got["variant"] == fused_build.runnable_variants()[-1] and Path(got["path"]).is_relative_to(env_dir)
     assert got["threads"] == "pthreads" and not got["native_check"]  # the wheel's default: the Python check
     assert not (tmp_path / "cache").exists()  # nothing was compiled
     scope: dict = {}
     exec(DIGEST, scope)
     here = {}
-    for variant in fused_cpu.runnable_variants():
-        with fused_cpu.using(variant):
+    for variant in fused_build.runnable_variants():
+        with fused_build.using(variant):
             here[variant] = scope["digest"]()
     assert got["digests"] == here  # each prebuilt variant computes this checkout's bits, and all the same bits
     assert len(set(here.values())) == 1

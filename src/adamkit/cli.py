@@ -24,7 +24,7 @@ def _optional_subcommands() -> None:
     """Subcommands whose modules are present in this installation."""
     for name, module, text in (
         ("bench", "adamkit.bench.cli", "the benchmark suite: list, run, report"),
-        ("speed", "adamkit.kernels.speed", "step time and memory of every optimizer and path"),
+        ("speed", "adamkit.bench.speed", "step time and memory of every optimizer and path"),
         ("data", "adamkit.bench.data.cli", "prepare the data sets of the benchmark tasks"),
     ):
         try:

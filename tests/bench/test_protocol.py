@@ -38,17 +38,18 @@ def test_every_optimizer_gets_the_same_search_and_paired_seeds(name):
     plan = protocol.plan(suite, protocol.Lookup({}))
     budget = protocol.budget(plan.runs)
     for inst in suite.problems:
+        own = [o for o in inst.optimizers if o not in inst.paper_only]
         for arm in ("tune", "defaults", "fixed"):
-            per_opt = {o: budget.get((inst.key, o, arm)) for o in inst.optimizers}
+            per_opt = {o: budget.get((inst.key, o, arm)) for o in own}
             assert len({str(b) for b in per_opt.values()}) == 1, (inst.key, arm, per_opt)
         if inst.tune:
-            b = budget[(inst.key, inst.optimizers[0], "tune")]
+            b = budget[(inst.key, own[0], "tune")]
             assert b["candidates"] == inst.trials + (1 if suite.defaults_arm else 0)  # before any result
             assert b["runs"] == b["candidates"] * len(inst.tune_seeds)
             assert not set(inst.tune_seeds) & set(inst.final_seeds)  # selection never sees a final seed
         for arm in ("tune", "defaults", "fixed"):
             seeds = {o: sorted(r.seed for r in plan.runs if r.instance == inst.key and r.optimizer == o
-                               and r.arm == arm) for o in inst.optimizers}
+                               and r.arm == arm) for o in own}
             assert len({tuple(s) for s in seeds.values()}) == 1
 
 
@@ -74,7 +75,9 @@ def test_an_optimum_inside_the_grid_is_bracketed_and_then_eps_is_tried_at_the_be
     s = plan.searches[("rosenbrock", "adabelief")]
     assert s.bracketed and s.extensions == [] and len(s.lr_grid) == 8
     eps = [hp for _, hp, kind in s.candidates if kind == "eps"]
-    assert [hp["eps"] for hp in eps] == [1e-16, 1e-8]  # the ends of AdaBelief's own range ...
+    # AdaBelief's own ε grid (1e-16, 1e-12, 1e-8): its default 1e-16 is the rate's own run, the others new ...
+    assert [hp["eps"] for hp in eps] == [1e-12, 1e-8] and s.eps_grid["eps"] == [1e-16, 1e-12, 1e-8]
+    assert s.eps_bracketed["eps"] and s.eps_extensions["eps"] == []  # (a flat response is not an edge)
     best = min(s.lr_grid, key=lambda lr: abs(math.log(lr / 0.03)))
     assert all(hp["lr"] == best for hp in eps)  # ... at the best rate
     assert s.winner_hparams["lr"] == best and plan.complete
@@ -113,10 +116,26 @@ def test_selection_smooths_over_the_last_evaluations_and_failures_lose():
     curves = {"a": {"step": [0, 1, 2, 3], "gap": [9.0, 0.5, 0.9, 0.1]}, "b": {"step": [0, 1], "gap": [0.3, 0.2]}}
     lookup = protocol.Lookup(finals, curves.get, smooth=3)
     assert lookup.score("a", "gap", False) == pytest.approx(0.5)  # mean of 0.5, 0.9, 0.1: a lucky last point
-    assert lookup.score("b", "gap", False) == pytest.approx(0.25)  # ... loses to a steady run
+    assert lookup.score("b", "gap", False) == pytest.approx(0.2)  # ... loses to a steady run (step 0 left out)
     assert lookup.score("c", "gap", False) == math.inf and lookup.score("d", "gap", False) == math.inf
     assert protocol.Lookup(finals).score("a", "gap", False) == 0.1  # no curves: the final value
     assert protocol.score({"acc": 0.9}, "acc", True) == -0.9
+
+
+def test_smoothing_never_averages_in_the_untrained_model_at_step_0():
+    """A short curve (3 evaluations with the one at step 0) with smooth = 3: averaging the untrained value in
+    would rank a run that trains well (0.95 accuracy at the end) below one that starts higher and trains worse."""
+    finals = {"good": {"acc": 0.95, "diverged": False}, "poor": {"acc": 0.80, "diverged": False}}
+    curves = {"good": {"step": [0, 100, 200], "acc": [0.05, 0.90, 0.95]},
+              "poor": {"step": [0, 100, 200], "acc": [0.60, 0.78, 0.80]}}
+    lookup = protocol.Lookup(finals, curves.get, smooth=3)
+    assert lookup.score("good", "acc", True) == pytest.approx(-0.925)  # mean of 0.90 and 0.95 only
+    assert lookup.score("poor", "acc", True) == pytest.approx(-0.79)
+    assert lookup.score("good", "acc", True) < lookup.score("poor", "acc", True)
+    old = protocol.Lookup(finals, curves.get, smooth=3, exclude_start=False)  # version 2's rule, for its stores
+    assert old.score("good", "acc", True) > old.score("poor", "acc", True)  # the ranking step 0 turned round
+    only_start = protocol.Lookup({"x": {"acc": 0.5, "diverged": False}}, {"x": {"step": [0], "acc": [0.1]}}.get)
+    assert only_start.score("x", "acc", True) == -0.5  # nothing after step 0: the final value
 
 
 def test_run_hash_is_stable_and_complete():

@@ -44,6 +44,8 @@ SMOKE = {
     "deepfm_criteo": (3, {"n_train": 5000, "n_eval": 2000, "buckets": 1000}),
     "halfcheetah_ppo": (2, {"rollout": 128, "minibatch": 64, "eval_episodes": 1}),
     "hopper_ppo": (2, {"rollout": 128, "minibatch": 64, "eval_episodes": 1}),
+    "fmnist_resnet_wd_aug": (2, {"eval_size": 300, "depth": 8}),
+    "wgan_clip_fmnist": (1, {"width": 8, "eval_samples": 200, "classifier_steps": 30, "ref_size": 1000, "n_critic": 2}),
 }
 
 #: tasks that need the mujoco wheel (the `tasks` extra); skipped without it

@@ -17,14 +17,14 @@ import torch
 
 import adamkit
 from adamkit import _integrity
-from adamkit.kernels import cpu_variants, fused_cpu
+from adamkit.kernels.fused import build as fused_build, cpu_variants, launch as fused_launch
 from optimizer_table import BY_NAME, OPTIMIZERS
 
-pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
+pytestmark = pytest.mark.skipif(not fused_build.available(), reason="the fused CPU kernel is unavailable here")
 
-VARIANTS = fused_cpu.runnable_variants() if fused_cpu.available() else []
+VARIANTS = fused_build.runnable_variants() if fused_build.available() else []
 #: this process's cache of first-use builds (a fresh process that uses it compiles nothing)
-BUILDS = fused_cpu.cache_dir()
+BUILDS = fused_build.cache_dir()
 SHAPES = ((37, 300), (1000,), (5,), (3, 4, 65))  # int8 rows of whole and partial blocks, a bfloat16 vector
 
 
@@ -63,7 +63,7 @@ CONFIGS = [(info, kwargs) for info in OPTIMIZERS for kwargs in info.variants]
 def test_every_variant_steps_every_branch_alike_in_float32(info, kwargs):
     results = {}
     for variant in VARIANTS:
-        with fused_cpu.using(variant):
+        with fused_build.using(variant):
             results[variant] = run(info, **kwargs)
     assert_same_bits(results, f"{info.name} {kwargs}")
 
@@ -81,38 +81,37 @@ def test_every_variant_steps_every_dtype_and_state_format_alike(info, dtype, sta
     give the same bits in every build."""
     results = {}
     for variant in VARIANTS:
-        with fused_cpu.using(variant):
+        with fused_build.using(variant):
             results[variant] = run(info, dtype, state_dtype)
     assert_same_bits(results, f"{info.name} {dtype} {state_dtype}")
 
 
 def _fresh(monkeypatch, tmp_path):
     """A process that has loaded no build yet, with an empty cache."""
-    monkeypatch.setattr(fused_cpu, "_lib", None)
-    monkeypatch.setattr(fused_cpu, "_build_info", None)
-    monkeypatch.setattr(fused_cpu, "_error", None)
-    monkeypatch.setattr(fused_cpu, "_opened", {})
-    monkeypatch.setattr(fused_cpu, "_warned_prebuilt", False)
+    monkeypatch.setattr(fused_build._kernel, "value", None)
+    monkeypatch.setattr(fused_build._kernel, "error", None)
+    monkeypatch.setattr(fused_build, "_opened", {})
+    monkeypatch.setattr(fused_build, "_warned_prebuilt", False)
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv(fused_cpu.VARIANT_ENV, raising=False)
+    monkeypatch.delenv(fused_build.VARIANT_ENV, raising=False)
     monkeypatch.delenv("ADAMKIT_DISABLE_FUSED", raising=False)
 
 
 def test_the_environment_chooses_a_build(monkeypatch, tmp_path):
     _fresh(monkeypatch, tmp_path)
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(BUILDS))  # this process's builds: no compiling
-    monkeypatch.setenv(fused_cpu.VARIANT_ENV, VARIANTS[0])
-    assert fused_cpu.loaded_build().variant == VARIANTS[0]
+    monkeypatch.setenv(fused_build.VARIANT_ENV, VARIANTS[0])
+    assert fused_build.loaded_build().variant == VARIANTS[0]
     _fresh(monkeypatch, tmp_path)
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(BUILDS))
-    assert fused_cpu.loaded_build().variant == VARIANTS[-1]  # unset: the highest this CPU runs
+    assert fused_build.loaded_build().variant == VARIANTS[-1]  # unset: the highest this CPU runs
 
 
 def test_an_unknown_build_is_refused_naming_the_choices(monkeypatch, tmp_path):
     _fresh(monkeypatch, tmp_path)
-    monkeypatch.setenv(fused_cpu.VARIANT_ENV, "avx3")
-    with pytest.raises(fused_cpu.FusedKernelUnavailable, match=r"ADAMKIT_KERNEL_VARIANT='avx3'.*choose from auto, "):
-        fused_cpu.load()
+    monkeypatch.setenv(fused_build.VARIANT_ENV, "avx3")
+    with pytest.raises(fused_build.FusedKernelUnavailable, match=r"ADAMKIT_KERNEL_VARIANT='avx3'.*choose from auto, "):
+        fused_build.load()
 
 
 def test_a_build_this_cpu_cannot_run_is_refused(monkeypatch, tmp_path):
@@ -121,34 +120,34 @@ def test_a_build_this_cpu_cannot_run_is_refused(monkeypatch, tmp_path):
         pytest.skip("this CPU runs every variant")
     _fresh(monkeypatch, tmp_path)
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(BUILDS))
-    monkeypatch.setenv(fused_cpu.VARIANT_ENV, beyond[0])
-    with pytest.raises(fused_cpu.FusedKernelUnavailable, match=f"this CPU does not run the {beyond[0]} build"):
-        fused_cpu.load()
+    monkeypatch.setenv(fused_build.VARIANT_ENV, beyond[0])
+    with pytest.raises(fused_build.FusedKernelUnavailable, match=f"this CPU does not run the {beyond[0]} build"):
+        fused_build.load()
 
 
 # ------------------------------------------------------------------------------------------ prebuilt builds
 def fake_wheel(monkeypatch, tmp_path, variants=None, **manifest):
     """A prebuilt folder as a wheel holds it (this process's builds, recorded in a manifest), in use from now
     on by a process that has loaded no build yet."""
-    cc = fused_cpu._compiler()
+    cc = fused_build._compiler()
     folder = tmp_path / "prebuilt"
     folder.mkdir()
     recorded = {}
     for variant in variants or VARIANTS:
         target = folder / cpu_variants.library_name(variant)
-        shutil.copy(fused_cpu._build(cc, variant), target)
+        shutil.copy(fused_build._build(cc, variant), target)
         recorded[variant] = {"file": target.name, "sha256": _integrity.sha256_file(target),
                              "size": target.stat().st_size}
-    record = {"abi_version": fused_cpu.ABI_VERSION, "source_sha256": _integrity.sha256_file(fused_cpu.SOURCE),
+    record = {"abi_version": fused_build.ABI_VERSION, "source_sha256": cpu_variants.source_digest(fused_build.SOURCE.parent),
               "variants": recorded, **manifest}
     (folder / cpu_variants.MANIFEST).write_text(json.dumps(record))
     _fresh(monkeypatch, tmp_path)
-    monkeypatch.setattr(fused_cpu, "PREBUILT", folder)
+    monkeypatch.setattr(fused_build, "PREBUILT", folder)
     return folder
 
 
 def no_compiler(monkeypatch):
-    monkeypatch.setattr(fused_cpu, "_compiler", lambda: None)
+    monkeypatch.setattr(fused_build, "_compiler", lambda: None)
 
 
 def test_a_prebuilt_kernel_loads_without_a_compiler_or_a_warning(monkeypatch, tmp_path):
@@ -159,15 +158,15 @@ def test_a_prebuilt_kernel_loads_without_a_compiler_or_a_warning(monkeypatch, tm
         p = torch.nn.Parameter(torch.randn(100))
         p.grad = torch.randn(100)
         adamkit.AdaBelief([p], fused=True).step()
-    build = fused_cpu.loaded_build()
+    build = fused_build.loaded_build()
     assert (build.variant, build.origin, build.path.parent) == (VARIANTS[-1], "prebuilt", tmp_path / "prebuilt")
     assert not (tmp_path / "cache").exists()  # nothing compiled
 
 
 def test_a_wheel_without_the_best_variant_loads_its_best(monkeypatch, tmp_path):
     fake_wheel(monkeypatch, tmp_path, variants=VARIANTS[:1])
-    monkeypatch.setattr(fused_cpu, "_build", lambda cc, variant: pytest.fail("compiled despite a prebuilt build"))
-    assert (fused_cpu.loaded_build().variant, fused_cpu.loaded_build().origin) == (VARIANTS[0], "prebuilt")
+    monkeypatch.setattr(fused_build, "_build", lambda cc, variant: pytest.fail("compiled despite a prebuilt build"))
+    assert (fused_build.loaded_build().variant, fused_build.loaded_build().origin) == (VARIANTS[0], "prebuilt")
 
 
 def test_a_damaged_prebuilt_kernel_is_never_loaded(monkeypatch, tmp_path):
@@ -177,34 +176,34 @@ def test_a_damaged_prebuilt_kernel_is_never_loaded(monkeypatch, tmp_path):
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
     no_compiler(monkeypatch)
-    with pytest.raises(fused_cpu.FusedKernelUnavailable, match="prebuilt kernel is damaged.*no C compiler found"):
-        fused_cpu.load()
+    with pytest.raises(fused_build.FusedKernelUnavailable, match="prebuilt kernel is damaged.*no C compiler found"):
+        fused_build.load()
 
 
 def test_a_stale_prebuilt_kernel_is_rebuilt_from_the_source_saying_so(monkeypatch, tmp_path):
-    """A source checkout whose fused_cpu.c changed since its prebuilt folder was made."""
+    """A source checkout whose kernel sources changed since its prebuilt folder was made."""
     fake_wheel(monkeypatch, tmp_path, source_sha256="0" * 64)
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(BUILDS))  # this process's builds: no compiling
-    with pytest.warns(RuntimeWarning, match="built from another fused_cpu.c than this one.*building the kernel "
+    with pytest.warns(RuntimeWarning, match="built from other kernel sources than these.*building the kernel "
                                             "from source instead"):
-        fused_cpu.load()
-    assert fused_cpu.loaded_build().origin == fused_cpu.FIRST_USE_ORIGIN
+        fused_build.load()
+    assert fused_build.loaded_build().origin == fused_build.FIRST_USE_ORIGIN
 
 
 def test_a_prebuilt_kernel_of_another_interface_version_is_refused(monkeypatch, tmp_path):
-    fake_wheel(monkeypatch, tmp_path, abi_version=fused_cpu.ABI_VERSION + 1)
+    fake_wheel(monkeypatch, tmp_path, abi_version=fused_build.ABI_VERSION + 1)
     no_compiler(monkeypatch)
-    with pytest.raises(fused_cpu.FusedKernelUnavailable, match="interface version"):
-        fused_cpu.load()
+    with pytest.raises(fused_build.FusedKernelUnavailable, match="interface version"):
+        fused_build.load()
 
 
 def test_a_library_that_says_another_interface_version_is_refused(monkeypatch, tmp_path):
     """The manifest agrees with the Python, the library itself does not (its adamkit_abi_version is asked)."""
-    fake_wheel(monkeypatch, tmp_path, abi_version=fused_cpu.ABI_VERSION + 1)
-    monkeypatch.setattr(fused_cpu, "ABI_VERSION", fused_cpu.ABI_VERSION + 1)
+    fake_wheel(monkeypatch, tmp_path, abi_version=fused_build.ABI_VERSION + 1)
+    monkeypatch.setattr(fused_build, "ABI_VERSION", fused_build.ABI_VERSION + 1)
     no_compiler(monkeypatch)
-    with pytest.raises(fused_cpu.FusedKernelUnavailable, match="a stale build"):
-        fused_cpu.load()
+    with pytest.raises(fused_build.FusedKernelUnavailable, match="a stale build"):
+        fused_build.load()
 
 
 # ------------------------------------------------------------------------------------------------- threads
@@ -220,7 +219,7 @@ def threads():
 @pytest.mark.parametrize("name", ["adabelief", "agd"])
 def test_any_thread_count_gives_the_same_bits(monkeypatch, threads, name, state_dtype):
     """Shares of 64 elements (GRAIN lowered): rows, int8 blocks and tensors split between threads."""
-    monkeypatch.setattr(fused_cpu, "GRAIN", 64)
+    monkeypatch.setattr(fused_launch, "GRAIN", 64)
     results = {}
     for n in (1, 2, 8):
         threads(n)
@@ -230,7 +229,7 @@ def test_any_thread_count_gives_the_same_bits(monkeypatch, threads, name, state_
 
 def test_steps_from_two_python_threads_at_once_give_the_serial_bits(monkeypatch, threads):
     """ctypes releases the GIL: a second caller finds the pool busy and steps on its own thread."""
-    monkeypatch.setattr(fused_cpu, "GRAIN", 64)
+    monkeypatch.setattr(fused_launch, "GRAIN", 64)
     threads(4)
     serial = [run(BY_NAME[name], steps=20) for name in ("adam", "adopt")]
     together = [None, None]
@@ -252,11 +251,11 @@ def test_steps_from_two_python_threads_at_once_give_the_serial_bits(monkeypatch,
 PROCESS = """
 import json, os, torch, adamkit
 from threadpoolctl import threadpool_info
-from adamkit.kernels import fused_check, fused_cpu
+from adamkit.kernels.fused import build as fused_build, check as fused_check, launch as fused_launch
 from optimizer_table import BY_NAME
 from test_builds import run
 torch.set_num_threads(2)
-fused_cpu.GRAIN = 64
+fused_launch.GRAIN = 64
 params = [torch.nn.Parameter(torch.randn(64)) for _ in range(300)]  # the check reads >= 256 on two threads
 opt = adamkit.AdaBelief(params, fused=True)
 for _ in range(3):
@@ -269,7 +268,7 @@ if pid == 0:
     child = run(BY_NAME["adam"])  # the child has no worker: it starts its own
     os._exit(0 if all(torch.equal(a, b) for a, b in zip(parent, child)) else 3)
 _, status = os.waitpid(pid, 0)
-libs = [str(fused_cpu.loaded_build().path)] + ([fused_check._lib._name] if fused_check._lib is not None else [])
+libs = [str(fused_build.loaded_build().path)] + ([fused_check._library.value._name] if fused_check._library.value is not None else [])
 print(json.dumps({"openmp": [i["filepath"] for i in threadpool_info() if i["user_api"] == "openmp"], "libs": libs,
                   "child": os.waitstatus_to_exitcode(status)}))
 """

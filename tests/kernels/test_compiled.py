@@ -154,10 +154,10 @@ def test_torch_compile_recipe_with_inductor():
 
 def test_torch_compile_recipe_keeps_the_fused_kernel_on_cpu():
     """The default CPU path under torch.compile is still the C kernel: no graph, the same numbers as eager."""
-    from adamkit.kernels import fused_cpu
+    from adamkit.kernels.fused import build as fused_build
     from torch._dynamo.utils import counters
 
-    if not fused_cpu.available():
+    if not fused_build.available():
         pytest.skip("the fused CPU kernel is unavailable here")
     torch._dynamo.reset()
     counters.clear()

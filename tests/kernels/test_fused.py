@@ -1,4 +1,4 @@
-"""The fused CPU kernel (adamkit.kernels.fused_cpu): agreement with the reference path, layouts, selection, errors.
+"""The fused CPU kernel (adamkit.kernels.fused): agreement with the reference path, layouts, selection, errors.
 
 The golden replay of every case on the fused path is in test_golden.py.
 """
@@ -8,13 +8,14 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import fused_cpu, implementation_of
+from adamkit.kernels import implementation_of
+from adamkit.kernels.fused import build as fused_build
 from optimizer_table import BY_NAME, OPTIMIZERS
 
 try:
-    fused_cpu.load()
+    fused_build.load()
     _UNAVAILABLE = None
-except fused_cpu.FusedKernelUnavailable as exc:  # no C compiler here
+except fused_build.FusedKernelUnavailable as exc:  # no C compiler here
     _UNAVAILABLE = str(exc)
 
 needs_kernel = pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"{_UNAVAILABLE}")
@@ -197,21 +198,20 @@ def test_default_falls_back_to_loop_and_explicit_fused_raises(monkeypatch):
     before = p.clone()
     opt.step()  # the default path still works
     assert not torch.equal(p, before)
-    with pytest.raises(fused_cpu.FusedKernelUnavailable, match="ADAMKIT_DISABLE_FUSED"):
+    with pytest.raises(fused_build.FusedKernelUnavailable, match="ADAMKIT_DISABLE_FUSED"):
         adamkit.AdamW([p], fused=True).step()
 
 
 def test_no_compiler_gives_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(fused_cpu, "_lib", None)
-    monkeypatch.setattr(fused_cpu, "_error", None)
-    monkeypatch.setattr(fused_cpu, "_opened", {})
-    monkeypatch.setattr(fused_cpu, "_build_info", None)
-    monkeypatch.setattr(fused_cpu, "_compiler", lambda: None)
+    monkeypatch.setattr(fused_build._kernel, "value", None)
+    monkeypatch.setattr(fused_build._kernel, "error", None)
+    monkeypatch.setattr(fused_build, "_opened", {})
+    monkeypatch.setattr(fused_build, "_compiler", lambda: None)
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path))
-    assert not fused_cpu.available()
+    assert not fused_build.available()
     p = torch.randn(4)
     p.grad = torch.randn(4)
-    with pytest.raises(fused_cpu.FusedKernelUnavailable, match="no C compiler found"):
+    with pytest.raises(fused_build.FusedKernelUnavailable, match="no C compiler found"):
         adamkit.Adam([p], fused=True).step()
     opt = adamkit.Adam([p])
     opt.step()  # default: the loop
@@ -219,14 +219,13 @@ def test_no_compiler_gives_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_a_failing_compiler_is_reported(monkeypatch, tmp_path):
-    monkeypatch.setattr(fused_cpu, "_lib", None)
-    monkeypatch.setattr(fused_cpu, "_error", None)
-    monkeypatch.setattr(fused_cpu, "_opened", {})
-    monkeypatch.setattr(fused_cpu, "_build_info", None)
-    monkeypatch.setattr(fused_cpu, "_compiler", lambda: "/bin/false")
+    monkeypatch.setattr(fused_build._kernel, "value", None)
+    monkeypatch.setattr(fused_build._kernel, "error", None)
+    monkeypatch.setattr(fused_build, "_opened", {})
+    monkeypatch.setattr(fused_build, "_compiler", lambda: "/bin/false")
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path))
-    with pytest.raises(fused_cpu.FusedKernelUnavailable, match="compiler failed"):
-        fused_cpu.load()
+    with pytest.raises(fused_build.FusedKernelUnavailable, match="compiler failed"):
+        fused_build.load()
     assert list(tmp_path.iterdir()) == []  # no half-written library left behind
 
 
@@ -258,8 +257,8 @@ def test_fused_flag_values_are_checked():
 
 @needs_kernel
 def test_kernel_is_cached_by_source_hash():
-    lib_path = fused_cpu._build(fused_cpu._compiler(), fused_cpu.loaded_build().variant)  # found, not rebuilt
-    assert lib_path.exists() and lib_path.parent == fused_cpu.cache_dir()
+    lib_path = fused_build._build(fused_build._compiler(), fused_build.loaded_build().variant)  # found, not rebuilt
+    assert lib_path.exists() and lib_path.parent == fused_build.cache_dir()
     assert lib_path.name.startswith("fused_cpu-")
 
 
@@ -282,7 +281,7 @@ def test_cache_prune_removes_only_stale_builds_and_leftovers(tmp_path):
     leftover = make("tmpx1y2.so", time.time() - 2 * day)  # a killed build's output
     fresh_tmp = make("tmpz9.so", time.time())  # a build in progress right now
     other = make("notes.txt", old)
-    removed = fused_cpu.prune_cache(tmp_path, keep=kept)
+    removed = fused_build.prune_cache(tmp_path, keep=kept)
     assert sorted(removed) == sorted([stale, leftover])
     assert all(p.exists() for p in (kept, recent, fresh_tmp, other)) and not stale.exists()
 
@@ -291,8 +290,8 @@ def test_cache_prune_removes_only_stale_builds_and_leftovers(tmp_path):
 def test_loading_a_cached_build_marks_it_used():
     import os
 
-    variant = fused_cpu.loaded_build().variant
-    lib_path = fused_cpu._build(fused_cpu._compiler(), variant)
+    variant = fused_build.loaded_build().variant
+    lib_path = fused_build._build(fused_build._compiler(), variant)
     os.utime(lib_path, (1, 1))
-    assert fused_cpu._build(fused_cpu._compiler(), variant) == lib_path
+    assert fused_build._build(fused_build._compiler(), variant) == lib_path
     assert lib_path.stat().st_mtime > 1e9

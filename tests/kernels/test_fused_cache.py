@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import fused_cpu
+from adamkit.kernels.fused import build as fused_build, launch as fused_launch
 from adamkit.kernels.fused import FUSED
 
-pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
+pytestmark = pytest.mark.skipif(not fused_build.available(), reason="the fused CPU kernel is unavailable here")
 
 
 def make(seed=0, shapes=((5, 3), (7,), (2, 2))):
@@ -48,7 +48,7 @@ def test_a_table_is_kept_after_the_first_step_and_used_afterwards(monkeypatch):
     table = table_of(oa)
     assert table is not None
     calls = []
-    monkeypatch.setattr(fused_cpu, "launch", lambda *args: calls.append(args))  # the general path's entry
+    monkeypatch.setattr(fused_launch, "launch", lambda *args: calls.append(args))  # the general path's entry
     for s in range(1, 6):
         step_both(a, b, oa, ob, s)
     assert calls == [] and table_of(oa) is table

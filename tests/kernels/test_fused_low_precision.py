@@ -2,7 +2,7 @@
 
 The kernel decodes each block of a state tensor into a small buffer, steps it with the float32 body and
 encodes it back. Its rounding of a given float32 value must be ``state_format``'s bit for bit (tested
-directly through ``fused_cpu.encode``); its float32 math agrees with the loop's to rounding only (as for
+directly through ``fused_launch.encode``); its float32 math agrees with the loop's to rounding only (as for
 float32 state), so whole steps are compared with a tolerance of one code step for the state.
 """
 from __future__ import annotations
@@ -12,12 +12,13 @@ import math
 import pytest
 import torch
 
-from adamkit.kernels import fused_cpu, implementation_of
+from adamkit.kernels import implementation_of
+from adamkit.kernels.fused import build as fused_build, launch as fused_launch, spec as fused_spec
 from adamkit.kernels.fused import FUSED, StoredGroup
 from adamkit.core import state_format
 from optimizer_table import OPTIMIZERS
 
-pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="no fused CPU kernel here")
+pytestmark = pytest.mark.skipif(not fused_build.available(), reason="no fused CPU kernel here")
 
 FORMATS = ("bfloat16", "int8")
 STATE_DTYPES = {"bfloat16": torch.bfloat16, "int8": "int8"}
@@ -50,7 +51,7 @@ SHAPES = [(7, 1000), (64, 3, 7, 7), (3, 256), (5, 3), (1, 10000), (2, 513), (4, 
 def test_int8_rounding_is_the_reference_bit_for_bit(shape, kind):
     for seed, key in ((0, 0), (1, 0xDEADBEEF), (2, state_format.stream_key(12345, 7, 2))):
         x = _values(shape, seed)
-        codes, scales = fused_cpu.encode(x, "int8", kind, key)
+        codes, scales = fused_launch.encode(x, "int8", kind, key)
         ref_codes, ref_scales = state_format.quantize_int8(x, kind, key)
         assert torch.equal(codes, ref_codes), (shape, kind, seed, int((codes != ref_codes).sum()))
         assert torch.equal(scales.view(torch.int32), ref_scales.view(torch.int32))
@@ -61,7 +62,7 @@ def test_int8_rounding_is_the_reference_bit_for_bit(shape, kind):
 def test_bfloat16_rounding_is_the_reference_bit_for_bit(shape, kind):
     for seed, key in ((0, 1), (1, 0x80000001)):
         x = _values(shape, seed)
-        out, _ = fused_cpu.encode(x, "bfloat16", kind, key)
+        out, _ = fused_launch.encode(x, "bfloat16", kind, key)
         ref = state_format.encode_bfloat16(x, kind, key)
         assert torch.equal(out.view(torch.int16), ref.view(torch.int16)), (shape, kind, seed)
 
@@ -102,15 +103,15 @@ def test_non_finite_values_round_as_the_reference_bit_for_bit(shape, kind):
     largest finite magnitudes; the kernel (AVX2 body and scalar tails) agrees with the reference bit for bit."""
     for seed, key in ((0, 99), (1, 0xFEEDF00D)):
         x = _non_finite_values(shape, seed)
-        codes, scales = fused_cpu.encode(x, "int8", kind, key)
+        codes, scales = fused_launch.encode(x, "int8", kind, key)
         ref_codes, ref_scales = state_format.quantize_int8(x, kind, key)
         assert torch.equal(codes, ref_codes), (shape, kind, seed, int((codes != ref_codes).sum()))
         assert _same_bits(scales, ref_scales) and bool(torch.isfinite(scales).all())
         positive = x if kind == "signed" else x.clamp_min(0)
         back = state_format.dequantize_int8(codes, scales, kind)
-        assert _same_bits(fused_cpu.decode(codes, scales, kind), back)
+        assert _same_bits(fused_launch.decode(codes, scales, kind), back)
         assert torch.equal(back.isnan(), positive.isnan()) and torch.equal(back.isinf(), positive.isinf())
-        out, _ = fused_cpu.encode(x.view(-1), "bfloat16", kind, key)
+        out, _ = fused_launch.encode(x.view(-1), "bfloat16", kind, key)
         assert _same_bits(out, state_format.encode_bfloat16(x.view(-1), kind, key)), (shape, kind, seed)
 
 
@@ -122,7 +123,7 @@ def test_int8_decoding_is_the_reference_bit_for_bit(kind):
     codes[3] = torch.randint(0, 256, (700,), generator=g, dtype=torch.uint8)
     scales = torch.tensor([[1.0, 0.5, 3.0], [0.0, 1e-30, 3e38], [float("nan"), 2.0, 1e-3],
                            [7.0, 1e-10, 1.5], [1.0, 1.0, 1.0], [2.0 ** -100, 2.0 ** 100, 0.1]])
-    out = fused_cpu.decode(codes, scales, kind)
+    out = fused_launch.decode(codes, scales, kind)
     ref = state_format.dequantize_int8(codes, scales, kind)
     assert _same_bits(out, ref)
 
@@ -131,7 +132,7 @@ def test_stochastic_rounding_is_unbiased():
     """Sanity of the kernel's int8 stochastic rounding: the mean of many roundings is the value."""
     x = torch.full((1, 256), 0.3)
     x[0, 0] = 1.0  # the scale
-    means = torch.stack([state_format.dequantize_int8(*fused_cpu.encode(x, "int8", "signed", key), "signed")
+    means = torch.stack([state_format.dequantize_int8(*fused_launch.encode(x, "int8", "signed", key), "signed")
                          for key in range(400)]).mean(0)
     assert abs(float(means[0, 1:].mean()) - 0.3) < 2e-3
 
@@ -287,18 +288,18 @@ def test_a_storage_format_unknown_to_the_kernel_raises_naming_state_dtype_before
     opt = info.make([torch.nn.Parameter(p.clone())])
     c = opt.coefficients(opt.param_groups[0], 0, None)
     names = ("exp_avg", "exp_avg_sq")
-    call = fused_cpu.kernel_call(type(opt), c, names, False)
+    call = fused_spec.kernel_call(type(opt), c, names, False)
     before = p.clone()
     storage = state_format.Storage("fp8", ("signed", "unsigned"), (0, 1), [1], 0, {})
-    with pytest.raises(fused_cpu.Unsupported, match="state_dtype"):
-        fused_cpu.launch(call, [p], [g], state, storage=storage, storage_names=names)
+    with pytest.raises(fused_launch.Unsupported, match="state_dtype"):
+        fused_launch.launch(call, [p], [g], state, storage=storage, storage_names=names)
     codes = {n: [torch.full((4, 300), 127, dtype=torch.uint8)] for n in names}  # int8 codes, bfloat16 said
     wrong = state_format.Storage("bfloat16", ("signed", "unsigned"), (0, 1), [1], 0, {})
-    with pytest.raises(fused_cpu.Unsupported, match="state_dtype"):
-        fused_cpu.launch(call, [p], [g], codes, storage=wrong, storage_names=names)
+    with pytest.raises(fused_launch.Unsupported, match="state_dtype"):
+        fused_launch.launch(call, [p], [g], codes, storage=wrong, storage_names=names)
     no_scales = state_format.Storage("int8", ("signed", "unsigned"), (0, 1), [1], 0, {})
-    with pytest.raises(fused_cpu.Unsupported, match="state_dtype"):
-        fused_cpu.launch(call, [p], [g], codes, storage=no_scales, storage_names=names)
+    with pytest.raises(fused_launch.Unsupported, match="state_dtype"):
+        fused_launch.launch(call, [p], [g], codes, storage=no_scales, storage_names=names)
     assert torch.equal(p, before)
 
 
@@ -312,17 +313,17 @@ def test_a_hand_set_state_of_the_wrong_dtype_raises_naming_state_dtype():
         opt.step()
 
 
-@pytest.mark.parametrize("variant", fused_cpu.runnable_variants() if fused_cpu.available() else [])
+@pytest.mark.parametrize("variant", fused_build.runnable_variants() if fused_build.available() else [])
 def test_every_build_rounds_as_the_reference(variant):
     """Each instruction-set variant (the baseline one has no AVX2 code paths) rounds as the reference, bit for
     bit: int8 codes and scales of every kind, and bfloat16, finite and non-finite values alike."""
-    with fused_cpu.using(variant):
+    with fused_build.using(variant):
         for kind in state_format.KINDS:
             for x in (_values((7, 1000), 3), _non_finite_values((7, 1000), 4)):
-                codes, scales = fused_cpu.encode(x, "int8", kind, 77)
+                codes, scales = fused_launch.encode(x, "int8", kind, 77)
                 ref_codes, ref_scales = state_format.quantize_int8(x, kind, 77)
                 assert torch.equal(codes, ref_codes) and torch.equal(scales, ref_scales), (variant, kind)
-                assert _same_bits(fused_cpu.decode(codes, scales, kind),
+                assert _same_bits(fused_launch.decode(codes, scales, kind),
                                   state_format.dequantize_int8(codes, scales, kind)), (variant, kind)
-                half, _ = fused_cpu.encode(x, "bfloat16", kind, 77)
+                half, _ = fused_launch.encode(x, "bfloat16", kind, 77)
                 assert _same_bits(half, state_format.encode_bfloat16(x, kind, 77)), (variant, kind)

@@ -9,7 +9,7 @@ import torch
 
 import adamkit
 from adamkit.core.declaration import Coefficients, FusedKernel
-from adamkit.kernels import fused_spec
+from adamkit.kernels.fused import spec as fused_spec
 from adamkit.registry import algorithm_classes
 
 REGISTERED = fused_spec.kernel_classes(algorithm_classes())
@@ -17,14 +17,17 @@ REGISTERED = fused_spec.kernel_classes(algorithm_classes())
 
 def test_committed_block_is_what_the_declarations_generate():
     assert fused_spec.committed_block() == fused_spec.generate(REGISTERED), (
-        "fused_cpu.c is stale: run `python -m adamkit.kernels.fused_spec --write`")
+        "kernel.c is stale: run `python -m adamkit.kernels.fused.spec --write`")
 
 
-def test_every_kernel_has_one_body_and_one_range_function():
+def test_every_kernel_has_one_body_and_one_range_function_in_its_own_file():
     source = fused_spec.SOURCE.read_text()
     for body in REGISTERED:
-        assert len(re.findall(rf"^#define {body.upper()}_BODY\(", source, re.M)) == 1, body
-        assert len(re.findall(rf"RANGE_HEAD\({body}, ", source)) == 1, body
+        text = (fused_spec.SOURCE.parent / fused_spec.BODIES / f"{body}.h").read_text()
+        assert len(re.findall(rf"^#define {body.upper()}_BODY\(", text, re.M)) == 1, body
+        assert len(re.findall(rf"^#define RANGE_{body}\(", text, re.M)) == 1, body
+        assert len(re.findall(rf"RANGE_HEAD\({body}, ", text)) == 1, body
+        assert f'#include "{fused_spec.BODIES}/{body}.h"' in fused_spec.committed_block(), body
     assert "TABLE[N_KERNELS]" in source and "algo >= N_KERNELS" in source
 
 
@@ -66,11 +69,11 @@ def test_a_declaration_out_of_step_with_the_c_source_is_refused():
 
     Reordered.Scalars = Scalars
     c = Coefficients(adamkit.Adam.Flags(False, False, False), Scalars(0.999, 0.9, 1e-8, 1.0, 0.0, 1e-3, 1.0))
-    with pytest.raises(RuntimeError, match="differs from fused_cpu.c's layout"):
+    with pytest.raises(RuntimeError, match="differs from kernel.c's layout"):
         fused_spec.kernel_call(Reordered, c, ("exp_avg", "exp_avg_sq"), False)
 
     class Unknown(adamkit.Adam):
-        fused_kernel = FusedKernel("nonesuch", ("exp_avg",))
+        fused_kernel = FusedKernel("nonesuch")
 
     with pytest.raises(RuntimeError, match="no kernel body 'nonesuch'"):
         fused_spec.kernel_call(Unknown, c, ("exp_avg",), False)

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import fused_cpu
+from adamkit.kernels.fused import build as fused_build, launch as fused_launch
 from adamkit.kernels.fused import FUSED, StoredGroup
 from adamkit.core import state_format
 
-pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
+pytestmark = pytest.mark.skipif(not fused_build.available(), reason="the fused CPU kernel is unavailable here")
 
 SHAPES = ((6, 300), (7,), (4, 3, 5, 5), (2, 2))  # int8 matrices and bfloat16 vectors in one group
 
@@ -60,8 +60,8 @@ def test_kept_tables_step_bit_for_bit_as_the_general_path(monkeypatch, cls, stat
     assert isinstance(kept, StoredGroup)
     assert len(kept.tables) == (2 if state_dtype == "int8" else 1)  # int8 matrices, bfloat16 vectors
     general = []
-    real = fused_cpu.launch
-    monkeypatch.setattr(fused_cpu, "launch", lambda *args, **kw: (general.append(1), real(*args, **kw))[1])
+    real = fused_launch.launch
+    monkeypatch.setattr(fused_launch, "launch", lambda *args, **kw: (general.append(1), real(*args, **kw))[1])
     for s in range(1, 6):
         general.clear()
         step_both(a, b, oa, ob, s)
@@ -144,8 +144,8 @@ def test_a_failed_kernel_step_keeps_no_half_built_tables(monkeypatch):
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    real = fused_cpu.launch_low_precision
-    monkeypatch.setattr(fused_cpu, "launch_low_precision", failing)
+    real = fused_launch.launch_low_precision
+    monkeypatch.setattr(fused_launch, "launch_low_precision", failing)
     set_grads(a, 1)
     with pytest.raises(RuntimeError, match="boom"):
         oa.step()

@@ -15,10 +15,10 @@ import torch
 
 import adamkit
 from adamkit import _integrity
-from adamkit.kernels import fused_check, fused_cpu
+from adamkit.kernels.fused import build as fused_build, check as fused_check
 from adamkit.kernels.fused import FUSED
 
-pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="the fused CPU kernel is unavailable here")
+pytestmark = pytest.mark.skipif(not fused_build.available(), reason="the fused CPU kernel is unavailable here")
 
 
 def native_or_skip():
@@ -316,8 +316,8 @@ def test_a_layout_other_than_the_one_the_build_reads_is_refused():
 def _fresh(monkeypatch, tmp_path):
     monkeypatch.setenv("ADAMKIT_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "1")
-    monkeypatch.setattr(fused_check, "_lib", None)
-    monkeypatch.setattr(fused_check, "_error", None)
+    monkeypatch.setattr(fused_check._library, "value", None)
+    monkeypatch.setattr(fused_check._library, "error", None)
     monkeypatch.setattr(fused_check, "_warned", False)
     monkeypatch.setattr(fused_check, "MIN_TENSORS", 1)
 
@@ -369,20 +369,20 @@ def test_the_build_is_cached_verified_and_rebuilt_when_damaged(monkeypatch, tmp_
     assert lib.adamkit_check_abi_version() == fused_check.ABI_VERSION
 
 
-@pytest.mark.parametrize("origin,wanted", [(fused_cpu.FIRST_USE_ORIGIN, True), (fused_cpu.PREBUILT_ORIGIN, False)])
+@pytest.mark.parametrize("origin,wanted", [(fused_build.FIRST_USE_ORIGIN, True), (fused_build.PREBUILT_ORIGIN, False)])
 def test_by_default_the_check_is_native_only_where_the_kernel_was_built_here(monkeypatch, origin, wanted):
     """A wheel's prebuilt kernel keeps the Python check (no compiler is assumed); a source install, whose kernel
     a compiler just built, builds the native one too; ADAMKIT_NATIVE_CHECK decides where it is set."""
     monkeypatch.delenv("ADAMKIT_NATIVE_CHECK", raising=False)
     monkeypatch.delenv("ADAMKIT_DISABLE_NATIVE_CHECK", raising=False)
-    build = fused_cpu.loaded_build()
-    monkeypatch.setattr(fused_cpu, "_build_info", fused_cpu.KernelBuild(build.variant, origin, build.path,
-                                                                        build.threads))
+    build = fused_build.loaded_build()
+    monkeypatch.setattr(fused_build._kernel, "value", (fused_build.load(), fused_build.KernelBuild(
+        build.variant, origin, build.path, build.threads)))
     if wanted:
         native_or_skip()
     params, opt, table = stepped(shapes=MANY)
     assert (table.native is not None) is wanted
-    built_here = origin == fused_cpu.FIRST_USE_ORIGIN
+    built_here = origin == fused_build.FIRST_USE_ORIGIN
     monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "1")
     assert fused_check.enabled(built_here)
     monkeypatch.setenv("ADAMKIT_NATIVE_CHECK", "0")

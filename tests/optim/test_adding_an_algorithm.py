@@ -15,6 +15,7 @@ from adamkit.core.declaration import Coefficients, Hyperparameter as H
 from adamkit.core.hyperparameters import FOREACH, FUSED, MAXIMIZE, PARAM_ROUNDING, STATE_DTYPE, learning_rate
 from adamkit.kernels import compiled, implementation_of
 from adamkit.optim.base import AdamkitOptimizer
+from backend_paths import paths
 from optimizer_table import OptimizerInfo, _same
 
 
@@ -71,8 +72,8 @@ class ToyLion(AdamkitOptimizer):
 # (weight_decay stands in for eps in the generic check of a non-negative hyperparameter's message)
 TOY = OptimizerInfo("toy-lion", ToyLion, None, _same, ({}, {"weight_decay": 0.1}), eps_name="weight_decay")
 VARIANTS = [pytest.param(v, id=f"toy-{i}") for i, v in enumerate(TOY.variants)]
-PATHS = [pytest.param(dict(foreach=False), id="loop"), pytest.param(dict(foreach=True), id="foreach"),
-         pytest.param(dict(fused="compiled"), id="compiled")]
+#: every path but the fused kernel (the toy has no C body) and Triton's interpreter (slow)
+PATHS = [pytest.param(options, id=name) for name, options in paths(exclude=("fused", "triton")).items()]
 
 
 @pytest.fixture(autouse=True)

@@ -17,14 +17,12 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import compiled, fused_cpu
+from adamkit.kernels import compiled
+from backend_paths import paths
 from optimizer_table import BY_NAME, OPTIMIZERS
 
 INFO_IDS = [info.name for info in OPTIMIZERS]
-PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "compiled": dict(fused="compiled")}
-if fused_cpu.available():
-    PATHS["fused"] = dict(fused=True)
-    PATHS["default"] = {}
+PATHS = paths(exclude=("triton",), default=True)
 SHAPES = ((4, 3), (5,), (2, 2, 2))
 
 

@@ -16,12 +16,14 @@ import torch
 
 import adamkit
 from adamkit.core import state_format
-from adamkit.optim.checkpoint import CONVERSION_SLOT
+from adamkit.optim.convert import CONVERSION_SLOT
+from backend_paths import SLOW, paths
 from optimizer_table import BY_NAME, OPTIMIZERS
 from test_checkpoint import assert_same_snapshot, snapshot, state_dict_bytes
 
 LOW = {"bf16": torch.bfloat16, "int8": "int8"}
-PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "default": {}}
+#: the fused kernel, where it runs, as the default
+PATHS = {**paths(exclude=("fused", *SLOW)), "default": {}}
 #: run by test_round_trip_on_the_compiled_path only
 COMPILED = {"compiled": dict(fused="compiled")}
 

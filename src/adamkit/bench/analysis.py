@@ -91,8 +91,11 @@ class Results:
     def arm(self, instance: str, optimizer: str, arm: str) -> ArmSummary | None:
         return self.arms.get((instance, optimizer, arm))
 
-    def tuning_runs(self, instance: str, optimizer: str) -> list[protocol.PlannedRun]:
-        return [r for r in self.phase1 if r.arm == "tune" and r.instance == instance and r.optimizer == optimizer]
+    def tuning_runs(self, instance: str, optimizer: str, paper: str | None = None) -> list[protocol.PlannedRun]:
+        """The trials of the search of (``instance``, ``optimizer``), or of its paper configuration ``paper``
+        (search key ``(instance, "optimizer@paper")``)."""
+        arm = "tune" if paper is None else f"tune:{paper}"
+        return [r for r in self.phase1 if r.arm == arm and r.instance == instance and r.optimizer == optimizer]
 
 
 def load(where: str | Path) -> Results:
@@ -101,18 +104,22 @@ def load(where: str | Path) -> Results:
     text = store.get_meta("suite")
     if text is None:
         raise ValueError(f"{where}: no sweep stored here (run `adamkit bench run SUITE --out DIR` first)")
-    suite = Suite.from_json(text)
-    finals = store.finals()
     bench = store.bench_record()
     version = int(bench.get("version", 1))
+    if version > protocol.BENCH_VERSION:
+        raise ValueError(f"{where}: made by benchmark version {version}, newer than this adamkit's "
+                         f"({protocol.BENCH_VERSION}); read it with the adamkit that wrote it")
+    suite = Suite.from_json(text, version)
+    finals = store.finals()
     specs = store.specs() if version < 2 else None
     if specs is not None:  # a version-1 suite's default optimizers were adamkit's only (no baseline yet)
         ran = {s["optimizer"] for s in specs.values()}
         suite.optimizers = tuple(o for o in suite.optimizers if o in ran)
         for i, inst in enumerate(suite.problems):
             suite.problems[i] = dataclasses.replace(inst, optimizers=tuple(o for o in inst.optimizers if o in ran))
-    plan = protocol.plan(suite, protocol.Lookup(finals, store.curve if version >= 2 else None, suite.smooth, specs),
-                         version)
+    lookup = protocol.Lookup(finals, store.curve if version >= 2 else None, suite.smooth, specs,
+                             exclude_start=version >= 3)  # (older stores: smoothed as they were selected)
+    plan = protocol.plan(suite, lookup, version)
     phase1, phase2 = plan.tuning, plan.final
     res = Results(suite, store, finals, phase1, phase2, plan.winners(), searches=plan.searches, version=version,
                   bench=bench)
@@ -120,7 +127,7 @@ def load(where: str | Path) -> Results:
     insts = {i.key: i for i in suite.problems}
     groups: dict[tuple[str, str, str], list[protocol.PlannedRun]] = {}
     for r in phase1 + phase2:
-        if r.arm in FINAL_ARMS or r.arm.startswith(("paper:", "variant:")):
+        if r.arm in FINAL_ARMS or r.arm.startswith(("paper:", "paper-lr:", "variant:")):
             groups.setdefault((r.instance, r.optimizer, r.arm), []).append(r)
     for key, runs in groups.items():
         inst = insts[key[0]]
@@ -173,7 +180,8 @@ def _steps_to_target(store: ResultStore, run_hash: str, inst: ProblemInstanceSpe
                      final: dict[str, Any] | None = None) -> float:
     """The first evaluation step at which the run reaches the instance's target (inf: never): as kept in its
     final metrics by a compacted store (:meth:`ResultStore.compact`, computed from the whole curve), else
-    from its evaluation curve."""
+    from its evaluation curve. (The protocol's selection on steps to target, ``Lookup.steps_score``, reads
+    the same step; a run that never reaches the target is ranked there by its final distance.)"""
     if inst.target is None:
         return math.inf
     kept = (final or {}).get("steps_to_target") or {}
@@ -242,10 +250,11 @@ def _ratio(value: float, best: float, maximize: bool) -> float:
     return max(value, 1e-12) / max(best, 1e-12)
 
 
-def profile_ratios(res: Results, measure: str, tier: str, optimizers: list[str] | None = None
-                   ) -> tuple[list[str], dict[str, np.ndarray]]:
+def profile_ratios(res: Results, measure: str, tier: str, optimizers: list[str] | None = None,
+                   keep=None) -> tuple[list[str], dict[str, np.ndarray]]:
     """Performance ratios of each optimizer on the instances of ``tier`` that *every* profiled optimizer ran
-    (an instance one optimizer did not run is left out, not counted as its failure).
+    (an instance one optimizer did not run is left out, not counted as its failure); ``keep(inst)``, when
+    given, selects the instances further (e.g. no counterexamples: :func:`is_counterexample`).
 
     ``measure``: ``"steps"`` (median steps to the target over the final seeds; fewer than half reaching it = ∞;
     only instances with a target) or ``"final"`` (median final target metric). Instances where no optimizer has
@@ -253,7 +262,7 @@ def profile_ratios(res: Results, measure: str, tier: str, optimizers: list[str] 
     opts = list(optimizers or res.suite.optimizers)
     keys, rows = [], []
     for inst in res.instances:
-        if inst.tier != tier or (measure == "steps" and inst.target is None):
+        if inst.tier != tier or (measure == "steps" and inst.target is None) or (keep is not None and not keep(inst)):
             continue
         arms = {o: res.arm(inst.key, o, res.main_arm(inst)) for o in opts}
         if any(a is None or a.n == 0 for a in arms.values()):
@@ -298,3 +307,123 @@ def performance_profile(res: Results, measure: str, taus: np.ndarray, tier: str 
     out = {o: profile(r, taus) for o, r in ratios.items()}
     out["_n"] = np.array([len(keys)])
     return out
+
+
+# ------------------------------------------------------------------------------ the report's measures (issue 22)
+
+
+def problem_class(inst: ProblemInstanceSpec):
+    """The registered class of an instance's problem, or None when it is not registered here."""
+    from . import registry
+
+    try:
+        return registry.get_problem_class(inst.problem)
+    except ValueError:
+        return None
+
+
+def is_counterexample(inst: ProblemInstanceSpec) -> bool:
+    """Whether the instance is a fixed-rate counterexample (ADOPT's, Reddi's): a problem built to break adaptive
+    methods, scored apart from the Tier A profile."""
+    from .problems.counterexamples import _Counterexample
+
+    cls = problem_class(inst)
+    return cls is not None and issubclass(cls, _Counterexample)
+
+
+def is_stand_in(inst: ProblemInstanceSpec) -> bool:
+    """Whether the task declares itself a stand-in for the papers' kind of experiment (its class attribute
+    ``experiment = "stand-in"``); False where the task declares nothing."""
+    return getattr(problem_class(inst), "experiment", None) == "stand-in"
+
+
+#: the task family of a task module (``adamkit.bench.tasks.<module>``): the practitioner table's groups
+FAMILIES = {"vision": "image classification", "language": "language modelling", "wordlm": "language modelling",
+            "gan": "GANs", "vae": "generative models (VAE)", "rl": "reinforcement learning",
+            "ctr": "click-through rate", "criteo": "click-through rate"}
+
+
+def family(inst: ProblemInstanceSpec) -> str:
+    """The task family of an instance (``image classification``, …; a Tier A problem: ``toy problems``)."""
+    cls = problem_class(inst)
+    if inst.tier == "A" or cls is None:
+        return "counterexamples" if is_counterexample(inst) else "toy problems"
+    return FAMILIES.get(cls.__module__.rsplit(".", 1)[-1], (cls.stands_for or cls.name).split(" (")[0])
+
+
+def reference_optimizer(res: Results) -> str:
+    """The optimizer the practitioner table and the reference targets measure against: Adam where the suite
+    runs it, else the suite's first optimizer."""
+    return "adam" if "adam" in res.suite.optimizers else res.suite.optimizers[0]
+
+
+@dataclass
+class TimeToTarget:
+    """Per optimizer, the share of instances whose runs reach the reference target by each fraction of the
+    budget (``curves[o][j]`` at ``fractions[j]``; each instance weighs 1, its seeds share it)."""
+
+    instances: list[str]
+    targets: dict[str, float]
+    reference: str
+    fractions: np.ndarray
+    curves: dict[str, np.ndarray]
+
+    def score(self, optimizer: str) -> float:
+        """The area under the optimizer's curve over the budget, in [0, 1] (1: every run at the target from
+        the first evaluation; 0: none ever)."""
+        y = self.curves[optimizer]
+        x = self.fractions
+        return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2.0 / (x[-1] - x[0])) if len(x) > 1 else math.nan
+
+
+def reference_target(res: Results, inst: ProblemInstanceSpec, reference: str) -> float:
+    """An instance's target set from the reference runs: the median final target metric of the reference
+    optimizer's main arm over its final seeds (nan when it has no finite value)."""
+    arm = res.arm(inst.key, reference, res.main_arm(inst))
+    vals = [v for v in (arm.values if arm else []) if math.isfinite(v)]
+    return quantile(vals, 0.5) if vals else math.nan
+
+
+def time_to_target(res: Results, tier: str = "B", reference: str | None = None, points: int = 101,
+                   keep=None) -> TimeToTarget:
+    """The time-to-target profile of ``tier`` on targets set from reference runs (:func:`reference_target`).
+
+    Per instance that every optimizer ran (main arms, evaluation curves of the target metric stored;
+    ``keep(inst)`` selects further; counterexamples never count), each run's time to target is the first
+    evaluation step at which it reaches the reference target, as a fraction of the instance's budget (its
+    last evaluation step); a run that never reaches it (or diverged) never counts. The share at fraction ``f``
+    averages, over the instances, the share of each optimizer's seeds there at or before ``f``."""
+    from .store import first_step_reaching
+
+    reference = reference or reference_optimizer(res)
+    opts = list(res.suite.optimizers)
+    fractions = np.linspace(0.0, 1.0, points)
+    keys, targets, rows = [], {}, []
+    for inst in res.instances:
+        if inst.tier != tier or is_counterexample(inst) or (keep is not None and not keep(inst)):
+            continue
+        arms = {o: res.arm(inst.key, o, res.main_arm(inst)) for o in opts}
+        if any(a is None or a.n == 0 for a in arms.values()):
+            continue
+        target = reference_target(res, inst, reference)
+        if math.isnan(target):
+            continue
+        curves = {o: [res.store.curve(h) for h in a.hashes] for o, a in arms.items()}
+        budget = max((c["step"][-1] for cs in curves.values() for c in cs if c.get("step")), default=0)
+        if budget <= 0 or not any(c.get(inst.target_metric) for cs in curves.values() for c in cs):
+            continue
+        # curves are stored to 7 significant digits; the target eases by as much, so a run ending on it counts
+        reach = target + (-1e-6 if inst.maximize else 1e-6) * abs(target)
+        row = {}
+        for o, cs in curves.items():
+            times = []
+            for c in cs:
+                step = first_step_reaching(c.get("step", []), c.get(inst.target_metric, []), reach, inst.maximize)
+                times.append(math.inf if step is None else step / budget)
+            t = np.array(times, dtype=float)
+            row[o] = np.array([(t <= f).mean() for f in fractions]) if t.size else np.zeros(points)
+        keys.append(inst.key)
+        targets[inst.key] = target
+        rows.append(row)
+    curves_out = {o: (np.mean([r[o] for r in rows], axis=0) if rows else np.full(points, np.nan)) for o in opts}
+    return TimeToTarget(keys, targets, reference, fractions, curves_out)

@@ -2,7 +2,9 @@
 
     adamkit bench list
     adamkit bench run SUITE --out DIR [--jobs N]   (or: --suite SUITE) [--executor local|ray] [--address ADDR] [--store FILE]
+                      [--device cpu|cuda|cuda:N]
     adamkit bench report DIR [--out REPORT_DIR]
+    adamkit bench plan SUITE [--jobs N]          (what a suite costs, by the planner's cost model)
 """
 from __future__ import annotations
 
@@ -19,9 +21,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="the registered problems and tasks, and the shipped suites")
     p.add_argument("--tier", choices=("A", "B"), help="only this tier")
     p = sub.add_parser("run", help="run a suite (a shipped name or a TOML file) into a results folder; resumable")
-    p.add_argument("suite", nargs="?", help="smoke, quick, full, tasks_quick, paper, precision, or the path of a "
-                   "suite TOML file (or give it as --suite)")
+    p.add_argument("suite", nargs="?", help="smoke, quick, full, tasks_quick, paper, precision, gpu_smoke, gpu, or "
+                   "the path of a suite TOML file (or give it as --suite)")
     p.add_argument("--suite", dest="suite_option", metavar="SUITE", help="the same as the positional SUITE")
+    p.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="cpu (default), cuda or cuda:N: where the runs of tasks that support a device compute (the "
+                        "other problems run on the CPU); the --jobs workers share the GPU. A store holds the runs of "
+                        "one kind of device")
     p.add_argument("--out", required=True, help="results folder (holds results.sqlite; re-run to resume)")
     p.add_argument("--store", help="the SQLite results file (default: OUT/results.sqlite)")
     p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: the number of CPUs, at most 2)")
@@ -29,6 +35,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address (with --executor ray); default: start a local Ray")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p = sub.add_parser("plan", help="what a suite costs by the planner's cost model (CPU-hours per entry), "
+                       "before running it")
+    p.add_argument("suite", help="a shipped suite name or the path of a suite TOML file")
+    p.add_argument("--jobs", type=int, default=2, help="parallel runs the wall time is given for (default 2)")
     p = sub.add_parser("report", help="write report.md, report.html and PNG plots for a results folder")
     p.add_argument("results", help="the results folder of `adamkit bench run` (or its SQLite file)")
     p.add_argument("--out", help="report folder (default: RESULTS/report)")
@@ -40,7 +50,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"list": _list, "run": _run, "report": _report, "compact": _compact}[args.bench_command](args)
+    return {"list": _list, "run": _run, "report": _report, "compact": _compact,
+            "plan": _plan}[args.bench_command](args)
 
 
 def _fail(message: str) -> int:
@@ -102,6 +113,7 @@ def _run(args) -> int:
 
 
 def _run_sweep(args, out: Path) -> int:
+    from . import devices
     from .executors import make_executor
     from .store import ResultStore
     from .suite import SuiteError, load_suite
@@ -113,19 +125,26 @@ def _run_sweep(args, out: Path) -> int:
                      "TOML file)")
     if len(set(given)) > 1:
         return _fail(f"two suites given ({given[0]!r} and --suite {given[1]!r}); give one")
+    device = getattr(args, "device", None) or "cpu"
+    try:
+        device = devices.parse(device)
+        devices.check_available(device)
+    except devices.DeviceError as exc:
+        return _fail(str(exc))
     try:
         suite = load_suite(given[0])
     except SuiteError as exc:
+        return _fail(str(exc))
+    jobs = args.jobs or _default_jobs()
+    try:
+        executor = make_executor(args.executor, jobs, args.address, device)
+    except (RuntimeError, ValueError) as exc:
         return _fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(args.store) if args.store else ResultStore.open_results(out)
     if args.store:
         (out / "store.txt").write_text(str(Path(args.store).resolve()) + "\n")
-    jobs = args.jobs or _default_jobs()
-    try:
-        executor = make_executor(args.executor, jobs, args.address)
-    except (RuntimeError, ValueError) as exc:
-        return _fail(str(exc))
+    store.check_device(devices.describe(devices.torch_device(device)), device)
     n_inst = len(suite.problems)
     tuned = sum(1 for p in suite.problems if p.tune)
     search = (f"{suite.trials} trials + defaults each" if tuned == n_inst
@@ -134,8 +153,10 @@ def _run_sweep(args, out: Path) -> int:
     short = sum(1 for p in suite.problems if p.tune and p.multi_fidelity)
     if short:
         search += f" ({short} tuned at a shorter budget than their final arms)"
+    where = "" if device == "cpu" else f" on {devices.identity(store.device_record())} ({device}: the tasks that " \
+        "support a device; the other problems on the CPU)"
     print(f"suite {suite.name!r}: {n_inst} problem instances, optimizers {', '.join(suite.optimizers)}; "
-          f"{search}; {args.executor} executor, {jobs} job(s); results in {store.path}")
+          f"{search}; {args.executor} executor, {jobs} job(s){where}; results in {store.path}")
     try:
         stats = run_sweep(suite, store, executor, retry_failed=args.retry_failed,
                           progress=None if args.quiet else Progress(), check_data=args.executor == "local",
@@ -162,6 +183,10 @@ def _run_sweep(args, out: Path) -> int:
         print(f"  failed: {line}")
     if len(stats.failures) > 10:
         print(f"  ... and {len(stats.failures) - 10} more (see the report)")
+    gpus = devices.gpu_models(store.run_devices().values())
+    if len(gpus) > 1:  # a Ray cluster of several GPU models: each run's record says which (never pooled silently)
+        print(f"note: the runs of this store computed on {len(gpus)} GPU models ({', '.join(gpus)}); their "
+              "wall-clock figures are not comparable, and their results agree only up to float rounding")
     _summary(store.path)
     print(f"\nnext: adamkit bench report {out}")
     return 0 if not stats.failed else 1
@@ -258,4 +283,21 @@ def _compact(args) -> int:
     print(f"compacted {path}: {counts['thinned']} of {counts['runs']} runs' curves thinned to about {eval_points} "
           f"evaluation and {train_points} training points, {counts['targets']} steps-to-target kept exactly; "
           f"{before / 2**20:.1f} MB -> {after / 2**20:.1f} MB")
+    return 0
+
+
+def _plan(args) -> int:
+    """``adamkit bench plan SUITE``: the suite's runs and CPU-hours by the planner's cost model."""
+    from .protocol import BENCH_VERSION, estimate
+    from .suite import SuiteError, load_suite
+
+    try:
+        suite = load_suite(args.suite)
+    except SuiteError as exc:
+        return _fail(str(exc))
+    if args.jobs < 1:
+        return _fail(f"--jobs must be at least 1, got {args.jobs}")
+    print(f"suite {suite.name!r} (benchmark version {BENCH_VERSION}): {len(suite.problems)} problem instances")
+    for line in estimate(suite).lines(args.jobs):
+        print(line)
     return 0

@@ -8,7 +8,11 @@
   must be able to import adamkit.
 
 Both call :func:`adamkit.bench.runner.execute` on the same specs, with one torch thread per run, so
-the same suite stores the same results on both.
+the same suite stores the same results on both. Both take the sweep's ``device`` (``--device``: ``cpu``,
+``cuda``, ``cuda:N``) and give it to every run; the runs of tasks that support a device compute there, the
+others on the worker's CPU. With a GPU, the ``jobs`` local workers share it (each its own process and CUDA
+context); on Ray each run asks for ``1 / jobs`` of a GPU, so ``jobs`` runs share one, and Ray picks the GPU
+(``--device cuda``; a ``cuda:N`` is refused there).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import signal
 import sys
 from typing import Any, Iterable, Iterator
 
+from . import devices
 from .runner import execute
 
 Job = tuple[str, dict[str, Any]]  # (run hash, spec)
@@ -50,10 +55,13 @@ def _worker_init(parent: int | None = None) -> None:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, jobs: int = 1):
+    def __init__(self, jobs: int = 1, device: str = "cpu"):
         if jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {jobs}")
         self.jobs = jobs
+        self.device = devices.parse(device)
+        #: the device argument of each run (none on the CPU: ``execute(spec)`` as before devices)
+        self._kw = {} if self.device == "cpu" else {"device": self.device}
 
     def map(self, jobs: Iterable[Job]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
         """Run ``jobs``, yielding each result as it arrives. ``jobs`` is read lazily, one job per free slot
@@ -61,7 +69,7 @@ class LocalExecutor:
         source = iter(jobs)
         if self.jobs == 1:
             for h, spec in source:
-                yield h, spec, execute(spec)
+                yield h, spec, execute(spec, **self._kw)
             return
         first = next(source, None)
         if first is None:
@@ -83,7 +91,7 @@ class LocalExecutor:
                         job = take()
                         if job is None:
                             break
-                        inflight[pool.submit(execute, job[1])] = job
+                        inflight[pool.submit(execute, job[1], **self._kw)] = job
                     if not inflight:
                         return
                     done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
@@ -118,7 +126,11 @@ class LocalExecutor:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, jobs: int = 1, address: str | None = None):
+    def __init__(self, jobs: int = 1, address: str | None = None, device: str = "cpu"):
+        self.device = devices.parse(device)
+        if ":" in self.device:
+            raise ValueError(f"--device {self.device} with --executor ray: give --device cuda (Ray assigns each run "
+                             "its GPU)")
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -147,7 +159,9 @@ class RayExecutor:
                         f"(RAY_AUTH_TOKEN) when it uses token authentication") from None
             else:
                 start_local_ray(self.jobs)
-        remote = ray.remote(num_cpus=1, max_retries=1)(_ray_execute)
+        # a run that asks for no GPU gets none (Ray hides the GPUs from it): on cuda each asks for a share
+        gpus = 0 if self.device == "cpu" else 1.0 / max(1, self.jobs)
+        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=1)(_ray_execute)
         window = 2 * max(self.jobs, int(ray.cluster_resources().get("CPU", 1)))
         inflight: dict[Any, Job] = {}
         try:
@@ -156,7 +170,7 @@ class RayExecutor:
                     job = next(source, None)
                     if job is None:
                         break
-                    inflight[remote.remote(job[1])] = job
+                    inflight[remote.remote(job[1], self.device)] = job
                 if not inflight:
                     break
                 ready, _ = ray.wait(list(inflight), num_returns=1)
@@ -241,18 +255,18 @@ def start_local_ray(jobs: int) -> None:
             + "); refusing to run. Use --executor local, or start a Ray cluster yourself and pass --address")
 
 
-def _ray_execute(spec: dict[str, Any]) -> dict[str, Any]:
+def _ray_execute(spec: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    return execute(spec)
+    return execute(spec) if device == "cpu" else execute(spec, device)
 
 
-def make_executor(name: str, jobs: int = 1, address: str | None = None):
+def make_executor(name: str, jobs: int = 1, address: str | None = None, device: str = "cpu"):
     if name == "local":
         if address:
             raise ValueError("--address is for --executor ray")
-        return LocalExecutor(jobs)
+        return LocalExecutor(jobs, device)
     if name == "ray":
-        return RayExecutor(jobs, address)
+        return RayExecutor(jobs, address, device)
     raise ValueError(f"unknown executor {name!r}; choose local or ray")

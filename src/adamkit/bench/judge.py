@@ -1,29 +1,58 @@
-"""One generic judge for every claim of :mod:`adamkit.bench.claims`: paired differences with a 95 % interval.
+"""One generic judge for every claim of :mod:`adamkit.bench.claims`: paired tests within the paper's regime.
 
-For each instance a claim names, the two arms' runs on the same final seeds give paired differences
-``d_s = a_s − b_s`` (``b_s − a_s`` when lower is better), so ``d > 0`` points the way the claim says.
-The effect is the mean of ``d``; its 95 % interval is a **paired bootstrap** (percentile method, 10,000
-resamples of the seeds with replacement, a fixed generator seed 0, so the same store gives the same
-interval). A diverged run takes the worst finite value seen on that instance in either arm (for
-``steps_to_target``: a run that never reaches the target counts as the full budget), a failed or missing
-run drops its pair. Verdicts:
+**Rows.** For each instance a claim names, the primary row (``row = "tuned"``) compares the claimed optimizer's
+tuned arm with the baseline's: ``name@arm`` is the arm ``paper:<arm>``, the paper configuration tuned as an
+optimizer of its own (its own learning-rate search, ``res.searches[(instance, "name@arm")]``), plain ``name`` the
+main arm (``tuned``, or ``fixed`` where the suite does not tune). Where the store has ``paper-lr:<arm>`` (the
+configuration at the paper's own learning rate, untuned), a second row (``row = "paper-lr"``) compares it with
+the same baseline arm.
 
-- **supported**: the interval lies above 0 (above −margin for an "as good as" claim);
-- **contradicted**: it lies below 0 (below −margin);
-- **inconclusive**: the interval contains 0 (−margin), or fewer than :data:`MIN_SEEDS` paired seeds;
-- **outside the claim's regime**: the instance's budget is below the claim's ``regime`` (numbers shown);
-- **not measured**: the suite has no such instance, or not both arms on it.
+**Differences.** The two arms' runs on the same final seeds give paired differences ``d_s = a_s − b_s``
+(``b_s − a_s`` when lower is better), so ``d > 0`` points the way the claim says. A diverged run takes the worst
+finite value seen on that instance in either arm (``steps_to_target``: a run that never reaches the target counts
+as the full budget); a failed or missing run drops its pair. A run of independent chains (the counterexamples'
+``<metric>_chains``) gives one pair per chain. An instance whose problem is deterministic (``deterministic = True``
+on its class), or whose arms give the same value on every seed, counts once: ``n = 1``, no interval.
 
-Per tier (Tier A toy problems and Tier B tasks are never pooled) the instance verdicts aggregate to
-*supported* / *contradicted* only when every in-regime instance of that tier says so, *mixed* when both
-occur, else *inconclusive*.
+**Statistics** (:mod:`adamkit._stats`), with the claim's equivalence band ``δ`` (``claims.toml``, per metric):
+the mean and median of ``d``; the paired t interval (95 %); the exact two-sided Wilcoxon signed-rank p; the
+p of "the mean lies beyond ``±δ``" (a t test against the band's nearer edge) and the TOST p of equivalence within
+``±δ``. Both are Holm-adjusted over the comparisons of one claim, tier and row that reach a test; ``p_holm`` is the
+adjusted p of the first. ``collapsed = (a, b)``: runs (chains) per arm that diverged or ended worse than their
+arm's median by more than :data:`COLLAPSE_BANDS` bands.
 
-The same statistic judges a suite's **variants** (:func:`judge_variants`; e.g. int8 optimizer state against
-float32): per (instance, optimizer, variant), ``d_s`` = variant − main arm on each paired seed, in the metric's
-direction (> 0: the variant is better), and a non-inferiority test with the suite's stated margin ``M``
-(``protocol.margins``: an absolute one, or a relative one times the main arm's mean over the paired seeds):
-**no worse** when the whole interval lies above ``−M``, **worse** when it lies wholly below ``−M``, else
-(and whenever n < 5) **inconclusive**.
+**Verdicts**, in this order:
+
+- **not measured**: the suite has no such instance or optimizer, or its runs are not finished;
+- **precondition not met**: the arm the claim needs was not run (the suite runs no paper arms, or the store's
+  ``paper:<arm>`` was not tuned as an optimizer of its own), or the claim's precondition fails in the data (e.g.
+  a counterexample's baseline does not fail at this budget);
+- **outside the claim's regime**: a task of the papers' kind (``experiment = "paper"`` on its class) run below the
+  claim's ``in_regime`` fraction of the paper's budget (or where that budget is unknown), or a stand-in below the
+  claim's stand-in minimum; the numbers are kept;
+- **inconclusive** with the reason: fewer than :data:`MIN_PAIRS` pairs, or neither test decides, or the t test and
+  the rank test disagree;
+- **better** / **worse** (by more than the band): Holm-adjusted p of the band test < :data:`ALPHA` and the Wilcoxon
+  p < :data:`ALPHA`, in the direction of the mean; **equivalent**: Holm-adjusted TOST p < :data:`ALPHA`. A
+  deterministic instance compares its one difference with the band directly;
+- a **stand-in** experiment (``experiment = "stand-in"``, or a run on synthetic data) never gets a firm verdict:
+  *consistent at stand-in scale* where the result agrees with the claim (better; for an "as good as" claim, also
+  equivalent), else *inconsistent at stand-in scale*.
+
+Budgets are compared in the paper's unit: a budget in steps meets a regime in epochs only through the runs'
+``steps_per_epoch`` (read from their final metrics where recorded), never as 0 epochs; an epoch budget converts to
+steps through the runs' ``budget_steps``.
+
+Per tier (Tier A toy problems and Tier B tasks are never pooled) the primary rows aggregate: the common verdict when
+all judged instances agree, *mixed* when better and worse (or consistent and inconsistent) both occur, else
+*inconclusive*; with the counts and how many instances were in the paper's regime (:attr:`Verdict.in_regime`).
+
+The variants of a suite (:func:`judge_variants`; e.g. int8 optimizer state against float32) keep their own
+non-inferiority test: per (instance, optimizer, variant), ``d_s`` = variant − main arm on each paired seed, in the
+metric's direction (> 0: the variant is better), a 95 % paired bootstrap interval (10,000 resamples, generator seed
+0) and the suite's margin ``M`` (``protocol.margins``: absolute, or relative to the main arm's mean): **no worse**
+when the interval lies above ``−M``, **worse** when below, else (and whenever n < :data:`MIN_SEEDS`)
+**inconclusive**.
 """
 from __future__ import annotations
 
@@ -32,21 +61,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import _stats
 from .._stats import LEVEL, RESAMPLES, paired_bootstrap  # noqa: F401 - part of this module's interface
 from . import analysis
 from .claims import Claim, Ref, load_claims
 
+#: paired seeds (or chains) a firm claim verdict needs
+MIN_PAIRS = 10
+#: paired seeds a variant's non-inferiority verdict needs
 MIN_SEEDS = 5
-SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
-NO_WORSE, WORSE = "no worse", "worse"  # the verdicts of a non-inferiority test (and INCONCLUSIVE)
-OUTSIDE, NOT_MEASURED, MIXED = "outside the claim's regime", "not measured", "mixed"
+#: the family-wise error rate of each claim's tier and row (Holm)
+ALPHA = 0.05
+#: a run "collapsed" when it ends worse than its arm's median by more than this many bands
+COLLAPSE_BANDS = 10
+
+BETTER, EQUIVALENT, WORSE, INCONCLUSIVE = "better", "equivalent", "worse", "inconclusive"
+CONSISTENT, INCONSISTENT = "consistent at stand-in scale", "inconsistent at stand-in scale"
+PRECONDITION, OUTSIDE, NOT_MEASURED = "precondition not met", "outside the claim's regime", "not measured"
+MIXED = "mixed"
+VERDICTS = (BETTER, EQUIVALENT, WORSE, INCONCLUSIVE, CONSISTENT, INCONSISTENT, PRECONDITION, OUTSIDE, NOT_MEASURED)
+FIRM = (BETTER, EQUIVALENT, WORSE)
+SUPPORTED, CONTRADICTED = "supported", "contradicted"  # the bootstrap rule's outcomes (variants' test)
+NO_WORSE = "no worse"  # the verdicts of a non-inferiority test (and WORSE, INCONCLUSIVE)
+ROWS = ("tuned", "paper-lr")
 
 
 def paired_differences(a: dict, b: dict, direction: str,
                        cap: float | None = None) -> np.ndarray:
     """``d_s`` over the seeds both arms have (nan: failed or missing, dropped); ±inf (diverged, never reached)
     becomes ``cap`` or, without one, the worst finite value of either arm; two infinities tie."""
-    seeds = sorted(s for s in a if s in b and not (math.isnan(a[s]) or math.isnan(b[s])))
+    seeds = _paired_keys(a, b)
     finite = [v for s in seeds for v in (a[s], b[s]) if math.isfinite(v)]
     worst = cap if cap is not None else ((min(finite) if direction == "higher" else max(finite)) if finite else None)
     out = []
@@ -61,8 +105,14 @@ def paired_differences(a: dict, b: dict, direction: str,
     return np.array(out, dtype=float)
 
 
+def _paired_keys(a: dict, b: dict) -> list:
+    return sorted(s for s in a if s in b and not (math.isnan(a[s]) or math.isnan(b[s])))
+
+
 def verdict_of(d: np.ndarray, margin: float = 0.0) -> tuple[str, float, float, float]:
-    """(verdict, effect, low, high) of paired differences ``d`` (> 0: the claimed direction)."""
+    """(verdict, effect, low, high) of paired differences ``d`` (> 0: the claimed direction) by the paired bootstrap:
+    *supported* when the interval lies above ``−margin``, *contradicted* below it, else (or n < :data:`MIN_SEEDS`)
+    *inconclusive*. The variants' non-inferiority test (:func:`noninferiority`) rests on it."""
     effect, low, high = paired_bootstrap(d)
     if d.size < MIN_SEEDS:
         return INCONCLUSIVE, effect, low, high
@@ -73,51 +123,113 @@ def verdict_of(d: np.ndarray, margin: float = 0.0) -> tuple[str, float, float, f
     return INCONCLUSIVE, effect, low, high
 
 
+def _num(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.3g}"
+
+
+def _signed(v: float | None) -> str:
+    if v is None or math.isnan(v):
+        return "–"
+    return f"+{v:.3g}" if v >= 0 else f"{v:.3g}"
+
+
+def _p(v: float | None) -> str:
+    return "–" if v is None or math.isnan(v) else (f"{v:.2g}" if v >= 0.001 else "< 0.001")
+
+
 @dataclass
 class Comparison:
+    """One instance of one claim, in one row ("tuned": tuned against tuned; "paper-lr": the paper configuration at
+    the paper's learning rate against the baseline's tuned arm). ``mean``/``median``: of the paired differences
+    (> 0: the way the claim says); ``low``/``high``: the 95 % paired t interval (None when deterministic or
+    n < 2); ``collapsed``: (claimed arm, baseline arm) runs that diverged or collapsed."""
+
     instance: str
     tier: str
-    verdict: str
+    row: str = "tuned"
+    verdict: str = NOT_MEASURED
     n: int = 0
-    effect: float = math.nan
-    low: float = math.nan
-    high: float = math.nan
+    mean: float = math.nan
+    median: float = math.nan
+    low: float | None = None
+    high: float | None = None
+    p_wilcoxon: float | None = None
+    p_holm: float | None = None
+    band: float = math.nan
+    collapsed: tuple[int, int] = (0, 0)
+    deterministic: bool = False
     note: str = ""
+    # beyond the agreed interface: what the verdict rests on
+    arms: tuple[str, str] = ("", "")  # the arm labels compared (claimed, baseline)
+    experiment: str = ""  # "paper" | "stand-in" (the instance's problem class)
+    in_regime: bool | None = None  # the budget is within the claim's regime (None: not checked)
+    budget_fraction: float | None = None  # the budget as a fraction of the paper's (None: not comparable)
+    p_band: float | None = None  # the band test's unadjusted p
+    p_tost: float | None = None  # the TOST p of equivalence within the band, unadjusted
+    p_tost_holm: float | None = None
 
-    def text(self, claim: Claim) -> str:
-        if self.verdict == NOT_MEASURED:
-            return f"{self.instance}: not measured ({self.note})"
-        edge = f"−{_num(claim.margin)}, the margin" if claim.margin else "0"
-        why = " (n < 5)" if self.verdict == INCONCLUSIVE and self.n < MIN_SEEDS else \
-            f" (interval contains {edge})" if self.verdict == INCONCLUSIVE else ""
-        unit = "steps" if claim.metric == "steps_to_target" else claim.metric
-        return (f"{self.instance}: {_signed(self.effect)} {unit} [{_num(self.low)}, {_num(self.high)}], "
-                f"n = {self.n} → **{self.verdict}**{why}" + (f"; {self.note}" if self.note else ""))
+    @property
+    def effect(self) -> float:
+        """The mean paired difference (the name earlier reports used)."""
+        return self.mean
+
+    def text(self, claim: Claim | None = None) -> str:
+        """One line: the numbers, the verdict in bold, the reasons."""
+        head = self.instance + ("" if self.row == "tuned" else f" ({self.row})")
+        if self.verdict == NOT_MEASURED or self.n == 0:
+            return f"{head}: **{self.verdict}**" + (f" ({self.note})" if self.note else "")
+        unit = "steps" if claim is not None and claim.metric == "steps_to_target" else \
+            (claim.metric if claim is not None else "")
+        if self.deterministic:
+            numbers = f"{_signed(self.mean)} {unit} (deterministic: one run per arm, n = 1, no interval)"
+        else:
+            interval = f" [{_num(self.low)}, {_num(self.high)}]" if self.low is not None else ""
+            numbers = (f"{_signed(self.mean)} {unit}{interval}, median {_signed(self.median)}, n = {self.n}, "
+                       f"Wilcoxon p {_p(self.p_wilcoxon)}" + (f", Holm p {_p(self.p_holm)}" if self.p_holm is not None
+                                                              else ""))
+        extra = [f"band ±{_num(self.band)}"]
+        if any(self.collapsed):
+            extra.append(f"collapsed {self.collapsed[0]} / {self.collapsed[1]}")
+        if self.note:
+            extra.append(self.note)
+        return f"{head}: {numbers} → **{self.verdict}** (" + "; ".join(extra) + ")"
 
 
 @dataclass
 class Verdict:
     claim: Claim
     comparisons: list[Comparison] = field(default_factory=list)
-    tiers: dict[str, str] = field(default_factory=dict)  # tier -> aggregate verdict with counts
+    tiers: dict[str, str] = field(default_factory=dict)  # tier -> aggregate verdict of the primary rows, with counts
 
     @property
     def firm(self) -> bool:
-        return any(v.startswith((SUPPORTED, CONTRADICTED)) for v in self.tiers.values())
+        return any(v.startswith(FIRM) for v in self.tiers.values())
+
+    @property
+    def in_regime(self) -> tuple[int, int]:
+        """(in regime, measured): the primary rows of paper-kind experiments within the paper's regime, of all
+        the primary rows that were measured."""
+        rows = [c for c in self.comparisons if c.row == "tuned" and c.verdict != NOT_MEASURED]
+        return sum(1 for c in rows if c.in_regime and c.experiment == "paper"), len(rows)
 
 
-def _num(v: float) -> str:
-    if v is None or math.isnan(v):
-        return "–"
-    return f"{v:.3g}"
+# ------------------------------------------------------------------------------------------------ the pieces
 
 
-def _signed(v: float) -> str:
-    return "–" if math.isnan(v) else (f"+{v:.3g}" if v >= 0 else f"{v:.3g}")
+def arm_of(res: analysis.Results, inst, ref: Ref, row: str = "tuned") -> analysis.ArmSummary | None:
+    """The arm a claim's reference names on ``inst``: ``paper:<arm>`` (row "tuned") or ``paper-lr:<arm>`` (row
+    "paper-lr") for ``name@arm``, the main arm for plain ``name``."""
+    if ref.arm:
+        return res.arm(inst.key, ref.optimizer, f"{'paper' if row == 'tuned' else 'paper-lr'}:{ref.arm}")
+    return res.arm(inst.key, ref.optimizer, res.main_arm(inst))
 
 
-def arm_of(res: analysis.Results, inst, ref: Ref) -> analysis.ArmSummary | None:
-    return res.arm(inst.key, ref.optimizer, f"paper:{ref.arm}" if ref.arm else res.main_arm(inst))
+def arm_label(res: analysis.Results, inst, ref: Ref, row: str = "tuned") -> str:
+    if ref.arm:
+        return f"{ref.optimizer} {'paper' if row == 'tuned' else 'paper-lr'}:{ref.arm}"
+    return f"{ref.optimizer} {res.main_arm(inst)}"
 
 
 def values_of(res: analysis.Results, inst, arm: analysis.ArmSummary, metric: str, direction: str) -> dict:
@@ -140,19 +252,230 @@ def values_of(res: analysis.Results, inst, arm: analysis.ArmSummary, metric: str
     return out
 
 
-def _in_regime(claim: Claim, inst, res) -> tuple[bool, str]:
-    need_steps, need_epochs = claim.regime.get("min_steps"), claim.regime.get("min_epochs")
-    if need_epochs is not None and (inst.epochs or 0) < need_epochs:
-        have = f"{inst.epochs} epochs" if inst.epochs else f"{inst.steps} steps"
-        return False, f"budget {have} < the claim's {need_epochs} epochs"
-    if need_steps is not None:
-        steps = inst.steps
-        if steps is None:  # epochs: the steps the runs actually had
-            steps = max((int((res.finals.get(h) or {}).get("budget_steps") or 0) for a in res.arms.values()
-                         if a.instance == inst.key for h in a.hashes), default=0)
-        if steps < need_steps:
-            return False, f"budget {steps} steps < the claim's {need_steps}"
-    return True, ""
+def experiment_of(inst) -> tuple[str, str]:
+    """("paper" | "stand-in", why): the instance's kind of experiment, from its problem class's ``experiment``; a
+    run on synthetic data, or a class that declares none, is a stand-in."""
+    from .registry import get_problem_class
+
+    if (inst.params or {}).get("synthetic"):
+        return "stand-in", "synthetic data"
+    try:
+        kind = getattr(get_problem_class(inst.problem), "experiment", None)
+    except (KeyError, ValueError):
+        kind = None
+    if kind not in ("paper", "stand-in"):
+        return "stand-in", f"{inst.problem} declares no experiment kind: read as a stand-in"
+    return kind, ""
+
+
+def _deterministic_problem(inst) -> bool:
+    from .registry import get_problem_class
+
+    try:
+        return bool(getattr(get_problem_class(inst.problem), "deterministic", False))
+    except (KeyError, ValueError):
+        return False
+
+
+@dataclass
+class Budget:
+    """An instance's budget in steps and in epochs (None where not known)."""
+
+    steps: float | None
+    epochs: float | None
+
+    def text(self, unit: str | None = None) -> str:
+        if unit == "epochs" and self.epochs is not None:
+            return f"{self.epochs:.3g} epochs" + (f" ({int(self.steps)} steps)" if self.steps else "")
+        if self.steps is not None:
+            return f"{int(self.steps)} steps" + (f" ({self.epochs:.3g} epochs)" if self.epochs is not None else "")
+        return f"{self.epochs:g} epochs" if self.epochs is not None else "unknown"
+
+
+def budget_of(inst, res: analysis.Results) -> Budget:
+    """The final runs' budget: steps from the suite (or, for an epoch budget, the runs' ``budget_steps``), epochs from
+    the suite (or steps / the runs' ``steps_per_epoch``, where their final metrics record it)."""
+    finals = [res.finals.get(h) or {} for a in res.arms.values() if a.instance == inst.key for h in a.hashes]
+    recorded = [int(f["budget_steps"]) for f in finals if isinstance(f.get("budget_steps"), (int, float))]
+    per_epoch = [float(f["steps_per_epoch"]) for f in finals
+                 if isinstance(f.get("steps_per_epoch"), (int, float)) and f["steps_per_epoch"] > 0]
+    steps = float(inst.steps) if inst.steps else (float(max(recorded)) if recorded else None)
+    if inst.epochs:
+        epochs = float(inst.epochs)
+    elif steps is not None and per_epoch:
+        epochs = steps / max(per_epoch)
+    else:
+        epochs = None
+    return Budget(steps, epochs)
+
+
+def regime_of(claim: Claim, inst, res: analysis.Results, experiment: str) -> tuple[bool, float | None, str]:
+    """(in regime, the budget as a fraction of the paper's, why not). A paper-kind experiment is in regime when it
+    runs at least ``in_regime`` of the paper's budget (in the paper's unit); a stand-in when it runs at least the
+    claim's stand-in minimum (or there is none)."""
+    reg = claim.regime
+    budget = budget_of(inst, res)
+    unit = reg.unit
+    have = None if unit is None else (budget.epochs if unit == "epochs" else budget.steps)
+    fraction = None if have is None else have / reg.paper_budget
+    if experiment == "stand-in":
+        need_e, need_s = reg.stand_in_epochs, reg.stand_in_steps
+        if need_e is not None:
+            if budget.epochs is None:
+                return False, fraction, (f"budget {budget.text()}: the runs record no steps per epoch, so it cannot "
+                                         f"be compared with the stand-in minimum of {need_e:g} epochs")
+            if budget.epochs < need_e:
+                return False, fraction, (f"budget {budget.text('epochs')} < the claim's stand-in minimum of "
+                                         f"{need_e:g} epochs")
+        if need_s is not None and (budget.steps is None or budget.steps < need_s):
+            return False, fraction, f"budget {budget.text()} < the claim's stand-in minimum of {need_s} steps"
+        return True, fraction, ""
+    if unit is None:
+        return False, None, "the paper's budget is not known (PAPERS.md), so no budget is in its regime"
+    paper = f"{reg.paper_budget:g} {unit}"
+    if have is None:
+        return False, None, (f"budget {budget.text()}: the runs record no steps per epoch, so it cannot be compared "
+                             f"with the paper's {paper}")
+    if fraction < reg.in_regime:
+        return False, fraction, (f"budget {budget.text(unit)} = {fraction:.2%} of the paper's {paper}, below the "
+                                 f"{reg.in_regime:.0%} the claim counts as in regime")
+    return True, fraction, ""
+
+
+def precondition_of(claim: Claim, res: analysis.Results, inst, a, b) -> tuple[bool, str]:
+    """(met, what was found) of the claim's precondition on the arm it names (met when the claim has none)."""
+    pre = claim.precondition
+    if pre is None:
+        return True, ""
+    arm = b if pre.arm == "baseline" else a
+    vals = [v for v in values_of(res, inst, arm, pre.metric, "lower").values() if not math.isnan(v)]
+    if not vals:
+        return False, f"{pre.text}: no finished run of the {pre.arm} to check it on"
+    hits = sum(pre.holds(v) for v in vals)
+    found = f"{pre.text}: {hits} of {len(vals)} runs of the {pre.arm} ({arm.optimizer} {arm.arm}) do"
+    return hits >= pre.share * len(vals), found
+
+
+def _collapsed(values: dict, keys: list, direction: str, band: float) -> int:
+    vals = [values[k] for k in keys]
+    finite = [v for v in vals if math.isfinite(v)]
+    if not finite:
+        return len(vals)
+    med = float(np.median(finite))
+    worse = (lambda v: med - v) if direction == "higher" else (lambda v: v - med)
+    return sum(1 for v in vals if not math.isfinite(v) or (band > 0 and worse(v) > COLLAPSE_BANDS * band))
+
+
+# ------------------------------------------------------------------------------------------------ the judge
+
+
+def _compare(claim: Claim, res: analysis.Results, inst, row: str) -> Comparison:
+    c = Comparison(inst.key, inst.tier, row, band=claim.band,
+                   arms=(arm_label(res, inst, claim.optimizer, row), arm_label(res, inst, claim.baseline)))
+    a, b = arm_of(res, inst, claim.optimizer, row), arm_of(res, inst, claim.baseline)
+    c.experiment, why_kind = experiment_of(inst)
+    if a is None or b is None:
+        refs = [r for r, x in ((claim.optimizer, a), (claim.baseline, b)) if x is None]
+        absent = [r.label for r in refs if r.optimizer not in inst.optimizers]
+        unplanned = [r.label for r in refs if r.optimizer in inst.optimizers and r.arm and not res.suite.paper_arms]
+        if absent:
+            c.note = f"the suite runs no {' and no '.join(absent)} on this instance"
+        elif unplanned:
+            c.verdict = PRECONDITION
+            c.note = "the arm the claim needs was not run: the suite runs no paper arms (protocol.paper_arms = false)"
+        else:  # the suite plans them: a search still running, or an incomplete sweep
+            c.note = f"no finished {' and no finished '.join(r.label for r in refs)} arm yet"
+        return c
+    if row == "tuned" and claim.optimizer.arm and inst.tune and \
+            (inst.key, claim.optimizer.label) not in res.searches:
+        c.verdict = PRECONDITION
+        c.note = (f"the arm the claim needs was not run: paper:{claim.optimizer.arm} was not tuned as an optimizer of "
+                  f"its own in this store (its runs use another configuration's learning rate)")
+        return c
+    cap = float(inst.steps) if claim.metric == "steps_to_target" and inst.steps else None
+    va = values_of(res, inst, a, claim.metric, claim.direction)
+    vb = values_of(res, inst, b, claim.metric, claim.direction)
+    keys = _paired_keys(va, vb)
+    d = paired_differences(va, vb, claim.direction, cap)
+    if d.size == 0:
+        c.note = "no paired finished runs"
+        return c
+    chains = any(isinstance(k, tuple) for k in keys)
+    same = len({va[k] for k in keys}) == 1 and len({vb[k] for k in keys}) == 1
+    c.deterministic = _deterministic_problem(inst) and same or (same and d.size > 1)
+    if c.deterministic:
+        d, keys = d[:1], keys[:1]
+    c.n = int(d.size)
+    c.mean, c.median = float(d.mean()), float(np.median(d))
+    c.collapsed = (_collapsed(va, keys, claim.direction, claim.band), _collapsed(vb, keys, claim.direction, claim.band))
+    notes = [why_kind] if why_kind else []
+    if chains:
+        notes.append("n counts independent chains, paired chain by chain")
+    constant = c.n >= 2 and bool(np.all(d == d[0]))  # the same difference on every pair: no sampling variation
+    if constant:
+        notes.append("the same difference on every pair: no interval")
+    elif c.n >= 2:
+        _, low, high = _stats.t_interval(d)
+        c.low, c.high = low, high
+        c.p_wilcoxon = _stats.wilcoxon(d)
+        c.p_band, c.p_tost = _stats.beyond_band(d, claim.band), _stats.tost(d, claim.band)
+    met, found = precondition_of(claim, res, inst, a, b)
+    ok, c.budget_fraction, why = regime_of(claim, inst, res, c.experiment)
+    c.in_regime = ok
+    if not met:
+        c.verdict = PRECONDITION
+        c.note = "; ".join([found] + notes)
+        return c
+    if not ok:
+        c.verdict = OUTSIDE
+        c.note = "; ".join([why] + notes)
+        return c
+    if c.deterministic or constant:  # no sampling error: the exact difference against the band
+        c.verdict = _standin(claim, BETTER if c.mean > claim.band else WORSE if c.mean < -claim.band else EQUIVALENT,
+                             c.experiment)
+        c.note = "; ".join(notes)
+        return c
+    if c.n < MIN_PAIRS:
+        c.verdict = INCONCLUSIVE
+        c.note = "; ".join([f"n = {c.n} < {MIN_PAIRS} pairs, too few for a verdict"] + notes)
+        return c
+    c.verdict = ""  # decided after Holm's adjustment over the claim's tier and row
+    c.note = "; ".join(notes)
+    return c
+
+
+def _standin(claim: Claim, verdict: str, experiment: str) -> str:
+    if experiment != "stand-in" or verdict not in FIRM:
+        return verdict
+    agrees = verdict == BETTER or (verdict == EQUIVALENT and claim.kind == "as good as")
+    return CONSISTENT if agrees else INCONSISTENT
+
+
+def _decide(claim: Claim, family: list[Comparison]) -> None:
+    """Holm over the family's band tests (and, separately, its TOST tests), then each verdict."""
+    for c, p in zip(family, _stats.holm([c.p_band for c in family])):
+        c.p_holm = p
+    for c, p in zip(family, _stats.holm([c.p_tost for c in family])):
+        c.p_tost_holm = p
+    for c in family:
+        notes = [c.note] if c.note else []
+        if c.p_holm < ALPHA and c.p_wilcoxon < ALPHA:
+            verdict = BETTER if c.mean > 0 else WORSE
+        elif c.p_holm < ALPHA:
+            verdict = INCONCLUSIVE
+            notes.insert(0, f"the t test puts the mean beyond the band (Holm p {_p(c.p_holm)}) but the rank test "
+                            f"does not (Wilcoxon p {_p(c.p_wilcoxon)})")
+        elif c.p_tost_holm < ALPHA:
+            verdict = EQUIVALENT
+            notes.insert(0, f"TOST Holm p {_p(c.p_tost_holm)}")
+        else:
+            verdict = INCONCLUSIVE
+            notes.insert(0, f"the interval [{_num(c.low)}, {_num(c.high)}] is neither beyond nor inside the band "
+                            f"±{_num(c.band)}")
+        c.verdict = _standin(claim, verdict, c.experiment)
+        if c.verdict != verdict:
+            notes.insert(0, f"{verdict} on a stand-in experiment")
+        c.note = "; ".join(notes)
 
 
 def judge_claim(claim: Claim, res: analysis.Results) -> Verdict:
@@ -160,59 +483,41 @@ def judge_claim(claim: Claim, res: analysis.Results) -> Verdict:
     for inst in res.instances:
         if not claim.matches(inst):
             continue
-        tier = inst.tier
-        a, b = arm_of(res, inst, claim.optimizer), arm_of(res, inst, claim.baseline)
-        if a is None or b is None:
-            refs = [r for r, x in ((claim.optimizer, a), (claim.baseline, b)) if x is None]
-            absent = [r.label for r in refs if r.optimizer not in inst.optimizers
-                      or (r.arm and not res.suite.paper_arms)]
-            if absent:
-                note = f"no {' and no '.join(absent)} arm in this suite"
-            else:  # the suite plans them: a search still running, or an incomplete sweep
-                note = f"no finished {' and no finished '.join(r.label for r in refs)} arm yet"
-            out.comparisons.append(Comparison(inst.key, tier, NOT_MEASURED, note=note))
-            continue
-        cap = None
-        if claim.metric == "steps_to_target":
-            cap = float(inst.steps) if inst.steps else None
-        va = values_of(res, inst, a, claim.metric, claim.direction)
-        d = paired_differences(va, values_of(res, inst, b, claim.metric, claim.direction), claim.direction, cap)
-        if d.size == 0:
-            out.comparisons.append(Comparison(inst.key, tier, NOT_MEASURED, note="no paired finished runs"))
-            continue
-        verdict, effect, low, high = verdict_of(d, claim.margin)
-        ok, why = _in_regime(claim, inst, res)
-        chains = "n counts independent chains, paired chain by chain" if any(isinstance(k, tuple) for k in va) else ""
-        note = "; ".join(x for x in ("" if ok else why, chains) if x)
-        out.comparisons.append(Comparison(inst.key, tier, verdict if ok else OUTSIDE, int(d.size), effect, low,
-                                          high, note))
+        out.comparisons.append(_compare(claim, res, inst, "tuned"))
+        if claim.optimizer.arm and arm_of(res, inst, claim.optimizer, "paper-lr") is not None:
+            out.comparisons.append(_compare(claim, res, inst, "paper-lr"))
     for tier in ("A", "B"):
-        rows = [c for c in out.comparisons if c.tier == tier]
+        for row in ROWS:
+            family = [c for c in out.comparisons if c.tier == tier and c.row == row and c.verdict == ""]
+            if family:
+                _decide(claim, family)
+        rows = [c for c in out.comparisons if c.tier == tier and c.row == "tuned"]
         if rows:
-            out.tiers[tier] = aggregate([c.verdict for c in rows])
+            out.tiers[tier] = aggregate([c.verdict for c in rows],
+                                        sum(1 for c in rows if c.in_regime and c.experiment == "paper"))
     return out
 
 
-def aggregate(verdicts: list[str]) -> str:
-    """One tier's verdict from its instances' (never pooling their runs)."""
+def aggregate(verdicts: list[str], in_regime: int | None = None) -> str:
+    """One tier's verdict from its instances' primary rows (never pooling their runs), with the counts and, when
+    given, how many of the measured instances are paper-kind experiments inside the paper's regime."""
     measured = [v for v in verdicts if v != NOT_MEASURED]
     if not measured:
         return NOT_MEASURED
-    inside = [v for v in measured if v != OUTSIDE]
-    if not inside:
-        return f"{OUTSIDE} ({len(measured)} instance{'s' if len(measured) != 1 else ''})"
-    counts = {v: inside.count(v) for v in (SUPPORTED, CONTRADICTED, INCONCLUSIVE)}
-    detail = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-    if counts[SUPPORTED] == len(inside):
-        head = SUPPORTED
-    elif counts[CONTRADICTED] == len(inside):
-        head = CONTRADICTED
-    elif counts[SUPPORTED] and counts[CONTRADICTED]:
+    counts = {v: measured.count(v) for v in VERDICTS if measured.count(v)}
+    judged = [v for v in measured if v not in (OUTSIDE, PRECONDITION)]
+    if not judged:
+        head = OUTSIDE if OUTSIDE in counts else PRECONDITION
+    elif len(set(judged)) == 1:
+        head = judged[0]
+    elif ({BETTER, WORSE} <= set(judged)) or ({CONSISTENT, INCONSISTENT} <= set(judged)):
         head = MIXED
     else:
         head = INCONCLUSIVE
-    extra = len(measured) - len(inside)
-    return f"{head} ({detail}" + (f"; {extra} outside the regime" if extra else "") + ")"
+    detail = ", ".join(f"{n} {v}" for v, n in counts.items())
+    if in_regime is not None:
+        detail += f"; {in_regime} of {len(measured)} in the paper's regime"
+    return f"{head} ({detail})"
 
 
 def judge_all(res: analysis.Results) -> list[Verdict]:

@@ -64,6 +64,17 @@ def create(name: str, params: Iterable, **hparams: Any) -> torch.optim.Optimizer
     return adamkit.create_optimizer(name, params, **hparams)
 
 
+def defaults(name: str) -> dict[str, Any]:
+    """The hyperparameters optimizer ``name`` runs with when none is given: an adamkit optimizer's signature
+    defaults, or a baseline's constructor defaults with the bench's on top."""
+    if name in BASELINES:
+        ctor, bench_defaults, _ = BASELINES[name]
+        found = {p.name: p.default for p in inspect.signature(ctor.__init__).parameters.values()
+                 if p.default is not inspect.Parameter.empty}
+        return {**found, **bench_defaults}
+    return dict(adamkit.registry.optimizer_arguments(name))
+
+
 def default_lr(name: str) -> float:
     """The learning rate optimizer ``name`` runs with when none is given (its defaults arm)."""
     if name in BASELINES:

@@ -42,7 +42,7 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 def _hp(hparams: dict[str, Any]) -> str:
     if not hparams:
-        return "paper defaults"
+        return "its defaults"
     return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in hparams.items())
 
 
@@ -110,54 +110,104 @@ def plot_trajectories(res: Results, inst, out: Path) -> Path | None:
     return _save(fig, out / f"traj_{_safe(inst.key)}.png")
 
 
-def plot_curves(res: Results, inst, out: Path) -> Path | None:
-    plt = _plt()
-    arm_name = res.main_arm(inst)
-    metric = inst.target_metric
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    drawn = False
-    shown: list[float] = []
+def curve_arms(res: Results, inst) -> list[tuple[str, str, str]]:
+    """(optimizer, arm, line style) of every arm a curve figure draws: each optimizer's main arm (solid), its
+    paper configurations tuned as optimizers of their own (``paper:<arm>``, dashed) and at the paper's own
+    learning rate (``paper-lr:<arm>``, dotted), in the suite's order of optimizers and sorted arm names."""
+    out = []
     for o in res.suite.optimizers:
-        arm = res.arm(inst.key, o, arm_name)
-        if arm is None:
-            continue
-        series = [res.store.curve(h) for h in arm.hashes]
-        series = [c for c in series if c.get(metric)]
-        if not series:
-            continue
-        length = max(len(c["step"]) for c in series)
-        steps = next(c["step"] for c in series if len(c["step"]) == length)
-        mat = np.full((len(series), length), np.nan)
-        for i, c in enumerate(series):
-            v = np.array(c[metric], float)
-            mat[i, :len(v)] = v
-            if len(v) < length:  # a diverged run: it stays where it blew up
-                mat[i, len(v):] = np.inf
-        # a diverged run is drawn off the top (1e30: far above any readable range, still finite in log space)
-        mat = np.where(np.isfinite(mat), mat, np.nan if inst.maximize else 1e30)
-        if not inst.maximize:
-            mat = np.clip(mat, 1e-16, 1e30)
-        with np.errstate(all="ignore"):
-            med = np.nanmedian(mat, axis=0)
-            q25, q75 = np.nanquantile(mat, 0.25, axis=0), np.nanquantile(mat, 0.75, axis=0)
-        ax.plot(steps, med, color=_color(o), lw=1.5, label=f"{o} ({_hp(arm.hparams)})")
-        ax.fill_between(steps, q25, q75, color=_color(o), alpha=0.18, lw=0)
-        shown += [float(v) for v in med if np.isfinite(v) and v < 1e29]
-        drawn = True
-    if not drawn:
-        plt.close(fig)
+        if res.arm(inst.key, o, res.main_arm(inst)) is not None:
+            out.append((o, res.main_arm(inst), "-"))
+        extra = sorted(k[2] for k in res.arms if k[0] == inst.key and k[1] == o
+                       and k[2].startswith(("paper:", "paper-lr:")))
+        out += [(o, a, "--" if a.startswith("paper:") else ":") for a in extra]
+    return out
+
+
+def _arm_label(res: Results, inst, optimizer: str, arm: str) -> str:
+    """``adam`` (the main arm) or ``adabelief paper:cnn`` / ``adabelief paper-lr:cnn``."""
+    return optimizer if arm == res.main_arm(inst) else f"{optimizer} {arm}"
+
+
+def _median_band(series: list[dict], metric: str, maximize: bool):
+    """(steps, median, 25 %, 75 %) over the seeds' curves of ``metric``; a diverged run (a shorter curve) stays
+    where it blew up, drawn off the top."""
+    length = max(len(c["step"]) for c in series)
+    steps = np.array(next(c["step"] for c in series if len(c["step"]) == length), dtype=float)
+    mat = np.full((len(series), length), np.nan)
+    for i, c in enumerate(series):
+        v = np.array(c[metric], float)
+        mat[i, :len(v)] = v
+        if len(v) < length:
+            mat[i, len(v):] = np.inf
+    # a diverged run is drawn off the top (1e30: far above any readable range, still finite in log space)
+    mat = np.where(np.isfinite(mat), mat, np.nan if maximize else 1e30)
+    if not maximize:
+        mat = np.clip(mat, 1e-16, 1e30)
+    with np.errstate(all="ignore"):
+        return (steps, np.nanmedian(mat, axis=0), np.nanquantile(mat, 0.25, axis=0),
+                np.nanquantile(mat, 0.75, axis=0))
+
+
+def _zoom_range(lines: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], start: float, log: bool
+                ) -> tuple[float, float] | None:
+    """The y-range of the curves' points at steps ≥ ``start`` (medians and bands), padded."""
+    vals = [float(v) for steps, med, lo, hi in lines for arr in (med, lo, hi)
+            for x, v in zip(steps, arr) if x >= start and np.isfinite(v) and v < 1e29]
+    if log:
+        vals = [v for v in vals if v > 0]
+    if not vals:
         return None
-    if not inst.maximize:
-        ax.set_yscale("log")
-    if shown:  # a readable range: a diverged run (drawn at 1e300) must not set the axis (nor overflow its ticks)
-        ax.set_ylim(*_readable_range(shown + ([inst.target] if inst.target else []), log=not inst.maximize))
-    if inst.target is not None:
-        ax.axhline(inst.target, color="k", ls="--", lw=0.8, label=f"target {_fmt(inst.target)}")
-    ax.set_xlabel("optimizer step")
+    lo, hi = min(vals), max(vals)
+    if log:
+        return lo / 1.15, hi * 1.15
+    pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+    return lo - pad, hi + pad
+
+
+def plot_curves(res: Results, inst, out: Path) -> Path | None:
+    """The target metric over steps (median and 25–75 % band over the final seeds) of every arm
+    :func:`curve_arms` names, the whole run on the left and its last third zoomed on the right."""
+    metric = inst.target_metric
+    lines = []
+    for o, arm_name, ls in curve_arms(res, inst):
+        arm = res.arm(inst.key, o, arm_name)
+        series = [c for c in (res.store.curve(h) for h in arm.hashes) if c.get(metric)]
+        if series:
+            lines.append((o, arm_name, ls, arm, _median_band(series, metric, inst.maximize)))
+    if not lines:
+        return None
+    plt = _plt()
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11.0, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    shown: list[float] = []
+    for o, arm_name, ls, arm, (steps, med, q25, q75) in lines:
+        label = f"{_arm_label(res, inst, o, arm_name)} ({_hp(arm.hparams)})"
+        for a in (ax, zoom):
+            a.plot(steps, med, ls, color=_color(o), lw=1.5, label=label if a is ax else None, marker="." if
+                   len(steps) <= 12 else None)
+            a.fill_between(steps, q25, q75, color=_color(o), alpha=0.14 if ls == "-" else 0.07, lw=0)
+        shown += [float(v) for v in med if np.isfinite(v) and v < 1e29]
+    log = not inst.maximize
+    for a in (ax, zoom):
+        if log:
+            a.set_yscale("log")
+        if inst.target is not None:
+            a.axhline(inst.target, color="k", ls="--", lw=0.8, label=f"target {_fmt(inst.target)}" if a is ax else None)
+        a.set_xlabel("optimizer step")
+        a.grid(alpha=0.3, which="both", lw=0.4)
+    if shown:  # a readable range: a diverged run (drawn at 1e30) must not set the axis (nor overflow its ticks)
+        ax.set_ylim(*_readable_range(shown + ([inst.target] if inst.target else []), log=log))
+    last = max(float(steps[-1]) for *_, (steps, _, _, _) in lines)
+    start = last * 2.0 / 3.0
+    zoom.set_xlim(start - 0.02 * last, last + 0.02 * last)
+    window = _zoom_range([band for *_, band in lines], start, log)
+    if window is not None:
+        zoom.set_ylim(*window)
     ax.set_ylabel(_metric_label(metric))
     n = len(inst.final_seeds)
-    ax.set_title(f"{inst.key}: median over {n} seeds, band = 25–75 %" if n > 1 else f"{inst.key}: one seed")
-    ax.grid(alpha=0.3, which="both", lw=0.4)
+    ax.set_title(f"{inst.key}: median over {n} seeds, band = 25–75 %" if n > 1 else f"{inst.key}: one seed",
+                 fontsize=9)
+    zoom.set_title("last third of training (zoomed)", fontsize=9)
     ax.legend(fontsize=6.5, loc="best")
     return _save(fig, out / f"curve_{_safe(inst.key)}.png")
 
@@ -203,28 +253,36 @@ def plot_theta(res: Results, inst, out: Path) -> Path | None:
 
 
 def plot_train_loss(res: Results, inst, out: Path) -> Path | None:
-    """Tier B: the training loss of every step (first final seed of each optimizer's main arm): spikes show."""
+    """Tier B: the training loss of every step (first final seed of each arm :func:`curve_arms` names): spikes
+    show; the last third of training zoomed on the right."""
     if inst.tier != "B":
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    drawn = False
-    for o in res.suite.optimizers:
-        arm = res.arm(inst.key, o, res.main_arm(inst))
-        if arm is None:
-            continue
+    lines = []
+    for o, arm_name, ls in curve_arms(res, inst):
+        arm = res.arm(inst.key, o, arm_name)
         c = next((c for c in (res.store.curve(h, "train") for h in arm.hashes) if c.get("loss")), None)
-        if c is None:
-            continue
-        ax.plot(c["step"], c["loss"], color=_color(o), lw=0.8, alpha=0.85, label=o)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
+        if c is not None:
+            lines.append((o, arm_name, ls, np.array(c["step"], float), np.array(c["loss"], float)))
+    if not lines:
         return None
-    ax.set_xlabel("optimizer step")
+    plt = _plt()
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11.0, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+    for o, arm_name, ls, steps, loss in lines:
+        for a in (ax, zoom):
+            a.plot(steps, loss, ls, color=_color(o), lw=0.8, alpha=0.85,
+                   label=_arm_label(res, inst, o, arm_name) if a is ax else None)
+    last = max(float(steps[-1]) for *_, steps, _ in lines if steps.size)
+    start = last * 2.0 / 3.0
+    zoom.set_xlim(start - 0.02 * last, last + 0.02 * last)
+    window = _zoom_range([(steps, loss, loss, loss) for *_, steps, loss in lines], start, log=False)
+    if window is not None:
+        zoom.set_ylim(*window)
+    for a in (ax, zoom):
+        a.set_xlabel("optimizer step")
+        a.grid(alpha=0.3, lw=0.4)
     ax.set_ylabel("training loss (mini-batch)")
     ax.set_title(f"{inst.key}: training loss per step, first final seed", fontsize=9)
-    ax.grid(alpha=0.3, lw=0.4)
+    zoom.set_title("last third of training (zoomed)", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, out / f"train_{_safe(inst.key)}.png")
 
@@ -317,17 +375,18 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
     return _save(fig, out / f"lr_{_safe(inst.key)}.png")
 
 
-def plot_profiles(res: Results, out: Path) -> list[tuple[Path, str]]:
-    """Per tier and measure: AlgoPerf-style profiles on τ ∈ [1, 4] over the instances every optimizer ran."""
+def plot_profiles(res: Results, out: Path, tiers=("B", "A"), keep=None) -> list[tuple[Path, str]]:
+    """Per tier and measure: AlgoPerf-style profiles on τ ∈ [1, 4] over the instances every optimizer ran
+    (``keep(inst)``: which instances count, e.g. no counterexamples)."""
     plt = _plt()
     taus = np.linspace(1.0, 4.0, 301)
     paths = []
-    for tier in ("B", "A"):
+    for tier in tiers:
         for measure, title, what in (
             ("steps", "time to target", "median steps to reach each instance's target (fewer than half reach = ∞)"),
             ("final", "final value", "median final target metric (maximised: 1 + shortfall relative to the best)"),
         ):
-            keys, ratios = analysis.profile_ratios(res, measure, tier)
+            keys, ratios = analysis.profile_ratios(res, measure, tier, keep=keep)
             if not keys:
                 continue
             fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -351,75 +410,126 @@ def plot_profiles(res: Results, out: Path) -> list[tuple[Path, str]]:
 
 
 def beta2_sweeps(res: Results) -> dict[str, dict[str, Any]]:
-    """group -> {"param_sets": [...], per optimizer: {(other params, β2): ArmSummary}} for the counterexamples."""
+    """The counterexamples' β2 sweeps: ``"<problem>, <budget>"`` -> {"problem", "budget", "rows": [(other
+    settings, β2, arm label, ArmSummary)]}, one sweep per problem and budget over its instances (whatever their
+    labels), with every optimizer's main arm and paper arms; only sweeps over at least two β2."""
     out: dict[str, dict[str, Any]] = {}
     for inst in res.instances:
-        if "beta2" not in inst.params or inst.problem not in ("adopt_counterexample", "reddi_counterexample"):
+        if "beta2" not in inst.params or not analysis.is_counterexample(inst):
             continue
-        g = out.setdefault(inst.group, {"problem": inst.problem, "rows": []})
-        other = tuple((k, v) for k, v in sorted(inst.params.items()) if k not in ("beta2", "beta1", "schedule"))
+        name = f"{inst.problem}, {_budget(inst)}"
+        g = out.setdefault(name, {"problem": inst.problem, "budget": _budget(inst), "rows": []})
+        other = tuple((k, v) for k, v in sorted(inst.params.items())
+                      if k not in ("beta2", "beta1", "schedule", "chains"))
         for o in inst.optimizers:
             arms = [(o, res.main_arm(inst))] + sorted(
-                (f"{o}@{k[2][6:]}", k[2]) for k in res.arms if k[0] == inst.key and k[1] == o
-                and k[2].startswith("paper:"))
+                (f"{o} {k[2]}", k[2]) for k in res.arms if k[0] == inst.key and k[1] == o
+                and k[2].startswith(("paper:", "paper-lr:")))
             for label, arm_name in arms:
                 arm = res.arm(inst.key, o, arm_name)
-                if arm is not None:
-                    g["rows"].append((other, inst.params["beta2"], label, arm))
-    return out
+                if arm is not None and arm.n:
+                    g["rows"].append((other, float(inst.params["beta2"]), label, arm))
+    return {k: v for k, v in sorted(out.items()) if len({r[1] for r in v["rows"]}) >= 2}
+
+
+def theta_outcome(res: Results, arm) -> tuple[float, str]:
+    """(value, what): the median over the arm's seeds of θ's time average (``theta_avg``, stored by the
+    counterexamples) or, without it, of the final θ (= gap − 1)."""
+    avg = [analysis._metric(res.finals.get(h), "theta_avg") for h in arm.hashes]
+    avg = [v for v in avg if math.isfinite(v)]
+    if avg:
+        return analysis.quantile(avg, 0.5), "time-averaged θ"
+    final = [v - 1.0 for v in arm.values if math.isfinite(v)]
+    return analysis.quantile(final, 0.5), "final θ"
+
+
+def beta2_effects(res: Results) -> dict[tuple[str, str], list[tuple[float, Any]]]:
+    """Tasks and toy problems with a β2 sweep: (problem and its other settings, optimizer) -> [(β2, main arm)],
+    from instances that differ in their ``beta2`` setting alone (counterexamples apart); only ≥ 2 β2."""
+    out: dict[tuple[str, str], list[tuple[float, Any]]] = {}
+    for inst in res.instances:
+        if "beta2" not in inst.params or analysis.is_counterexample(inst):
+            continue
+        other = ", ".join(f"{k}={v}" for k, v in sorted(inst.params.items()) if k != "beta2")
+        name = f"{inst.problem}" + (f" ({other})" if other else "") + f", {_budget(inst)}"
+        for o in inst.optimizers:
+            arm = res.arm(inst.key, o, res.main_arm(inst))
+            if arm is not None and arm.n:
+                out.setdefault((name, o), []).append((float(inst.params["beta2"]), arm))
+    return {k: sorted(v, key=lambda x: x[0]) for k, v in sorted(out.items()) if len({b for b, _ in v}) >= 2}
 
 
 def plot_beta2(res: Results, out: Path) -> list[tuple[Path, str]]:
+    """The β2 figures: per counterexample sweep, one small heat map per arm of its outcome over (setting, β2)
+    with the value written in each cell; per task sweep, the final metric against β2 per optimizer."""
     plt = _plt()
     paths = []
-    for group, data in beta2_sweeps(res).items():
-        others = sorted({r[0] for r in data["rows"]})
-        fig, axes = plt.subplots(1, len(others), figsize=(max(6.4, 4.6 * len(others)), 4.0), squeeze=False)
-        for ax, other in zip(axes.flat, others):
-            rows = [r for r in data["rows"] if r[0] == other]
-            betas = sorted({r[1] for r in rows})
-            pos = {b: i for i, b in enumerate(betas)}
-            opts = list(dict.fromkeys(r[2] for r in rows))
-            width = 0.8 / max(len(opts), 1)
-            for k, o in enumerate(opts):
-                xs, med, lo, hi, avg = [], [], [], [], []
-                for _, b, oo, arm in rows:
-                    if oo != o:
-                        continue
-                    q = arm.quantiles()
-                    # theta = gap - 1
-                    xs.append(pos[b] - 0.4 + width * (k + 0.5))
-                    med.append(q[1] - 1)
-                    lo.append(q[1] - q[0])
-                    hi.append(q[2] - q[1])
-                    ta = [analysis._metric(res.finals.get(h), "theta_avg") for h in arm.hashes]
-                    avg.append(analysis.quantile([v for v in ta if not math.isnan(v)], 0.5))
-                base = o.split("@")[0]
-                ax.errorbar(xs, med, yerr=[lo, hi], fmt="o" if "@" not in o else "s", color=_color(base), ms=5,
-                            capsize=2, label=o, mfc=None if "@" not in o else "white")
-                if any(not math.isnan(v) for v in avg):
-                    ax.plot(xs, avg, "_", color=_color(base), ms=12, mew=2)
-            ax.axhline(-1, color="k", lw=0.8, ls="--")
-            ax.text(len(betas) - 0.5, -0.97, "optimum θ* = -1", ha="right", va="bottom", fontsize=7)
-            ax.axhline(1, color="grey", lw=0.6, ls=":")
+    sweeps = beta2_sweeps(res)
+    for name, data in sweeps.items():
+        rows = data["rows"]
+        labels = list(dict.fromkeys(r[2] for r in rows))
+        others = sorted({r[0] for r in rows})
+        betas = sorted({r[1] for r in rows})
+        ncol = min(4, len(labels))
+        nrow = math.ceil(len(labels) / ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(0.75 * len(betas) * ncol + 1.8, 0.5 * len(others) * nrow
+                                                      + 1.3 * nrow + 0.6), squeeze=False)
+        what = "θ"
+        image = None
+        for ax in axes.flat[len(labels):]:
+            ax.axis("off")
+        for ax, label in zip(axes.flat, labels):
+            grid = np.full((len(others), len(betas)), np.nan)
+            for other, b, lab, arm in rows:
+                if lab == label:
+                    grid[others.index(other), betas.index(b)], what = theta_outcome(res, arm)
+            image = ax.imshow(grid, cmap="RdYlGn_r", vmin=-1.0, vmax=1.0, aspect="auto")
+            for i in range(len(others)):
+                for j in range(len(betas)):
+                    v = grid[i, j]
+                    ax.text(j, i, "–" if math.isnan(v) else f"{v:+.2f}", ha="center", va="center", fontsize=7,
+                            color="k")
             ax.set_xticks(range(len(betas)))
-            ax.set_xticklabels([str(b) for b in betas])
-            ax.set_xlim(-0.5, len(betas) - 0.5)  # each β2's slot whole, also when there is only one
-            ax.set_ylim(-1.1, 1.1)
+            ax.set_xticklabels([f"{b:g}" for b in betas], fontsize=7)
+            ax.set_yticks(range(len(others)))
+            ax.set_yticklabels([", ".join(f"{k}={v}" for k, v in o) or "–" for o in others], fontsize=7)
+            ax.set_xlabel("β2", fontsize=7)
+            ax.set_title(label, fontsize=8, color=_color(label.split(" ")[0]))
+        fig.subplots_adjust(hspace=0.75, wspace=0.35)
+        if image is not None:
+            fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label=f"{what} (−1: the optimum; 0: the start)")
+        fig.suptitle(f"{name}: {what} per arm over (setting, β2), median over seeds (green: converges to −1)",
+                     fontsize=9)
+        budgets = sum(1 for d in sweeps.values() if d["problem"] == data["problem"])
+        path = out / (f"beta2_{_safe(data['problem'])}.png" if budgets == 1 else
+                      f"beta2_{_safe(data['problem'])}_{_safe(data['budget'])}.png")
+        _save(fig, path, tight_box=True)
+        paths.append((path, f"{name}: {what} per arm (one panel each: the optimizer's main arm and its paper arms) "
+                            "over the problem's settings (rows) and β2 (columns), the median over seeds written in "
+                            "each cell; −1 is the optimum, 0 the start, +1 the worst point."))
+    effects = beta2_effects(res)
+    if effects:
+        names = list(dict.fromkeys(k[0] for k in effects))
+        fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 3.8), squeeze=False)
+        for ax, name in zip(axes.flat, names):
+            metric = None
+            for (n, o), pts in effects.items():
+                if n != name:
+                    continue
+                q = [arm.quantiles() for _, arm in pts]
+                xs = [b for b, _ in pts]
+                ax.errorbar(xs, [m for _, m, _ in q], yerr=[[m - lo for lo, m, _ in q], [hi - m for _, m, hi in q]],
+                            fmt="o-", color=_color(o), ms=4, capsize=2, label=o)
+            ax.set_xscale("logit") if all(0 < b < 1 for (n, _), pts in effects.items() if n == name
+                                          for b, _ in pts) else None
             ax.set_xlabel("β2")
-            ax.set_ylabel("θ: final (dot, 25–75 % bar), time average (dash)")
-            label = ", ".join(f"{k}={v}" for k, v in other)
-            ax.set_title(f"{data['problem']} {label}".strip(), fontsize=9)
+            ax.set_ylabel("final target metric, median (25–75 %)")
+            ax.set_title(name, fontsize=8)
             ax.grid(alpha=0.3, lw=0.4)
-        axes.flat[0].legend(fontsize=7, loc="center left")
-        fig.suptitle(f"{group}: θ across β2, linear axis (start 0, optimum −1: lower is better)\n"
-                     "squares: paper configurations (e.g. ADOPT unclipped)", fontsize=8.5)
-        path = _save(fig, out / f"beta2_{_safe(group)}.png", rect=(0, 0, 1, 0.9))  # room for the 2-line title
-        paths.append((path, f"β2 sweep on {data['problem']}: final θ (median, 25–75 %) and time-averaged θ (dash) per "
-                            "optimizer and paper arm; converging means θ ≈ -1. Where the clipped and unclipped ADOPT "
-                            "end alike but their time averages differ, the difference is the clip schedule: a "
-                            "threshold t^¼ below k² clips the rare large gradient, so the expected step points the "
-                            "wrong way until t^¼ exceeds the normalised gradient."))
+            ax.legend(fontsize=7)
+        path = _save(fig, out / "beta2_tasks.png")
+        paths.append((path, "The effect of β2 where the store has a β2 sweep outside the counterexamples: each "
+                            "optimizer's median final target metric (25–75 % bar) against β2."))
     return paths
 
 
@@ -431,10 +541,14 @@ def _metric_label(metric: str) -> str:
         metric, metric)
 
 
-def _save(fig, path: Path, rect=None) -> Path:
-    """Lay out, write and close a figure; returns its path."""
-    fig.tight_layout(**({} if rect is None else {"rect": rect}))
-    fig.savefig(path)
+def _save(fig, path: Path, rect=None, tight_box: bool = False) -> Path:
+    """Lay out, write and close a figure; returns its path. ``tight_box``: no layout pass, the saved box fitted
+    to the drawing instead (figures with a shared colour bar)."""
+    if tight_box:
+        fig.savefig(path, bbox_inches="tight")
+    else:
+        fig.tight_layout(**({} if rect is None else {"rect": rect}))
+        fig.savefig(path)
     import matplotlib.pyplot as plt  # loaded already: the figure came from it
 
     plt.close(fig)
@@ -482,3 +596,74 @@ def plot_variants(comparisons, out: Path) -> Path | None:
                for k, v in enumerate(variants)]
     axes[0][-1].legend(handles=handles, fontsize=7, loc="lower right")
     return _save(fig, out / "variants.png")
+
+
+#: the colour of each verdict in the forest plot (firm for the claim: green; against it: red; none: grey)
+VERDICT_COLORS = {"better": "#1a9641", "supported": "#1a9641", "equivalent": "#2c7bb6",
+                  "worse": "#d7191c", "contradicted": "#d7191c", "inconclusive": "#777777",
+                  "consistent at stand-in scale": "#a6d96a", "inconsistent at stand-in scale": "#fdae61",
+                  "precondition not met": "#bbbbbb", "outside the claim's regime": "#bbbbbb"}
+
+
+def verdict_color(verdict: str) -> str:
+    return VERDICT_COLORS.get(verdict, "#777777")
+
+
+def plot_forest(rows: list[dict[str, Any]], out: Path, name: str, title: str) -> Path | None:
+    """A forest plot: per comparison (one line), the mean effect (> 0: the way the claim says) with its interval,
+    coloured by the judge's verdict, the equivalence band ±band shaded; one panel per claim (each on its own
+    scale: claims differ in metric). ``rows``: dicts with group, label, mean, low, high, band, verdict,
+    deterministic (a point without an interval: n = 1)."""
+    rows = [r for r in rows if r.get("mean") is not None and math.isfinite(r["mean"])]
+    if not rows:
+        return None
+    plt = _plt()
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    sizes = [sum(1 for r in rows if r["group"] == g) for g in groups]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8.6, 0.32 * sum(sizes) + 0.75 * len(groups) + 0.8),
+                             gridspec_kw={"height_ratios": [s_ + 1.2 for s_ in sizes]}, squeeze=False)
+    for ax, g in zip(axes[:, 0], groups):
+        here = [r for r in rows if r["group"] == g]
+        band = next((r["band"] for r in here if r.get("band")), None)
+        if band:
+            ax.axvspan(-band, band, color="#2c7bb6", alpha=0.12, lw=0)
+        ax.axvline(0.0, color="#444444", lw=0.7)
+        for y, r in enumerate(here):
+            c = verdict_color(r["verdict"])
+            interval = (not r.get("deterministic") and r.get("low") is not None and r.get("high") is not None
+                        and math.isfinite(r["low"]) and math.isfinite(r["high"]))
+            if interval:
+                ax.plot([r["low"], r["high"]], [y, y], color=c, lw=2.0, solid_capstyle="butt")
+            ax.plot([r["mean"]], [y], "D" if r.get("deterministic") else "o", color=c, ms=5, mec="k", mew=0.4)
+            ax.text(1.01, y, r["verdict"], transform=ax.get_yaxis_transform(), fontsize=7, va="center", color=c)
+        ax.set_yticks(range(len(here)))
+        ax.set_yticklabels([r["label"] for r in here], fontsize=7)
+        ax.set_ylim(len(here) - 0.5, -0.5)
+        ax.set_title(g, fontsize=8, loc="left")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(alpha=0.3, lw=0.4, axis="x")
+    axes[-1, 0].set_xlabel("effect (> 0: the way the claim says); bar: 95 % interval; shaded: the equivalence "
+                           "band; ◆: deterministic (n = 1)", fontsize=7.5)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, out / f"forest_{_safe(name)}.png", rect=(0, 0, 0.84, 0.98))
+
+
+def plot_time_to_target(ttt, out: Path, tier: str) -> Path | None:
+    """The time-to-target profile (:func:`adamkit.bench.analysis.time_to_target`): per optimizer, the share of
+    instances reaching the reference target against the fraction of the budget."""
+    if not ttt.instances:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for o, y in ttt.curves.items():
+        ax.step(ttt.fractions, y, where="post", color=_color(o), lw=1.6,
+                label=f"{o}: score {ttt.score(o):.2f}, at the end {y[-1]:.0%}")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("fraction of the budget (optimizer steps)")
+    ax.set_ylabel("share of instances at the target")
+    ax.set_title(f"Tier {tier}: time to the reference target ({ttt.reference}'s median final value), "
+                 f"{len(ttt.instances)} instances", fontsize=9)
+    ax.grid(alpha=0.3, lw=0.4)
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, out / f"time_to_target_{tier}.png")

@@ -7,15 +7,19 @@ the figures by :mod:`adamkit.bench.plots`, the document by :mod:`adamkit.bench.d
 from __future__ import annotations
 
 import math
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import analysis, judge, protocol, registry
 from .document import Doc
-from .plots import (_budget, _fmt, _hp, _metric_label, plot_beta2, plot_curves, plot_lr_sensitivity,
-                    plot_profiles, plot_theta, plot_train_loss, plot_trajectories, plot_variants)
+from .plots import (_budget, _fmt, _hp, _metric_label, plot_beta2, plot_curves, plot_forest, plot_lr_sensitivity,
+                    plot_profiles, plot_theta, plot_time_to_target, plot_train_loss, plot_trajectories,
+                    plot_variants)
 
 
 def _seeds_text(seeds: tuple[int, ...], kind: str) -> str:
@@ -223,8 +227,364 @@ def variants_section(doc, res, plots) -> None:
                       "95 % interval); left of the dashed line at −1 is worse than the margin allows.")
 
 
+# ------------------------------------------------------------------------------- the judge's comparisons
+
+
+#: verdict words that are firm (a stand-in task never shows one: :func:`shown`)
+FIRM_FOR = ("better", "supported", "equivalent")
+FIRM_AGAINST = ("worse", "contradicted")
+NOT_MEASURED_WORD = "not measured"
+STAND_IN_FOR, STAND_IN_AGAINST = "consistent at stand-in scale", "inconsistent at stand-in scale"
+_STEPS_VS_EPOCHS = re.compile(r"budget \d+ steps? < the claim's \d+ epochs?|budget \d+ epochs? < the claim's \d+ "
+                              r"steps?")
+
+
+@dataclass
+class Shown:
+    """One comparison of the judge as the report prints it (the judge's ``Comparison`` read field by field, with
+    defaults where an older judge lacks a field): ``low``/``high`` None when there is no interval."""
+
+    claim: Any
+    instance: str
+    tier: str
+    row: str
+    verdict: str
+    n: int
+    mean: float
+    median: float | None
+    low: float | None
+    high: float | None
+    p_wilcoxon: float | None
+    p_holm: float | None
+    band: float | None
+    collapsed: tuple | None
+    deterministic: bool
+    note: str
+
+
+def _num_or_none(v) -> float | None:
+    return None if v is None or not isinstance(v, (int, float)) or math.isnan(v) else float(v)
+
+
+def shown(claim, comparison, inst=None) -> Shown:
+    """The judge's comparison as printed. The judge decides the verdict; three rules only keep the printed text
+    honest whatever judge made it: a deterministic comparison (or one whose n > 1 differences are all equal, a
+    zero-width interval) prints as n = 1 without an interval; a firm verdict on a task that declares itself a
+    stand-in prints as consistent / inconsistent at stand-in scale, saying what the judge said; a note comparing
+    a budget in steps with a regime in epochs (or back) is replaced by a sentence saying they do not compare."""
+    c = comparison
+    g = lambda name, default=None: getattr(c, name, default)  # noqa: E731
+    mean = _num_or_none(g("mean", g("effect")))
+    low, high = _num_or_none(g("low")), _num_or_none(g("high"))
+    n = int(g("n", 0) or 0)
+    deterministic = bool(g("deterministic", False))
+    notes = [g("note", "") or ""]
+    if not deterministic and n > 1 and low is not None and high is not None and low == high:
+        notes.append(f"all {n} paired differences are equal (the problem is deterministic): no interval")
+        deterministic = True
+    if deterministic:
+        n, low, high = min(n, 1), None, None
+    verdict = str(g("verdict", ""))
+    if inst is not None and analysis.is_stand_in(inst) and verdict in FIRM_FOR + FIRM_AGAINST:
+        margin = getattr(claim, "margin", 0.0) or 0.0
+        toward = verdict in ("better", "supported") or (verdict == "equivalent" and margin > 0)
+        notes.append(f"the judge said {verdict}; a stand-in task gives no firm verdict")
+        verdict = STAND_IN_FOR if toward else STAND_IN_AGAINST
+    note = "; ".join(x for x in notes if x)
+    note = _STEPS_VS_EPOCHS.sub("the budget is in steps and the claim's regime in epochs (or back): not compared "
+                                "here", note)
+    band = _num_or_none(g("band"))
+    collapsed = g("collapsed")
+    return Shown(claim, str(g("instance", "")), str(g("tier", "")), str(g("row", "tuned") or "tuned"), verdict, n,
+                 math.nan if mean is None else mean, _num_or_none(g("median")), low, high,
+                 _num_or_none(g("p_wilcoxon")), _num_or_none(g("p_holm")), band,
+                 tuple(collapsed) if collapsed is not None else None, deterministic, note)
+
+
+def effect_text(s: Shown, unit: str = "") -> str:
+    """``+0.0106 [0.0081, 0.0131], n = 10`` or ``+0.5 (deterministic, n = 1: no interval)``."""
+    unit = f" {unit}" if unit else ""
+    if s.deterministic or s.low is None or s.high is None:
+        return f"{_signed(s.mean)}{unit}, n = {s.n}" + (" (deterministic: no interval)" if s.deterministic else
+                                                       " (no interval)")
+    return f"{_signed(s.mean)}{unit} [{_fmt(s.low)}, {_fmt(s.high)}], n = {s.n}"
+
+
+def _unit(claim) -> str:
+    return "steps" if claim.metric == "steps_to_target" else claim.metric
+
+
+def measured(res, verdicts) -> list[Shown]:
+    """Every measured comparison of ``verdicts`` as printed, in the claims file's order and the suite's."""
+    insts = {i.key: i for i in res.instances}
+    out = []
+    for v in verdicts:
+        for c in v.comparisons:
+            s = shown(v.claim, c, insts.get(getattr(c, "instance", "")))
+            if s.verdict != NOT_MEASURED_WORD:
+                out.append(s)
+    return out
+
+
+def _counterexample(res, s: Shown) -> bool:
+    inst = next((i for i in res.instances if i.key == s.instance), None)
+    return inst is not None and analysis.is_counterexample(inst)
+
+
+def _lr_of(arm, optimizer: str) -> str:
+    from . import optimizers as bench_optimizers
+
+    lr = (arm.hparams or {}).get("lr") if arm is not None else None
+    return _fmt(float(lr if lr is not None else bench_optimizers.default_lr(optimizer)))
+
+
+def _arm_of_ref(res, inst, ref):
+    return res.arm(inst.key, ref.optimizer, f"paper:{ref.arm}" if ref.arm else res.main_arm(inst))
+
+
+def practitioner_rows(res, comparisons: list[Shown]) -> list[list[str]]:
+    """The practitioner table: per Tier B task (grouped by family), the reference optimizer (Adam) at its
+    defaults and tuned (its rate), the spread of the tuned family, which optimizer to use and its tuned rate,
+    the best alternative against the tuned reference with its interval and n and the judge's verdict, and the
+    other alternatives measured. Only instances with a measured tuned-against-tuned comparison against the
+    reference are listed."""
+    ref = analysis.reference_optimizer(res)
+    rows = []
+    order = {f: i for i, f in enumerate(dict.fromkeys(analysis.family(i) for i in res.instances))}
+    for inst in sorted((i for i in res.instances if i.tier == "B" and not analysis.is_counterexample(i)),
+                       key=lambda i: order[analysis.family(i)]):
+        here = [s for s in comparisons if s.instance == inst.key and s.row == "tuned"
+                and s.claim.baseline.optimizer == ref and not s.claim.baseline.arm and s.claim.optimizer.optimizer != ref
+                and not math.isnan(s.mean)]
+        if not here:
+            continue
+        here.sort(key=lambda s: (-s.mean, s.claim.id))
+        main = res.arm(inst.key, ref, res.main_arm(inst))
+        defaults = res.arm(inst.key, ref, "defaults")
+        if defaults is None and main is not None and not main.hparams:
+            defaults = main
+        family = [a.median for o in inst.optimizers if o != "sgd"
+                  for a in [res.arm(inst.key, o, res.main_arm(inst))] if a is not None and math.isfinite(a.median)]
+        best = here[0]
+        firm = best.verdict in ("better", "supported")
+        alt = best.claim.optimizer
+        alt_arm = _arm_of_ref(res, inst, alt)
+        use = (f"**{alt.label}** (lr {_lr_of(alt_arm, alt.optimizer)})" if firm
+               else f"**{ref}** (lr {_lr_of(main, ref)})")
+        others = "; ".join(f"{s.claim.optimizer.label} {_signed(s.mean)} ({s.verdict})" for s in here[1:]) or "–"
+        regime = _budget(inst) + (", stand-in" if analysis.is_stand_in(inst) else "")
+        rows.append([analysis.family(inst), f"{inst.key} ({regime})",
+                     f"{inst.target_metric} ({'higher' if inst.maximize else 'lower'} is better)",
+                     _fmt(defaults.median) if defaults is not None else "–",
+                     f"{_fmt(main.median)} (lr {_lr_of(main, ref)})" if main is not None else "–",
+                     _spread(family), use, f"{alt.label}: " + effect_text(best, _unit(best.claim)),
+                     f"**{best.verdict}**", others])
+    return rows
+
+
+def _spread(values: list[float]) -> str:
+    """``0.9156–0.9163``: the range with as many digits as it takes to tell its ends apart (up to 6)."""
+    if not values:
+        return "–"
+    lo, hi = min(values), max(values)
+    for digits in range(3, 7):
+        a, b = _fmt(lo, digits), _fmt(hi, digits)
+        if a != b:
+            break
+    return f"{a}–{b}"
+
+
+def practitioner_section(doc, res, comparisons: list[Shown]) -> None:
+    ref = analysis.reference_optimizer(res)
+    doc.h(2, "What to use: the practitioner table")
+    rows = practitioner_rows(res, comparisons)
+    if not rows:
+        doc.p(f"This suite measured no comparison of a tuned alternative against tuned {ref} on a task (Tier B), so "
+              "there is nothing here to act on; the claims below say what it did measure.")
+        return
+    doc.p(f"Per task, grouped by family, at this suite's budget (the regime: steps or epochs, and whether the task is "
+          f"a stand-in for the papers' experiment): {ref} at its defaults and tuned (with its tuned learning rate), "
+          f"the spread of the tuned Adam family's medians, which optimizer to use, and the best alternative against "
+          f"tuned {ref} on the same seeds (tuned against tuned; > 0: the alternative is better) with its interval, n "
+          f"and the judge's verdict. Use an alternative only where the judge says *better*; elsewhere use {ref} and "
+          f"tune its learning rate: the first two value columns show what tuning bought. Only measured comparisons "
+          "are listed.")
+    doc.table(["family", "task (regime)", "metric (the value columns)", f"{ref} at defaults", f"tuned {ref} (lr)",
+               "tuned family spread", "use (lr)", f"best alternative vs tuned {ref}", "verdict",
+               "other alternatives measured"], rows)
+
+
+def _p_text(s: Shown) -> str:
+    if s.p_wilcoxon is None and s.p_holm is None:
+        return "–"
+    return f"{_fmt(s.p_wilcoxon) if s.p_wilcoxon is not None else '–'} / {_fmt(s.p_holm) if s.p_holm is not None else '–'}"
+
+
+def _claim_rows(res, comparisons: list[Shown]) -> list[list[str]]:
+    rows = []
+    for s in comparisons:
+        c = s.claim
+        rows.append([c.paper, c.claim, f"{c.optimizer.label} vs {c.baseline.label}, {c.metric} ({c.direction} is "
+                     "better)" + (f", margin {c.margin:g}" if getattr(c, "margin", 0) else ""), s.row,
+                     f"{s.instance}: {effect_text(s, _unit(c))}", _fmt(s.median) if s.median is not None else "–",
+                     _p_text(s), _fmt(s.band) if s.band else "–",
+                     (f"{s.collapsed[0]} / {s.collapsed[1]}" if s.collapsed else "–"),
+                     f"**{s.verdict}**" + (f"; {s.note}" if s.note else "")])
+    return rows
+
+
+CLAIM_HEADER = ["paper", "claim", "comparison", "row", "instance: mean effect [95 % interval], n",
+                "median difference", "p Wilcoxon / Holm", "band", "collapsed seeds", "verdict"]
+
+
+def _forest_rows(comparisons: list[Shown]) -> list[dict[str, Any]]:
+    return [{"group": f"{s.claim.id}: {s.claim.optimizer.label} vs {s.claim.baseline.label} ({_unit(s.claim)})",
+             "label": f"{s.instance} · {s.row}" + (f" (n={s.n})" if s.n else ""), "mean": s.mean, "low": s.low,
+             "high": s.high, "band": s.band, "verdict": s.verdict, "deterministic": s.deterministic}
+            for s in comparisons]
+
+
+def claims_section(doc, res, verdicts, comparisons: list[Shown], plots: Path) -> None:
+    doc.h(2, "Paper claims vs what we measured")
+    doc.p("One generic judge (`adamkit.bench.judge`) over the claims data file (`adamkit/bench/claims/claims.toml`): "
+          "per instance and row (`tuned`: the claimed configuration tuned as an optimizer of its own against the "
+          "baseline's main arm; `paper-lr`: the configuration at the paper's own learning rate), paired differences "
+          "over the final seeds (> 0: the way the claim says), their mean with a 95 % interval, the median "
+          "difference, the Wilcoxon signed-rank p and its Holm-corrected p within the claim's tier, the equivalence "
+          "band and the collapsed seeds of each arm, where the judge gives them. A deterministic problem is one "
+          "run: n = 1 and no interval. The verdicts are the judge's; Tier A toy problems and Tier B tasks are never "
+          "pooled; the counterexamples have their own section below.")
+    stats = [s for s in comparisons if not _counterexample(res, s)]
+    if stats:
+        doc.table(CLAIM_HEADER, _claim_rows(res, stats))
+        tiers = []
+        for v in verdicts:
+            mine = [s for s in stats if s.claim is v.claim]
+            if mine:
+                tiers.append([v.claim.id, "; ".join(f"Tier {t}: {w}" for t, w in sorted(v.tiers.items())
+                                                      if not str(w).startswith(NOT_MEASURED_WORD))])
+        doc.p("Per claim and tier, the judge's aggregate:")
+        doc.table(["claim", "verdict per tier"], tiers)
+        for tier in ("B", "A"):
+            rows = _forest_rows([s for s in stats if s.tier == tier])
+            try:
+                path = plot_forest(rows, plots, f"claims_{tier}", f"Tier {tier}: every measured comparison of the "
+                                   "claims, effect with its 95 % interval")
+            except Exception as exc:  # a plot that cannot be drawn must not lose the report
+                doc.p(f"(plot plot_forest failed: {type(exc).__name__}: {exc})")
+                continue
+            if path is not None:
+                doc.img(path, f"Tier {tier} forest plot: per comparison the mean effect (> 0: the way the claim says) "
+                              "and its 95 % interval, coloured by the judge's verdict; the shaded region is the "
+                              "equivalence band; ◆ marks a deterministic comparison (n = 1, no interval).")
+    else:
+        doc.p("This suite measured no claim outside the counterexamples.")
+    absent = [v.claim for v in verdicts if not any(s.claim is v.claim for s in comparisons)]
+    if absent:
+        doc.p(f"{len(absent)} of the {len(verdicts)} claims are not measured by this suite (it runs none of their "
+              "instances, or not their arms); the committed `full` runs under `results/` in the repository measure "
+              "them, with their own reports:")
+        doc.bullets([f"`{c.id}` ({c.paper}): {c.claim}" for c in absent])
+
+
+def counterexample_section(doc, res, comparisons: list[Shown], plots: Path) -> None:
+    """The fixed-rate counterexamples apart from the statistical table: the claims on them, their outcome per arm
+    and the β2 figure."""
+    counter = [s for s in comparisons if _counterexample(res, s)]
+    insts = [i for i in res.instances if analysis.is_counterexample(i)]
+    if not insts:
+        return
+    doc.h(2, "Counterexamples (fixed-rate toy problems)")
+    doc.p("Problems built to break adaptive methods (ADOPT's and Reddi's): each optimizer runs at one fixed learning "
+          "rate, so they are scored here, apart from the claims table and from the Tier A profile. Reddi's problem "
+          "is deterministic (one run, no interval); ADOPT's draws its gradients at random (n counts independent "
+          "chains where the judge says so).")
+    if counter:
+        doc.table(CLAIM_HEADER, _claim_rows(res, counter))
+    rows = []
+    for inst in insts:
+        for o in inst.optimizers:
+            names = [res.main_arm(inst)] + sorted(k[2] for k in res.arms if k[0] == inst.key and k[1] == o
+                                                   and k[2].startswith(("paper:", "paper-lr:")))
+            for name in names:
+                arm = res.arm(inst.key, o, name)
+                if arm is None or not arm.n:
+                    continue
+                value, what = plots_theta_outcome(res, arm)
+                rows.append([inst.key, o if name == res.main_arm(inst) else f"{o} {name}", _hp(arm.hparams),
+                             f"{_fmt(value)} ({what})", f"{arm.converged:.0%}" if inst.target is not None else "–",
+                             str(arm.n)])
+    doc.p("Outcome per arm: the median over seeds of θ's time average (or of the final θ); −1 is the optimum, 0 "
+          "the start, +1 the worst point; 'reached' is the share of seeds ending at θ ≤ −0.5.")
+    doc.table(["instance", "arm", "hyperparameters", "θ (median)", "reached", "seeds"], rows)
+    b2 = plot_beta2(res, plots)
+    if b2:
+        for path, caption in b2:
+            doc.img(path, caption)
+    else:
+        doc.p("This store has no β2 sweep (no counterexample run at two or more β2, and no task instances differing "
+              "in β2 alone): no β2 figure.")
+
+
+def plots_theta_outcome(res, arm):
+    from .plots import theta_outcome
+
+    return theta_outcome(res, arm)
+
+
+def scores_section(doc, res, plots: Path) -> None:
+    """The profiles: Tier B time to targets set from reference runs (the headline), Tier A without the
+    counterexamples, and the counterexamples apart; paired win rates per tier."""
+    doc.h(2, "Scores")
+    ttt = analysis.time_to_target(res, "B")
+    if ttt.instances:
+        doc.p(f"**Tier B (headline): time to the reference target.** Per task, the target is the median final "
+              f"{ttt.reference} value of its main arm (set from the reference runs); each run's time to target is "
+              "its first evaluation at the target, as a fraction of the budget; the profile is the share of the "
+              f"{len(ttt.instances)} tasks every optimizer ran at the target against that fraction (each task weighs "
+              "1, its seeds share it); score = the area under it (1: at the target from the first evaluation).")
+        doc.table(["optimizer", "score", "share at the target at the end"],
+                  [[o, f"{ttt.score(o):.2f}", f"{ttt.curves[o][-1]:.0%}"]
+                   for o in sorted(ttt.curves, key=lambda o: (-ttt.score(o), o))])
+        path = plot_time_to_target(ttt, plots, "B")
+        if path is not None:
+            doc.img(path, f"Tier B time-to-target profile over {len(ttt.instances)} tasks: share at the reference "
+                          "target against the fraction of the budget, per optimizer.")
+    rows = []
+    for label, keep in (("Tier A without counterexamples", lambda i: not analysis.is_counterexample(i)),
+                        ("counterexamples (fixed rate)", analysis.is_counterexample)):
+        for measure in ("steps", "final"):
+            keys, ratios = analysis.profile_ratios(res, measure, "A", keep=keep)
+            if not keys:
+                continue
+            ranked = sorted(ratios.items(), key=lambda kv: (-analysis.algoperf_score(kv[1]), kv[0]))
+            rows.append([label, "time to target" if measure == "steps" else "final value", str(len(keys)),
+                         ", ".join(f"{o} {analysis.algoperf_score(r):.2f}" for o, r in ranked)])
+    if rows:
+        doc.p("**Tier A** (a diagnostic battery, not the headline), AlgoPerf-style: per instance each optimizer's ratio "
+              "to the best there (steps to the declared target; or the final value, maximised metrics as 1 + relative "
+              "shortfall), over the instances every optimizer ran; score = ∫₁⁴ ρ(τ) dτ / 3. The fixed-rate "
+              "counterexamples are scored apart.")
+        doc.table(["instances", "measure", "instances all ran", "score per optimizer (best first)"], rows)
+        for path, caption in plot_profiles(res, plots, tiers=("A",), keep=lambda i: not analysis.is_counterexample(i)):
+            doc.img(path, caption + " Counterexamples left out.")
+    for tier in ("B", "A"):
+        names, rate, count = analysis.paired_win_rates(res, [i.key for i in res.instances if i.tier == tier])
+        if np.nansum(count) > 0:
+            doc.h(3, f"Paired win rates, Tier {tier}")
+            doc.p(f"Share of paired runs (same instance, same seed) of Tier {tier} in which the row optimizer ends "
+                  "with a better final target metric than the column optimizer (ties count ½); descriptive, the "
+                  "claims table has the statistics.")
+            doc.table(["row beats column"] + names,
+                      [[a] + ["" if i == j else (f"{rate[i, j]:.0%}" if count[i, j] else "–")
+                              for j in range(len(names))] for i, a in enumerate(names)])
+
+
 def write_report(where: str | Path, out: str | Path | None = None, log=print) -> Path:
-    """Write report.md, report.html and plots/ for the sweep in ``where``; returns the report folder."""
+    """Write report.md, report.html and plots/ for the sweep in ``where``; returns the report folder.
+
+    The report is a function of the store alone: the same store gives the same files, byte for byte (no time
+    of writing, every order sorted or the suite's)."""
     started = time.monotonic()
     res = analysis.load(where)
     where = Path(where)
@@ -235,11 +595,16 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         old.unlink()
     suite = res.suite
     counts = res.store.count()
+    verdicts = judge.judge_all(res)
+    comparisons = measured(res, verdicts)
     doc = Doc()
     doc.h(1, f"adamkit bench — suite `{suite.name}`")
+    practitioner_section(doc, res, comparisons)
+
+    doc.h(2, "About this run")
     doc.p(suite.description)
-    doc.p(f"{counts.get('done', 0)} runs finished, {counts.get('failed', 0)} failed; report written "
-          f"{time.strftime('%Y-%m-%d %H:%M')}. Optimizers: {', '.join(suite.optimizers)}.")
+    doc.p(f"{counts.get('done', 0)} runs finished, {counts.get('failed', 0)} failed. Optimizers: "
+          f"{', '.join(suite.optimizers)}. This report is recomputed from the store alone.")
     doc.p(version_text(res))
     sessions = sessions_text(res)
     if sessions:
@@ -251,25 +616,8 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         doc.p(f"**Incomplete sweep:** {missing} final runs are not in the store yet; re-run `adamkit bench run` "
               f"with the same suite and folder to finish it.")
 
-    # claims
-    doc.h(2, "Paper claims vs what we measured")
-    doc.p("One generic judge (`adamkit.bench.judge`) over the claims data file (`adamkit/bench/claims/claims.toml`): "
-          "per instance, paired differences over the final seeds (> 0: the way the claim says), their mean and a "
-          f"95 % paired-bootstrap interval ({judge.RESAMPLES} resamples, fixed seed), n = paired seeds. "
-          f"*supported* / *contradicted*: the interval excludes 0; *inconclusive*: it contains 0 or n < "
-          f"{judge.MIN_SEEDS}; *outside the claim's regime*: the budget is below what the claim is about. Tier A "
-          "toy problems and Tier B tasks are aggregated separately, never pooled.")
-    rows = []
-    for v in judge.judge_all(res):
-        c = v.claim
-        per = "; ".join(x.text(c) for x in v.comparisons) or "not measured: the suite has none of " + \
-            ", ".join(c.instances)
-        tiers = "; ".join(f"Tier {t}: {s}" for t, s in v.tiers.items()) or judge.NOT_MEASURED
-        rows.append([c.paper, c.claim, f"{c.optimizer.label} vs {c.baseline.label}, {c.metric} "
-                     f"({c.direction} is better)" + (f", margin {c.margin:g}" if c.margin else ""), per, tiers])
-    doc.table(["paper", "claim", "comparison", "per instance: effect [95 % interval], n → verdict", "verdict"],
-              rows)
-
+    claims_section(doc, res, verdicts, comparisons, plots)
+    counterexample_section(doc, res, comparisons, plots)
     if suite.variants:
         variants_section(doc, res, plots)
 
@@ -313,36 +661,7 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         rows.append(row)
     doc.table(header, rows)
 
-    # scores
-    doc.h(2, "Scores")
-    doc.p("AlgoPerf-style: per instance, each optimizer's performance ratio to the best optimizer there (steps to "
-          "the target; or the final value, maximised metrics as 1 + relative shortfall), over the instances "
-          "**every** optimizer ran; score = ∫₁⁴ ρ(τ) dτ / 3 (1: best everywhere). The headline is Tier B (tasks); "
-          "Tier A toy problems are a diagnostic battery, scored apart.")
-    rows = []
-    for tier in ("B", "A"):
-        for measure in ("steps", "final"):
-            keys, ratios = analysis.profile_ratios(res, measure, tier)
-            if not keys:
-                continue
-            ranked = sorted(ratios.items(), key=lambda kv: -analysis.algoperf_score(kv[1]))
-            rows.append([f"Tier {tier}" + (" (headline)" if tier == "B" and measure == "steps" else ""),
-                         "time to target" if measure == "steps" else "final value", str(len(keys)),
-                         ", ".join(f"{o} {analysis.algoperf_score(r):.2f}" for o, r in ranked)])
-    if rows:
-        doc.table(["tier", "measure", "instances all ran", "score per optimizer (best first)"], rows)
-    else:
-        doc.p("No instance was run by every optimizer: no scores.")
-    for tier in ("B", "A"):
-        names, rate, count = analysis.paired_win_rates(res, [i.key for i in res.instances if i.tier == tier])
-        if np.nansum(count) > 0:
-            doc.h(3, f"Paired win rates, Tier {tier}")
-            doc.p(f"Share of paired runs (same instance, same seed) of Tier {tier} in which the row optimizer ends "
-                  "with a better final target metric than the column optimizer (ties count ½); descriptive, the "
-                  "claims table has the statistics.")
-            doc.table(["row beats column"] + names,
-                      [[a] + ["" if i == j else (f"{rate[i, j]:.0%}" if count[i, j] else "–")
-                              for j in range(len(names))] for i, a in enumerate(names)])
+    scores_section(doc, res, plots)
 
     # tuning gains and cost per step
     gains = tuning_gains(res)
@@ -359,17 +678,6 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
               "included), one thread per run, measured on the machine that ran the sweep.")
         doc.table(["instance"] + list(suite.optimizers), costs)
 
-    # profiles
-    doc.h(2, "Performance profiles")
-    for path, caption in plot_profiles(res, plots):
-        doc.img(path, caption)
-    # beta2
-    b2 = plot_beta2(res, plots)
-    if b2:
-        doc.h(2, "Counterexamples: the β2 sweep")
-        for path, caption in b2:
-            doc.img(path, caption)
-
     # per problem
     doc.h(2, "Problems")
     for inst in res.instances:
@@ -384,7 +692,8 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
               + f"lr range {list(inst.lr_range)}.")
         rows = []
         for o in inst.optimizers:
-            papers = sorted({k[2] for k in res.arms if k[0] == inst.key and k[1] == o and k[2].startswith("paper:")})
+            papers = sorted({k[2] for k in res.arms if k[0] == inst.key and k[1] == o
+                             and k[2].startswith(("paper:", "paper-lr:"))})
             variants = [f"variant:{v}" for v in suite.variants]
             for arm_name in ("tuned", "fixed", "defaults", *papers, *variants):
                 a = res.arm(inst.key, o, arm_name)
@@ -407,8 +716,11 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
             if path is not None:
                 caption = {"plot_trajectories": "Trajectories over the contours (log scale where marked).",
                            "plot_curves": f"{_metric_label(inst.target_metric)} over steps, median and 25–75 % "
-                                          "band over the final seeds.",
-                           "plot_train_loss": "training loss of every step (loss spikes show here).",
+                                          "band over the final seeds, each optimizer's main arm solid, its paper "
+                                          "configurations tuned as their own (`paper:`) dashed and at the paper's "
+                                          "learning rate (`paper-lr:`) dotted; right: the last third zoomed.",
+                           "plot_train_loss": "training loss of every step (loss spikes show here); right: the "
+                                              "last third zoomed.",
                            "plot_theta": "θ over steps and its running time average (thick), per arm; a paper arm "
                                          "dashed. A clipped ADOPT that ends like the unclipped one with a worse "
                                          "time average shows the clip schedule t^¼ at work early on.",

@@ -5,6 +5,11 @@ traceback, so a sweep goes on. A run that fails because a third-party module is 
 (``missing_module``): the sweep skips such a run, with the install command, instead of storing it. A loss
 that becomes non-finite ends the run early as ``diverged``.
 
+A run computes on the sweep's device (``execute(spec, device)``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``) when its
+task supports one, else on the CPU (:func:`adamkit.bench.devices.for_problem`); its result records where
+(``result["device"]``: :func:`adamkit.bench.devices.describe`), failed runs included. The device is not part of
+the run's configuration (its hash): a store holds the runs of one kind of device (``ResultStore.check_device``).
+
 For testing the sweep's error handling, ``ADAMKIT_BENCH_FAIL=<optimizer>`` in the environment makes every
 run of that optimizer raise.
 """
@@ -21,6 +26,7 @@ import torch
 
 import adamkit
 
+from . import devices
 from . import optimizers as bench_optimizers
 from . import registry
 
@@ -33,27 +39,29 @@ def _finite(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def execute(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run ``spec`` (see :func:`adamkit.bench.protocol.make_spec`); return status, final metrics and curves."""
+def execute(spec: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
+    """Run ``spec`` (see :func:`adamkit.bench.protocol.make_spec`) on ``device`` (where its task supports one);
+    return status, final metrics, curves and the device record."""
     started = time.perf_counter()
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    where: dict[str, Any] = {}
     try:
         torch.set_num_threads(1)
-        final, curve = _train(spec, started)
+        final, curve = _train(spec, started, device, where)
         return {"status": "done", "final": final, "curve": curve, "error": None,
-                "seconds": time.perf_counter() - started, "worker": worker}
+                "seconds": time.perf_counter() - started, "worker": worker, "device": where.get("record")}
     except ModuleNotFoundError as exc:
         module = (exc.name or "").split(".")[0]
         result = {"status": "failed", "final": None, "curve": None,
                   "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}",
-                  "seconds": time.perf_counter() - started, "worker": worker}
+                  "seconds": time.perf_counter() - started, "worker": worker, "device": where.get("record")}
         if module and module != "adamkit":  # a package is not installed: the sweep skips, never stores, this run
             result["missing_module"] = module
         return result
     except Exception as exc:  # recorded, the sweep goes on
         return {"status": "failed", "final": None, "curve": None,
                 "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}",
-                "seconds": time.perf_counter() - started, "worker": worker}
+                "seconds": time.perf_counter() - started, "worker": worker, "device": where.get("record")}
 
 
 def optimizer_kwargs(problem, optimizer: str, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -68,10 +76,17 @@ def optimizer_kwargs(problem, optimizer: str, hparams: dict[str, Any]) -> dict[s
     return {k: tuple(v) if isinstance(v, list) else (None if v == "none" else v) for k, v in merged.items()}
 
 
-def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def _train(spec: dict[str, Any], started: float, device: str = "cpu",
+           where: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     if os.environ.get("ADAMKIT_BENCH_FAIL") and os.environ["ADAMKIT_BENCH_FAIL"] == spec["optimizer"]:
         raise RuntimeError("failure injected by ADAMKIT_BENCH_FAIL (testing the sweep's error handling)")
     problem = registry.create_problem(spec["problem"], spec["params"])
+    dev = devices.for_problem(problem, device)
+    if dev.type != "cpu":
+        devices.configure(dev)
+        problem.device = dev  # the task moves its model and data there (Task.device)
+    if where is not None:
+        where["record"] = devices.describe(dev)
     seed = int(spec["seed"])
     torch.manual_seed(seed)
     instance = problem.make(seed)
@@ -128,6 +143,7 @@ def _train(spec: dict[str, Any], started: float) -> tuple[dict[str, Any], dict[s
         metrics = record_eval(done)
     final = {k: [float(x) for x in v] if isinstance(v, (list, tuple)) else float(v) for k, v in metrics.items()}
     final.update({"diverged": diverged, "steps": done, "budget_steps": steps,
+                  **({"steps_per_epoch": int(instance.steps_per_epoch)} if instance.steps_per_epoch else {}),
                   "final_loss": float(train_loss[-1]) if train_loss else math.nan})
     curve = {"train_step": train_steps, "loss": train_loss, "eval_step": eval_steps, **{f"eval:{k}": v for k, v in evals.items()}}
     return final, curve

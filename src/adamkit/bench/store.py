@@ -29,7 +29,13 @@ one-line message names the file and what to do. A store is checked (``PRAGMA qui
 keeping each run's exact steps to its instances' targets in its final metrics (``steps_to_target``).
 
 Schema migrations (applied when a store is opened, additive): ``runs.bench_version`` (INTEGER, the benchmark
-version of the sweep that made the run; NULL in stores written before it: version 1).
+version of the sweep that made the run; NULL in stores written before it: version 1); ``runs.device`` (JSON: where
+the run computed, :func:`adamkit.bench.devices.describe`: the device, its name, torch's version and on CUDA the
+CUDA and cuDNN versions; NULL in stores written before it: the CPU).
+
+Devices: the ``device`` meta entry records the device of the store's sweeps (the sweep's ``--device``, described
+in the main process); :meth:`ResultStore.check_device` refuses a sweep on another kind of device (the CPU against
+a GPU, or another GPU model), so the results of different devices are never pooled in one store.
 """
 from __future__ import annotations
 
@@ -322,10 +328,16 @@ class ResultStore:
         read-only is not migrated: its readers take a missing column as the older version."""
         if not ResultStore._has_versions(db):
             db.execute("ALTER TABLE runs ADD COLUMN bench_version INTEGER")
+        if not ResultStore._has_column(db, "device"):
+            db.execute("ALTER TABLE runs ADD COLUMN device TEXT")
 
     @staticmethod
     def _has_versions(db: _Connection) -> bool:
-        return "bench_version" in {row[1] for row in db.execute("PRAGMA table_info(runs)").fetchall()}
+        return ResultStore._has_column(db, "bench_version")
+
+    @staticmethod
+    def _has_column(db: _Connection, column: str) -> bool:
+        return column in {row[1] for row in db.execute("PRAGMA table_info(runs)").fetchall()}
 
     @classmethod
     def open_results(cls, where: str | Path, create: bool = True) -> "ResultStore":
@@ -399,6 +411,37 @@ class ResultStore:
         text = self.get_meta("bench")
         return json.loads(text) if text else {}
 
+    def device_record(self) -> dict[str, Any] | None:
+        """The ``device`` meta record: the device of this store's sweeps (None in stores written before devices
+        were recorded, whose runs all ran on the CPU)."""
+        text = self.get_meta("device")
+        return json.loads(text) if text else None
+
+    def check_device(self, record: dict[str, Any], device: str) -> None:
+        """Before a sweep on ``device`` (its ``--device``; ``record``: :func:`adamkit.bench.devices.describe` of
+        it): refuse it, with what to do, when this store holds runs of another kind of device
+        (:func:`adamkit.bench.devices.identity`: the CPU, or one GPU model); else record ``record`` as the
+        store's device. A store written before devices were recorded holds CPU runs."""
+        from . import devices
+
+        stored = self.device_record()
+        has_runs = bool(self.db.execute("SELECT 1 FROM runs LIMIT 1").fetchone())
+        if has_runs and devices.identity(stored) != devices.identity(record):
+            was = devices.identity(stored)
+            again = "cpu" if was == "cpu" else "cuda"
+            raise StoreError(
+                f"{self.path} holds runs made on {was}, and this sweep would run on {devices.identity(record)} "
+                f"(--device {device}); results of different devices are not pooled: give another --out (or "
+                f"--store) for these runs, or resume this store on {was} (--device {again})")
+        if stored is None or not has_runs:
+            self.set_meta("device", _dumps(record))
+
+    def run_devices(self) -> dict[str, dict[str, Any] | None]:
+        """hash -> where each stored run computed (None: a run stored before devices were recorded: the CPU)."""
+        if not self._has_column(self.db, "device"):  # an older store opened read-only
+            return {h: None for (h,) in self.db.execute("SELECT hash FROM runs")}
+        return {h: (json.loads(d) if d else None) for h, d in self.db.execute("SELECT hash, device FROM runs")}
+
     def run_versions(self) -> dict[int | None, int]:
         """benchmark version -> number of stored runs made with it (None: before versions were recorded)."""
         if not self._has_versions(self.db):  # an older store opened read-only
@@ -416,11 +459,11 @@ class ResultStore:
             self.db.execute("DELETE FROM curves WHERE hash = ?", (run_hash,))
             self.db.execute(
                 "INSERT OR REPLACE INTO runs (hash, status, problem, optimizer, seed, spec, final, error, seconds, "
-                "worker, finished_at, bench_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "worker, finished_at, bench_version, device) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_hash, result["status"], spec["problem"], spec["optimizer"], int(spec["seed"]), _dumps(spec),
                  _dumps(result.get("final")) if result.get("final") is not None else None, result.get("error"),
                  result.get("seconds"), result.get("worker"), time.strftime("%Y-%m-%dT%H:%M:%S"),
-                 result.get("bench_version")),
+                 result.get("bench_version"), _dumps(result["device"]) if result.get("device") else None),
             )
             if curve:
                 packed = {k: [_short(v) for v in values] for k, values in curve.items()}
@@ -460,6 +503,9 @@ class ResultStore:
         out = dict(zip(keys, row))
         out["spec"] = json.loads(out["spec"])
         out["final"] = json.loads(out["final"]) if out["final"] else None
+        if self._has_column(self.db, "device"):
+            text = self.db.execute("SELECT device FROM runs WHERE hash = ?", (run_hash,)).fetchone()[0]
+            out["device"] = json.loads(text) if text else None
         return out
 
     def runs(self) -> list[dict[str, Any]]:

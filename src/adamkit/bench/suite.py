@@ -1,6 +1,7 @@
 """Suites: which problems and tasks, which optimizers, budgets, seeds and targets — TOML files.
 
-A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``paper``, ``precision``:
+A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``paper``, ``precision``, ``gpu_smoke``,
+``gpu``:
 ``src/adamkit/bench/suites/*.toml``) or the path of a user's file. The format::
 
     name = "my-suite"
@@ -11,12 +12,15 @@ A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``pa
     [protocol]
     trials = 8            # log-spaced learning rates per optimizer and problem (extended while the best is at an edge)
     extend = 2            # at most this many decades added per side; still at an edge: "not bracketed"
-    smooth = 3            # select on the mean of each run's last 3 evaluations
+    smooth = 3            # select on the mean of each run's last 3 evaluations (never the one at step 0)
+    eps_trials = 3        # ε/δ values on each optimizer's own grid at the best rate (extended while the best is at an edge)
+    selection_metric = "steps_to_target"   # select every tuned instance on steps to its target (default: the
+                                           # problem's validation metric); also a per-problem key
     paper_arms = true     # also run the paper configurations the claims name (e.g. adabelief@cnn)
     variants = { int8 = { state_dtype = "int8" } }   # arms of the main arm's hyperparameters with these on top
     margins = { test_accuracy = { absolute = 0.01 }, test_bpc = { relative = 0.01 } }  # their non-inferiority margins
-    tune_seeds = [0]      # seeds each trial runs on (a number n means 0..n-1)
-    final_seeds = 5       # paired seeds of the winner and of the defaults arm (n means 1000..1000+n-1)
+    tune_seeds = 2        # seeds each trial runs on (a number n means 0..n-1; default 2: the selection averages them)
+    final_seeds = 10      # paired seeds of every final arm (n means 1000..1000+n-1)
     search_seed = 0       # seed of the random search
     defaults_arm = true   # also run every optimizer with the paper defaults (and let tuning pick them)
     lr = [1e-4, 1e-1]     # learning-rate range (else each problem's own range)
@@ -38,7 +42,9 @@ A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``pa
     tune = true                     # false: no search, run `hparams` (on the defaults) on the final seeds
     hparams = { lr = 0.01 }         # hyperparameters fixed for every optimizer and arm
     optimizers = ["adam", "adopt"]  # a subset for this problem
+    paper_only = ["agd"]            # of those, run only in the paper configurations the claims name (agd@cnn)
     trials = 8, tune_seeds = ..., final_seeds = ...   # per-problem protocol overrides
+    selection_metric = "steps_to_target"  # select on the first evaluation step reaching `target` (toy-speed claims)
     timeout = 600                   # seconds one run may take (Tier B); 0: no limit
 
 **Variants** (``protocol.variants``): named sets of hyperparameters that change one thing about the main arm
@@ -77,7 +83,7 @@ class SuiteError(ValueError):
     """A suite file that cannot be used; the message names the file and the key."""
 
 
-SHIPPED = ("smoke", "quick", "full", "tasks_quick", "paper", "precision")
+SHIPPED = ("smoke", "quick", "full", "tasks_quick", "paper", "precision", "gpu_smoke", "gpu")
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,9 @@ class ProblemInstanceSpec:
     tune_steps: int | None = None
     tune_epochs: int | None = None
     tune_eval_every: int | None = None
+    #: optimizers run here only in the paper configurations the claims name (no search of their own, no
+    #: defaults arm): what a claim about ``optimizer@arm`` needs, at the cost of one search
+    paper_only: tuple[str, ...] = ()
 
     @property
     def tune_budget(self) -> tuple[int | None, int | None, int]:
@@ -137,6 +146,7 @@ class Suite:
     problems: list[ProblemInstanceSpec] = field(default_factory=list)
     extend: int = 2  # decades a learning-rate grid may be extended by, per side, while its optimum is at an edge
     smooth: int = 3  # the selection averages the last `smooth` evaluations of a run
+    eps_trials: int = 3  # ε/δ grid values tried at the best rate (version 3)
     paper_arms: bool = True  # run the paper configurations the claims name (``optimizer@arm``)
     #: name -> hyperparameters on top of the main arm's (arm ``variant:<name>``), in the suite's order
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -158,9 +168,10 @@ class Suite:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @classmethod
-    def from_json(cls, text: str) -> "Suite":
+    def from_json(cls, text: str, version: int | None = None) -> "Suite":
+        """A stored suite; ``version``: the benchmark version it was run with (its defaults are that version's)."""
         data = json.loads(text)
-        return parse_suite(data["suite"], data.get("source", "stored suite"))
+        return parse_suite(data["suite"], data.get("source", "stored suite"), version=version)
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -259,14 +270,22 @@ def _label(problem: str, params: Mapping[str, Any], varying: list[str]) -> str:
 
 
 PROTOCOL_KEYS = {"trials", "tune_seeds", "final_seeds", "search_seed", "defaults_arm", "lr", "search", "extend",
-                 "smooth", "paper_arms", "variants", "margins"}
+                 "smooth", "paper_arms", "variants", "margins", "eps_trials", "selection_metric"}
 ENTRY_KEYS = {"name", "label", "params", "grid", "steps", "epochs", "eval_every", "record_every", "target", "lr",
               "tune", "hparams", "optimizers", "trials", "tune_seeds", "final_seeds", "timeout",
-              "tune_steps", "tune_epochs", "tune_eval_every"}
+              "tune_steps", "tune_epochs", "tune_eval_every", "selection_metric", "paper_only"}
+#: the defaults that changed with the benchmark version (a stored suite is read with its own version's)
+VERSION_DEFAULTS = {1: {"tune_seeds": [0], "final_seeds": 5}, 2: {"tune_seeds": [0], "final_seeds": 5},
+                    3: {"tune_seeds": 2, "final_seeds": 10}}
 
 
-def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
-    """Check a suite's tables and expand its grids; raise SuiteError naming the key on any problem."""
+def parse_suite(data: Mapping[str, Any], source: str = "<suite>", version: int | None = None) -> Suite:
+    """Check a suite's tables and expand its grids; raise SuiteError naming the key on any problem.
+
+    ``version``: the benchmark version whose defaults apply (None: the current one)."""
+    from .protocol import BENCH_VERSION
+
+    vdefaults = VERSION_DEFAULTS.get(version or BENCH_VERSION, VERSION_DEFAULTS[3])
     _check_keys(source, "", data, {"name", "description", "optimizers", "protocol", "problems", "tasks"})
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:
@@ -281,8 +300,12 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
         _fail(source, "protocol", "expected a table")
     _check_keys(source, "protocol.", proto, PROTOCOL_KEYS)
     trials = _int(source, "protocol.trials", proto.get("trials", 8))
-    tune_seeds = _seeds(source, "protocol.tune_seeds", proto.get("tune_seeds", [0]), 0)
-    final_seeds = _seeds(source, "protocol.final_seeds", proto.get("final_seeds", 5), 1000)
+    tune_seeds = _seeds(source, "protocol.tune_seeds", proto.get("tune_seeds", vdefaults["tune_seeds"]), 0)
+    final_seeds = _seeds(source, "protocol.final_seeds", proto.get("final_seeds", vdefaults["final_seeds"]), 1000)
+    eps_trials = _int(source, "protocol.eps_trials", proto.get("eps_trials", 3), minimum=2)
+    suite_selection = proto.get("selection_metric")
+    if suite_selection is not None and not (isinstance(suite_selection, str) and suite_selection):
+        _fail(source, "protocol.selection_metric", f"expected a metric name or \"steps_to_target\", got {suite_selection!r}")
     search_seed = _int(source, "protocol.search_seed", proto.get("search_seed", 0))
     extend = _int(source, "protocol.extend", proto.get("extend", 2))
     smooth = _int(source, "protocol.smooth", proto.get("smooth", 3), minimum=1)
@@ -389,9 +412,25 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
         timeout = _float(source, f"{where}.timeout", entry.get("timeout", 0), positive=False)
         if timeout < 0:
             _fail(source, f"{where}.timeout", f"expected seconds >= 0 (0: no limit), got {entry['timeout']!r}")
+        paper_only = entry.get("paper_only", [])
+        if not (isinstance(paper_only, list) and all(isinstance(v, str) for v in paper_only)):
+            _fail(source, f"{where}.paper_only", f"expected a list of optimizer names, got {paper_only!r}")
+        for i, v in enumerate(paper_only):
+            if v.lower() not in opts:
+                _fail(source, f"{where}.paper_only[{i}]", f"{v!r} is not one of this entry's optimizers ({', '.join(opts)})")
+            if not bench_optimizers.spec(v.lower()).paper_configs:
+                _fail(source, f"{where}.paper_only[{i}]", f"{v!r} declares no paper configuration")
+        paper_only = tuple(v.lower() for v in paper_only)
         label = entry.get("label", pname)
         if not isinstance(label, str) or not label:
             _fail(source, f"{where}.label", "expected a non-empty string")
+        selection = entry.get("selection_metric", suite_selection)
+        key_sel = f"{where}.selection_metric" if "selection_metric" in entry else "protocol.selection_metric"
+        if selection is not None and not (isinstance(selection, str) and selection):
+            _fail(source, key_sel, f"expected a metric name or \"steps_to_target\", got {selection!r}")
+        if selection == "steps_to_target" and target is None:
+            _fail(source, key_sel, f"selection on steps to target needs a target: {pname} has none (give `target`)")
+        selection = selection or cls.selection_metric
         varying = list(grid)
         for combo in itertools.product(*grid.values()) if grid else [()]:
             full = {**params, **dict(zip(varying, combo))}
@@ -411,11 +450,11 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
             instances.append(ProblemInstanceSpec(
                 key=key, problem=pname, params=problem.config() or full, tier=cls.tier, steps=steps, epochs=epochs,
                 eval_every=eval_every, record_every=record_every, target=target,
-                target_metric=cls.target_metric or cls.selection_metric, selection_metric=cls.selection_metric,
+                target_metric=cls.target_metric or cls.selection_metric, selection_metric=selection,
                 maximize=bool(cls.maximize_metric), lr_range=lr_range, tune=tune and e_trials > 0, hparams=hparams,
                 optimizers=opts, trials=e_trials if tune else 0, tune_seeds=e_tune, final_seeds=e_final,
                 timeout=timeout, group=label, tune_steps=tune_steps, tune_epochs=tune_epochs,
-                tune_eval_every=tune_eval_every,
+                tune_eval_every=tune_eval_every, paper_only=paper_only,
             ))
     if variants:
         for inst in instances:
@@ -426,7 +465,7 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>") -> Suite:
     return Suite(name=name, description=description, optimizers=optimizers, trials=trials, tune_seeds=tune_seeds,
                  final_seeds=final_seeds, search_seed=search_seed, defaults_arm=defaults_arm, search=search,
                  problems=instances, source=source, raw=dict(data), extend=extend, smooth=smooth,
-                 paper_arms=paper_arms, variants=variants, margins=margins)
+                 paper_arms=paper_arms, variants=variants, margins=margins, eps_trials=eps_trials)
 
 
 def _variants(source, value) -> dict[str, dict[str, Any]]:

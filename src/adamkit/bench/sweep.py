@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
 from . import protocol
-from .store import ResultStore, owner_alive
+from .store import ResultStore, StoreError, owner_alive
 from .suite import Suite
 
 #: seconds a claim lasts without renewal (a sweep renews its claims every LEASE / 4 seconds)
@@ -276,7 +276,26 @@ def record_session(store, executor) -> dict:
     return session
 
 
+def check_version(store: ResultStore) -> None:
+    """Refuse to resume a store made by another benchmark version: its runs were planned by other rules
+    (protocol version 3 tunes the paper arms, searches ε/δ on a grid, runs 2 tuning seeds), so mixing them
+    with this version's would give a store that no version's rules read. Raises StoreError saying what to do."""
+    stored = store.bench_record()
+    runs = sum(store.count().values())
+    if not runs:
+        return
+    version = int(stored.get("version", 1))
+    if version != protocol.BENCH_VERSION:
+        what = protocol.BENCH_VERSIONS.get(version, "unknown rules")
+        raise StoreError(
+            f"{store.path} holds {runs} runs of benchmark version {version} ({what}); this adamkit runs version "
+            f"{protocol.BENCH_VERSION} ({protocol.BENCH_VERSIONS[protocol.BENCH_VERSION]}), whose runs are not "
+            "mixed with an older version's: give a new --out (the old folder's report still reads by its own "
+            "version's rules), or run it with the adamkit that made it")
+
+
 def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data, notify) -> SweepStats:
+    check_version(store)
     store.set_meta("suite", suite.to_json())
     store.set_meta("bench", json.dumps(bench_record(suite), sort_keys=True))
     record_session(store, executor)
@@ -383,8 +402,7 @@ def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data,
         for inst in suite.problems:
             if inst.key in left_out:
                 continue
-            left = sum(1 for o in inst.optimizers if (inst.key, o) in plan.searches
-                       and not plan.searches[(inst.key, o)].complete)
+            left = sum(1 for (key, _), s in plan.searches.items() if key == inst.key and not s.complete)
             if left:
                 work.later[inst.key] = left * len(inst.final_seeds)
         total = total_done[0] + len(jobs) + sum(work.later.values())

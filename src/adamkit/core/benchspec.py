@@ -23,7 +23,10 @@ class BenchSpec:
     ``eps_name`` / ``eps_range``: the ε-like hyperparameter searched and its range on this optimizer's
     scale (``None``: none searched). ``paper_eps``: the values the papers used; each lies in the range.
     ``paper_configs``: arm name -> the hyperparameters of a paper's configuration (e.g. AdaBelief's CNN
-    runs: ``{"rectify": False, "eps": 1e-8}``); claims name them as ``optimizer@arm``.
+    runs: ``{"rectify": False, "eps": 1e-8, "lr": 1e-3}``); claims name them as ``optimizer@arm``. The bench
+    tunes each as an optimizer of its own: its keys are held but ``lr``, which its own search tunes (arm
+    ``paper:<arm>``); a configuration that gives ``lr`` (the paper's own rate) also runs at that rate, untuned
+    (arm ``paper-lr:<arm>``).
     ``color``: the optimizer's colour in every plot (``#rrggbb``).
     """
 
@@ -54,6 +57,11 @@ class BenchSpec:
                 raise ValueError(f"BenchSpec paper_configs: arm names are [a-z0-9_]+, got {arm!r}")
             if not isinstance(config, Mapping):
                 raise ValueError(f"BenchSpec paper_configs[{arm!r}]: expected a mapping of hyperparameters")
+            lr = config.get("lr")
+            if "lr" in config and not (isinstance(lr, (int, float)) and not isinstance(lr, bool)
+                                       and math.isfinite(lr) and lr > 0):
+                raise ValueError(f"BenchSpec paper_configs[{arm!r}].lr: expected the paper's learning rate, a "
+                                 f"positive number, got {lr!r}")
 
     def search_space(self) -> dict[str, tuple[float, float]]:
         """{eps_name: eps_range}, or {} when nothing but the learning rate is searched."""

@@ -23,10 +23,10 @@ An algorithm is a subclass of :class:`~adamkit.optim.base.AdamkitOptimizer` with
     same function runs per tensor (loop), over tensor lists (foreach) and
     compiled with tensor scalars (compiled);
 ``fused_kernel``
-    a :class:`FusedKernel`: the name of its loop body in ``kernels/fused_cpu.c``
-    and the kernel's state slots. The kernel's scalar slots and flag fields are
-    ``Scalars`` and ``Flags`` in declaration order (a header generated from
-    these declarations, checked by a test).
+    a :class:`FusedKernel`: the name of its loop body in ``kernels/fused/bodies/<body>.h``.
+    The kernel's scalar slots, flag fields and state slots are ``Scalars``,
+    ``Flags`` and ``state_formats`` in declaration order (a header generated
+    from these declarations, checked by a test).
 
 Every optimizer class is recorded here when it is defined (:func:`declare`), so that the layers that must
 know the algorithms (a checkpoint names its algorithm; a param-group key is told from another optimizer's
@@ -86,14 +86,13 @@ class Coefficients(NamedTuple):
 
 
 class FusedKernel(NamedTuple):
-    """The fused C kernel of an algorithm: its loop body (``<body>_BODY`` in fused_cpu.c) and state slots.
+    """The fused C kernel of an algorithm: its loop body (``<BODY>_BODY`` in ``kernels/fused/bodies/<body>.h``).
 
-    ``states`` lists every state tensor the body can touch, in slot order; a state
-    the group does not keep (``max_exp_avg_sq`` without amsgrad) leaves its slot empty.
+    Its state slots are the algorithm's ``state_formats``, in order (every state tensor the body can touch); a
+    state the group does not keep (``max_exp_avg_sq`` without amsgrad) leaves its slot empty.
     """
 
     body: str
-    states: tuple[str, ...]
 
 
 def flag_fields(flags_type: type) -> dict[str, type]:

@@ -5,6 +5,6 @@ from .adabelief import AdaBelief
 from .adopt import ADOPT
 from .agd import AGD
 from .base import AdamkitOptimizer
-from .checkpoint import convert_state_dtype
+from .convert import convert_state_dtype
 
 __all__ = ["AdamkitOptimizer", "Adam", "AdamW", "AMSGrad", "EAdam", "AdaBelief", "ADOPT", "AGD", "convert_state_dtype"]

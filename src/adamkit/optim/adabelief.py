@@ -108,9 +108,9 @@ class AdaBelief(AdamkitOptimizer):
     name = "adabelief"
     bench = BenchSpec(  # ε inside the root ≈ Adam's ε squared; the paper's runs: rectify off, ε per task
         color="#d62728", eps_range=(1e-16, 1e-8), paper_eps=(1e-16, 1e-12, 1e-10, 1e-8),
-        paper_configs={"cnn": {"rectify": False, "weight_decouple": False, "eps": 1e-8},
-                       "lstm": {"rectify": False, "weight_decouple": False, "eps": 1e-16},
-                       "gan": {"rectify": False, "eps": 1e-12}, "toy": {"rectify": False}})
+        paper_configs={"cnn": {"rectify": False, "weight_decouple": False, "eps": 1e-8, "lr": 1e-3},
+                       "lstm": {"rectify": False, "weight_decouple": False, "eps": 1e-16, "lr": 1e-3},
+                       "gan": {"rectify": False, "eps": 1e-12, "lr": 2e-4}, "toy": {"rectify": False}})
     hyperparameters = {
         "lr": learning_rate(1e-3),
         "betas": H((0.9, 0.999), checks.betas, "(β1, β2), each in [0, 1)"),
@@ -132,7 +132,7 @@ class AdaBelief(AdamkitOptimizer):
         "param_rounding": PARAM_ROUNDING,
     }
     Flags, Scalars = AdaBeliefFlags, AdaBeliefScalars
-    fused_kernel = FusedKernel("adabelief", ("exp_avg", "exp_avg_var", "max_exp_avg_var"))
+    fused_kernel = FusedKernel("adabelief")  # its state slots: state_formats, in order
     state_formats = {"exp_avg": "signed", "exp_avg_var": "unsigned", "max_exp_avg_var": "upper"}
 
     def check_group(self, group):

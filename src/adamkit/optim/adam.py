@@ -85,7 +85,7 @@ class Adam(AdamkitOptimizer):
         **TORCH_ONLY_FALSE,
     }
     Flags, Scalars = AdamFlags, AdamScalars
-    fused_kernel = FusedKernel("adam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+    fused_kernel = FusedKernel("adam")  # its state slots: state_formats, in order
     state_formats = {"exp_avg": "signed", "exp_avg_sq": "unsigned", "max_exp_avg_sq": "upper"}
 
     def state_names(self, group):

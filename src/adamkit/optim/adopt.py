@@ -134,7 +134,7 @@ class ADOPT(AdamkitOptimizer):
         "param_rounding": PARAM_ROUNDING,
     }
     Flags, Scalars = ADOPTFlags, ADOPTScalars
-    fused_kernel = FusedKernel("adopt", ("exp_avg", "exp_avg_sq"))
+    fused_kernel = FusedKernel("adopt")  # its state slots: state_formats, in order
     state_formats = {"exp_avg": "signed", "exp_avg_sq": "unsigned"}
 
     def state_names(self, group):

@@ -95,7 +95,7 @@ class AGD(AdamkitOptimizer):
     name = "agd"
     bench = BenchSpec(  # δ: where sqrt(b) is below it the step is SGD's; README: lr ≈ AdamW's / 10, δ 1e-14 (transformers)
         color="#ff7f0e", lr_scale=0.1, eps_name="delta", eps_range=(1e-14, 1e-5), paper_eps=(1e-5, 1e-8, 1e-14),
-        paper_configs={"cnn": {"delta": 1e-8}, "transformer": {"delta": 1e-14}})
+        paper_configs={"cnn": {"delta": 1e-8, "lr": 1e-3}, "transformer": {"delta": 1e-14}})
     hyperparameters = {
         "lr": learning_rate(1e-3),
         "betas": H((0.9, 0.999), checks.betas, "(β1, β2), each in [0, 1)"),
@@ -115,7 +115,7 @@ class AGD(AdamkitOptimizer):
         "param_rounding": PARAM_ROUNDING,
     }
     Flags, Scalars = AGDFlags, AGDScalars
-    fused_kernel = FusedKernel("agd", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "z"))
+    fused_kernel = FusedKernel("agd")  # its state slots: state_formats, in order
     state_formats = {"exp_avg": "signed", "exp_avg_sq": "unsigned", "max_exp_avg_sq": "upper", "z": "signed"}
 
     def state_names(self, group):

@@ -131,8 +131,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     torchao_reference: ClassVar[tuple[str, dict] | None] = None
     #: True for an optimizer whose update uses the loss value (AdamL): step() then needs a closure or loss=
     requires_loss: ClassVar[bool] = False
-    #: ``{state name: kind}`` for EVERY state tensor the algorithm can keep, in slot order (that of
-    #: ``fused_kernel.states``): how each is stored under a low-precision ``state_dtype`` ("signed" first
+    #: ``{state name: kind}`` for EVERY state tensor the algorithm can keep, in slot order (the fused
+    #: kernel's state slots, and the random-stream slots): how each is stored under a low-precision ``state_dtype`` ("signed" first
     #: moments, "unsigned" second moments, "upper" running maxima; see :mod:`adamkit.core.state_format`).
     #: The position of a name is its random-stream slot.
     state_formats: ClassVar[dict[str, str]] = {}
@@ -149,9 +149,6 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         if not formats or set(formats.values()) - set(state_format.KINDS):
             raise AssertionError(f"{cls.__name__} must declare state_formats = {{state name: kind}} with kinds "
                                  f"in {state_format.KINDS}, got {formats!r}")
-        if cls.fused_kernel is not None and tuple(formats) != tuple(cls.fused_kernel.states):
-            raise AssertionError(f"{cls.__name__}.state_formats {tuple(formats)} must list the fused kernel's "
-                                 f"state slots {cls.fused_kernel.states} in their order")
         if "__init__" not in cls.__dict__:
             cls.__init__ = make_init(cls, cls.hyperparameters, AdamkitOptimizer._init_declared)
             if cls.__doc__:

@@ -56,7 +56,7 @@ class EAdam(AdamkitOptimizer):
     name = "eadam"
     bench = BenchSpec(  # ε accumulates in v (≈ 1000 ε added to v̂); the paper: 1e-8 (CNNs), 1e-16 (LSTMs)
         color="#8c564b", eps_range=(1e-16, 1e-6), paper_eps=(1e-8, 1e-16),
-        paper_configs={"cnn": {"eps": 1e-8}, "lstm": {"eps": 1e-16}})
+        paper_configs={"cnn": {"eps": 1e-8, "lr": 1e-3}, "lstm": {"eps": 1e-16, "lr": 1e-3}})
     hyperparameters = {
         "lr": learning_rate(1e-3),
         "betas": H((0.9, 0.999), checks.betas, "(β1, β2), each in [0, 1)"),
@@ -70,7 +70,7 @@ class EAdam(AdamkitOptimizer):
         "param_rounding": PARAM_ROUNDING,
     }
     Flags, Scalars = EAdamFlags, EAdamScalars
-    fused_kernel = FusedKernel("eadam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+    fused_kernel = FusedKernel("eadam")  # its state slots: state_formats, in order
     state_formats = {"exp_avg": "signed", "exp_avg_sq": "unsigned", "max_exp_avg_sq": "upper"}
 
     def state_names(self, group):

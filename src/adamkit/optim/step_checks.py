@@ -21,7 +21,7 @@ def check_step_tensors(opt, bucket: list[Tensor], params, grads, states: dict, c
     parameter) or fail half-way (AdamW decays the parameter before the moment update
     meets the wrong shape), so this runs on every path before any tensor is written.
     ``check_dtypes``: also the dtypes (the fused kernel checks its own, raising
-    ``fused_cpu.Unsupported``, which the default path answers with the loop).
+    ``kernels.fused.launch.Unsupported``, which the default path answers with the loop).
     """
     for k, (p, g) in enumerate(zip(params, grads)):
         if g.shape != p.shape or g.dtype != p.dtype:

@@ -108,7 +108,7 @@ register(Artefact(
     deb_package="dataset-fashion-mnist",
     deb_dir="/usr/share/datasets/fashion-mnist",
     tasks=("fmnist_mlp", "fmnist_mlp_nodecay", "fmnist_cnn", "fmnist_cnn_nodecay", "dcgan_fmnist", "wgan_fmnist",
-           "fmnist_resnet", "fmnist_resnet_nodecay", "vae_fmnist"),
+           "fmnist_resnet", "fmnist_resnet_nodecay", "vae_fmnist", "fmnist_resnet_wd_aug", "wgan_clip_fmnist"),
 ))
 
 register(Artefact(

@@ -93,6 +93,7 @@ class _LinearInstance(Instance):
 
 
 class _Counterexample(Problem):
+    experiment = "paper"  # the papers' exact problems
     tier = "A"
     selection_metric = "gap"
     target_metric = "gap"
@@ -155,6 +156,7 @@ class ReddiCounterexample(_Counterexample):
     name = "reddi_counterexample"
     description = "online f_t(θ)=Cθ if t mod 3 = 1 else -θ on [-1,1] (Reddi et al. 2018); deterministic"
     stands_for = "AMSGrad's counterexample: Adam converges to the worst point"
+    deterministic = True  # every seed gives the same gradients: the judge counts one run per arm (n = 1)
 
     def __init__(self, C: float = 3.0, beta1: float = 0.0, beta2: float = 0.1, schedule: str = "sqrt",
                  chains: int = 1):

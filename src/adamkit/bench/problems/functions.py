@@ -56,6 +56,7 @@ class FunctionInstance(Instance):
 
 class TestFunction(Problem):
     """A deterministic function with known global minimisers."""
+    experiment = "stand-in"  # a test function no paper's claim ran
 
     __test__ = False  # not a pytest test class
     tier = "A"
@@ -117,6 +118,7 @@ def _xy(t):
 
 @register
 class AbsSum(TestFunction):
+    experiment = "paper"  # AdaBelief's Fig. 3 function
     name = "abs_sum"
     description = "|x| + |y| (AdaBelief Fig. 4, non-smooth)"
     target = 1e-2
@@ -129,6 +131,7 @@ class AbsSum(TestFunction):
 
 @register
 class AbsRotated(TestFunction):
+    experiment = "paper"  # AdaBelief's Fig. 3 function
     name = "abs_rotated"
     description = "|x + y| + |x - y|/10 (AdaBelief Fig. 4, non-smooth, ill-conditioned)"
     target = 1e-2
@@ -141,6 +144,7 @@ class AbsRotated(TestFunction):
 
 @register
 class QuadRotated(TestFunction):
+    experiment = "paper"  # AdaBelief's Fig. 3 function
     name = "quad_rotated"
     description = "(x + y)^2 + (x - y)^2/10 (AdaBelief Fig. 4, ill-conditioned quadratic)"
 
@@ -152,6 +156,7 @@ class QuadRotated(TestFunction):
 
 @register
 class AbsScaled(TestFunction):
+    experiment = "paper"  # AdaBelief's Fig. 3 function
     name = "abs_scaled"
     description = "|x|/10 + |y| (AdaBelief Fig. 4, non-smooth, different scales)"
     target = 1e-2
@@ -164,6 +169,7 @@ class AbsScaled(TestFunction):
 
 @register
 class Beale(TestFunction):
+    experiment = "paper"  # AdaBelief's toy figure (the README animation)
     name = "beale"
     description = "Beale, minimum 0 at (3, 0.5)"
     box = ((-2.0, -2.0), (2.0, 2.0))
@@ -180,6 +186,7 @@ class Beale(TestFunction):
 
 @register
 class Rosenbrock(TestFunction):
+    experiment = "paper"  # AdaBelief's toy figure (the reproduction's Rosenbrock)
     name = "rosenbrock"
     description = "Rosenbrock (1-x)^2 + 100(y-x^2)^2, minimum 0 at (1, 1)"
     box = ((-2.0, -1.0), (2.0, 3.0))

@@ -125,6 +125,7 @@ class _LogRegInstance(Instance):
 
 @register
 class LogRegBreastCancer(Problem):
+    experiment = "stand-in"  # no paper claim ran it
     name = "logreg_breast_cancer"
     tier = "A"
     description = "L2 logistic regression on breast_cancer (sklearn), exact optimum by L-BFGS"

@@ -53,6 +53,7 @@ class _QuadInstance(Instance):
 
 @register
 class QuadraticDeep(Problem):
+    experiment = "stand-in"  # DeepOBS's problem, not a paper claim's
     name = "quadratic_deep"
     tier = "A"
     description = "noisy 100-D quadratic, eigenvalues 90% in [0,1] and 10% in [30,60], rotated (DeepOBS)"

@@ -1,6 +1,11 @@
 """Shared pieces of the Tier B tasks: a configurable task base class, supervised
 mini-batch training with a held-out validation split, the learning-rate decay at 75%
-of training, and metrics (AUC, bits per character, loss spikes, Fréchet distance)."""
+of training, and metrics (AUC, bits per character, loss spikes, Fréchet distance).
+
+Devices: a task that can compute on a GPU sets ``supports_device = True`` and builds its instance on
+``self.device`` (a ``torch.device``; the runner sets it for a sweep's ``--device``, default the CPU): model and
+data there, everything random drawn on the CPU from the run's seed and moved (:func:`to_device`), so that a
+seed means the same initial weights, batches and noise on every device."""
 from __future__ import annotations
 
 import inspect
@@ -23,6 +28,10 @@ class Task(Problem):
 
     tier = "B"
     parameter_dtype = "float32"
+    #: whether the task computes on the sweep's device (``--device``); False: always on the CPU
+    supports_device: ClassVar[bool] = False
+    #: where this task's instances compute (set by the runner; not part of the configuration)
+    device: torch.device = torch.device("cpu")
     defaults: ClassVar[dict[str, Any]] = {}
     #: keys every task accepts
     common: ClassVar[dict[str, Any]] = {"steps": None, "synthetic": False, "data_dir": None}
@@ -49,6 +58,13 @@ class Task(Problem):
 
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in self.cfg.items() if k != "data_dir"}
+
+
+def to_device(x, device: torch.device):
+    """``x`` (a tensor, a module, or a dict of tensors) on ``device``; the same object when it is there."""
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return x.to(device)
 
 
 def as_float(loss) -> float:
@@ -94,9 +110,13 @@ class MinibatchInstance(Instance):
     def parameters(self):
         return list(self.model.parameters())
 
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next training mini-batch (indices drawn on the CPU, data on the instance's device)."""
+        idx = self.batches.next().to(self.data["y_train"].device)
+        return self.data["x_train"][idx], self.data["y_train"][idx]
+
     def train_step(self, optimizer, step):
-        idx = self.batches.next()
-        x, y = self.data["x_train"][idx], self.data["y_train"][idx]
+        x, y = self.batch()
         self.model.train()
 
         def closure():
@@ -114,8 +134,9 @@ class ClassifierInstance(MinibatchInstance):
     """A classifier trained on mini-batches; validation and test metrics on held-out data."""
 
     def __init__(self, model: torch.nn.Module, data: dict[str, torch.Tensor], batch_size: int,
-                 gen: torch.Generator, steps: int, lr_decay: bool, eval_size: int | None = None):
-        self.model, self.data, self.lr_decay = model, data, lr_decay
+                 gen: torch.Generator, steps: int, lr_decay: bool, eval_size: int | None = None,
+                 device: torch.device = torch.device("cpu")):
+        self.model, self.data, self.lr_decay = to_device(model, device), to_device(data, device), lr_decay
         self.batches = Batches(len(data["y_train"]), batch_size, gen)
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.default_steps = steps

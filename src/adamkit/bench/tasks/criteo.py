@@ -101,6 +101,7 @@ class CriteoInstance(ClickMetrics, Instance):
 
 
 class _CriteoCTR(Task):
+    experiment = "paper"  # FM/DeepFM at Criteo's shape, AGD's CTR experiment
     selection_metric = "val_auc"
     maximize_metric = True
     target_metric = "test_auc"

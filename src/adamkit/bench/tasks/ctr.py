@@ -98,6 +98,7 @@ class CTRInstance(ClickMetrics, MinibatchInstance):
 
 
 class _CTR(Task):
+    experiment = "stand-in"  # small click-prediction data
     selection_metric = "val_auc"
     maximize_metric = True
     target_metric = "test_auc"
@@ -111,6 +112,7 @@ class _CTR(Task):
 
 
 class _MovieLens(_CTR):
+    experiment = "paper"  # FM/DeepFM click prediction on real ratings, AGD's kind of CTR experiment
     defaults = {"batch_size": 512, "k": 16}
     default_steps = 20 * 156  # 20 epochs of 80,000 ratings
 

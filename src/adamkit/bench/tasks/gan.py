@@ -179,17 +179,19 @@ class GANInstance(Instance):
     def __init__(self, task: "_GANTask", seed: int):
         self.gen = seeded(seed)
         self.task = task
-        self.G, self.D = task.models()
+        self.device = task.device
+        self.G, self.D = (m.to(self.device) for m in task.models())
         self.d_opt = None
         self.default_steps = task.steps
         self.d_loss = math.nan
-        self.sample_real = task.real_sampler(self.gen)
+        sampler = task.real_sampler(self.gen)  # drawn on the CPU from the seed, then moved
+        self.sample_real = lambda n: sampler(n).to(self.device)
 
     def parameters(self):
         return list(self.G.parameters())
 
     def noise(self, n):
-        return torch.randn(n, self.G_z, generator=self.gen)
+        return torch.randn(n, self.G_z, generator=self.gen).to(self.device)
 
     @property
     def G_z(self):
@@ -212,6 +214,7 @@ class GANInstance(Instance):
                 return loss
 
             self.d_loss = as_float(self.d_opt.step(d_closure))
+            t.after_critic_step(self.D)
         z = self.noise(t.batch_size)
 
         def g_closure():
@@ -224,17 +227,20 @@ class GANInstance(Instance):
 
     @torch.no_grad()
     def samples(self, n):
+        """``n`` samples of the generator, on the CPU (where they are scored)."""
         self.G.eval()
         gen = torch.Generator().manual_seed(999)  # the same latent points at every evaluation
-        return torch.cat([self.G(torch.randn(min(500, n - i), self.G_z, generator=gen)) for i in range(0, n, 500)])
+        return torch.cat([self.G(torch.randn(min(500, n - i), self.G_z, generator=gen).to(self.device)).cpu()
+                          for i in range(0, n, 500)])
 
     def evaluate(self):
         return {**self.task.score(self.samples(self.task.eval_samples)), "d_loss": self.d_loss}
 
 
 def _bce_d(D, real, fake):
-    return (F.binary_cross_entropy_with_logits(D(real), torch.ones(len(real), 1))
-            + F.binary_cross_entropy_with_logits(D(fake), torch.zeros(len(fake), 1)))
+    on_real, on_fake = D(real), D(fake)
+    return (F.binary_cross_entropy_with_logits(on_real, torch.ones_like(on_real))
+            + F.binary_cross_entropy_with_logits(on_fake, torch.zeros_like(on_fake)))
 
 
 def _bce_g(logits):  # non-saturating generator loss
@@ -242,7 +248,9 @@ def _bce_g(logits):  # non-saturating generator loss
 
 
 class _GANTask(Task):
+    experiment = "stand-in"  # small GANs stand in for the papers' CIFAR WGANs and SN-GAN
     stands_for = "GAN training (the papers' DCGAN/WGAN experiments, AdaBelief's GAN claims)"
+    supports_device = True
     lr_range = (1e-5, 1e-2)
     n_critic_default: ClassVar[int] = 1
     betas: ClassVar[tuple[float, float]] = (0.5, 0.999)
@@ -257,6 +265,9 @@ class _GANTask(Task):
 
     d_loss = staticmethod(_bce_d)
     g_loss = staticmethod(_bce_g)
+
+    def after_critic_step(self, D: nn.Module) -> None:
+        """Called after each discriminator (critic) step: nothing here; WGAN's weight clipping in a subclass."""
 
 
 class _FashionGAN(_GANTask):
@@ -292,7 +303,7 @@ class DCGANFashion(_FashionGAN):
 
 
 def _gradient_penalty(D, real, fake):
-    alpha = torch.rand(len(real), *([1] * (real.dim() - 1)))
+    alpha = torch.rand(len(real), *([1] * (real.dim() - 1))).to(real.device)  # drawn on the CPU, as everywhere
     mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     grad, = torch.autograd.grad(D(mix).sum(), mix, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()

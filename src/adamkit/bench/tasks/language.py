@@ -61,7 +61,7 @@ class TinyGPT(nn.Module):
 
     def forward(self, x):
         t = x.shape[1]
-        mask = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
+        mask = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), 1)
         h = self.tok(x) + self.pos[:t]
         for block in self.blocks:
             h = block(h, mask)
@@ -73,8 +73,9 @@ class CharLMInstance(Instance):
         gen = seeded(seed)
         enc, self.vocab = _encode(loaders.shakespeare(task.data_dir, synthetic=task.synthetic))
         self.task, self.gen = task, gen
-        self.train, self.valid, self.test = enc["train"], enc["valid"], enc["test"]
-        self.model = task.model(self.vocab)
+        dev = task.device
+        self.train, self.valid, self.test = enc["train"].to(dev), enc["valid"].to(dev), enc["test"].to(dev)
+        self.model = task.model(self.vocab).to(dev)
         self.default_steps = task.steps
         self.steps_per_epoch = max(1, len(self.train) // (task.batch_size * task.seq_len))
         self.spikes = SpikeCounter(task.spike_window, task.spike_factor)
@@ -87,7 +88,7 @@ class CharLMInstance(Instance):
         s, b = self.task.seq_len, self.task.batch_size
         start = torch.randint(0, len(self.train) - s - 1, (b,), generator=self.gen)
         idx = start[:, None] + torch.arange(s + 1)
-        chunk = self.train[idx]
+        chunk = self.train[idx.to(self.train.device)]
         x, y = chunk[:, :-1], chunk[:, 1:]
         self.model.train()
 
@@ -129,6 +130,8 @@ class CharLMInstance(Instance):
 
 
 class _CharLM(Task):
+    experiment = "stand-in"  # character-level models stand in for word-level PTB LSTMs and GPT-2
+    supports_device = True
     selection_metric = "val_bpc"
     target_metric = "test_bpc"
     lr_range = (1e-4, 3e-2)

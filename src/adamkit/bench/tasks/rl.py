@@ -174,6 +174,7 @@ class PPOInstance(Instance):
 
 
 class _PPOTask(Task):
+    experiment = "stand-in"  # classic-control PPO, not the papers' MuJoCo runs
     selection_metric = "eval_return"
     maximize_metric = True
     target_metric = "eval_return"
@@ -212,6 +213,7 @@ class _MuJoCoPPO(_PPOTask):
     """PPO on a MuJoCo locomotion task with the usual settings for it (Schulman et al. 2017; the CleanRL and
     Stable-Baselines3 defaults): 2048-step rollouts, 10 epochs of mini-batches of 64, gamma 0.99, GAE 0.95,
     observation normalisation. One ``train_step`` is one optimizer step, so 320 steps are one rollout."""
+    experiment = "paper"  # PPO on MuJoCo locomotion, ADOPT's experiment
 
     stands_for = "deep RL on MuJoCo locomotion (ADOPT's PPO HalfCheetah/Ant experiment)"
     defaults = {"rollout": 2048, "minibatch": 64, "ppo_epochs": 10, "gamma": 0.99, "lam": 0.95,

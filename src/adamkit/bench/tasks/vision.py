@@ -69,6 +69,8 @@ def small_resnet(width: int = 16, channels: int = 1, size: int = 28, classes: in
 
 
 class _Classification(Task):
+    experiment = "stand-in"  # small MLPs and CNNs, not the papers' CIFAR/ImageNet networks
+    supports_device = True
     selection_metric = "val_accuracy"
     maximize_metric = True
     target_metric = "test_accuracy"
@@ -87,7 +89,8 @@ class _Classification(Task):
         data = self.data()
         if self.train_size:
             data["x_train"], data["y_train"] = data["x_train"][: self.train_size], data["y_train"][: self.train_size]
-        return ClassifierInstance(self.model(), data, self.batch_size, gen, self.steps, self.lr_decay, self.eval_size)
+        return ClassifierInstance(self.model(), data, self.batch_size, gen, self.steps, self.lr_decay, self.eval_size,
+                                  self.device)
 
 
 class _FashionMNIST(_Classification):
@@ -138,6 +141,7 @@ class FashionCNNNoDecay(FashionCNN):
 
 @register
 class FashionResNet(_FashionMNIST):
+    experiment = "paper"  # a ResNet image classifier, the papers' family (on Fashion-MNIST, not CIFAR)
     name = "fmnist_resnet"
     description = ("Fashion-MNIST, small ResNet-style CNN with batch norm (conv 16/32 + residual block + FC128, "
                    "226k params), lr x0.1 at 75% of training")

@@ -86,9 +86,10 @@ class WordLMInstance(Instance):
         self.gen = seeded(seed)
         enc, self.vocab = _corpus(task.data_dir, bool(task.synthetic), int(task.vocab_size))
         self.task = task
-        self.train = _streams(enc["train"], task.batch_size)
-        self.valid, self.test = enc["valid"], enc["test"]
-        self.model = WordLSTM(self.vocab, task.embed, task.hidden, task.layers, task.dropout)
+        dev = task.device
+        self.train = _streams(enc["train"], task.batch_size).to(dev)
+        self.valid, self.test = enc["valid"].to(dev), enc["test"].to(dev)
+        self.model = WordLSTM(self.vocab, task.embed, task.hidden, task.layers, task.dropout).to(dev)
         self.default_steps = task.steps
         self.steps_per_epoch = max(1, (self.train.shape[1] - 1) // task.bptt)
         # each seed starts reading the training streams at its own offset (different batches, same text)
@@ -150,6 +151,8 @@ class WordLMInstance(Instance):
 
 
 class _WordLM(Task):
+    experiment = "paper"  # word-level LSTM language models, the papers' PTB experiment
+    supports_device = True
     selection_metric = "val_ppl"
     target_metric = "test_ppl"
     lr_range = (1e-4, 3e-2)

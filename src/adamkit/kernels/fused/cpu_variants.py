@@ -1,8 +1,9 @@
-"""The builds of the fused C kernel (``fused_cpu.c``): its instruction-set variants and their compiler flags.
+"""The builds of the fused C kernel (``kernel.c`` and the files it includes): its sources, its instruction-set
+variants and their compiler flags.
 
 One table serves both builds: the wheel's (``setup.py`` compiles every variant of the machine it builds
-for into ``adamkit/kernels/prebuilt/``) and the first-use build of a source install
-(:mod:`adamkit.kernels.fused_cpu`). This module imports nothing but the standard library, because
+for into ``adamkit/kernels/fused/prebuilt/``) and the first-use build of a source install
+(:mod:`adamkit.kernels.fused.build`). This module imports nothing but the standard library, because
 ``setup.py`` loads it by path, without torch.
 
 On x86-64 there are three variants, the x86-64 instruction-set levels: ``baseline`` (x86-64, every such
@@ -21,10 +22,15 @@ dtype and state format on each variant this CPU runs and compare the bits.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shutil
+from pathlib import Path
 from typing import Sequence
+
+#: the file the compiler is given; it includes the other sources (:func:`source_files`)
+MAIN_SOURCE = "kernel.c"
 
 #: the flags of every build: optimised, position-independent shared library, pthreads (the kernel's own
 #: thread pool), no errno from math functions (sqrt stays one instruction; NaN and Inf propagate as in
@@ -53,7 +59,7 @@ NATIVE_FLAGS = (("-march=native",), ("-mcpu=native",))
 OPENMP = "openmp"
 OPENMP_FLAGS = ("-fopenmp", "-DADAMKIT_THREADS_OPENMP")
 
-#: the prebuilt libraries' folder inside the package (adamkit/kernels/prebuilt) and their manifest there
+#: the prebuilt libraries' folder inside the package (adamkit/kernels/fused/prebuilt) and their manifest there
 PREBUILT_DIR = "prebuilt"
 MANIFEST = "manifest.json"
 
@@ -65,6 +71,23 @@ def is_x86_64(machine: str | None = None) -> bool:
 def variants(machine: str | None = None) -> dict[str, tuple[int, tuple[tuple[str, ...], ...]]]:
     """The variants built for ``machine`` (default: this one), lowest level first."""
     return dict(X86_VARIANTS) if is_x86_64(machine) else dict(OTHER_VARIANTS)
+
+
+def source_files(directory: Path) -> list[Path]:
+    """The kernel's source files in ``directory`` (its folder): ``kernel.c``, then the headers it includes
+    (``*.h``, ``bodies/*.h``), in a fixed order."""
+    directory = Path(directory)
+    return [directory / MAIN_SOURCE, *sorted(directory.glob("*.h")), *sorted(directory.glob("bodies/*.h"))]
+
+
+def source_digest(directory: Path) -> str:
+    """The sha256 of the kernel's sources in ``directory``: each file's path within it and its bytes, in the
+    order of :func:`source_files`; what a build is keyed by and a prebuilt library records."""
+    digest = hashlib.sha256()
+    for path in source_files(directory):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def library_name(variant: str) -> str:

@@ -1,7 +1,8 @@
-"""The fused backend: the C kernel of ``fused_cpu`` for a bucket, and its pointer tables kept between steps.
+"""The fused backend: the C kernel for a bucket (:mod:`.launch`), and its pointer tables kept between steps
+(:mod:`.kept`).
 
 The kernel's arguments come from the algorithm's declaration through one generic
-packer (:func:`adamkit.kernels.fused_spec.kernel_call`). With thousands of small
+packer (:func:`adamkit.kernels.fused.spec.kernel_call`). With thousands of small
 tensors, building the kernel's pointer table is most of a step's cost, so after a
 step that covered a whole group the table is kept (by this backend, per owner
 and group) and the next step of that group goes straight to the kernel
@@ -10,8 +11,8 @@ parameter and state storages, same state dicts, one step count, every gradient
 present, strided and contiguous); otherwise the engine's general path runs and
 may rebuild it.
 
-A group of float32 state keeps one :class:`fused_cpu.CachedLaunch` (the group in one bucket); a group of
-low-precision state (``state_dtype`` bfloat16 or "int8") one :class:`fused_cpu.StoredLaunch` per bucket
+A group of float32 state keeps one :class:`.kept.CachedLaunch` (the group in one bucket); a group of
+low-precision state (``state_dtype`` bfloat16 or "int8") one :class:`.kept.StoredLaunch` per bucket
 (int8 matrices and their bfloat16 vectors are two buckets); each step checks the codes', the scales' and the
 seeds' identity too. A group of ``param_rounding="stochastic"`` keeps no table: the general path steps it,
 handing the kernel the parameters' rounding seeds.
@@ -26,8 +27,10 @@ from typing import NamedTuple
 
 import torch
 
-from . import fused_cpu
-from .backend import Backend, register
+from ..backend import Backend, register
+from . import build, launch
+from .kept import CachedLaunch, StoredLaunch
+from .spec import kernel_call
 
 
 class Stepped(NamedTuple):
@@ -36,12 +39,12 @@ class Stepped(NamedTuple):
 
     names: tuple
     stored: bool
-    table: "fused_cpu.StoredLaunch | None"
+    table: "StoredLaunch | None"
 
 
 class StoredGroup(NamedTuple):
     """What the fused backend keeps for a group of low-precision state: its parameters, its ``state_dtype``
-    when kept, one :class:`fused_cpu.StoredLaunch` per bucket, and the owner's count of changes of its
+    when kept, one :class:`.kept.StoredLaunch` per bucket, and the owner's count of changes of its
     state then."""
 
     params: list
@@ -61,31 +64,31 @@ class Fused(Backend):
         self._kept: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def available(self) -> bool:
-        return fused_cpu.available()
+        return build.available()
 
     def require(self, cls) -> None:
         if cls.fused_kernel is None:
             raise RuntimeError(f"{cls.__name__} has no fused implementation in this build")
-        fused_cpu.load()  # raises FusedKernelUnavailable, saying why
+        build.load()  # raises FusedKernelUnavailable, saying why
 
     def takes(self, cls, params) -> bool:
         """Whether the default path runs the kernel; when it could but the kernel is unavailable, says so once."""
-        if cls.fused_kernel is None or not fused_cpu.supports(params):
+        if cls.fused_kernel is None or not launch.supports(params):
             return False
-        if fused_cpu.available():
+        if build.available():
             return True
-        fused_cpu.warn_fallback()  # once per process: why, and how to fix it
+        build.warn_fallback()  # once per process: why, and how to fix it
         return False
 
     def step(self, cls, bucket, c, *, explicit):
         """One kernel call for the bucket; ``bucket.storage`` (bfloat16 or int8 state) passes its formats, kinds
         and rounding seeds into the kernel."""
-        call = fused_cpu.kernel_call(cls, c, bucket.names, bucket.maximize)
+        call = kernel_call(cls, c, bucket.names, bucket.maximize)
         storage = bucket.storage
         try:
-            args = fused_cpu.launch(call, bucket.params, bucket.grads, bucket.states, storage=storage,
-                                    storage_names=bucket.names, rounding=bucket.rounding)
-        except fused_cpu.Unsupported:  # raised before any tensor is written
+            args = launch.launch(call, bucket.params, bucket.grads, bucket.states, storage=storage,
+                                 storage_names=bucket.names, rounding=bucket.rounding)
+        except launch.Unsupported:  # raised before any tensor is written
             if explicit:
                 raise
             return False
@@ -94,7 +97,7 @@ class Fused(Backend):
         if bucket.rounding is not None:  # no kept table: the general path hands the rounding seeds each step
             return Stepped(call.names, True, None)
         dicts = bucket.state_dicts or [None] * len(bucket.params)
-        return Stepped(call.names, True, fused_cpu.StoredLaunch.build(
+        return Stepped(call.names, True, StoredLaunch.build(
             call, bucket.params, bucket.grads, bucket.states, storage, dicts, args))
 
     def finish_group(self, owner, cls, group, state, names, receipts, complete) -> None:
@@ -117,8 +120,8 @@ class Fused(Backend):
         state_dicts = [state[p] for p in params]
         kernel_names = receipts[0].names
         states = {n: [s[n] for s in state_dicts] for n in kernel_names if n is not None}
-        if fused_cpu.CachedLaunch.eligible(kernel_names, params, states):
-            table = fused_cpu.CachedLaunch(kernel_names, params, states, state_dicts)
+        if CachedLaunch.eligible(kernel_names, params, states):
+            table = CachedLaunch(kernel_names, params, states, state_dicts)
             table.state_changes = changes
             kept[id(group)] = (group, state, names, table)
 
@@ -126,7 +129,7 @@ class Fused(Backend):
         self._kept.pop(owner, None)  # the tables point at the old tensors
 
     def kept(self, owner, group):
-        """The table kept for ``owner``'s ``group`` (a :class:`fused_cpu.CachedLaunch` or a
+        """The table kept for ``owner``'s ``group`` (a :class:`.kept.CachedLaunch` or a
         :class:`StoredGroup`), or None."""
         entry = self._kept.get(owner, {}).get(id(group))
         return None if entry is None else entry[3]
@@ -153,7 +156,7 @@ class Fused(Backend):
         if checked is None:
             return None
         step, grad_ptrs = checked
-        call = fused_cpu.kernel_call(cls, coefficients(step), names, group["maximize"])
+        call = kernel_call(cls, coefficients(step), names, group["maximize"])
         if call.names != table.names:
             return None
 
@@ -176,7 +179,7 @@ class Fused(Backend):
         if None in checked or len({step for step, _ in checked}) != 1:
             return None
         step = checked[0][0]
-        call = fused_cpu.kernel_call(cls, coefficients(step), names, group["maximize"])
+        call = kernel_call(cls, coefficients(step), names, group["maximize"])
         if any(call.names != table.names for table in kept.tables):
             return None
 

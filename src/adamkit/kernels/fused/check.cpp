@@ -1,7 +1,7 @@
-// The steady-state check of the fused kernel's kept pointer table, in native code (see fused_check.py).
+// The steady-state check of the fused kernel's kept pointer table, in native code (see check.py).
 //
 // One call per step walks a group's parameters, their gradients and their state dicts and decides whether
-// the table (CachedLaunch in fused_cpu.py) still applies; where it does it writes the gradients' pointers
+// the table (CachedLaunch in kept.py) still applies; where it does it writes the gradients' pointers
 // into the table's gradient slots and returns the common step count. Where anything differs from what the
 // table was built for it returns None and the engine's general path steps the group (and raises, naming
 // the parameter, where a tensor is wrong). It reads the tensors' C++ objects directly instead of going
@@ -12,7 +12,7 @@
 //
 // Only ATen/core/Tensor.h is included (a few seconds to compile); torch's Python binding header, which
 // drags in pybind11, would take 20 s. The tensor a Python torch.Tensor object holds is therefore read at
-// sizeof(PyObject) into the object, where THPVariable keeps its at::Tensor; fused_check.py verifies that
+// sizeof(PyObject) into the object, where THPVariable keeps its at::Tensor; check.py verifies that
 // layout against torch's own Tensor._cdata before the first use and refuses this check if it differs.
 // Only objects whose type is exactly torch.Tensor or torch.nn.Parameter are read that way.
 #include <Python.h>
@@ -91,7 +91,7 @@ inline PyObject* none() {
 ADAMKIT_EXPORT int adamkit_check_abi_version(void) { return 3; }
 
 namespace {
-// The fused kernel's thread pool (adamkit_parallel_run in fused_cpu.c): run(n, fn, ctx) calls fn(ctx, tid, n)
+// The fused kernel's thread pool (adamkit_parallel_run in pool.h): run(n, fn, ctx) calls fn(ctx, tid, n)
 // for tid < n on up to n threads and returns how many it used. One pool in the process, no OpenMP here:
 // torch's at::parallel_for is an OpenMP pragma in its headers, which would link this compiler's runtime.
 using task_fn = void (*)(void*, int, int);
@@ -99,12 +99,12 @@ using parallel_run_fn = int (*)(int, task_fn, void*);
 parallel_run_fn parallel_run = nullptr;
 }  // namespace
 
-// Hand the check the kernel's pool (fused_check.native does, with the kernel's address); without it the check
+// Hand the check the kernel's pool (check.native does, with the kernel's address); without it the check
 // reads on the calling thread.
 ADAMKIT_EXPORT void adamkit_check_use_pool(void* run) { parallel_run = reinterpret_cast<parallel_run_fn>(run); }
 
 // The TensorImpl address of a torch.Tensor/Parameter object as this build reads it (0 for other objects);
-// fused_check.py compares it with Tensor._cdata before trusting the layout.
+// check.py compares it with Tensor._cdata before trusting the layout.
 ADAMKIT_EXPORT intptr_t adamkit_check_impl(PyObject* obj, PyObject* tensor_type, PyObject* param_type) {
   if (Py_TYPE(obj) != reinterpret_cast<PyTypeObject*>(tensor_type) &&
       Py_TYPE(obj) != reinterpret_cast<PyTypeObject*>(param_type)) {

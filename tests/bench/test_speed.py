@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from adamkit.kernels import speed
+from adamkit.bench import speed
 
 
 def test_layouts_have_the_documented_sizes():

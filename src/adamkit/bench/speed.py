@@ -47,8 +47,11 @@ Kernel builds (``--kernels``): adamkit's fused path timed with each named build 
 side (instruction-set variants, ``native``, and ``openmp``: the kernel with OpenMP instead of its own thread
 pool, built for this comparison only), each also as a ratio to the first build named, in the same repetition.
 
-Use from Python: ``adamkit.kernels.speed.measure(...)`` returns the rows;
+Use from Python: ``adamkit.bench.speed.measure(...)`` returns the rows;
 ``markdown(rows)`` renders them.
+
+On a GPU (``--device cuda``, with ``--dry-run`` for the plan and ``--scale`` for the decoder-1b layout): every
+path against torch's fused AdamW on CUDA, the HBM roofline and peak memory per step (:mod:`.speed_cuda`).
 """
 from __future__ import annotations
 
@@ -126,7 +129,7 @@ class Candidate:
     optimizer: str
     path: str
     make: Callable = field(compare=False, repr=False)
-    kernel: str | None = None  # the fused kernel's build to step with (``fused_cpu.open_build``), if not the default
+    kernel: str | None = None  # the fused kernel's build to step with (``kernels.fused.build.open_build``), if not the default
 
     @property
     def label(self) -> str:
@@ -250,9 +253,9 @@ def _time_candidate(cand: Candidate, init: list[torch.Tensor], grads: list[torch
                     new_grads: bool = False) -> Sample:
     """Time ``cand``'s steps; with ``new_grads`` each step gets new gradient tensors first (untimed)."""
     if cand.kernel is not None:
-        from . import fused_cpu
+        from ..kernels.fused import build as fused_build
 
-        with fused_cpu.using(cand.kernel):
+        with fused_build.using(cand.kernel):
             return _time_candidate(dataclasses.replace(cand, kernel=None), init, grads, steps, new_grads)
     params = [t.clone() for t in init]
     for p, g in zip(params, grads):
@@ -497,9 +500,9 @@ def markdown_state_dtypes(rows: list[dict]) -> str:
 def _implementation_name(cand: Candidate) -> str:
     if cand.library != "adamkit" or cand.path != "default":
         return cand.path
-    from . import fused_cpu
+    from ..kernels.fused import build as fused_build
 
-    return "fused" if fused_cpu.available() else "loop"
+    return "fused" if fused_build.available() else "loop"
 
 
 def machine_info(bandwidth: float | None = None) -> dict:
@@ -509,11 +512,11 @@ def machine_info(bandwidth: float | None = None) -> dict:
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    from . import fused_cpu
+    from ..kernels.fused import build as fused_build
 
     kernel = None
-    if fused_cpu.available():  # the build adamkit's fused path steps with (``--kernels`` names others)
-        build = fused_cpu.loaded_build()
+    if fused_build.available():  # the build adamkit's fused path steps with (``--kernels`` names others)
+        build = fused_build.loaded_build()
         kernel = f"{build.variant}, {build.origin}, {build.threads}"
     return dict(date=date.today().isoformat(), cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(),
                 torch=torch.__version__, python=platform.python_version(),
@@ -523,7 +526,7 @@ def machine_info(bandwidth: float | None = None) -> dict:
 # ------------------------------------------------------------- first step
 _FIRST_STEP = r"""
 import json, sys, time, torch, adamkit
-from adamkit.kernels.speed import layout_shapes
+from adamkit.bench.speed import layout_shapes
 cls = adamkit.get_optimizer_class(sys.argv[1])
 params = [torch.randn(s) for s in layout_shapes(sys.argv[2])]
 for p in params: p.grad = torch.randn_like(p)
@@ -607,13 +610,96 @@ def _csv(value: str, valid) -> list[str]:
     return items
 
 
+#: layouts and paths of ``--device cuda`` only (:mod:`.speed_cuda`)
+CUDA_ONLY_LAYOUTS = ("decoder-1b",)
+CUDA_PATHS = ("default", "foreach", "triton", "compiled", "loop")
+CUDA_ONLY_PATHS = ("triton", "compiled")
+#: the default of each option whose default depends on --device: these very objects (argparse stores a
+#: non-string default as it is), so ``run`` tells an option left out (``is``) from one given
+_DEFAULTS = dict(layouts=list(LAYOUTS), paths=["default", "loop"], first_step=list(STEP_DEPENDENT),
+                 state_layouts=list(STATE_LAYOUTS), state_algorithms=list(ALGORITHMS[:1]), state_paths=[])
+
+
+def _given(args: argparse.Namespace, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (its value is not the default object)."""
+    return getattr(args, name) is not _DEFAULTS[name]
+
+
+def _run_cuda(args: argparse.Namespace) -> int:
+    """``--device cuda``: the options checked and resolved, then :mod:`.speed_cuda` plans or measures."""
+    from . import speed_cuda
+
+    where = "adamkit speed --device cuda"
+    if args.kernels or _given(args, "first_step"):
+        raise SystemExit(f"{where}: --kernels and --first-step time the CPU's fused kernel; leave them out")
+    if "fused" in args.paths and _given(args, "paths"):
+        raise SystemExit(f"{where}: on CUDA fused=True is the compiled path: choose --paths from "
+                         f"{','.join(CUDA_PATHS)}")
+    layouts = args.layouts if _given(args, "layouts") else list(speed_cuda.LAYOUTS)
+    state_layouts = args.state_layouts if _given(args, "state_layouts") else list(speed_cuda.DEFAULT_STATE_LAYOUTS)
+    bad = sorted({x for x in layouts + state_layouts if x not in speed_cuda.LAYOUTS})
+    if bad:
+        raise SystemExit(f"{where}: --layouts/--state-layouts {','.join(bad)}: choose from "
+                         f"{','.join(speed_cuda.LAYOUTS)}")
+    if args.scale is not None:
+        try:
+            speed_cuda.check_scale(args.scale)
+        except ValueError as exc:
+            raise SystemExit(f"{where}: {exc}") from None
+        if "decoder-1b" not in layouts:
+            raise SystemExit(f"{where}: --scale shrinks the decoder-1b layout, which is not in --layouts")
+    kwargs = dict(
+        layouts=layouts, algorithms=args.algorithms,
+        paths=args.paths if _given(args, "paths") else list(speed_cuda.DEFAULT_PATHS),
+        state_layouts=state_layouts, state_dtypes=args.state_dtypes or ["float32"],
+        state_paths=args.state_paths if _given(args, "state_paths") else list(speed_cuda.DEFAULT_STATE_PATHS),
+        state_algorithms=args.state_algorithms if _given(args, "state_algorithms") else None,
+        repeats=args.repeats, steps=args.steps, scale=args.scale or 1.0)
+    if args.quick:
+        kwargs.update(repeats=2, steps=2, paths=["default"], state_paths=["default"])
+    if kwargs["repeats"] < 1 or kwargs["steps"] < 1:
+        raise SystemExit("--repeats and --steps must be at least 1")
+    if args.dry_run:
+        print(speed_cuda.plan(**kwargs), end="")
+        return 0
+    if not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+        raise SystemExit(f"{where}: no CUDA device here (torch.cuda.is_available() is False; {build}, "
+                         f"{torch.__version__}): run it on a machine with an NVIDIA GPU and a CUDA build of torch "
+                         "(scripts/gpu_check.sh runs every GPU check), or add --dry-run to print the plan")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
+
+    def save(result):  # after each layout: a run cut short keeps its finished layouts
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(result, fh, indent=1)
+
+    result = speed_cuda.measure(**kwargs, log=log, on_layout=save)
+    save(result)
+    print(speed_cuda.markdown(result))
+    if args.json:
+        log(f"wrote {args.json}")
+    return 0
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layouts", type=lambda v: _csv(v, LAYOUTS), default=list(LAYOUTS),
-                        help=f"comma-separated, from {','.join(LAYOUTS)} (default: all)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu (default), or cuda: the GPU tables (adamkit.bench.speed_cuda: every path against "
+                             "torch's fused AdamW on CUDA, the HBM roofline, peak memory per step)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --device cuda: print the plan (layouts, sizes, candidates, bytes per step, the "
+                             "roofline arithmetic) and time nothing; runs without a GPU")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="with --device cuda: shrink the decoder-1b layout to about this share of its 1.01e9 "
+                             "parameters, in (0, 1] (default 1)")
+    parser.add_argument("--layouts", type=lambda v: _csv(v, LAYOUTS + CUDA_ONLY_LAYOUTS), default=_DEFAULTS["layouts"],
+                        help=f"comma-separated, from {','.join(LAYOUTS)} (default: all); with --device cuda from "
+                             "resnet18,many-small,one-big,decoder-1b (default: those four)")
     parser.add_argument("--algorithms", type=lambda v: _csv(v, ALGORITHMS), default=list(ALGORITHMS),
                         help=f"comma-separated, from {','.join(ALGORITHMS)} (default: all)")
-    parser.add_argument("--paths", type=lambda v: _csv(v, PATHS), default=["default", "loop"],
-                        help=f"adamkit paths, from {','.join(PATHS)} (default: default,loop)")
+    parser.add_argument("--paths", type=lambda v: _csv(v, PATHS + CUDA_ONLY_PATHS), default=_DEFAULTS["paths"],
+                        help=f"adamkit paths, from {','.join(PATHS)} (default: default,loop); with --device cuda "
+                             "from default,foreach,triton,compiled,loop (default: default,foreach,triton,compiled)")
     parser.add_argument("--torch-paths", type=lambda v: _csv(v, TORCH_PATHS), default=list(TORCH_PATHS),
                         help="torch's paths timed alongside (default: fused,foreach,loop; fused AdamW always)")
     parser.add_argument("--kernels", type=lambda v: [k.strip() for k in v.split(",") if k.strip()], default=[],
@@ -623,7 +709,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="repetitions (default 5)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per candidate and repetition (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--first-step", type=lambda v: _csv(v, ALGORITHMS), default=list(STEP_DEPENDENT),
+    parser.add_argument("--first-step", type=lambda v: _csv(v, ALGORITHMS), default=_DEFAULTS["first_step"],
                         help="algorithms whose first step in a new process is timed (default: those whose flags "
                              f"change with the step, {','.join(STEP_DEPENDENT)}; '' for none)")
     parser.add_argument("--no-third-party", action="store_true",
@@ -632,10 +718,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         default=list(STATE_DTYPES),
                         help="state_dtype values timed against float32 state on --state-layouts "
                              f"(default: {','.join(STATE_DTYPES)}; '' for none)")
-    parser.add_argument("--state-layouts", type=lambda v: _csv(v, LAYOUTS), default=list(STATE_LAYOUTS),
-                        help=f"layouts of the state-dtype table (default: {','.join(STATE_LAYOUTS)})")
-    parser.add_argument("--state-algorithms", type=lambda v: _csv(v, ALGORITHMS), default=list(ALGORITHMS[:1]),
-                        help=f"optimizers of the state-dtype table (default: {ALGORITHMS[0]})")
+    parser.add_argument("--state-layouts", type=lambda v: _csv(v, LAYOUTS + CUDA_ONLY_LAYOUTS),
+                        default=_DEFAULTS["state_layouts"],
+                        help=f"layouts of the state-dtype table (default: {','.join(STATE_LAYOUTS)}; with --device "
+                             "cuda: one-big)")
+    parser.add_argument("--state-algorithms", type=lambda v: _csv(v, ALGORITHMS), default=_DEFAULTS["state_algorithms"],
+                        help=f"optimizers of the state-dtype table (default: {ALGORITHMS[0]}; with --device cuda: "
+                             "those of --algorithms)")
+    parser.add_argument("--state-paths", type=lambda v: _csv(v, CUDA_PATHS), default=_DEFAULTS["state_paths"],
+                        help="with --device cuda: the paths of the state-dtype table (default: default,triton)")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 2 repetitions, 2 steps, the default path only, torch fused only")
     parser.add_argument("--json", default="speed.json", help="write the results here (default speed.json)")
@@ -644,18 +735,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        return _run_cuda(args)
+    if args.dry_run or args.scale is not None or _given(args, "state_paths"):
+        raise SystemExit("adamkit speed: --dry-run, --scale and --state-paths are for --device cuda")
+    cuda_only = sorted({x for x in args.layouts + args.state_layouts + args.paths
+                        if x in CUDA_ONLY_LAYOUTS + CUDA_ONLY_PATHS})
+    if cuda_only:
+        raise SystemExit(f"adamkit speed: {','.join(cuda_only)}: only with --device cuda (see --help)")
     if args.quick:
         args.repeats, args.steps, args.paths, args.torch_paths = 2, 2, ["default"], ["fused"]
     if args.repeats < 1 or args.steps < 1:
         raise SystemExit("--repeats and --steps must be at least 1")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
     if args.kernels:
-        from . import fused_cpu
+        from ..kernels.fused import build as fused_build
 
         for kernel in args.kernels:  # built (or refused, saying why) before anything is timed
             try:
-                fused_cpu.open_build(kernel)
-            except fused_cpu.FusedKernelUnavailable as exc:
+                fused_build.open_build(kernel)
+            except fused_build.FusedKernelUnavailable as exc:
                 raise SystemExit(f"adamkit speed --kernels: {exc}") from None
     result = measure(args.layouts, args.algorithms, args.paths, args.torch_paths, args.repeats, args.steps,
                      third_party=not args.no_third_party, log=log, kernels=args.kernels)

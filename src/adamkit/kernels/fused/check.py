@@ -1,6 +1,6 @@
-"""The kept pointer table's per-step check, in native code (``fused_check.cpp``).
+"""The kept pointer table's per-step check, in native code (``check.cpp``).
 
-:class:`adamkit.kernels.fused_cpu.CachedLaunch` decides each step whether the
+:class:`adamkit.kernels.fused.kept.CachedLaunch` decides each step whether the
 table it kept still applies: the same state dicts, parameter and state storages,
 one step count, every gradient a dense contiguous tensor of its parameter's
 shape and dtype. In Python that is nine C-level passes over the tensors through
@@ -23,7 +23,7 @@ at hand), and the Python check where the kernel came prebuilt in a wheel
 (``$CXX``, else ``c++``/``g++``/``clang++``) against the installed torch's
 headers (``ATen/core/Tensor.h``, about 5 s; no network, no pybind11) and linked
 to its ``libc10``. The build is cached beside the fused kernel's
-(:func:`adamkit.kernels.native_build.cache_dir`), keyed by the source, the
+(:func:`adamkit.kernels.fused.build.cache_dir`), keyed by the source, the
 compiler, its flags, torch's and Python's versions, and verified against its
 integrity record before every load, as the kernel is.
 
@@ -40,17 +40,16 @@ import os
 import platform
 import sys
 import sysconfig
-import threading
 import warnings
 from pathlib import Path
 
 import torch
 
-from . import native_build
+from . import build
 
-SOURCE = Path(__file__).with_name("fused_check.cpp")
+SOURCE = Path(__file__).with_name("check.cpp")
 
-#: the native check's interface version (adamkit_check_abi_version in fused_check.cpp)
+#: the native check's interface version (adamkit_check_abi_version in check.cpp)
 ABI_VERSION = 3
 
 #: groups with fewer tensors keep the Python check (a few µs a tensor: not worth a build of seconds); from
@@ -68,14 +67,11 @@ class NativeCheckUnavailable(RuntimeError):
     """The native check could not be built or loaded here."""
 
 
-_lock = threading.Lock()
-_lib = None
-_error: str | None = None
 _warned = False
 
 
 def _compiler() -> str | None:
-    return native_build.find_compiler("CXX", ["c++", "g++", "clang++"])
+    return build.find_compiler("CXX", ["c++", "g++", "clang++"])
 
 
 def _torch_flags() -> list[str]:
@@ -99,10 +95,10 @@ def _key(source: bytes, cxx: str, flags: list[str]) -> str:
 
 
 def _build(cxx: str) -> Path:
-    """The verified build of the check for compiler ``cxx`` (:func:`native_build.build`), compiled if needed."""
+    """The verified build of the check for compiler ``cxx`` (:func:`.build.cached_build`), compiled if needed."""
     source = SOURCE.read_bytes()
     torch_flags = _torch_flags()
-    return native_build.build(
+    return build.cached_build(
         "fused_check", [_BASE_FLAGS + extra + torch_flags for extra in _FLAG_SETS],
         lambda flags: _key(source, cxx, flags),
         # the link flags (torch's libc10) after the source
@@ -111,10 +107,10 @@ def _build(cxx: str) -> Path:
         after=lambda directory, target: prune(directory, keep=target))
 
 
-def prune(directory: Path, keep: Path | None = None, max_age_s: float = native_build.STALE_AFTER_S) -> list[Path]:
+def prune(directory: Path, keep: Path | None = None, max_age_s: float = build.STALE_AFTER_S) -> list[Path]:
     """Remove builds of this check (``fused_check-*.so``) unused for ``max_age_s``; returns what was removed.
-    (Compiler leftovers, ``tmp*.so``, are removed with the kernel's: :func:`fused_cpu.prune_cache`.)"""
-    return native_build.prune(directory, "fused_check-*.so", keep, max_age_s)
+    (Compiler leftovers, ``tmp*.so``, are removed with the kernel's: :func:`.build.prune_cache`.)"""
+    return build.prune(directory, "fused_check-*.so", keep, max_age_s)
 
 
 def _verify_layout(lib) -> None:
@@ -130,45 +126,38 @@ def _verify_layout(lib) -> None:
         raise NativeCheckUnavailable("the check cannot tell float32 from float64 tensors here")
 
 
+def _open():
+    """Build (on first use) and open the check, and verify that it reads this torch's tensors."""
+    if sys.platform == "win32":
+        raise NativeCheckUnavailable("it is built for POSIX systems only")
+    cxx = _compiler()
+    if cxx is None:
+        raise NativeCheckUnavailable("no C++ compiler found (set $CXX, or install g++ or clang++)")
+    lib = ctypes.PyDLL(str(_build(cxx)))  # PyDLL: called with the GIL held, Python errors propagate
+    if lib.adamkit_check_abi_version() != ABI_VERSION:
+        raise NativeCheckUnavailable("stale build in the cache (ABI mismatch)")
+    obj = ctypes.py_object
+    lib.adamkit_check_impl.restype = ctypes.c_ssize_t
+    lib.adamkit_check_impl.argtypes = [obj, obj, obj]
+    lib.adamkit_check_dtype.restype = ctypes.c_int64
+    lib.adamkit_check_dtype.argtypes = [obj, obj, obj]
+    lib.adamkit_check_table.restype = obj
+    lib.adamkit_check_table.argtypes = [obj] * 6 + [ctypes.c_int64] + [ctypes.c_void_p] * 6 + [ctypes.c_int64]
+    lib.adamkit_check_use_pool.restype = None
+    lib.adamkit_check_use_pool.argtypes = [ctypes.c_void_p]
+    lib.adamkit_check_set_steps.restype = ctypes.c_int
+    lib.adamkit_check_set_steps.argtypes = [obj, obj, obj]
+    _verify_layout(lib)
+    return lib
+
+
+#: the check, opened on first use (:class:`.build.Lazy`)
+_library = build.Lazy(_open, NativeCheckUnavailable, "adamkit's native table check")
+
+
 def load():
     """The loaded native check (built on first use); raises :class:`NativeCheckUnavailable` saying why."""
-    global _lib, _error
-    if _lib is not None:
-        return _lib
-    with _lock:
-        if _lib is not None:
-            return _lib
-        if _error is not None:
-            raise NativeCheckUnavailable(_error)
-        try:
-            if sys.platform == "win32":
-                raise NativeCheckUnavailable("it is built for POSIX systems only")
-            cxx = _compiler()
-            if cxx is None:
-                raise NativeCheckUnavailable("no C++ compiler found (set $CXX, or install g++ or clang++)")
-            lib = ctypes.PyDLL(str(_build(cxx)))  # PyDLL: called with the GIL held, Python errors propagate
-            if lib.adamkit_check_abi_version() != ABI_VERSION:
-                raise NativeCheckUnavailable("stale build in the cache (ABI mismatch)")
-            obj = ctypes.py_object
-            lib.adamkit_check_impl.restype = ctypes.c_ssize_t
-            lib.adamkit_check_impl.argtypes = [obj, obj, obj]
-            lib.adamkit_check_dtype.restype = ctypes.c_int64
-            lib.adamkit_check_dtype.argtypes = [obj, obj, obj]
-            lib.adamkit_check_table.restype = obj
-            lib.adamkit_check_table.argtypes = [obj] * 6 + [ctypes.c_int64] + [ctypes.c_void_p] * 6 + [ctypes.c_int64]
-            lib.adamkit_check_use_pool.restype = None
-            lib.adamkit_check_use_pool.argtypes = [ctypes.c_void_p]
-            lib.adamkit_check_set_steps.restype = ctypes.c_int
-            lib.adamkit_check_set_steps.argtypes = [obj, obj, obj]
-            _verify_layout(lib)
-        except NativeCheckUnavailable as exc:
-            _error = f"adamkit's native table check is unavailable: {exc}"
-            raise NativeCheckUnavailable(_error) from None
-        except OSError as exc:
-            _error = f"adamkit's native table check could not be loaded: {exc}"
-            raise NativeCheckUnavailable(_error) from None
-        _lib = lib
-        return lib
+    return _library.get()
 
 
 def enabled(kernel_built_here: bool) -> bool:

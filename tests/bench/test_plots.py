@@ -1,0 +1,158 @@
+"""The report's figures from small stores: the forest plot, the time-to-target profile (its numbers too), the
+curves with the paper arms and a zoomed last third, the β2 heat maps (and a clean skip without a β2 sweep)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _report_store import EVAL, RISE, STEPS, accuracy_curve, load, make_store
+from adamkit.bench import analysis, plots
+from adamkit.bench.executors import LocalExecutor
+from adamkit.bench.store import ResultStore
+from adamkit.bench.suite import parse_suite
+from adamkit.bench.sweep import run_sweep
+
+
+@pytest.fixture(scope="module")
+def res(tmp_path_factory):
+    return load(make_store(tmp_path_factory.mktemp("plots") / "r.sqlite"))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure saved, kept open for inspection: {file name: figure}."""
+    kept = {}
+
+    def save(fig, path, rect=None, tight_box=False):
+        kept[path.name] = fig
+        fig.savefig(path)
+        return path
+    monkeypatch.setattr(plots, "_save", save)
+    yield kept
+    import matplotlib.pyplot as plt
+
+    for fig in kept.values():
+        plt.close(fig)
+
+
+def test_time_to_target_profile_on_reference_targets(res, tmp_path):
+    ttt = analysis.time_to_target(res, "B")
+    assert ttt.instances == ["fmnist_cnn", "fmnist_mlp"] and ttt.reference == "adam"
+    adam = res.arm("fmnist_cnn", "adam", "fixed")
+    assert ttt.targets["fmnist_cnn"] == pytest.approx(np.median(adam.values))  # Adam's median final value
+    f = ttt.fractions
+    # AGD's curve gets to its (higher) final value at RISE["agd"] of the budget: its first evaluation at or after
+    # the point where it passes Adam's median; Adam reaches its own median only at the end, on the seeds at or
+    # above it (3 of 5)
+    steps, values = accuracy_curve("agd", 1000)
+    first = next(s for s, v in zip(steps, values) if v >= ttt.targets["fmnist_cnn"]) / STEPS
+    assert RISE["agd"] <= first < RISE["agd"] + EVAL / STEPS
+    agd = ttt.curves["agd"]
+    assert agd[f < first - 1e-9].max() == 0.0 and agd[f >= first].min() == 1.0
+    share_at_end = np.mean([v >= ttt.targets["fmnist_cnn"] for v in adam.values])
+    assert ttt.curves["adam"][-1] == pytest.approx(share_at_end) and ttt.curves["adam"][:-1].max() == 0.0
+    assert ttt.score("agd") > ttt.score("adabelief") >= 0.0
+    path = plots.plot_time_to_target(ttt, tmp_path, "B")
+    assert path.name == "time_to_target_B.png" and path.stat().st_size > 1000
+
+
+def test_counterexamples_never_count_in_the_time_to_target_profile(res):
+    assert analysis.time_to_target(res, "B", keep=lambda inst: inst.key != "fmnist_mlp").instances == ["fmnist_cnn"]
+    assert analysis.time_to_target(res, "A").instances == []
+
+
+def test_forest_plot_one_panel_per_claim_with_band_and_deterministic_points(tmp_path, figures):
+    rows = [{"group": "c1", "label": "a · tuned", "mean": 0.01, "low": 0.004, "high": 0.016, "band": 0.005,
+             "verdict": "better", "deterministic": False},
+            {"group": "c1", "label": "b · tuned", "mean": 0.001, "low": -0.002, "high": 0.004, "band": 0.005,
+             "verdict": "equivalent", "deterministic": False},
+            {"group": "c2", "label": "reddi · tuned", "mean": 1.5, "low": None, "high": None, "band": None,
+             "verdict": "better", "deterministic": True}]
+    path = plots.plot_forest(rows, tmp_path, "claims_B", "t")
+    assert path.stat().st_size > 1000
+    fig = figures["forest_claims_B.png"]
+    first, second = fig.axes[:2]
+    assert [t.get_text() for t in first.get_yticklabels()] == ["a · tuned", "b · tuned"]
+    assert first.patches and first.patches[0].get_facecolor()[:3] == pytest.approx((0x2c / 255, 0x7b / 255, 0xb6 / 255))
+    intervals = [line for line in first.get_lines() if len(line.get_xdata()) == 2 and line.get_xdata()[0] != 0.0]
+    assert len(intervals) == 2  # an interval per comparison
+    assert not [line for line in second.get_lines() if len(line.get_xdata()) == 2 and line.get_xdata()[0] == 1.5]
+    assert plots.plot_forest([], tmp_path, "empty", "t") is None
+
+
+def test_curves_draw_the_paper_arms_and_a_zoomed_last_third(res, tmp_path, figures):
+    inst = res.instance("fmnist_cnn")
+    main = res.arm("fmnist_cnn", "adabelief", "fixed")
+    # the paper arms as the planner names them (their runs: here the main arm's, for the drawing)
+    res.arms[("fmnist_cnn", "adabelief", "paper:cnn")] = main
+    res.arms[("fmnist_cnn", "adabelief", "paper-lr:cnn")] = main
+    try:
+        assert plots.curve_arms(res, inst)[-3:] == [("adabelief", "fixed", "-"), ("adabelief", "paper-lr:cnn", ":"),
+                                                    ("adabelief", "paper:cnn", "--")]
+        assert plots.plot_curves(res, inst, tmp_path).name == "curve_fmnist_cnn.png"
+        assert plots.plot_train_loss(res, inst, tmp_path).name == "train_fmnist_cnn.png"
+    finally:
+        del res.arms[("fmnist_cnn", "adabelief", "paper:cnn")], res.arms[("fmnist_cnn", "adabelief", "paper-lr:cnn")]
+    for name in ("curve_fmnist_cnn.png", "train_fmnist_cnn.png"):
+        whole, zoom = figures[name].axes
+        labels = [line.get_label() for line in whole.get_lines()]
+        assert any(label.startswith("adabelief paper:cnn") for label in labels)
+        assert any(label.startswith("adabelief paper-lr:cnn") for label in labels)
+        styles = {line.get_label().split(" (")[0]: line.get_linestyle() for line in whole.get_lines()}
+        assert styles["adabelief paper:cnn"] == "--" and styles["adabelief paper-lr:cnn"] == ":"
+        lo, hi = zoom.get_xlim()
+        assert lo == pytest.approx(STEPS * 2 / 3 - 0.02 * STEPS) and hi == pytest.approx(STEPS * 1.02)
+    # the zoomed panel's y-range fits the last third: narrower than the whole run's (which starts untrained)
+    whole, zoom = figures["curve_fmnist_cnn.png"].axes
+    assert np.diff(zoom.get_ylim())[0] < np.diff(whole.get_ylim())[0] / 2
+
+
+@pytest.fixture(scope="module")
+def counter(tmp_path_factory):
+    """ADOPT's counterexample over (k, β2), two optimizers and ADOPT's unclipped paper arm, really run (short)."""
+    suite = parse_suite({"name": "b2", "optimizers": ["adam", "adopt"], "protocol": {"final_seeds": [1000]},
+                         "problems": [{"name": "adopt_counterexample", "grid": {"k": [10, 50], "beta2": [0.1, 0.9]},
+                                       "params": {"schedule": "constant"}, "steps": 200, "eval_every": 50,
+                                       "tune": False, "hparams": {"lr": 0.01}}]})
+    path = tmp_path_factory.mktemp("b2") / "r.sqlite"
+    store = ResultStore(path)
+    run_sweep(suite, store, LocalExecutor(1))
+    store.close()
+    return load(path)
+
+
+def test_beta2_heat_map_per_arm_over_k_and_beta2(counter, tmp_path, figures):
+    sweeps = plots.beta2_sweeps(counter)
+    assert list(sweeps) == ["adopt_counterexample, 200 steps"]  # one budget: beta2_adopt_counterexample.png
+    rows = sweeps["adopt_counterexample, 200 steps"]["rows"]
+    assert {(dict(r[0])["k"], r[1]) for r in rows} == {(10, 0.1), (10, 0.9), (50, 0.1), (50, 0.9)}
+    (path, caption), = plots.plot_beta2(counter, tmp_path)
+    assert path.name == "beta2_adopt_counterexample.png" and path.stat().st_size > 1000 and "time-averaged θ" in caption
+    labels = list(dict.fromkeys(r[2] for r in rows))
+    assert labels[:1] == ["adam"] and "adopt" in labels
+    # each panel is one arm's heat map: rows k, columns β2, each cell that arm's outcome there
+    panels = [ax for ax in figures[path.name].axes if ax.images]
+    assert [ax.get_title() for ax in panels] == labels
+    for ax, label in zip(panels, labels):
+        grid = np.asarray(ax.images[0].get_array())
+        assert grid.shape == (2, 2)
+        for other, b, lab, arm in rows:
+            if lab == label:
+                value, what = plots.theta_outcome(counter, arm)
+                assert what == "time-averaged θ" and -1.0 <= value <= 1.0
+                assert grid[[10, 50].index(dict(other)["k"]), [0.1, 0.9].index(b)] == pytest.approx(value)
+
+
+def test_without_a_beta2_sweep_the_report_says_so(counter, tmp_path):
+    from adamkit.bench import report
+
+    one = parse_suite({"name": "b1", "optimizers": ["adam"], "protocol": {"final_seeds": [1000]},
+                       "problems": [{"name": "reddi_counterexample", "steps": 30, "tune": False,
+                                     "hparams": {"lr": 0.01}}]})
+    store = ResultStore(tmp_path / "r.sqlite")
+    run_sweep(one, store, LocalExecutor(1))
+    store.close()
+    res = load(tmp_path / "r.sqlite")
+    assert plots.beta2_sweeps(res) == {} and plots.plot_beta2(res, tmp_path) == []
+    md = (report.write_report(tmp_path / "r.sqlite", tmp_path / "rep", log=None) / "report.md").read_text()
+    assert "This store has no β2 sweep" in md and "## Counterexamples (fixed-rate toy problems)" in md

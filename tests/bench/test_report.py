@@ -1,0 +1,146 @@
+"""The report: the practitioner table first, the judge's comparisons rendered honestly (no zero-width interval with
+n > 1, a deterministic comparison as n = 1, never a firm verdict on a stand-in, never steps against epochs), only
+what was measured in the headline, and the same files byte for byte from the same store."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from _report_store import SEEDS, Comparison, Verdict, claim, load, make_store, paired
+from adamkit.bench import analysis, registry, report
+from adamkit.cli import main
+
+
+def _write(store, out, verdicts=None, monkeypatch=None):
+    if verdicts is not None:
+        monkeypatch.setattr(judge, "judge_all", lambda res: verdicts)
+    return (report.write_report(store, out, log=None) / "report.md").read_text()
+
+
+def _sections(md: str) -> list[str]:
+    return [line[3:] for line in md.splitlines() if line.startswith("## ")]
+
+
+def _section(md: str, title: str) -> str:
+    start = md.index(f"## {title}")
+    nxt = md.find("\n## ", start + 3)
+    return md[start:] if nxt < 0 else md[start:nxt]
+
+
+def _better(res):
+    """AGD against Adam on both tasks, as a judge would report it: the paired differences' mean and a t-like
+    interval around it (the report renders whatever the judge gives)."""
+    out = []
+    for inst in ("fmnist_cnn", "fmnist_mlp"):
+        d = paired(res, inst, "agd", "adam")
+        out.append(Comparison(inst, "B", "tuned", "better", int(d.size), float(d.mean()), float(d.mean()),
+                              float(d.mean()) - 0.002, float(d.mean()) + 0.002, 0.06, 0.12, 0.005, (0, 0)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("rep") / "r.sqlite")
+
+
+def test_the_first_section_is_the_practitioner_table(store, tmp_path, monkeypatch):
+    res = load(store)
+    c = claim()
+    monkeypatch.setattr(analysis, "is_stand_in", lambda inst: False)  # tasks of the papers' kind: firm verdicts
+    md = _write(store, tmp_path / "rep", [Verdict(c, _better(res), {"B": "better (2 better)"})], monkeypatch)
+    assert _sections(md)[0] == "What to use: the practitioner table"
+    first = _section(md, "What to use: the practitioner table")
+    rows = [line for line in first.splitlines() if line.startswith("| image classification")]
+    assert len(rows) == 2  # one row per task measured, grouped by family
+    d = paired(res, "fmnist_cnn", "agd", "adam")
+    cnn = next(r for r in rows if "fmnist_cnn (10 steps)" in r)
+    assert "**agd** (lr " in cnn and "**better**" in cnn  # the judge says better: use the alternative
+    assert f"agd: +{d.mean():.3g} test_accuracy [" in cnn and f"n = {SEEDS}" in cnn
+    adam = res.arm("fmnist_cnn", "adam", "fixed")
+    assert f"{adam.median:.3g} (lr 0.001)" in cnn  # tuned (here fixed) Adam and its rate
+    assert "not measured" not in first
+    # where nothing is better, the table says to use Adam with its rate
+    eq = [Comparison(**{**x.__dict__, "verdict": "equivalent"}) for x in _better(res)]
+    md = _write(store, tmp_path / "eq", [Verdict(c, eq)], monkeypatch)
+    first = _section(md, "What to use: the practitioner table")
+    assert all("**adam** (lr 0.001)" in r for r in first.splitlines() if r.startswith("| image classification"))
+
+
+def test_only_measured_claims_are_listed_and_the_rest_are_named_once(store, tmp_path, monkeypatch):
+    res = load(store)
+    absent = Verdict(claim("adabelief_lstm", "adabelief", instances=("char_lstm1",)),
+                     [Comparison("char_lstm1", "B", "tuned", "not measured", note="no such instance")])
+    md = _write(store, tmp_path / "rep", [Verdict(claim(), _better(res)), absent], monkeypatch)
+    claims = _section(md, "Paper claims vs what we measured")
+    table = [line for line in claims.splitlines() if line.startswith("| Paper")]
+    assert len(table) == 2 and not any("not measured" in line for line in table)
+    assert "1 of the 2 claims are not measured by this suite" in claims and "- `adabelief_lstm` (Paper)" in claims
+    assert "not measured" not in _section(md, "What to use: the practitioner table")
+    # the real judge on this store: nothing "not measured" in any table either
+    monkeypatch.undo()
+    md = (report.write_report(store, tmp_path / "real", log=None) / "report.md").read_text()
+    assert not [line for line in md.splitlines() if line.startswith("|") and "not measured" in line]
+
+
+_INTERVAL = re.compile(r"\[([-+0-9.e]+), ([-+0-9.e]+)\], n = (\d+)")
+
+
+def test_no_zero_width_interval_with_n_above_one_and_deterministic_as_n_1(store, tmp_path, monkeypatch):
+    old_style = Comparison("fmnist_cnn", "B", "tuned", "supported", 5, 0.5, 0.5, 0.5, 0.5)  # an older judge's
+    deterministic = Comparison("fmnist_mlp", "B", "tuned", "worse", 1, -0.25, deterministic=True)
+    md = _write(store, tmp_path / "rep", [Verdict(claim(), [old_style, deterministic])], monkeypatch)
+    for low, high, n in _INTERVAL.findall(md):
+        assert not (low == high and int(n) > 1), (low, high, n)
+    assert "fmnist_cnn: +0.5 test_accuracy, n = 1 (deterministic: no interval)" in md
+    assert "all 5 paired differences are equal" in md
+    assert "fmnist_mlp: -0.25 test_accuracy, n = 1 (deterministic: no interval)" in md
+
+
+def test_a_stand_in_task_never_shows_a_firm_verdict(store, tmp_path, monkeypatch):
+    res = load(store)
+    for name in ("fmnist_cnn", "fmnist_mlp"):
+        monkeypatch.setattr(registry.get_problem_class(name), "experiment", "stand-in", raising=False)
+    worse = [Comparison(**{**x.__dict__, "verdict": "worse", "mean": -x.mean}) for x in _better(res)]
+    md = _write(store, tmp_path / "rep", [Verdict(claim(), _better(res)), Verdict(claim("eadam_image", "eadam"),
+                                                                                  worse)], monkeypatch)
+    firm = ("better", "worse", "supported", "contradicted", "equivalent")
+    for line in md.splitlines():
+        if line.startswith("|") and ("fmnist_cnn" in line or "fmnist_mlp" in line):
+            verdicts = re.findall(r"\*\*([a-z' -]+)\*\*", line)
+            assert not set(verdicts) & set(firm), line
+    assert "**consistent at stand-in scale**" in md and "**inconsistent at stand-in scale**" in md
+    assert "the judge said better; a stand-in task gives no firm verdict" in md
+    first = _section(md, "What to use: the practitioner table")
+    assert "fmnist_cnn (10 steps, stand-in)" in first and "**adam** (lr 0.001)" in first  # no switch on a stand-in
+
+
+def test_a_budget_in_steps_is_never_compared_with_a_regime_in_epochs(store, tmp_path, monkeypatch):
+    res = load(store)
+    c = _better(res)[0]
+    c.verdict, c.note = "outside the claim's regime", "budget 10 steps < the claim's 3 epochs"
+    md = _write(store, tmp_path / "rep", [Verdict(claim(), [c])], monkeypatch)
+    assert not re.search(r"\d+ steps? < the claim's \d+ epochs?", md)
+    assert "the budget is in steps and the claim's regime in epochs (or back): not compared here" in md
+
+
+def test_the_forest_time_to_target_and_curve_figures_are_in_the_report(store, tmp_path, monkeypatch):
+    res = load(store)
+    out = tmp_path / "rep"
+    md = _write(store, out, [Verdict(claim(), _better(res))], monkeypatch)
+    for name in ("forest_claims_B.png", "time_to_target_B.png", "curve_fmnist_cnn.png", "train_fmnist_cnn.png"):
+        assert (out / "plots" / name).stat().st_size > 1000 and f"plots/{name}" in md
+    assert "This store has no β2 sweep" not in md  # no counterexample at all: no counterexample section
+
+
+def test_the_report_is_the_same_byte_for_byte_from_the_same_store(store, tmp_path):
+    assert main(["bench", "report", str(store), "--out", str(tmp_path / "a")]) == 0
+    assert main(["bench", "report", str(store), "--out", str(tmp_path / "b")]) == 0
+    a, b = tmp_path / "a", tmp_path / "b"
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert len([f for f in files if f.suffix == ".png"]) >= 4
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    md = (a / "report.md").read_text()
+    assert not re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", md.split("**Sweep sessions**")[0])  # no time of writing
