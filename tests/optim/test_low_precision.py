@@ -222,6 +222,23 @@ def test_every_path_agrees_with_the_loop(info, variant, state_dtype, path, untra
             assert close > 0.95, (name, close)  # another code only where a value rounds across a boundary
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("state_dtype", FORMATS)
+def test_every_tensor_beside_an_empty_one_is_stepped(state_dtype, path):
+    """Empty tensors in a bucket (before, between and after others) take no part, and every other tensor is
+    stepped as with float32 state (the loop once stepped only the first tensor of a chunk that an empty tensor
+    had joined, leaving the next one unchanged)."""
+    info = OPTIMIZERS[0]
+    shapes = ((0,), (1,), (0, 3), (5,), (2, 256), (0,))
+    ref, _ = _run(info, {}, torch.float32, path, steps=3, shapes=shapes)
+    got, _ = _run(info, {}, state_dtype, path, steps=3, shapes=shapes)
+    start, _ = _run(info, {}, torch.float32, path, steps=0, shapes=shapes)
+    for x, y, x0 in zip(ref, got, start):
+        if x.numel():
+            assert not torch.equal(y, x0)
+            torch.testing.assert_close(y, x, rtol=0, atol=3e-3)
+
+
 @pytest.mark.parametrize("state_dtype", FORMATS)
 @pytest.mark.parametrize("info", [OPTIMIZERS[0], OPTIMIZERS[-1]], ids=lambda info: info.name)
 def test_the_traced_compiled_update_agrees_with_the_loop(info, state_dtype):

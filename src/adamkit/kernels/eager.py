@@ -52,8 +52,9 @@ def run_update(update, params, grads, states, c, maximize: bool, multi_tensor: b
         grads = torch._foreach_neg(grads)
     if multi_tensor:
         update(TensorList(work), TensorList(grads), {n: TensorList(s) for n, s in states.items()}, c)
-    else:
-        update(work[0], grads[0], {n: s[0] for n, s in states.items()}, c)
+    else:  # one tensor at a time, every tensor given (a chunk of the loop may hold empty tensors beside one)
+        for i, (w, g) in enumerate(zip(work, grads)):
+            update(w, g, {n: s[i] for n, s in states.items()}, c)
     if low and keys is not None:
         for p, w, key in zip(params, work, keys):
             round_param(w, p, key)
