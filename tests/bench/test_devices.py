@@ -294,7 +294,7 @@ def test_the_wgan_clips_every_critic_weight_and_scores_honestly():
     problem, inst, opt, losses, last = _steps(
         "wgan_clip_fmnist", {"synthetic": True, "width": 8, "eval_samples": 100, "classifier_steps": 3,
                              "ref_size": 100, "n_critic": 2}, steps=2, lr=1e-2)
-    assert problem.experiment == "paper"
+    assert problem.experiment == "stand-in"  # other data and a proxy metric than the paper's: never firm
     assert all(p.abs().max() <= 0.01 + 1e-9 for p in inst.D.parameters())
     assert any(p.abs().max() > 0.01 for p in inst.G.parameters()), "the generator is not clipped"
     assert {"fd", "classes_covered", "class_entropy", "d_loss"} <= set(last) and math.isfinite(last["fd"])

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from _report_store import SEEDS, Comparison, Verdict, claim, load, make_store, paired
-from adamkit.bench import analysis, registry, report
+from adamkit.bench import analysis, judge, registry, report
 from adamkit.cli import main
 
 
