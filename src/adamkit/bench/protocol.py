@@ -349,7 +349,12 @@ def search_v2(suite: Suite, inst: ProblemInstanceSpec, optimizer: str, lookup: L
             for value in (low, high):
                 out.candidates.append((trial, {**at, name: value}, "eps"))
                 trial += 1
-    # the selection over every candidate
+    return _select(out, suite, mean_score, complete)
+
+
+def _select(out: Search, suite: Suite, mean_score, complete: bool) -> Search:
+    """The selection over every candidate of ``out``: each one's mean score (inf where a run is missing, which
+    leaves the search incomplete), the winner the best (ties: the defaults, then the earlier trial)."""
     scored = []
     for t, hp, _ in out.candidates:
         s = mean_score(hp)
@@ -361,7 +366,7 @@ def search_v2(suite: Suite, inst: ProblemInstanceSpec, optimizer: str, lookup: L
     out.complete = complete
     if scored:
         best = min(s for _, s in scored)
-        out.winner = next(t for t, s in scored if s == best)  # ties: the defaults, then the earlier trial
+        out.winner = next(t for t, s in scored if s == best)
         if not math.isfinite(best):
             out.winner = -1 if suite.defaults_arm else scored[0][0]
     return out
@@ -593,22 +598,7 @@ def search_v3(suite: Suite, inst: ProblemInstanceSpec, optimizer: str, lookup: L
             out.eps_grid[name] = sorted(values)
             out.eps_extensions[name] = ext
             out.eps_bracketed[name] = bracketed
-    # the selection over every candidate
-    scored = []
-    for t_, hp, _ in out.candidates:
-        sc = mean_score(hp)
-        if sc is None:
-            complete = False
-            sc = math.inf
-        out.scores[t_] = sc
-        scored.append((t_, sc))
-    out.complete = complete
-    if scored:
-        best = min(sc for _, sc in scored)
-        out.winner = next(t_ for t_, sc in scored if sc == best)  # ties: the defaults, then the earlier trial
-        if not math.isfinite(best):
-            out.winner = -1 if suite.defaults_arm else scored[0][0]
-    return out
+    return _select(out, suite, mean_score, complete)
 
 
 def search(suite: Suite, inst: ProblemInstanceSpec, optimizer: str, lookup: Lookup,
