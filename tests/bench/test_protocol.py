@@ -11,7 +11,7 @@ from adamkit.bench import protocol
 from adamkit.bench.suite import SuiteError, load_suite, parse_suite
 
 
-def _settled(suite, score_of, max_stages=20):
+def _settled(suite, score_of, max_stages=30):
     """Run the adaptive search to its end on synthetic results: ``score_of(run) -> final metrics``."""
     finals = {}
     for _ in range(max_stages):

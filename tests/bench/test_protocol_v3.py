@@ -9,18 +9,7 @@ import pytest
 from adamkit.bench import optimizers as bench_optimizers
 from adamkit.bench import protocol
 from adamkit.bench.suite import SuiteError, load_suite, parse_suite
-
-
-def _settled(suite, score_of, max_stages=30):
-    finals = {}
-    for _ in range(max_stages):
-        plan = protocol.plan(suite, protocol.Lookup(finals))
-        new = {r.hash: r for r in plan.runs if r.hash not in finals}
-        if not new:
-            return plan, finals
-        for h, r in new.items():
-            finals[h] = score_of(r)
-    raise AssertionError("the search did not settle")
+from test_protocol import _settled
 
 
 def _cnn_suite():
