@@ -760,8 +760,8 @@ def plan_v1(suite: Suite, lookup: Lookup) -> Plan:
 #: development machine, on a day its small runs were about 3x slower than on a quiet one: Tier A costs here are
 #: upper bounds). Steps per epoch for tasks budgeted in epochs. A problem not listed costs its tier's default.
 COSTS: dict[str, tuple[float, float, float]] = {
-    # Tier A at a quiet day's speed: the store's figures divided by 3 (a 1,000-step 2-D run 0.37 s on 2026-11-22
-    # against 1.0-1.5 s on 2026-12-01; the machine probe of a sweep session says which speed a day had)
+    # Tier A at a quiet machine's speed: the store's figures divided by 3 (the machine probe of each sweep
+    # session, in `adamkit bench report`'s "About this run", says how fast the machine was when it ran)
     "adopt_counterexample": (8e-5, 4e-5, 0.05), "reddi_counterexample": (8.5e-5, 2e-5, 0.02),
     "logreg_breast_cancer": (2.7e-4, 4e-5, 0.05), "quadratic_deep": (1.6e-4, 4e-5, 0.05),
     "rosenbrock_nd": (2.9e-4, 4e-5, 0.05),
@@ -770,6 +770,9 @@ COSTS: dict[str, tuple[float, float, float]] = {
     "char_lstm1": (0.035, 0.3, 0.5), "fmnist_resnet": (0.08, 2.0, 17.0), "word_lstm1": (0.22, 2.0, 1.0),
     "gpt_noclip_b8": (0.066, 0.5, 3.5), "vae_fmnist": (0.017, 0.7, 1.0), "fm_criteo": (0.015, 1.0, 4.0),
     "hopper_ppo": (0.0087, 0.2, 1.0),
+    # the GPU tier's tasks: seconds per step on one CPU thread (docs/bench/tasks-and-data.md), evaluations and
+    # start-up at Tier B's default; on a GPU they are far cheaper (not measured yet)
+    "fmnist_resnet_wd_aug": (1.1, 2.0, 5.0), "wgan_clip_fmnist": (1.5, 2.0, 5.0),
 }
 #: the chains of a counterexample run side by side: about 20 % more per step at 8 chains (measured)
 CHAIN_COST = 0.02
