@@ -253,9 +253,10 @@ def test_precondition_not_met_when_the_baseline_does_not_fail(tmp_path):
     assert v.tiers["B"].startswith(judge.PRECONDITION) and not v.firm
 
 
-def test_precondition_not_met_when_the_arm_the_claim_needs_was_not_run(tmp_path):
+def test_not_measured_when_the_suite_runs_no_paper_arms(tmp_path):
+    """A claim whose arm the suite never runs is not measured (named once under the report's table), not a row."""
     c = _one(CLAIM, _store(tmp_path, _accuracy(0.02), paper_arms=False))
-    assert c.verdict == judge.PRECONDITION and "the suite runs no paper arms" in c.note
+    assert c.verdict == judge.NOT_MEASURED and "the suite runs no paper arms" in c.note
 
 
 def test_an_untuned_paper_arm_does_not_stand_for_the_tuned_one(tmp_path):

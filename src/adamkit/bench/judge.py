@@ -23,9 +23,10 @@ arm's median by more than :data:`COLLAPSE_BANDS` bands.
 
 **Verdicts**, in this order:
 
-- **not measured**: the suite has no such instance or optimizer, or its runs are not finished;
-- **precondition not met**: the arm the claim needs was not run (the suite runs no paper arms, or the store's
-  ``paper:<arm>`` was not tuned as an optimizer of its own), or the claim's precondition fails in the data (e.g.
+- **not measured**: the suite has no such instance, optimizer or arm (a suite of ``paper_arms = false`` runs no
+  paper configuration), or its runs are not finished;
+- **precondition not met**: the store's ``paper:<arm>`` was not tuned as an optimizer of its own (its runs use
+  another configuration's learning rate), or the claim's precondition fails in the data (e.g.
   a counterexample's baseline does not fail at this budget);
 - **outside the claim's regime**: a task of the papers' kind (``experiment = "paper"`` on its class) run below the
   claim's ``in_regime`` fraction of the paper's budget (or where that budget is unknown), or a stand-in below the
@@ -380,8 +381,7 @@ def _compare(claim: Claim, res: analysis.Results, inst, row: str) -> Comparison:
         unplanned = [r.label for r in refs if r.optimizer in inst.optimizers and r.arm and not res.suite.paper_arms]
         if absent:
             c.note = f"the suite runs no {' and no '.join(absent)} on this instance"
-        elif unplanned:
-            c.verdict = PRECONDITION
+        elif unplanned:  # not measured: the report names the claim once, under its table, never as a row
             c.note = "the arm the claim needs was not run: the suite runs no paper arms (protocol.paper_arms = false)"
         else:  # the suite plans them: a search still running, or an incomplete sweep
             c.note = f"no finished {' and no finished '.join(r.label for r in refs)} arm yet"
