@@ -209,18 +209,24 @@ def encode_bfloat16(x: Tensor, kind: str, key: int, out: Tensor | None = None) -
         noise = 0xFFFF
     else:
         noise = random_bits(flat.numel(), key, x.device) >> 16
+    half = _bfloat16_half(bits, noise, finite_stays_finite=kind != "upper")
+    memory_flat(out).view(torch.int16).copy_(torch.where(half >= 0x8000, half - 0x10000, half))
+    return out
+
+
+def _bfloat16_half(bits: Tensor, noise: Tensor | int, finite_stays_finite: bool) -> Tensor:
+    """The bfloat16 bits (int64 in [0, 2**16)) of float32 ``bits`` (int64) with ``noise`` (< 2**16) added below
+    the kept bits and then truncated; inf stays inf, NaN becomes :data:`BFLOAT16_NAN_BITS`."""
     # adding below the kept bits rounds the magnitude up with the right probability, for either sign; the
-    # carry can only reach the exponent of the largest finite values: "upper" lets them round up to inf (the
-    # only bfloat16 >= them), the stochastic kinds keep the largest finite bfloat16 of their sign
+    # carry can only reach the exponent of the largest finite values: rounding up ("upper") lets them round to
+    # inf (the only bfloat16 >= them), the stochastic roundings keep the largest finite bfloat16 of their sign
     rounded = (bits + noise).bitwise_and_(0xFFFF0000)
-    if kind != "upper":
+    if finite_stays_finite:
         rounded = torch.where((rounded & 0x7FFFFFFF) == 0x7F800000, rounded - 0x10000, rounded)
     magnitude = bits & 0x7FFFFFFF
     rounded = torch.where(magnitude >= 0x7F800000, bits & 0xFFFF0000, rounded)  # inf stays inf
     rounded = torch.where(magnitude > 0x7F800000, BFLOAT16_NAN_BITS << 16, rounded)  # one NaN
-    half = rounded >> 16
-    memory_flat(out).view(torch.int16).copy_(torch.where(half >= 0x8000, half - 0x10000, half))
-    return out
+    return rounded >> 16
 
 
 def decode_bfloat16(t: Tensor) -> Tensor:
@@ -465,14 +471,8 @@ def round_param_bits(x: Tensor, dtype: torch.dtype, key: int) -> Tensor:
     largest finite value rounds to it), ±inf stays, NaN becomes the one NaN (bfloat16 0x7FC0, float16 0x7E00).
     """
     bits = x.view(torch.int32).to(torch.int64) & _M32
-    if dtype == torch.bfloat16:
-        noise = random_bits(x.numel(), key, x.device) >> 16
-        rounded = (bits + noise).bitwise_and_(0xFFFF0000)
-        rounded = torch.where((rounded & 0x7FFFFFFF) == 0x7F800000, rounded - 0x10000, rounded)
-        magnitude = bits & 0x7FFFFFFF
-        rounded = torch.where(magnitude >= 0x7F800000, bits & 0xFFFF0000, rounded)
-        rounded = torch.where(magnitude > 0x7F800000, BFLOAT16_NAN_BITS << 16, rounded)
-        return rounded >> 16
+    if dtype == torch.bfloat16:  # encode_bfloat16's stochastic rounding
+        return _bfloat16_half(bits, random_bits(x.numel(), key, x.device) >> 16, finite_stays_finite=True)
     if dtype != torch.float16:
         raise ValueError(f"stochastic rounding writes bfloat16 or float16 parameters, not {dtype}")
     r = random_bits(x.numel(), key, x.device)
