@@ -39,15 +39,19 @@ def test_an_old_store_is_migrated_and_read_by_the_version_1_rules(tmp_path):
                              "2026-11-22T00:00:00"))
     con.commit()
     con.close()
+    stored = path.read_bytes()
     res = analysis.load(path)
     assert res.version == 1 and res.bench == {}
-    assert {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(runs)")} >= {"bench_version"}
+    assert path.read_bytes() == stored  # reading (a report) leaves the store as it was: a committed one stays clean
     assert res.suite.optimizers == ("adam", "adopt")  # no baseline in a version-1 sweep
     tuned = res.arm("rosenbrock", "adam", "tuned")
     assert tuned.hparams == {"lr": 0.03} and tuned.n == 2 and tuned.missing == 0
     assert res.arm("rosenbrock", "adopt", "defaults").n == 2
     text = report.version_text(res)
     assert f"newer analysis (version {protocol.BENCH_VERSION}) than its runs (version 1" in text
+    ResultStore(path).close()  # a writer (a resumed sweep) brings it to this schema: additive columns only
+    assert {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(runs)")} >= {"bench_version", "device"}
+    assert analysis.load(path).arm("rosenbrock", "adam", "tuned").hparams == {"lr": 0.03}
 
 
 def test_a_sweep_records_its_suite_by_name_and_hash_and_its_benchmark_version(tmp_path):
@@ -73,3 +77,23 @@ def test_thinning_keeps_the_last_point_and_leaves_short_curves_alone():
     assert thin_training_curve(short) is short
     long = thin_training_curve({"train_step": list(range(1, 4002)), "loss": list(range(4001))})
     assert long["train_step"][0] == 1 and long["train_step"][-1] == 4001 and len(long["loss"]) == len(long["train_step"])
+
+
+def test_reading_a_store_writes_nothing_beside_it_nor_in_it(tmp_path):
+    """A report's reading (``read_only=True``) of a write-ahead-log store leaves its folder as it was: no schema
+    change, no ``-wal``/``-shm`` file beside a committed store; a store being written is still read whole."""
+    path = tmp_path / "results.sqlite"
+    store = ResultStore(path)
+    store.put("h", {"problem": "p", "optimizer": "adam", "seed": 0},
+              {"status": "done", "final": {"gap": 1.0}, "seconds": 1.0, "curve": None})
+    store.close()
+    assert path.read_bytes()[18:20] == b"\x02\x02"  # the store keeps a write-ahead log
+    stored = path.read_bytes()
+    with ResultStore(path, read_only=True) as reader:
+        assert [r["hash"] for r in reader.runs()] == ["h"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"] and path.read_bytes() == stored
+    with ResultStore(path) as writer:  # a sweep writing it: its reader sees the log's rows
+        writer.put("g", {"problem": "p", "optimizer": "adam", "seed": 1},
+                   {"status": "done", "final": {"gap": 2.0}, "seconds": 1.0, "curve": None})
+        with ResultStore(path, read_only=True) as reader:
+            assert sorted(r["hash"] for r in reader.runs()) == ["g", "h"]

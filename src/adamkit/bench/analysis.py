@@ -100,7 +100,8 @@ class Results:
 
 def load(where: str | Path) -> Results:
     """The results of a sweep directory (or store file)."""
-    store = ResultStore.open_results(where, create=False)  # reading: a missing folder is not created
+    # reading: a missing folder is not created, and the store is not written (a committed one stays as it is)
+    store = ResultStore.open_results(where, create=False, read_only=True)
     text = store.get_meta("suite")
     if text is None:
         raise ValueError(f"{where}: no sweep stored here (run `adamkit bench run SUITE --out DIR` first)")

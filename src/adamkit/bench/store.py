@@ -267,14 +267,19 @@ def owner_alive(owner: str) -> bool:
 
 class ResultStore:
     """A results database: created when missing (``create=True``, for writing), else opened as it is (for
-    reading: nothing is created, and a store in a read-only folder is opened read-only)."""
+    reading: nothing is created, and a store in a read-only folder is opened read-only). ``read_only=True``
+    (a report's reading) opens an existing store without writing a byte of it: no migration, no journal
+    change, so a committed store stays as committed."""
 
-    def __init__(self, path: str | Path, create: bool = True):
+    def __init__(self, path: str | Path, create: bool = True, read_only: bool = False):
         self.path = Path(path)
-        if not create and not self.path.is_file():
+        if (read_only or not create) and not self.path.is_file():
             raise StoreError(f"{self.path}: no sweep stored here (no results store; run `adamkit bench run SUITE "
                              f"--out DIR` first)")
         self._identity = None  # (device, inode) of the file this store writes; None: opened read-only
+        if read_only:
+            self.db = self._open_read_only()
+            return
         try:
             self.db = self._open(create)
         except StoreError as exc:
@@ -304,7 +309,20 @@ class ResultStore:
         return db
 
     def _open_read_only(self) -> _Connection:
-        """A store in a folder this process cannot write (its readers still work)."""
+        """A store opened for reading only: a store in a folder this process cannot write, or a report's reading
+        (its readers still work). A store with no write-ahead log beside it (nobody is writing it) is read into
+        memory, so that no ``-wal``/``-shm`` file appears beside a committed store; one being written is read
+        through SQLite's read-only mode, which sees the log."""
+        if hasattr(sqlite3.Connection, "deserialize") and not self.path.with_name(self.path.name + "-wal").exists():
+            with _translated(self.path):
+                image = bytearray(self.path.read_bytes())
+                if image[18:20] == b"\x02\x02":  # a write-ahead-log store: its image read as a rollback-journal one
+                    image[18:20] = b"\x01\x01"
+                con = sqlite3.connect(":memory:")
+                con.deserialize(bytes(image))
+            db = _Connection(con, self.path)
+            self._check(db)
+            return db
         last = None
         for query in ("mode=ro", "immutable=1"):  # (a WAL store without its -shm file needs immutable)
             try:
@@ -340,13 +358,14 @@ class ResultStore:
         return column in {row[1] for row in db.execute("PRAGMA table_info(runs)").fetchall()}
 
     @classmethod
-    def open_results(cls, where: str | Path, create: bool = True) -> "ResultStore":
+    def open_results(cls, where: str | Path, create: bool = True, read_only: bool = False) -> "ResultStore":
         """The store of a results directory (its ``results.sqlite``) or a store file itself; ``create=False``
-        opens an existing one only (for reading: a missing folder is not created)."""
+        opens an existing one only (for reading: a missing folder is not created); ``read_only=True`` writes
+        nothing to it."""
         where = Path(where)
         if where.is_dir() or not where.suffix:
             where = where / DEFAULT_NAME
-        return cls(where, create=create)
+        return cls(where, create=create, read_only=read_only)
 
     def close(self) -> None:
         self.db.close()
