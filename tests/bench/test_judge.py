@@ -437,3 +437,55 @@ def test_chains_of_one_run_are_paired_chain_by_chain(tmp_path):
     inst = res.instance("adopt_counterexample_long")
     a = judge.values_of(res, inst, judge.arm_of(res, inst, claim.optimizer), "theta_avg", "lower")
     assert sorted(a) == [(1000, i) for i in range(6)]
+
+
+# ------------------------------------------------------------------------------- the practitioner's question
+
+
+def _adam_agd_adabelief(run):
+    """adabelief (each of its arms) 0.02 better than adam with its own noise; agd exactly adam: 0 on every seed."""
+    base = _accuracy(0.02)(run)
+    return base if run.optimizer != "agd" else _accuracy(0.02)(dataclasses.replace(run, optimizer="adam"))
+
+
+def test_every_tuned_alternative_is_compared_with_adam_on_the_tasks_metric(tmp_path):
+    res = _store(tmp_path, _adam_agd_adabelief, optimizers=("adam", "adabelief", "agd"),
+                 problems=({"name": "beale"},))
+    compared = judge.against_reference(res)
+    assert list(compared) == ["fmnist_resnet"]  # Tier B only: the Tier A problem is not a practitioner's task
+    rows = dict(compared["fmnist_resnet"])
+    # the main arms of every other optimizer, then the paper configurations the claims run on this task
+    assert list(rows)[:2] == ["adabelief", "adabelief@cnn"] and "agd" in rows and "adam" not in rows
+    assert all(c.arms[1] == "adam fixed" and c.band == 0.005 and c.experiment == "paper" for c in rows.values())
+    better = rows["adabelief"]
+    inst = res.instance("fmnist_resnet")
+    a, b = (judge.values_of(res, inst, res.arm("fmnist_resnet", o, "fixed"), "test_accuracy", "higher")
+            for o in ("adabelief", "adam"))
+    d = np.array([a[s] - b[s] for s in sorted(a)])
+    assert (better.mean, better.low, better.high) == pytest.approx(_stats.t_interval(d)) and better.n == SEEDS
+    assert better.verdict == judge.BETTER
+    # Holm over the task's alternatives: the adjusted p is at least the raw one, and at least twice the smallest
+    tested = [c for c in rows.values() if c.p_band is not None]
+    assert len(tested) >= 2 and all(c.p_holm >= c.p_band for c in tested)
+    assert min(c.p_holm for c in tested) == pytest.approx(min(1.0, len(tested) * min(c.p_band for c in tested)))
+    # agd ties adam on every seed: no interval, and equal within the band
+    assert rows["agd"].verdict == judge.EQUIVALENT and rows["agd"].low is None and rows["agd"].mean == 0.0
+
+
+def test_the_practitioners_verdicts_need_ten_pairs_and_say_stand_in(tmp_path):
+    few = judge.against_reference(_store(tmp_path / "few", _accuracy(0.02), seeds=5))
+    assert dict(few["fmnist_resnet"])["adabelief"].verdict == judge.INCONCLUSIVE
+    stand_in = judge.against_reference(_store(tmp_path / "s", _accuracy(0.02), tasks=("fmnist_cnn",)))
+    c = dict(stand_in["fmnist_cnn"])["adabelief"]
+    assert c.experiment == "stand-in" and c.verdict == "better at stand-in scale"
+    assert judge.at_stand_in_scale(judge.INCONCLUSIVE, "stand-in") == judge.INCONCLUSIVE
+
+
+def test_a_paper_arm_run_at_another_configurations_rate_is_no_alternative(tmp_path):
+    res = _store(tmp_path, _accuracy(0.02))
+    inst = res.instance("fmnist_resnet")
+    assert "adabelief@cnn" in dict(judge.alternatives(res, inst, "adam"))  # untuned task: its fixed hparams
+    tuned = dataclasses.replace(inst, tune=True)  # a tuned task whose store has no search of adabelief@cnn
+    assert "adabelief@cnn" not in dict(judge.alternatives(res, tuned, "adam"))
+    res.searches[("fmnist_resnet", "adabelief@cnn")] = object()  # its own search: tuned like its rivals
+    assert "adabelief@cnn" in dict(judge.alternatives(res, tuned, "adam"))

@@ -48,6 +48,11 @@ Per tier (Tier A toy problems and Tier B tasks are never pooled) the primary row
 all judged instances agree, *mixed* when better and worse (or consistent and inconsistent) both occur, else
 *inconclusive*; with the counts and how many instances were in the paper's regime (:attr:`Verdict.in_regime`).
 
+The practitioner's question (:func:`against_reference`, the report's first table) uses the same statistics
+without a claim: on every Tier B task, each tuned alternative (every other optimizer's tuned arm, and each paper
+configuration tuned as an optimizer of its own) against tuned Adam on the task's own metric and its ``[bands]``
+band, Holm-adjusted over the task's alternatives; a stand-in's firm verdict reads *… at stand-in scale*.
+
 The variants of a suite (:func:`judge_variants`; e.g. int8 optimizer state against float32) keep their own
 non-inferiority test: per (instance, optimizer, variant), ``d_s`` = variant − main arm on each paired seed, in the
 metric's direction (> 0: the variant is better), a 95 % paired bootstrap interval (10,000 resamples, generator seed
@@ -393,32 +398,12 @@ def _compare(claim: Claim, res: analysis.Results, inst, row: str) -> Comparison:
                   f"its own in this store (its runs use another configuration's learning rate)")
         return c
     cap = float(inst.steps) if claim.metric == "steps_to_target" and inst.steps else None
-    va = values_of(res, inst, a, claim.metric, claim.direction)
-    vb = values_of(res, inst, b, claim.metric, claim.direction)
-    keys = _paired_keys(va, vb)
-    d = paired_differences(va, vb, claim.direction, cap)
-    if d.size == 0:
-        c.note = "no paired finished runs"
+    measured = _measure(c, res, inst, a, b, claim.metric, claim.direction, cap)
+    if measured is None:
         return c
-    chains = any(isinstance(k, tuple) for k in keys)
-    same = len({va[k] for k in keys}) == 1 and len({vb[k] for k in keys}) == 1
-    c.deterministic = _deterministic_problem(inst) and same or (same and d.size > 1)
-    if c.deterministic:
-        d, keys = d[:1], keys[:1]
-    c.n = int(d.size)
-    c.mean, c.median = float(d.mean()), float(np.median(d))
-    c.collapsed = (_collapsed(va, keys, claim.direction, claim.band), _collapsed(vb, keys, claim.direction, claim.band))
-    notes = [why_kind] if why_kind else []
-    if chains:
-        notes.append("n counts independent chains, paired chain by chain")
-    constant = c.n >= 2 and bool(np.all(d == d[0]))  # the same difference on every pair: no sampling variation
-    if constant:
-        notes.append("the same difference on every pair: no interval")
-    elif c.n >= 2:
-        _, low, high = _stats.t_interval(d)
-        c.low, c.high = low, high
-        c.p_wilcoxon = _stats.wilcoxon(d)
-        c.p_band, c.p_tost = _stats.beyond_band(d, claim.band), _stats.tost(d, claim.band)
+    constant, notes = measured
+    if why_kind:
+        notes.insert(0, why_kind)
     met, found = precondition_of(claim, res, inst, a, b)
     ok, c.budget_fraction, why = regime_of(claim, inst, res, c.experiment)
     c.in_regime = ok
@@ -444,6 +429,38 @@ def _compare(claim: Claim, res: analysis.Results, inst, row: str) -> Comparison:
     return c
 
 
+def _measure(c: Comparison, res: analysis.Results, inst, a, b, metric: str, direction: str,
+             cap: float | None = None) -> tuple[bool, list[str]] | None:
+    """Fill ``c``'s numbers from arms ``a`` and ``b`` (the paired differences, > 0: ``a`` is better in
+    ``direction``; their mean, median, collapsed runs, t interval, Wilcoxon p and the band tests' unadjusted p
+    against ``c.band``): (whether every pair differs by the same amount, notes), or None when no pair finished."""
+    va = values_of(res, inst, a, metric, direction)
+    vb = values_of(res, inst, b, metric, direction)
+    keys = _paired_keys(va, vb)
+    d = paired_differences(va, vb, direction, cap)
+    if d.size == 0:
+        c.note = "no paired finished runs"
+        return None
+    chains = any(isinstance(k, tuple) for k in keys)
+    same = len({va[k] for k in keys}) == 1 and len({vb[k] for k in keys}) == 1
+    c.deterministic = _deterministic_problem(inst) and same or (same and d.size > 1)
+    if c.deterministic:
+        d, keys = d[:1], keys[:1]
+    c.n = int(d.size)
+    c.mean, c.median = float(d.mean()), float(np.median(d))
+    c.collapsed = (_collapsed(va, keys, direction, c.band), _collapsed(vb, keys, direction, c.band))
+    notes = ["n counts independent chains, paired chain by chain"] if chains else []
+    constant = c.n >= 2 and bool(np.all(d == d[0]))  # the same difference on every pair: no sampling variation
+    if constant:
+        notes.append("the same difference on every pair: no interval")
+    elif c.n >= 2:
+        _, low, high = _stats.t_interval(d)
+        c.low, c.high = low, high
+        c.p_wilcoxon = _stats.wilcoxon(d)
+        c.p_band, c.p_tost = _stats.beyond_band(d, c.band), _stats.tost(d, c.band)
+    return constant, notes
+
+
 def _standin(claim: Claim, verdict: str, experiment: str) -> str:
     if experiment != "stand-in" or verdict not in FIRM:
         return verdict
@@ -451,8 +468,9 @@ def _standin(claim: Claim, verdict: str, experiment: str) -> str:
     return CONSISTENT if agrees else INCONSISTENT
 
 
-def _decide(claim: Claim, family: list[Comparison]) -> None:
-    """Holm over the family's band tests (and, separately, its TOST tests), then each verdict."""
+def _decide(family: list[Comparison], standin) -> None:
+    """Holm over the family's band tests (and, separately, its TOST tests), then each verdict; ``standin(verdict,
+    experiment)`` gives the word a firm verdict takes on a stand-in experiment."""
     for c, p in zip(family, _stats.holm([c.p_band for c in family])):
         c.p_holm = p
     for c, p in zip(family, _stats.holm([c.p_tost for c in family])):
@@ -472,7 +490,7 @@ def _decide(claim: Claim, family: list[Comparison]) -> None:
             verdict = INCONCLUSIVE
             notes.insert(0, f"the interval [{_num(c.low)}, {_num(c.high)}] is neither beyond nor inside the band "
                             f"±{_num(c.band)}")
-        c.verdict = _standin(claim, verdict, c.experiment)
+        c.verdict = standin(verdict, c.experiment)
         if c.verdict != verdict:
             notes.insert(0, f"{verdict} on a stand-in experiment")
         c.note = "; ".join(notes)
@@ -490,7 +508,7 @@ def judge_claim(claim: Claim, res: analysis.Results) -> Verdict:
         for row in ROWS:
             family = [c for c in out.comparisons if c.tier == tier and c.row == row and c.verdict == ""]
             if family:
-                _decide(claim, family)
+                _decide(family, lambda verdict, experiment: _standin(claim, verdict, experiment))
         rows = [c for c in out.comparisons if c.tier == tier and c.row == "tuned"]
         if rows:
             out.tiers[tier] = aggregate([c.verdict for c in rows],
@@ -522,6 +540,79 @@ def aggregate(verdicts: list[str], in_regime: int | None = None) -> str:
 
 def judge_all(res: analysis.Results) -> list[Verdict]:
     return [judge_claim(c, res) for c in load_claims()]
+
+
+# ------------------------------------------------------------------------------- the practitioner's question
+
+
+def at_stand_in_scale(verdict: str, experiment: str) -> str:
+    """A firm verdict of :func:`against_reference` on a stand-in experiment: ``better at stand-in scale`` (the
+    task's own result, not a verdict on the papers' experiment)."""
+    return f"{verdict} at stand-in scale" if experiment == "stand-in" and verdict in FIRM else verdict
+
+
+def alternatives(res: analysis.Results, inst, reference: str) -> list[tuple[str, analysis.ArmSummary]]:
+    """(label, arm) of every tuned configuration on ``inst`` other than ``reference``'s main arm, in the suite's
+    optimizer order: each optimizer's main arm (``name``), then each paper configuration tuned as an optimizer of
+    its own (``name@arm``; on an untuned instance, run at its fixed hyperparameters). A paper arm run at another
+    configuration's learning rate (an older store) is left out: it was not tuned."""
+    main = res.main_arm(inst)
+    out = []
+    for opt in inst.optimizers:
+        arm = res.arm(inst.key, opt, main)
+        if opt != reference and arm is not None:
+            out.append((opt, arm))
+        for name in sorted({a[len("paper:"):] for (i, o, a) in res.arms if i == inst.key and o == opt
+                            and a.startswith("paper:")}):
+            if not inst.tune or (inst.key, f"{opt}@{name}") in res.searches:
+                out.append((f"{opt}@{name}", res.arm(inst.key, opt, f"paper:{name}")))
+    return out
+
+
+def against_reference(res: analysis.Results) -> dict[str, list[tuple[str, Comparison]]]:
+    """The practitioner's question, asked with or without a claim: on every Tier B task (counterexamples apart),
+    each tuned alternative (:func:`alternatives`) against the reference optimizer's tuned arm
+    (:func:`analysis.reference_optimizer`, Adam) on the same final seeds, on the task's own target metric, with
+    the band ``[bands]`` of ``claims.toml`` declares for it (0 where none: no *equivalent* then). The statistics
+    and verdict rules are the claims' (``> 0``: the alternative is better), Holm-adjusted over the task's
+    alternatives; on a stand-in experiment a firm verdict reads :func:`at_stand_in_scale`. No paper regime is
+    tested: the task's budget is the regime. instance key -> [(alternative's label, comparison)]."""
+    from .claims import load_bands
+
+    reference, bands = analysis.reference_optimizer(res), load_bands()
+    out: dict[str, list[tuple[str, Comparison]]] = {}
+    for inst in res.instances:
+        base = res.arm(inst.key, reference, res.main_arm(inst))
+        if inst.tier != "B" or analysis.is_counterexample(inst) or base is None:
+            continue
+        metric, direction = inst.target_metric, "higher" if inst.maximize else "lower"
+        experiment, why_kind = experiment_of(inst)
+        rows, family = [], []
+        for label, arm in alternatives(res, inst, reference):
+            c = Comparison(inst.key, inst.tier, "tuned", band=bands.get(metric, 0.0),
+                           arms=(label, f"{reference} {res.main_arm(inst)}"), experiment=experiment)
+            rows.append((label, c))
+            measured = _measure(c, res, inst, arm, base, metric, direction)
+            if measured is None:
+                continue
+            constant, notes = measured
+            if why_kind:
+                notes.insert(0, why_kind)
+            c.note = "; ".join(notes)
+            if c.deterministic or constant:
+                c.verdict = at_stand_in_scale(BETTER if c.mean > c.band else WORSE if c.mean < -c.band
+                                              else EQUIVALENT, experiment)
+            elif c.n < MIN_PAIRS:
+                c.verdict = INCONCLUSIVE
+                c.note = "; ".join([f"n = {c.n} < {MIN_PAIRS} pairs, too few for a verdict"] + notes)
+            else:
+                c.verdict = ""
+                family.append(c)
+        if family:
+            _decide(family, at_stand_in_scale)
+        if rows:
+            out[inst.key] = rows
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- variants

@@ -338,46 +338,40 @@ def _lr_of(arm, optimizer: str) -> str:
     return _fmt(float(lr if lr is not None else bench_optimizers.default_lr(optimizer)))
 
 
-def _arm_of_ref(res, inst, ref):
-    return res.arm(inst.key, ref.optimizer, f"paper:{ref.arm}" if ref.arm else res.main_arm(inst))
-
-
-def practitioner_rows(res, comparisons: list[Shown]) -> list[list[str]]:
+def practitioner_rows(res) -> list[list[str]]:
     """The practitioner table: per Tier B task (grouped by family), the reference optimizer (Adam) at its
-    defaults and tuned (its rate), the spread of the tuned family, which optimizer to use and its tuned rate,
-    the best alternative against the tuned reference with its interval and n and the judge's verdict, and the
-    other alternatives measured. Only instances with a measured tuned-against-tuned comparison against the
-    reference are listed."""
+    defaults and tuned (its rate), the spread of the tuned family, which optimizer to use and its tuned rate, the
+    best alternative against the tuned reference with its interval, n and verdict, and the other alternatives.
+    Every tuned alternative the task ran is compared on the task's own metric (:func:`judge.against_reference`),
+    whether or not a claim names it; a task without the reference's arm or any measured alternative is left out."""
     ref = analysis.reference_optimizer(res)
+    compared = judge.against_reference(res)
     rows = []
     order = {f: i for i, f in enumerate(dict.fromkeys(analysis.family(i) for i in res.instances))}
-    for inst in sorted((i for i in res.instances if i.tier == "B" and not analysis.is_counterexample(i)),
-                       key=lambda i: order[analysis.family(i)]):
-        here = [s for s in comparisons if s.instance == inst.key and s.row == "tuned"
-                and s.claim.baseline.optimizer == ref and not s.claim.baseline.arm and s.claim.optimizer.optimizer != ref
-                and not math.isnan(s.mean)]
+    for inst in sorted((i for i in res.instances if i.key in compared), key=lambda i: order[analysis.family(i)]):
+        here = [(label, shown(None, c)) for label, c in compared[inst.key] if c.n > 0 and not math.isnan(c.mean)]
         if not here:
             continue
-        here.sort(key=lambda s: (-s.mean, s.claim.id))
+        here.sort(key=lambda x: (-x[1].mean, x[0]))
+        better = [x for x in here if x[1].verdict == judge.BETTER]
+        label, best = (better or here)[0]
         main = res.arm(inst.key, ref, res.main_arm(inst))
         defaults = res.arm(inst.key, ref, "defaults")
         if defaults is None and main is not None and not main.hparams:
             defaults = main
         family = [a.median for o in inst.optimizers if o != "sgd"
                   for a in [res.arm(inst.key, o, res.main_arm(inst))] if a is not None and math.isfinite(a.median)]
-        best = here[0]
-        firm = best.verdict in ("better", "supported")
-        alt = best.claim.optimizer
-        alt_arm = _arm_of_ref(res, inst, alt)
-        use = (f"**{alt.label}** (lr {_lr_of(alt_arm, alt.optimizer)})" if firm
+        arms = dict(judge.alternatives(res, inst, ref))
+        use = (f"**{label}** (lr {_lr_of(arms[label], label.partition('@')[0])})" if better
                else f"**{ref}** (lr {_lr_of(main, ref)})")
-        others = "; ".join(f"{s.claim.optimizer.label} {_signed(s.mean)} ({s.verdict})" for s in here[1:]) or "–"
-        regime = _budget(inst) + (", stand-in" if analysis.is_stand_in(inst) else "")
+        others = "; ".join(f"{other} {_signed(s.mean)} ({s.verdict})" for other, s in here if other != label) or "–"
+        stand_in = compared[inst.key][0][1].experiment == "stand-in"
+        regime = _budget(inst) + (", stand-in" if stand_in else "")
         rows.append([analysis.family(inst), f"{inst.key} ({regime})",
                      f"{inst.target_metric} ({'higher' if inst.maximize else 'lower'} is better)",
                      _fmt(defaults.median) if defaults is not None else "–",
                      f"{_fmt(main.median)} (lr {_lr_of(main, ref)})" if main is not None else "–",
-                     _spread(family), use, f"{alt.label}: " + effect_text(best, _unit(best.claim)),
+                     _spread(family), use, f"{label}: " + effect_text(best, inst.target_metric),
                      f"**{best.verdict}**", others])
     return rows
 
@@ -394,21 +388,24 @@ def _spread(values: list[float]) -> str:
     return f"{a}–{b}"
 
 
-def practitioner_section(doc, res, comparisons: list[Shown]) -> None:
+def practitioner_section(doc, res) -> None:
     ref = analysis.reference_optimizer(res)
     doc.h(2, "What to use: the practitioner table")
-    rows = practitioner_rows(res, comparisons)
+    rows = practitioner_rows(res)
     if not rows:
-        doc.p(f"This suite measured no comparison of a tuned alternative against tuned {ref} on a task (Tier B), so "
-              "there is nothing here to act on; the claims below say what it did measure.")
+        doc.p(f"This suite ran no task (Tier B) with tuned {ref} and a tuned alternative on the same seeds, so there "
+              "is nothing here to act on; the claims below say what it did measure.")
         return
     doc.p(f"Per task, grouped by family, at this suite's budget (the regime: steps or epochs, and whether the task is "
           f"a stand-in for the papers' experiment): {ref} at its defaults and tuned (with its tuned learning rate), "
           f"the spread of the tuned Adam family's medians, which optimizer to use, and the best alternative against "
-          f"tuned {ref} on the same seeds (tuned against tuned; > 0: the alternative is better) with its interval, n "
-          f"and the judge's verdict. Use an alternative only where the judge says *better*; elsewhere use {ref} and "
-          f"tune its learning rate: the first two value columns show what tuning bought. Only measured comparisons "
-          "are listed.")
+          f"tuned {ref} on the same seeds (tuned against tuned, on the task's own metric; > 0: the alternative is "
+          f"better) with its interval, n and verdict, then the other alternatives. Every tuned configuration the task "
+          f"ran is an alternative (`name@arm`: a paper configuration tuned as an optimizer of its own), whether or "
+          f"not a claim names it; the verdicts use the claims' statistics and bands, Holm-adjusted over the task's "
+          f"alternatives, and need {judge.MIN_PAIRS} paired seeds. Use an alternative only where the verdict is "
+          f"*better* (on a stand-in task it reads *better at stand-in scale*, and the table keeps {ref}); elsewhere "
+          f"use {ref} and tune its learning rate: the first two value columns show what tuning bought.")
     doc.table(["family", "task (regime)", "metric (the value columns)", f"{ref} at defaults", f"tuned {ref} (lr)",
                "tuned family spread", "use (lr)", f"best alternative vs tuned {ref}", "verdict",
                "other alternatives measured"], rows)
@@ -599,7 +596,7 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
     comparisons = measured(res, verdicts)
     doc = Doc()
     doc.h(1, f"adamkit bench — suite `{suite.name}`")
-    practitioner_section(doc, res, comparisons)
+    practitioner_section(doc, res)
 
     doc.h(2, "About this run")
     doc.p(suite.description)

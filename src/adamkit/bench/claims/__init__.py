@@ -206,14 +206,19 @@ def _precondition(where: str, raw: Any) -> Precondition | None:
     return Precondition(raw["arm"], raw["metric"], bounds.get("min"), bounds.get("max"), share, raw["text"])
 
 
+def parse_bands(data: dict[str, Any], source: str = "claims") -> dict[str, float]:
+    """The ``[bands]`` table: metric -> equivalence band, in the metric's units."""
+    bands = data.get("bands", {})
+    if not isinstance(bands, dict):
+        raise ClaimsError(f"{source}: [bands] must be a table of metric = band")
+    return {k: float(_number(f"{source}: bands.{k}", v)) for k, v in bands.items()}
+
+
 def parse_claims(data: dict[str, Any], source: str = "claims") -> list[Claim]:
     rows = data.get("claims")
     if not isinstance(rows, list) or not rows:
         raise ClaimsError(f"{source}: expected [[claims]] tables")
-    bands = data.get("bands", {})
-    if not isinstance(bands, dict):
-        raise ClaimsError(f"{source}: [bands] must be a table of metric = band")
-    bands = {k: float(_number(f"{source}: bands.{k}", v)) for k, v in bands.items()}
+    bands = parse_bands(data, source)
     unknown_top = sorted(set(data) - {"claims", "bands"})
     if unknown_top:
         raise ClaimsError(f"{source}: unknown top-level key {unknown_top[0]!r}; allowed: bands, claims")
@@ -264,6 +269,11 @@ def claims_hash() -> str:
 def load_claims() -> tuple[Claim, ...]:
     """The shipped claims."""
     return tuple(parse_claims(tomllib.loads(claims_text()), "claims.toml"))
+
+
+def load_bands() -> dict[str, float]:
+    """The shipped equivalence bands per metric (``[bands]`` of ``claims.toml``), declared before any run."""
+    return parse_bands(tomllib.loads(claims_text()), "claims.toml")
 
 
 def paper_arms(inst, optimizer: str) -> list[tuple[str, dict[str, Any]]]:
