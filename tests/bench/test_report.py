@@ -146,3 +146,26 @@ def test_the_report_is_the_same_byte_for_byte_from_the_same_store(store, tmp_pat
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     md = (a / "report.md").read_text()
     assert not re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", md.split("**Sweep sessions**")[0])  # no time of writing
+
+
+def test_the_report_says_where_the_runs_computed(store, tmp_path):
+    """Runs stored without a device record (before devices were recorded) read as the CPU's; recorded CPU and GPU
+    runs are counted per kind of device with what their records say."""
+    from adamkit.bench.store import ResultStore
+
+    n = load(store).store.count()["done"]
+    md = (report.write_report(store, tmp_path / "old", log=None) / "report.md").read_text()
+    assert f"**Device.** cpu: {n} runs (stored before devices were recorded)." in md
+    gpu = {"device": "cuda:0", "torch": "2.13.0+cu128", "name": "NVIDIA H200", "cuda": "12.8", "cudnn": 91002,
+           "capability": "9.0", "memory_gib": 139.8, "deterministic": True, "tf32": False}
+    cpu = {"device": "cpu", "torch": "2.13.0", "name": "x86_64", "cpu_capability": "AVX2"}
+    recorded = tmp_path / "recorded.sqlite"
+    recorded.write_bytes(store.read_bytes())
+    with ResultStore(recorded) as s:
+        for i, run in enumerate(s.runs()):
+            s.put(run["hash"], run["spec"], {**run, "device": gpu if i % 3 == 0 else cpu})
+    text = report.device_text(load(recorded))
+    on_gpu = len(range(0, n, 3))
+    assert text.startswith(f"**Device.** cpu: {n - on_gpu} runs (x86_64, AVX2; torch 2.13.0); cuda (NVIDIA H200): "
+                           f"{on_gpu} runs (")
+    assert "CUDA 12.8, cuDNN 91002, compute capability 9.0, deterministic algorithms on, TF32 off" in text

@@ -117,6 +117,36 @@ def version_text(res) -> str:
     return text
 
 
+def device_text(res) -> str:
+    """Where the runs computed: each kind of device (the CPU, or one GPU model) with its stored runs and what its
+    records say (name, torch; on CUDA: the CUDA and cuDNN versions, the compute capability, deterministic and TF32
+    settings). Runs stored before devices were recorded ran on the CPU, and the text says their record is missing."""
+    from . import devices
+
+    records = res.store.run_devices()
+    kinds: dict[str, list] = {}
+    for record in records.values():
+        kinds.setdefault(devices.identity(record), []).append(record)
+    parts = []
+    for kind, recs in sorted(kinds.items()):
+        known = [r for r in recs if r]
+        if not known:
+            parts.append(f"{kind}: {len(recs)} runs (stored before devices were recorded)")
+            continue
+        r = known[-1]
+        if kind == "cpu":
+            detail = f"{r.get('name', '?')}, {r.get('cpu_capability', '?')}"
+        else:
+            detail = (f"CUDA {r.get('cuda', '?')}, cuDNN {r.get('cudnn', '?')}, compute capability "
+                      f"{r.get('capability', '?')}, deterministic algorithms {'on' if r.get('deterministic') else 'off'}"
+                      f", TF32 {'on' if r.get('tf32') else 'off'}")
+        torches = sorted({str(x.get("torch", "?")) for x in known})
+        missing = len(recs) - len(known)
+        parts.append(f"{kind}: {len(recs)} runs ({detail}; torch {', '.join(torches)}"
+                     + (f"; {missing} stored before devices were recorded" if missing else "") + ")")
+    return "**Device.** " + ("; ".join(parts) if parts else "no runs stored") + "."
+
+
 def sessions_text(res) -> str:
     """One line on the sweep sessions that made the store: when each started, its jobs, and the machine probe
     (``sweep.machine_probe``: µs per step of a fixed tiny loop), which says how fast the machine ran then."""
@@ -603,6 +633,7 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
     doc.p(f"{counts.get('done', 0)} runs finished, {counts.get('failed', 0)} failed. Optimizers: "
           f"{', '.join(suite.optimizers)}. This report is recomputed from the store alone.")
     doc.p(version_text(res))
+    doc.p(device_text(res))
     sessions = sessions_text(res)
     if sessions:
         doc.p(sessions)
