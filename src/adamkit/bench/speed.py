@@ -56,7 +56,6 @@ path against torch's fused AdamW on CUDA, the HBM roofline and peak memory per s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import gc
 import json
@@ -68,7 +67,7 @@ import subprocess
 import sys
 import time
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Callable
 
