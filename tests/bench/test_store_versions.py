@@ -97,3 +97,14 @@ def test_reading_a_store_writes_nothing_beside_it_nor_in_it(tmp_path):
                    {"status": "done", "final": {"gap": 2.0}, "seconds": 1.0, "curve": None})
         with ResultStore(path, read_only=True) as reader:
             assert sorted(r["hash"] for r in reader.runs()) == ["g", "h"]
+
+
+def test_an_empty_store_file_is_no_sweep_in_one_line(tmp_path, capsys):
+    from adamkit.cli import main
+
+    (tmp_path / "results.sqlite").write_bytes(b"")
+    assert main(["bench", "report", str(tmp_path)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adamkit bench: ") and "\n" not in err
+    assert "no sweep stored here (the file is empty; run `adamkit bench run SUITE --out DIR` first)" in err
+    assert (tmp_path / "results.sqlite").read_bytes() == b""  # and it is left as it was

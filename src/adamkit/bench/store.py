@@ -273,9 +273,10 @@ class ResultStore:
 
     def __init__(self, path: str | Path, create: bool = True, read_only: bool = False):
         self.path = Path(path)
-        if (read_only or not create) and not self.path.is_file():
-            raise StoreError(f"{self.path}: no sweep stored here (no results store; run `adamkit bench run SUITE "
-                             f"--out DIR` first)")
+        if (read_only or not create) and not (self.path.is_file() and self.path.stat().st_size):
+            what = "the file is empty" if self.path.is_file() else "no results store"
+            raise StoreError(f"{self.path}: no sweep stored here ({what}; run `adamkit bench run SUITE --out DIR` "
+                             f"first)")
         self._identity = None  # (device, inode) of the file this store writes; None: opened read-only
         if read_only:
             self.db = self._open_read_only()
