@@ -396,11 +396,12 @@ def practitioner_rows(res) -> list[list[str]]:
                else f"**{ref}** (lr {_lr_of(main, ref)})")
         others = "; ".join(f"{other} {_signed(s.mean)} ({s.verdict})" for other, s in here if other != label) or "–"
         stand_in = compared[inst.key][0][1].experiment == "stand-in"
-        regime = _budget(inst) + (", stand-in" if stand_in else "")
+        regime = _budget(inst) + (", stand-in" if stand_in else "") + ("" if inst.tune else ", not tuned")
+        tuned = (f"{_fmt(main.median)} (lr {_lr_of(main, ref)})" if inst.tune else "not tuned") if main is not None \
+            else "–"
         rows.append([analysis.family(inst), f"{inst.key} ({regime})",
                      f"{inst.target_metric} ({'higher' if inst.maximize else 'lower'} is better)",
-                     _fmt(defaults.median) if defaults is not None else "–",
-                     f"{_fmt(main.median)} (lr {_lr_of(main, ref)})" if main is not None else "–",
+                     _fmt(defaults.median) if defaults is not None else "–", tuned,
                      _spread(family), use, f"{label}: " + effect_text(best, inst.target_metric),
                      f"**{best.verdict}**", others])
     return rows
@@ -435,7 +436,9 @@ def practitioner_section(doc, res) -> None:
           f"not a claim names it; the verdicts use the claims' statistics and bands, Holm-adjusted over the task's "
           f"alternatives, and need {judge.MIN_PAIRS} paired seeds. Use an alternative only where the verdict is "
           f"*better* (on a stand-in task it reads *better at stand-in scale*, and the table keeps {ref}); elsewhere "
-          f"use {ref} and tune its learning rate: the first two value columns show what tuning bought.")
+          f"use {ref} and tune its learning rate: the first two value columns show what tuning bought. A task marked "
+          f"*not tuned* ran every optimizer at fixed hyperparameters (its paper defaults): its comparisons are of "
+          f"untuned arms, alike for every optimizer, and say nothing of tuned ones.")
     doc.table(["family", "task (regime)", "metric (the value columns)", f"{ref} at defaults", f"tuned {ref} (lr)",
                "tuned family spread", "use (lr)", f"best alternative vs tuned {ref}", "verdict",
                "other alternatives measured"], rows)
