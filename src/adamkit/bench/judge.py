@@ -415,18 +415,22 @@ def _compare(claim: Claim, res: analysis.Results, inst, row: str) -> Comparison:
         c.verdict = OUTSIDE
         c.note = "; ".join([why] + notes)
         return c
-    if c.deterministic or constant:  # no sampling error: the exact difference against the band
-        c.verdict = _standin(claim, BETTER if c.mean > claim.band else WORSE if c.mean < -claim.band else EQUIVALENT,
-                             c.experiment)
-        c.note = "; ".join(notes)
-        return c
-    if c.n < MIN_PAIRS:
-        c.verdict = INCONCLUSIVE
-        c.note = "; ".join([f"n = {c.n} < {MIN_PAIRS} pairs, too few for a verdict"] + notes)
-        return c
-    c.verdict = ""  # decided after Holm's adjustment over the claim's tier and row
-    c.note = "; ".join(notes)
+    _settle(c, constant, notes, lambda verdict, experiment: _standin(claim, verdict, experiment))
     return c
+
+
+def _settle(c: Comparison, constant: bool, notes: list[str], standin) -> None:
+    """The verdict a measured comparison gets before Holm's adjustment: a deterministic or constant difference
+    against the band directly (``standin(verdict, experiment)`` words it on a stand-in), *inconclusive* below
+    :data:`MIN_PAIRS` pairs, else ``""``: decided by :func:`_decide` over its family."""
+    if c.deterministic or constant:  # no sampling error: the exact difference against the band
+        c.verdict = standin(BETTER if c.mean > c.band else WORSE if c.mean < -c.band else EQUIVALENT, c.experiment)
+    elif c.n < MIN_PAIRS:
+        c.verdict = INCONCLUSIVE
+        notes = [f"n = {c.n} < {MIN_PAIRS} pairs, too few for a verdict"] + notes
+    else:
+        c.verdict = ""
+    c.note = "; ".join(notes)
 
 
 def _measure(c: Comparison, res: analysis.Results, inst, a, b, metric: str, direction: str,
@@ -596,17 +600,8 @@ def against_reference(res: analysis.Results) -> dict[str, list[tuple[str, Compar
             if measured is None:
                 continue
             constant, notes = measured
-            if why_kind:
-                notes.insert(0, why_kind)
-            c.note = "; ".join(notes)
-            if c.deterministic or constant:
-                c.verdict = at_stand_in_scale(BETTER if c.mean > c.band else WORSE if c.mean < -c.band
-                                              else EQUIVALENT, experiment)
-            elif c.n < MIN_PAIRS:
-                c.verdict = INCONCLUSIVE
-                c.note = "; ".join([f"n = {c.n} < {MIN_PAIRS} pairs, too few for a verdict"] + notes)
-            else:
-                c.verdict = ""
+            _settle(c, constant, [why_kind] + notes if why_kind else notes, at_stand_in_scale)
+            if c.verdict == "":
                 family.append(c)
         if family:
             _decide(family, at_stand_in_scale)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import analysis, judge, protocol, registry
+from .claims import Ref
 from .document import Doc
 from .plots import (_budget, _fmt, _hp, _metric_label, plot_beta2, plot_curves, plot_forest, plot_lr_sensitivity,
                     plot_profiles, plot_theta, plot_time_to_target, plot_train_loss, plot_trajectories,
@@ -391,8 +392,8 @@ def practitioner_rows(res) -> list[list[str]]:
             defaults = main
         family = [a.median for o in inst.optimizers if o != "sgd"
                   for a in [res.arm(inst.key, o, res.main_arm(inst))] if a is not None and math.isfinite(a.median)]
-        arms = dict(judge.alternatives(res, inst, ref))
-        use = (f"**{label}** (lr {_lr_of(arms[label], label.partition('@')[0])})" if better
+        name, _, arm = label.partition("@")
+        use = (f"**{label}** (lr {_lr_of(judge.arm_of(res, inst, Ref(name, arm or None)), name)})" if better
                else f"**{ref}** (lr {_lr_of(main, ref)})")
         others = "; ".join(f"{other} {_signed(s.mean)} ({s.verdict})" for other, s in here if other != label) or "–"
         stand_in = compared[inst.key][0][1].experiment == "stand-in"
