@@ -156,3 +156,31 @@ def test_without_a_beta2_sweep_the_report_says_so(counter, tmp_path):
     assert plots.beta2_sweeps(res) == {} and plots.plot_beta2(res, tmp_path) == []
     md = (report.write_report(tmp_path / "r.sqlite", tmp_path / "rep", log=None) / "report.md").read_text()
     assert "This store has no β2 sweep" in md and "## Counterexamples (fixed-rate toy problems)" in md
+
+
+def test_lr_sensitivity_of_a_steps_to_target_instance_plots_its_selection_scores(tmp_path, figures):
+    """An instance selected on steps to its target gets its learning-rate figure: every tuning run at its
+    steps score (the protocol's own), the budget drawn dashed, runs that never reach the target above it."""
+    suite = parse_suite({"name": "s", "optimizers": ["adam", "sgd"], "protocol": {"trials": 8, "final_seeds": [1000]},
+                         "problems": [{"name": "abs_sum", "steps": 300, "eval_every": 10,
+                                       "selection_metric": "steps_to_target"}]})
+    store = ResultStore(tmp_path / "r.sqlite")
+    run_sweep(suite, store, LocalExecutor(1))
+    store.close()
+    res = load(tmp_path / "r.sqlite")
+    inst = res.instance("abs_sum")
+    path = plots.plot_lr_sensitivity(res, inst, tmp_path)
+    assert path is not None and path.name == "lr_abs_sum.png"
+    ax = figures[path.name].axes[0]
+    assert ax.get_ylabel().startswith("steps to ")
+    budget = [line for line in ax.get_lines() if list(line.get_ydata()) == [300, 300]]
+    scores = {r.hash: res.lookup.steps_score(r.hash, inst) for o in inst.optimizers for r in res.tuning_runs("abs_sum", o)}
+    low, high = ax.get_ylim()
+    assert any(s < 300 for s in scores.values()) and any(s > 300 for s in scores.values())  # both kinds in this sweep
+    assert len(budget) == 1 or not low < 300 < high
+    # the grid runs' dots are their steps scores, clipped to the range
+    drawn = sorted(float(y) for coll in ax.collections for _, y in coll.get_offsets())
+    grid = {r.hash for o in inst.optimizers for r in res.tuning_runs("abs_sum", o)
+            if next(k for t, _, k in res.searches[("abs_sum", o)].candidates if t == r.trial) == "grid"}
+    expected = sorted(min(max(scores[h], low), high) for h in grid)
+    assert drawn == pytest.approx(expected)

@@ -77,6 +77,7 @@ class Results:
     searches: dict[tuple[str, str], protocol.Search] = field(default_factory=dict)
     version: int = protocol.BENCH_VERSION  # the benchmark version the runs were made with
     bench: dict[str, Any] = field(default_factory=dict)  # the store's record of the sweep (suite name, hash)
+    lookup: protocol.Lookup | None = None  # the protocol's reading of the runs (selection scores), as planned
 
     @property
     def instances(self) -> list[ProblemInstanceSpec]:
@@ -123,7 +124,7 @@ def load(where: str | Path) -> Results:
     plan = protocol.plan(suite, lookup, version)
     phase1, phase2 = plan.tuning, plan.final
     res = Results(suite, store, finals, phase1, phase2, plan.winners(), searches=plan.searches, version=version,
-                  bench=bench)
+                  bench=bench, lookup=lookup)
     statuses = store.statuses()
     insts = {i.key: i for i in suite.problems}
     groups: dict[tuple[str, str, str], list[protocol.PlannedRun]] = {}

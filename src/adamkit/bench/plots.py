@@ -306,11 +306,25 @@ def _readable_range(values: list[float], log: bool) -> tuple[float, float]:
 
 def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
     """Every tuning run (a dot per seed) against its learning rate, the selection score per rate (line), the ε/δ
-    trials (×), the defaults (◇) and the selected rate (★), on a y-range clipped to the readable part."""
+    trials (×), the defaults (◇) and the selected rate (★), on a y-range clipped to the readable part.
+
+    An instance selected on steps to its target plots each run's selection score
+    (:meth:`protocol.Lookup.steps_score`): its first step at the target, or, above the dashed line at the
+    budget, the budget stretched by its final distance to the target."""
     if not inst.tune:
         return None
     plt = _plt()
     metric = inst.selection_metric
+    by_steps = metric == "steps_to_target"
+    if by_steps and res.lookup is None:
+        return None
+
+    def value(run_hash: str) -> float:
+        if run_hash not in res.finals:
+            return math.nan
+        if by_steps:
+            return res.lookup.steps_score(run_hash, inst)
+        return analysis._metric(res.finals.get(run_hash), metric, inst.maximize)
     points: dict[str, list[tuple[float, float, int, str]]] = {}
     allv = []
     for o in inst.optimizers:
@@ -318,16 +332,17 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
         kinds = {t_: k for t_, _, k in search.candidates} if search else {}
         pts = []
         for r in res.tuning_runs(inst.key, o):
-            v = analysis._metric(res.finals.get(r.hash), metric, inst.maximize) if r.hash in res.finals else math.nan
+            v = value(r.hash)
             lr = r.spec["hparams"].get("lr", bench_optimizers.default_lr(o))
             pts.append((lr, v, r.trial, kinds.get(r.trial, "grid")))
         points[o] = pts
         allv += [v for _, v, _, _ in pts]
     if not any(math.isfinite(v) for v in allv):
         return None
-    log = not inst.maximize and min(v for v in allv if math.isfinite(v)) > 0
+    higher_better = inst.maximize and not by_steps
+    log = not higher_better and min(v for v in allv if math.isfinite(v)) > 0
     low, high = _readable_range(allv, log)
-    worst_edge = low if inst.maximize else high
+    worst_edge = low if higher_better else high
 
     def clip(v):
         if not math.isfinite(v):
@@ -344,13 +359,13 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
         if search:
             line = sorted((hp["lr"], search.scores.get(t_, math.nan)) for t_, hp, k in search.candidates
                           if k == "grid" and "lr" in hp)
-            ys = [clip(-s if inst.maximize else s) for _, s in line]
+            ys = [clip(-s if higher_better else s) for _, s in line]
             flag = "" if search.bracketed is not False else " (not bracketed)"
             ax.plot([lr for lr, _ in line], ys, "-", color=c, lw=1.1, label=o + flag)
             win = search.winner_hparams
             if win is not None:
                 s = search.scores.get(search.winner, math.nan)
-                ax.plot([win.get("lr", bench_optimizers.default_lr(o))], [clip(-s if inst.maximize else s)], "*",
+                ax.plot([win.get("lr", bench_optimizers.default_lr(o))], [clip(-s if higher_better else s)], "*",
                         color=c, ms=12, mec="k",
                         mew=0.5, zorder=5)
         for lr, v, _, k in pts:
@@ -366,9 +381,17 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
     steps, epochs, _ = inst.tune_budget
     at = ("" if not inst.multi_fidelity else
           f", {epochs} epoch{'s' if epochs != 1 else ''}" if epochs else f", {steps} steps")
-    ax.set_ylabel(f"{_metric_label(metric)} (tuning seeds{at})")
+    if by_steps:
+        budget = steps or None
+        if budget and low < budget < high:
+            ax.axhline(budget, color="0.4", ls="--", lw=0.8)
+        relation = "≥" if inst.maximize else "≤"
+        ax.set_ylabel(f"steps to {_metric_label(inst.target_metric)} {relation} {inst.target:g} (tuning seeds{at})")
+    else:
+        ax.set_ylabel(f"{_metric_label(metric)} (tuning seeds{at})")
     ax.set_title(f"{inst.key}: learning-rate sensitivity — dots: runs, line: selection score, ★ selected,\n"
-                 f"◇ defaults, × ε/δ trials; failures and values off the range at the {'bottom' if inst.maximize else 'top'}",
+                 f"◇ defaults, × ε/δ trials; failures and values off the range at the {'bottom' if higher_better else 'top'}"
+                 + ("; above the dashed budget: never reached" if by_steps else ""),
                  fontsize=8)
     ax.grid(alpha=0.3, which="both", lw=0.4)
     ax.legend(fontsize=6.5, ncol=2)

@@ -756,8 +756,10 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                            "plot_theta": "θ over steps and its running time average (thick), per arm; a paper arm "
                                          "dashed. A clipped ADOPT that ends like the unclipped one with a worse "
                                          "time average shows the clip schedule t^¼ at work early on.",
-                           "plot_lr_sensitivity": "Final validation metric of every tuning trial against its "
-                                                  "learning rate."}[fn.__name__]
+                           "plot_lr_sensitivity": ("Steps to the target (the selection score)"
+                                                   if inst.selection_metric == "steps_to_target" else
+                                                   "Final validation metric") + " of every tuning trial against "
+                                                  "its learning rate."}[fn.__name__]
                 doc.img(path, f"{inst.key}: {caption}")
 
     failures = [r for r in res.store.runs() if r["status"] == "failed"]
