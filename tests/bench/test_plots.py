@@ -161,7 +161,7 @@ def test_without_a_beta2_sweep_the_report_says_so(counter, tmp_path):
 def test_lr_sensitivity_of_a_steps_to_target_instance_plots_its_selection_scores(tmp_path, figures):
     """An instance selected on steps to its target gets its learning-rate figure: every tuning run at its
     steps score (the protocol's own), the budget drawn dashed, runs that never reach the target above it."""
-    suite = parse_suite({"name": "s", "optimizers": ["adam", "sgd"], "protocol": {"trials": 8, "final_seeds": [1000]},
+    suite = parse_suite({"name": "s", "optimizers": ["adam"], "protocol": {"trials": 8, "final_seeds": [1000]},
                          "problems": [{"name": "abs_sum", "steps": 300, "eval_every": 10,
                                        "selection_metric": "steps_to_target"}]})
     store = ResultStore(tmp_path / "r.sqlite")
