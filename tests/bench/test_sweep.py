@@ -85,6 +85,46 @@ def test_sweep_stores_every_run_once_and_resumes_without_redoing(tmp_path):
     assert len(store.curve(some)["step"]) >= 2 and store.curve(some, "train")["loss"]
 
 
+def test_a_time_limit_starts_no_run_after_it_and_the_same_call_resumes(tmp_path):
+    """``time_limit``: the runs started before it are stored whole, no run starts after it, nothing stays claimed,
+    and running again completes the sweep with the same runs as one sweep without a limit."""
+    suite = load_suite(_suite(tmp_path))
+    whole = ResultStore(tmp_path / "whole.sqlite")
+    run_sweep(suite, whole, LocalExecutor(1))
+    store = ResultStore(tmp_path / "r.sqlite")
+    nothing = run_sweep(suite, store, LocalExecutor(1), time_limit=0)
+    assert nothing.stopped and nothing.done == 0 and nothing.left > 0 and store.statuses() == {}
+    # each stored run takes at least 0.3 s here (a slow progress callback), so a 0.5 s limit stops after 1 to 3
+    stopped = run_sweep(suite, store, LocalExecutor(1), time_limit=0.5,
+                        progress=lambda *a, **k: None if k.get("final") else time.sleep(0.3))
+    assert stopped.stopped and 1 <= stopped.done <= 3 and stopped.left > 0
+    assert len(store.statuses()) == stopped.done and set(store.statuses().values()) == {"done"}
+    assert store.db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0  # nothing left claimed
+    rest = run_sweep(suite, store, LocalExecutor(1))
+    assert not rest.stopped and rest.skipped == stopped.done and rest.left == 0
+    assert store.finals() == whole.finals()
+    with pytest.raises(ValueError, match="time_limit must be a number of seconds >= 0"):
+        run_sweep(suite, store, LocalExecutor(1), time_limit=-1)
+
+
+def test_bench_run_time_limit_exits_3_with_what_is_left_and_rejects_a_bad_duration(tmp_path, capsys):
+    from adamkit.bench.cli import parse_duration
+    from adamkit.cli import main
+
+    assert [parse_duration(t) for t in ("5400", "90m", "2h30m", "1h5m30s", "0.5", "45s")] == \
+        [5400, 5400, 9000, 3930, 0.5, 45]
+    assert [parse_duration(t) for t in ("", "-5", "2d", "h", "nan", "1m2h")] == [None] * 6
+    suite = str(_suite(tmp_path))
+    assert main(["bench", "run", suite, "--out", str(tmp_path / "o"), "--time-limit", "0", "--jobs", "1", "--quiet"]) == 3
+    out = capsys.readouterr().out
+    assert "the time limit (0) is reached:" in out and "planned run(s) not started" in out \
+        and "run the same command again to resume" in out
+    assert main(["bench", "run", suite, "--out", str(tmp_path / "o"), "--time-limit", "soon"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "adamkit bench: --time-limit: expected seconds or a duration such as 90m or 2h30m, got 'soon'"
+    assert main(["bench", "run", suite, "--out", str(tmp_path / "o"), "--time-limit", "1h", "--jobs", "1", "--quiet"]) == 0
+
+
 def test_time_left_weighs_each_pending_run_by_the_cost_of_its_own_problem():
     work = WorkEstimate()
     work.start -= 10.0  # the sweep has run for 10 s of wall time ...

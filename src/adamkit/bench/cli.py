@@ -34,6 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="where runs execute (default local)")
     p.add_argument("--address", help="Ray cluster address (with --executor ray); default: start a local Ray")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--time-limit", metavar="DURATION",
+                   help="start no run after DURATION (seconds, or such as 90m or 2h30m): the runs under way finish "
+                        "and are stored, and the command exits with status 3 while runs are left; run it again to "
+                        "resume")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p = sub.add_parser("plan", help="what a suite costs by the planner's cost model (CPU-hours per entry), "
                        "before running it")
@@ -136,6 +140,12 @@ def _run_sweep(args, out: Path) -> int:
     except SuiteError as exc:
         return _fail(str(exc))
     jobs = args.jobs or _default_jobs()
+    time_limit = None
+    if getattr(args, "time_limit", None) is not None:
+        time_limit = parse_duration(args.time_limit)
+        if time_limit is None:
+            return _fail(f"--time-limit: expected seconds or a duration such as 90m or 2h30m, got "
+                         f"{args.time_limit!r}")
     try:
         executor = make_executor(args.executor, jobs, args.address, device)
     except (RuntimeError, ValueError) as exc:
@@ -160,7 +170,7 @@ def _run_sweep(args, out: Path) -> int:
     try:
         stats = run_sweep(suite, store, executor, retry_failed=args.retry_failed,
                           progress=None if args.quiet else Progress(), check_data=args.executor == "local",
-                          notify=lambda line: print(line, file=sys.stderr))
+                          notify=lambda line: print(line, file=sys.stderr), time_limit=time_limit)
     except KeyboardInterrupt:
         counts = store.count()
         print(f"\ninterrupted: {counts.get('done', 0)} runs are stored; run the same command again to resume",
@@ -188,8 +198,29 @@ def _run_sweep(args, out: Path) -> int:
         print(f"note: the runs of this store computed on {len(gpus)} GPU models ({', '.join(gpus)}); their "
               "wall-clock figures are not comparable, and their results agree only up to float rounding")
     _summary(store.path)
+    if stats.stopped:
+        print(f"\nthe time limit ({args.time_limit}) is reached: {stats.left} planned run(s) not started (more are "
+              "planned once the searches they wait for are finished); run the same command again to resume")
+        return 3
     print(f"\nnext: adamkit bench report {out}")
     return 0 if not stats.failed else 1
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds of a duration given as seconds (``5400``, ``90.5``) or with units (``90m``, ``2h30m``, ``1h5m30s``);
+    None when ``text`` is neither, or is negative."""
+    import re
+
+    text = text.strip().lower()
+    try:
+        seconds = float(text)
+    except ValueError:
+        m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
+        if not text or m is None:
+            return None
+        h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+        seconds = 3600 * h + 60 * mi + se
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _summary(where) -> None:

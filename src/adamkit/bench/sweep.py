@@ -61,6 +61,10 @@ class SweepStats:
     no_package: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: runs another sweep on the same store did while this one ran (not done twice)
     shared: int = 0
+    #: the sweep reached its time limit and started no run after it (``left``: the planned runs not run; more
+    #: are planned once the searches they wait for are finished)
+    stopped: bool = False
+    left: int = 0
 
 
 class WorkEstimate:
@@ -198,7 +202,7 @@ class _Heartbeat(threading.Thread):
 
 def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool = False,
               progress: Callable | None = None, check_data: bool = True,
-              notify: Callable[[str], None] | None = None) -> SweepStats:
+              notify: Callable[[str], None] | None = None, time_limit: float | None = None) -> SweepStats:
     """Run ``suite`` on ``executor`` into ``store``; returns counts (planned, skipped, done, failed, shared).
 
     With ``check_data`` (the local executor: the workers share this machine's data cache), the instances of
@@ -208,13 +212,19 @@ def run_sweep(suite: Suite, store: ResultStore, executor, *, retry_failed: bool 
     A run that fails because a third-party module is missing is not stored either: its instance is left out
     and listed in ``stats.no_package`` with the install command. ``notify`` gets one-line notes (waiting for
     another sweep's runs).
+
+    ``time_limit`` (seconds): no run is started after it; the runs already handed to the executor finish and
+    are stored (the local executor holds up to two per worker), the sweep returns with ``stats.stopped`` and
+    the count of planned runs left, and the same call resumes it.
     """
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit >= 0):
+        raise ValueError(f"time_limit must be a number of seconds >= 0 or None, got {time_limit!r}")
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     heartbeat = _Heartbeat(store.path, owner)
     heartbeat.start()
     try:
         return _sweep(suite, store, executor, owner, retry_failed=retry_failed, progress=progress,
-                      check_data=check_data, notify=notify)
+                      check_data=check_data, notify=notify, time_limit=time_limit)
     finally:
         heartbeat.stop.set()
         # its connection is closed before this returns: the last connection to close folds the write-ahead log
@@ -294,13 +304,14 @@ def check_version(store: ResultStore) -> None:
             "version's rules), or run it with the adamkit that made it")
 
 
-def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data, notify) -> SweepStats:
+def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data, notify, time_limit) -> SweepStats:
     check_version(store)
     store.set_meta("suite", suite.to_json())
     store.set_meta("bench", json.dumps(bench_record(suite), sort_keys=True))
     record_session(store, executor)
     stats = SweepStats()
     start = time.monotonic()
+    deadline = None if time_limit is None else start + time_limit
     if check_data:
         stats.no_data = missing_data(suite)
     statuses = store.statuses()
@@ -334,7 +345,10 @@ def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data,
 
             def claimed():
                 """The runs this sweep may start now, claimed one by one as the executor asks for them."""
-                for h, spec in remaining:
+                for i, (h, spec) in enumerate(remaining):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        stats.stopped, stats.left = True, len(remaining) - i + len(busy)
+                        return
                     if instance_of[h] in stats.no_package:
                         work.observe(instance_of[h], None, run_hash=h)
                         continue
@@ -360,6 +374,8 @@ def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data,
                     work.observe(instance_of[h], None, run_hash=h)
                     continue
                 record(h, spec, result, phase, total)
+            if stats.stopped:
+                return
             remaining = busy
             if remaining:
                 if notify and not waited:
@@ -408,6 +424,8 @@ def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data,
         total = total_done[0] + len(jobs) + sum(work.later.values())
         stats.planned = len(seen) + sum(work.later.values())
         execute(jobs, "tuning" if not plan.complete else "final", total)
+        if stats.stopped:
+            break
     stats.planned = len(seen)
     if progress:
         progress("final", total_done[0], total_done[0], stats.failed, final=True)
