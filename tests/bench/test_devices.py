@@ -384,7 +384,8 @@ def test_the_gpu_bench_script_passes_bash_n_and_make_has_its_target():
     script = ROOT / "scripts" / "gpu_bench.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
-    for needed in ('SUITES="${SUITES:-gpu_smoke gpu}"', "bench run", "bench report", "--device", "nvidia-smi", "OUT"):
+    for needed in ('SUITES="${SUITES:-gpu_smoke gpu}"', "bench run", "bench report", "--device", "nvidia-smi", "OUT",
+                   '--time-limit "$soft"', "3) say"):
         assert needed in text, needed
     makefile = (ROOT / "Makefile").read_text()
     assert "\ngpu-bench:" in makefile and "scripts/gpu_bench.sh" in makefile
