@@ -158,16 +158,25 @@ def test_without_a_beta2_sweep_the_report_says_so(counter, tmp_path):
     assert "This store has no β2 sweep" in md and "## Counterexamples (fixed-rate toy problems)" in md
 
 
-def test_lr_sensitivity_of_a_steps_to_target_instance_plots_its_selection_scores(tmp_path, figures):
-    """An instance selected on steps to its target gets its learning-rate figure: every tuning run at its
-    steps score (the protocol's own), the budget drawn dashed, runs that never reach the target above it."""
-    suite = parse_suite({"name": "s", "optimizers": ["adam"], "protocol": {"trials": 8, "final_seeds": [1000]},
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """AdaBelief's toy-speed problem |x|+|y| selected on steps to its target, with the claim's paper arm
+    (``adabelief@toy``: tuned as its own, and at the paper's rate)."""
+    suite = parse_suite({"name": "s", "optimizers": ["adam", "adabelief"],
+                         "protocol": {"trials": 8, "final_seeds": [1000, 1001]},
                          "problems": [{"name": "abs_sum", "steps": 300, "eval_every": 10,
                                        "selection_metric": "steps_to_target"}]})
-    store = ResultStore(tmp_path / "r.sqlite")
+    path = tmp_path_factory.mktemp("toy") / "r.sqlite"
+    store = ResultStore(path)
     run_sweep(suite, store, LocalExecutor(1))
     store.close()
-    res = load(tmp_path / "r.sqlite")
+    return load(path)
+
+
+def test_lr_sensitivity_of_a_steps_to_target_instance_plots_its_selection_scores(toy, tmp_path, figures):
+    """An instance selected on steps to its target gets its learning-rate figure: every tuning run at its
+    steps score (the protocol's own), the budget drawn dashed, runs that never reach the target above it."""
+    res = toy
     inst = res.instance("abs_sum")
     path = plots.plot_lr_sensitivity(res, inst, tmp_path)
     assert path is not None and path.name == "lr_abs_sum.png"
@@ -184,3 +193,29 @@ def test_lr_sensitivity_of_a_steps_to_target_instance_plots_its_selection_scores
             if next(k for t, _, k in res.searches[("abs_sum", o)].candidates if t == r.trial) == "grid"}
     expected = sorted(min(max(scores[h], low), high) for h in grid)
     assert drawn == pytest.approx(expected)
+
+
+def test_trajectories_draw_every_arm_the_toy_claim_uses_with_time_marks(toy, tmp_path, figures):
+    """A panel per arm of the curve figures (the paper configuration the toy-speed verdict uses included), each
+    seed's path with a dot at each tenth of the budget, and the arm's median steps to the target in its title."""
+    res = toy
+    inst = res.instance("abs_sum")
+    arms = plots.curve_arms(res, inst)
+    assert ("adabelief", "paper:toy", "--") in arms and ("adam", "tuned", "-") in arms
+    path = plots.plot_trajectories(res, inst, tmp_path)
+    panels = [ax for ax in figures[path.name].axes if ax.axison]
+    assert len(panels) == len(arms)
+    for ax, (o, arm_name, _) in zip(panels, arms):
+        arm = res.arm("abs_sum", o, arm_name)
+        assert ax.get_title().startswith(plots._arm_label(res, inst, o, arm_name) + "\n")
+        reach = np.mean([np.isfinite(v) for v in arm.steps_to_target])
+        assert f"reach gap ≤ 0.01: {reach:.0%}" in ax.get_title() and f"end there: {arm.converged:.0%}" in ax.get_title()
+        if np.isfinite(arm.median_steps):
+            assert f"(median step {plots._fmt(arm.median_steps)})" in ax.get_title()
+        marks = [line for line in ax.get_lines() if line.get_marker() == "."]
+        assert len(marks) == len(arm.seeds)  # one set of time marks per path
+        for line, h in zip(marks, arm.hashes):
+            steps = np.array(res.store.curve(h)["step"], float)
+            # the marks sit at the first evaluation at or after each tenth of the 300 steps
+            want = sorted({int(np.searchsorted(steps, k * 30)) for k in range(1, 10)} - {steps.size})
+            assert list(line.get_xdata()) == pytest.approx(list(np.array(res.store.curve(h)["x"], float)[want]))

@@ -61,11 +61,20 @@ def _budget(inst) -> str:
 
 
 def plot_trajectories(res: Results, inst, out: Path) -> Path | None:
+    """A 2-D problem's paths over its contours: a panel per arm a curve figure draws (:func:`curve_arms`: each
+    optimizer's main arm, and its paper configurations, which the claims' verdicts use), every final seed's path
+    from its start (•) to its end (×), small dots every tenth of the budget (so that speed shows: a faster arm's
+    dots gather at the minimum sooner), dotted when the run never reaches the target; each panel's title gives
+    the share of starts that reach the target, their median steps to it, and the share that end there (a
+    non-smooth problem's path can reach the target and leave it)."""
     problem = registry.create_problem(inst.problem, inst.params)
     if getattr(problem, "dim", None) != 2 or not hasattr(problem, "f"):
         return None
     import torch
 
+    arms = curve_arms(res, inst)
+    if not arms:  # (a sweep not finished yet: no final runs)
+        return None
     plt = _plt()
     box = problem.plot_box or problem.box
     lo, hi = np.array(box[0], float), np.array(box[1], float)
@@ -76,37 +85,44 @@ def plot_trajectories(res: Results, inst, out: Path) -> Path | None:
     with torch.no_grad():
         z = problem.f(torch.tensor(np.stack([gx, gy]))).numpy() - problem.f_star
     z = np.log10(np.maximum(z, 0) + 1e-3) if problem.log_contours else z
-    arm_name = res.main_arm(inst)
-    opts = [o for o in res.suite.optimizers if res.arm(inst.key, o, arm_name)]
-    if not opts:  # (a sweep not finished yet: no final runs)
-        return None
     ncol = 4
-    nrow = math.ceil(len(opts) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.0 * nrow + 0.6), squeeze=False)
-    for ax in axes.flat[len(opts):]:
+    nrow = math.ceil(len(arms) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.0 * nrow + 0.7), squeeze=False)
+    for ax in axes.flat[len(arms):]:
         ax.axis("off")
-    for ax, o in zip(axes.flat, opts):
+    budget = inst.steps
+    for ax, (o, arm_name, _) in zip(axes.flat, arms):
         arm = res.arm(inst.key, o, arm_name)
         ax.contourf(gx, gy, z, levels=30, cmap="Greys_r", alpha=0.55)
         ax.contour(gx, gy, z, levels=15, colors="k", linewidths=0.3, alpha=0.4)
         for m in problem.minimizers:
             ax.plot(m[0], m[1], marker="*", color="gold", markersize=13, markeredgecolor="k", zorder=5)
-        for h, final in zip(arm.hashes, arm.values):
+        for h, reached in zip(arm.hashes, arm.steps_to_target):
             c = res.store.curve(h)
             if not c.get("x"):
                 continue
             x, y = np.array(c["x"], float), np.array(c["y"], float)
-            ok = inst.target is not None and final <= inst.target
+            ok = math.isfinite(reached)
             ax.plot(x, y, color=_color(o), lw=1.1, alpha=0.9 if ok else 0.5, ls="-" if ok else ":")
+            steps = np.array(c.get("step") or [], float)
+            if budget and steps.size == x.size:
+                marks = sorted({int(np.searchsorted(steps, k * budget / 10)) for k in range(1, 10)} - {x.size})
+                ax.plot(x[marks], y[marks], ".", color=_color(o), markersize=3.5, markeredgecolor="k",
+                        markeredgewidth=0.3, zorder=4)
             ax.plot(x[0], y[0], "o", color=_color(o), markersize=4, markeredgecolor="k", markeredgewidth=0.5)
             ax.plot(x[-1], y[-1], "x", color="k", markersize=5)
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(lo[1], hi[1])
-        ax.set_title(f"{o}: {arm.converged:.0%} of starts reach gap ≤ {_fmt(inst.target)}", fontsize=8.5)
+        reach = np.mean([math.isfinite(v) for v in arm.steps_to_target]) if arm.steps_to_target else math.nan
+        speed = f" (median step {_fmt(arm.median_steps)})" if math.isfinite(arm.median_steps) else ""
+        ax.set_title(f"{_arm_label(res, inst, o, arm_name)}\nreach gap ≤ {_fmt(inst.target)}: {reach:.0%}{speed}; "
+                     f"end there: {arm.converged:.0%}", fontsize=7.5)
         ax.tick_params(labelsize=7)
-    fig.suptitle(f"{inst.key}: {problem.description}\npaths from {len(arm.seeds)} random starts (•) to the end (×), "
-                 f"each optimizer with its tuned hyperparameters; ★ global minima; dotted: missed the target",
-                 fontsize=9)
+    n_starts = max(len(res.arm(inst.key, o, a).seeds) for o, a, _ in arms)
+    fig.suptitle(f"{inst.key}: {problem.description}\npaths from {n_starts} random starts (•) to the end (×), "
+                 f"small dots every tenth of the {budget} steps; ★ global minima; dotted: never reached the target\n"
+                 f"each optimizer {'tuned' if inst.tune else 'at its fixed hyperparameters'}, its paper "
+                 f"configurations in panels of their own", fontsize=8.5)
     return _save(fig, out / f"traj_{_safe(inst.key)}.png")
 
 

@@ -746,7 +746,9 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                 doc.p(f"(plot {fn.__name__} failed: {type(exc).__name__}: {exc})")
                 continue
             if path is not None:
-                caption = {"plot_trajectories": "Trajectories over the contours (log scale where marked).",
+                caption = {"plot_trajectories": "Trajectories over the contours (log scale where marked), a panel per "
+                                                "arm (paper configurations included), dots every tenth of the "
+                                                "budget.",
                            "plot_curves": f"{_metric_label(inst.target_metric)} over steps, median and 25–75 % "
                                           "band over the final seeds, each optimizer's main arm solid, its paper "
                                           "configurations tuned as their own (`paper:`) dashed and at the paper's "
