@@ -169,3 +169,13 @@ def test_the_report_says_where_the_runs_computed(store, tmp_path):
     assert text.startswith(f"**Device.** cpu: {n - on_gpu} runs (x86_64, AVX2; torch 2.13.0); cuda (NVIDIA H200): "
                            f"{on_gpu} runs (")
     assert "CUDA 12.8, cuDNN 91002, compute capability 9.0, deterministic algorithms on, TF32 off" in text
+
+
+def test_the_defaults_are_said_to_be_the_papers_and_a_baselines_the_benchs():
+    """SGD has no paper here: its defaults are the bench's, and the report says which (they are not 'paper
+    defaults')."""
+    from adamkit.bench.optimizers import BASELINES
+
+    assert report.defaults_source(["adam", "adabelief"]) == "its paper's"
+    lr, momentum = BASELINES["sgd"][1]["lr"], BASELINES["sgd"][1]["momentum"]
+    assert report.defaults_source(["adam", "sgd"]) == f"its paper's; sgd's are the bench's, lr={lr}, momentum={momentum}"

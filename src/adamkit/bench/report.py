@@ -177,7 +177,8 @@ def protocol_text(res) -> str:
         return ("Every optimizer gets the same search on every problem: a grid of log-spaced learning rates over "
                 "the problem's range times the optimizer's own scale, extended by a decade while the best rate sits "
                 "at an edge, then its ε/δ at the ends of its own range at the best rate"
-                + (", plus its paper defaults as one more candidate" if suite.defaults_arm else "")
+                + (f", plus its defaults ({defaults_source(suite.optimizers)}) as one more candidate"
+                   if suite.defaults_arm else "")
                 + f", each on the tuning seeds; selection on the mean of the last {suite.smooth} evaluations of the "
                 "validation metric"
                 + ("; where a problem below names a shorter tuning budget, the trials run that budget (the "
@@ -438,7 +439,8 @@ def practitioner_section(doc, res) -> None:
           f"alternatives, and need {judge.MIN_PAIRS} paired seeds. Use an alternative only where the verdict is "
           f"*better* (on a stand-in task it reads *better at stand-in scale*, and the table keeps {ref}); elsewhere "
           f"use {ref} and tune its learning rate: the first two value columns show what tuning bought. A task marked "
-          f"*not tuned* ran every optimizer at fixed hyperparameters (its paper defaults): its comparisons are of "
+          f"*not tuned* ran every optimizer at fixed hyperparameters (its defaults: "
+          f"{defaults_source(res.suite.optimizers)}): its comparisons are of "
           f"untuned arms, alike for every optimizer, and say nothing of tuned ones.")
     doc.table(["family", "task (regime)", "metric (the value columns)", f"{ref} at defaults", f"tuned {ref} (lr)",
                "tuned family spread", "use (lr)", f"best alternative vs tuned {ref}", "verdict",
@@ -611,6 +613,14 @@ def scores_section(doc, res, plots: Path) -> None:
                               for j in range(len(names))] for i, a in enumerate(names)])
 
 
+def defaults_source(optimizers) -> str:
+    """Where the defaults of ``optimizers`` come from: each paper's, and the bench's for a baseline (with them)."""
+    from .optimizers import BASELINES
+
+    bench = [f"{o}'s are the bench's, {_hp(BASELINES[o][1])}" for o in optimizers if o in BASELINES]
+    return "its paper's" + "".join(f"; {b}" for b in bench)
+
+
 def write_report(where: str | Path, out: str | Path | None = None, log=print) -> Path:
     """Write report.md, report.html and plots/ for the sweep in ``where``; returns the report folder.
 
@@ -699,7 +709,8 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
     gains = tuning_gains(res)
     if gains:
         doc.h(2, "Tuned against defaults")
-        doc.p("Per instance and optimizer: the tuned arm's gain over its own paper defaults on the final seeds (paired "
+        doc.p(f"Per instance and optimizer: the tuned arm's gain over its own defaults ({defaults_source(suite.optimizers)}) "
+              "on the final seeds (paired "
               "differences, > 0: tuning helped; mean [95 % paired-bootstrap interval], n). A negative gain means the "
               "selection on the tuning seeds did not carry over to the final seeds.")
         doc.table(["instance"] + list(suite.optimizers), gains)
