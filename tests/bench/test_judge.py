@@ -84,6 +84,9 @@ def test_better_when_the_interval_lies_beyond_the_band(tmp_path):
     assert c.low > c.band == 0.005 and c.mean == pytest.approx(0.02, abs=2e-3) and c.median > 0.01
     assert c.p_wilcoxon == pytest.approx(2 / 1024) and c.p_holm < 0.05 and not c.deterministic
     assert c.collapsed == (0, 0) and c.arms == ("adabelief paper:cnn", "adam fixed")
+    # the differences behind the numbers travel with them (the forest plot draws them)
+    assert len(c.differences) == c.n and np.mean(c.differences) == pytest.approx(c.mean)
+    assert np.median(c.differences) == pytest.approx(c.median)
     res = _store(tmp_path / "again", _accuracy(0.02))
     inst = res.instance("fmnist_resnet")
     a, b = (judge.values_of(res, inst, judge.arm_of(res, inst, r), "test_accuracy", "higher")
@@ -325,7 +328,7 @@ def test_a_deterministic_problem_counts_once_and_prints_no_interval(tmp_path):
 def test_identical_values_on_every_seed_are_deterministic_on_any_problem(tmp_path):
     c = _one(CLAIM, _store(tmp_path, lambda r: 0.91 if r.optimizer == "adabelief" else 0.9))
     assert c.deterministic and c.n == 1 and c.low is None and c.mean == pytest.approx(0.01)
-    assert c.verdict == judge.BETTER
+    assert c.verdict == judge.BETTER and c.differences == pytest.approx((0.01,))
     c = _one(CLAIM, _store(tmp_path / "e", lambda r: 0.902 if r.optimizer == "adabelief" else 0.9))
     assert c.verdict == judge.EQUIVALENT  # 0.002 is inside the band
 

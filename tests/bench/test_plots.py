@@ -80,6 +80,28 @@ def test_forest_plot_one_panel_per_claim_with_band_and_deterministic_points(tmp_
     assert plots.plot_forest([], tmp_path, "empty", "t") is None
 
 
+def test_forest_plot_draws_each_paired_difference_and_a_collapsed_one_at_the_edge(tmp_path, figures):
+    """Per comparison its paired differences as dots (a mean pulled by one collapsed seed shows); the panel's
+    range comes from the intervals and the band, so one far-off difference sits at the edge as a triangle and
+    does not squash the intervals; a deterministic point draws no dots."""
+    diffs = (0.004, 0.006, 0.005, 0.007, 0.003, 0.006, 0.005, 0.004, 0.006, -0.6)  # the last seed collapsed
+    rows = [{"group": "c1", "label": "a · tuned", "mean": float(np.mean(diffs)), "low": -0.11, "high": 0.02,
+             "band": 0.005, "verdict": "inconclusive", "deterministic": False, "differences": diffs},
+            {"group": "c1", "label": "b · tuned", "mean": 0.001, "low": -0.002, "high": 0.004, "band": 0.005,
+             "verdict": "equivalent", "deterministic": False, "differences": (0.001, 0.0, 0.002)},
+            {"group": "c2", "label": "reddi · tuned", "mean": 1.5, "low": None, "high": None, "band": None,
+             "verdict": "better", "deterministic": True, "differences": (1.5,)}]
+    plots.plot_forest(rows, tmp_path, "dots", "t")
+    first, second = figures["forest_dots.png"].axes[:2]
+    lo, hi = first.get_xlim()
+    assert lo < -0.11 and hi > 0.02 and lo > -0.6  # set by the intervals and the band, not by the collapsed seed
+    dots = [line for line in first.get_lines() if line.get_marker() == "."]
+    assert sorted(x for line in dots for x in line.get_xdata()) == pytest.approx(sorted(diffs[:-1] + (0.001, 0.0, 0.002)))
+    edge, = [line for line in first.get_lines() if line.get_marker() == "<"]
+    assert list(edge.get_xdata()) == pytest.approx([lo])
+    assert not [line for line in second.get_lines() if line.get_marker() in (".", "<", ">")]
+
+
 def test_curves_draw_the_paper_arms_and_a_zoomed_last_third(res, tmp_path, figures):
     inst = res.instance("fmnist_cnn")
     main = res.arm("fmnist_cnn", "adabelief", "fixed")

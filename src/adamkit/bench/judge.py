@@ -175,6 +175,7 @@ class Comparison:
     p_band: float | None = None  # the band test's unadjusted p
     p_tost: float | None = None  # the TOST p of equivalence within the band, unadjusted
     p_tost_holm: float | None = None
+    differences: tuple[float, ...] = ()  # the paired differences themselves (one when deterministic)
 
     @property
     def effect(self) -> float:
@@ -451,6 +452,7 @@ def _measure(c: Comparison, res: analysis.Results, inst, a, b, metric: str, dire
     if c.deterministic:
         d, keys = d[:1], keys[:1]
     c.n = int(d.size)
+    c.differences = tuple(float(x) for x in d)
     c.mean, c.median = float(d.mean()), float(np.median(d))
     c.collapsed = (_collapsed(va, keys, direction, c.band), _collapsed(vb, keys, direction, c.band))
     notes = ["n counts independent chains, paired chain by chain"] if chains else []

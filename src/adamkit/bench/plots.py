@@ -651,8 +651,10 @@ def verdict_color(verdict: str) -> str:
 def plot_forest(rows: list[dict[str, Any]], out: Path, name: str, title: str) -> Path | None:
     """A forest plot: per comparison (one line), the mean effect (> 0: the way the claim says) with its interval,
     coloured by the judge's verdict, the equivalence band ±band shaded; one panel per claim (each on its own
-    scale: claims differ in metric). ``rows``: dicts with group, label, mean, low, high, band, verdict,
-    deterministic (a point without an interval: n = 1)."""
+    scale: claims differ in metric), each paired difference a small grey dot on its line (so that a mean pulled by
+    one collapsed seed shows; a dot beyond the panel's range, which the intervals and the band set, sits at its
+    edge as a triangle). ``rows``: dicts with group, label, mean, low, high, band, verdict, deterministic (a
+    point without an interval: n = 1) and optionally differences."""
     rows = [r for r in rows if r.get("mean") is not None and math.isfinite(r["mean"])]
     if not rows:
         return None
@@ -667,22 +669,36 @@ def plot_forest(rows: list[dict[str, Any]], out: Path, name: str, title: str) ->
         if band:
             ax.axvspan(-band, band, color="#2c7bb6", alpha=0.12, lw=0)
         ax.axvline(0.0, color="#444444", lw=0.7)
+        edges = [0.0] + ([-band, band] if band else []) + [
+            v for r in here for v in (r["mean"], r.get("low"), r.get("high")) if v is not None and math.isfinite(v)]
+        lo, hi = min(edges), max(edges)
+        pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+        lo, hi = lo - pad, hi + pad
         for y, r in enumerate(here):
             c = verdict_color(r["verdict"])
             interval = (not r.get("deterministic") and r.get("low") is not None and r.get("high") is not None
                         and math.isfinite(r["low"]) and math.isfinite(r["high"]))
+            diffs = np.array([d for d in r.get("differences") or () if math.isfinite(d)], float)
+            if diffs.size and not r.get("deterministic"):
+                ys = y + (np.linspace(-0.22, 0.22, diffs.size) if diffs.size > 1 else np.zeros(1))
+                inside = (diffs >= lo) & (diffs <= hi)
+                ax.plot(diffs[inside], ys[inside], ".", color="0.45", ms=2.5, zorder=1)
+                for side, marker, edge in ((diffs < lo, "<", lo), (diffs > hi, ">", hi)):
+                    if side.any():
+                        ax.plot(np.full(int(side.sum()), edge), ys[side], marker, color="0.45", ms=3, zorder=1)
             if interval:
                 ax.plot([r["low"], r["high"]], [y, y], color=c, lw=2.0, solid_capstyle="butt")
             ax.plot([r["mean"]], [y], "D" if r.get("deterministic") else "o", color=c, ms=5, mec="k", mew=0.4)
             ax.text(1.01, y, r["verdict"], transform=ax.get_yaxis_transform(), fontsize=7, va="center", color=c)
+        ax.set_xlim(lo, hi)
         ax.set_yticks(range(len(here)))
         ax.set_yticklabels([r["label"] for r in here], fontsize=7)
         ax.set_ylim(len(here) - 0.5, -0.5)
         ax.set_title(g, fontsize=8, loc="left")
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(alpha=0.3, lw=0.4, axis="x")
-    axes[-1, 0].set_xlabel("effect (> 0: the way the claim says); bar: 95 % interval; shaded: the equivalence "
-                           "band; ◆: deterministic (n = 1)", fontsize=7.5)
+    axes[-1, 0].set_xlabel("effect (> 0: the way the claim says); bar: 95 % interval; grey dots: the paired "
+                           "differences; shaded: the equivalence band; ◆: deterministic (n = 1)", fontsize=7.5)
     fig.suptitle(title, fontsize=9)
     return _save(fig, out / f"forest_{_safe(name)}.png", rect=(0, 0, 0.84, 0.98))
 

@@ -292,6 +292,7 @@ class Shown:
     collapsed: tuple | None
     deterministic: bool
     note: str
+    differences: tuple[float, ...] = ()  # the paired differences (none printed when deterministic)
 
 
 def _num_or_none(v) -> float | None:
@@ -330,7 +331,8 @@ def shown(claim, comparison, inst=None) -> Shown:
     return Shown(claim, str(g("instance", "")), str(g("tier", "")), str(g("row", "tuned") or "tuned"), verdict, n,
                  math.nan if mean is None else mean, _num_or_none(g("median")), low, high,
                  _num_or_none(g("p_wilcoxon")), _num_or_none(g("p_holm")), band,
-                 tuple(collapsed) if collapsed is not None else None, deterministic, note)
+                 tuple(collapsed) if collapsed is not None else None, deterministic, note,
+                 () if deterministic else tuple(float(x) for x in (g("differences") or ())))
 
 
 def effect_text(s: Shown, unit: str = "") -> str:
@@ -473,7 +475,8 @@ CLAIM_HEADER = ["paper", "claim", "comparison", "row", "instance: mean effect [9
 def _forest_rows(comparisons: list[Shown]) -> list[dict[str, Any]]:
     return [{"group": f"{s.claim.id}: {s.claim.optimizer.label} vs {s.claim.baseline.label} ({_unit(s.claim)})",
              "label": f"{s.instance} · {s.row}" + (f" (n={s.n})" if s.n else ""), "mean": s.mean, "low": s.low,
-             "high": s.high, "band": s.band, "verdict": s.verdict, "deterministic": s.deterministic}
+             "high": s.high, "band": s.band, "verdict": s.verdict, "deterministic": s.deterministic,
+             "differences": s.differences}
             for s in comparisons]
 
 
