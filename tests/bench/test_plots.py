@@ -241,3 +241,34 @@ def test_trajectories_draw_every_arm_the_toy_claim_uses_with_time_marks(toy, tmp
             # the marks sit at the first evaluation at or after each tenth of the 300 steps
             want = sorted({int(np.searchsorted(steps, k * 30)) for k in range(1, 10)} - {steps.size})
             assert list(line.get_xdata()) == pytest.approx(list(np.array(res.store.curve(h)["x"], float)[want]))
+
+
+def test_the_ring_gan_keeps_its_final_samples_and_the_report_draws_them_per_arm(tmp_path, figures):
+    """gan_ring8 keeps 200 of its final evaluation's samples (final metrics only, not the curve); the samples
+    figure draws, per arm (the paper configuration included), those of the arm's median seed over the modes."""
+    suite = parse_suite({"name": "g", "optimizers": ["adam", "adabelief"], "protocol": {"final_seeds": [1000, 1001, 1002]},
+                         "tasks": [{"name": "gan_ring8", "steps": 40, "eval_every": 20, "tune": False}]})
+    store = ResultStore(tmp_path / "r.sqlite")
+    run_sweep(suite, store, LocalExecutor(1))
+    res = load(tmp_path / "r.sqlite")
+    inst = res.instance("gan_ring8")
+    some = res.arm("gan_ring8", "adam", "fixed").hashes[0]
+    assert len(res.finals[some]["samples_xy"]) == 400 and "samples_xy" not in store.curve(some)
+    path = plots.plot_samples(res, inst, tmp_path)
+    assert path.name == "samples_gan_ring8.png"
+    arms = [(o, a) for o, a, _ in plots.curve_arms(res, inst)]
+    assert ("adabelief", "paper:gan") in arms
+    panels = [ax for ax in figures[path.name].axes if ax.axison]
+    assert len(panels) == len(arms)
+    for ax, (o, a) in zip(panels, arms):
+        arm = res.arm("gan_ring8", o, a)
+        median_seed_value = sorted(arm.values)[1]  # of 3 seeds
+        assert ax.get_title().startswith(plots._arm_label(res, inst, o, a) + f"\nfd {plots._fmt(median_seed_value)}")
+        h = arm.hashes[arm.values.index(median_seed_value)]
+        xy = np.array(res.finals[h]["samples_xy"]).reshape(-1, 2)
+        dots, = [line for line in ax.get_lines() if line.get_marker() == "."]
+        inside = np.all(np.abs(xy) <= ax.get_xlim()[1] + 1e-12, axis=1)
+        assert list(dots.get_xdata()) == pytest.approx(list(xy[inside, 0]))
+    # a task without kept samples draws no such figure
+    other = load(make_store(tmp_path / "other.sqlite"))
+    assert plots.plot_samples(other, other.instance("fmnist_cnn"), tmp_path) is None

@@ -228,6 +228,54 @@ def plot_curves(res: Results, inst, out: Path) -> Path | None:
     return _save(fig, out / f"curve_{_safe(inst.key)}.png")
 
 
+def plot_samples(res: Results, inst, out: Path) -> Path | None:
+    """A generator's samples at the end of training (a task that keeps them in its final metrics, ``samples_xy``:
+    the ring GAN), a panel per arm of the curve figures: the run of the arm's median seed on the task's metric,
+    its samples over the target modes (×, ring of 3σ), titled with its value and modes covered."""
+    arms = [(o, a) for o, a, _ in curve_arms(res, inst)]
+    runs = []
+    for o, a in arms:
+        arm = res.arm(inst.key, o, a)
+        kept = [(v, h) for h, v in zip(arm.hashes, arm.values)
+                if math.isfinite(v) and (res.finals.get(h) or {}).get("samples_xy")]
+        if kept:
+            kept.sort(key=lambda vh: vh[0])
+            runs.append((o, a, *kept[(len(kept) - 1) // 2]))  # the median seed (the lower one of an even count)
+    if not runs:
+        return None
+    task = registry.create_problem(inst.problem, inst.params)
+    centers = task.centers().numpy() if hasattr(task, "centers") else None
+    plt = _plt()
+    ncol = 4
+    nrow = math.ceil(len(runs) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 3.0 * nrow + 0.6), squeeze=False)
+    for ax in axes.flat[len(runs):]:
+        ax.axis("off")
+    reach = 1.3 * float(np.abs(centers).max()) if centers is not None else None
+    for ax, (o, a, value, h) in zip(axes.flat, runs):
+        final = res.finals[h]
+        xy = np.array(final["samples_xy"], float).reshape(-1, 2)
+        if centers is not None:
+            ax.add_patch(plt.Circle((0, 0), float(np.linalg.norm(centers[0])), fill=False, color="0.8", lw=0.6))
+            for cx, cy in centers:
+                ax.add_patch(plt.Circle((cx, cy), 3 * task.std, fill=False, color="k", lw=0.6))
+            ax.plot(centers[:, 0], centers[:, 1], "x", color="k", ms=5)
+        inside = np.all(np.abs(xy) <= reach, axis=1) if reach else np.ones(len(xy), bool)
+        ax.plot(xy[inside, 0], xy[inside, 1], ".", color=_color(o), ms=2.5, alpha=0.7)
+        if reach:
+            ax.set_xlim(-reach, reach)
+            ax.set_ylim(-reach, reach)
+        ax.set_aspect("equal")
+        modes = final.get("modes_covered")
+        ax.set_title(f"{_arm_label(res, inst, o, a)}\n{inst.target_metric} {_fmt(value)}"
+                     + (f", {modes:g}/{len(centers)} modes" if modes is not None and centers is not None else "")
+                     + (f"; {int((~inside).sum())} off the plot" if (~inside).any() else ""), fontsize=7.5)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"{inst.key}: {len(xy)} generated samples at the end of training, of each arm's median seed on "
+                 f"{inst.target_metric}; × and black circles: the target modes (3σ)", fontsize=8.5)
+    return _save(fig, out / f"samples_{_safe(inst.key)}.png")
+
+
 def plot_theta(res: Results, inst, out: Path) -> Path | None:
     """Counterexamples: θ over steps on a linear axis, and its running time average, per arm (paper arms too)."""
     if inst.problem not in ("adopt_counterexample", "reddi_counterexample"):

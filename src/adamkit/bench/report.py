@@ -19,7 +19,7 @@ from . import analysis, judge, protocol, registry
 from .claims import Ref
 from .document import Doc
 from .plots import (_budget, _fmt, _hp, _metric_label, plot_beta2, plot_curves, plot_forest, plot_lr_sensitivity,
-                    plot_profiles, plot_theta, plot_time_to_target, plot_train_loss, plot_trajectories,
+                    plot_profiles, plot_samples, plot_theta, plot_time_to_target, plot_train_loss, plot_trajectories,
                     plot_variants)
 
 
@@ -753,7 +753,7 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                              f"{a.failed} failed, {a.diverged} diverged" if (a.failed or a.diverged) else ""])
         doc.table(["optimizer", "arm", "hyperparameters", f"final {inst.target_metric} median [25 %, 75 %]",
                    "distance to minimiser", "reached target", "median steps to target", "problems"], rows)
-        for fn in (plot_trajectories, plot_curves, plot_theta, plot_train_loss, plot_lr_sensitivity):
+        for fn in (plot_trajectories, plot_curves, plot_theta, plot_train_loss, plot_samples, plot_lr_sensitivity):
             try:
                 path = fn(res, inst, plots)
             except Exception as exc:  # a plot that cannot be drawn must not lose the report
@@ -767,6 +767,8 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                                           "band over the final seeds, each optimizer's main arm solid, its paper "
                                           "configurations tuned as their own (`paper:`) dashed and at the paper's "
                                           "learning rate (`paper-lr:`) dotted; right: the last third zoomed.",
+                           "plot_samples": "what each arm's generator draws at the end of training (its median "
+                                           "seed).",
                            "plot_train_loss": "training loss of every step (loss spikes show here); right: the "
                                               "last third zoomed.",
                            "plot_theta": "θ over steps and its running time average (thick), per arm; a paper arm "

@@ -234,7 +234,8 @@ class GANInstance(Instance):
                           for i in range(0, n, 500)])
 
     def evaluate(self):
-        return {**self.task.score(self.samples(self.task.eval_samples)), "d_loss": self.d_loss}
+        x = self.samples(self.task.eval_samples)
+        return {**self.task.score(x), **self.task.kept_samples(x), "d_loss": self.d_loss}
 
 
 def _bce_d(D, real, fake):
@@ -265,6 +266,11 @@ class _GANTask(Task):
 
     d_loss = staticmethod(_bce_d)
     g_loss = staticmethod(_bce_g)
+
+    def kept_samples(self, x) -> dict[str, list[float]]:
+        """What an evaluation keeps of its samples ``x`` (a list-valued metric: kept in the final metrics only):
+        nothing here; the ring's 2-D points in :class:`RingGAN`."""
+        return {}
 
     def after_critic_step(self, D: nn.Module) -> None:
         """Called after each discriminator (critic) step: nothing here; WGAN's weight clipping in a subclass."""
@@ -335,6 +341,14 @@ class RingGAN(_GANTask):
     defaults = {"batch_size": 256, "z_dim": 16, "eval_samples": 2000, "n_critic": 1}
     default_steps = 5000
     radius, std = 2.0, 0.02
+    #: samples kept in a run's final metrics (``samples_xy``: x0, y0, x1, y1, ... rounded to 1e-4), for the
+    #: report's figure of what each arm generates
+    kept = 200
+
+    def kept_samples(self, x):
+        """The first ``kept`` of the evaluation's samples (the same latent points at every evaluation), flattened:
+        a list-valued metric, so kept in the final metrics only (not in the curve)."""
+        return {"samples_xy": [round(float(v), 4) for v in x[:self.kept].reshape(-1)]}
 
     def centers(self):
         angles = torch.arange(8) * (2 * math.pi / 8)
