@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from _report_store import SEEDS, Comparison, Verdict, claim, load, make_store, paired
@@ -179,3 +180,22 @@ def test_the_defaults_are_said_to_be_the_papers_and_a_baselines_the_benchs():
     assert report.defaults_source(["adam", "adabelief"]) == "its paper's"
     lr, momentum = BASELINES["sgd"][1]["lr"], BASELINES["sgd"][1]["momentum"]
     assert report.defaults_source(["adam", "sgd"]) == f"its paper's; sgd's are the bench's, lr={lr}, momentum={momentum}"
+
+
+def test_a_classifier_s_table_gives_each_arm_s_test_minus_training_loss(tmp_path):
+    """Where the final metrics hold a test and a training loss, each arm's row gives the median gap between
+    them (the train/test gap behind "generalises like SGD"); a task without them has no such column."""
+    path = make_store(tmp_path / "r.sqlite", tasks=("fmnist_cnn",), losses=True)
+    res = load(path)
+    seeds = res.arm("fmnist_cnn", "adam", "fixed").seeds
+    want = {o: float(np.median([0.40 + 0.01 * (s % 3) + (0.1 if o == "agd" else 0.0) - 0.25 for s in seeds]))
+            for o in ("adam", "agd", "adabelief")}
+    for o, gap in want.items():
+        assert report.generalisation_gap(res, res.arm("fmnist_cnn", o, "fixed")) == pytest.approx(gap)
+    table = _section(_write(path, tmp_path / "rep"), "Problems")
+    assert "| test − training loss, median |" in table
+    for o, gap in want.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {o} | fixed |"))
+        assert row.split(" | ")[4] == report._fmt(gap)
+    plain = _section(_write(make_store(tmp_path / "p.sqlite", tasks=("fmnist_cnn",)), tmp_path / "p"), "Problems")
+    assert "test − training loss" not in plain

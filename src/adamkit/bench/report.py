@@ -616,6 +616,15 @@ def scores_section(doc, res, plots: Path) -> None:
                               for j in range(len(names))] for i, a in enumerate(names)])
 
 
+def generalisation_gap(res, arm) -> float:
+    """The median over an arm's finished runs of the final test loss minus the final training loss (the mean
+    over the last training batches), where a task records both (the image classifiers); nan otherwise."""
+    gaps = [f["test_loss"] - f["train_loss"] for f in (res.finals.get(h) for h in arm.hashes)
+            if f and isinstance(f.get("test_loss"), float) and isinstance(f.get("train_loss"), float)]
+    gaps = [g for g in gaps if math.isfinite(g)]
+    return float(np.median(gaps)) if gaps else math.nan
+
+
 def defaults_source(optimizers) -> str:
     """Where the defaults of ``optimizers`` come from: each paper's, and the bench's for a baseline (with them)."""
     from .optimizers import BASELINES
@@ -736,7 +745,7 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         doc.p(f"{desc} — settings {inst.params or 'default'}; budget {budget}; selection on `{inst.selection_metric}`; "
               + (f"target `{inst.target_metric}` {_target_text(inst)}; " if inst.target is not None else "")
               + f"lr range {list(inst.lr_range)}.")
-        rows = []
+        rows, gaps = [], []
         for o in inst.optimizers:
             papers = sorted({k[2] for k in res.arms if k[0] == inst.key and k[1] == o
                              and k[2].startswith(("paper:", "paper-lr:"))})
@@ -751,8 +760,13 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                              *((f"{a.converged:.0%}", _fmt(a.median_steps)) if inst.target is not None
                                else ("–", "–")),  # a task without a target: no share, no steps to it
                              f"{a.failed} failed, {a.diverged} diverged" if (a.failed or a.diverged) else ""])
-        doc.table(["optimizer", "arm", "hyperparameters", f"final {inst.target_metric} median [25 %, 75 %]",
-                   "distance to minimiser", "reached target", "median steps to target", "problems"], rows)
+                gaps.append(generalisation_gap(res, a))
+        header = ["optimizer", "arm", "hyperparameters", f"final {inst.target_metric} median [25 %, 75 %]",
+                  "distance to minimiser", "reached target", "median steps to target", "problems"]
+        if any(math.isfinite(g) for g in gaps):  # a classifier's train/test gap (AdaBelief: "generalises like SGD")
+            header.insert(4, "test − training loss, median")
+            rows = [r[:4] + [_fmt(g) if math.isfinite(g) else "–"] + r[4:] for r, g in zip(rows, gaps)]
+        doc.table(header, rows)
         for fn in (plot_trajectories, plot_curves, plot_theta, plot_train_loss, plot_samples, plot_lr_sensitivity):
             try:
                 path = fn(res, inst, plots)
