@@ -129,18 +129,22 @@ def test_curves_draw_the_paper_arms_and_a_zoomed_last_third(res, tmp_path, figur
     assert np.diff(zoom.get_ylim())[0] < np.diff(whole.get_ylim())[0] / 2
 
 
+def _swept(spec: dict, path):
+    """The results of ``spec`` (a suite as a dict) really run into the store ``path``."""
+    store = ResultStore(path)
+    run_sweep(parse_suite(spec), store, LocalExecutor(1))
+    store.close()
+    return load(path)
+
+
 @pytest.fixture(scope="module")
 def counter(tmp_path_factory):
     """ADOPT's counterexample over (k, β2), two optimizers and ADOPT's unclipped paper arm, really run (short)."""
-    suite = parse_suite({"name": "b2", "optimizers": ["adam", "adopt"], "protocol": {"final_seeds": [1000]},
-                         "problems": [{"name": "adopt_counterexample", "grid": {"k": [10, 50], "beta2": [0.1, 0.9]},
-                                       "params": {"schedule": "constant"}, "steps": 200, "eval_every": 50,
-                                       "tune": False, "hparams": {"lr": 0.01}}]})
-    path = tmp_path_factory.mktemp("b2") / "r.sqlite"
-    store = ResultStore(path)
-    run_sweep(suite, store, LocalExecutor(1))
-    store.close()
-    return load(path)
+    return _swept({"name": "b2", "optimizers": ["adam", "adopt"], "protocol": {"final_seeds": [1000]},
+                   "problems": [{"name": "adopt_counterexample", "grid": {"k": [10, 50], "beta2": [0.1, 0.9]},
+                                 "params": {"schedule": "constant"}, "steps": 200, "eval_every": 50,
+                                 "tune": False, "hparams": {"lr": 0.01}}]},
+                  tmp_path_factory.mktemp("b2") / "r.sqlite")
 
 
 def test_beta2_heat_map_per_arm_over_k_and_beta2(counter, tmp_path, figures):
@@ -168,13 +172,9 @@ def test_beta2_heat_map_per_arm_over_k_and_beta2(counter, tmp_path, figures):
 def test_without_a_beta2_sweep_the_report_says_so(counter, tmp_path):
     from adamkit.bench import report
 
-    one = parse_suite({"name": "b1", "optimizers": ["adam"], "protocol": {"final_seeds": [1000]},
-                       "problems": [{"name": "reddi_counterexample", "steps": 30, "tune": False,
-                                     "hparams": {"lr": 0.01}}]})
-    store = ResultStore(tmp_path / "r.sqlite")
-    run_sweep(one, store, LocalExecutor(1))
-    store.close()
-    res = load(tmp_path / "r.sqlite")
+    res = _swept({"name": "b1", "optimizers": ["adam"], "protocol": {"final_seeds": [1000]},
+                  "problems": [{"name": "reddi_counterexample", "steps": 30, "tune": False, "hparams": {"lr": 0.01}}]},
+                 tmp_path / "r.sqlite")
     assert plots.beta2_sweeps(res) == {} and plots.plot_beta2(res, tmp_path) == []
     md = (report.write_report(tmp_path / "r.sqlite", tmp_path / "rep", log=None) / "report.md").read_text()
     assert "This store has no β2 sweep" in md and "## Counterexamples (fixed-rate toy problems)" in md
@@ -184,15 +184,10 @@ def test_without_a_beta2_sweep_the_report_says_so(counter, tmp_path):
 def toy(tmp_path_factory):
     """AdaBelief's toy-speed problem |x|+|y| selected on steps to its target, with the claim's paper arm
     (``adabelief@toy``: tuned as its own, and at the paper's rate)."""
-    suite = parse_suite({"name": "s", "optimizers": ["adam", "adabelief"],
-                         "protocol": {"trials": 8, "final_seeds": [1000, 1001]},
-                         "problems": [{"name": "abs_sum", "steps": 300, "eval_every": 10,
-                                       "selection_metric": "steps_to_target"}]})
-    path = tmp_path_factory.mktemp("toy") / "r.sqlite"
-    store = ResultStore(path)
-    run_sweep(suite, store, LocalExecutor(1))
-    store.close()
-    return load(path)
+    return _swept({"name": "s", "optimizers": ["adam", "adabelief"], "protocol": {"trials": 8, "final_seeds": [1000, 1001]},
+                   "problems": [{"name": "abs_sum", "steps": 300, "eval_every": 10,
+                                 "selection_metric": "steps_to_target"}]},
+                  tmp_path_factory.mktemp("toy") / "r.sqlite")
 
 
 def test_lr_sensitivity_of_a_steps_to_target_instance_plots_its_selection_scores(toy, tmp_path, figures):
@@ -246,14 +241,11 @@ def test_trajectories_draw_every_arm_the_toy_claim_uses_with_time_marks(toy, tmp
 def test_the_ring_gan_keeps_its_final_samples_and_the_report_draws_them_per_arm(tmp_path, figures):
     """gan_ring8 keeps 200 of its final evaluation's samples (final metrics only, not the curve); the samples
     figure draws, per arm (the paper configuration included), those of the arm's median seed over the modes."""
-    suite = parse_suite({"name": "g", "optimizers": ["adam", "adabelief"], "protocol": {"final_seeds": [1000, 1001, 1002]},
-                         "tasks": [{"name": "gan_ring8", "steps": 40, "eval_every": 20, "tune": False}]})
-    store = ResultStore(tmp_path / "r.sqlite")
-    run_sweep(suite, store, LocalExecutor(1))
-    res = load(tmp_path / "r.sqlite")
+    res = _swept({"name": "g", "optimizers": ["adam", "adabelief"], "protocol": {"final_seeds": [1000, 1001, 1002]},
+                  "tasks": [{"name": "gan_ring8", "steps": 40, "eval_every": 20, "tune": False}]}, tmp_path / "r.sqlite")
     inst = res.instance("gan_ring8")
     some = res.arm("gan_ring8", "adam", "fixed").hashes[0]
-    assert len(res.finals[some]["samples_xy"]) == 400 and "samples_xy" not in store.curve(some)
+    assert len(res.finals[some]["samples_xy"]) == 400 and "samples_xy" not in res.store.curve(some)
     path = plots.plot_samples(res, inst, tmp_path)
     assert path.name == "samples_gan_ring8.png"
     arms = [(o, a) for o, a, _ in plots.curve_arms(res, inst)]
