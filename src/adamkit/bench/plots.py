@@ -454,7 +454,8 @@ def plot_lr_sensitivity(res: Results, inst, out: Path) -> Path | None:
     else:
         ax.set_ylabel(f"{_metric_label(metric)} (tuning seeds{at})")
     ax.set_title(f"{inst.key}: learning-rate sensitivity — dots: runs, line: selection score, ★ selected,\n"
-                 f"◇ defaults, × ε/δ trials; failures and values off the range at the {'bottom' if higher_better else 'top'}"
+                 f"◇ defaults, × ε/δ trials; failures and values off the range at the "
+                 f"{'bottom' if higher_better else 'top'}"
                  + ("; above the dashed budget: never reached" if by_steps else ""),
                  fontsize=8)
     ax.grid(alpha=0.3, which="both", lw=0.4)

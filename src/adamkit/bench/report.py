@@ -721,8 +721,8 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
     gains = tuning_gains(res)
     if gains:
         doc.h(2, "Tuned against defaults")
-        doc.p(f"Per instance and optimizer: the tuned arm's gain over its own defaults ({defaults_source(suite.optimizers)}) "
-              "on the final seeds (paired "
+        doc.p("Per instance and optimizer: the tuned arm's gain over its own defaults "
+              f"({defaults_source(suite.optimizers)}) on the final seeds (paired "
               "differences, > 0: tuning helped; mean [95 % paired-bootstrap interval], n). A negative gain means the "
               "selection on the tuning seeds did not carry over to the final seeds.")
         doc.table(["instance"] + list(suite.optimizers), gains)
