@@ -19,6 +19,20 @@ def test_console_script_help():
     assert result.returncode == 0 and "demo" in result.stdout
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch):
+    """``adamkit bench plan full | head -1``: the closed pipe ends the command with 141 (128 + SIGPIPE), no
+    traceback, and stdout is left on the null device so that the flush at exit does not raise again."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone away: every write raises BrokenPipeError
+    stream = os.fdopen(write_end, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", stream)
+    assert cli.main(["bench", "plan", "quick"]) == 141
+    print("more output goes nowhere")  # and raises nothing
+    stream.close()
+
+
 def test_version_comes_from_one_place_and_the_changelog_has_its_section():
     """``adamkit --version``, ``adamkit.__version__`` and the package metadata (pyproject's dynamic version) all
     read ``adamkit/_version.py``; CHANGELOG.md has a section for that version."""

@@ -1,6 +1,7 @@
 """Sweeps: resumable after a kill, failures recorded, the report written, the CLI, the Ray executor."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sqlite3
@@ -123,6 +124,64 @@ def test_bench_run_time_limit_exits_3_with_what_is_left_and_rejects_a_bad_durati
     assert capsys.readouterr().err.strip() == \
         "adamkit bench: --time-limit: expected seconds or a duration such as 90m or 2h30m, got 'soon'"
     assert main(["bench", "run", suite, "--out", str(tmp_path / "o"), "--time-limit", "1h", "--jobs", "1", "--quiet"]) == 0
+
+
+def test_plan_against_a_store_counts_what_is_stored_and_what_is_left(tmp_path, capsys):
+    """``estimate(suite, lookup, durations)`` / ``adamkit bench plan SUITE --out DIR``: the plan's stored runs
+    with their measured seconds, and what is left: the runs planned and not stored, and for a search not settled
+    its final arms and ε/δ grid, still to be planned."""
+    from adamkit.cli import main
+
+    path = _suite(tmp_path)
+    suite = load_suite(path)
+    fresh = protocol.estimate(suite)
+    nothing = protocol.estimate(suite, protocol.Lookup({}), {})
+    assert (nothing.runs, nothing.seconds, nothing.stored) == (fresh.runs, fresh.seconds, {})
+    store = ResultStore.open_results(tmp_path / "o")
+    run_sweep(suite, store, LocalExecutor(1))
+    planned = _all_planned(suite, store)
+    durations = store.durations()
+
+    def against():
+        return protocol.estimate(suite, protocol.Lookup(store.finals(), store.curve, suite.smooth),
+                                 store.durations())
+    done = against()
+    assert done.runs == 0 and done.by_group == {}
+    assert sum(n for n, _ in done.stored.values()) == len(planned) == len(durations)
+    assert sum(sec for _, sec in done.stored.values()) == pytest.approx(sum(durations.values()))
+    assert main(["bench", "plan", str(path), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert f"stored: {len(planned)} runs of this plan" in out and "left: nothing (the sweep is complete)" in out
+    # the tuned final arm of one search taken out of the store: exactly its runs are left
+    plan = protocol.plan(suite, protocol.Lookup(store.finals(), store.curve, suite.smooth))
+    finals = [r for r in plan.final if (r.instance, r.optimizer, r.arm) == ("rosenbrock", "adam", "tuned")]
+    assert len(finals) == 2
+    store.db.executemany("DELETE FROM runs WHERE hash = ?", [(r.hash,) for r in finals])
+    store.db.commit()
+    left = against()
+    assert (left.runs, set(left.by_group)) == (2, {"rosenbrock"})
+    assert sum(n for n, _ in left.stored.values()) == len(planned) - 2
+    assert left.seconds == pytest.approx(sum(protocol.run_seconds(r.spec)[0] for r in finals))
+    assert main(["bench", "plan", str(path), "--out", str(tmp_path / "o"), "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "left: 2 runs, about 0.0 CPU-hours (about 0.0 h of wall time at --jobs 1)" in out
+    # a learning-rate trial taken out: that search is open again, so its final arm (its winner unknown) and
+    # its ε grid are counted as still to come, beside the trial itself
+    search = plan.searches[("rosenbrock", "adam")]
+    grid = {t for t, _, kind in search.candidates if kind == "grid"}
+    trial = next(r for r in plan.tuning if (r.instance, r.optimizer) == ("rosenbrock", "adam") and r.trial in grid)
+    store.db.execute("DELETE FROM runs WHERE hash = ?", (trial.hash,))
+    store.db.commit()
+    reopened = against()
+    eps = sum(1 for name, (low, high) in protocol.search_space(suite, "adam").items()
+              for v in protocol.eps_grid(low, high, suite.eps_trials)
+              if not math.isclose(v, protocol.bench_optimizers.defaults("adam")[name], rel_tol=1e-6))
+    assert eps > 0
+    assert reopened.runs == 1 + 2 + eps * len(suite.problems[0].tune_seeds)
+    # the store of another suite is refused, in one line
+    assert main(["bench", "plan", "quick", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "holds a sweep of suite 'tiny', not 'quick': name that suite, or give the results folder of this one")
 
 
 def test_time_left_weighs_each_pending_run_by_the_cost_of_its_own_problem():

@@ -43,6 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        "before running it")
     p.add_argument("suite", help="a shipped suite name or the path of a suite TOML file")
     p.add_argument("--jobs", type=int, default=2, help="parallel runs the wall time is given for (default 2)")
+    p.add_argument("--out", help="a results folder of this suite's sweep: print what is stored there and what "
+                   "is left of the sweep (what `adamkit bench run SUITE --out OUT` would still run)")
+    p.add_argument("--store", help="the SQLite results file (default: OUT/results.sqlite)")
     p = sub.add_parser("report", help="write report.md, report.html and PNG plots for a results folder")
     p.add_argument("results", help="the results folder of `adamkit bench run` (or its SQLite file)")
     p.add_argument("--out", help="report folder (default: RESULTS/report)")
@@ -318,9 +321,12 @@ def _compact(args) -> int:
 
 
 def _plan(args) -> int:
-    """``adamkit bench plan SUITE``: the suite's runs and CPU-hours by the planner's cost model."""
-    from .protocol import BENCH_VERSION, estimate
+    """``adamkit bench plan SUITE [--out DIR]``: the suite's runs and CPU-hours by the planner's cost model, or,
+    against the store of a sweep under way, what is stored and what is left."""
+    from .protocol import BENCH_VERSION, Lookup, estimate
+    from .store import ResultStore, StoreError
     from .suite import SuiteError, load_suite
+    from .sweep import check_version
 
     try:
         suite = load_suite(args.suite)
@@ -328,7 +334,30 @@ def _plan(args) -> int:
         return _fail(str(exc))
     if args.jobs < 1:
         return _fail(f"--jobs must be at least 1, got {args.jobs}")
-    print(f"suite {suite.name!r} (benchmark version {BENCH_VERSION}): {len(suite.problems)} problem instances")
-    for line in estimate(suite).lines(args.jobs):
+    where = args.store or args.out
+    if where is None:
+        print(f"suite {suite.name!r} (benchmark version {BENCH_VERSION}): {len(suite.problems)} problem instances")
+        for line in estimate(suite).lines(args.jobs):
+            print(line)
+        return 0
+    try:
+        with ResultStore.open_results(where, create=False, read_only=True) as store:
+            check_version(store)
+            bench = store.bench_record()
+            if bench.get("suite") not in (None, suite.name):
+                return _fail(f"{store.path} holds a sweep of suite {bench['suite']!r}, not {suite.name!r}: name "
+                             "that suite, or give the results folder of this one")
+            changed = bench.get("suite_sha256") not in (None, suite.content_hash())
+            lookup = Lookup(store.finals(), store.curve, suite.smooth)
+            est = estimate(suite, lookup, store.durations())
+            path = store.path
+    except (StoreError, OSError, ValueError) as exc:
+        return _fail(str(exc))
+    print(f"suite {suite.name!r} (benchmark version {BENCH_VERSION}) against {path}: {len(suite.problems)} "
+          "problem instances")
+    if changed:
+        print(f"note: the suite's tables changed since this sweep started (content {bench['suite_sha256']} in the "
+              f"store, {suite.content_hash()} now): what is left is what the suite as it is now would run")
+    for line in est.lines(args.jobs):
         print(line)
     return 0

@@ -814,38 +814,64 @@ def run_seconds(spec: dict[str, Any]) -> tuple[float, bool]:
 
 @dataclass
 class CostEstimate:
-    """What a suite costs by :func:`run_seconds`, before any result is stored: the first stage of every search
-    (its grid, defaults and the ε/δ grid at one rate) and every final arm; grid extensions add to it."""
+    """What a suite costs by :func:`run_seconds`: with nothing stored, the first stage of every search (its grid,
+    defaults and the ε/δ grid at one rate) and every final arm; against a store, what is left of that (the runs
+    planned and not stored, and the ε/δ grids and final arms of the searches not yet settled) beside what is
+    stored. Grid extensions not yet decided add to it."""
 
     seconds: float
     runs: int
     by_group: dict[str, tuple[int, float]]  # suite entry -> (runs, seconds)
     unmeasured: list[str]  # problems costed by their tier's default
+    #: against a store: suite entry -> (runs of the plan that are stored, their measured seconds)
+    stored: dict[str, tuple[int, float]] | None = None
 
     @property
     def cpu_hours(self) -> float:
         return self.seconds / 3600.0
 
     def lines(self, jobs: int = 2) -> list[str]:
-        out = [f"{self.runs} runs, about {self.cpu_hours:.1f} CPU-hours (about {self.cpu_hours / jobs:.1f} h of "
-               f"wall time at --jobs {jobs}); grid extensions add to it"]
-        for group, (n, sec) in sorted(self.by_group.items(), key=lambda kv: -kv[1][1]):
-            out.append(f"  {group:<32} {n:>6} runs {sec / 3600:>7.2f} CPU-h")
+        wall = f"about {self.cpu_hours / jobs:.1f} h of wall time at --jobs {jobs}"
+        if self.stored is None:
+            out = [f"{self.runs} runs, about {self.cpu_hours:.1f} CPU-hours ({wall}); grid extensions add to it"]
+            for group, (n, sec) in sorted(self.by_group.items(), key=lambda kv: -kv[1][1]):
+                out.append(f"  {group:<32} {n:>6} runs {sec / 3600:>7.2f} CPU-h")
+        else:
+            n_stored = sum(n for n, _ in self.stored.values())
+            stored_h = sum(sec for _, sec in self.stored.values()) / 3600
+            out = [f"stored: {n_stored} runs of this plan, {stored_h:.1f} run-hours as measured",
+                   f"left: {self.runs} runs, about {self.cpu_hours:.1f} CPU-hours ({wall}); grid extensions "
+                   f"not yet decided add to it" if self.runs else "left: nothing (the sweep is complete)"]
+            if self.runs:
+                out.append(f"  {'':<32} {'left':>6} {'CPU-h':>7}   {'stored':>6} {'run-h':>7}")
+            for group in sorted(set(self.by_group) | set(self.stored),
+                                key=lambda g: (-self.by_group.get(g, (0, 0.0))[1], g)):
+                n, sec = self.by_group.get(group, (0, 0.0))
+                if n == 0:
+                    continue
+                m, msec = self.stored.get(group, (0, 0.0))
+                out.append(f"  {group:<32} {n:>6} {sec / 3600:>7.2f}   {m:>6} {msec / 3600:>7.2f}")
         if self.unmeasured:
             out.append(f"  (not measured, costed at their tier's default: {', '.join(sorted(self.unmeasured))})")
         return out
 
 
-def estimate(suite: Suite) -> CostEstimate:
-    """The cost of ``suite`` by the planner's cost model: every run the plan makes with nothing stored, plus the
-    ε/δ grid values each search tries at its best rate (:func:`search_v3`), each at :func:`run_seconds`."""
+def estimate(suite: Suite, lookup: Lookup | None = None,
+             durations: dict[str, float] | None = None) -> CostEstimate:
+    """The cost of ``suite`` by the planner's cost model, each run at :func:`run_seconds`.
+
+    With nothing stored (no ``lookup``): every run the plan makes, plus the ε/δ grid values each search tries at
+    its best rate (:func:`search_v3`) and every final arm. Against a store (``lookup`` of its finals,
+    ``durations`` its measured seconds per run): what is left, the plan's runs not stored plus the ε/δ grids
+    and final arms of the searches not settled, and per suite entry the plan's runs that are stored."""
 
     class _Unfinished(Lookup):
         def has(self, run_hash):  # nothing is stored: the first stage of every search
             return False
 
-    planned = plan(suite, _Unfinished({}))
+    planned = plan(suite, lookup if lookup is not None else _Unfinished({}))
     by_group: dict[str, list] = {}
+    stored: dict[str, list] | None = None if lookup is None else {}
     unmeasured: set[str] = set()
     insts = {i.key: i for i in suite.problems}
     seen: set[str] = set()
@@ -854,6 +880,11 @@ def estimate(suite: Suite) -> CostEstimate:
         if h in seen:
             return
         seen.add(h)
+        if lookup is not None and lookup.has(h):
+            acc = stored.setdefault(group, [0, 0.0])
+            acc[0] += 1
+            acc[1] += (durations or {}).get(h) or 0.0
+            return
         sec, ok = run_seconds(spec)
         if not ok:
             unmeasured.add(spec["problem"])
@@ -862,8 +893,11 @@ def estimate(suite: Suite) -> CostEstimate:
         acc[1] += sec * times
     for r in planned.runs:
         count(r.hash, r.spec, insts[r.instance].group)
-    # the final arms of the searches (not planned before their tuning is stored) and the ε/δ grids
+    # the final arms of the searches not settled (not planned before their tuning is stored) and their ε/δ
+    # grids (planned once the rate is chosen)
     for (key, label), s in planned.searches.items():
+        if s.complete:
+            continue
         inst = insts[key]
         opt, _, arm = label.partition("@")
         spec = make_spec(inst, opt, dict(inst.hparams), inst.final_seeds[0])
@@ -872,6 +906,8 @@ def estimate(suite: Suite) -> CostEstimate:
         space = {k: v for k, v in search_space(suite, opt).items() if k not in inst.hparams and k not in s.held}
         defaults = bench_optimizers.defaults(opt)
         for name, (low, high) in space.items():
+            if name in s.eps_grid:  # already planned
+                continue
             tune = make_spec(inst, opt, {}, 0, tuning=True)
             for v in eps_grid(low, high, suite.eps_trials):
                 if isinstance(defaults.get(name), float) and math.isclose(v, defaults[name], rel_tol=1e-6):
@@ -883,4 +919,5 @@ def estimate(suite: Suite) -> CostEstimate:
                 count(f"variant:{key}:{label}:{variant}:{seed}", spec, inst.group)
     total = sum(sec for _, sec in by_group.values())
     runs = sum(n for n, _ in by_group.values())
-    return CostEstimate(total, runs, {g: (n, sec) for g, (n, sec) in by_group.items()}, sorted(unmeasured))
+    return CostEstimate(total, runs, {g: (n, sec) for g, (n, sec) in by_group.items()}, sorted(unmeasured),
+                        None if stored is None else {g: (n, sec) for g, (n, sec) in stored.items()})
