@@ -197,6 +197,12 @@ def test_time_left_weighs_each_pending_run_by_the_cost_of_its_own_problem():
     work.later = {"unseen": 3}
     mean = (5 * 1.0 + 16.0) / 6
     assert work.eta() == pytest.approx((9 * 1.0 + 2 * 16.0 + 3 * mean) / (21.0 / 10.0), rel=1e-3)
+    # with the planner's cost model, an instance not started costs what the model gives its runs, at this
+    # machine's speed against the model: here the finished runs took half what it gives them (21 s for 42)
+    work.model("cheap", 2.0)
+    work.model("costly", 32.0)
+    work.model("unseen", 100.0)
+    assert work.eta() == pytest.approx((9 * 1.0 + 2 * 16.0 + 3 * 100.0 * 21.0 / 42.0) / (21.0 / 10.0), rel=1e-3)
     # runs stored by an earlier sweep teach costs but are not work done in this one
     fresh = WorkEstimate()
     fresh.observe("cheap", 5.0, here=False)

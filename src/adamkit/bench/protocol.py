@@ -856,6 +856,34 @@ class CostEstimate:
         return out
 
 
+def unplanned_runs(suite: Suite, inst: ProblemInstanceSpec, s: Search) -> list[tuple[str, dict[str, Any]]]:
+    """(a key of its own, a configuration costing the same) of each run a search not settled yet will still plan
+    beyond its learning-rate grid: its final arm and variants on the final seeds, and its ε/δ grids at the rate
+    it will choose (each planned once that rate is chosen). None for a settled search: its runs are planned."""
+    if s.complete:
+        return []
+    out = []
+    key, label = inst.key, s.label
+    spec = make_spec(inst, s.optimizer, dict(inst.hparams), inst.final_seeds[0])
+    for seed in inst.final_seeds:  # the winner (``tuned`` or ``paper:<arm>``)
+        out.append((f"final:{key}:{label}:{seed}", {**spec, "seed": seed}))
+    space = {k: v for k, v in search_space(suite, s.optimizer).items() if k not in inst.hparams and k not in s.held}
+    defaults = bench_optimizers.defaults(s.optimizer)
+    tune = make_spec(inst, s.optimizer, {}, 0, tuning=True)
+    for name, (low, high) in space.items():
+        if name in s.eps_grid:  # already planned
+            continue
+        for v in eps_grid(low, high, suite.eps_trials):
+            if isinstance(defaults.get(name), float) and math.isclose(v, defaults[name], rel_tol=1e-6):
+                continue  # the best rate's own run
+            for seed in inst.tune_seeds:
+                out.append((f"eps:{key}:{label}:{name}:{v}:{seed}", tune))
+    for variant in suite.variants:
+        for seed in inst.final_seeds:
+            out.append((f"variant:{key}:{label}:{variant}:{seed}", spec))
+    return out
+
+
 def estimate(suite: Suite, lookup: Lookup | None = None,
              durations: dict[str, float] | None = None) -> CostEstimate:
     """The cost of ``suite`` by the planner's cost model, each run at :func:`run_seconds`.
@@ -895,28 +923,9 @@ def estimate(suite: Suite, lookup: Lookup | None = None,
         count(r.hash, r.spec, insts[r.instance].group)
     # the final arms of the searches not settled (not planned before their tuning is stored) and their ε/δ
     # grids (planned once the rate is chosen)
-    for (key, label), s in planned.searches.items():
-        if s.complete:
-            continue
-        inst = insts[key]
-        opt, _, arm = label.partition("@")
-        spec = make_spec(inst, opt, dict(inst.hparams), inst.final_seeds[0])
-        for seed in inst.final_seeds:  # the winner (``tuned`` or ``paper:<arm>``)
-            count(f"final:{key}:{label}:{seed}", {**spec, "seed": seed}, inst.group)
-        space = {k: v for k, v in search_space(suite, opt).items() if k not in inst.hparams and k not in s.held}
-        defaults = bench_optimizers.defaults(opt)
-        for name, (low, high) in space.items():
-            if name in s.eps_grid:  # already planned
-                continue
-            tune = make_spec(inst, opt, {}, 0, tuning=True)
-            for v in eps_grid(low, high, suite.eps_trials):
-                if isinstance(defaults.get(name), float) and math.isclose(v, defaults[name], rel_tol=1e-6):
-                    continue  # the best rate's own run
-                for seed in inst.tune_seeds:
-                    count(f"eps:{key}:{label}:{name}:{v}:{seed}", tune, inst.group)
-        for variant in suite.variants:
-            for seed in inst.final_seeds:
-                count(f"variant:{key}:{label}:{variant}:{seed}", spec, inst.group)
+    for (key, _), s in planned.searches.items():
+        for h, spec in unplanned_runs(suite, insts[key], s):
+            count(h, spec, insts[key].group)
     total = sum(sec for _, sec in by_group.values())
     runs = sum(n for n, _ in by_group.values())
     return CostEstimate(total, runs, {g: (n, sec) for g, (n, sec) in by_group.items()}, sorted(unmeasured),

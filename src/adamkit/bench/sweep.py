@@ -71,10 +71,13 @@ class WorkEstimate:
     """The time left in a sweep, from what its runs have cost so far.
 
     Runs of one problem instance share a budget, so a pending run is expected to cost the mean of the
-    finished runs of its instance (of any optimizer; the mean of all finished runs while its instance has
-    none). That work divided by the rate at which this sweep has been getting through work (seconds of
-    runs finished per second of wall time: the parallelism actually achieved) is the ETA. Counting runs
-    instead would be off by the ratio of the costliest to the cheapest problem (100x in ``full``).
+    finished runs of its instance (of any optimizer). While its instance has none, it costs what the planner's
+    cost model gives its runs (:meth:`model`, :func:`protocol.run_seconds`), scaled by how the finished runs of
+    the other instances compared with the model on this machine (or, without a model cost, the mean of all
+    finished runs). That work divided by the rate at which this sweep has been getting through work (seconds
+    of runs finished per second of wall time: the parallelism actually achieved) is the ETA. Counting runs
+    instead would be off by the ratio of the costliest to the cheapest problem (100x in ``full``), and costing
+    a problem not yet started at the mean of the others by as much.
     """
 
     def __init__(self):
@@ -83,6 +86,7 @@ class WorkEstimate:
         self.pending: dict[str, str] = {}  # run hash -> instance
         self.pending_per_instance: Counter[str] = Counter()
         self.later: dict[str, int] = {}  # instance -> runs not planned yet (phase 2's winners)
+        self.models: dict[str, list[float]] = {}  # instance -> [model seconds, runs] of its planned runs
         self.worked = 0.0  # run seconds finished in this sweep
         self.start = time.monotonic()
 
@@ -102,8 +106,31 @@ class WorkEstimate:
         if run_hash is not None and run_hash in self.pending:
             self.pending_per_instance[self.pending.pop(run_hash)] -= 1
 
-    def _mean(self, instance: str) -> float:
-        total, runs = self.sums.get(instance) or self.all
+    def model(self, instance: str, seconds: float) -> None:
+        """One planned run of ``instance`` costs ``seconds`` by the planner's cost model."""
+        acc = self.models.setdefault(instance, [0.0, 0])
+        acc[0] += float(seconds)
+        acc[1] += 1
+
+    def _speed(self) -> float:
+        """This machine against the cost model: the finished runs' seconds over what the model gives them (1
+        while no instance has both)."""
+        measured = modelled = 0.0
+        for instance, (seconds, runs) in self.models.items():
+            done = self.sums.get(instance)
+            if runs and done and done[1]:
+                measured += done[0]
+                modelled += done[1] * seconds / runs
+        return measured / modelled if modelled > 0 else 1.0
+
+    def _mean(self, instance: str, speed: float) -> float:
+        total, runs = self.sums.get(instance) or (0.0, 0)
+        if runs:
+            return total / runs
+        model = self.models.get(instance)
+        if model and model[1]:
+            return model[0] / model[1] * speed
+        total, runs = self.all
         return total / runs if runs else float("nan")
 
     def eta(self) -> float:
@@ -111,7 +138,8 @@ class WorkEstimate:
         elapsed = time.monotonic() - self.start
         if self.worked <= 0 or elapsed <= 0:
             return float("nan")
-        left = sum(n * self._mean(inst) for counts in (self.pending_per_instance, self.later)
+        speed = self._speed()
+        left = sum(n * self._mean(inst, speed) for counts in (self.pending_per_instance, self.later)
                    for inst, n in counts.items() if n)
         return left / (self.worked / elapsed)
 
@@ -401,6 +429,7 @@ def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data,
                     jobs.append((h, spec))
                 continue
             seen.add(h)
+            work.model(inst_by_hash[h], protocol.run_seconds(spec)[0])
             status = statuses.get(h)
             if status == "done" or (status == "failed" and not retry_failed):
                 stats.skipped += 1
@@ -413,14 +442,14 @@ def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data,
             break
         instance_of.update({r.hash: r.instance for r in runs})
         work.add_pending({h: instance_of[h] for h, _ in jobs})
-        # runs still to be planned: the final arms of searches not finished yet
+        # runs still to be planned: the final arms and ε/δ grids of searches not finished yet
         work.later = {}
-        for inst in suite.problems:
-            if inst.key in left_out:
-                continue
-            left = sum(1 for (key, _), s in plan.searches.items() if key == inst.key and not s.complete)
-            if left:
-                work.later[inst.key] = left * len(inst.final_seeds)
+        insts = {inst.key: inst for inst in suite.problems}
+        for (key, _), s in plan.searches.items():
+            if key not in left_out:
+                later = protocol.unplanned_runs(suite, insts[key], s)
+                if later:  # (costed like the instance's planned runs)
+                    work.later[key] = work.later.get(key, 0) + len(later)
         total = total_done[0] + len(jobs) + sum(work.later.values())
         stats.planned = len(seen) + sum(work.later.values())
         execute(jobs, "tuning" if not plan.complete else "final", total)
