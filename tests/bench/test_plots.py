@@ -264,3 +264,41 @@ def test_the_ring_gan_keeps_its_final_samples_and_the_report_draws_them_per_arm(
     # a task without kept samples draws no such figure
     other = load(make_store(tmp_path / "other.sqlite"))
     assert plots.plot_samples(other, other.instance("fmnist_cnn"), tmp_path) is None
+
+
+def test_a_fashion_gan_keeps_its_final_images_and_the_report_draws_them_per_arm(tmp_path, figures):
+    """A Fashion-MNIST GAN keeps 8 of its final evaluation's images as grey levels 0–255 (final metrics only);
+    the samples figure shows, per arm, the grid of those of the arm's median seed."""
+    params = {"synthetic": True, "width": 8, "eval_samples": 100, "classifier_steps": 3, "ref_size": 100,
+              "n_critic": 2}
+    res = _swept({"name": "w", "optimizers": ["adam", "adabelief"], "protocol": {"final_seeds": [1000, 1001, 1002]},
+                  "tasks": [{"name": "wgan_clip_fmnist", "steps": 4, "eval_every": 2, "tune": False,
+                             "params": params}]}, tmp_path / "r.sqlite")
+    inst = res.instance("wgan_clip_fmnist")
+    some = res.arm(inst.key, "adam", "fixed").hashes[0]
+    grey = np.array(res.finals[some]["samples_images"])
+    assert grey.size == 8 * 28 * 28 and "samples_images" not in res.store.curve(some)
+    assert np.all((grey >= 0) & (grey <= 255) & (grey == np.round(grey))) and grey.std() > 0
+    path = plots.plot_samples(res, inst, tmp_path)
+    assert path.name == "samples_wgan_clip_fmnist.png"
+    arms = [(o, a) for o, a, _ in plots.curve_arms(res, inst)]
+    panels = [ax for ax in figures[path.name].axes if ax.get_images()]
+    assert len(panels) == len(arms) >= 2
+    for ax, (o, a) in zip(panels, arms):
+        arm = res.arm(inst.key, o, a)
+        median_seed_value = sorted(arm.values)[1]  # of 3 seeds
+        assert ax.get_title().startswith(plots._arm_label(res, inst, o, a) + f"\nfd {plots._fmt(median_seed_value)}")
+        h = arm.hashes[arm.values.index(median_seed_value)]
+        drawn = np.ma.filled(ax.get_images()[0].get_array(), np.nan)
+        np.testing.assert_array_equal(drawn, plots.image_grid(res.finals[h]["samples_images"]))
+
+
+def test_an_image_grid_places_each_image_with_a_blank_line_between():
+    images = np.arange(5 * 4, dtype=float).repeat(1).reshape(5, 2, 2)  # 5 images of 2×2, values 0..19
+    grid = plots.image_grid(images.reshape(-1).tolist(), columns=3, side=2)
+    assert grid.shape == (2 * 3 - 1, 3 * 3 - 1)
+    for i, image in enumerate(images):
+        r, c = divmod(i, 3)
+        np.testing.assert_array_equal(grid[3 * r:3 * r + 2, 3 * c:3 * c + 2], image)
+    assert np.isnan(grid[2, :]).all() and np.isnan(grid[:, 2]).all() and np.isnan(grid[:, 5]).all()
+    assert np.isnan(grid[3:, 6:]).all()  # the sixth slot: no image

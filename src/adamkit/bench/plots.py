@@ -228,21 +228,33 @@ def plot_curves(res: Results, inst, out: Path) -> Path | None:
     return _save(fig, out / f"curve_{_safe(inst.key)}.png")
 
 
+#: what a task keeps of its generator's final samples: the ring GAN's 2-D points, a Fashion-MNIST GAN's images
+SAMPLE_KEYS = ("samples_xy", "samples_images")
+
+
+def _kept_samples(final: dict | None) -> str | None:
+    """The key of the samples a run's final metrics keep (:data:`SAMPLE_KEYS`), or None."""
+    return next((k for k in SAMPLE_KEYS if (final or {}).get(k)), None)
+
+
 def plot_samples(res: Results, inst, out: Path) -> Path | None:
-    """A generator's samples at the end of training (a task that keeps them in its final metrics, ``samples_xy``:
-    the ring GAN), a panel per arm of the curve figures: the run of the arm's median seed on the task's metric,
-    its samples over the target modes (×, ring of 3σ), titled with its value and modes covered."""
+    """A generator's samples at the end of training (a task that keeps them in its final metrics: the ring GAN's
+    points ``samples_xy``, a Fashion-MNIST GAN's images ``samples_images``), a panel per arm of the curve figures:
+    the run of the arm's median seed on the task's metric, titled with its value; the ring's points over the
+    target modes (×, ring of 3σ) with the modes covered, the images as a grid."""
     arms = [(o, a) for o, a, _ in curve_arms(res, inst)]
     runs = []
     for o, a in arms:
         arm = res.arm(inst.key, o, a)
         kept = [(v, h) for h, v in zip(arm.hashes, arm.values)
-                if math.isfinite(v) and (res.finals.get(h) or {}).get("samples_xy")]
+                if math.isfinite(v) and _kept_samples(res.finals.get(h))]
         if kept:
             kept.sort(key=lambda vh: vh[0])
             runs.append((o, a, *kept[(len(kept) - 1) // 2]))  # the median seed (the lower one of an even count)
     if not runs:
         return None
+    if _kept_samples(res.finals[runs[0][3]]) == "samples_images":
+        return _plot_images(res, inst, runs, out)
     task = registry.create_problem(inst.problem, inst.params)
     centers = task.centers().numpy() if hasattr(task, "centers") else None
     plt = _plt()
@@ -273,6 +285,43 @@ def plot_samples(res: Results, inst, out: Path) -> Path | None:
         ax.tick_params(labelsize=7)
     fig.suptitle(f"{inst.key}: {len(xy)} generated samples at the end of training, of each arm's median seed on "
                  f"{inst.target_metric}; × and black circles: the target modes (3σ)", fontsize=8.5)
+    return _save(fig, out / f"samples_{_safe(inst.key)}.png")
+
+
+IMAGE_SIDE = 28  # the Fashion-MNIST GANs' images
+
+
+def image_grid(grey: list[float], columns: int = 4, side: int = IMAGE_SIDE) -> np.ndarray:
+    """Kept images (``samples_images``: images of ``side``×``side``, row by row) as one array of ``columns``
+    images a row, a 1-pixel NaN line between them (drawn blank); a last row short of images is left blank."""
+    images = np.asarray(grey, float).reshape(-1, side, side)
+    rows = math.ceil(len(images) / columns)
+    grid = np.full((rows * (side + 1) - 1, columns * (side + 1) - 1), np.nan)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[r * (side + 1):r * (side + 1) + side, c * (side + 1):c * (side + 1) + side] = image
+    return grid
+
+
+def _plot_images(res: Results, inst, runs, out: Path) -> Path:
+    """:func:`plot_samples` for image samples: a grid of each arm's kept images (grey levels 0–255; a pixel that
+    was not finite blank)."""
+    plt = _plt()
+    ncol = min(4, len(runs))
+    nrow = math.ceil(len(runs) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.9 * ncol, 1.9 * nrow + 0.7), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    count = 0
+    for ax, (o, a, value, h) in zip(axes.flat, runs):
+        grey = res.finals[h]["samples_images"]
+        count = len(grey) // IMAGE_SIDE ** 2
+        ax.imshow(image_grid(grey), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        classes = res.finals[h].get("classes_covered")
+        ax.set_title(f"{_arm_label(res, inst, o, a)}\n{inst.target_metric} {_fmt(value)}"
+                     + (f", {classes:g}/10 classes" if classes is not None else ""), fontsize=7.5)
+    fig.suptitle(f"{inst.key}: {count} generated images at the end of training (the same latent points for every "
+                 f"arm), of each arm's median seed on {inst.target_metric}", fontsize=8.5)
     return _save(fig, out / f"samples_{_safe(inst.key)}.png")
 
 

@@ -287,6 +287,16 @@ class _FashionGAN(_GANTask):
         return Generator(self.z_dim, self.width), discriminator(self.width, batchnorm=self.batchnorm)
 
     batchnorm: ClassVar[bool] = True
+    #: generated images kept in a run's final metrics (``samples_images``: ``kept`` images of 28×28, row by row,
+    #: grey levels 0–255), for the report's figure of what each arm generates
+    kept: ClassVar[int] = 8
+
+    def kept_samples(self, x):
+        """The first ``kept`` of the evaluation's images (the same latent points at every evaluation), the
+        generator's tanh range [−1, 1] mapped to grey levels 0–255, flattened: a list-valued metric, so kept in
+        the final metrics only (not in the curve). A non-finite pixel stays NaN."""
+        grey = ((x[:self.kept].double().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
+        return {"samples_images": [float(v) for v in grey.reshape(-1)]}
 
     def real_sampler(self, gen):
         xtr, _, _, _ = _fmnist_images(self.data_dir, self.synthetic)
