@@ -859,7 +859,7 @@ class CostEstimate:
 def unplanned_runs(suite: Suite, inst: ProblemInstanceSpec, s: Search) -> list[tuple[str, dict[str, Any]]]:
     """(a key of its own, a configuration costing the same) of each run a search not settled yet will still plan
     beyond its learning-rate grid: its final arm and variants on the final seeds, and its ε/δ grids at the rate
-    it will choose (each planned once that rate is chosen). None for a settled search: its runs are planned."""
+    it will choose (each planned once that rate is chosen). Nothing for a settled search: its runs are planned."""
     if s.complete:
         return []
     out = []
