@@ -304,8 +304,8 @@ def image_grid(grey: list[float], columns: int = 4, side: int = IMAGE_SIDE) -> n
 
 
 def _plot_images(res: Results, inst, runs, out: Path) -> Path:
-    """:func:`plot_samples` for image samples: a grid of each arm's kept images (grey levels 0–255; a pixel that
-    was not finite blank)."""
+    """:func:`plot_samples` for image samples: a grid of each arm's kept images (grey levels 0–255; a NaN pixel
+    blank)."""
     plt = _plt()
     ncol = min(4, len(runs))
     nrow = math.ceil(len(runs) / ncol)

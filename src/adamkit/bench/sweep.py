@@ -417,6 +417,7 @@ def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data,
     # runs in stages: plan from what is stored, run what is missing, plan again, until nothing is missing.
     # Each stage's plan is a deterministic function of the stored results: the report recomputes it.
     total = 0
+    insts = {inst.key: inst for inst in suite.problems}
     while True:
         plan = protocol.plan(suite, protocol.Lookup(store.finals(), store.curve, suite.smooth))
         left_out = set(stats.no_data) | set(stats.no_package)
@@ -444,7 +445,6 @@ def _sweep(suite, store, executor, owner, *, retry_failed, progress, check_data,
         work.add_pending({h: instance_of[h] for h, _ in jobs})
         # runs still to be planned: the final arms and ε/δ grids of searches not finished yet
         work.later = {}
-        insts = {inst.key: inst for inst in suite.problems}
         for (key, _), s in plan.searches.items():
             if key not in left_out:
                 later = protocol.unplanned_runs(suite, insts[key], s)

@@ -294,7 +294,7 @@ class _FashionGAN(_GANTask):
     def kept_samples(self, x):
         """The first ``kept`` of the evaluation's images (the same latent points at every evaluation), the
         generator's tanh range [−1, 1] mapped to grey levels 0–255, flattened: a list-valued metric, so kept in
-        the final metrics only (not in the curve). A non-finite pixel stays NaN."""
+        the final metrics only (not in the curve). A NaN pixel stays NaN; ±inf clamps to 0 or 255."""
         grey = ((x[:self.kept].double().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
         return {"samples_images": [float(v) for v in grey.reshape(-1)]}
 
