@@ -82,6 +82,7 @@ class Comparison:
     collapsed: tuple = (0, 0)
     deterministic: bool = False
     note: str = ""
+    pending: bool = False
 
 
 @dataclass

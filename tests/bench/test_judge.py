@@ -353,7 +353,7 @@ def test_collapsed_and_diverged_runs_are_counted_per_arm(tmp_path):
 def test_not_measured_without_the_arms_or_the_instances(tmp_path):
     res = _store(tmp_path, _accuracy(0.01), optimizers=("adam",))
     c = _one(CLAIM, res)
-    assert c.verdict == judge.NOT_MEASURED and "adabelief@cnn" in c.note
+    assert c.verdict == judge.NOT_MEASURED and "adabelief@cnn" in c.note and not c.pending  # never planned
     other = _claim(instances=("char_lstm1",))
     v = judge.judge_claim(other, res)
     assert v.comparisons == [] and v.tiers == {}
@@ -363,6 +363,7 @@ def test_not_measured_without_the_arms_or_the_instances(tmp_path):
     assert (tuned.row, paper_lr.row) == ("tuned", "paper-lr")
     assert tuned.verdict == judge.NOT_MEASURED and tuned.note == "no finished adabelief@cnn and no finished adam arm yet"
     assert paper_lr.verdict == judge.NOT_MEASURED and paper_lr.note == "no finished adam arm yet"
+    assert tuned.pending and paper_lr.pending  # planned by the suite, not stored yet
 
 
 def test_a_diverged_run_is_the_worst_value_and_two_infinities_tie():

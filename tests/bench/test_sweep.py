@@ -183,6 +183,15 @@ def test_plan_against_a_store_counts_what_is_stored_and_what_is_left(tmp_path, c
     assert main(["bench", "plan", "quick", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip().endswith(
         "holds a sweep of suite 'tiny', not 'quick': name that suite, or give the results folder of this one")
+    # a changed suite is noted: a corrected description (prose) leaves the runs as they were, a changed table not
+    path.write_text(path.read_text().replace('description = "a test suite"', 'description = "a tiny test suite"'))
+    assert main(["bench", "plan", str(path), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "note: only the suite's description changed" in out and "tables changed" not in out
+    path.write_text(path.read_text().replace("trials = 2", "trials = 3"))
+    assert main(["bench", "plan", str(path), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "note: the suite's tables changed since this sweep started" in out and "description changed" not in out
 
 
 def test_time_left_weighs_each_pending_run_by_the_cost_of_its_own_problem():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import math
 import sys
 from pathlib import Path
@@ -348,6 +349,14 @@ def _plan(args) -> int:
                 return _fail(f"{store.path} holds a sweep of suite {bench['suite']!r}, not {suite.name!r}: name "
                              "that suite, or give the results folder of this one")
             changed = bench.get("suite_sha256") not in (None, suite.content_hash())
+            prose = False
+            if changed:  # the description is prose: the runs change only with the tables
+                try:
+                    stored = json.loads(store.get_meta("suite") or "{}").get("suite", {})
+                except ValueError:
+                    stored = {}
+                prose = {k: v for k, v in stored.items() if k != "description"} == \
+                    {k: v for k, v in suite.raw.items() if k != "description"}
             lookup = Lookup(store.finals(), store.curve, suite.smooth)
             est = estimate(suite, lookup, store.durations())
             path = store.path
@@ -355,7 +364,10 @@ def _plan(args) -> int:
         return _fail(str(exc))
     print(f"suite {suite.name!r} (benchmark version {BENCH_VERSION}) against {path}: {len(suite.problems)} "
           "problem instances")
-    if changed:
+    if changed and prose:
+        print(f"note: only the suite's description changed since this sweep started (content {bench['suite_sha256']} "
+              f"in the store, {suite.content_hash()} now); its tables, and so its runs, are the same")
+    elif changed:
         print(f"note: the suite's tables changed since this sweep started (content {bench['suite_sha256']} in the "
               f"store, {suite.content_hash()} now): what is left is what the suite as it is now would run")
     for line in est.lines(args.jobs):

@@ -176,6 +176,7 @@ class Comparison:
     p_tost: float | None = None  # the TOST p of equivalence within the band, unadjusted
     p_tost_holm: float | None = None
     differences: tuple[float, ...] = ()  # the paired differences themselves (one when deterministic)
+    pending: bool = False  # not measured yet: the suite plans both arms, and the store has not finished them
 
     @property
     def effect(self) -> float:
@@ -390,6 +391,7 @@ def _compare(claim: Claim, res: analysis.Results, inst, row: str) -> Comparison:
         elif unplanned:  # not measured: the report names the claim once, under its table, never as a row
             c.note = "the arm the claim needs was not run: the suite runs no paper arms (protocol.paper_arms = false)"
         else:  # the suite plans them: a search still running, or an incomplete sweep
+            c.pending = True
             c.note = f"no finished {' and no finished '.join(r.label for r in refs)} arm yet"
         return c
     if row == "tuned" and claim.optimizer.arm and inst.tune and \

@@ -515,12 +515,41 @@ def claims_section(doc, res, verdicts, comparisons: list[Shown], plots: Path) ->
                               "equivalence band; ◆ marks a deterministic comparison (n = 1, no interval).")
     else:
         doc.p("This suite measured no claim outside the counterexamples.")
-    absent = [v.claim for v in verdicts if not any(s.claim is v.claim for s in comparisons)]
+    unshown = [v for v in verdicts if not any(s.claim is v.claim for s in comparisons)]
+    pending = [v.claim for v in unshown if any(c.pending for c in v.comparisons)]
+    absent = [v.claim for v in unshown if not any(c.pending for c in v.comparisons)]
+    if pending:
+        doc.p(f"{len(pending)} of the {len(verdicts)} claims are **not measured yet**: this suite runs their "
+              "instances and arms, but the store holds no finished final runs of them (a search still running, or "
+              "an incomplete sweep; re-run `adamkit bench run` with the same suite and folder):")
+        doc.bullets([f"`{c.id}` ({c.paper}): {c.claim}" for c in pending])
     if absent:
         doc.p(f"{len(absent)} of the {len(verdicts)} claims are not measured by this suite (it runs none of their "
-              "instances, or not their arms); the committed `full` runs under `results/` in the repository measure "
-              "them, with their own reports:")
-        doc.bullets([f"`{c.id}` ({c.paper}): {c.claim}" for c in absent])
+              "instances, or not their arms); per claim, the shipped suites that run them (the committed runs under "
+              "`results/` in the repository hold their stores and reports):")
+        doc.bullets([f"`{c.id}` ({c.paper}): {c.claim} Run by: "
+                     + (", ".join(f"`{name}`" for name in suites_running(c, exclude=res.suite.name)) or "no shipped suite")
+                     for c in absent])
+
+
+def suites_running(claim, exclude: str = "") -> list[str]:
+    """The shipped suites (but ``exclude``) with an instance of ``claim`` that runs both the claimed optimizer and
+    its baseline (a paper arm also needs the suite's ``paper_arms``)."""
+    from .suite import SHIPPED, SuiteError, load_suite
+
+    out = []
+    for name in SHIPPED:
+        if name == exclude:
+            continue
+        try:
+            suite = load_suite(name)
+        except (SuiteError, FileNotFoundError):
+            continue
+        refs = (claim.optimizer, claim.baseline)
+        if any(claim.matches(inst) and all(r.optimizer in inst.optimizers for r in refs)
+               and (suite.paper_arms or not any(r.arm for r in refs)) for inst in suite.problems):
+            out.append(name)
+    return out
 
 
 def counterexample_section(doc, res, comparisons: list[Shown], plots: Path) -> None:
