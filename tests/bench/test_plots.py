@@ -169,6 +169,30 @@ def test_beta2_heat_map_per_arm_over_k_and_beta2(counter, tmp_path, figures):
                 assert grid[[10, 50].index(dict(other)["k"]), [0.1, 0.9].index(b)] == pytest.approx(value)
 
 
+def test_a_run_of_independent_chains_is_summarised_chain_by_chain(tmp_path):
+    """The counterexamples' outcome table and β2 cells take the median over every chain of every seed, and
+    'reached' counts chains, not runs (one run of 4 chains is 4 outcomes, not 1)."""
+    from adamkit.bench import report
+
+    res = _swept({"name": "ch", "optimizers": ["adam"], "protocol": {"final_seeds": [1000, 1001]},
+                  "problems": [{"name": "adopt_counterexample", "params": {"k": 10, "beta2": 0.9, "chains": 4},
+                                "steps": 300, "eval_every": 100, "tune": False, "hparams": {"lr": 0.05}}]},
+                 tmp_path / "r.sqlite")
+    inst = res.instances[0]
+    arm = res.arm(inst.key, "adam", res.main_arm(inst))
+    per_chain = plots.chain_values(res, arm, "theta_avg")
+    assert len(per_chain) == 8 and len(set(per_chain)) > 1  # 2 seeds x 4 chains, each its own stream
+    value, what = plots.theta_outcome(res, arm)
+    assert what == "time-averaged θ" and value == pytest.approx(float(np.median(per_chain)))
+    finals = plots.chain_values(res, arm, "theta")
+    md = (report.write_report(tmp_path / "r.sqlite", tmp_path / "rep", log=None) / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith(f"| {inst.key} | adam |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[-1] == "2 × 4 chains"
+    assert cells[-2] == f"{sum(v <= -0.5 for v in finals) / 8:.0%}"
+    assert cells[-3].startswith(plots._fmt(value))
+
+
 def test_without_a_beta2_sweep_the_report_says_so(counter, tmp_path):
     from adamkit.bench import report
 

@@ -163,6 +163,12 @@ def test_plan_against_a_store_counts_what_is_stored_and_what_is_left(tmp_path, c
     assert (left.runs, set(left.by_group)) == (2, {"rosenbrock"})
     assert sum(n for n, _ in left.stored.values()) == len(planned) - 2
     assert left.seconds == pytest.approx(sum(protocol.run_seconds(r.spec)[0] for r in finals))
+    # paced: the model's figure times what the entry's stored runs took over the model's figure for them
+    kept = {r.hash: r for r in plan.runs if r.instance == "rosenbrock" and r.hash not in {f.hash for f in finals}}
+    kept = list(kept.values())  # (a run two arms share, such as the defaults, is one run)
+    pace = sum(durations[r.hash] for r in kept) / sum(protocol.run_seconds(r.spec)[0] for r in kept)
+    assert left.scale["rosenbrock"] == pytest.approx(pace) and pace != pytest.approx(1.0)
+    assert left.measured_seconds == pytest.approx(left.seconds * pace)
     assert main(["bench", "plan", str(path), "--out", str(tmp_path / "o"), "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     assert "left: 2 runs, about 0.0 CPU-hours (about 0.0 h of wall time at --jobs 1)" in out

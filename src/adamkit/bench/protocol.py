@@ -825,10 +825,19 @@ class CostEstimate:
     unmeasured: list[str]  # problems costed by their tier's default
     #: against a store: suite entry -> (runs of the plan that are stored, their measured seconds)
     stored: dict[str, tuple[int, float]] | None = None
+    #: against a store: suite entry -> what its stored runs took over what the cost model gives them (entries
+    #: with measured runs only); the runs left of an entry are expected to take the same multiple
+    scale: dict[str, float] | None = None
 
     @property
     def cpu_hours(self) -> float:
         return self.seconds / 3600.0
+
+    @property
+    def measured_seconds(self) -> float:
+        """What is left, each entry's cost-model seconds times its :attr:`scale` (1 where it has no measured run)."""
+        scale = self.scale or {}
+        return sum(sec * scale.get(group, 1.0) for group, (_, sec) in self.by_group.items())
 
     def lines(self, jobs: int = 2) -> list[str]:
         wall = f"about {self.cpu_hours / jobs:.1f} h of wall time at --jobs {jobs}"
@@ -839,18 +848,23 @@ class CostEstimate:
         else:
             n_stored = sum(n for n, _ in self.stored.values())
             stored_h = sum(sec for _, sec in self.stored.values()) / 3600
+            measured = self.measured_seconds / 3600
             out = [f"stored: {n_stored} runs of this plan, {stored_h:.1f} run-hours as measured",
                    f"left: {self.runs} runs, about {self.cpu_hours:.1f} CPU-hours ({wall}); grid extensions "
                    f"not yet decided add to it" if self.runs else "left: nothing (the sweep is complete)"]
             if self.runs:
-                out.append(f"  {'':<32} {'left':>6} {'CPU-h':>7}   {'stored':>6} {'run-h':>7}")
+                out.append(f"  at the pace of the stored runs (each entry's cost-model hours times what its stored "
+                           f"runs took over the model's figure for them): about {measured:.1f} CPU-hours (about "
+                           f"{measured / jobs:.1f} h of wall time at --jobs {jobs})")
+                out.append(f"  {'':<32} {'left':>6} {'CPU-h':>7} {'paced':>7}   {'stored':>6} {'run-h':>7}")
             for group in sorted(set(self.by_group) | set(self.stored),
                                 key=lambda g: (-self.by_group.get(g, (0, 0.0))[1], g)):
                 n, sec = self.by_group.get(group, (0, 0.0))
                 if n == 0:
                     continue
                 m, msec = self.stored.get(group, (0, 0.0))
-                out.append(f"  {group:<32} {n:>6} {sec / 3600:>7.2f}   {m:>6} {msec / 3600:>7.2f}")
+                paced = sec * (self.scale or {}).get(group, 1.0)
+                out.append(f"  {group:<32} {n:>6} {sec / 3600:>7.2f} {paced / 3600:>7.2f}   {m:>6} {msec / 3600:>7.2f}")
         if self.unmeasured:
             out.append(f"  (not measured, costed at their tier's default: {', '.join(sorted(self.unmeasured))})")
         return out
@@ -903,6 +917,7 @@ def estimate(suite: Suite, lookup: Lookup | None = None,
     unmeasured: set[str] = set()
     insts = {i.key: i for i in suite.problems}
     seen: set[str] = set()
+    paces: dict[str, list[float]] = {}  # suite entry -> [measured seconds, cost-model seconds] of its stored runs
 
     def count(h, spec, group, times=1):
         if h in seen:
@@ -911,7 +926,12 @@ def estimate(suite: Suite, lookup: Lookup | None = None,
         if lookup is not None and lookup.has(h):
             acc = stored.setdefault(group, [0, 0.0])
             acc[0] += 1
-            acc[1] += (durations or {}).get(h) or 0.0
+            took = (durations or {}).get(h) or 0.0
+            acc[1] += took
+            if took > 0:
+                pace = paces.setdefault(group, [0.0, 0.0])
+                pace[0] += took
+                pace[1] += run_seconds(spec)[0]
             return
         sec, ok = run_seconds(spec)
         if not ok:
@@ -929,4 +949,5 @@ def estimate(suite: Suite, lookup: Lookup | None = None,
     total = sum(sec for _, sec in by_group.values())
     runs = sum(n for n, _ in by_group.values())
     return CostEstimate(total, runs, {g: (n, sec) for g, (n, sec) in by_group.items()}, sorted(unmeasured),
-                        None if stored is None else {g: (n, sec) for g, (n, sec) in stored.items()})
+                        None if stored is None else {g: (n, sec) for g, (n, sec) in stored.items()},
+                        None if stored is None else {g: took / model for g, (took, model) in paces.items() if model > 0})

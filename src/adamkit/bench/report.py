@@ -576,11 +576,18 @@ def counterexample_section(doc, res, comparisons: list[Shown], plots: Path) -> N
                 if arm is None or not arm.n:
                     continue
                 value, what = plots_theta_outcome(res, arm)
+                finals = chain_values(res, arm, "theta")  # each chain's final θ, where the runs have chains
+                reached = (f"{sum(v <= -0.5 for v in finals) / len(finals):.0%}" if finals else
+                           f"{arm.converged:.0%}" if inst.target is not None else "–")
+                count = str(arm.n)
+                if finals:
+                    count += (f" × {len(finals) // arm.n} chains" if len(finals) % arm.n == 0
+                              else f" ({len(finals)} chains)")
                 rows.append([inst.key, o if name == res.main_arm(inst) else f"{o} {name}", _hp(arm.hparams),
-                             f"{_fmt(value)} ({what})", f"{arm.converged:.0%}" if inst.target is not None else "–",
-                             str(arm.n)])
-    doc.p("Outcome per arm: the median over seeds of θ's time average (or of the final θ); −1 is the optimum, 0 "
-          "the start, +1 the worst point; 'reached' is the share of seeds ending at θ ≤ −0.5.")
+                             f"{_fmt(value)} ({what})", reached, count])
+    doc.p("Outcome per arm: the median over seeds (and over each run's independent chains) of θ's time average (or "
+          "of the final θ); −1 is the optimum, 0 the start, +1 the worst point; 'reached' is the share of seeds "
+          "(chains) ending at θ ≤ −0.5.")
     doc.table(["instance", "arm", "hyperparameters", "θ (median)", "reached", "seeds"], rows)
     b2 = plot_beta2(res, plots)
     if b2:
@@ -595,6 +602,12 @@ def plots_theta_outcome(res, arm):
     from .plots import theta_outcome
 
     return theta_outcome(res, arm)
+
+
+def chain_values(res, arm, metric: str) -> list[float]:
+    from .plots import chain_values as values
+
+    return values(res, arm, metric)
 
 
 def scores_section(doc, res, plots: Path) -> None:
