@@ -94,6 +94,10 @@ else:
     first = re.search(r"^## (.+)$", text, re.M)
     check(bool(first) and "practitioner" in first.group(1).lower(), "its first section is the practitioner table",
           f"first section: {first.group(1) if first else 'none'!r}")
+    printed = [m.group(0) for m in re.finditer(r"\[([-+0-9.e]+), ([-+0-9.e]+)\],? n ?= ?(\d+)", text)
+               if float(m.group(1)) == float(m.group(2)) and int(m.group(3)) > 1]
+    check(not printed, "no zero-width interval with n > 1 anywhere in the report",
+          f"{len(printed)} found" + (f": {', '.join(printed[:5])}" if printed else ""))
     mixed = re.findall(r"\d[\d,]* steps < the claim's [\d.]+ epochs", text)
     check(not mixed, "no steps-against-epochs regime comparison", f"{len(mixed)} found")
     incomplete = "Incomplete sweep" in text

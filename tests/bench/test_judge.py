@@ -364,6 +364,11 @@ def test_not_measured_without_the_arms_or_the_instances(tmp_path):
     assert tuned.verdict == judge.NOT_MEASURED and tuned.note == "no finished adabelief@cnn and no finished adam arm yet"
     assert paper_lr.verdict == judge.NOT_MEASURED and paper_lr.note == "no finished adam arm yet"
     assert tuned.pending and paper_lr.pending  # planned by the suite, not stored yet
+    # fixed-hyperparameter arms planned, none of their runs stored: pending; every run failed: not pending
+    planned = _one(CLAIM, _store(tmp_path / "p", _accuracy(0.01), stored=lambda run: False))
+    assert planned.verdict == judge.NOT_MEASURED and planned.note == "no paired finished runs" and planned.pending
+    failed = _one(CLAIM, _store(tmp_path / "f", lambda run: None))
+    assert failed.verdict == judge.NOT_MEASURED and failed.note == "no paired finished runs" and not failed.pending
 
 
 def test_a_diverged_run_is_the_worst_value_and_two_infinities_tie():

@@ -112,6 +112,17 @@ def test_no_zero_width_interval_with_n_above_one_and_deterministic_as_n_1(store,
     assert "fmnist_mlp: -0.25 test_accuracy, n = 1 (deterministic: no interval)" in md
 
 
+def test_the_tuned_against_defaults_gain_has_a_t_interval_and_none_when_every_pair_is_alike():
+    from adamkit import _stats
+
+    assert report.gain_text(np.zeros(10)) == "+0 on all 10 pairs (no interval)"  # the tuning chose the defaults
+    assert report.gain_text(np.full(4, -0.5)) == "-0.5 on all 4 pairs (no interval)"
+    assert report.gain_text(np.array([0.25])) == "+0.25 n=1"
+    d = np.array([0.1, 0.3, 0.2, 0.5])
+    mean, low, high = _stats.t_interval(d)
+    assert low < mean < high and report.gain_text(d) == f"{mean:+.3g} [{low:.3g}, {high:.3g}] n=4"
+
+
 def test_a_stand_in_task_never_shows_a_firm_verdict(store, tmp_path, monkeypatch):
     res = load(store)
     for name in ("fmnist_cnn", "fmnist_mlp"):

@@ -447,6 +447,7 @@ def _measure(c: Comparison, res: analysis.Results, inst, a, b, metric: str, dire
     d = paired_differences(va, vb, direction, cap)
     if d.size == 0:
         c.note = "no paired finished runs"
+        c.pending = bool(a.missing or b.missing)  # runs planned and not stored yet (not: every run failed)
         return None
     chains = any(isinstance(k, tuple) for k in keys)
     same = len({va[k] for k in keys}) == 1 and len({vb[k] for k in keys}) == 1

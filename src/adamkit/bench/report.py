@@ -76,12 +76,23 @@ def tuning_gains(res) -> list[list[str]]:
             if d.size == 0:
                 row.append("–")
                 continue
-            effect, low, high = judge.paired_bootstrap(d)
-            row.append(f"{effect:+.3g} [{low:.3g}, {high:.3g}] n={d.size}")
+            row.append(gain_text(d))
             any_cell = True
         if any_cell:
             rows.append(row)
     return rows
+
+
+def gain_text(d: np.ndarray) -> str:
+    """Paired differences as the tuned-against-defaults table prints them: the mean, its 95 % paired t interval
+    (the judge's) and n; the same difference on every pair (the tuning chose the defaults, or every seed ends
+    alike) without an interval, never as a zero-width one."""
+    if d.size >= 2 and np.all(d == d[0]):
+        return f"{d[0]:+.3g} on all {d.size} pairs (no interval)"
+    if d.size < 2:
+        return f"{d[0]:+.3g} n=1"
+    mean, low, high = judge._stats.t_interval(d)
+    return f"{mean:+.3g} [{low:.3g}, {high:.3g}] n={d.size}"
 
 
 def step_costs(res) -> list[list[str]]:
@@ -525,8 +536,8 @@ def claims_section(doc, res, verdicts, comparisons: list[Shown], plots: Path) ->
         doc.bullets([f"`{c.id}` ({c.paper}): {c.claim}" for c in pending])
     if absent:
         doc.p(f"{len(absent)} of the {len(verdicts)} claims are not measured by this suite (it runs none of their "
-              "instances, or not their arms); per claim, the shipped suites that run them (the committed runs under "
-              "`results/` in the repository hold their stores and reports):")
+              "instances, or not their arms); per claim, the shipped suites that run them (`adamkit bench list` "
+              "describes each; `results/` in the repository holds the runs committed so far, each with its report):")
         doc.bullets([f"`{c.id}` ({c.paper}): {c.claim} Run by: "
                      + (", ".join(f"`{name}`" for name in suites_running(c, exclude=res.suite.name)) or "no shipped suite")
                      for c in absent])
@@ -765,8 +776,9 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         doc.h(2, "Tuned against defaults")
         doc.p("Per instance and optimizer: the tuned arm's gain over its own defaults "
               f"({defaults_source(suite.optimizers)}) on the final seeds (paired "
-              "differences, > 0: tuning helped; mean [95 % paired-bootstrap interval], n). A negative gain means the "
-              "selection on the tuning seeds did not carry over to the final seeds.")
+              "differences, > 0: tuning helped; mean [95 % paired t interval], n; the same difference on every pair, "
+              "as where the tuning chose the defaults, has no interval). A negative gain means the selection on the "
+              "tuning seeds did not carry over to the final seeds.")
         doc.table(["instance"] + list(suite.optimizers), gains)
     costs = step_costs(res)
     if costs:
