@@ -123,6 +123,23 @@ def test_the_tuned_against_defaults_gain_has_a_t_interval_and_none_when_every_pa
     assert low < mean < high and report.gain_text(d) == f"{mean:+.3g} [{low:.3g}, {high:.3g}] n=4"
 
 
+def test_an_arm_with_no_finished_run_shows_no_share_of_seeds_and_no_steps(tmp_path):
+    """An unfinished sweep: an arm whose runs are not stored yet has no median, so no '0%' of seeds reaching the
+    target and no '∞' steps to it (it has not failed to reach it: it has not run)."""
+    import sqlite3
+
+    path = make_store(tmp_path / "r.sqlite")
+    with sqlite3.connect(path) as db:
+        assert db.execute("DELETE FROM runs WHERE problem = 'fmnist_mlp' AND optimizer = 'agd'").rowcount == SEEDS
+    md = (report.write_report(path, tmp_path / "rep", log=None) / "report.md").read_text()
+    overview = next(line for line in md.splitlines() if line.startswith("| fmnist_mlp | test_accuracy"))
+    assert "– (0%)" not in overview and "(100%)" in overview  # the others reached it
+    mlp = md[md.index("### fmnist_mlp"):]
+    row = next(line for line in mlp.splitlines() if line.startswith("| agd | fixed |"))
+    assert row.split("|")[6:8] == [" – ", " – "], row
+    assert "Incomplete sweep" in md
+
+
 def test_a_stand_in_task_never_shows_a_firm_verdict(store, tmp_path, monkeypatch):
     res = load(store)
     for name in ("fmnist_cnn", "fmnist_mlp"):

@@ -761,7 +761,7 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
             if a is None:
                 row.append("")
                 continue
-            cell = f"{_fmt(a.median)} ({a.converged:.0%})" if inst.target is not None else _fmt(a.median)
+            cell = f"{_fmt(a.median)} ({a.converged:.0%})" if inst.target is not None and a.n else _fmt(a.median)
             if a.failed:
                 cell += f" [{a.failed} failed]"
             row.append(f"**{cell}**" if best is not None and a.median == best else cell)
@@ -811,8 +811,8 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
                 q = a.quantiles()
                 rows.append([o, arm_name, _hp(a.hparams), f"{_fmt(q[1])} [{_fmt(q[0])}, {_fmt(q[2])}]",
                              _fmt(float(np.nanmedian(a.dists))) if any(not math.isnan(d) for d in a.dists) else "–",
-                             *((f"{a.converged:.0%}", _fmt(a.median_steps)) if inst.target is not None
-                               else ("–", "–")),  # a task without a target: no share, no steps to it
+                             *((f"{a.converged:.0%}", _fmt(a.median_steps)) if inst.target is not None and a.n
+                               else ("–", "–")),  # no target, or no finished run yet: no share, no steps to it
                              f"{a.failed} failed, {a.diverged} diverged" if (a.failed or a.diverged) else ""])
                 gaps.append(generalisation_gap(res, a))
         header = ["optimizer", "arm", "hyperparameters", f"final {inst.target_metric} median [25 %, 75 %]",
