@@ -82,6 +82,7 @@ def test_only_measured_claims_are_listed_and_the_rest_are_named_once(store, tmp_
     # each unmeasured claim names the shipped suites that run it (char_lstm1 with AdaBelief and Adam: full, paper)
     listed = next(line for line in claims.splitlines() if line.startswith("- `adabelief_lstm`"))
     assert "Run by: " in listed and "`full`" in listed and "`paper`" in listed and "`smoke`" not in listed
+    assert "The committed `full` runs under `results/` in the repository measure those `full` runs" in claims
     assert "not measured" not in _section(md, "What to use: the practitioner table")
     # a claim whose arms the suite plans but whose final runs are not stored yet is "not measured yet", apart
     pending = Verdict(claim("agd_ctr", instances=("fmnist_mlp",)),

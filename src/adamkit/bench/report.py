@@ -537,7 +537,9 @@ def claims_section(doc, res, verdicts, comparisons: list[Shown], plots: Path) ->
     if absent:
         doc.p(f"{len(absent)} of the {len(verdicts)} claims are not measured by this suite (it runs none of their "
               "instances, or not their arms); per claim, the shipped suites that run them (`adamkit bench list` "
-              "describes each; `results/` in the repository holds the runs committed so far, each with its report):")
+              "describes each)" + ("" if res.suite.name == "full" else ". The committed `full` runs under "
+                                   "`results/` in the repository measure those `full` runs, with their own reports")
+              + ":")
         doc.bullets([f"`{c.id}` ({c.paper}): {c.claim} Run by: "
                      + (", ".join(f"`{name}`" for name in suites_running(c, exclude=res.suite.name)) or "no shipped suite")
                      for c in absent])
