@@ -6,6 +6,7 @@ the figures by :mod:`adamkit.bench.plots`, the document by :mod:`adamkit.bench.d
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -548,21 +549,29 @@ def claims_section(doc, res, verdicts, comparisons: list[Shown], plots: Path) ->
 def suites_running(claim, exclude: str = "") -> list[str]:
     """The shipped suites (but ``exclude``) with an instance of ``claim`` that runs both the claimed optimizer and
     its baseline (a paper arm also needs the suite's ``paper_arms``)."""
-    from .suite import SHIPPED, SuiteError, load_suite
-
     out = []
-    for name in SHIPPED:
+    for name, suite in _shipped_suites():
         if name == exclude:
-            continue
-        try:
-            suite = load_suite(name)
-        except (SuiteError, FileNotFoundError):
             continue
         refs = (claim.optimizer, claim.baseline)
         if any(claim.matches(inst) and all(r.optimizer in inst.optimizers for r in refs)
                and (suite.paper_arms or not any(r.arm for r in refs)) for inst in suite.problems):
             out.append(name)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_suites() -> tuple:
+    """(name, suite) of every shipped suite that loads, read once per process."""
+    from .suite import SHIPPED, SuiteError, load_suite
+
+    out = []
+    for name in SHIPPED:
+        try:
+            out.append((name, load_suite(name)))
+        except (SuiteError, FileNotFoundError):
+            continue
+    return tuple(out)
 
 
 def counterexample_section(doc, res, comparisons: list[Shown], plots: Path) -> None:
