@@ -180,11 +180,11 @@ def test_a_run_of_independent_chains_is_summarised_chain_by_chain(tmp_path):
                  tmp_path / "r.sqlite")
     inst = res.instances[0]
     arm = res.arm(inst.key, "adam", res.main_arm(inst))
-    per_chain = plots.chain_values(res, arm, "theta_avg")
+    per_chain = analysis.chain_values(res, arm, "theta_avg")
     assert len(per_chain) == 8 and len(set(per_chain)) > 1  # 2 seeds x 4 chains, each its own stream
     value, what = plots.theta_outcome(res, arm)
     assert what == "time-averaged θ" and value == pytest.approx(float(np.median(per_chain)))
-    finals = plots.chain_values(res, arm, "theta")
+    finals = analysis.chain_values(res, arm, "theta")
     md = (report.write_report(tmp_path / "r.sqlite", tmp_path / "rep", log=None) / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith(f"| {inst.key} | adam |"))
     cells = [c.strip() for c in row.strip("|").split("|")]

@@ -178,6 +178,18 @@ def _metric(final: dict[str, Any] | None, name: str, maximize: bool = False) -> 
     return float(v) if isinstance(v, (int, float)) else math.nan
 
 
+def per_chain(final: dict[str, Any] | None, name: str) -> list[float] | None:
+    """A run's final ``name`` per independent chain (a counterexample run with ``chains`` stores
+    ``<name>_chains``); None when the run has no chains (or did not finish)."""
+    values = (final or {}).get(f"{name}_chains")
+    return [float(v) for v in values] if isinstance(values, list) and values else None
+
+
+def chain_values(res: "Results", arm: ArmSummary, name: str) -> list[float]:
+    """Each independent chain's final ``name`` over the arm's runs, seed after seed; [] when they have no chains."""
+    return [v for h in arm.hashes for v in (per_chain(res.finals.get(h), name) or [])]
+
+
 def _steps_to_target(store: ResultStore, run_hash: str, inst: ProblemInstanceSpec,
                      final: dict[str, Any] | None = None) -> float:
     """The first evaluation step at which the run reaches the instance's target (inf: never): as kept in its

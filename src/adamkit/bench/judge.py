@@ -248,9 +248,9 @@ def values_of(res: analysis.Results, inst, arm: analysis.ArmSummary, metric: str
     out: dict = {}
     for seed, h in zip(arm.seeds, arm.hashes):
         final = res.finals.get(h)
-        per_chain = (final or {}).get(f"{metric}_chains")
-        if isinstance(per_chain, list) and per_chain:
-            for i, v in enumerate(per_chain):
+        chains = analysis.per_chain(final, metric)
+        if chains:
+            for i, v in enumerate(chains):
                 out[(seed, i)] = analysis._metric({**final, metric: v}, metric, maximize=direction == "higher")
             continue
         if metric == "steps_to_target":

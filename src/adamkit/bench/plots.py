@@ -569,22 +569,11 @@ def beta2_sweeps(res: Results) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in sorted(out.items()) if len({r[1] for r in v["rows"]}) >= 2}
 
 
-def chain_values(res: Results, arm, metric: str) -> list[float]:
-    """Each independent chain's final ``metric`` over the arm's runs (a counterexample run with ``chains``
-    stores ``<metric>_chains``); [] when its runs store no chains."""
-    out: list[float] = []
-    for h in arm.hashes:
-        per_chain = (res.finals.get(h) or {}).get(f"{metric}_chains")
-        if isinstance(per_chain, list):
-            out.extend(float(v) for v in per_chain if isinstance(v, (int, float)))
-    return out
-
-
 def theta_outcome(res: Results, arm) -> tuple[float, str]:
     """(value, what): the median over the arm's seeds (and over each run's independent chains, where it has
     them) of θ's time average (``theta_avg``, stored by the counterexamples) or, without it, of the final θ
     (= gap − 1)."""
-    chains = [v for v in chain_values(res, arm, "theta_avg") if math.isfinite(v)]
+    chains = [v for v in analysis.chain_values(res, arm, "theta_avg") if math.isfinite(v)]
     if chains:
         return analysis.quantile(chains, 0.5), "time-averaged θ"
     avg = [analysis._metric(res.finals.get(h), "theta_avg") for h in arm.hashes]

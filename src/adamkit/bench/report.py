@@ -598,7 +598,7 @@ def counterexample_section(doc, res, comparisons: list[Shown], plots: Path) -> N
                 if arm is None or not arm.n:
                     continue
                 value, what = plots_theta_outcome(res, arm)
-                finals = chain_values(res, arm, "theta")  # each chain's final θ, where the runs have chains
+                finals = analysis.chain_values(res, arm, "theta")  # each chain's final θ, where the runs have chains
                 reached = (f"{sum(v <= -0.5 for v in finals) / len(finals):.0%}" if finals else
                            f"{arm.converged:.0%}" if inst.target is not None else "–")
                 count = str(arm.n)
@@ -624,12 +624,6 @@ def plots_theta_outcome(res, arm):
     from .plots import theta_outcome
 
     return theta_outcome(res, arm)
-
-
-def chain_values(res, arm, metric: str) -> list[float]:
-    from .plots import chain_values as values
-
-    return values(res, arm, metric)
 
 
 def scores_section(doc, res, plots: Path) -> None:
