@@ -141,6 +141,20 @@ def test_an_arm_with_no_finished_run_shows_no_share_of_seeds_and_no_steps(tmp_pa
     assert "Incomplete sweep" in md
 
 
+def test_an_unfinished_sweep_says_its_practitioner_table_is_not_there_yet(tmp_path):
+    import sqlite3
+
+    path = make_store(tmp_path / "r.sqlite")
+    with sqlite3.connect(path) as db:  # only Adam's runs finished: no alternative to compare with
+        gone = db.execute("DELETE FROM runs WHERE optimizer != 'adam'").rowcount
+    res = load(path)
+    assert res.missing_final_runs() == res.missing_final_runs("B") == gone and res.missing_final_runs("A") == 0
+    md = (report.write_report(path, tmp_path / "rep", log=None) / "report.md").read_text()
+    first = _section(md, "What to use: the practitioner table")
+    assert "Nothing here to act on yet" in first and f"{gone} final runs of Tier B tasks are not stored" in first
+    assert f"**Incomplete sweep:** {gone} final runs are not in the store yet" in md
+
+
 def test_a_stand_in_task_never_shows_a_firm_verdict(store, tmp_path, monkeypatch):
     res = load(store)
     for name in ("fmnist_cnn", "fmnist_mlp"):

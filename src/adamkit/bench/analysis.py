@@ -92,6 +92,14 @@ class Results:
     def arm(self, instance: str, optimizer: str, arm: str) -> ArmSummary | None:
         return self.arms.get((instance, optimizer, arm))
 
+    def missing_final_runs(self, tier: str | None = None) -> int:
+        """The final runs planned and not stored yet (of the instances of ``tier``, or all), each run once however
+        many arms share it (a winner that is also the defaults, say)."""
+        statuses = self.store.statuses()
+        tiers = {i.key: i.tier for i in self.suite.problems}
+        return len({h for (key, _, _), a in self.arms.items() if tier in (None, tiers[key])
+                    for h in a.hashes if h not in statuses})
+
     def tuning_runs(self, instance: str, optimizer: str, paper: str | None = None) -> list[protocol.PlannedRun]:
         """The trials of the search of (``instance``, ``optimizer``), or of its paper configuration ``paper``
         (search key ``(instance, "optimizer@paper")``)."""

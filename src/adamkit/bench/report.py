@@ -440,8 +440,14 @@ def practitioner_section(doc, res) -> None:
     doc.h(2, "What to use: the practitioner table")
     rows = practitioner_rows(res)
     if not rows:
-        doc.p(f"This suite ran no task (Tier B) with tuned {ref} and a tuned alternative on the same seeds, so there "
-              "is nothing here to act on; the claims below say what it did measure.")
+        missing = res.missing_final_runs("B")
+        if missing:
+            doc.p(f"Nothing here to act on yet: no task (Tier B) has tuned {ref} and a tuned alternative finished on "
+                  f"the same seeds, and {missing} final runs of Tier B tasks are not stored (the sweep is "
+                  "incomplete); the claims below say what it did measure.")
+        else:
+            doc.p(f"This suite ran no task (Tier B) with tuned {ref} and a tuned alternative on the same seeds, so "
+                  "there is nothing here to act on; the claims below say what it did measure.")
         return
     doc.p(f"Per task, grouped by family, at this suite's budget (the regime: steps or epochs, and whether the task is "
           f"a stand-in for the papers' experiment): {ref} at its defaults and tuned (with its tuned learning rate), "
@@ -723,7 +729,7 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
         doc.p(sessions)
     doc.p("**Protocol.** " + protocol_text(res))
     doc.bullets(protocol_summary(suite))
-    missing = sum(a.missing for a in res.arms.values())
+    missing = res.missing_final_runs()
     if missing:
         doc.p(f"**Incomplete sweep:** {missing} final runs are not in the store yet; re-run `adamkit bench run` "
               f"with the same suite and folder to finish it.")
