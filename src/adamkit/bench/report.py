@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _stats
 from . import analysis, judge, protocol, registry
 from .claims import Ref
 from .document import Doc
@@ -92,7 +93,7 @@ def gain_text(d: np.ndarray) -> str:
         return f"{d[0]:+.3g} on all {d.size} pairs (no interval)"
     if d.size < 2:
         return f"{d[0]:+.3g} n=1"
-    mean, low, high = judge._stats.t_interval(d)
+    mean, low, high = _stats.t_interval(d)
     return f"{mean:+.3g} [{low:.3g}, {high:.3g}] n={d.size}"
 
 
@@ -555,11 +556,11 @@ def claims_section(doc, res, verdicts, comparisons: list[Shown], plots: Path) ->
 def suites_running(claim, exclude: str = "") -> list[str]:
     """The shipped suites (but ``exclude``) with an instance of ``claim`` that runs both the claimed optimizer and
     its baseline (a paper arm also needs the suite's ``paper_arms``)."""
+    refs = (claim.optimizer, claim.baseline)
     out = []
     for name, suite in _shipped_suites():
         if name == exclude:
             continue
-        refs = (claim.optimizer, claim.baseline)
         if any(claim.matches(inst) and all(r.optimizer in inst.optimizers for r in refs)
                and (suite.paper_arms or not any(r.arm for r in refs)) for inst in suite.problems):
             out.append(name)
@@ -605,8 +606,12 @@ def counterexample_section(doc, res, comparisons: list[Shown], plots: Path) -> N
                     continue
                 value, what = plots_theta_outcome(res, arm)
                 finals = analysis.chain_values(res, arm, "theta")  # each chain's final θ, where the runs have chains
-                reached = (f"{sum(v <= -0.5 for v in finals) / len(finals):.0%}" if finals else
-                           f"{arm.converged:.0%}" if inst.target is not None else "–")
+                if inst.target is None:
+                    reached = "–"
+                elif finals:  # gap = θ + 1 of each chain against the target, as arm.converged reads each run's
+                    reached = f"{sum(v + 1.0 <= inst.target for v in finals) / len(finals):.0%}"
+                else:
+                    reached = f"{arm.converged:.0%}"
                 count = str(arm.n)
                 if finals:
                     count += (f" × {len(finals) // arm.n} chains" if len(finals) % arm.n == 0
