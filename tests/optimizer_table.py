@@ -122,6 +122,13 @@ OPTIMIZERS: tuple[OptimizerInfo, ...] = (
 BY_NAME = {info.name: info for info in OPTIMIZERS}
 
 
+def variant_id(info: OptimizerInfo, kwargs: dict[str, Any]) -> str:
+    """A test id for ``info`` at ``kwargs`` that is the same in every process: a callable setting is named by
+    its ``__name__``, not by its address (pytest-xdist's workers must collect the same ids)."""
+    shown = ", ".join(f"{k}={v.__name__ if callable(v) else repr(v)}" for k, v in kwargs.items())
+    return f"{info.name}-{{{shown}}}"
+
+
 def golden_cases():
     """(info, document, case) for every case of every golden file of :func:`golden_dirs`.
 

@@ -18,7 +18,7 @@ import torch
 import adamkit
 from adamkit import _integrity
 from adamkit.kernels.fused import build as fused_build, cpu_variants, launch as fused_launch
-from optimizer_table import BY_NAME, OPTIMIZERS
+from optimizer_table import BY_NAME, OPTIMIZERS, variant_id
 
 pytestmark = pytest.mark.skipif(not fused_build.available(), reason="the fused CPU kernel is unavailable here")
 
@@ -59,7 +59,7 @@ CONFIGS = [(info, kwargs) for info in OPTIMIZERS for kwargs in info.variants]
 
 
 @pytest.mark.skipif(len(VARIANTS) < 2, reason="this CPU runs one build of the kernel only")
-@pytest.mark.parametrize("info,kwargs", CONFIGS, ids=[f"{i.name}-{k}" for i, k in CONFIGS])
+@pytest.mark.parametrize("info,kwargs", CONFIGS, ids=[variant_id(i, k) for i, k in CONFIGS])
 def test_every_variant_steps_every_branch_alike_in_float32(info, kwargs):
     results = {}
     for variant in VARIANTS:

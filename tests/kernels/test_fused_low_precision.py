@@ -16,7 +16,7 @@ from adamkit.kernels import implementation_of
 from adamkit.kernels.fused import build as fused_build, launch as fused_launch, spec as fused_spec
 from adamkit.kernels.fused import FUSED, StoredGroup
 from adamkit.core import state_format
-from optimizer_table import OPTIMIZERS
+from optimizer_table import OPTIMIZERS, variant_id
 
 pytestmark = pytest.mark.skipif(not fused_build.available(), reason="no fused CPU kernel here")
 
@@ -196,7 +196,7 @@ CASES = [(info, variant) for info in OPTIMIZERS for variant in info.variants]
 
 
 @pytest.mark.parametrize("format", FORMATS)
-@pytest.mark.parametrize("info,variant", CASES, ids=[f"{i.name}-{v}" for i, v in CASES])
+@pytest.mark.parametrize("info,variant", CASES, ids=[variant_id(i, v) for i, v in CASES])
 def test_every_algorithm_steps_like_the_loop(info, variant, format):
     fused, opt_f = _run(info, variant, STATE_DTYPES[format], dict(fused=True))
     loop, opt_l = _run(info, variant, STATE_DTYPES[format], dict(foreach=False))
