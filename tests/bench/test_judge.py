@@ -69,6 +69,13 @@ def _accuracy(effect, noise=0.002, by_instance=None):
     return value
 
 
+@dataclasses.dataclass
+class _Run:  # what _accuracy's value reads of a planned run
+    optimizer: str
+    seed: int
+    instance: str = "fmnist_resnet"
+
+
 def _one(claim, res) -> judge.Comparison:
     (c,) = judge.judge_claim(claim, res).comparisons
     return c
@@ -107,6 +114,25 @@ def test_equivalent_within_the_band_by_tost(tmp_path):
     c = _one(CLAIM, _store(tmp_path, _accuracy(0.0005, noise=0.001)))
     assert c.verdict == judge.EQUIVALENT and -0.005 < c.low < c.high < 0.005
     assert "TOST" in c.note and c.p_tost < 0.05
+
+
+def test_an_equivalence_whose_95_interval_reaches_past_the_band_prints_the_90_interval_it_rests_on(tmp_path):
+    """TOST at 5 % is the 90 % interval inside the band; the table's 95 % interval may cross the band's edge, so
+    the note must show the interval the verdict rests on, or the row reads as a contradiction."""
+    seeds = range(1000, 1000 + SEEDS)
+
+    def straddles(noise):  # the synthetic pairs' 90 % interval inside the band, their 95 % one past its edge
+        value = _accuracy(0.0005, noise=noise)
+        d = [value(_Run("adabelief", s)) - value(_Run("adam", s)) for s in seeds]
+        _, low90, high90 = _stats.t_interval(d, 0.90)
+        return -0.005 < low90 and high90 < 0.005 < _stats.t_interval(d)[2]
+    noise = next((float(x) for x in np.linspace(0.005, 0.03, 251) if straddles(float(x))), None)
+    assert noise is not None, "no noise level gives pairs whose 90 and 95 % intervals sit either side of the band"
+    c = _one(CLAIM, _store(tmp_path, _accuracy(0.0005, noise=noise)))
+    assert c.verdict == judge.EQUIVALENT and c.high > 0.005  # the table's 95 % interval crosses the band's edge
+    _, low90, high90 = _stats.t_interval(np.asarray(c.differences), 0.90)
+    assert f"its 90 % interval [{judge._num(low90)}, {judge._num(high90)}] lies inside the band ±0.005" in c.note
+    assert "TOST, Holm p" in c.note
 
 
 def test_a_significant_effect_inside_the_band_is_equivalent_not_better(tmp_path):
@@ -249,7 +275,7 @@ def test_an_unknown_paper_budget_is_never_in_regime(tmp_path):
 def test_precondition_not_met_when_the_baseline_does_not_fail(tmp_path):
     claim = _claim(precondition=Precondition("baseline", "test_accuracy", max=0.5, text="the baseline collapses"))
     c = _one(claim, _store(tmp_path, _accuracy(0.02)))
-    assert c.verdict == judge.PRECONDITION and "the baseline collapses: 0 of 10 runs of the baseline" in c.note
+    assert c.verdict == judge.PRECONDITION and "the claim presumes that the baseline collapses; 0 of 10 runs of the baseline" in c.note
     met = _claim(precondition=Precondition("baseline", "test_accuracy", min=0.5, text="the baseline trains"))
     assert _one(met, _store(tmp_path / "m", _accuracy(0.02))).verdict == judge.BETTER
     v = judge.judge_claim(claim, _store(tmp_path / "v", _accuracy(0.02)))

@@ -189,8 +189,30 @@ def test_a_run_of_independent_chains_is_summarised_chain_by_chain(tmp_path):
     row = next(line for line in md.splitlines() if line.startswith(f"| {inst.key} | adam |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[-1] == "2 × 4 chains"
-    assert cells[-2] == f"{sum(v <= -0.5 for v in finals) / 8:.0%}"
-    assert cells[-3].startswith(plots._fmt(value))
+    assert cells[-2] == f"{float(np.median(analysis.chain_values(res, arm, 'share_end'))):.0%}"
+    assert cells[-3] == f"{sum(v <= -0.5 for v in finals) / 8:.0%}"
+    assert cells[-4].startswith(plots._fmt(value))
+
+
+def test_an_arm_that_jumps_between_the_ends_is_told_apart_from_one_that_settles(tmp_path):
+    """Reddi's problem runs at β1 = 0, where AdaBelief's belief (g − m)² is 0: its denominator is √ε and θ jumps
+    from end to end. Its last iterate can sit at −1 ('reached') while a third of its steps are there: the outcome
+    table says so beside it, from each run's ``share_end``."""
+    from adamkit.bench import report
+
+    res = _swept({"name": "bang", "optimizers": ["adam", "adabelief"], "protocol": {"final_seeds": [1000]},
+                  "problems": [{"name": "reddi_counterexample", "params": {"beta2": 0.9}, "steps": 301,
+                                "eval_every": 100, "tune": False, "hparams": {"lr": 0.1}}]},
+                 tmp_path / "r.sqlite")
+    inst = res.instances[0]
+    md = (report.write_report(tmp_path / "r.sqlite", tmp_path / "rep", log=None) / "report.md").read_text()
+    for o in ("adam", "adabelief"):
+        arm = res.arm(inst.key, o, res.main_arm(inst))
+        (final,) = [res.finals[h] for h in arm.hashes]
+        row = next(line for line in md.splitlines() if line.startswith(f"| {inst.key} | {o} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[-2] == f"{final['share_end']:.0%}"
+    assert final["theta"] == -1.0 and final["share_end"] < 0.5 and final["theta_avg"] > 0  # adabelief, jumping
 
 
 def test_without_a_beta2_sweep_the_report_says_so(counter, tmp_path):

@@ -254,3 +254,13 @@ def test_a_classifier_s_table_gives_each_arm_s_test_minus_training_loss(tmp_path
         assert row.split(" | ")[4] == report._fmt(gap)
     plain = _section(_write(make_store(tmp_path / "p.sqlite", tasks=("fmnist_cnn",)), tmp_path / "p"), "Problems")
     assert "test − training loss" not in plain
+
+
+def test_the_tuned_row_of_an_instance_that_tunes_nothing_reads_fixed():
+    """A counterexample runs each arm at its one learning rate: its comparisons are the judge's `tuned` row, but
+    the table and the forest plot must not call them tuned."""
+    from types import SimpleNamespace as NS
+    res = NS(instances=[NS(key="reddi[beta2=0.1]", tune=False), NS(key="fmnist_cnn", tune=True)])
+    assert report._row_label(res, NS(instance="reddi[beta2=0.1]", row="tuned")) == "fixed"
+    assert report._row_label(res, NS(instance="fmnist_cnn", row="tuned")) == "tuned"
+    assert report._row_label(res, NS(instance="fmnist_cnn", row="paper-lr")) == "paper-lr"

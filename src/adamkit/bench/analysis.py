@@ -198,6 +198,13 @@ def chain_values(res: "Results", arm: ArmSummary, name: str) -> list[float]:
     return [v for h in arm.hashes for v in (per_chain(res.finals.get(h), name) or [])]
 
 
+def chain_or_run_values(res: "Results", arm: ArmSummary, name: str) -> list[float]:
+    """Each chain's final ``name`` (:func:`chain_values`), or, where the arm's runs have no chains, each finished,
+    undiverged run's that records it; [] when none does."""
+    return chain_values(res, arm, name) or [
+        v for h in arm.hashes if math.isfinite(v := _metric(res.finals.get(h), name))]
+
+
 def _steps_to_target(store: ResultStore, run_hash: str, inst: ProblemInstanceSpec,
                      final: dict[str, Any] | None = None) -> float:
     """The first evaluation step at which the run reaches the instance's target (inf: never): as kept in its

@@ -34,7 +34,8 @@ arm's median by more than :data:`COLLAPSE_BANDS` bands.
 - **inconclusive** with the reason: fewer than :data:`MIN_PAIRS` pairs, or neither test decides, or the t test and
   the rank test disagree;
 - **better** / **worse** (by more than the band): Holm-adjusted p of the band test < :data:`ALPHA` and the Wilcoxon
-  p < :data:`ALPHA`, in the direction of the mean; **equivalent**: Holm-adjusted TOST p < :data:`ALPHA`. A
+  p < :data:`ALPHA`, in the direction of the mean; **equivalent**: Holm-adjusted TOST p < :data:`ALPHA` (so the
+  90 % t interval lies inside the band, which the note prints: the 95 % interval may reach past it). A
   deterministic instance compares its one difference with the band directly;
 - a **stand-in** experiment (``experiment = "stand-in"``, or a run on synthetic data) never gets a firm verdict:
   *consistent at stand-in scale* where the result agrees with the claim (better; for an "as good as" claim, also
@@ -358,9 +359,10 @@ def precondition_of(claim: Claim, res: analysis.Results, inst, a, b) -> tuple[bo
     arm = b if pre.arm == "baseline" else a
     vals = [v for v in values_of(res, inst, arm, pre.metric, "lower").values() if not math.isnan(v)]
     if not vals:
-        return False, f"{pre.text}: no finished run of the {pre.arm} to check it on"
+        return False, f"the claim presumes that {pre.text}; no finished run of the {pre.arm} to check it on"
     hits = sum(pre.holds(v) for v in vals)
-    found = f"{pre.text}: {hits} of {len(vals)} runs of the {pre.arm} ({arm.optimizer} {arm.arm}) do"
+    found = (f"the claim presumes that {pre.text}; {hits} of {len(vals)} runs of the {pre.arm} ({arm.optimizer} "
+             f"{arm.arm}) show it")
     return hits >= pre.share * len(vals), found
 
 
@@ -494,7 +496,10 @@ def _decide(family: list[Comparison], standin) -> None:
                             f"does not (Wilcoxon p {_p(c.p_wilcoxon)})")
         elif c.p_tost_holm < ALPHA:
             verdict = EQUIVALENT
-            notes.insert(0, f"TOST Holm p {_p(c.p_tost_holm)}")
+            # TOST at level α is the 1 − 2α interval inside the band: the printed 95 % one may reach past it
+            _, low, high = _stats.t_interval(np.asarray(c.differences), 1.0 - 2.0 * ALPHA)
+            notes.insert(0, f"its {100 * (1 - 2 * ALPHA):g} % interval [{_num(low)}, {_num(high)}] lies inside "
+                            f"the band ±{_num(c.band)} (TOST, Holm p {_p(c.p_tost_holm)})")
         else:
             verdict = INCONCLUSIVE
             notes.insert(0, f"the interval [{_num(c.low)}, {_num(c.high)}] is neither beyond nor inside the band "

@@ -474,12 +474,19 @@ def _p_text(s: Shown) -> str:
     return f"{_fmt(s.p_wilcoxon) if s.p_wilcoxon is not None else '–'} / {_fmt(s.p_holm) if s.p_holm is not None else '–'}"
 
 
+def _row_label(res, s: Shown) -> str:
+    """The judge's row, said as run: the ``tuned`` row of an instance that tunes nothing compares arms at fixed
+    hyperparameters (a counterexample's one learning rate), so it reads ``fixed``."""
+    inst = next((i for i in res.instances if i.key == s.instance), None)
+    return "fixed" if s.row == "tuned" and inst is not None and not inst.tune else s.row
+
+
 def _claim_rows(res, comparisons: list[Shown]) -> list[list[str]]:
     rows = []
     for s in comparisons:
         c = s.claim
         rows.append([c.paper, c.claim, f"{c.optimizer.label} vs {c.baseline.label}, {c.metric} ({c.direction} is "
-                     "better)" + (f", margin {c.margin:g}" if getattr(c, "margin", 0) else ""), s.row,
+                     "better)" + (f", margin {c.margin:g}" if getattr(c, "margin", 0) else ""), _row_label(res, s),
                      f"{s.instance}: {effect_text(s, _unit(c))}", _fmt(s.median) if s.median is not None else "–",
                      _p_text(s), _fmt(s.band) if s.band else "–",
                      (f"{s.collapsed[0]} / {s.collapsed[1]}" if s.collapsed else "–"),
@@ -488,13 +495,13 @@ def _claim_rows(res, comparisons: list[Shown]) -> list[list[str]]:
 
 
 CLAIM_HEADER = ["paper", "claim", "comparison", "row", "instance: mean effect [95 % interval], n",
-                "median difference", "p Wilcoxon / Holm", "band", "collapsed seeds", "verdict"]
+                "median difference", "p: Wilcoxon / beyond the band (Holm)", "band", "collapsed seeds", "verdict"]
 
 
-def _forest_rows(comparisons: list[Shown]) -> list[dict[str, Any]]:
+def _forest_rows(res, comparisons: list[Shown]) -> list[dict[str, Any]]:
     return [{"group": f"{s.claim.id}: {s.claim.optimizer.label} vs {s.claim.baseline.label} ({_unit(s.claim)})",
-             "label": f"{s.instance} · {s.row}" + (f" (n={s.n})" if s.n else ""), "mean": s.mean, "low": s.low,
-             "high": s.high, "band": s.band, "verdict": s.verdict, "deterministic": s.deterministic,
+             "label": f"{s.instance} · {_row_label(res, s)}" + (f" (n={s.n})" if s.n else ""), "mean": s.mean,
+             "low": s.low, "high": s.high, "band": s.band, "verdict": s.verdict, "deterministic": s.deterministic,
              "differences": s.differences}
             for s in comparisons]
 
@@ -503,12 +510,15 @@ def claims_section(doc, res, verdicts, comparisons: list[Shown], plots: Path) ->
     doc.h(2, "Paper claims vs what we measured")
     doc.p("One generic judge (`adamkit.bench.judge`) over the claims data file (`adamkit/bench/claims/claims.toml`): "
           "per instance and row (`tuned`: the claimed configuration tuned as an optimizer of its own against the "
-          "baseline's main arm; `paper-lr`: the configuration at the paper's own learning rate), paired differences "
+          "baseline's main arm; `paper-lr`: the configuration at the paper's own learning rate; `fixed`: an instance "
+          "that tunes nothing, its arms at fixed hyperparameters), paired differences "
           "over the final seeds (> 0: the way the claim says), their mean with a 95 % interval, the median "
-          "difference, the Wilcoxon signed-rank p and its Holm-corrected p within the claim's tier, the equivalence "
-          "band and the collapsed seeds of each arm, where the judge gives them. A deterministic problem is one "
-          "run: n = 1 and no interval. The verdicts are the judge's; Tier A toy problems and Tier B tasks are never "
-          "pooled; the counterexamples have their own section below.")
+          "difference, the Wilcoxon signed-rank p beside the p of the t test that the mean lies beyond the "
+          "equivalence band (Holm-adjusted within the claim's tier and row), the band and the collapsed seeds of "
+          "each arm, where the judge gives them. *Better* / *worse* need both p below 0.05; *equivalent* is TOST, "
+          "whose note gives the 90 % interval it rests on (inside the band; the 95 % interval may reach past it). "
+          "A deterministic problem is one run: n = 1 and no interval. The verdicts are the judge's; Tier A toy "
+          "problems and Tier B tasks are never pooled; the counterexamples have their own section below.")
     stats = [s for s in comparisons if not _counterexample(res, s)]
     if stats:
         doc.table(CLAIM_HEADER, _claim_rows(res, stats))
@@ -521,7 +531,7 @@ def claims_section(doc, res, verdicts, comparisons: list[Shown], plots: Path) ->
         doc.p("Per claim and tier, the judge's aggregate:")
         doc.table(["claim", "verdict per tier"], tiers)
         for tier in ("B", "A"):
-            rows = _forest_rows([s for s in stats if s.tier == tier])
+            rows = _forest_rows(res, [s for s in stats if s.tier == tier])
             try:
                 path = plot_forest(rows, plots, f"claims_{tier}", f"Tier {tier}: every measured comparison of the "
                                    "claims, effect with its 95 % interval")
@@ -612,16 +622,22 @@ def counterexample_section(doc, res, comparisons: list[Shown], plots: Path) -> N
                     reached = f"{sum(v + 1.0 <= inst.target for v in finals) / len(finals):.0%}"
                 else:
                     reached = f"{arm.converged:.0%}"
+                # the share of the last 10 % of steps each run (chain) spent at the optimum's end: an arm whose
+                # last iterate sits at −1 while θ jumps between the ends shows it here, not in 'reached'
+                ends = analysis.chain_or_run_values(res, arm, "share_end")
+                at_end = f"{float(np.median(ends)):.0%}" if ends else "–"
                 count = str(arm.n)
                 if finals:
                     count += (f" × {len(finals) // arm.n} chains" if len(finals) % arm.n == 0
                               else f" ({len(finals)} chains)")
                 rows.append([inst.key, o if name == res.main_arm(inst) else f"{o} {name}", _hp(arm.hparams),
-                             f"{_fmt(value)} ({what})", reached, count])
+                             f"{_fmt(value)} ({what})", reached, at_end, count])
     doc.p("Outcome per arm: the median over seeds (and over each run's independent chains) of θ's time average (or "
           "of the final θ); −1 is the optimum, 0 the start, +1 the worst point; 'reached' is the share of seeds "
-          "(chains) ending at θ ≤ −0.5.")
-    doc.table(["instance", "arm", "hyperparameters", "θ (median)", "reached", "seeds"], rows)
+          "(chains) whose last iterate is at θ ≤ −0.5; 'last 10 % at −1' is the median share of the last 10 % of "
+          "steps spent at θ ≤ −0.99 (an arm jumping between the ends can finish at −1 and still spend most of its "
+          "steps away from it).")
+    doc.table(["instance", "arm", "hyperparameters", "θ (median)", "reached", "last 10 % at −1", "seeds"], rows)
     b2 = plot_beta2(res, plots)
     if b2:
         for path, caption in b2:
