@@ -197,7 +197,7 @@ def test_a_run_of_independent_chains_is_summarised_chain_by_chain(tmp_path):
 def test_an_arm_that_jumps_between_the_ends_is_told_apart_from_one_that_settles(tmp_path):
     """Reddi's problem runs at β1 = 0, where AdaBelief's belief (g − m)² is 0: its denominator is √ε and θ jumps
     from end to end. Its last iterate can sit at −1 ('reached') while a third of its steps are there: the outcome
-    table says so beside it, from each run's ``share_end``."""
+    table says so beside it, from each run's ``share_end``, and the counterexamples' score does not count it solved."""
     from adamkit.bench import report
 
     res = _swept({"name": "bang", "optimizers": ["adam", "adabelief"], "protocol": {"final_seeds": [1000]},
@@ -213,6 +213,10 @@ def test_an_arm_that_jumps_between_the_ends_is_told_apart_from_one_that_settles(
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[-2] == f"{final['share_end']:.0%}"
     assert final["theta"] == -1.0 and final["share_end"] < 0.5 and final["theta_avg"] > 0  # adabelief, jumping
+    # nor is it scored as solving the problem: the counterexamples' score reads the time-averaged θ
+    assert report.counterexamples_solved(res)["adabelief"] == (0, 1)
+    row = next(line for line in md.splitlines() if line.startswith("| counterexamples (fixed rate) |"))
+    assert "adabelief 0 of 1" in row
 
 
 def test_without_a_beta2_sweep_the_report_says_so(counter, tmp_path):

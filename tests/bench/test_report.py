@@ -264,3 +264,15 @@ def test_the_tuned_row_of_an_instance_that_tunes_nothing_reads_fixed():
     assert report._row_label(res, NS(instance="reddi[beta2=0.1]", row="tuned")) == "fixed"
     assert report._row_label(res, NS(instance="fmnist_cnn", row="tuned")) == "tuned"
     assert report._row_label(res, NS(instance="fmnist_cnn", row="paper-lr")) == "paper-lr"
+
+
+def test_a_task_s_own_default_length_is_not_shown_as_a_setting_when_the_suite_sets_the_budget(store, tmp_path):
+    """The problem sections give the budget that ran; the task's default ``steps`` (what it would run without a
+    budget) printed beside it read as a second, contradicting length."""
+    md = (report.write_report(store, tmp_path / "rep", log=None) / "report.md").read_text()
+    res = analysis.load(store)
+    for inst in res.instances:
+        assert inst.steps and "steps" in inst.params  # the store's tasks set a budget; the task has a default
+        section = _section(md, "Problems").split(f"### {inst.key}\n", 1)[1]
+        line = next(ln for ln in section.splitlines() if " — settings " in ln)
+        assert "'steps'" not in line and f"budget {inst.steps} steps" in line
