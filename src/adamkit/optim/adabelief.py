@@ -81,7 +81,13 @@ class AdaBelief(AdamkitOptimizer):
             else, degenerated_to_sgd:  θ ← θ - (α/bc1)·m  (SGD with momentum)
             else:    no update (the decoupled decay above still applies)
 
-    With β2 = 0.999 the first five updates take the ``ρt < 5`` branch.
+    With β2 = 0.999 the first five updates take the ``ρt < 5`` branch; with β2 < 2/3, ρ∞ < 5 and the
+    rectified default never leaves it.
+
+    With β1 = 0 the belief term vanishes (m = g, so (g - m)² = 0): s holds only the accumulated ε,
+    s → ε/(1 - β2), and an adaptive step is about α·g·sqrt((1 - β2)/ε) in size (3·10⁷·α·g at
+    ε = 1e-16, β2 = 0.9). On a bounded problem the iterate jumps from bound to bound: Reddi et al.'s
+    counterexample in ``adamkit bench`` (β1 = 0) shows it, θ ending at −1 but averaging +1/3.
 
     Where the reference is odd, its behaviour is the default and a named option
     gives the alternative:
