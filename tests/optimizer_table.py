@@ -124,7 +124,8 @@ BY_NAME = {info.name: info for info in OPTIMIZERS}
 
 def variant_id(info: OptimizerInfo, kwargs: dict[str, Any]) -> str:
     """A test id for ``info`` at ``kwargs`` that is the same in every process: a callable setting is named by
-    its ``__name__``, not by its address (pytest-xdist's workers must collect the same ids)."""
+    its ``__name__``, not by its address (a test run split over processes, as pytest-xdist splits it, must collect
+    the same ids, and ``-k`` must find them again)."""
     shown = ", ".join(f"{k}={v.__name__ if callable(v) else repr(v)}" for k, v in kwargs.items())
     return f"{info.name}-{{{shown}}}"
 

@@ -275,7 +275,8 @@ def test_an_unknown_paper_budget_is_never_in_regime(tmp_path):
 def test_precondition_not_met_when_the_baseline_does_not_fail(tmp_path):
     claim = _claim(precondition=Precondition("baseline", "test_accuracy", max=0.5, text="the baseline collapses"))
     c = _one(claim, _store(tmp_path, _accuracy(0.02)))
-    assert c.verdict == judge.PRECONDITION and "the claim presumes that the baseline collapses; 0 of 10 runs of the baseline" in c.note
+    assert c.verdict == judge.PRECONDITION
+    assert "the claim presumes that the baseline collapses; 0 of 10 runs of the baseline" in c.note
     met = _claim(precondition=Precondition("baseline", "test_accuracy", min=0.5, text="the baseline trains"))
     assert _one(met, _store(tmp_path / "m", _accuracy(0.02))).verdict == judge.BETTER
     v = judge.judge_claim(claim, _store(tmp_path / "v", _accuracy(0.02)))
