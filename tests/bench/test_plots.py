@@ -195,10 +195,10 @@ def test_a_run_of_independent_chains_is_summarised_chain_by_chain(tmp_path):
 
 
 def test_an_arm_that_jumps_between_the_ends_is_told_apart_from_one_that_settles(tmp_path):
-    """Reddi's problem runs at β1 = 0, where AdaBelief's belief (g − m)² is 0: its denominator is √(ε/(1 − β2)) and θ jumps
-    from end to end. Its last iterate can sit at −1 ('reached') while a third of its steps are there: the outcome
-    table says so beside it, from each run's ``share_end``, and the counterexamples' score does not count it
-    solved."""
+    """Reddi's problem runs at β1 = 0, where AdaBelief's belief (g − m)² is 0: its denominator is √(ε/(1 − β2))
+    and θ jumps from end to end. Its last iterate can sit at −1 ('reached') while a third of its steps are there:
+    the outcome table says so beside it, from each run's ``share_end``, and the counterexamples' score does not
+    count it solved."""
     from adamkit.bench import report
 
     res = _swept({"name": "bang", "optimizers": ["adam", "adabelief"], "protocol": {"final_seeds": [1000]},
