@@ -352,10 +352,18 @@ def test_a_deterministic_problem_counts_once_and_prints_no_interval(tmp_path):
     assert _one(claim, short).verdict == judge.OUTSIDE
 
 
-def test_identical_values_on_every_seed_are_deterministic_on_any_problem(tmp_path):
+def test_identical_values_on_every_seed_of_a_random_problem_are_said_so_not_called_deterministic(tmp_path):
+    """Every seed of each arm ends alike (both at a cap, say) on a problem that is not deterministic: the exact
+    difference against the band, with its n and no interval, and the text says why rather than "deterministic"."""
     c = _one(CLAIM, _store(tmp_path, lambda r: 0.91 if r.optimizer == "adabelief" else 0.9))
-    assert c.deterministic and c.n == 1 and c.low is None and c.mean == pytest.approx(0.01)
-    assert c.verdict == judge.BETTER and c.differences == pytest.approx((0.01,))
+    assert not c.deterministic and c.n == SEEDS and c.low is None and c.high is None and c.p_holm is None
+    assert c.mean == pytest.approx(0.01) and c.verdict == judge.BETTER
+    assert c.differences == pytest.approx((0.01,) * SEEDS)
+    assert f"every run of each arm gives the same value (0.91 against 0.9) on all {SEEDS} pairs" in c.note
+    text = c.text(CLAIM)
+    assert "deterministic" not in text and f"n = {SEEDS}" in text and "[" not in text.split("→")[0]
+    shown = report.shown(CLAIM, c)
+    assert not shown.deterministic and report.effect_text(shown) == f"+0.01, n = {SEEDS} (no interval)"
     c = _one(CLAIM, _store(tmp_path / "e", lambda r: 0.902 if r.optimizer == "adabelief" else 0.9))
     assert c.verdict == judge.EQUIVALENT  # 0.002 is inside the band
 

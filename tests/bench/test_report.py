@@ -108,8 +108,8 @@ def test_no_zero_width_interval_with_n_above_one_and_deterministic_as_n_1(store,
     md = _write(store, tmp_path / "rep", [Verdict(claim(), [old_style, deterministic])], monkeypatch)
     for low, high, n in _INTERVAL.findall(md):
         assert not (low == high and int(n) > 1), (low, high, n)
-    assert "fmnist_cnn: +0.5 test_accuracy, n = 1 (deterministic: no interval)" in md
-    assert "all 5 paired differences are equal" in md
+    assert "fmnist_cnn: +0.5 test_accuracy, n = 5 (no interval)" in md  # equal differences: not "deterministic"
+    assert "all 5 paired differences are equal: no sampling variation, no interval" in md
     assert "fmnist_mlp: -0.25 test_accuracy, n = 1 (deterministic: no interval)" in md
 
 

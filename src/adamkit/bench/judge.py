@@ -36,7 +36,8 @@ arm's median by more than :data:`COLLAPSE_BANDS` bands.
 - **better** / **worse** (by more than the band): Holm-adjusted p of the band test < :data:`ALPHA` and the Wilcoxon
   p < :data:`ALPHA`, in the direction of the mean; **equivalent**: Holm-adjusted TOST p < :data:`ALPHA` (so the
   90 % t interval lies inside the band, which the note prints: the 95 % interval may reach past it). A
-  deterministic instance compares its one difference with the band directly;
+  deterministic instance compares its one difference with the band directly, and so does a random one whose pairs
+  all differ by the same amount (both arms at a cap on every seed, say), with its n and no interval;
 - a **stand-in** experiment (``experiment = "stand-in"``, or a run on synthetic data) never gets a firm verdict:
   *consistent at stand-in scale* where the result agrees with the claim (better; for an "as good as" claim, also
   equivalent), else *inconsistent at stand-in scale*.
@@ -195,9 +196,9 @@ class Comparison:
             numbers = f"{_signed(self.mean)} {unit} (deterministic: one run per arm, n = 1, no interval)"
         else:
             interval = f" [{_num(self.low)}, {_num(self.high)}]" if self.low is not None else ""
-            numbers = (f"{_signed(self.mean)} {unit}{interval}, median {_signed(self.median)}, n = {self.n}, "
-                       f"Wilcoxon p {_p(self.p_wilcoxon)}" + (f", Holm p {_p(self.p_holm)}" if self.p_holm is not None
-                                                              else ""))
+            numbers = (f"{_signed(self.mean)} {unit}{interval}, median {_signed(self.median)}, n = {self.n}"
+                       + (f", Wilcoxon p {_p(self.p_wilcoxon)}" if self.p_wilcoxon is not None else "")
+                       + (f", Holm p {_p(self.p_holm)}" if self.p_holm is not None else ""))
         extra = [f"band ±{_num(self.band)}"]
         if any(self.collapsed):
             extra.append(f"collapsed {self.collapsed[0]} / {self.collapsed[1]}")
@@ -453,7 +454,7 @@ def _measure(c: Comparison, res: analysis.Results, inst, a, b, metric: str, dire
         return None
     chains = any(isinstance(k, tuple) for k in keys)
     same = len({va[k] for k in keys}) == 1 and len({vb[k] for k in keys}) == 1
-    c.deterministic = _deterministic_problem(inst) and same or (same and d.size > 1)
+    c.deterministic = _deterministic_problem(inst) and same
     if c.deterministic:
         d, keys = d[:1], keys[:1]
     c.n = int(d.size)
@@ -462,7 +463,11 @@ def _measure(c: Comparison, res: analysis.Results, inst, a, b, metric: str, dire
     c.collapsed = (_collapsed(va, keys, direction, c.band), _collapsed(vb, keys, direction, c.band))
     notes = ["n counts independent chains, paired chain by chain"] if chains else []
     constant = c.n >= 2 and bool(np.all(d == d[0]))  # the same difference on every pair: no sampling variation
-    if constant:
+    if constant and same:  # a random problem whose every run of each arm ends alike (both at a cap, say)
+        said = lambda v: "never reached" if math.isinf(v) else _num(v)  # noqa: E731 (steps to target: ∞)
+        notes.append(f"every run of each arm gives the same value ({said(va[keys[0]])} against "
+                     f"{said(vb[keys[0]])}) on all {c.n} pairs: no sampling variation, no interval")
+    elif constant:
         notes.append("the same difference on every pair: no interval")
     elif c.n >= 2:
         _, low, high = _stats.t_interval(d)

@@ -314,8 +314,8 @@ def _num_or_none(v) -> float | None:
 
 def shown(claim, comparison, inst=None) -> Shown:
     """The judge's comparison as printed. The judge decides the verdict; three rules only keep the printed text
-    honest whatever judge made it: a deterministic comparison (or one whose n > 1 differences are all equal, a
-    zero-width interval) prints as n = 1 without an interval; a firm verdict on a task that declares itself a
+    honest whatever judge made it: a deterministic comparison prints as n = 1 without an interval, and one whose
+    n > 1 differences are all equal (a zero-width interval) prints its n without an interval; a firm verdict on a task that declares itself a
     stand-in prints as consistent / inconsistent at stand-in scale, saying what the judge said; a note comparing
     a budget in steps with a regime in epochs (or back) is replaced by a sentence saying they do not compare."""
     c = comparison
@@ -326,8 +326,8 @@ def shown(claim, comparison, inst=None) -> Shown:
     deterministic = bool(g("deterministic", False))
     notes = [g("note", "") or ""]
     if not deterministic and n > 1 and low is not None and high is not None and low == high:
-        notes.append(f"all {n} paired differences are equal (the problem is deterministic): no interval")
-        deterministic = True
+        notes.append(f"all {n} paired differences are equal: no sampling variation, no interval")
+        low, high = None, None
     if deterministic:
         n, low, high = min(n, 1), None, None
     verdict = str(g("verdict", ""))
