@@ -225,6 +225,14 @@ def test_the_report_says_where_the_runs_computed(store, tmp_path):
     assert text.startswith(f"**Device.** cpu: {n - on_gpu} runs (x86_64, AVX2; torch 2.13.0); cuda (NVIDIA H200): "
                            f"{on_gpu} runs (")
     assert "CUDA 12.8, cuDNN 91002, compute capability 9.0, deterministic algorithms on, TF32 off" in text
+    # CPU runs of two capabilities (a store resumed on another machine): each with its runs, not the last one's
+    avx512 = {**cpu, "cpu_capability": "AVX512"}
+    with ResultStore(recorded) as s:
+        for i, run in enumerate(s.runs()):
+            s.put(run["hash"], run["spec"], {**run, "device": avx512 if i % 3 == 1 else cpu})
+    text = report.device_text(load(recorded))
+    mixed = len(range(1, n, 3))
+    assert text == f"**Device.** cpu: {n} runs (x86_64, AVX2: {n - mixed} runs, AVX512: {mixed} runs; torch 2.13.0)."
 
 
 def test_the_defaults_are_said_to_be_the_papers_and_a_baselines_the_benchs():

@@ -10,6 +10,7 @@ import functools
 import math
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,11 @@ def device_text(res) -> str:
             parts.append(f"{kind}: {len(recs)} runs (stored before devices were recorded)")
             continue
         r = known[-1]
-        if kind == "cpu":
-            detail = f"{r.get('name', '?')}, {r.get('cpu_capability', '?')}"
+        if kind == "cpu":  # every CPU capability the runs saw, with its runs (torch picks its kernels by it)
+            capabilities = Counter(str(x.get("cpu_capability", "?")) for x in known)
+            detail = f"{r.get('name', '?')}, " + (
+                next(iter(capabilities)) if len(capabilities) == 1 else
+                ", ".join(f"{c}: {k} runs" for c, k in sorted(capabilities.items())))
         else:
             detail = (f"CUDA {r.get('cuda', '?')}, cuDNN {r.get('cudnn', '?')}, compute capability "
                       f"{r.get('capability', '?')}, deterministic algorithms {'on' if r.get('deterministic') else 'off'}"
