@@ -235,6 +235,31 @@ def test_the_report_says_where_the_runs_computed(store, tmp_path):
     assert text == f"**Device.** cpu: {n} runs (x86_64, AVX2: {n - mixed} runs, AVX512: {mixed} runs; torch 2.13.0)."
 
 
+def test_a_wall_clock_row_timed_at_different_machine_speeds_is_marked(store, tmp_path):
+    """A store resumed on a faster machine: a task whose runs were timed in sessions whose probes differ by more
+    than PROBE_SPREAD is marked with the probes' range; one timed in one session is not."""
+    import json
+    import sqlite3
+
+    copy = tmp_path / "resumed.sqlite"
+    copy.write_bytes(store.read_bytes())
+    db = sqlite3.connect(copy)
+    hashes = [h for (h,) in db.execute("SELECT hash FROM runs ORDER BY hash")]
+    db.execute("UPDATE runs SET finished_at = '2026-01-01T10:00:00'")
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('sessions', ?)", (json.dumps([
+        {"started": "2026-01-01T09:00:00", "probe_us_per_step": 260.0},
+        {"started": "2026-01-02T09:00:00", "probe_us_per_step": 106.0}]),))
+    db.commit()
+    one = report.step_costs(load(copy))
+    assert one and not any("†" in row[0] for row in one)  # every run in the first session
+    db.executemany("UPDATE runs SET finished_at = '2026-01-02T10:00:00' WHERE hash = ?",
+                   [(h,) for h in hashes[::2]])  # half of them in the second, faster one
+    db.commit()
+    db.close()
+    marked = [row[0] for row in report.step_costs(load(copy))]
+    assert marked and all(key.endswith(" (†: machine probes 106–260 µs/step)") for key in marked), marked
+
+
 def test_the_defaults_are_said_to_be_the_papers_and_a_baselines_the_benchs():
     """SGD has no paper here: its defaults are the bench's, and the report says which (they are not 'paper
     defaults')."""

@@ -98,19 +98,43 @@ def gain_text(d: np.ndarray) -> str:
     return f"{mean:+.3g} [{low:.3g}, {high:.3g}] n={d.size}"
 
 
+#: a row of the wall-clock table whose runs come from sweep sessions with machine probes further apart than this
+#: ratio is marked: its cells were timed at different machine speeds
+PROBE_SPREAD = 1.25
+
+
+def run_probes(res) -> dict[str, float]:
+    """hash -> the machine probe (µs per step, ``sweep.machine_probe``) of the sweep session each finished run was
+    stored in (the last session that started before it finished); runs of a store without sessions are left out."""
+    sessions = sorted((s["started"], s["probe_us_per_step"]) for s in res.store.sessions()
+                      if s.get("started") and s.get("probe_us_per_step"))
+    out = {}
+    for h, finished in res.store.finish_times().items():
+        before = [probe for started, probe in sessions if started <= finished]
+        if before:
+            out[h] = before[-1]
+    return out
+
+
 def step_costs(res) -> list[list[str]]:
+    """Per Tier B instance, the median ms per step of each optimizer's main arm; an instance whose runs were timed
+    in sessions of machine speeds more than :data:`PROBE_SPREAD` apart is marked with the ratio."""
     seconds = res.store.durations()
+    probes = run_probes(res)
     rows = []
     for inst in res.instances:
         if inst.tier != "B":
             continue
-        row, any_cell = [inst.key], False
+        row, any_cell, speeds = [inst.key], False, []
         for o in res.suite.optimizers:
             arm = res.arm(inst.key, o, res.main_arm(inst))
-            per = [seconds[h] / res.finals[h]["steps"] * 1e3 for h in (arm.hashes if arm else [])
-                   if h in seconds and (res.finals.get(h) or {}).get("steps")]
+            timed = [h for h in (arm.hashes if arm else []) if h in seconds and (res.finals.get(h) or {}).get("steps")]
+            per = [seconds[h] / res.finals[h]["steps"] * 1e3 for h in timed]
+            speeds += [probes[h] for h in timed if h in probes]
             row.append(f"{analysis.quantile(per, 0.5):.3g}" if per else "")
             any_cell |= bool(per)
+        if speeds and max(speeds) > PROBE_SPREAD * min(speeds):
+            row[0] += f" (†: machine probes {min(speeds):.0f}–{max(speeds):.0f} µs/step)"
         if any_cell:
             rows.append(row)
     return rows
@@ -842,7 +866,9 @@ def write_report(where: str | Path, out: str | Path | None = None, log=print) ->
     if costs:
         doc.h(2, "Wall-clock per step")
         doc.p("Median milliseconds per optimizer step of the main arm's final runs (run time / steps, evaluation "
-              "included), one thread per run, measured on the machine that ran the sweep.")
+              "included), one thread per run, timed on the machine of the sweep session that ran each. †: the row's "
+              f"runs come from sessions whose machine probes (the Sweep sessions line) differ by more than "
+              f"{PROBE_SPREAD:g}×, so its cells were timed at different machine speeds and do not compare.")
         doc.table(["instance"] + list(suite.optimizers), costs)
 
     # per problem

@@ -498,6 +498,11 @@ class ResultStore:
         """hash -> seconds of every finished (done) run."""
         return dict(self.db.execute("SELECT hash, seconds FROM runs WHERE status = 'done' AND seconds IS NOT NULL"))
 
+    def finish_times(self) -> dict[str, str]:
+        """hash -> when each finished (done) run was stored (ISO 8601, local time of the sweep's machine)."""
+        return dict(self.db.execute("SELECT hash, finished_at FROM runs WHERE status = 'done' "
+                                    "AND finished_at IS NOT NULL"))
+
     def finals(self, hashes: Iterable[str] | None = None) -> dict[str, dict[str, Any] | None]:
         """hash -> final metrics (None for a failed run) of the stored runs."""
         out = {}
