@@ -159,3 +159,47 @@ def test_the_quick_suites_planned_cost_is_small():
     est = protocol.estimate(load_suite("quick"))
     assert est.cpu_hours < 0.3 and est.runs < 2000  # make demo: < 5 minutes on 2 cores with its report
     assert 14 < protocol.estimate(load_suite("full")).cpu_hours < 24
+
+
+def test_eps_step_searches_every_optimizers_eps_at_the_same_resolution():
+    """Without ``eps_step`` each optimizer's ε/δ grid is 3 points over its own range, extended by that grid's step:
+    2 decades for Adam's ε (1e-10..1e-6), 4.5 for AGD's δ (1e-14..1e-5). With ``eps_step`` (decades) the points lie
+    at most that far apart and one extension is exactly that far, for every optimizer alike."""
+    def suite(**proto):
+        return parse_suite({"name": "e", "optimizers": ["agd"], "protocol": {"trials": 8, "extend": 2, **proto},
+                            "problems": [{"name": "rosenbrock", "steps": 10, "lr": [1e-3, 1.0]}]})
+    ln10 = math.log(10.0)
+    grid, step = protocol.eps_search_grid(suite(), 1e-14, 1e-5)
+    assert grid == pytest.approx([1e-14, 3.162e-10, 1e-5]) and step == pytest.approx(4.5 * ln10)
+    grid, step = protocol.eps_search_grid(suite(), 1e-10, 1e-6)
+    assert grid == pytest.approx([1e-10, 1e-8, 1e-6]) and step == pytest.approx(2 * ln10)
+    grid, step = protocol.eps_search_grid(suite(eps_step=1), 1e-14, 1e-5)
+    assert grid == pytest.approx([10.0 ** -e for e in range(14, 4, -1)]) and step == pytest.approx(ln10)
+    grid, step = protocol.eps_search_grid(suite(eps_step=2), 1e-14, 1e-5)  # 9 decades: 6 points 1.8 apart
+    assert len(grid) == 6 and grid[0] == 1e-14 and grid[-1] == 1e-5 and step == pytest.approx(2 * ln10)
+    assert protocol.eps_search_grid(suite(eps_step=2), 1e-10, 1e-6)[0] == pytest.approx([1e-10, 1e-8, 1e-6])
+
+    def final(run):  # best at lr 10^-1.5 and at δ = 1e-4, a decade above AGD's range
+        hp = run.spec["hparams"]
+        return {"gap": (math.log10(hp.get("lr", 1e-3)) + 1.5) ** 2 + (math.log10(hp.get("delta", 1e-5)) + 4.0) ** 2,
+                "diverged": False}
+    plan, _ = _settled(suite(), final)
+    s = plan.searches[("rosenbrock", "agd")]
+    assert s.eps_grid["delta"] == pytest.approx([1e-14, 3.162e-10, 1e-5, 0.3162])  # 1e-4 is never tried
+    assert s.eps_bracketed["delta"] and s.winner_hparams.get("delta", 1e-5) == 1e-5
+    plan, _ = _settled(suite(eps_step=1), final)
+    s = plan.searches[("rosenbrock", "agd")]
+    assert s.eps_grid["delta"] == pytest.approx([10.0 ** -e for e in range(14, 2, -1)])  # 1e-14 .. 1e-3
+    assert s.eps_extensions["delta"] == ["high", "high"] and s.eps_bracketed["delta"]
+    assert s.winner_hparams["delta"] == pytest.approx(1e-4)
+    # the planner's look-ahead of a search not settled yet counts the same grid: its 10 points less the default
+    fresh = protocol.plan(suite(eps_step=1), protocol.Lookup({}))
+    ahead = protocol.unplanned_runs(suite(eps_step=1), suite(eps_step=1).problems[0],
+                                    fresh.searches[("rosenbrock", "agd")])
+    assert len([k for k, _ in ahead if k.startswith("eps:")]) == 9 * len(suite().problems[0].tune_seeds)
+
+
+@pytest.mark.parametrize("bad", [0, -1, "1", True, float("inf")])
+def test_eps_step_must_be_a_positive_number_of_decades(bad):
+    with pytest.raises(SuiteError, match=r"protocol\.eps_step: expected a number of decades > 0"):
+        parse_suite({"name": "e", "protocol": {"eps_step": bad}, "problems": [{"name": "rosenbrock"}]})

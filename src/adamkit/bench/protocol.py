@@ -466,6 +466,18 @@ def eps_grid(low: float, high: float, n: int) -> list[float]:
     return lr_grid(low, high, max(2, n))
 
 
+def eps_search_grid(suite: Suite, low: float, high: float) -> tuple[list[float], float]:
+    """The ε/δ values a search first tries over an optimizer's range ``[low, high]`` and the step (in natural log)
+    by which it extends them past an edge: ``suite.eps_trials`` values and that grid's own step, or, with
+    ``suite.eps_step`` (decades), values at most ``eps_step`` decades apart and steps of exactly ``eps_step``
+    decades, so that every optimizer's ε/δ is searched at the same resolution whatever its range's width."""
+    if suite.eps_step is None:
+        grid = eps_grid(low, high, suite.eps_trials)
+        return grid, (math.log(grid[-1]) - math.log(grid[0])) / (len(grid) - 1)
+    points = math.ceil(math.log10(high / low) / suite.eps_step - 1e-9) + 1
+    return eps_grid(low, high, points), suite.eps_step * math.log(10.0)
+
+
 def _key(hp: dict[str, Any]) -> str:
     return json.dumps(hp, sort_keys=True, default=_jsonable)
 
@@ -481,7 +493,9 @@ def search_v3(suite: Suite, inst: ProblemInstanceSpec, optimizer: str, lookup: L
        by a decade at an edge (at most ``suite.extend`` times), as in version 2.
     3. At the best rate, each ε/δ the configuration does not hold on its own grid: ``suite.eps_trials``
        log-spaced values over the optimizer's range plus its default (the grid's runs), extended by one grid
-       step beyond an edge while the best value sits there (at most ``suite.extend`` times per side).
+       step beyond an edge while the best value sits there (at most ``suite.extend`` times per side); with
+       ``suite.eps_step``, points at most that many decades apart and extended by that many
+       (:func:`eps_search_grid`).
     4. The winner: the best mean selection score over the tuning seeds among every candidate (ties: the
        defaults, then the earlier candidate).
     """
@@ -562,8 +576,7 @@ def search_v3(suite: Suite, inst: ProblemInstanceSpec, optimizer: str, lookup: L
             values: dict[float, dict[str, Any]] = {}
             if isinstance(default, (int, float)) and not isinstance(default, bool) and default > 0:
                 values[float(default)] = at  # the rate's own run is the default ε/δ
-            grid = eps_grid(low, high, suite.eps_trials)
-            gstep = (math.log(grid[-1]) - math.log(grid[0])) / (len(grid) - 1)
+            grid, gstep = eps_search_grid(suite, low, high)
             ext: list[str] = []
             bracketed = None
 
@@ -887,7 +900,7 @@ def unplanned_runs(suite: Suite, inst: ProblemInstanceSpec, s: Search) -> list[t
     for name, (low, high) in space.items():
         if name in s.eps_grid:  # already planned
             continue
-        for v in eps_grid(low, high, suite.eps_trials):
+        for v in eps_search_grid(suite, low, high)[0]:
             if isinstance(defaults.get(name), float) and math.isclose(v, defaults[name], rel_tol=1e-6):
                 continue  # the best rate's own run
             for seed in inst.tune_seeds:

@@ -14,6 +14,8 @@ A suite is a shipped name (``smoke``, ``quick``, ``full``, ``tasks_quick``, ``pa
     extend = 2            # at most this many decades added per side; still at an edge: "not bracketed"
     smooth = 3            # select on the mean of each run's last 3 evaluations (never the one at step 0)
     eps_trials = 3        # ε/δ values on each optimizer's own grid at the best rate (extended while the best is at an edge)
+    eps_step = 1          # or: an ε/δ grid with points at most this many decades apart, extended by this many, the
+                          # same for every optimizer (default: eps_trials points, extended by that grid's own step)
     selection_metric = "steps_to_target"   # select every tuned instance on steps to its target (default: the
                                            # problem's validation metric); also a per-problem key
     paper_arms = true     # also run the paper configurations the claims name (e.g. adabelief@cnn)
@@ -147,6 +149,9 @@ class Suite:
     extend: int = 2  # decades a learning-rate grid may be extended by, per side, while its optimum is at an edge
     smooth: int = 3  # the selection averages the last `smooth` evaluations of a run
     eps_trials: int = 3  # ε/δ grid values tried at the best rate (version 3)
+    #: decades between ε/δ grid points (at most) and of one extension, the same for every optimizer (None:
+    #: ``eps_trials`` points over each optimizer's own range, extended by that grid's step)
+    eps_step: float | None = None
     paper_arms: bool = True  # run the paper configurations the claims name (``optimizer@arm``)
     #: name -> hyperparameters on top of the main arm's (arm ``variant:<name>``), in the suite's order
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -270,7 +275,8 @@ def _label(problem: str, params: Mapping[str, Any], varying: list[str]) -> str:
 
 
 PROTOCOL_KEYS = {"trials", "tune_seeds", "final_seeds", "search_seed", "defaults_arm", "lr", "search", "extend",
-                 "smooth", "paper_arms", "variants", "margins", "eps_trials", "selection_metric"}
+                 "smooth", "paper_arms", "variants", "margins", "eps_trials", "eps_step",
+                 "selection_metric"}
 ENTRY_KEYS = {"name", "label", "params", "grid", "steps", "epochs", "eval_every", "record_every", "target", "lr",
               "tune", "hparams", "optimizers", "trials", "tune_seeds", "final_seeds", "timeout",
               "tune_steps", "tune_epochs", "tune_eval_every", "selection_metric", "paper_only"}
@@ -303,6 +309,11 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>", version: int |
     tune_seeds = _seeds(source, "protocol.tune_seeds", proto.get("tune_seeds", vdefaults["tune_seeds"]), 0)
     final_seeds = _seeds(source, "protocol.final_seeds", proto.get("final_seeds", vdefaults["final_seeds"]), 1000)
     eps_trials = _int(source, "protocol.eps_trials", proto.get("eps_trials", 3), minimum=2)
+    eps_step = proto.get("eps_step")
+    if eps_step is not None:
+        if isinstance(eps_step, bool) or not isinstance(eps_step, (int, float)) or not 0 < eps_step < math.inf:
+            _fail(source, "protocol.eps_step", f"expected a number of decades > 0, got {eps_step!r}")
+        eps_step = float(eps_step)
     suite_selection = proto.get("selection_metric")
     if suite_selection is not None and not (isinstance(suite_selection, str) and suite_selection):
         _fail(source, "protocol.selection_metric", f"expected a metric name or \"steps_to_target\", got {suite_selection!r}")
@@ -465,7 +476,8 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>", version: int |
     return Suite(name=name, description=description, optimizers=optimizers, trials=trials, tune_seeds=tune_seeds,
                  final_seeds=final_seeds, search_seed=search_seed, defaults_arm=defaults_arm, search=search,
                  problems=instances, source=source, raw=dict(data), extend=extend, smooth=smooth,
-                 paper_arms=paper_arms, variants=variants, margins=margins, eps_trials=eps_trials)
+                 paper_arms=paper_arms, variants=variants, margins=margins, eps_trials=eps_trials,
+                 eps_step=eps_step)
 
 
 def _variants(source, value) -> dict[str, dict[str, Any]]:
