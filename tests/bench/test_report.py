@@ -4,6 +4,7 @@ what was measured in the headline, and the same files byte for byte from the sam
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,7 +83,11 @@ def test_only_measured_claims_are_listed_and_the_rest_are_named_once(store, tmp_
     # each unmeasured claim names the shipped suites that run it (char_lstm1 with AdaBelief and Adam: full, paper)
     listed = next(line for line in claims.splitlines() if line.startswith("- `adabelief_lstm`"))
     assert "Run by: " in listed and "`full`" in listed and "`paper`" in listed and "`smoke`" not in listed
-    assert "The committed `full` runs under `results/` in the repository measure those `full` runs" in claims
+    assert (f"The newest committed `full` run, `{report.NEWEST_FULL_RUN}/` in the repository, measures the claims "
+            "`full` runs") in claims
+    root = Path(__file__).resolve().parents[2]  # the run it names is committed, complete, with its README
+    assert (root / report.NEWEST_FULL_RUN / "results.sqlite").is_file()
+    assert (root / report.NEWEST_FULL_RUN / "README.md").read_text().startswith("# `full` run")
     assert "not measured" not in _section(md, "What to use: the practitioner table")
     # a claim whose arms the suite plans but whose final runs are not stored yet is "not measured yet", apart
     pending = Verdict(claim("agd_ctr", instances=("fmnist_mlp",)),

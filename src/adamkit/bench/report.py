@@ -98,6 +98,10 @@ def gain_text(d: np.ndarray) -> str:
     return f"{mean:+.3g} [{low:.3g}, {high:.3g}] n={d.size}"
 
 
+#: the newest committed run of the ``full`` suite (a folder of the repository, which the tests check), to which a
+#: report of another suite points for the claims it does not measure
+NEWEST_FULL_RUN = "results/2026-12-05-full"
+
 #: a row of the wall-clock table whose runs come from sweep sessions with machine probes further apart than this
 #: ratio is marked: its cells were timed at different machine speeds
 PROBE_SPREAD = 1.25
@@ -583,8 +587,9 @@ def claims_section(doc, res, verdicts, comparisons: list[Shown], plots: Path) ->
     if absent:
         doc.p(f"{len(absent)} of the {len(verdicts)} claims are not measured by this suite (it runs none of their "
               "instances, or not their arms); per claim, the shipped suites that run them (`adamkit bench list` "
-              "describes each)" + ("" if res.suite.name == "full" else ". The committed `full` runs under "
-                                   "`results/` in the repository measure those `full` runs, with their own reports")
+              "describes each)" + ("" if res.suite.name == "full" else
+                                   f". The newest committed `full` run, `{NEWEST_FULL_RUN}/` in the repository, "
+                                   "measures the claims `full` runs, with its own report and a README claim by claim")
               + ":")
         doc.bullets([f"`{c.id}` ({c.paper}): {c.claim} Run by: "
                      + (", ".join(f"`{name}`" for name in suites_running(c, exclude=res.suite.name)) or "no shipped suite")
