@@ -203,3 +203,8 @@ def test_eps_step_searches_every_optimizers_eps_at_the_same_resolution():
 def test_eps_step_must_be_a_positive_number_of_decades(bad):
     with pytest.raises(SuiteError, match=r"protocol\.eps_step: expected a number of decades > 0"):
         parse_suite({"name": "e", "protocol": {"eps_step": bad}, "problems": [{"name": "rosenbrock"}]})
+
+
+def test_eps_step_and_eps_trials_are_not_both_given():
+    with pytest.raises(SuiteError, match=r"protocol\.eps_step: give eps_step or eps_trials, not both"):
+        parse_suite({"name": "e", "protocol": {"eps_step": 1, "eps_trials": 5}, "problems": [{"name": "rosenbrock"}]})

@@ -122,7 +122,7 @@ def run_probes(res) -> dict[str, float]:
 
 def step_costs(res) -> list[list[str]]:
     """Per Tier B instance, the median ms per step of each optimizer's main arm; an instance whose runs were timed
-    in sessions of machine speeds more than :data:`PROBE_SPREAD` apart is marked with the ratio."""
+    in sessions of machine speeds more than :data:`PROBE_SPREAD` apart is marked with the range of their probes."""
     seconds = res.store.durations()
     probes = run_probes(res)
     rows = []
@@ -347,9 +347,10 @@ def _num_or_none(v) -> float | None:
 def shown(claim, comparison, inst=None) -> Shown:
     """The judge's comparison as printed. The judge decides the verdict; three rules only keep the printed text
     honest whatever judge made it: a deterministic comparison prints as n = 1 without an interval, and one whose
-    n > 1 differences are all equal (a zero-width interval) prints its n without an interval; a firm verdict on a task that declares itself a
-    stand-in prints as consistent / inconsistent at stand-in scale, saying what the judge said; a note comparing
-    a budget in steps with a regime in epochs (or back) is replaced by a sentence saying they do not compare."""
+    n > 1 differences are all equal (a zero-width interval) prints its n without an interval; a firm verdict on a
+    task that declares itself a stand-in prints as consistent / inconsistent at stand-in scale, saying what the
+    judge said; a note comparing a budget in steps with a regime in epochs (or back) is replaced by a sentence
+    saying they do not compare."""
     c = comparison
     g = lambda name, default=None: getattr(c, name, default)  # noqa: E731
     mean = _num_or_none(g("mean", g("effect")))

@@ -313,6 +313,9 @@ def parse_suite(data: Mapping[str, Any], source: str = "<suite>", version: int |
     if eps_step is not None:
         if isinstance(eps_step, bool) or not isinstance(eps_step, (int, float)) or not 0 < eps_step < math.inf:
             _fail(source, "protocol.eps_step", f"expected a number of decades > 0, got {eps_step!r}")
+        if "eps_trials" in proto:  # the step sets the number of points: one of the two, never one ignored
+            _fail(source, "protocol.eps_step", "give eps_step or eps_trials, not both (eps_step sets how many "
+                  "points each range gets)")
         eps_step = float(eps_step)
     suite_selection = proto.get("selection_metric")
     if suite_selection is not None and not (isinstance(suite_selection, str) and suite_selection):
