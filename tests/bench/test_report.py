@@ -265,6 +265,21 @@ def test_a_wall_clock_row_timed_at_different_machine_speeds_is_marked(store, tmp
     assert marked and all(key.endswith(" (†: machine probes 106–260 µs/step)") for key in marked), marked
 
 
+def test_the_tuned_family_spread_counts_the_tuned_paper_configurations_and_not_sgd():
+    """On the ResNet most of the Adam family runs as paper configurations tuned as their own (adabelief@cnn, ...):
+    their medians belong to the family's spread; SGD's arm and the untuned paper-lr arms do not."""
+    from types import SimpleNamespace as NS
+
+    inst = NS(key="fmnist_resnet")
+    arm = lambda median, n=10: NS(median=median, n=n)  # noqa: E731
+    res = NS(main_arm=lambda i: "tuned", arms={
+        ("fmnist_resnet", "adam", "tuned"): arm(0.915), ("fmnist_resnet", "adam", "defaults"): arm(0.912),
+        ("fmnist_resnet", "agd", "paper:cnn"): arm(0.916), ("fmnist_resnet", "agd", "paper-lr:cnn"): arm(0.930),
+        ("fmnist_resnet", "sgd", "tuned"): arm(0.900), ("fmnist_resnet", "adopt", "tuned"): arm(float("nan"), 0),
+        ("mnist1d_cnn", "adam", "tuned"): arm(0.95)})
+    assert sorted(report.family_medians(res, inst)) == [0.915, 0.916]
+
+
 def test_the_defaults_are_said_to_be_the_papers_and_a_baselines_the_benchs():
     """SGD has no paper here: its defaults are the bench's, and the report says which (they are not 'paper
     defaults')."""
