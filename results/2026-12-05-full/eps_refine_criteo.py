@@ -12,7 +12,7 @@ band ±0.002 AUC; one comparison, so no Holm). It is descriptive, not part of th
 
     python results/2026-12-05-full/eps_refine_criteo.py results/2026-12-05-full [--jobs 2]
 
-Its runs go to ``eps_refine_criteo.sqlite`` beside the store (a rerun reuses them); about 40 runs of 1 epoch.
+Its runs go to ``eps_refine_criteo.sqlite`` beside the store (a rerun reuses them): 26 runs of 1 epoch.
 """
 from __future__ import annotations
 
