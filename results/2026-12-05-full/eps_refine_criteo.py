@@ -8,7 +8,8 @@ went from δ = 1e-5 straight to 0.32. This script gives both the same decade gri
 ε or δ ∈ {1e-5, 1e-4, 1e-3, 1e-2, 1e-1}, on the protocol's tuning seeds with its selection (the mean of the last 3
 validation AUCs, step 0 left out), keeps each optimizer's search winner unless a new value beats it, runs a new
 winner on the 10 final seeds, and compares the two winners as the judge does (paired t interval, Wilcoxon, the
-band ±0.002 AUC; one comparison, so no Holm). It is descriptive, not part of the committed report.
+band ±0.002 AUC; one comparison, so Holm changes nothing; the verdict is ``judge``'s own rule). It is
+descriptive, not part of the committed report.
 
     python results/2026-12-05-full/eps_refine_criteo.py results/2026-12-05-full [--jobs 2]
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from adamkit import _stats
-from adamkit.bench import analysis, protocol, runner
+from adamkit.bench import analysis, judge, protocol, runner
 from adamkit.bench.store import ResultStore
 
 INSTANCE = "fm_criteo"
@@ -88,13 +89,16 @@ def main() -> int:
             finals[opt] = {s["seed"]: got[protocol.run_hash(s)]["test_auc"] for s in specs}
     seeds = sorted(set(finals["agd"]) & set(finals["adam"]))
     d = np.array([finals["agd"][s] - finals["adam"][s] for s in seeds])
+    # the judge's own decision over a family of one (Holm leaves a single p as it is)
     mean, low, high = _stats.t_interval(d)
-    p_w, p_band, p_tost = _stats.wilcoxon(d), _stats.beyond_band(d, BAND), _stats.tost(d, BAND)
-    verdict = ("better" if mean > 0 else "worse") if p_band < 0.05 and p_w < 0.05 else \
-        "equivalent" if p_tost < 0.05 else "inconclusive"
+    c = judge.Comparison(INSTANCE, "B", n=d.size, mean=mean, median=float(np.median(d)), low=low, high=high,
+                         p_wilcoxon=_stats.wilcoxon(d), band=BAND, experiment="paper", p_band=_stats.beyond_band(d, BAND),
+                         p_tost=_stats.tost(d, BAND), differences=tuple(float(x) for x in d))
+    judge._decide([c], judge.at_stand_in_scale)
     print(f"AGD {winners['agd'][0]} against Adam {winners['adam'][0]} on the {len(seeds)} final seeds, test AUC: "
-          f"{mean:+.5f} [{low:.5f}, {high:.5f}], median {np.median(d):+.5f}, n = {len(seeds)}, Wilcoxon p "
-          f"{p_w:.2g}, beyond the band ±{BAND} p {p_band:.2g}, TOST p {p_tost:.2g}: {verdict}")
+          f"{mean:+.5f} [{low:.5f}, {high:.5f}], median {c.median:+.5f}, n = {c.n}, Wilcoxon p "
+          f"{c.p_wilcoxon:.2g}, beyond the band ±{BAND} p {c.p_band:.2g}, TOST p {c.p_tost:.2g}: {c.verdict}"
+          + (f" ({c.note})" if c.note else ""))
     store.close()
     return 0
 
