@@ -92,8 +92,9 @@ def main() -> int:
     # the judge's own decision over a family of one (Holm leaves a single p as it is)
     mean, low, high = _stats.t_interval(d)
     c = judge.Comparison(INSTANCE, "B", n=d.size, mean=mean, median=float(np.median(d)), low=low, high=high,
-                         p_wilcoxon=_stats.wilcoxon(d), band=BAND, experiment="paper", p_band=_stats.beyond_band(d, BAND),
-                         p_tost=_stats.tost(d, BAND), differences=tuple(float(x) for x in d))
+                         p_wilcoxon=_stats.wilcoxon(d), band=BAND, experiment="paper",
+                         p_band=_stats.beyond_band(d, BAND), p_tost=_stats.tost(d, BAND),
+                         differences=tuple(float(x) for x in d))
     judge._decide([c], judge.at_stand_in_scale)
     print(f"AGD {winners['agd'][0]} against Adam {winners['adam'][0]} on the {len(seeds)} final seeds, test AUC: "
           f"{mean:+.5f} [{low:.5f}, {high:.5f}], median {c.median:+.5f}, n = {c.n}, Wilcoxon p "
